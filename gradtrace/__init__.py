@@ -1,0 +1,19 @@
+"""gradtrace: make PyTorch autograd visible — record, check and draw what backward does."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .config import Config  # noqa: E402
+from .errors import GradtraceError, RenderError, TraceFileError, UsageError  # noqa: E402
+from .record.session import trace  # noqa: E402
+from .trace.model import (  # noqa: E402
+    Backward, Event, GradNode, Op, RunInfo, Source, Stats, Step, TensorInfo, Value,
+)
+from .trace.store import Trace, load  # noqa: E402
+
+__all__ = [
+    "__version__", "trace", "load", "Trace", "Config", "GradtraceError", "TraceFileError",
+    "UsageError", "RenderError", "Step", "Op", "Backward", "GradNode", "Event", "Value",
+    "Stats", "Source", "TensorInfo", "RunInfo",
+]

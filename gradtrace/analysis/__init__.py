@@ -1,0 +1,1 @@
+"""Analysis of recorded traces: graph model, gradient checks, training diagnostics."""

@@ -1,0 +1,96 @@
+"""`gradtrace run SCRIPT [ARGS]...`: run a script as python would, recording autograd."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ..config import Config, parse_step_range
+from ..errors import GradtraceError, UsageError
+from ..record.session import run_script
+from .common import info
+
+
+def default_output(script: str | None, module: str | None) -> Path:
+    stem = Path(script).stem if script else (module or "module").rsplit(".", 1)[-1]
+    return Path("gradtrace-out") / stem / "trace.gtrace"
+
+
+def _shown(path: Path) -> str:
+    """A path as the user would type it: relative to the current directory when inside it."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("-m", "module", metavar="MODULE", help="Run a library module as a script (like python -m).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="The trace file to write [default: gradtrace-out/<script>/trace.gtrace].")
+@click.option("--values", type=click.Choice(["full", "stats"]), default="full", show_default=True,
+              help="Keep full tensor values (up to --max-numel elements) or statistics only.")
+@click.option("--max-numel", type=click.IntRange(min=0), default=Config.max_value_numel,
+              show_default=True, help="Largest tensor, in elements, whose full value is kept.")
+@click.option("--every", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Record every N-th step only (the others run at near full speed).")
+@click.option("--steps", "step_range", metavar="A:B", default=None,
+              help="Record only steps A to B-1 (e.g. 0:10, 100:).")
+@click.argument("script", required=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def run(ctx, module, output, values, max_numel, every, step_range, script, args):
+    """Run SCRIPT with ARGS exactly as `python SCRIPT ARGS` would, recording what autograd does.
+
+    The script's stdout and exit code are its own; gradtrace's lines go to stderr. The
+    trace file is written step by step, so an interrupted run keeps every finished step.
+    """
+    if module is None and script is None:
+        raise UsageError("give a script to run (gradtrace run SCRIPT [ARGS]...) or -m MODULE")
+    if module is not None and script is not None:
+        args = (script, *args)  # with -m everything after the module goes to it
+        script = None
+    out = Path(output) if output else default_output(script, module)
+    if out.exists() and out.is_dir():
+        raise UsageError(f"-o {out} is a directory; give a file path such as {out}/trace.gtrace")
+    config = Config(output=out, values=values, max_value_numel=max_numel, every=every,
+                    step_range=parse_step_range(step_range))
+    result = run_script(config, script, module, list(args), figure_dir=out.parent)
+    session = result.session
+    totals = session.totals
+    trace = session.result
+    sys.stdout.flush()
+    acc = totals.get("accumulate_fresh", 0) + totals.get("accumulate_added", 0)
+    info(f"{totals.get('steps', 0)} steps, {totals.get('ops', 0)} ops, {totals.get('backward', 0)} "
+         f"backward passes, {acc} accumulations ({totals.get('accumulate_fresh', 0)} fresh, "
+         f"{totals.get('accumulate_added', 0)} added), {totals.get('zero', 0)} zeroings, "
+         f"{totals.get('update', 0)} updates")
+    if result.status != "completed":
+        info(f"the script {result.status} (exit code {result.exit_code}); the trace keeps every "
+             "finished step")
+    from ..record import mplbackend
+
+    for fig in mplbackend.SAVED:
+        info(f"figure saved: {_shown(fig)}")
+    shown = _shown(out)
+    info(f"trace saved: {shown}")
+    _after_run(trace, out.parent, ctx)
+    info(f"next: gradtrace summary {shown}")
+    ctx.exit(result.exit_code)
+
+
+def _after_run(trace, outdir: Path, ctx) -> None:
+    """What `run` makes from the trace once the script has finished. A failure here is
+    reported on one line and never changes the script's exit code."""
+    for name, action in _AFTER_RUN:
+        try:
+            action(trace, outdir, ctx)
+        except GradtraceError as e:
+            info(f"{name} skipped: {e}")
+
+
+#: (name, action(trace, outdir, ctx)) run in order after the script; each feature adds its own.
+_AFTER_RUN: list = []

@@ -1,0 +1,56 @@
+"""`gradtrace summary TRACE`: a per-step table of what autograd did."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .common import load_trace, trace_argument
+
+COLUMNS = ("index", "ops", "backward_nodes", "accumulate_fresh", "accumulate_added", "zeroings",
+           "updates", "loss")
+TOTALS = ("ops", "backward_nodes", "accumulate_fresh", "accumulate_added", "zeroings", "updates")
+
+
+def summarize(trace) -> dict:
+    """The summary document: {"steps": [...], "totals": {...}, "run": {...}}."""
+    steps = [{k: row[k] for k in COLUMNS} for row in trace.step_rows()]
+    totals = {k: sum(s[k] for s in steps) for k in TOTALS}
+    totals["steps"] = len(steps)
+    totals["backward_passes"] = sum(1 for r in trace.step_rows() if r["has_backward"])
+    info = trace.info
+    run = {"script": info.script, "status": info.status, "exit_code": info.exit_code,
+           "torch_version": info.torch_version, "format_version": info.format_version}
+    return {"steps": steps, "totals": totals, "run": run}
+
+
+@click.command()
+@trace_argument
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of a table.")
+@click.option("--limit", type=int, default=50, show_default=True,
+              help="Table rows to show (first and last steps); 0 shows all. Not for --json.")
+def summary(trace_path, as_json, limit):
+    """Per-step table: ops, backward nodes, accumulations (fresh/added), zeroings, updates, loss."""
+    trace = load_trace(trace_path)
+    doc = summarize(trace)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    run = doc["run"]
+    click.echo(f"{trace.path}: {run['script'] or 'python API'} ({run['status']}), "
+               f"{doc['totals']['steps']} steps recorded")
+    head = f"{'step':>6} {'ops':>5} {'nodes':>5} {'fresh':>5} {'added':>5} {'zero':>5} {'upd':>5}  loss"
+    click.echo(head)
+    rows = doc["steps"]
+    shown = rows if not limit or len(rows) <= limit else rows[: limit // 2] + [None] + rows[-(limit // 2):]
+    for r in shown:
+        if r is None:
+            click.echo(f"{'...':>6}")
+            continue
+        loss = "" if r["loss"] is None else f"{r['loss']:.6g}"
+        click.echo(f"{r['index']:>6} {r['ops']:>5} {r['backward_nodes']:>5} {r['accumulate_fresh']:>5} "
+                   f"{r['accumulate_added']:>5} {r['zeroings']:>5} {r['updates']:>5}  {loss}")
+    t = doc["totals"]
+    click.echo(f"{'total':>6} {t['ops']:>5} {t['backward_nodes']:>5} {t['accumulate_fresh']:>5} "
+               f"{t['accumulate_added']:>5} {t['zeroings']:>5} {t['updates']:>5}")

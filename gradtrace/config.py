@@ -1,0 +1,84 @@
+"""The one object that holds every recording option and its default."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+
+__all__ = ["Config", "parse_step_range"]
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every option of a recording; the CLI and the Python API both build one of these.
+
+    - ``output``: the trace file; ``None`` keeps the trace in memory only.
+    - ``values``: ``"full"`` keeps full tensor values up to ``max_value_numel`` elements
+      (summary statistics always); ``"stats"`` keeps statistics only.
+    - ``max_value_numel``: the largest tensor (in elements) whose full value is kept.
+      The default keeps every tensor of the seed lessons whole.
+    - ``every``: record every N-th step (1 = all). Steps in between run without any
+      recording mode installed, so they cost next to nothing.
+    - ``step_range``: ``(first, stop)`` step indices to record, ``stop`` exclusive or None.
+    - ``max_ops_per_step``: ops beyond this in one step are counted, not recorded, so that
+      a forward loop that never calls ``backward()`` cannot grow memory without bound.
+    """
+
+    output: Path | None = None
+    values: str = "full"
+    max_value_numel: int = 10_000
+    every: int = 1
+    step_range: tuple[int, int | None] | None = None
+    max_ops_per_step: int = 20_000
+
+    def __post_init__(self):
+        if self.values not in ("full", "stats"):
+            raise UsageError(f"values must be 'full' or 'stats', not {self.values!r}")
+        if self.every < 1:
+            raise UsageError(f"--every must be 1 or more, not {self.every}")
+        if self.max_value_numel < 0:
+            raise UsageError("max_value_numel must be 0 or more")
+        if self.output is not None and not isinstance(self.output, Path):
+            object.__setattr__(self, "output", Path(self.output))
+
+    def replace(self, **changes) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def keep_values(self) -> bool:
+        return self.values == "full"
+
+    @property
+    def samples(self) -> bool:
+        """True when some steps are skipped (every-N or a step range)."""
+        return self.every != 1 or self.step_range is not None
+
+    def records(self, step: int) -> bool:
+        """Whether step ``step`` (0-based) is recorded."""
+        if self.step_range is not None:
+            first, stop = self.step_range
+            if step < first or (stop is not None and step >= stop):
+                return False
+            return (step - first) % self.every == 0
+        return step % self.every == 0
+
+
+def parse_step_range(text: str | None) -> tuple[int, int | None] | None:
+    """``"A:B"`` (B exclusive), ``"A:"`` or ``":B"`` -> a step range; ``None`` -> None."""
+    if text is None or text == "":
+        return None
+    first, sep, stop = text.partition(":")
+    try:
+        if not sep:
+            a = int(first)
+            return (a, a + 1)
+        a = int(first) if first else 0
+        b = int(stop) if stop else None
+    except ValueError:
+        raise UsageError(f"step range {text!r} is not A:B with whole numbers (e.g. 0:10)") from None
+    if a < 0 or (b is not None and b <= a):
+        raise UsageError(f"step range {text!r} is empty or negative; use A:B with 0 <= A < B")
+    return (a, b)

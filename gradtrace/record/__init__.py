@@ -1,0 +1,1 @@
+"""Recording: the only layer that touches autograd (modes, hooks, the script runner)."""

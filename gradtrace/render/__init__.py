@@ -1,0 +1,1 @@
+"""Rendering from the trace model alone: graphs, animations, reports."""

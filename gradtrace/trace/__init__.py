@@ -1,0 +1,1 @@
+"""The trace data model and the trace file."""

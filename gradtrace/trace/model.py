@@ -1,0 +1,331 @@
+"""The trace data model: plain, typed objects that every layer above `record` reads."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Iterator
+
+import torch
+
+__all__ = [
+    "Source", "Stats", "Value", "TensorInfo", "Op", "GradNode", "Backward", "Event",
+    "Step", "RunInfo", "EVENT_KINDS",
+]
+
+#: The kinds of :class:`Event` (besides ops and backward passes, which have their own types).
+EVENT_KINDS = ("accumulate", "zero", "update", "grad_write")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where in the user's code something happened."""
+
+    file: str
+    line: int
+    code: str = ""
+    function: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+    @property
+    def short(self) -> str:
+        """``name.py:12`` (the file's base name)."""
+        return f"{self.file.replace(chr(92), '/').rsplit('/', 1)[-1]}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Summary statistics of a tensor value. Float fields are NaN for empty tensors."""
+
+    numel: int
+    norm: float
+    mean: float
+    min: float
+    max: float
+    nonfinite: int
+
+    @classmethod
+    def of(cls, t: torch.Tensor) -> "Stats":
+        t = t.detach()
+        n = t.numel()
+        if n == 0:
+            nan = float("nan")
+            return cls(0, nan, nan, nan, nan, 0)
+        if t.is_complex():
+            t = t.abs()
+        if not (t.is_floating_point()):
+            t = t.double()
+        with torch.no_grad():
+            finite = torch.isfinite(t)
+            nonfinite = int(n - int(finite.sum()))
+            f = t.double()
+            return cls(
+                numel=n,
+                norm=float(torch.linalg.vector_norm(f)),
+                mean=float(f.mean()),
+                min=float(f.min()),
+                max=float(f.max()),
+                nonfinite=nonfinite,
+            )
+
+    @property
+    def finite(self) -> bool:
+        return self.nonfinite == 0
+
+
+@dataclass(frozen=True, eq=False)
+class Value:
+    """A snapshot of one tensor's value at one moment of the run.
+
+    ``data`` is the full value (a CPU tensor without grad) when the tensor was small enough
+    and full values were kept; ``stats`` is always available.
+    """
+
+    vid: int
+    shape: tuple[int, ...]
+    dtype: str
+    data: torch.Tensor | None = None
+    stored_stats: Stats | None = field(default=None, repr=False)
+
+    @cached_property
+    def stats(self) -> Stats:
+        if self.stored_stats is not None:
+            return self.stored_stats
+        assert self.data is not None, "a Value has data or stats"
+        return Stats.of(self.data)
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def is_scalar(self) -> bool:
+        return self.numel == 1
+
+    def item(self) -> float | None:
+        """The value as a Python float when it has one element and was kept."""
+        if self.data is not None and self.data.numel() == 1:
+            return float(self.data.reshape(()).item())
+        return None
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A tensor object seen during the run, with the sequential id gradtrace gave it.
+
+    ``role`` is ``"param"`` (a leaf that requires grad), ``"input"`` (a leaf that does not:
+    data, targets, constants) or ``"activation"`` (the output of a recorded op).
+    """
+
+    tid: int
+    name: str | None
+    role: str
+    shape: tuple[int, ...]
+    dtype: str
+    requires_grad: bool
+
+    @property
+    def label(self) -> str:
+        return self.name if self.name else f"t{self.tid}"
+
+
+@dataclass(frozen=True)
+class Op:
+    """One recorded torch call.
+
+    ``is_graph`` ops built the autograd graph (their output has a ``grad_fn``). Other ops
+    are recorded when their output feeds a graph op without being a named tensor
+    (``y.reshape(...)``: "prep" ops), or when they run inside a custom
+    ``autograd.Function`` (``parent`` is then that Function's op index).
+
+    ``target`` names the callable so it can be replayed: ``torch.matmul``,
+    ``Tensor.add``, ``torch.nn.functional.mse_loss``; custom Functions are
+    ``autograd.Function:<ClassName>``. ``args``/``kwargs`` are JSON-like, with every tensor
+    replaced by ``{"tensor": tid}``.
+    """
+
+    index: int
+    seq: int
+    step: int
+    name: str
+    target: str
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    grad_fn: str | None
+    module: str | None
+    parent: int | None
+    is_graph: bool
+    source: Source | None
+
+    kind = "op"
+
+
+@dataclass(frozen=True)
+class GradNode:
+    """One node of the grad_fn graph that a backward pass reached.
+
+    ``nid`` is sequential within the backward pass, in topological order from the root
+    (0). ``next`` holds, per input of the forward op, the nid that gradient flows on to
+    (None where no gradient flows). ``order`` is the position at which autograd ran the node
+    (None if it did not run). ``grad_outputs`` is the gradient flowing *into* the node
+    (w.r.t. the forward op's outputs); ``grad_inputs`` what it passes on (w.r.t. the op's
+    inputs). AccumulateGrad nodes carry the leaf's tid in ``variable``.
+    """
+
+    nid: int
+    name: str
+    op: int | None
+    variable: int | None
+    next: tuple[int | None, ...]
+    order: int | None
+    grad_outputs: tuple[Value | None, ...]
+    grad_inputs: tuple[Value | None, ...]
+
+
+@dataclass(frozen=True)
+class Backward:
+    """A ``backward()`` / ``torch.autograd.backward`` / ``torch.autograd.grad`` call."""
+
+    seq: int
+    step: int
+    api: str
+    roots: tuple[int, ...]
+    nodes: tuple[GradNode, ...]
+    source: Source | None
+    root_value: Value | None = None
+    inputs: tuple[int, ...] = ()            # autograd.grad: the tids it differentiated for
+    results: tuple[Value | None, ...] = ()  # autograd.grad: the gradients it returned
+
+    kind = "backward"
+
+    @property
+    def loss(self) -> float | None:
+        """The root's value when it was a single number."""
+        return self.root_value.item() if self.root_value is not None else None
+
+    def node(self, nid: int) -> GradNode:
+        return self.nodes[nid]
+
+    @property
+    def execution_order(self) -> list[GradNode]:
+        return sorted((n for n in self.nodes if n.order is not None), key=lambda n: n.order)
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened to a leaf or its ``.grad`` outside the forward ops.
+
+    ``kind`` is one of :data:`EVENT_KINDS`:
+
+    - ``accumulate``: backward wrote into ``tensor.grad``; ``fresh`` is True when ``.grad``
+      was None before (False: added on top of an existing gradient). ``incoming`` is the
+      gradient that arrived.
+    - ``zero``: ``.grad`` was cleared; ``idiom`` says how (``grad.zero_()``,
+      ``grad = None``, ``optimizer.zero_grad()``...).
+    - ``update``: the leaf's value changed (``p -= lr * g`` under no_grad, ``p.data -= ...``,
+      ``optimizer.step()``...).
+    - ``grad_write``: ``.grad`` was changed without clearing it (clipping, scaling).
+
+    ``inferred`` marks events gradtrace deduced by comparing values (in sampled recording)
+    rather than seeing the call that caused them.
+    """
+
+    seq: int
+    step: int
+    kind: str
+    tensor: int
+    idiom: str
+    before: Value | None
+    after: Value | None
+    source: Source | None
+    via: str | None = None
+    fresh: bool | None = None
+    incoming: Value | None = None
+    inferred: bool = False
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What ran and how it ended: status is running, completed, raised, exited or interrupted."""
+
+    format_version: int
+    gradtrace_version: str
+    torch_version: str
+    created: str
+    script: str | None
+    argv: tuple[str, ...]
+    status: str
+    exit_code: int | None
+    error: str | None
+    config: dict[str, Any]
+    steps_seen: int
+    ops_dropped: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class Step:
+    """One training step: the forward ops that fed a backward pass, the pass itself, and
+    the accumulations, updates and zeroings up to the next step's first forward op.
+
+    A run that ends with forward ops but no backward has a last step with
+    ``backward=None``.
+    """
+
+    index: int
+    ops: tuple[Op, ...]
+    backward: Backward | None
+    events: tuple[Event, ...]
+    values: dict[int, Value]
+    tensors: dict[int, TensorInfo] = field(repr=False)
+    ops_dropped: int = 0
+
+    @property
+    def graph_ops(self) -> tuple[Op, ...]:
+        """The ops that built the autograd graph (no prep or inner ops)."""
+        return tuple(o for o in self.ops if o.is_graph and o.parent is None)
+
+    @property
+    def accumulations(self) -> tuple[Event, ...]:
+        return tuple(e for e in self.events if e.kind == "accumulate")
+
+    @property
+    def zeroings(self) -> tuple[Event, ...]:
+        return tuple(e for e in self.events if e.kind == "zero")
+
+    @property
+    def updates(self) -> tuple[Event, ...]:
+        return tuple(e for e in self.events if e.kind == "update")
+
+    @property
+    def loss(self) -> float | None:
+        return self.backward.loss if self.backward is not None else None
+
+    def value(self, tid: int) -> Value | None:
+        """The value tensor ``tid`` had in this step (leaves: at first use; op outputs:
+        when computed)."""
+        return self.values.get(tid)
+
+    def name(self, tid: int) -> str:
+        info = self.tensors.get(tid)
+        return info.label if info is not None else f"t{tid}"
+
+    def timeline(self) -> list[Op | Backward | Event]:
+        """Ops, the backward pass and events of this step, in the order they happened."""
+        items: list[Any] = list(self.ops) + list(self.events)
+        if self.backward is not None:
+            items.append(self.backward)
+        return sorted(items, key=lambda x: x.seq)
+
+    def __iter__(self) -> Iterator[Op | Backward | Event]:
+        return iter(self.timeline())
+
+    def graph(self, view: str = "both", **options):
+        """The computation graph of this step, ready to render or show in Jupyter."""
+        from ..render.graph import graph_of_step  # render layer; imported on use
+
+        return graph_of_step(self, view=view, **options)

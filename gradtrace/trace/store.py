@@ -1,0 +1,519 @@
+"""The trace file: a versioned SQLite database, written step by step, read without unpickling.
+
+Why SQLite: every committed transaction survives ``kill -9`` (a step is committed the
+moment it ends), a reader never executes anything from the file (tensors are raw bytes
+with a dtype and a shape), the schema is self-describing for anyone with ``sqlite3``,
+and it comes with Python. coverage.py keeps its data the same way.
+
+Schema (format version 1). Ids are the sequential integers the recorder assigned:
+``tid`` a tensor object, ``vid`` a snapshot of a value, ``seq`` a position in the run's
+event order, ``sid`` a source line. One row per step keeps the cost of writing a step to
+one INSERT and one COMMIT (about 30 us), which is what makes per-step durability cheap.
+
+- ``meta(key, value)``: ``format`` = ``gradtrace-trace``, ``version``, ``gradtrace_version``,
+  ``torch_version``, ``created``, ``script``, ``argv`` (JSON), ``config`` (JSON),
+  ``status`` (running | completed | raised | exited | interrupted), ``exit_code``,
+  ``error``, ``steps_seen``, ``ops_dropped``. Every value is JSON.
+- ``source(sid, file, line, code, function)``: a line of the user's code.
+- ``tensor(tid, name, role, shape, dtype, requires_grad)``: role is param | input |
+  activation; ``shape`` JSON. ``name`` may be filled in by a later step (``rename``).
+- ``step(idx, first_seq, last_seq, has_backward, loss, n_ops, n_nodes, n_fresh, n_added,
+  n_zero, n_update, n_grad_write, ops_dropped, body, vals)``: one recorded step. The
+  ``n_*`` columns are counts for summaries. ``body`` is JSON (below); ``vals`` the raw
+  little-endian C-order bytes of the values kept in full, concatenated.
+
+``body`` holds lists of rows (each a JSON array, fields in this order):
+
+- ``ops``: idx, seq, name, target, inputs, outputs, args, kwargs, grad_fn, module,
+  parent, is_graph, sid. ``args``/``kwargs`` have each tensor as ``{"tensor": tid}``.
+- ``backward``: seq, api, roots, root_vid, inputs, result_vids, sid (or null).
+- ``nodes``: nid, name, op, variable, next, exec_order, grad_out_vids, grad_in_vids.
+- ``events``: seq, kind, tensor, idiom, before_vid, after_vid, incoming_vid, fresh, via,
+  inferred, sid.
+- ``values``: vid, tid, shape, dtype, kind, offset, nbytes, stats. ``kind`` is ``d``
+  (bytes at ``vals[offset:offset+nbytes]``), ``s`` (statistics only: ``stats`` is
+  [numel, norm, mean, min, max, nonfinite]) or ``z`` (all zeros, no bytes stored).
+  ``tid`` is set for the value a tensor had in the step's forward pass, null for event
+  and gradient snapshots.
+
+The SQLite header carries ``application_id`` = 0x47545243 ("GTRC") and ``user_version`` =
+the format version, so a foreign or newer file is told apart before any table is read.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import sqlite3
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from ..errors import TraceFileError
+from .model import (
+    Backward, Event, GradNode, Op, RunInfo, Source, Stats, Step, TensorInfo, Value,
+)
+
+__all__ = ["FORMAT_VERSION", "OLDEST_READABLE", "TraceWriter", "Trace", "load", "APPLICATION_ID"]
+
+#: Bump when the schema changes; record the change in docs/trace-format.md.
+FORMAT_VERSION = 1
+#: The oldest format this version of gradtrace still reads.
+OLDEST_READABLE = 1
+APPLICATION_ID = 0x47545243  # "GTRC"
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE source (sid INTEGER PRIMARY KEY, file TEXT, line INTEGER, code TEXT, function TEXT);
+CREATE TABLE tensor (tid INTEGER PRIMARY KEY, name TEXT, role TEXT, shape TEXT, dtype TEXT,
+                     requires_grad INTEGER);
+CREATE TABLE step (idx INTEGER PRIMARY KEY, first_seq INTEGER, last_seq INTEGER,
+                   has_backward INTEGER, loss REAL, n_ops INTEGER, n_nodes INTEGER,
+                   n_fresh INTEGER, n_added INTEGER, n_zero INTEGER, n_update INTEGER,
+                   n_grad_write INTEGER, ops_dropped INTEGER, body TEXT, vals BLOB);
+"""
+
+_TABLES = {"meta", "source", "tensor", "step"}
+
+# dtypes numpy can hold; the rest (bfloat16, float8...) are written through a byte view.
+_NUMPY_DTYPES = {
+    torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.int16,
+    torch.int8, torch.uint8, torch.bool, torch.complex64, torch.complex128,
+}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _dtype_from_name(name: str) -> torch.dtype:
+    dt = getattr(torch, name, None)
+    if not isinstance(dt, torch.dtype):
+        raise ValueError(f"unknown dtype {name!r}")
+    return dt
+
+
+def tensor_bytes(t: torch.Tensor) -> bytes:
+    """Raw C-order bytes of a CPU tensor (no grad)."""
+    flat = t.detach().resolve_conj().resolve_neg().reshape(-1).contiguous()
+    if flat.dtype in _NUMPY_DTYPES:
+        return flat.numpy().tobytes()
+    return flat.view(torch.uint8).numpy().tobytes()
+
+
+def tensor_from_bytes(blob: bytes, shape: tuple[int, ...], dtype: str) -> torch.Tensor:
+    dt = _dtype_from_name(dtype)
+    if math.prod(shape) == 0:
+        return torch.empty(shape, dtype=dt)
+    return torch.frombuffer(bytearray(blob), dtype=dt).reshape(shape)
+
+
+def _json(x) -> str:
+    return json.dumps(x, separators=(",", ":"))
+
+
+class TraceWriter:
+    """Appends a run to a trace file (or to an in-memory database), one step per commit.
+
+    The recorder appends plain rows to the buffers (``sources``, ``tensors``, ``renames``,
+    ``ops``, ``nodes``, ``events``, ``values``, ``backward``) and calls :meth:`commit_step`
+    when a step ends; nothing of a step is visible to readers before that.
+    """
+
+    def __init__(self, path: Path | None, meta: dict[str, Any]):
+        self.path = path
+        if path is not None:
+            path = Path(path)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    p = Path(str(path) + suffix)
+                    if p.exists():
+                        p.unlink()
+                self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+                # WAL appends each commit to the log: it survives kill -9 (the OS has the
+                # bytes) without an fsync per step. Exclusive: no shared-memory index.
+                self.conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=OFF")
+                self.conn.executescript(_SCHEMA)
+            except (OSError, sqlite3.Error) as e:
+                raise TraceFileError(path, f"cannot write the trace file ({e}); choose another "
+                                           "path with -o") from None
+        else:
+            self.conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            self.conn.executescript(_SCHEMA)
+        self.conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        self.conn.execute(f"PRAGMA user_version={FORMAT_VERSION}")
+        base = {
+            "format": "gradtrace-trace",
+            "version": FORMAT_VERSION,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "torch_version": torch.__version__,
+            "status": "running",
+            "exit_code": None,
+            "error": None,
+            "steps_seen": 0,
+            "ops_dropped": 0,
+        }
+        base.update(meta)
+        self.conn.execute("BEGIN")
+        self.conn.executemany("INSERT INTO meta VALUES (?, ?)",
+                              [(k, _json(v)) for k, v in base.items()])
+        self.conn.execute("COMMIT")
+        self.sources: list[tuple] = []
+        self.tensors: list[tuple] = []
+        self.renames: list[tuple] = []
+        self._reset_step()
+        self.closed = False
+
+    def _reset_step(self):
+        self.ops: list[list] = []
+        self.nodes: list[list] = []
+        self.events: list[list] = []
+        self.values: list[tuple] = []   # (vid, tid, shape, dtype, kind, bytes | stats | None)
+        self.backward: list | None = None
+
+    def commit_step(self, head: tuple) -> None:
+        """Write one step. ``head`` = (idx, first_seq, last_seq, has_backward, loss, n_ops,
+        n_nodes, n_fresh, n_added, n_zero, n_update, n_grad_write, ops_dropped)."""
+        if self.closed:
+            return
+        chunks, index, offset = [], [], 0
+        for vid, tid, shape, dtype, kind, payload in self.values:
+            if kind == "d":
+                index.append([vid, tid, shape, dtype, "d", offset, len(payload), None])
+                chunks.append(payload)
+                offset += len(payload)
+            else:
+                index.append([vid, tid, shape, dtype, kind, 0, 0, payload])
+        body = _json({"ops": self.ops, "backward": self.backward, "nodes": self.nodes,
+                      "events": self.events, "values": index})
+        self._write(head + (body, b"".join(chunks)))
+        self._reset_step()
+
+    def _write(self, step_row: tuple | None, meta: dict | None = None) -> None:
+        c = self.conn
+        c.execute("BEGIN")
+        try:
+            if self.sources:
+                c.executemany("INSERT INTO source VALUES (?,?,?,?,?)", self.sources)
+            if self.tensors:
+                c.executemany("INSERT INTO tensor VALUES (?,?,?,?,?,?)", self.tensors)
+            if self.renames:
+                c.executemany("UPDATE tensor SET name=? WHERE tid=?", self.renames)
+            if step_row is not None:
+                c.execute("INSERT INTO step VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", step_row)
+            if meta:
+                c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                              [(k, _json(v)) for k, v in meta.items()])
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        self.sources, self.tensors, self.renames = [], [], []
+
+    def finish(self, status: str, exit_code: int | None = None, error: str | None = None,
+               **meta) -> None:
+        """Mark how the run ended and leave one self-contained file."""
+        if self.closed:
+            return
+        meta.update(status=status, exit_code=exit_code, error=error)
+        self._write(None, meta)
+        if self.path is not None:
+            # Fold the write-ahead log into the file: one file to copy, readable read-only.
+            self.conn.execute("PRAGMA journal_mode=DELETE")
+            self.conn.close()
+            self.closed = True
+
+    def reader(self) -> "Trace":
+        """A reader on the same data (the in-memory database stays with the writer)."""
+        if self.path is not None:
+            return load(self.path)
+        return Trace(self.conn, "<memory>")
+
+
+def _check_header(conn: sqlite3.Connection, path: str) -> int:
+    try:
+        app = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as e:
+        raise TraceFileError(path, f"not a gradtrace trace file ({e})") from None
+    if app != APPLICATION_ID or "meta" not in tables:
+        raise TraceFileError(path, "not a gradtrace trace file (an SQLite database of something "
+                                   "else); pass a .gtrace file written by `gradtrace run`")
+    if version > FORMAT_VERSION:
+        raise TraceFileError(path, f"written in trace format {version} by a newer gradtrace; "
+                                   f"this one reads formats {OLDEST_READABLE} to {FORMAT_VERSION}: "
+                                   "upgrade gradtrace (pip install -U gradtrace)")
+    if version < OLDEST_READABLE:
+        raise TraceFileError(path, f"trace format {version} is older than this gradtrace reads "
+                                   f"({OLDEST_READABLE} to {FORMAT_VERSION}); record it again")
+    missing = _TABLES - tables
+    if missing:
+        raise TraceFileError(path, f"truncated or corrupt: tables {', '.join(sorted(missing))} "
+                                   "are missing; record the run again")
+    return version
+
+
+def load(path) -> "Trace":
+    """Open a trace file for reading. Raises :class:`TraceFileError` with one line if the
+    file is missing, foreign, newer than this gradtrace, truncated or corrupt."""
+    p = Path(path)
+    if not p.exists():
+        raise TraceFileError(p, "no such file; run `gradtrace run SCRIPT` to record one")
+    if p.is_dir():
+        raise TraceFileError(p, "is a directory; pass the .gtrace file inside it")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise TraceFileError(p, f"cannot read ({e.strerror})") from None
+    if head != b"SQLite format 3\x00":
+        what = "empty" if not head else "not a gradtrace trace file"
+        raise TraceFileError(p, f"{what}; pass a .gtrace file written by `gradtrace run`")
+    wal = Path(str(p) + "-wal")
+    # A file whose run was killed still has its write-ahead log beside it: open it
+    # read-write so SQLite folds the committed steps in. Otherwise read-only.
+    writable = os.access(p, os.W_OK) and os.access(p.parent, os.W_OK)
+    uri = f"file:{p.resolve().as_posix()}?mode={'rw' if writable else 'ro'}"
+    if not writable and not wal.exists():
+        uri += "&immutable=1"
+    try:
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        _check_header(conn, str(p))
+        row = conn.execute("PRAGMA quick_check").fetchone()
+        if row is None or row[0] != "ok":
+            raise TraceFileError(p, f"corrupt ({row[0] if row else 'no answer'}); record the run again")
+    except sqlite3.DatabaseError as e:
+        raise TraceFileError(p, f"truncated or corrupt ({e}); record the run again") from None
+    return Trace(conn, str(p))
+
+
+class _StepList(Sequence):
+    """The recorded steps, read from the file on demand (a few kept in a small cache)."""
+
+    def __init__(self, trace: "Trace", indices: list[int]):
+        self._trace = trace
+        self._indices = indices
+        self._cache: OrderedDict[int, Step] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        idx = self._indices[i]
+        step = self._cache.get(idx)
+        if step is None:
+            step = self._trace._read_step(idx)
+            self._cache[idx] = step
+            if len(self._cache) > 64:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(idx)
+        return step
+
+    @property
+    def indices(self) -> list[int]:
+        """The run's step numbers of the recorded steps, in order."""
+        return list(self._indices)
+
+
+class Trace:
+    """A recorded run, read from a trace file (or the in-memory database of a live trace)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: str):
+        self._conn = conn
+        self.path = path
+        self._sources: dict[int, Source] | None = None
+        self._tensors: dict[int, TensorInfo] | None = None
+        self._steps: _StepList | None = None
+
+    # -- queries, with file errors turned into one line -----------------------------------
+    def _q(self, sql: str, args: Iterable = ()) -> list[tuple]:
+        try:
+            return self._conn.execute(sql, tuple(args)).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise TraceFileError(self.path, f"truncated or corrupt ({e}); record the run again") from None
+
+    @property
+    def info(self) -> RunInfo:
+        meta = {k: json.loads(v) for k, v in self._q("SELECT key, value FROM meta")}
+        return RunInfo(
+            format_version=int(meta.get("version", FORMAT_VERSION)),
+            gradtrace_version=str(meta.get("gradtrace_version", "")),
+            torch_version=str(meta.get("torch_version", "")),
+            created=str(meta.get("created", "")),
+            script=meta.get("script"),
+            argv=tuple(meta.get("argv") or ()),
+            status=str(meta.get("status", "running")),
+            exit_code=meta.get("exit_code"),
+            error=meta.get("error"),
+            config=dict(meta.get("config") or {}),
+            steps_seen=int(meta.get("steps_seen") or 0),
+            ops_dropped=int(meta.get("ops_dropped") or 0),
+        )
+
+    @property
+    def sources(self) -> dict[int, Source]:
+        if self._sources is None:
+            self._sources = {sid: Source(f, l, c or "", fn or "")
+                             for sid, f, l, c, fn in self._q("SELECT * FROM source")}
+        return self._sources
+
+    @property
+    def tensors(self) -> dict[int, TensorInfo]:
+        """Every tensor object the run touched, by tid."""
+        if self._tensors is None:
+            self._tensors = {
+                tid: TensorInfo(tid, name, role, tuple(json.loads(shape)), dtype, bool(rg))
+                for tid, name, role, shape, dtype, rg in self._q("SELECT * FROM tensor ORDER BY tid")
+            }
+        return self._tensors
+
+    def name(self, tid: int) -> str:
+        info = self.tensors.get(tid)
+        return info.label if info else f"t{tid}"
+
+    def find(self, name: str) -> TensorInfo | None:
+        """The tensor named ``name`` (``w``, ``net.0.weight``); the first one seen."""
+        for info in self.tensors.values():
+            if info.name == name:
+                return info
+        return None
+
+    @property
+    def params(self) -> list[TensorInfo]:
+        return [t for t in self.tensors.values() if t.role == "param"]
+
+    @property
+    def steps(self) -> _StepList:
+        if self._steps is None:
+            idx = [r[0] for r in self._q("SELECT idx FROM step ORDER BY idx")]
+            self._steps = _StepList(self, idx)
+        return self._steps
+
+    def step(self, index: int) -> Step:
+        """The step with run step number ``index`` (equal to ``steps[index]`` when every step
+        was recorded)."""
+        try:
+            pos = self.steps.indices.index(index)
+        except ValueError:
+            raise KeyError(f"step {index} was not recorded") from None
+        return self.steps[pos]
+
+    @property
+    def events(self) -> list:
+        """Every op, backward pass and event of the run, in order."""
+        out: list = []
+        for s in self.steps:
+            out.extend(s.timeline())
+        return out
+
+    def step_rows(self) -> list[dict[str, Any]]:
+        """Per-step counts straight from the step table (cheap: no bodies are parsed)."""
+        rows = []
+        for (idx, has_bw, loss, n_ops, n_nodes, n_fresh, n_added, n_zero, n_update, n_gw,
+             dropped) in self._q("SELECT idx, has_backward, loss, n_ops, n_nodes, n_fresh, n_added, "
+                                 "n_zero, n_update, n_grad_write, ops_dropped FROM step ORDER BY idx"):
+            rows.append({
+                "index": idx, "ops": n_ops, "backward_nodes": n_nodes,
+                "accumulate_fresh": n_fresh, "accumulate_added": n_added, "zeroings": n_zero,
+                "updates": n_update, "grad_writes": n_gw, "loss": loss,
+                "has_backward": bool(has_bw), "ops_dropped": dropped,
+            })
+        return rows
+
+    # -- reading one step -------------------------------------------------------------------
+    def _read_step(self, idx: int) -> Step:
+        rows = self._q("SELECT body, vals, ops_dropped FROM step WHERE idx=?", (idx,))
+        if not rows:
+            raise KeyError(f"step {idx} was not recorded")
+        body_text, blob, dropped = rows[0]
+        try:
+            body = json.loads(body_text)
+            return self._build_step(idx, body, blob or b"", int(dropped or 0))
+        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as e:
+            raise TraceFileError(self.path, f"step {idx} is corrupt ({type(e).__name__}: {e}); "
+                                            "record the run again") from None
+
+    def _build_step(self, idx: int, body: dict, blob: bytes, dropped: int) -> Step:
+        src = self.sources.get
+        vals: dict[int, Value] = {}
+        by_tid: dict[int, Value] = {}
+        nan = float("nan")
+        for vid, tid, shape, dtype, kind, offset, nbytes, stats in body["values"]:
+            shp = tuple(shape)
+            if kind == "d":
+                v = Value(vid, shp, dtype, tensor_from_bytes(blob[offset:offset + nbytes], shp, dtype))
+            elif kind == "z":
+                v = Value(vid, shp, dtype, torch.zeros(shp, dtype=_dtype_from_name(dtype)))
+            else:
+                n, norm, mean, mn, mx, nonfinite = stats
+                v = Value(vid, shp, dtype, None,
+                          Stats(int(n), *(nan if x is None else float(x) for x in (norm, mean, mn, mx)),
+                                int(nonfinite or 0)))
+            vals[vid] = v
+            if tid is not None:
+                by_tid.setdefault(tid, v)
+        v = vals.get
+
+        def vv(x):
+            return None if x is None else vals[x]
+
+        ops = tuple(
+            Op(index=i, seq=seq, step=idx, name=name, target=target, inputs=tuple(inputs),
+               outputs=tuple(outputs), args=tuple(args), kwargs=kwargs, grad_fn=grad_fn,
+               module=module, parent=parent, is_graph=bool(is_graph),
+               source=src(sid) if sid is not None else None)
+            for i, seq, name, target, inputs, outputs, args, kwargs, grad_fn, module, parent,
+            is_graph, sid in body["ops"]
+        )
+        backward = None
+        if body.get("backward"):
+            seq, api, roots, root_vid, inputs, result_vids, sid = body["backward"]
+            nodes = tuple(
+                GradNode(nid=nid, name=name, op=op, variable=variable, next=tuple(nxt), order=order,
+                         grad_outputs=tuple(vv(x) for x in go), grad_inputs=tuple(vv(x) for x in gi))
+                for nid, name, op, variable, nxt, order, go, gi in body["nodes"]
+            )
+            backward = Backward(seq=seq, step=idx, api=api, roots=tuple(roots), nodes=nodes,
+                                source=src(sid) if sid is not None else None,
+                                root_value=vv(root_vid), inputs=tuple(inputs),
+                                results=tuple(vv(x) for x in result_vids))
+        events = tuple(
+            Event(seq=seq, step=idx, kind=kind, tensor=tensor, idiom=idiom, before=vv(b),
+                  after=vv(a), source=src(sid) if sid is not None else None, via=via,
+                  fresh=None if fresh is None else bool(fresh), incoming=vv(inc),
+                  inferred=bool(inferred))
+            for seq, kind, tensor, idiom, b, a, inc, fresh, via, inferred, sid in body["events"]
+        )
+        return Step(index=idx, ops=ops, backward=backward, events=events, values=by_tid,
+                    tensors=self.tensors, ops_dropped=dropped)
+
+    # -- conveniences that live in upper layers (imported on use) ----------------------------
+    def check(self, **options):
+        """Gradient checks and training diagnostics (see ``gradtrace.analysis.check``)."""
+        from ..analysis.check import check_trace
+
+        return check_trace(self, **options)
+
+    def animate(self, kind: str = "training", **options):
+        """An animation of this trace that saves to gif/mp4/html and shows in Jupyter."""
+        from ..render.animate import animation_of_trace
+
+        return animation_of_trace(self, kind=kind, **options)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __repr__(self) -> str:
+        return f"<gradtrace.Trace {self.path} steps={len(self.steps)}>"
