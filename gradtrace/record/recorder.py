@@ -869,6 +869,10 @@ class Recorder:
         role = self._role(t)
         if role is None or role[0] != "param":
             return func(*args, **kwargs)
+        same = self.alias.get(new) if isinstance(new, _Tensor) else None
+        if same is not None and same[0] == "param" and same[1] == role[1]:
+            # `p.data -= x` is an in-place call on the alias (recorded) then `p.data = alias`.
+            return func(*args, **kwargs)
         f, via = self._user_frame(sys._getframe(1))
         before = self._snap_now(t)
         out = func(*args, **kwargs)

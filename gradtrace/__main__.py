@@ -1,0 +1,5 @@
+"""`python -m gradtrace` is the `gradtrace` command."""
+
+from .cli import main
+
+main()
