@@ -16,8 +16,8 @@ class TraceFileError(GradtraceError):
 
     def __init__(self, path, problem: str):
         self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+        self.problem = " ".join(str(problem).split())  # always one line
+        super().__init__(f"{self.path}: {self.problem}")
 
 
 class UsageError(GradtraceError):

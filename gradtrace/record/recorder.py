@@ -213,11 +213,19 @@ class _Mode(TorchFunctionMode):
         kind = rec.kinds.get(func)
         if kind is None:
             kind = rec.kinds[func] = _classify(func)
-        if kind == _OP:
-            return rec.on_op(func, args, kwargs or {})
         if kind == _PASS:
             return func(*args, **(kwargs or {}))
-        return rec.on_special(kind, func, args, kwargs or {})
+        # A signal that arrives while gradtrace is writing waits until it is done (see
+        # session.run_script), so a step is never left half-recorded.
+        rec.busy += 1
+        try:
+            if kind == _OP:
+                return rec.on_op(func, args, kwargs or {})
+            return rec.on_special(kind, func, args, kwargs or {})
+        finally:
+            rec.busy -= 1
+            if rec.pending_signal is not None and not rec.busy:
+                rec.raise_pending_signal()
 
 
 class Recorder:
@@ -245,6 +253,7 @@ class Recorder:
         self.recording = config.records(0)
         self.after_backward = False
         self.dormant = False
+        self.awaiting_forward = False
         self.parents: list[int] = []
         self.in_optimizer_step = 0
         self.grad_zeroed: set[int] = set()  # tids whose .grad is known to hold zeros
@@ -252,6 +261,8 @@ class Recorder:
         self.keep_values = config.keep_values
         self.max_numel = config.max_value_numel
         self.errors: list[str] = []
+        self.busy = 0
+        self.pending_signal = None  # an exception class to raise once not busy
         self.mode = _Mode(self)
         self.mode_on = False
         self.handles: list[Any] = []
@@ -300,8 +311,10 @@ class Recorder:
             raise
         return self
 
-    def stop(self) -> None:
-        """Remove every mode, hook and patch; flush the step in progress."""
+    def stop(self, keep_current_step: bool = True) -> None:
+        """Remove every mode, hook and patch; write the step in progress unless told not to
+        (an interrupt may have arrived in the middle of recording it)."""
+        self.busy += 1
         try:
             if self.mode_on:
                 self._pop_mode()
@@ -315,8 +328,9 @@ class Recorder:
                 setattr(obj, attr, orig)
             self.patches.clear()
             try:
-                with torch._C.DisableTorchFunction():
-                    self._close_step()
+                if keep_current_step:
+                    with torch._C.DisableTorchFunction():
+                        self._close_step()
             finally:
                 self.tids.clear()
                 self.alias.clear()
@@ -427,6 +441,9 @@ class Recorder:
                     if rec.config.records(rec.step):
                         rec.recording = True
                         rec._new_step_state()
+                        # What follows until the first forward op (the update and zeroing
+                        # of the unrecorded step before) belongs to that step: not recorded.
+                        rec.awaiting_forward = True
                         rec._activate()
 
             wrapper.__wrapped__ = orig
@@ -614,6 +631,7 @@ class Recorder:
                 return out
         if not self.recording:
             return out
+        self.awaiting_forward = False
         self._record_op(func, args, kwargs, outs, True, sys._getframe(1))
         return out
 
@@ -703,6 +721,7 @@ class Recorder:
                 self._begin_next_step()
         if not self.recording or self.dormant:
             return orig_func(cls, *args, **kwargs)
+        self.awaiting_forward = False
         frame = sys._getframe(1)
         idx = self.next_op  # the inner ops come after the Function's own row
         self.parents.append(idx)
@@ -766,7 +785,7 @@ class Recorder:
                 elif src.requires_grad and src.grad_fn is None:
                     self.alias.set(out, ("param", self.tid_of(src), "data"))
             return out
-        if not self.recording or self.in_optimizer_step:
+        if not self.recording or self.in_optimizer_step or self.awaiting_forward:
             return func(*args, **kwargs)
         if kind == _INPLACE:
             return self.on_inplace(func, args, kwargs)
@@ -822,7 +841,8 @@ class Recorder:
         sym = _INPLACE_SYMBOLS.get(name)
         for (t, (role, tid, path)), b in zip(roles, before):
             lhs = f"p.{path}" if path else "p"
-            op = f"{lhs} {sym} …" if sym else f"{lhs}.{name}()"
+            op = (f"{lhs}[...] = …" if name == "__setitem__" else f"{lhs} {sym} …") if sym \
+                else f"{lhs}.{name}()"
             if role == "param":
                 if not path:
                     op += " (no_grad)"
@@ -1114,6 +1134,10 @@ class Recorder:
         except Exception as e:
             self._internal(e)
         return None
+
+    def raise_pending_signal(self):
+        exc, self.pending_signal = self.pending_signal, None
+        raise exc()
 
     def _internal(self, e: BaseException):
         msg = f"{type(e).__name__}: {e}"

@@ -68,10 +68,11 @@ class trace:
         self.finish(status, exit_code, None if exc is None else f"{exc_type.__name__}: {exc}")
 
     def finish(self, status: str, exit_code: int | None = None, error: str | None = None) -> None:
-        if self._recorder is None or self._writer is None:
+        if self._recorder is None or self._writer is None or self._trace is not None:
             return
         try:
-            self._recorder.stop()
+            # An interrupt can land in the middle of recording a step: keep finished steps only.
+            self._recorder.stop(keep_current_step=status != "interrupted")
         finally:
             self._writer.finish(status, exit_code, error)
         self._trace = self._writer.reader()
@@ -187,13 +188,24 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
     old_term = signal.getsignal(signal.SIGTERM) if _main_thread() else None
     mpl = None
 
-    def on_term(signum, frame):
-        raise _Terminated()
-
     exit_code, status = 0, "completed"
+    session.__enter__()  # a trace file that cannot be written stops here, before the script runs
+    recorder = session.recorder
+
+    def on_signal(exc_type):
+        def handler(signum, frame):
+            if recorder.busy:
+                recorder.pending_signal = exc_type  # raised as soon as the recorder is done
+            else:
+                raise exc_type()
+        return handler
+
+    old_int = signal.getsignal(signal.SIGINT) if _main_thread() else None
     try:
         if _main_thread():
-            signal.signal(signal.SIGTERM, on_term)
+            signal.signal(signal.SIGTERM, on_signal(_Terminated))
+            if old_int is signal.default_int_handler:
+                signal.signal(signal.SIGINT, on_signal(KeyboardInterrupt))
         if figure_dir is not None and "matplotlib.pyplot" not in sys.modules:
             from . import mplbackend as mpl
 
@@ -212,14 +224,22 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
             main.__loader__ = None
             main.__spec__ = None
             sys.modules["__main__"] = main
-            with session:
+            try:
                 exec(code, main.__dict__)
+            except BaseException as e:
+                session.__exit__(type(e), e, e.__traceback__)
+                raise
+            session.__exit__(None, None, None)
         else:
             sys.argv = [module, *args]
             if sys.path:
                 sys.path[0] = os.getcwd()
-            with session:
+            try:
                 runpy.run_module(module, run_name="__main__", alter_sys=True)
+            except BaseException as e:
+                session.__exit__(type(e), e, e.__traceback__)
+                raise
+            session.__exit__(None, None, None)
     except SystemExit as e:
         exit_code, status = _exit_code(e), "exited"
         if e.code is not None and not isinstance(e.code, int):
@@ -248,6 +268,9 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
             os.environ["MPLBACKEND"] = old_env
         if _main_thread() and old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
+        if _main_thread() and old_int is not None:
+            signal.signal(signal.SIGINT, old_int)
+        session.finish("interrupted" if status == "interrupted" else status)
         if mpl is not None:
             with contextlib.suppress(Exception):
                 mpl.save_open_figures()

@@ -244,7 +244,7 @@ def _check_header(conn: sqlite3.Connection, path: str) -> int:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.DatabaseError as e:
-        raise TraceFileError(path, f"not a gradtrace trace file ({e})") from None
+        raise TraceFileError(path, f"truncated or corrupt ({e}); record the run again") from None
     if app != APPLICATION_ID or "meta" not in tables:
         raise TraceFileError(path, "not a gradtrace trace file (an SQLite database of something "
                                    "else); pass a .gtrace file written by `gradtrace run`")
@@ -290,7 +290,8 @@ def load(path) -> "Trace":
         _check_header(conn, str(p))
         row = conn.execute("PRAGMA quick_check").fetchone()
         if row is None or row[0] != "ok":
-            raise TraceFileError(p, f"corrupt ({row[0] if row else 'no answer'}); record the run again")
+            detail = " ".join(str(row[0]).split())[:160] if row else "no answer"
+            raise TraceFileError(p, f"truncated or corrupt ({detail}); record the run again")
     except sqlite3.DatabaseError as e:
         raise TraceFileError(p, f"truncated or corrupt ({e}); record the run again") from None
     return Trace(conn, str(p))

@@ -1,0 +1,199 @@
+"""`gradtrace run` and `gradtrace summary` in real subprocesses: python's behaviour, exit codes, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import gradtrace
+from conftest import DEMOS, gradtrace_cmd
+
+LOOP = """
+import sys, time, torch
+torch.manual_seed(0)
+w = torch.randn(3, 1, requires_grad=True)
+X = torch.randn(8, 3)
+for i in range(100000):
+    (X @ w).pow(2).mean().backward()
+    with torch.no_grad():
+        w -= 0.01 * w.grad
+        w.grad.zero_()
+    if i == 20:
+        print("ready", flush=True)
+"""
+
+
+def _script(tmp_path, body, name="script.py"):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(body))
+    return p
+
+
+def test_demo_stdout_and_exit_code_match_python(tmp_path):
+    env = dict(os.environ, MPLBACKEND="Agg")
+    plain = subprocess.run([sys.executable, str(DEMOS / "linreg.py")], capture_output=True,
+                           text=True, env=env, cwd=tmp_path, timeout=300)
+    traced = gradtrace_cmd("run", str(DEMOS / "linreg.py"), cwd=tmp_path)
+    assert traced.returncode == plain.returncode == 0
+    assert traced.stdout == plain.stdout
+    lines = traced.stderr.splitlines()
+    assert all(line.startswith("gradtrace: ") for line in lines), traced.stderr
+    assert any("301 steps" in line and "600 zeroings" in line for line in lines)
+    assert any(line == "gradtrace: trace saved: gradtrace-out/linreg/trace.gtrace" for line in lines)
+    assert lines[-1] == "gradtrace: next: gradtrace summary gradtrace-out/linreg/trace.gtrace"
+    t = gradtrace.load(tmp_path / "gradtrace-out" / "linreg" / "trace.gtrace")
+    assert t.info.status == "completed" and t.info.exit_code is None
+    assert len(t.steps) == 301
+
+
+def test_argv_main_and_path_as_python_sets_them(tmp_path):
+    body = """
+        import json, os, sys
+        print(json.dumps({"argv": sys.argv, "name": __name__, "path0": sys.path[0],
+                          "file": __file__, "main": sys.modules["__main__"].__dict__ is globals()}))
+    """
+    p = _script(tmp_path, body)
+    plain = subprocess.run([sys.executable, str(p), "a", "--every", "3", "-o", "x"],
+                           capture_output=True, text=True, cwd=tmp_path)
+    traced = gradtrace_cmd("run", str(p), "a", "--every", "3", "-o", "x", cwd=tmp_path)
+    assert traced.returncode == 0, traced.stderr
+    assert json.loads(traced.stdout) == json.loads(plain.stdout)
+    assert json.loads(traced.stdout)["argv"][1:] == ["a", "--every", "3", "-o", "x"]
+
+
+def test_module_mode(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "train.py").write_text(textwrap.dedent("""
+        import sys, torch
+        w = torch.ones(2, requires_grad=True)
+        (w * 3).sum().backward()
+        print(__name__, sys.argv[1:], w.grad.tolist())
+    """))
+    r = gradtrace_cmd("run", "-m", "pkg.train", "x", "--flag", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "__main__ ['x', '--flag'] [3.0, 3.0]"
+    t = gradtrace.load(tmp_path / "gradtrace-out" / "train" / "trace.gtrace")
+    assert [o.name for o in t.steps[0].graph_ops] == ["mul", "sum"]
+
+
+def test_sys_exit_code_passes_through(tmp_path):
+    p = _script(tmp_path, "import sys\nprint('bye')\nsys.exit(3)\n")
+    r = gradtrace_cmd("run", "-o", "out.gtrace", str(p), cwd=tmp_path)
+    assert r.returncode == 3
+    assert r.stdout == "bye\n"
+    assert gradtrace.load(tmp_path / "out.gtrace").info.status == "exited"
+
+
+def test_exception_shows_the_users_traceback_only(tmp_path):
+    p = _script(tmp_path, """
+        import torch
+        def train():
+            w = torch.ones(2, requires_grad=True)
+            (w * 2).sum().backward()
+            raise ValueError("bad batch")
+        train()
+    """)
+    r = gradtrace_cmd("run", "-o", "out.gtrace", str(p), cwd=tmp_path)
+    assert r.returncode == 1
+    err = r.stderr
+    assert "Traceback (most recent call last):" in err
+    assert f'File "{p}", line 7, in <module>' in err
+    assert "ValueError: bad batch" in err
+    assert "gradtrace/" not in err.split("ValueError")[0].replace("gradtrace: ", "")
+    t = gradtrace.load(tmp_path / "out.gtrace")
+    assert t.info.status == "raised" and "bad batch" in t.info.error
+    assert len(t.steps) == 1  # the finished step was kept
+
+
+def test_foreseeable_errors_are_one_line_exit_2(tmp_path):
+    r = gradtrace_cmd("run", "missing.py", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "gradtrace: error: no such script: missing.py"
+    p = _script(tmp_path, "print('hi')\n")
+    (tmp_path / "blocker").write_text("")
+    r = gradtrace_cmd("run", "-o", "blocker/run.gtrace", str(p), cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "cannot write the trace file" in r.stderr
+    assert r.stdout == ""  # the script did not run
+    r = gradtrace_cmd("summary", "nothing.gtrace", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("gradtrace: error: nothing.gtrace: no such file")
+    r = gradtrace_cmd("run", "--steps", "5:2", str(p), cwd=tmp_path)
+    assert r.returncode == 2 and "step range" in r.stderr
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signals_save_what_was_recorded(tmp_path, sig, code):
+    p = _script(tmp_path, LOOP)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "gradtrace", "run", "-o", "out.gtrace", str(p)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    t = gradtrace.load(tmp_path / "out.gtrace")
+    assert t.info.status == "interrupted"
+    assert len(t.steps) >= 21
+    assert t.steps[20].loss is not None
+
+
+def test_kill_9_leaves_a_loadable_file(tmp_path):
+    p = _script(tmp_path, LOOP)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "gradtrace", "run", "-o", "out.gtrace", str(p)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.3)
+    proc.kill()
+    proc.wait(timeout=60)
+    t = gradtrace.load(tmp_path / "out.gtrace")
+    assert t.info.status == "running"  # it never got to say how it ended
+    n = len(t.steps)
+    assert n >= 21
+    assert t.steps.indices == list(range(n))
+    last = t.steps[n - 1]
+    assert [e.kind for e in last.events] == ["accumulate", "update", "zero"]
+
+
+def test_plt_show_does_not_block_and_saves_the_figure(tmp_path):
+    p = _script(tmp_path, """
+        import matplotlib.pyplot as plt
+        plt.plot([0, 1], [1, 0])
+        plt.show()
+        print("after show")
+    """)
+    env_display = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    r = subprocess.run([sys.executable, "-m", "gradtrace", "run", "-o", "o/t.gtrace", str(p)],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env_display)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "after show\n"
+    assert (tmp_path / "o" / "figure-1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "gradtrace: figure saved: o/figure-1.png" in r.stderr
+    assert "non-interactive" not in r.stderr
+
+
+def test_summary_json(tmp_path):
+    p = _script(tmp_path, LOOP.replace("range(100000)", "range(5)").replace('print("ready", flush=True)', "pass"))
+    assert gradtrace_cmd("run", "-o", "t.gtrace", str(p), cwd=tmp_path).returncode == 0
+    r = gradtrace_cmd("summary", "t.gtrace", "--json", cwd=tmp_path)
+    assert r.returncode == 0
+    doc = json.loads(r.stdout)
+    assert set(doc) >= {"steps", "totals"}
+    assert [s["index"] for s in doc["steps"]] == [0, 1, 2, 3, 4]
+    first = doc["steps"][0]
+    assert set(first) == {"index", "ops", "backward_nodes", "accumulate_fresh", "accumulate_added",
+                          "zeroings", "updates", "loss"}
+    assert (first["ops"], first["accumulate_fresh"], first["updates"], first["zeroings"]) == (3, 1, 1, 1)
+    assert doc["steps"][1]["accumulate_added"] == 1
+    assert doc["totals"]["updates"] == 5
+    table = gradtrace_cmd("summary", "t.gtrace", cwd=tmp_path).stdout
+    assert "step" in table.splitlines()[1] and "total" in table.splitlines()[-1]
