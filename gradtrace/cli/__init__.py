@@ -37,7 +37,7 @@ _register()
 def main(argv=None) -> None:
     """Entry point: errors gradtrace can foresee are one line on stderr and exit code 2."""
     try:
-        cli.main(args=argv, prog_name="gradtrace", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="gradtrace", standalone_mode=False)
     except GradtraceError as e:
         click.echo(f"gradtrace: error: {e}", err=True)
         sys.exit(e.exit_code)
@@ -49,3 +49,4 @@ def main(argv=None) -> None:
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    sys.exit(rv if isinstance(rv, int) else 0)
