@@ -329,7 +329,7 @@ def test_large_tensors_keep_statistics_only():
     s = t.steps[0]
     Xv = s.value(s.ops[0].inputs[0])
     assert Xv.data is None and Xv.shape == (400, 50)
-    assert Xv.stats.mean == pytest.approx(float(X.double().mean()), rel=1e-9)
+    assert Xv.stats.mean == pytest.approx(float(X.double().mean()), rel=1e-5)  # float32 sums
     assert s.value(s.ops[0].inputs[1]).data is not None
 
 

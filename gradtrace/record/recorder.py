@@ -153,10 +153,13 @@ class _IdMap:
 
 
 def _encode(x, tid_of):
-    """JSON-able description of an argument; tensors become {"tensor": tid}."""
+    """JSON-able description of an argument in the file's compact form: a tensor is the
+    string ``$t<tid>``, a string that starts with ``$`` gets one more (see trace.store)."""
     if isinstance(x, _Tensor):
-        return {"tensor": tid_of(x)}
-    if x is None or isinstance(x, (bool, int, float, str)):
+        return f"$t{tid_of(x)}"
+    if isinstance(x, str):
+        return "$" + x if x.startswith("$") else x
+    if x is None or isinstance(x, (bool, int, float)):
         return x
     if isinstance(x, (tuple, list)):
         return [_encode(v, tid_of) for v in x]
@@ -235,6 +238,7 @@ class Recorder:
         self.config = config
         self.w = writer
         self.kinds: dict[Any, int] = {}
+        self.targets: dict[Any, tuple[str, str]] = {}
         self.tids = _IdMap()        # tensor -> tid
         self.alias = _IdMap()       # alias tensor -> (role, tid, path): role 'param' | 'grad'
         self.pending = _IdMap()     # output of a recent non-graph op -> its call, for prep ops
@@ -647,7 +651,10 @@ class Recorder:
             f, _ = self._user_frame(frame)
             sid = self._sid(f)
         if name is None:
-            name, target = _target_of(func)
+            nt = self.targets.get(func)
+            if nt is None:
+                nt = self.targets[func] = _target_of(func)
+            name, target = nt
         tids = self.tids
         inputs = []
         for t in _tensors_in(args, kwargs):

@@ -25,16 +25,23 @@ one INSERT and one COMMIT (about 30 us), which is what makes per-step durability
 ``body`` holds lists of rows (each a JSON array, fields in this order):
 
 - ``ops``: idx, seq, name, target, inputs, outputs, args, kwargs, grad_fn, module,
-  parent, is_graph, sid. ``args``/``kwargs`` have each tensor as ``{"tensor": tid}``.
+  parent, is_graph, sid. In ``args``/``kwargs`` a tensor is the string ``"$t<tid>"`` and a
+  string argument that starts with ``$`` has one more ``$`` in front (readers turn them
+  back into ``{"tensor": tid}`` and the original string); other non-JSON values are
+  ``{"dtype": ...}``, ``{"slice": [start, stop, step]}``, ``{"repr": ...}``.
 - ``backward``: seq, api, roots, root_vid, inputs, result_vids, sid (or null).
 - ``nodes``: nid, name, op, variable, next, exec_order, grad_out_vids, grad_in_vids.
 - ``events``: seq, kind, tensor, idiom, before_vid, after_vid, incoming_vid, fresh, via,
   inferred, sid.
-- ``values``: vid, tid, shape, dtype, kind, offset, nbytes, stats. ``kind`` is ``d``
-  (bytes at ``vals[offset:offset+nbytes]``), ``s`` (statistics only: ``stats`` is
-  [numel, norm, mean, min, max, nonfinite]) or ``z`` (all zeros, no bytes stored).
-  ``tid`` is set for the value a tensor had in the step's forward pass, null for event
-  and gradient snapshots.
+- ``values``: the index of the values, as two strings (hex would double the size, so the
+  ints are plain JSON) — ``[ints, floats]``: ``ints`` is a flat list, per value: vid, tid
+  (-1 for none), kind (0 bytes at ``vals[offset:offset+nbytes]``, 1 statistics only, 2 all
+  zeros, no bytes), dtype code (index into ``dtypes``), offset, nbytes, ndim, then the ndim
+  sizes; ``floats`` holds, per statistics-only value in order, norm, mean, min, max (null
+  when not finite) and ``stats_int`` the numel and count of non-finite values.
+  ``tid`` is set for the value a tensor had in the step's forward pass, -1 for event and
+  gradient snapshots.
+- ``dtypes``: the dtype names the codes refer to (``float32``...).
 
 The SQLite header carries ``application_id`` = 0x47545243 ("GTRC") and ``user_version`` =
 the format version, so a foreign or newer file is told apart before any table is read.
@@ -117,6 +124,21 @@ def _json(x) -> str:
     return json.dumps(x, separators=(",", ":"))
 
 
+def _decode(a):
+    """An op argument as the model has it: tensors as {"tensor": tid} (see the schema)."""
+    if isinstance(a, str):
+        if a.startswith("$t"):
+            return {"tensor": int(a[2:])}
+        return a[1:] if a.startswith("$$") else a
+    if isinstance(a, list):
+        return [_decode(x) for x in a]
+    if isinstance(a, dict) and "dict" in a:
+        return {"dict": {k: _decode(v) for k, v in a["dict"].items()}}
+    if isinstance(a, dict) and "slice" in a:
+        return {"slice": [_decode(v) for v in a["slice"]]}
+    return a
+
+
 class TraceWriter:
     """Appends a run to a trace file (or to an in-memory database), one step per commit.
 
@@ -184,16 +206,26 @@ class TraceWriter:
         n_nodes, n_fresh, n_added, n_zero, n_update, n_grad_write, ops_dropped)."""
         if self.closed:
             return
-        chunks, index, offset = [], [], 0
+        chunks, ints, floats, stats_int, offset = [], [], [], [], 0
+        codes: dict[str, int] = {}
         for vid, tid, shape, dtype, kind, payload in self.values:
+            code = codes.get(dtype)
+            if code is None:
+                code = codes[dtype] = len(codes)
             if kind == "d":
-                index.append([vid, tid, shape, dtype, "d", offset, len(payload), None])
+                n = len(payload)
+                ints += (vid, -1 if tid is None else tid, 0, code, offset, n, len(shape), *shape)
                 chunks.append(payload)
-                offset += len(payload)
+                offset += n
+            elif kind == "s":
+                ints += (vid, -1 if tid is None else tid, 1, code, 0, 0, len(shape), *shape)
+                floats += payload[1:5]
+                stats_int += (payload[0], payload[5])
             else:
-                index.append([vid, tid, shape, dtype, kind, 0, 0, payload])
+                ints += (vid, -1 if tid is None else tid, 2, code, 0, 0, len(shape), *shape)
         body = _json({"ops": self.ops, "backward": self.backward, "nodes": self.nodes,
-                      "events": self.events, "values": index})
+                      "events": self.events, "values": ints, "stats": floats,
+                      "stats_int": stats_int, "dtypes": list(codes)})
         self._write(head + (body, b"".join(chunks)))
         self._reset_step()
 
@@ -451,19 +483,26 @@ class Trace:
         vals: dict[int, Value] = {}
         by_tid: dict[int, Value] = {}
         nan = float("nan")
-        for vid, tid, shape, dtype, kind, offset, nbytes, stats in body["values"]:
-            shp = tuple(shape)
-            if kind == "d":
+        ints, floats, stats_int, dtypes = body["values"], body["stats"], body["stats_int"], body["dtypes"]
+        i = si = 0
+        while i < len(ints):
+            vid, tid, kind, code, offset, nbytes, ndim = ints[i:i + 7]
+            shp = tuple(ints[i + 7:i + 7 + ndim])
+            i += 7 + ndim
+            dtype = dtypes[code]
+            if kind == 0:
                 v = Value(vid, shp, dtype, tensor_from_bytes(blob[offset:offset + nbytes], shp, dtype))
-            elif kind == "z":
+            elif kind == 2:
                 v = Value(vid, shp, dtype, torch.zeros(shp, dtype=_dtype_from_name(dtype)))
             else:
-                n, norm, mean, mn, mx, nonfinite = stats
+                norm, mean, mn, mx = floats[4 * si:4 * si + 4]
+                n, nonfinite = stats_int[2 * si:2 * si + 2]
+                si += 1
                 v = Value(vid, shp, dtype, None,
                           Stats(int(n), *(nan if x is None else float(x) for x in (norm, mean, mn, mx)),
                                 int(nonfinite or 0)))
             vals[vid] = v
-            if tid is not None:
+            if tid >= 0:
                 by_tid.setdefault(tid, v)
         v = vals.get
 
@@ -472,7 +511,8 @@ class Trace:
 
         ops = tuple(
             Op(index=i, seq=seq, step=idx, name=name, target=target, inputs=tuple(inputs),
-               outputs=tuple(outputs), args=tuple(args), kwargs=kwargs, grad_fn=grad_fn,
+               outputs=tuple(outputs), args=tuple(_decode(a) for a in args),
+               kwargs={k: _decode(a) for k, a in kwargs.items()}, grad_fn=grad_fn,
                module=module, parent=parent, is_graph=bool(is_graph),
                source=src(sid) if sid is not None else None)
             for i, seq, name, target, inputs, outputs, args, kwargs, grad_fn, module, parent,
