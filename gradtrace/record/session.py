@@ -74,7 +74,9 @@ class trace:
             # An interrupt can land in the middle of recording a step: keep finished steps only.
             self._recorder.stop(keep_current_step=status != "interrupted")
         finally:
-            self._writer.finish(status, exit_code, error)
+            rec = self._recorder
+            self._writer.finish(status, exit_code, error, steps_seen=rec.step + 1,
+                                ops_dropped=rec.ops_dropped_total)
         self._trace = self._writer.reader()
 
     @property

@@ -33,15 +33,13 @@ one INSERT and one COMMIT (about 30 us), which is what makes per-step durability
 - ``nodes``: nid, name, op, variable, next, exec_order, grad_out_vids, grad_in_vids.
 - ``events``: seq, kind, tensor, idiom, before_vid, after_vid, incoming_vid, fresh, via,
   inferred, sid.
-- ``values``: the index of the values, as two strings (hex would double the size, so the
-  ints are plain JSON) — ``[ints, floats]``: ``ints`` is a flat list, per value: vid, tid
-  (-1 for none), kind (0 bytes at ``vals[offset:offset+nbytes]``, 1 statistics only, 2 all
-  zeros, no bytes), dtype code (index into ``dtypes``), offset, nbytes, ndim, then the ndim
-  sizes; ``floats`` holds, per statistics-only value in order, norm, mean, min, max (null
-  when not finite) and ``stats_int`` the numel and count of non-finite values.
-  ``tid`` is set for the value a tensor had in the step's forward pass, -1 for event and
-  gradient snapshots.
-- ``dtypes``: the dtype names the codes refer to (``float32``...).
+- ``values``, ``stats``, ``stats_int``, ``dtypes``: the index of the step's values (see
+  docs/trace-format.md): ``values`` is a flat list of ints, per value vid, tid (-1: an
+  event or gradient snapshot, else the tensor whose forward value this is), kind (0: bytes
+  at ``vals[offset:offset+nbytes]``; 1: statistics only; 2: all zeros, no bytes), dtype
+  code (an index into ``dtypes``), offset, nbytes, ndim and the ndim sizes. Per kind-1
+  value in order, ``stats`` holds norm, mean, min, max (null when not finite) and
+  ``stats_int`` numel and the count of non-finite elements.
 
 The SQLite header carries ``application_id`` = 0x47545243 ("GTRC") and ``user_version`` =
 the format version, so a foreign or newer file is told apart before any table is read.
