@@ -64,10 +64,13 @@ def run(ctx, module, output, values, max_numel, every, step_range, script, args)
     trace = session.result
     sys.stdout.flush()
     acc = totals.get("accumulate_fresh", 0) + totals.get("accumulate_added", 0)
+    on_top = totals.get("accumulate_on_top", 0)
+    added = f"{totals.get('accumulate_added', 0)} added"
+    if on_top:
+        added += f", {on_top} of them on top of a gradient that was not zeroed"
     info(f"{totals.get('steps', 0)} steps, {totals.get('ops', 0)} ops, {totals.get('backward', 0)} "
          f"backward passes, {acc} accumulations ({totals.get('accumulate_fresh', 0)} fresh, "
-         f"{totals.get('accumulate_added', 0)} added), {totals.get('zero', 0)} zeroings, "
-         f"{totals.get('update', 0)} updates")
+         f"{added}), {totals.get('zero', 0)} zeroings, {totals.get('update', 0)} updates")
     if result.status != "completed":
         info(f"the script {result.status} (exit code {result.exit_code}); the trace keeps every "
              "finished step")

@@ -273,7 +273,8 @@ class Recorder:
         self.patches: list[tuple[Any, str, Any]] = []
         self._prof = self._profile_pop
         self.totals = {"steps": 0, "ops": 0, "backward": 0, "accumulate_fresh": 0,
-                       "accumulate_added": 0, "zero": 0, "update": 0, "grad_write": 0}
+                       "accumulate_added": 0, "accumulate_on_top": 0, "zero": 0, "update": 0,
+                       "grad_write": 0}
         self.ops_dropped_total = 0
         self._new_step_state()
 
@@ -819,6 +820,8 @@ class Recorder:
                               None if fresh is None else int(fresh), via, 0, self._sid(f)])
         key = kind if kind != "accumulate" else ("accumulate_fresh" if fresh else "accumulate_added")
         self.totals[key] += 1
+        if idiom == "added":
+            self.totals["accumulate_on_top"] += 1
         self.counts[key] += 1
         if kind == "zero":
             self.grad_zeroed.add(tid)
