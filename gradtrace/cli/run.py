@@ -39,10 +39,13 @@ def _shown(path: Path) -> str:
               help="Record every N-th step only (the others run at near full speed).")
 @click.option("--steps", "step_range", metavar="A:B", default=None,
               help="Record only steps A to B-1 (e.g. 0:10, 100:).")
+@click.option("--report/--no-report", "write_report", default=True, show_default=True,
+              help="Write report.html (summary, checks, graphs, animations) next to the trace.")
 @click.argument("script", required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def run(ctx, module, output, values, max_numel, every, step_range, script, args):
+def run(ctx, module, output, values, max_numel, every, step_range, write_report, script, args,
+        **feature_options):
     """Run SCRIPT with ARGS exactly as `python SCRIPT ARGS` would, recording what autograd does.
 
     The script's stdout and exit code are its own; gradtrace's lines go to stderr. The
@@ -82,6 +85,15 @@ def run(ctx, module, output, values, max_numel, every, step_range, script, args)
     info(f"trace saved: {shown}")
     _after_run(trace, out.parent, ctx)
     info(f"next: gradtrace summary {shown}")
+    if write_report:
+        from .report import build_report
+
+        try:
+            path = build_report(trace, out.parent / "report.html", outdir=out.parent,
+                                render_missing=False)
+            info(f"report: {_shown(path)}")  # last: the page to open
+        except GradtraceError as e:
+            info(f"report skipped: {e}")
     ctx.exit(result.exit_code)
 
 

@@ -1,0 +1,73 @@
+"""`gradtrace report TRACE`: the self-contained HTML page of a recorded run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import GradtraceError
+from .common import info, load_trace, trace_argument
+
+
+def build_report(trace, out: Path, *, outdir: Path | None = None, animations: bool = True,
+                 render_missing: bool = True, progress: bool = False) -> Path:
+    """Gather the sections (checks, graphs of the first and last step, both animations, the
+    script's figures) and write the page. Files already next to the trace (written by
+    `gradtrace run`) are reused; missing animations are rendered only if ``render_missing``.
+    A section that cannot be made is left out with a line on stderr."""
+    from ..render.report import write_report
+
+    outdir = outdir or Path(trace.path).parent
+    sections: dict = {}
+    try:
+        sections["check_result"] = trace.check()
+    except GradtraceError as e:
+        info(f"report: checks left out ({e})")
+    graphs = {}
+    steps = trace.steps
+    if len(steps):
+        from ..render.graph import graph_of_step
+
+        picks = [("first", steps[0])]
+        with_bw = [i for i in range(len(steps)) if steps[i].backward is not None]
+        if with_bw and with_bw[-1] != 0:
+            picks.append(("last", steps[with_bw[-1]]))
+        for label, step in picks:
+            try:
+                graphs[f"Step {step.index} ({label}), forward values and gradients"] = \
+                    graph_of_step(step, view="both").svg()
+            except GradtraceError as e:
+                info(f"report: graph of step {step.index} left out ({e})")
+    sections["graphs"] = graphs
+    if animations and len(steps):
+        anims = {}
+        for kind, title in (("backprop", "Back-propagation, one step"), ("training", "Training over time")):
+            path = outdir / f"{kind}.gif"
+            if not path.exists():
+                if not render_missing:
+                    continue
+                try:
+                    trace.animate(kind=kind).save(path, progress=progress)
+                except GradtraceError as e:
+                    info(f"report: {kind} animation left out ({e})")
+                    continue
+            anims[title] = path
+        sections["animations"] = anims
+    sections["figures"] = sorted(outdir.glob("figure-*.png"))
+    return write_report(trace, out, **sections)
+
+
+@click.command()
+@trace_argument
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the page [default: report.html next to the trace].")
+@click.option("--animations/--no-animations", default=True, show_default=True,
+              help="Include both animations (rendered if they are not next to the trace yet).")
+def report(trace_path, output, animations):
+    """Write one self-contained HTML page: summary, checks and findings, graphs of the first
+    and last step, both animations, the loss curve and the zero/accumulate/update timeline."""
+    trace = load_trace(trace_path)
+    out = Path(output) if output else Path(trace.path).parent / "report.html"
+    path = build_report(trace, out, animations=animations, progress=True)
+    info(f"report: {path}")

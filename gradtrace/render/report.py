@@ -1,0 +1,244 @@
+"""The HTML report: one self-contained page (no network) with everything gradtrace knows of a run."""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..errors import GradtraceError, RenderError
+
+__all__ = ["write_report", "report_html"]
+
+_CSS = """
+body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0;color:#1d2330;background:#fafbfc}
+header{background:#1d2330;color:#fff;padding:18px 28px}
+header h1{margin:0;font-size:22px} header p{margin:4px 0 0;color:#c9d1e0}
+main{max-width:1180px;margin:0 auto;padding:8px 28px 40px}
+h2{margin-top:34px;border-bottom:2px solid #e3e7ee;padding-bottom:6px;font-size:19px}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}
+th,td{border:1px solid #dde2ea;padding:4px 8px;text-align:right}
+th{background:#eef1f6} td.l,th.l{text-align:left}
+.pass{color:#137333;font-weight:600}.fail{color:#b3261e;font-weight:600}.na{color:#6b7280}
+.verdict{font-size:17px;padding:10px 14px;border-radius:6px;display:inline-block;margin:6px 0}
+.ok{background:#e6f4ea}.bad{background:#fce8e6}
+.finding{background:#fff;border-left:4px solid #b3261e;padding:8px 12px;margin:8px 0}
+.finding code,td code{font-size:12px;background:#f1f3f7;padding:1px 4px}
+.muted{color:#6b7280;font-size:13px}
+iframe.graph{width:100%;height:560px;border:1px solid #dde2ea;background:#fff}
+img.anim{max-width:100%;border:1px solid #dde2ea;background:#fff}
+.row{display:flex;gap:18px;flex-wrap:wrap}.row>div{flex:1 1 520px}
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape("" if x is None else str(x), quote=True)
+
+
+def _num(x, digits: int = 6) -> str:
+    if x is None:
+        return ""
+    if isinstance(x, float):
+        if math.isnan(x) or math.isinf(x):
+            return str(x)
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def _svg_of(fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _img_data(path: Path, mime: str) -> str:
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _check_doc(check_result) -> dict | None:
+    if check_result is None:
+        return None
+    for attr in ("to_dict", "as_dict", "to_json"):
+        fn = getattr(check_result, attr, None)
+        if fn is not None:
+            doc = fn()
+            return json.loads(doc) if isinstance(doc, str) else doc
+    if isinstance(check_result, dict):
+        return check_result
+    return None
+
+
+def _loss_and_timeline(trace) -> tuple[str | None, str | None]:
+    """Inline SVG of the loss curve and of the accumulate/update/zero timeline."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    rows = trace.step_rows()
+    steps = [r["index"] for r in rows if r["loss"] is not None]
+    losses = [r["loss"] for r in rows if r["loss"] is not None]
+    loss_svg = None
+    if losses:
+        fig, ax = plt.subplots(figsize=(6.4, 3.2))
+        ax.plot(steps, losses, color="#1f6feb", lw=1.4)
+        positive = all(v > 0 for v in losses if math.isfinite(v))
+        if positive and max(losses) / max(min(losses), 1e-300) > 100:
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (backward root)")
+        ax.grid(alpha=0.3)
+        loss_svg = _svg_of(fig)
+        plt.close(fig)
+    timeline_svg = None
+    if rows:
+        fig, ax = plt.subplots(figsize=(9.6, 2.0))
+        series = [("zeroings", "zero", "#6b7280"), ("updates", "update", "#137333"),
+                  ("accumulate_added", "accumulate (added)", "#d93025"),
+                  ("accumulate_fresh", "accumulate (fresh)", "#1f6feb")]
+        for y, (key, label, color) in enumerate(series):
+            xs = [r["index"] for r in rows if r[key]]
+            ax.scatter(xs, [y] * len(xs), s=10 if len(rows) < 400 else 3, color=color, marker="|" if len(rows) > 60 else "o")
+        ax.set_yticks(range(len(series)), [s[1] for s in series])
+        ax.set_xlabel("step")
+        ax.set_ylim(-0.6, len(series) - 0.4)
+        ax.grid(axis="x", alpha=0.3)
+        timeline_svg = _svg_of(fig)
+        plt.close(fig)
+    return loss_svg, timeline_svg
+
+
+def report_html(trace, *, check_result=None, graphs: dict[str, str] | None = None,
+                animations: dict[str, Path] | None = None, figures: list[Path] | None = None) -> str:
+    """The report page. ``graphs``: title -> SVG text; ``animations``: title -> GIF path."""
+    info = trace.info
+    rows = trace.step_rows()
+    parts: list[str] = []
+    title = f"gradtrace report — {info.script or 'Python API run'}"
+    created = info.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    parts.append(f"<header><h1>{_e(title)}</h1><p>{_e(info.status)}"
+                 f"{'' if info.exit_code is None else f' (exit code {_e(info.exit_code)})'} · "
+                 f"{len(rows)} steps recorded of {_e(info.steps_seen or len(rows))} · torch {_e(info.torch_version)}"
+                 f" · recorded {_e(created)}</p></header><main>")
+    if info.error:
+        parts.append(f"<p class='fail'>The script raised: <code>{_e(info.error)}</code></p>")
+
+    # -- verdict ------------------------------------------------------------------------------
+    doc = _check_doc(check_result)
+    parts.append("<h2>Gradient checks and findings</h2>")
+    if doc is None:
+        parts.append("<p class='muted'>Checks were not run for this report.</p>")
+    else:
+        checks = doc.get("checks", [])
+        findings = doc.get("findings", [])
+        counts = {s: sum(1 for c in checks if c.get("status") == s) for s in ("pass", "fail", "not_applicable")}
+        ok = counts["fail"] == 0 and not findings
+        parts.append(f"<div class='verdict {'ok' if ok else 'bad'}'>{counts['pass']} checks passed, "
+                     f"{counts['fail']} failed, {counts['not_applicable']} not applicable · "
+                     f"{len(findings)} finding{'s' if len(findings) != 1 else ''}</div>")
+        for f in findings:
+            where = " · ".join(_e(x) for x in (
+                f"step {f.get('step')}" if f.get("step") is not None else None,
+                f.get("param"), f.get("op"), f.get("source")) if x)
+            parts.append(f"<div class='finding'><b>{_e(f.get('kind'))}</b> — {_e(f.get('message'))}"
+                         f"<br><span class='muted'>{where}</span></div>")
+        failed = [c for c in checks if c.get("status") == "fail"]
+        shown = failed[:50] if failed else checks[:12]
+        if shown:
+            parts.append(f"<p class='muted'>{'Failed checks' if failed else 'First checks'} "
+                         f"({len(checks)} in all; <code>gradtrace check TRACE --json</code> lists every one):</p>")
+            parts.append("<table><tr><th class='l'>kind</th><th>step</th><th class='l'>param</th>"
+                         "<th class='l'>status</th><th>max abs err</th><th>max rel err</th>"
+                         "<th>tolerance</th><th class='l'>detail</th></tr>")
+            for c in shown:
+                st = c.get("status", "")
+                cls = {"pass": "pass", "fail": "fail"}.get(st, "na")
+                parts.append(f"<tr><td class='l'>{_e(c.get('kind'))}</td><td>{_e(c.get('step'))}</td>"
+                             f"<td class='l'>{_e(c.get('param'))}</td><td class='l {cls}'>{_e(st)}</td>"
+                             f"<td>{_num(c.get('max_abs_err'), 3)}</td><td>{_num(c.get('max_rel_err'), 3)}</td>"
+                             f"<td>{_num(c.get('tolerance'), 3)}</td><td class='l'>{_e(c.get('detail'))}</td></tr>")
+            parts.append("</table>")
+
+    # -- summary --------------------------------------------------------------------------------
+    parts.append("<h2>What autograd did</h2>")
+    keys = ("ops", "backward_nodes", "accumulate_fresh", "accumulate_added", "zeroings", "updates")
+    totals = {k: sum(r[k] for r in rows) for k in keys}
+    parts.append("<table><tr>" + "".join(f"<th>{_e(k.replace('_', ' '))}</th>" for k in keys)
+                 + "</tr><tr>" + "".join(f"<td>{totals[k]}</td>" for k in keys) + "</tr></table>")
+    loss_svg, timeline_svg = _loss_and_timeline(trace)
+    if loss_svg or timeline_svg:
+        parts.append("<div class='row'>")
+        if loss_svg:
+            parts.append(f"<div><h3>Loss</h3>{loss_svg}</div>")
+        if timeline_svg:
+            parts.append("<div><h3>Zero / accumulate / update, per step</h3>"
+                         "<p class='muted'>Red marks: a gradient added on top of one that was not "
+                         "zeroed (after a zeroing, accumulation counts as onto zeros).</p>"
+                         f"{timeline_svg}</div>")
+        parts.append("</div>")
+
+    # -- graphs ------------------------------------------------------------------------------------
+    if graphs:
+        parts.append("<h2>Computation graphs</h2><div class='row'>")
+        for name, svg in graphs.items():
+            # A sandboxed frame: tooltips work, nothing in the SVG can run.
+            parts.append(f"<div><h3>{_e(name)}</h3><iframe class='graph' sandbox "
+                         f"srcdoc=\"{_e(svg)}\" title=\"{_e(name)}\"></iframe></div>")
+        parts.append("</div>")
+
+    # -- animations and figures ---------------------------------------------------------------------
+    if animations:
+        parts.append("<h2>Animations</h2><div class='row'>")
+        for name, path in animations.items():
+            parts.append(f"<div><h3>{_e(name)}</h3><img class='anim' alt=\"{_e(name)}\" "
+                         f"src=\"{_img_data(Path(path), 'image/gif')}\"></div>")
+        parts.append("</div>")
+    if figures:
+        parts.append("<h2>The script's figures</h2><div class='row'>")
+        for path in figures:
+            parts.append(f"<div><img class='anim' alt=\"{_e(Path(path).name)}\" "
+                         f"src=\"{_img_data(Path(path), 'image/png')}\"></div>")
+        parts.append("</div>")
+
+    # -- per-step table ------------------------------------------------------------------------------
+    parts.append("<h2>Steps</h2>")
+    shown = rows if len(rows) <= 40 else rows[:20] + [None] + rows[-20:]
+    parts.append("<table><tr><th>step</th><th>ops</th><th>nodes</th><th>fresh</th><th>added</th>"
+                 "<th>zeroings</th><th>updates</th><th>loss</th></tr>")
+    for r in shown:
+        if r is None:
+            parts.append("<tr><td>…</td><td colspan='7' class='l muted'>"
+                         f"{len(rows) - 40} more steps: <code>gradtrace summary TRACE</code></td></tr>")
+            continue
+        parts.append(f"<tr><td>{r['index']}</td><td>{r['ops']}</td><td>{r['backward_nodes']}</td>"
+                     f"<td>{r['accumulate_fresh']}</td><td>{r['accumulate_added']}</td>"
+                     f"<td>{r['zeroings']}</td><td>{r['updates']}</td><td>{_num(r['loss'])}</td></tr>")
+    parts.append("</table>")
+    parts.append(f"<p class='muted'>Made by gradtrace {_e(__version__)} from {_e(trace.path)}. "
+                 "Regenerate with <code>gradtrace report TRACE</code>.</p></main>")
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
+            + "\n".join(parts) + "</body></html>\n")
+
+
+def write_report(trace, path, **sections) -> Path:
+    """Write the report page to ``path``; see :func:`report_html` for the sections."""
+    path = Path(path)
+    try:
+        text = report_html(trace, **sections)
+    except GradtraceError:
+        raise
+    except (OSError, ValueError) as e:
+        raise RenderError(f"cannot build the report ({e})") from None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise RenderError(f"cannot write {path} ({e.strerror}); choose another path with -o") from None
+    return path
