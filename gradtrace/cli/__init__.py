@@ -28,6 +28,9 @@ def _register():
 
     cli.add_command(run)
     cli.add_command(summary)
+    from .report import report
+
+    cli.add_command(report)
     # Further commands register here, one line each.
 
 
