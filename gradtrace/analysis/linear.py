@@ -41,7 +41,7 @@ from ..errors import GradtraceError
 from ..trace.model import Op, Step
 
 __all__ = [
-    "LinearFit", "NotApplicable", "NotApplicableError", "recognize", "pool",
+    "LinearFit", "NotApplicable", "NotApplicableError", "recognize", "pool", "unrecorded_view",
     "SQUARED_ERROR", "SOFTMAX_CE",
 ]
 
@@ -514,6 +514,8 @@ class _Recognizer:
         self.r = _Reader(step)
         self.model_op: Op | None = None
         self.loss_op: Op | None = None
+        #: parameters seen only through an unrecorded view: param tid -> the view's tid
+        self.seen_as: dict[int, int] = {}
 
     # -- parameters through views ------------------------------------------------------------
     def param_path(self, tid: int, consumer: Op | None, what: str) -> _Param:
@@ -556,33 +558,13 @@ class _Recognizer:
         raise _NA(f"{what} is computed by {op.name} from a parameter (not a plain view)")
 
     def _unrecorded_view(self, tid: int, consumer: Op | None) -> _Param | None:
-        """``w.T`` is a property: the recorder does not see it. Find the parameter through
-        the backward graph (consumer's node -> a transpose node -> AccumulateGrad)."""
-        bw = self.step.backward
-        if bw is None or consumer is None:
+        found = unrecorded_view(self.step, tid, consumer)
+        if found is None:
             return None
-        nodes = bw.nodes
-        cands = []
-        for n in nodes:
-            if n.op != consumer.index:
-                continue
-            for nxt in n.next:
-                if nxt is None:
-                    continue
-                m = nodes[nxt]
-                if m.op is None and m.name in _VIEW_NODES and len(m.next) == 1 and m.next[0] is not None:
-                    leaf = nodes[m.next[0]]
-                    if leaf.name == "AccumulateGrad" and leaf.variable is not None:
-                        cands.append(leaf.variable)
-        if len(cands) != 1:
-            return None
-        p = cands[0]
+        p, dims = found
         info = self.step.tensors.get(p)
-        shape = tuple(info.shape) if info is not None else ()
-        out = self.r.shape(tid)
-        if len(shape) != 2 or tuple(reversed(shape)) != tuple(out):
-            return None
-        return _Param(p, shape, (("permute", (1, 0)),))
+        self.seen_as[p] = tid
+        return _Param(p, tuple(info.shape) if info is not None else (), (("permute", dims),))
 
     # -- the model ------------------------------------------------------------------------------
     def affine(self, tid: int) -> dict:
@@ -970,6 +952,37 @@ class _Recognizer:
         raise _NA(f"{op.name} is not a log-softmax over the classes", SOFTMAX_CE)
 
 
+def unrecorded_view(step: Step, tid: int, consumer: Op | None) -> tuple[int, tuple[int, ...]] | None:
+    """``w.T`` is a property, which the recorder does not see: the matmul's input is then a
+    tensor no recorded op made. Find the parameter behind it through the backward graph
+    (the consumer's node -> a transpose node -> AccumulateGrad): (param tid, permutation)."""
+    bw = step.backward
+    if bw is None or consumer is None:
+        return None
+    nodes = bw.nodes
+    cands = []
+    for n in nodes:
+        if n.op != consumer.index:
+            continue
+        for nxt in n.next:
+            if nxt is None:
+                continue
+            m = nodes[nxt]
+            if m.op is None and m.name in _VIEW_NODES and len(m.next) == 1 and m.next[0] is not None:
+                leaf = nodes[m.next[0]]
+                if leaf.name == "AccumulateGrad" and leaf.variable is not None:
+                    cands.append(leaf.variable)
+    if len(cands) != 1:
+        return None
+    info = step.tensors.get(cands[0])
+    shape = tuple(info.shape) if info is not None else ()
+    v = step.value(tid)
+    out = tuple(v.shape) if v is not None else ()
+    if len(shape) != 2 or tuple(reversed(shape)) != out:
+        return None
+    return cands[0], (1, 0)
+
+
 def _tolerance(dtype: str) -> float:
     return {"float64": 1e-9, "float32": 1e-4, "float16": 1e-2, "bfloat16": 3e-2}.get(dtype, 1e-4)
 
@@ -1052,36 +1065,23 @@ def _build(rec: _Recognizer, step: Step, root: int, family: str) -> LinearFit:
                     loss_desc=loss_desc, model_op=rec.model_op or core["op"],
                     loss_op=rec.loss_op, recorded_loss=step.loss, steps=(step.index,))
     # The parameters' values: as recorded, else read back from the tensors the model used.
-    missing = [p for p in fit.params if p.tid not in values]
-    if missing:
-        _values_from_use(fit, core, rec, values)
+    if any(p.tid not in values for p in fit.params):
+        _values_from_use(fit, rec, values)
     fit.param_values = values
     _confirm(fit, core, rec, pred)
     return fit
 
 
-def _values_from_use(fit: LinearFit, core: dict, rec: _Recognizer, values: dict) -> None:
+def _values_from_use(fit: LinearFit, rec: _Recognizer, values: dict) -> None:
     """Parameters the recorder saw only through a view (``w.T``): undo the view on the
     value of the tensor the model multiplied by."""
-    op = core["op"]
-    r = rec.r
     for p in fit.params:
-        if p.tid in values:
+        view = rec.seen_as.get(p.tid)
+        if p.tid in values or view is None:
             continue
-        for t in op.inputs:
-            v = r.step.value(t)
-            if v is None or v.data is None or t == core.get("x_tid"):
-                continue
-            if p is fit.weight and v.numel == p.numel and r.op(t) is None and t not in r.params:
-                # the view's output is W with the model's view steps before the final reshape
-                eff = v.data.double()
-                try:
-                    eff_full = eff.reshape(fit.d, fit.k) if eff.dim() != 2 or eff.shape != (fit.d, fit.k) \
-                        else eff
-                    values[p.tid] = p.from_eff(eff_full)
-                except RuntimeError:
-                    continue
-                break
+        v = rec.step.value(view)
+        if v is not None and v.data is not None:
+            values[p.tid] = _undo_views(v.data.double(), p.views[:1]).reshape(p.shape)
 
 
 def _confirm(fit: LinearFit, core: dict, rec: _Recognizer, pred: torch.Tensor) -> None:

@@ -1,0 +1,398 @@
+"""Training diagnostics: what went wrong (or is worth a remark) in a recorded run.
+
+Each finding names the step, the parameter, the op and the source line where it applies:
+
+- ``forgot_zero_grad``: a gradient was added onto the previous step's gradient although
+  the parameter was updated in between (the missing ``zero_grad()``). Several backward
+  passes before one update (gradient accumulation on purpose) are not flagged.
+- ``non_finite``: the first value that was inf or nan, in the forward pass, the backward
+  pass or an update, and the op that produced it.
+- ``lr_unstable``: plain gradient descent on a squared-error linear model is stable only
+  for lr < 2/lambda_max of the loss Hessian; said when the recorded lr is past it.
+- ``ill_conditioned``: the Hessian's condition number is large (unscaled features):
+  progress along the flattest direction is slow while the steepest one limits lr.
+- ``no_grad_received``: a parameter the graph used never received a gradient.
+- ``data_update``: a parameter changed through ``.data`` during training (legal, but
+  invisible to autograd).
+
+The distance to the least-squares optimum per step comes with the findings
+(:class:`OptimumTrack`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..trace.model import Event, Op, Source, Step
+from .linear import SQUARED_ERROR, LinearFit, NotApplicableError, pool
+
+__all__ = ["Finding", "FINDING_KINDS", "Diagnostics", "OptimumTrack", "effective_lr"]
+
+FINDING_KINDS = ("forgot_zero_grad", "non_finite", "lr_unstable", "ill_conditioned",
+                 "no_grad_received", "data_update")
+
+#: Above this condition number of the loss Hessian, progress is called slow.
+ILL_CONDITIONED = 1e3
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing worth telling the user, where it happened."""
+
+    kind: str
+    step: int | None
+    param: str | None
+    op: str | None
+    source: str | None
+    message: str
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "step": self.step, "param": self.param, "op": self.op,
+                "source": self.source, "message": self.message}
+
+    def __str__(self) -> str:
+        where = f"step {self.step}" if self.step is not None else "the run"
+        if self.source:
+            where += f", {self.source}"
+        return f"{self.kind} ({where}): {self.message}"
+
+
+@dataclass
+class OptimumTrack:
+    """The least-squares optimum on the recorded data and each step's distance to it."""
+
+    theta_star: dict[str, list]
+    loss_star: float
+    distances: list[tuple[int, float]]
+    rows: int
+    steps: int
+
+    def to_dict(self) -> dict:
+        return {"theta_star": self.theta_star, "loss_star": self.loss_star, "rows": self.rows,
+                "steps": self.steps, "distance": [[s, d] for s, d in self.distances]}
+
+
+def _src(s: Source | None) -> str | None:
+    return s.short if s is not None else None
+
+
+def _finite(v) -> bool:
+    """Whether a recorded Value holds only finite numbers (cheap when the data is kept)."""
+    if v is None:
+        return True
+    d = v.data
+    if d is not None:
+        if not d.is_floating_point() or d.numel() == 0:
+            return True
+        if d.dtype in (torch.float32, torch.float64, torch.float16):
+            return bool(np.isfinite(d.numpy()).all())  # numpy: ~1 us on small arrays
+        return bool(torch.isfinite(d).all())
+    return v.stats.nonfinite == 0
+
+
+def _step_values(step: Step) -> list:
+    vals = [step.value(t) for o in step.ops for t in o.outputs]
+    if step.backward is not None:
+        for n in step.backward.nodes:
+            vals.extend(n.grad_inputs)
+    for e in step.events:
+        vals.extend((e.incoming, e.after))
+    return vals
+
+
+def _all_finite(step: Step) -> bool:
+    """One pass over every value of the step (the common case: nothing to find)."""
+    arrays = []
+    for v in _step_values(step):
+        if v is None:
+            continue
+        if v.data is None:
+            if v.stats.nonfinite:
+                return False
+            continue
+        if v.data.is_floating_point():
+            if v.data.dtype not in (torch.float32, torch.float64, torch.float16):
+                if not bool(torch.isfinite(v.data).all()):
+                    return False
+                continue
+            arrays.append(v.data.numpy().reshape(-1))
+    return not arrays or bool(np.isfinite(np.concatenate(arrays).astype(np.float64, copy=False)).all())
+
+
+def _bad(v) -> str:
+    d = v.data
+    if d is not None and d.is_floating_point():
+        nan = int(torch.isnan(d).sum())
+        inf = int(torch.isinf(d).sum())
+        if d.numel() == 1:
+            return "nan" if nan else str(float(d.reshape(())))
+        parts = ([f"{nan} nan"] if nan else []) + ([f"{inf} inf"] if inf else [])
+        return " and ".join(parts) + f" of {d.numel()} values"
+    return f"{v.stats.nonfinite} non-finite of {v.numel} values"
+
+
+def effective_lr(before: torch.Tensor, after: torch.Tensor, grad: torch.Tensor) -> tuple[float, bool] | None:
+    """(lr, plain) with ``after = before - lr * grad`` read from the values, where the step
+    is large enough to measure; ``plain`` is False when elements disagree (momentum, Adam)."""
+    b = before.double().numpy().reshape(-1)
+    a = after.double().numpy().reshape(-1)
+    g = grad.double().numpy().reshape(-1)
+    if b.shape != g.shape or not (np.isfinite(b).all() and np.isfinite(a).all() and np.isfinite(g).all()):
+        return None
+    delta = b - a
+    # The difference of two float32 values resolves steps above a few ulps of the value.
+    measurable = (np.abs(delta) > 64 * 1.2e-7 * np.maximum(np.abs(b), 1e-30)) & (g != 0)
+    if not measurable.any():
+        return None
+    ratios = delta[measurable] / g[measurable]
+    lr = float(np.median(ratios))
+    if lr <= 0:
+        return lr, False
+    plain = bool((np.abs(ratios - lr) <= 1e-2 * abs(lr)).all())
+    return lr, plain
+
+
+class Diagnostics:
+    """Feed it the steps in order (:meth:`see`), then ask for :meth:`findings`."""
+
+    def __init__(self, trace, ill_conditioned: float = ILL_CONDITIONED):
+        self.trace = trace
+        self.ill_threshold = ill_conditioned
+        self.out: list[Finding] = []
+        # forgot_zero_grad
+        self.updated_since_acc: dict[int, Event | None] = {}
+        self.forgot: dict[int, list] = {}
+        # non_finite
+        self.non_finite: Finding | None = None
+        # data_update
+        self.first_use: dict[int, tuple[int, Op]] = {}
+        self.data_updates: dict[tuple[int, str | None], list] = {}
+        # no_grad_received
+        self.received: set[int] = set()
+        self.grad_api_inputs: set[int] = set()
+        # lr and conditioning
+        self.fits: list[LinearFit] = []
+        self.fit_key = None
+        self.lrs: list[tuple[int, float, bool, Event]] = []
+        self.grad_now: dict[int, torch.Tensor | None] = {}
+        self.n_updates: dict[int, int] = {}
+
+    def name(self, tid: int) -> str:
+        return self.trace.name(tid)
+
+    # -- one step ------------------------------------------------------------------------------
+    def see(self, step: Step, fit: LinearFit | None) -> None:
+        has_bw = step.backward is not None
+        if has_bw and step.backward.api == "autograd.grad":
+            self.grad_api_inputs.update(step.backward.inputs)
+        for item in step.timeline():
+            kind = item.kind
+            if kind == "op":
+                if item.is_graph and item.parent is None and has_bw:
+                    for t in item.inputs:
+                        info = step.tensors.get(t)
+                        if info is not None and info.role == "param" and t not in self.first_use:
+                            self.first_use[t] = (step.index, item)
+            elif kind == "backward":
+                for n in item.nodes:
+                    if n.variable is not None and n.variable not in self.first_use:
+                        self.first_use[n.variable] = (step.index, None)
+            else:
+                self._event(step, item)
+        if self.non_finite is None and not _all_finite(step):
+            self._scan_non_finite(step)
+        if fit is not None and fit.loss_kind == SQUARED_ERROR:
+            key = (fit.weight, fit.bias, fit.d, fit.k)
+            if self.fit_key is None:
+                self.fit_key = key
+            if key == self.fit_key:
+                self.fits.append(fit)
+
+    def _event(self, step: Step, e: Event) -> None:
+        tid = e.tensor
+        if e.kind == "accumulate":
+            self.received.add(tid)
+            if e.fresh is False and e.idiom == "added" and self.updated_since_acc.get(tid) is not None:
+                self.forgot.setdefault(tid, []).append((step.index, e, self.updated_since_acc[tid]))
+            self.updated_since_acc[tid] = None
+            self.grad_now[tid] = e.after.data if e.after is not None else None
+        elif e.kind == "update":
+            self.updated_since_acc[tid] = e
+            if ".data" in e.idiom and tid in self.first_use:
+                self.data_updates.setdefault((tid, _src(e.source)), []).append((step.index, e))
+            g = self.grad_now.get(tid)
+            n = self.n_updates[tid] = self.n_updates.get(tid, 0) + 1
+            # Every update of the first 100, then every 10th: enough to see a schedule.
+            if (g is not None and (n <= 100 or n % 10 == 0) and e.before is not None and e.after is not None
+                    and e.before.data is not None and e.after.data is not None):
+                r = effective_lr(e.before.data, e.after.data, g)
+                if r is not None:
+                    self.lrs.append((step.index, r[0], r[1], e))
+        elif e.kind == "zero":
+            self.grad_now[tid] = None
+        elif e.kind == "grad_write":
+            self.grad_now[tid] = e.after.data if e.after is not None else None
+
+    def _scan_non_finite(self, step: Step) -> None:
+        ops = {o.index: o for o in step.ops}
+        for item in step.timeline():
+            if item.kind == "op":
+                if item.index == min(ops):  # values the step started from
+                    for t in item.inputs:
+                        info = step.tensors.get(t)
+                        if info is not None and info.role == "param" and not _finite(step.value(t)):
+                            self._nf(step, f"{self.name(t)} was already non-finite when step "
+                                           f"{step.index} began ({_bad(step.value(t))})",
+                                     self.name(t), None, item.source)
+                            return
+                bad_in = any(not _finite(step.value(t)) for t in item.inputs)
+                for t in item.outputs:
+                    v = step.value(t)
+                    if not _finite(v):
+                        how = ("from non-finite inputs" if bad_in else
+                               "from finite inputs: an overflow or an undefined value such as log(0)")
+                        self._nf(step, f"{item.name} ({item.target}) gave {_bad(v)} in the forward "
+                                       f"pass, {how}", None, item.name, item.source)
+                        return
+            elif item.kind == "backward":
+                for n in item.execution_order:
+                    for g in n.grad_inputs:
+                        if g is not None and not _finite(g):
+                            op = ops.get(n.op) if n.op is not None else None
+                            what = f"{n.name}" + (f", the backward of {op.name}" if op else "")
+                            self._nf(step, f"{what} gave {_bad(g)} in the backward pass",
+                                     None, op.name if op else n.name,
+                                     op.source if op is not None else item.source)
+                            return
+            else:
+                for label, v in (("gradient", item.incoming), ("value", item.after)):
+                    if v is not None and not _finite(v):
+                        self._nf(step, f"{self.name(item.tensor)}'s {label} became {_bad(v)} "
+                                       f"({item.kind}: {item.idiom})", self.name(item.tensor),
+                                 item.idiom, item.source)
+                        return
+
+    def _nf(self, step: Step, message: str, param, op, source) -> None:
+        self.non_finite = Finding("non_finite", step.index, param, op, _src(source),
+                                  f"first non-finite value: {message}")
+
+    # -- after the last step --------------------------------------------------------------------
+    def findings(self) -> tuple[list[Finding], OptimumTrack | None]:
+        out: list[Finding] = []
+        for tid, hits in self.forgot.items():
+            s, e, upd = hits[0]
+            more = f"; it happened at {len(hits)} steps" if len(hits) > 1 else ""
+            out.append(Finding(
+                "forgot_zero_grad", s, self.name(tid), "AccumulateGrad", _src(e.source),
+                f"backward() added {self.name(tid)}'s gradient onto the one from an earlier step "
+                f"although {self.name(tid)} was updated in between ({upd.idiom}"
+                f"{' at ' + _src(upd.source) if upd.source else ''}): .grad accumulates, so the "
+                f"update used the sum of old gradients; zero it after each update "
+                f"(param.grad.zero_() or optimizer.zero_grad()){more}"))
+        if self.non_finite is not None:
+            out.append(self.non_finite)
+        optimum = None
+        if self.fits:
+            extra, optimum = self._quadratic()
+            out.extend(extra)
+        for tid, (s, op) in sorted(self.first_use.items(), key=lambda kv: (kv[1][0], kv[0])):
+            if tid in self.received or tid in self.grad_api_inputs or not self.received:
+                continue
+            where = f"{op.name}" if op is not None else "the backward graph"
+            out.append(Finding(
+                "no_grad_received", s, self.name(tid), op.name if op is not None else None,
+                _src(op.source) if op is not None else None,
+                f"{self.name(tid)} requires grad and was used by {where}, but no backward pass "
+                "reached it: it never received a gradient (is it connected to the loss, or "
+                "detached on the way?)"))
+        for (tid, src), hits in self.data_updates.items():
+            s, e = hits[0]
+            out.append(Finding(
+                "data_update", s, self.name(tid), e.idiom, src,
+                f"{self.name(tid)} was updated through .data ({e.idiom}, {len(hits)} time"
+                f"{'s' if len(hits) != 1 else ''}): legal, but invisible to autograd; "
+                f"`with torch.no_grad(): {self.name(tid)} -= ...` says the same and keeps "
+                "autograd's checks"))
+        out.sort(key=lambda f: (f.step if f.step is not None else -1, FINDING_KINDS.index(f.kind),
+                                f.param or ""))
+        return out, optimum
+
+    def _quadratic(self) -> tuple[list[Finding], OptimumTrack | None]:
+        """lr stability, conditioning and the distance to the optimum (squared error)."""
+        out: list[Finding] = []
+        fits = [f for f in self.fits if torch.isfinite(f.X).all() and torch.isfinite(f.y).all()]
+        if not fits:
+            return out, None
+        try:
+            pooled = pool(fits)
+            ev = pooled.eigenvalues()
+        except (NotApplicableError, RuntimeError):
+            return out, None
+        lam_max = float(ev[-1])
+        lam_min = float(ev[0])
+        first = fits[0]
+        wname = self.name(first.weight.tid)
+        model_op = first.model_op
+        lrs = [(s, lr, plain, e) for s, lr, plain, e in self.lrs if plain and lr > 0]
+        lr = None
+        if lrs:
+            lr = sorted(x[1] for x in lrs)[len(lrs) // 2]
+        data_desc = (f"the recorded data ({pooled.n} rows over {len(fits)} step"
+                     f"{'s' if len(fits) != 1 else ''}, normalised like one step's loss)")
+        if lr is not None and lam_max > 0 and lr > 2 / lam_max:
+            s, _, _, e = next(x for x in lrs if x[1] > 2 / lam_max)
+            out.append(Finding(
+                "lr_unstable", s, wname, e.idiom, _src(e.source),
+                f"lr = {lr:.3g} is past the stability bound 2/lambda_max = {2 / lam_max:.3g} "
+                f"(lambda_max = {lam_max:.4g}, the largest eigenvalue of the loss Hessian on "
+                f"{data_desc}): each step overshoots along the steepest direction by a factor "
+                f"|1 - lr*lambda_max| = {abs(1 - lr * lam_max):.3g}, so training diverges; "
+                f"use lr < {2 / lam_max:.3g} or scale the features"))
+        kappa = lam_max / lam_min if lam_min > lam_max * 1e-12 else math.inf
+        if kappa > self.ill_threshold:
+            scales = pooled.X.std(0) if pooled.n > 1 else pooled.X.abs().mean(0)
+            means = pooled.X.mean(0)
+            feat = ", ".join(f"{float(m):.3g}±{float(sd):.3g}" for m, sd in zip(means, scales))
+            if math.isinf(kappa):
+                msg = (f"the loss Hessian on {data_desc} is singular (lambda_min = {lam_min:.3g}): "
+                       "features are collinear or there are fewer rows than parameters, so the "
+                       "least-squares optimum is not unique")
+            else:
+                msg = (f"condition number {kappa:.3g} of the loss Hessian (lambda_max = "
+                       f"{lam_max:.4g}, lambda_min = {lam_min:.3g}) on {data_desc}")
+                if lr is not None and lr > 0:
+                    slow = 1 / (lr * lam_min)
+                    msg += (f": with lr = {lr:.3g} the flattest direction shrinks by a factor "
+                            f"(1 - lr*lambda_min) per step, about {slow:.3g} steps per e-fold, ")
+                    if lr * lam_max < 2:
+                        msg += (f"while the steepest one (lr*lambda_max = {lr * lam_max:.3g}) "
+                                "forbids a larger lr: slow, zig-zag progress")
+                    else:
+                        msg += (f"and lr*lambda_max = {lr * lam_max:.3g} > 2 already diverges along "
+                                "the steepest one: no single lr suits both")
+                else:
+                    msg += ": gradient descent progresses slowly along the flattest direction"
+            msg += f"; the features (mean±std per column: {feat}) are not on one scale: standardise them"
+            out.append(Finding("ill_conditioned", first.step, wname,
+                               model_op.name if model_op is not None else None,
+                               _src(model_op.source) if model_op is not None else None, msg))
+        track = None
+        try:
+            star = pooled.optimum()
+            flat_star = pooled.flatten(star)
+            dist = []
+            for f in fits:
+                if len(f.param_values) == len(f.params):
+                    d = float(torch.linalg.vector_norm(f.flatten() - flat_star))
+                    if math.isfinite(d):
+                        dist.append((f.step, d))
+            track = OptimumTrack(
+                theta_star={self.name(t): v.tolist() for t, v in star.items()},
+                loss_star=pooled.loss(star), distances=dist, rows=pooled.n, steps=len(fits))
+        except (NotApplicableError, RuntimeError):
+            pass
+        return out, track

@@ -1,0 +1,444 @@
+"""Float64 replay of a recorded step's forward computation, and central finite differences.
+
+A recorded step holds every op that built the graph, with its callable's dotted name, its
+arguments (tensors by tid) and the values it saw. :class:`Replay` re-runs those ops in
+float64 as a function of the leaf parameters (custom ``autograd.Function``s through the
+ops recorded inside their forward, so the user's code is never needed), and
+:func:`finite_differences` differentiates it numerically. :func:`blame_functions` then
+checks each custom Function's recorded backward against its own replayed forward, so a
+failing step names the Function that is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from ..trace.model import Op, Step
+from .linear import NotApplicable, unrecorded_view
+
+__all__ = ["Replay", "ReplayError", "finite_differences", "blame_functions", "Blame",
+           "autograd_gradients", "FD_EPS"]
+
+FUNCTION_PREFIX = "autograd.Function:"
+#: h = FD_EPS * max(1, |theta_i|): the step that balances truncation and rounding in float64.
+FD_EPS = 6e-6
+
+# Ops whose result depends on a random draw: a replay would draw differently.
+_RANDOM = {"dropout", "dropout1d", "dropout2d", "dropout3d", "feature_dropout", "alpha_dropout",
+           "feature_alpha_dropout", "rand", "randn", "randint", "rand_like", "randn_like",
+           "randint_like", "bernoulli", "multinomial", "normal", "randperm", "rrelu",
+           "uniform_", "normal_", "bernoulli_", "random_", "exponential_", "gumbel_softmax"}
+_FLOAT_DTYPES = {"float32", "float16", "bfloat16", "float64"}
+_TO_DOUBLE = {"Tensor.float", "Tensor.half", "Tensor.bfloat16", "Tensor.double"}
+_RANGE = re.compile(r"^range\((-?\d+)(?:, (-?\d+))?(?:, (-?\d+))?\)$")
+
+
+class ReplayError(Exception):
+    """Internal: the step cannot be replayed; the message says why."""
+
+
+def _resolve(target: str) -> Callable:
+    if target in _TO_DOUBLE:
+        return torch.Tensor.double
+    head, _, rest = target.partition(".")
+    if head == "torch":
+        obj: Any = torch
+    elif head == "Tensor":
+        obj = torch.Tensor
+    else:
+        raise ReplayError(f"cannot call {target} again (not a torch callable)")
+    for part in rest.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise ReplayError(f"{target} does not exist in this torch")
+    if not callable(obj):
+        raise ReplayError(f"{target} is not callable")
+    return obj
+
+
+def _outputs(out) -> tuple[torch.Tensor, ...]:
+    if isinstance(out, torch.Tensor):
+        return (out,)
+    if isinstance(out, (tuple, list)):
+        return tuple(v for v in out if isinstance(v, torch.Tensor))
+    return ()
+
+
+@dataclass
+class Replay:
+    """The forward of one recorded step as a function of its leaf parameters (float64).
+
+    ``replay(values)`` returns the scalar the backward pass started from (or, for a
+    backward from a non-scalar tensor, its dot product with the recorded incoming
+    gradient). ``values`` maps parameter tids to float64 tensors.
+    """
+
+    step: Step
+    leaves: tuple[int, ...]
+
+    def __post_init__(self):
+        step = self.step
+        bw = step.backward
+        if bw is None:
+            raise ReplayError("the step has no backward pass")
+        if step.ops_dropped:
+            raise ReplayError(f"{step.ops_dropped} ops of this step were not recorded (max_ops_per_step)")
+        self.top = [o for o in step.ops if o.parent is None]
+        self.inner: dict[int, list[Op]] = {}
+        for o in step.ops:
+            if o.parent is not None:
+                self.inner.setdefault(o.parent, []).append(o)
+        # What a replay runs: the graph ops and the ops inside custom Functions. Other ops
+        # (data preparation, in-place initialisation) keep their recorded outputs.
+        self.runs = [o for o in step.ops if o.is_graph or o.parent is not None]
+        self.made: set[int] = set()
+        self.dependent: set[int] = set(self.leaves)
+        for o in self.runs:
+            self.made.update(o.outputs)
+            self.dependent.update(o.outputs)
+        for o in self.runs:
+            base = o.name.rstrip("_") if o.name.endswith("_") and not o.name.endswith("__") else o.name
+            if (o.name in _RANDOM or base in _RANDOM) and not self._harmless_random(o):
+                raise ReplayError(f"the step draws random numbers ({o.name}"
+                                  f"{' at ' + o.source.short if o.source else ''}); "
+                                  "a replay would draw different ones")
+        self.funcs = {o.index: _resolve(o.target) for o in self.runs
+                      if not o.target.startswith(FUNCTION_PREFIX)}
+        self.roots = bw.roots
+        self.root_grads = self._root_grads()
+        self.views: dict[int, tuple[int, tuple[int, ...]]] = {}
+        self.constants: dict[int, torch.Tensor] = {}
+
+    @staticmethod
+    def _harmless_random(o: Op) -> bool:
+        if o.name.startswith(("dropout", "feature_dropout", "alpha_dropout", "feature_alpha")):
+            training = o.kwargs.get("training", o.args[2] if len(o.args) > 2 else True)
+            p = o.kwargs.get("p", o.args[1] if len(o.args) > 1 else 0.5)
+            return training is False or p == 0
+        return False
+
+    def _root_grads(self) -> list[torch.Tensor | None]:
+        """The gradient each root was seeded with (1 for a scalar loss)."""
+        bw = self.step.backward
+        out = []
+        for r in bw.roots:
+            v = self.step.value(r)
+            if v is not None and v.numel == 1:
+                out.append(None)
+                continue
+            node = next((n for n in bw.nodes if n.op is not None and r in self._op(n.op).outputs), None)
+            g = node.grad_outputs[0] if node is not None and node.grad_outputs else None
+            if g is None or g.data is None:
+                raise ReplayError("backward from a tensor whose incoming gradient was not kept")
+            out.append(g.data.double())
+        return out
+
+    def _op(self, index: int) -> Op:
+        for o in self.step.ops:
+            if o.index == index:
+                return o
+        raise ReplayError(f"op {index} is not in the step")
+
+    # -- values -----------------------------------------------------------------------------
+    def constant(self, tid: int, consumer: Op) -> torch.Tensor:
+        c = self.constants.get(tid)
+        if c is not None:
+            return c
+        v = self.step.value(tid)
+        if v is None or v.data is None:
+            what = "was not recorded" if v is None else f"was kept as statistics only ({v.numel} elements)"
+            raise ReplayError(f"the value of {self.step.name(tid)} (used by {consumer.name}) {what}")
+        t = v.data
+        if t.is_floating_point():
+            t = t.double()
+        self.constants[tid] = t
+        return t
+
+    def _arg(self, a, env: dict[int, torch.Tensor], op: Op):
+        if isinstance(a, dict):
+            if "tensor" in a:
+                tid = a["tensor"]
+                if tid in env:
+                    return env[tid]
+                if tid in self.dependent and tid not in self.made:
+                    raise ReplayError(f"{self.step.name(tid)} (an input of {op.name}) was made by a call "
+                                      "gradtrace did not record")
+                return self.constant(tid, op)
+            if "repr" in a:
+                m = _RANGE.match(a["repr"])
+                if m:
+                    nums = [int(x) for x in m.groups() if x is not None]
+                    return range(*nums)
+                raise ReplayError(f"{op.name} has an argument gradtrace kept only as text: {a['repr']}")
+            if "slice" in a:
+                return slice(*(self._arg(x, env, op) for x in a["slice"]))
+            if "ellipsis" in a:
+                return Ellipsis
+            if "dtype" in a:
+                name = a["dtype"]
+                return torch.float64 if name in _FLOAT_DTYPES else getattr(torch, name)
+            if "device" in a:
+                return torch.device("cpu")
+            if "dict" in a:
+                return {k: self._arg(v, env, op) for k, v in a["dict"].items()}
+            return {k: self._arg(v, env, op) for k, v in a.items()}
+        if isinstance(a, list):
+            return [self._arg(x, env, op) for x in a]
+        return a
+
+    # -- running ------------------------------------------------------------------------------
+    def forward(self, values: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """Every tensor of the step, recomputed from ``values`` (tid -> float64 tensor)."""
+        env: dict[int, torch.Tensor] = {t: v.clone() for t, v in values.items()}
+        for tid, (src, dims) in self.views.items():
+            env[tid] = env[src].permute(*dims)
+        with torch.no_grad():
+            for o in self.top:
+                self._run(o, env)
+        return env
+
+    def _run(self, o: Op, env: dict[int, torch.Tensor]) -> None:
+        if not o.is_graph and o.parent is None:
+            return  # data preparation or initialisation: its recorded output is a constant
+        if o.target.startswith(FUNCTION_PREFIX):
+            inner = self.inner.get(o.index, [])
+            for i in o.inputs:
+                if i not in env:
+                    env[i] = self._arg({"tensor": i}, env, o)
+            for io in inner:
+                self._run(io, env)
+            missing = [t for t in o.outputs if t not in env]
+            if missing:
+                raise ReplayError(f"{o.name}'s forward returned a tensor that none of its recorded ops "
+                                  "made; it cannot be replayed")
+            return
+        for i in o.inputs:
+            if i not in env and i in self.dependent and i not in self.made:
+                raise ReplayError(f"{self.step.name(i)} (an input of {o.name}"
+                                  f"{' at ' + o.source.short if o.source else ''}) was made by a "
+                                  "call gradtrace did not record")
+        args = [self._arg(a, env, o) for a in o.args]
+        if o.name == "getitem" and len(args) == 2 and isinstance(args[1], list):
+            args[1] = tuple(args[1])  # the recorder keeps tuples as lists; x[a, b] is a tuple
+        kwargs = {k: self._arg(v, env, o) for k, v in o.kwargs.items()}
+        if "dtype" in kwargs and isinstance(kwargs["dtype"], torch.dtype) and kwargs["dtype"].is_floating_point:
+            kwargs["dtype"] = torch.float64
+        try:
+            out = self.funcs[o.index](*args, **kwargs)
+        except Exception as e:  # a recorded call that does not run again: say which
+            raise ReplayError(f"replaying {o.target} failed ({type(e).__name__}: {e})") from None
+        outs = _outputs(out)
+        if len(outs) < len(o.outputs):
+            raise ReplayError(f"{o.target} gave {len(outs)} tensors on replay, {len(o.outputs)} recorded")
+        for tid, t in zip(o.outputs, outs):
+            if t.is_floating_point() and t.dtype != torch.float64:
+                t = t.double()
+            env[tid] = t
+
+    def __call__(self, values: dict[int, torch.Tensor]) -> float:
+        env = self.forward(values)
+        total = 0.0
+        for r, g in zip(self.roots, self.root_grads):
+            if r not in env:
+                raise ReplayError(f"the loss ({self.step.name(r)}) was not recomputed")
+            v = env[r]
+            total += float(v.sum()) if g is None else float((v * g.reshape(v.shape)).sum())
+        return total
+
+
+def leaf_values(step: Step, leaves: tuple[int, ...], replay: Replay | None = None) -> dict[int, torch.Tensor]:
+    """The leaves' values as the step's forward saw them, float64. A leaf the recorder
+    only saw through ``w.T`` is read back from the transposed tensor (``replay.views``)."""
+    out = {}
+    for tid in leaves:
+        v = step.value(tid)
+        if v is not None and v.data is not None:
+            out[tid] = v.data.double()
+            continue
+        if v is not None:
+            raise ReplayError(f"only statistics of {step.name(tid)} were kept ({v.numel} elements); "
+                              "record with a larger --max-numel to check it")
+        found = _find_view_of(step, tid)
+        if found is None:
+            raise ReplayError(f"the value of {step.name(tid)} was not recorded")
+        view_tid, dims = found
+        vv = step.value(view_tid)
+        if vv is None or vv.data is None:
+            raise ReplayError(f"the value of {step.name(tid)} was not recorded")
+        inv = [0] * len(dims)
+        for i, d in enumerate(dims):
+            inv[d] = i
+        out[tid] = vv.data.double().permute(*inv).contiguous()
+        if replay is not None:
+            replay.views[view_tid] = (tid, tuple(dims))
+    return out
+
+
+def _find_view_of(step: Step, param: int) -> tuple[int, tuple[int, ...]] | None:
+    for o in step.ops:
+        for t in o.inputs:
+            if step.value(t) is None or any(t in p.outputs for p in step.ops):
+                continue
+            info = step.tensors.get(t)
+            if info is None or info.role != "activation":
+                continue
+            found = unrecorded_view(step, t, o)
+            if found is not None and found[0] == param:
+                return t, found[1]
+    return None
+
+
+def autograd_gradients(step: Step) -> dict[int, torch.Tensor]:
+    """What autograd computed in this step for each leaf: the gradient that arrived at
+    its ``.grad`` (``Event.incoming``), or what ``autograd.grad`` returned."""
+    bw = step.backward
+    out: dict[int, torch.Tensor] = {}
+    if bw is None:
+        return out
+    if bw.api == "autograd.grad":
+        for tid, v in zip(bw.inputs, bw.results):
+            if v is not None and v.data is not None:
+                out[tid] = v.data.double()
+        return out
+    for e in step.accumulations:
+        if e.incoming is None or e.incoming.data is None:
+            continue
+        g = e.incoming.data.double()
+        out[e.tensor] = out[e.tensor] + g if e.tensor in out else g
+    return out
+
+
+def sample_indices(numel: int, limit: int, seed: int) -> list[int]:
+    """Which elements of a parameter to differentiate: all, or ``limit`` of them chosen
+    by a generator seeded with the step (the same ones on every run)."""
+    if numel <= limit:
+        return list(range(numel))
+    g = torch.Generator().manual_seed(1_000_003 * seed + numel)
+    return sorted(torch.randperm(numel, generator=g)[:limit].tolist())
+
+
+@dataclass
+class FDResult:
+    """Central differences of one parameter at the sampled elements (flat indices)."""
+
+    tid: int
+    indices: list[int]
+    fd: torch.Tensor        # dL/dtheta_i by central differences, float64
+    curvature: torch.Tensor  # (H theta)_i, the noise floor of a float gradient
+
+
+def finite_differences(replay: Replay, values: dict[int, torch.Tensor], tid: int,
+                       indices: list[int], curvature: bool = True) -> FDResult:
+    """dL/dtheta_i for the given flat indices of parameter ``tid`` by central differences,
+    and (H theta)_i: how much the gradient moves when every parameter is scaled by
+    (1 + s), which is what rounding the forward to the parameters' precision does."""
+    base = values[tid].reshape(-1)
+    fd = torch.empty(len(indices), dtype=torch.float64)
+    cur = torch.zeros(len(indices), dtype=torch.float64)
+    s = 1e-4
+
+    def at(scale: float, i: int, delta: float) -> float:
+        vals = {t: (v * scale if scale != 1.0 else v) for t, v in values.items()}
+        flat = vals[tid].reshape(-1).clone()
+        flat[i] += delta
+        vals[tid] = flat.reshape(values[tid].shape)
+        return replay(vals)
+
+    for j, i in enumerate(indices):
+        h = FD_EPS * max(1.0, abs(float(base[i])))
+        fd[j] = (at(1.0, i, h) - at(1.0, i, -h)) / (2 * h)
+        if curvature:
+            up = (at(1 + s, i, h) - at(1 + s, i, -h)) / (2 * h)
+            down = (at(1 - s, i, h) - at(1 - s, i, -h)) / (2 * h)
+            cur[j] = (up - down) / (2 * s)
+    return FDResult(tid, indices, fd, cur)
+
+
+@dataclass(frozen=True)
+class Blame:
+    """A custom Function whose recorded backward disagrees with its replayed forward."""
+
+    op: Op
+    ratio: float | None   # autograd / finite differences, along a random direction
+    rel_err: float
+
+    @property
+    def name(self) -> str:
+        return self.op.target.removeprefix(FUNCTION_PREFIX)
+
+
+def blame_functions(replay: Replay, values: dict[int, torch.Tensor], rtol: float) -> list[Blame]:
+    """Check each custom ``autograd.Function`` of the step on its own: along a random
+    direction v of its inputs, its recorded backward gives <grad_inputs, v>; its replayed
+    forward gives d/dt <grad_outputs, f(x + t v)> by central differences."""
+    step = replay.step
+    bw = step.backward
+    env = replay.forward(values)
+    out: list[Blame] = []
+    for o in replay.top:
+        if not o.target.startswith(FUNCTION_PREFIX):
+            continue
+        node = next((n for n in bw.nodes if n.op == o.index), None)
+        if node is None or node.order is None:
+            continue
+        g_out = [v.data.double() if v is not None and v.data is not None else None
+                 for v in node.grad_outputs]
+        g_in = [v.data.double() if v is not None and v.data is not None else None
+                for v in node.grad_inputs]
+        xs = [env.get(t) for t in o.inputs]
+        if any(x is None for x in xs) or len(g_in) != len(xs):
+            continue
+        gen = torch.Generator().manual_seed(step.index * 7919 + o.index)
+        dirs = [torch.randn(x.shape, generator=gen, dtype=torch.float64) if
+                (x.is_floating_point() and g is not None) else None for x, g in zip(xs, g_in)]
+        if all(d is None for d in dirs):
+            continue
+        lhs = sum(float((g.reshape(d.shape) * d).sum()) for g, d in zip(g_in, dirs) if d is not None)
+
+        def phi(t: float) -> float:
+            local = {i: (x + t * d if d is not None else x) for i, x, d in zip(o.inputs, xs, dirs)}
+            sub = dict(env)
+            sub.update(local)
+            for t_out in o.outputs:
+                sub.pop(t_out, None)
+            with torch.no_grad():
+                replay._run(o, sub)
+            total = 0.0
+            for t_out, g in zip(o.outputs, g_out):
+                if g is not None:
+                    total += float((sub[t_out] * g.reshape(sub[t_out].shape)).sum())
+            return total
+
+        scale = max(max(float(x.abs().max()) if x.numel() else 0.0 for x in xs), 1.0)
+        h = FD_EPS * scale
+        rhs = (phi(h) - phi(-h)) / (2 * h)
+        err = abs(lhs - rhs) / max(abs(lhs), abs(rhs), 1e-300)
+        if err > rtol:
+            out.append(Blame(o, lhs / rhs if rhs != 0 else None, err))
+    return out
+
+
+def replay_of(step: Step) -> tuple[Replay, dict[int, torch.Tensor]] | NotApplicable:
+    """A :class:`Replay` of the step over the leaves autograd gave gradients to, with their
+    values; or why the step cannot be replayed."""
+    try:
+        leaves = tuple(sorted(autograd_gradients(step)))
+        if not leaves:
+            if any(e.incoming is not None for e in step.accumulations):
+                return NotApplicable("autograd's gradients were kept as statistics only; record "
+                                     "with --values full (and a large enough --max-numel)")
+            return NotApplicable("no parameter received a gradient in this step")
+        rp = Replay(step, leaves)
+        values = leaf_values(step, leaves, rp)
+        rp(values)  # fails early, with the reason, if the step does not replay
+        return rp, values
+    except ReplayError as e:
+        return NotApplicable(str(e))
+
+
+def finite(t: torch.Tensor) -> bool:
+    return bool(torch.isfinite(t).all()) if t.numel() else True
