@@ -47,7 +47,8 @@ def test_demo_stdout_and_exit_code_match_python(tmp_path):
     assert all(line.startswith("gradtrace: ") for line in lines), traced.stderr
     assert any("301 steps" in line and "600 zeroings" in line for line in lines)
     assert any(line == "gradtrace: trace saved: gradtrace-out/linreg/trace.gtrace" for line in lines)
-    assert lines[-1] == "gradtrace: next: gradtrace summary gradtrace-out/linreg/trace.gtrace"
+    assert "gradtrace: next: gradtrace summary gradtrace-out/linreg/trace.gtrace" in lines
+    assert lines[-1] == "gradtrace: report: gradtrace-out/linreg/report.html"  # the page, last
     t = gradtrace.load(tmp_path / "gradtrace-out" / "linreg" / "trace.gtrace")
     assert t.info.status == "completed" and t.info.exit_code is None
     assert len(t.steps) == 301

@@ -290,7 +290,8 @@ class Recorder:
         self.step_loss = None
         self.step_has_backward = False
         self.step_nodes = 0
-        self.counts = {"accumulate_fresh": 0, "accumulate_added": 0, "zero": 0, "update": 0,
+        self.counts = {"accumulate_fresh": 0, "accumulate_added": 0, "accumulate_on_top": 0,
+                       "zero": 0, "update": 0,
                        "grad_write": 0}
         self.fwd_vid: dict[int, tuple[int, int]] = {}   # tid -> (vid, version) of its forward value
         self.grad_vid: dict[int, tuple[int, int, int]] = {}  # tid -> (vid, id(grad), version)
@@ -597,8 +598,8 @@ class Recorder:
         graph_ops = sum(1 for o in self.w.ops if o[11] and o[10] is None)
         self.w.commit_step((self.step, self.step_first_seq, self.seq - 1, int(self.step_has_backward),
                             self.step_loss, graph_ops, self.step_nodes, c["accumulate_fresh"],
-                            c["accumulate_added"], c["zero"], c["update"], c["grad_write"],
-                            self.step_dropped))
+                            c["accumulate_added"], c["accumulate_on_top"], c["zero"], c["update"],
+                            c["grad_write"], self.step_dropped))
         self.totals["steps"] += 1
 
     def _begin_next_step(self):
@@ -820,9 +821,10 @@ class Recorder:
                               None if fresh is None else int(fresh), via, 0, self._sid(f)])
         key = kind if kind != "accumulate" else ("accumulate_fresh" if fresh else "accumulate_added")
         self.totals[key] += 1
+        self.counts[key] += 1
         if idiom == "added":
             self.totals["accumulate_on_top"] += 1
-        self.counts[key] += 1
+            self.counts["accumulate_on_top"] += 1
         if kind == "zero":
             self.grad_zeroed.add(tid)
         else:

@@ -24,17 +24,30 @@ main{max-width:1180px;margin:0 auto;padding:8px 28px 40px}
 h2{margin-top:34px;border-bottom:2px solid #e3e7ee;padding-bottom:6px;font-size:19px}
 table{border-collapse:collapse;font-size:13px;margin:8px 0}
 th,td{border:1px solid #dde2ea;padding:4px 8px;text-align:right}
-th{background:#eef1f6} td.l,th.l{text-align:left}
+th{background:#eef1f6} td.l,th.l{text-align:left} td.l{max-width:560px}
 .pass{color:#137333;font-weight:600}.fail{color:#b3261e;font-weight:600}.na{color:#6b7280}
 .verdict{font-size:17px;padding:10px 14px;border-radius:6px;display:inline-block;margin:6px 0}
 .ok{background:#e6f4ea}.bad{background:#fce8e6}
 .finding{background:#fff;border-left:4px solid #b3261e;padding:8px 12px;margin:8px 0}
+.finding.note{border-left-color:#e8a33d}.warn{background:#fef7e0}
 .finding code,td code{font-size:12px;background:#f1f3f7;padding:1px 4px}
 .muted{color:#6b7280;font-size:13px}
-iframe.graph{width:100%;height:560px;border:1px solid #dde2ea;background:#fff}
+iframe.graph{width:100%;height:480px;border:1px solid #dde2ea;background:#fff}
 img.anim{max-width:100%;border:1px solid #dde2ea;background:#fff}
 .row{display:flex;gap:18px;flex-wrap:wrap}.row>div{flex:1 1 520px}
 """
+
+
+#: Findings that mean the run went wrong (the rest are notes worth a look).
+_SERIOUS = {"forgot_zero_grad", "non_finite", "lr_unstable"}
+
+
+def _page_for_svg(svg: str) -> str:
+    """A tiny HTML page around an SVG, for a sandboxed frame (no XML prolog in HTML)."""
+    start = svg.find("<svg")
+    body = svg[start:] if start >= 0 else svg
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><style>body{margin:0}"
+            "svg{max-width:100%;height:auto}</style></head><body>" + body + "</body></html>")
 
 
 def _e(x: Any) -> str:
@@ -98,10 +111,13 @@ def _loss_and_timeline(trace) -> tuple[str | None, str | None]:
         plt.close(fig)
     timeline_svg = None
     if rows:
-        fig, ax = plt.subplots(figsize=(9.6, 2.0))
+        fig, ax = plt.subplots(figsize=(9.6, 2.3))
         series = [("zeroings", "zero", "#6b7280"), ("updates", "update", "#137333"),
-                  ("accumulate_added", "accumulate (added)", "#d93025"),
+                  ("onto_zeros", "accumulate (onto zeros)", "#7aa2d6"),
+                  ("accumulate_on_top", "accumulate (on top!)", "#d93025"),
                   ("accumulate_fresh", "accumulate (fresh)", "#1f6feb")]
+        for r in rows:
+            r["onto_zeros"] = r["accumulate_added"] - r["accumulate_on_top"]
         for y, (key, label, color) in enumerate(series):
             xs = [r["index"] for r in rows if r[key]]
             ax.scatter(xs, [y] * len(xs), s=10 if len(rows) < 400 else 3, color=color, marker="|" if len(rows) > 60 else "o")
@@ -138,32 +154,39 @@ def report_html(trace, *, check_result=None, graphs: dict[str, str] | None = Non
         checks = doc.get("checks", [])
         findings = doc.get("findings", [])
         counts = {s: sum(1 for c in checks if c.get("status") == s) for s in ("pass", "fail", "not_applicable")}
-        ok = counts["fail"] == 0 and not findings
-        parts.append(f"<div class='verdict {'ok' if ok else 'bad'}'>{counts['pass']} checks passed, "
+        serious = [f for f in findings if f.get("kind") in _SERIOUS]
+        mood = "bad" if counts["fail"] or serious else ("warn" if findings else "ok")
+        parts.append(f"<div class='verdict {mood}'>{counts['pass']} checks passed, "
                      f"{counts['fail']} failed, {counts['not_applicable']} not applicable · "
                      f"{len(findings)} finding{'s' if len(findings) != 1 else ''}</div>")
         for f in findings:
             where = " · ".join(_e(x) for x in (
                 f"step {f.get('step')}" if f.get("step") is not None else None,
                 f.get("param"), f.get("op"), f.get("source")) if x)
-            parts.append(f"<div class='finding'><b>{_e(f.get('kind'))}</b> — {_e(f.get('message'))}"
+            cls = "finding" if f.get("kind") in _SERIOUS else "finding note"
+            parts.append(f"<div class='{cls}'><b>{_e(f.get('kind'))}</b> — {_e(f.get('message'))}"
                          f"<br><span class='muted'>{where}</span></div>")
-        failed = [c for c in checks if c.get("status") == "fail"]
-        shown = failed[:50] if failed else checks[:12]
-        if shown:
-            parts.append(f"<p class='muted'>{'Failed checks' if failed else 'First checks'} "
-                         f"({len(checks)} in all; <code>gradtrace check TRACE --json</code> lists every one):</p>")
-            parts.append("<table><tr><th class='l'>kind</th><th>step</th><th class='l'>param</th>"
-                         "<th class='l'>status</th><th>max abs err</th><th>max rel err</th>"
-                         "<th>tolerance</th><th class='l'>detail</th></tr>")
-            for c in shown:
-                st = c.get("status", "")
-                cls = {"pass": "pass", "fail": "fail"}.get(st, "na")
-                parts.append(f"<tr><td class='l'>{_e(c.get('kind'))}</td><td>{_e(c.get('step'))}</td>"
-                             f"<td class='l'>{_e(c.get('param'))}</td><td class='l {cls}'>{_e(st)}</td>"
-                             f"<td>{_num(c.get('max_abs_err'), 3)}</td><td>{_num(c.get('max_rel_err'), 3)}</td>"
-                             f"<td>{_num(c.get('tolerance'), 3)}</td><td class='l'>{_e(c.get('detail'))}</td></tr>")
-            parts.append("</table>")
+        groups: dict[tuple, list] = {}
+        for c in checks:
+            groups.setdefault((c.get("kind"), c.get("param")), []).append(c)
+        if groups:
+            parts.append("<table><tr><th class='l'>check</th><th class='l'>param</th><th>steps</th>"
+                         "<th>passed</th><th>failed</th><th>n/a</th><th>worst abs err</th>"
+                         "<th>worst rel err</th><th>tolerance</th><th class='l'>detail (worst step)</th></tr>")
+            for (kind, param), cs in groups.items():
+                n = {s: sum(1 for c in cs if c.get("status") == s) for s in ("pass", "fail", "not_applicable")}
+                errs = [c for c in cs if c.get("max_rel_err") is not None]
+                worst = max(errs, key=lambda c: c["max_rel_err"]) if errs else cs[0]
+                if n["fail"]:
+                    worst = next(c for c in cs if c.get("status") == "fail")
+                parts.append(
+                    f"<tr><td class='l'>{_e(kind)}</td><td class='l'>{_e(param)}</td><td>{len(cs)}</td>"
+                    f"<td class='pass'>{n['pass']}</td><td class='{'fail' if n['fail'] else ''}'>{n['fail']}</td>"
+                    f"<td>{n['not_applicable']}</td><td>{_num(worst.get('max_abs_err'), 3)}</td>"
+                    f"<td>{_num(worst.get('max_rel_err'), 3)}</td><td>{_num(worst.get('tolerance'), 3)}</td>"
+                    f"<td class='l'>step {_e(worst.get('step'))}: {_e(worst.get('detail'))}</td></tr>")
+            parts.append("</table><p class='muted'>Every check, step by step: "
+                         "<code>gradtrace check TRACE --json</code>.</p>")
 
     # -- summary --------------------------------------------------------------------------------
     parts.append("<h2>What autograd did</h2>")
@@ -178,18 +201,18 @@ def report_html(trace, *, check_result=None, graphs: dict[str, str] | None = Non
             parts.append(f"<div><h3>Loss</h3>{loss_svg}</div>")
         if timeline_svg:
             parts.append("<div><h3>Zero / accumulate / update, per step</h3>"
-                         "<p class='muted'>Red marks: a gradient added on top of one that was not "
-                         "zeroed (after a zeroing, accumulation counts as onto zeros).</p>"
+                         "<p class='muted'>Red marks: a gradient added on top of one that was "
+                         "not zeroed — the forgot-to-zero pattern (unless you accumulate on purpose).</p>"
                          f"{timeline_svg}</div>")
         parts.append("</div>")
 
     # -- graphs ------------------------------------------------------------------------------------
     if graphs:
-        parts.append("<h2>Computation graphs</h2><div class='row'>")
+        parts.append("<h2>Computation graphs</h2><div>")
         for name, svg in graphs.items():
             # A sandboxed frame: tooltips work, nothing in the SVG can run.
             parts.append(f"<div><h3>{_e(name)}</h3><iframe class='graph' sandbox "
-                         f"srcdoc=\"{_e(svg)}\" title=\"{_e(name)}\"></iframe></div>")
+                         f"srcdoc=\"{_e(_page_for_svg(svg))}\" title=\"{_e(name)}\"></iframe></div>")
         parts.append("</div>")
 
     # -- animations and figures ---------------------------------------------------------------------

@@ -18,8 +18,9 @@ one INSERT and one COMMIT (about 30 us), which is what makes per-step durability
 - ``tensor(tid, name, role, shape, dtype, requires_grad)``: role is param | input |
   activation; ``shape`` JSON. ``name`` may be filled in by a later step (``rename``).
 - ``step(idx, first_seq, last_seq, has_backward, loss, n_ops, n_nodes, n_fresh, n_added,
-  n_zero, n_update, n_grad_write, ops_dropped, body, vals)``: one recorded step. The
-  ``n_*`` columns are counts for summaries. ``body`` is JSON (below); ``vals`` the raw
+  n_on_top, n_zero, n_update, n_grad_write, ops_dropped, body, vals)``: one recorded step.
+  The ``n_*`` columns are counts for summaries (``n_on_top``: the added accumulations that
+  landed on a gradient that was not zeroed). ``body`` is JSON (below); ``vals`` the raw
   little-endian C-order bytes of the values kept in full, concatenated.
 
 ``body`` holds lists of rows (each a JSON array, fields in this order):
@@ -79,7 +80,8 @@ CREATE TABLE tensor (tid INTEGER PRIMARY KEY, name TEXT, role TEXT, shape TEXT, 
                      requires_grad INTEGER);
 CREATE TABLE step (idx INTEGER PRIMARY KEY, first_seq INTEGER, last_seq INTEGER,
                    has_backward INTEGER, loss REAL, n_ops INTEGER, n_nodes INTEGER,
-                   n_fresh INTEGER, n_added INTEGER, n_zero INTEGER, n_update INTEGER,
+                   n_fresh INTEGER, n_added INTEGER, n_on_top INTEGER, n_zero INTEGER,
+                   n_update INTEGER,
                    n_grad_write INTEGER, ops_dropped INTEGER, body TEXT, vals BLOB);
 """
 
@@ -201,7 +203,7 @@ class TraceWriter:
 
     def commit_step(self, head: tuple) -> None:
         """Write one step. ``head`` = (idx, first_seq, last_seq, has_backward, loss, n_ops,
-        n_nodes, n_fresh, n_added, n_zero, n_update, n_grad_write, ops_dropped)."""
+        n_nodes, n_fresh, n_added, n_on_top, n_zero, n_update, n_grad_write, ops_dropped)."""
         if self.closed:
             return
         chunks, ints, floats, stats_int, offset = [], [], [], [], 0
@@ -238,7 +240,7 @@ class TraceWriter:
             if self.renames:
                 c.executemany("UPDATE tensor SET name=? WHERE tid=?", self.renames)
             if step_row is not None:
-                c.execute("INSERT INTO step VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", step_row)
+                c.execute("INSERT INTO step VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", step_row)
             if meta:
                 c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                               [(k, _json(v)) for k, v in meta.items()])
@@ -452,12 +454,14 @@ class Trace:
     def step_rows(self) -> list[dict[str, Any]]:
         """Per-step counts straight from the step table (cheap: no bodies are parsed)."""
         rows = []
-        for (idx, has_bw, loss, n_ops, n_nodes, n_fresh, n_added, n_zero, n_update, n_gw,
+        for (idx, has_bw, loss, n_ops, n_nodes, n_fresh, n_added, n_on_top, n_zero, n_update, n_gw,
              dropped) in self._q("SELECT idx, has_backward, loss, n_ops, n_nodes, n_fresh, n_added, "
-                                 "n_zero, n_update, n_grad_write, ops_dropped FROM step ORDER BY idx"):
+                                 "n_on_top, n_zero, n_update, n_grad_write, ops_dropped FROM step "
+                                 "ORDER BY idx"):
             rows.append({
                 "index": idx, "ops": n_ops, "backward_nodes": n_nodes,
-                "accumulate_fresh": n_fresh, "accumulate_added": n_added, "zeroings": n_zero,
+                "accumulate_fresh": n_fresh, "accumulate_added": n_added,
+                "accumulate_on_top": n_on_top, "zeroings": n_zero,
                 "updates": n_update, "grad_writes": n_gw, "loss": loss,
                 "has_backward": bool(has_bw), "ops_dropped": dropped,
             })
