@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,13 +58,23 @@ _PLAIN: dict = {}
 
 
 @pytest.fixture(scope="session")
-def recorded():
-    """recorded(name, *args) -> (Trace, globals) of the demo run under gradtrace.trace()."""
+def trace_folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("demo-traces")
+
+
+def _trace_file(folder: Path, name: str, args: tuple) -> Path:
+    return folder / f"{name}{''.join(args)}.gtrace"
+
+
+@pytest.fixture(scope="session")
+def recorded(trace_folder):
+    """recorded(name, *args) -> (Trace, globals) of the demo run under gradtrace.trace(),
+    saved to a file that the `gradtrace check` tests read again."""
 
     def get(name: str, *args: str):
         key = (name, args)
         if key not in _RECORDED:
-            t, g = record_demo(name, None, *args)
+            t, g = record_demo(name, _trace_file(trace_folder, name, args), *args)
             _RECORDED[key] = (t.result, g)
             if not args:
                 conftest._CACHE.setdefault(name, t.result)  # share with demo_trace
@@ -326,20 +337,19 @@ def _check_json(trace_path) -> dict:
 
 
 @pytest.fixture(scope="session")
-def checked(tmp_path_factory):
+def checked(recorded, trace_folder):
+    """checked(name, *args) -> the `gradtrace check --json` document of the demo's trace."""
     from gradtrace.cli import cli
 
     if "check" not in cli.commands:
         pytest.skip("`gradtrace check` is not there yet (issue 3)")
     cache: dict = {}
-    folder = tmp_path_factory.mktemp("checked")
 
     def get(name: str, *args: str) -> dict:
         key = (name, args)
         if key not in cache:
-            path = folder / f"{name}{''.join(args)}.gtrace"
-            record_demo(name, path, *args)
-            cache[key] = _check_json(path)
+            recorded(name, *args)
+            cache[key] = _check_json(_trace_file(trace_folder, name, args))
         return cache[key]
 
     return get
