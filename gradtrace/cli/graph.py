@@ -1,0 +1,86 @@
+"""`gradtrace graph TRACE`: the computation graph of one step as SVG, PNG, PDF or DOT."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from ..analysis.graph import ENGINES, THEMES, VIEWS, GraphOptions
+from ..errors import UsageError
+from .common import info, load_trace, pick_step, trace_argument
+
+__all__ = ["graph", "after_run"]
+
+_EXTENSIONS = (".svg", ".png", ".pdf", ".dot", ".gv")
+
+
+def _shown(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+@click.command()
+@trace_argument
+@click.option("--step", "step_spec", default="first", show_default=True, metavar="N|first|last",
+              help="The step to draw: a step number, 'first' or 'last' (the last with a backward pass).")
+@click.option("--view", type=click.Choice(VIEWS), default=GraphOptions.view, show_default=True,
+              help="forward: data flow; backward: the grad_fn graph; both: forward values with "
+                   "the gradient of every node.")
+@click.option("--values/--no-values", default=GraphOptions.values, show_default=True,
+              help="Show values and gradients on the nodes (full numbers for small tensors).")
+@click.option("--theme", type=click.Choice(THEMES), default=GraphOptions.theme, show_default=True,
+              help="lecture: large fonts for slides; light; dark.")
+@click.option("--legend/--no-legend", default=GraphOptions.legend, show_default=True,
+              help="Draw the colour legend.")
+@click.option("--budget", type=click.IntRange(min=1), default=GraphOptions.budget, show_default=True,
+              help="Above this many nodes, repeated sub-graphs and module calls collapse.")
+@click.option("--expand", is_flag=True, help="Never collapse: draw every node.")
+@click.option("--direction", type=click.Choice(["auto", "TB", "LR"]), default="auto",
+              show_default=True, help="Top to bottom, left to right, or whichever fits a slide.")
+@click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
+              help="Layout: the dot program, pygraphviz's bundled graphviz, or matplotlib "
+                   "(auto: the first that is available).")
+@click.option("-o", "--output", metavar="OUT", default=None,
+              help="OUT.svg, .png, .pdf or .dot; '-' prints the DOT text "
+                   "[default: graph.svg next to the trace].")
+def graph(trace_path, step_spec, view, values, theme, legend, budget, expand, direction, engine, output):
+    """Draw the computation graph of one recorded step (SVG, PNG, PDF or DOT).
+
+    Works without the graphviz system package: pygraphviz's wheel brings the graphviz
+    libraries, and without either a matplotlib drawing is made.
+    """
+    if output not in (None, "-") and Path(output).suffix.lower() not in _EXTENSIONS:
+        raise UsageError(f"-o {output}: unknown picture type; use .svg, .png, .pdf or .dot "
+                         "(or - for DOT on stdout)")
+    options = GraphOptions(view=view, values=values, theme=theme, legend=legend, budget=budget,
+                           expand=expand, direction=direction, engine=engine)
+    trace = load_trace(trace_path)
+    step = pick_step(trace, step_spec)
+    from ..render.graph import graph_of_step
+
+    picture = graph_of_step(step, view=view, options=options)
+    if output == "-":
+        click.echo(picture.dot, nl=False)
+        return
+    out = Path(output) if output else Path(trace.path).parent / "graph.svg"
+    path = picture.save(out)
+    model = picture.model
+    extra = f", {model.collapsed} collapsed (--expand shows all)" if model.collapsed else ""
+    info(f"graph of step {step.index} ({view} view, {len(model)} nodes{extra}): {_shown(path)}")
+
+
+def after_run(trace, outdir: Path, ctx) -> None:
+    """`gradtrace run` writes graph.svg (the first step, both views in one) next to the trace."""
+    steps = trace.steps
+    if not len(steps):
+        return
+    from ..render.graph import graph_of_step
+
+    step = steps[0]
+    view = "both" if step.backward is not None else "forward"
+    path = graph_of_step(step, view=view).save(Path(outdir) / "graph.svg")
+    info(f"graph of step {step.index}: {_shown(path)}")

@@ -1,0 +1,114 @@
+"""`gradtrace graph` and the graph.svg that `gradtrace run` writes: real subprocesses, plus
+the cheaper option checks through the same main() in this process."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import gradtrace
+from gradtrace.cli import main
+from gradtrace.render.graph import graph_of_step
+
+from conftest import DEMOS, gradtrace_cmd
+
+MAGIC = {"svg": b"<?xml", "png": b"\x89PNG\r\n\x1a\n", "pdf": b"%PDF-", "dot": b"digraph gradtrace {"}
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """crop_yield.py (seed 3) run under `gradtrace run`, steps 0-2 recorded."""
+    d = tmp_path_factory.mktemp("graph-cli")
+    r = gradtrace_cmd("run", "--no-report", "--steps", "0:3", "-o", "out/t.gtrace",
+                      str(DEMOS / "crop_yield.py"), cwd=d)
+    assert r.returncode == 0, r.stderr
+    return d, r
+
+
+def test_run_writes_graph_svg_next_to_the_trace(recorded):
+    d, r = recorded
+    assert "gradtrace: graph of step 0: out/graph.svg" in r.stderr.splitlines()
+    svg = (d / "out" / "graph.svg").read_text()
+    ET.fromstring(svg)
+    for name in (">w<", ">b<", ">matmul<", ">AccumulateGrad<"):
+        assert name in svg
+    assert "Fontconfig" not in r.stderr   # the bundled libraries' start-up noise is hidden
+
+
+@pytest.fixture(scope="module")
+def commands(recorded):
+    """The subprocess calls, started together (each one spends most of its time importing)."""
+    d, _ = recorded
+    calls = {ext: ("graph", "out/t.gtrace", "-o", f"g.{ext}") for ext in MAGIC}
+    calls["bad-step"] = ("graph", "out/t.gtrace", "--step", "99", "-o", "never.svg")
+    with ThreadPoolExecutor(len(calls)) as pool:
+        futures = {k: pool.submit(gradtrace_cmd, *args, cwd=d) for k, args in calls.items()}
+        return {k: f.result() for k, f in futures.items()}
+
+
+@pytest.mark.parametrize("ext", ["svg", "png", "pdf", "dot"])
+def test_graph_writes_each_format(recorded, commands, ext):
+    d, _ = recorded
+    r = commands[ext]
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines() == [f"gradtrace: graph of step 0 (both view, 14 nodes): g.{ext}"]
+    assert r.stdout == ""
+    assert (d / f"g.{ext}").read_bytes().startswith(MAGIC[ext])
+    if ext == "dot":  # the same bytes as the Python API gives for that step
+        step = gradtrace.load(d / "out" / "t.gtrace").steps[0]
+        assert (d / "g.dot").read_text() == graph_of_step(step, view="both").dot
+
+
+def test_bad_step_is_one_line_and_exit_2(recorded, commands):
+    d, _ = recorded
+    r = commands["bad-step"]
+    assert r.returncode == 2
+    assert r.stderr == "gradtrace: error: step 99 was not recorded; recorded steps are 0..2\n"
+    assert not (d / "never.svg").exists()
+
+
+def _main(capsys, *args) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+def test_options_in_process(recorded, capsys, monkeypatch):
+    d, _ = recorded
+    monkeypatch.chdir(d)
+    code, out, err = _main(capsys, "graph", "out/t.gtrace", "--step", "last", "--view", "backward",
+                           "-o", "last.svg")
+    assert code == 0 and err == "gradtrace: graph of step 2 (backward view, 12 nodes): last.svg\n"
+    assert ">DivBackward0<" in (d / "last.svg").read_text()
+    code, out, err = _main(capsys, "graph", "out/t.gtrace", "-o", "-", "--view", "forward")
+    assert code == 0 and err == ""
+    assert out == graph_of_step(gradtrace.load("out/t.gtrace").steps[0], view="forward").dot
+    code, out, err = _main(capsys, "graph", "out/t.gtrace", "--no-values", "--theme", "dark",
+                           "--no-legend", "-o", "plain.gv")
+    dot = (d / "plain.gv").read_text()
+    assert code == 0 and 'bgcolor="#1e1e1e"' in dot and "<I>data</I>" not in dot and "legend" not in dot
+    code, out, err = _main(capsys, "graph", "out/t.gtrace", "--engine", "matplotlib", "-o", "m.png")
+    assert code == 0 and (d / "m.png").read_bytes().startswith(MAGIC["png"])
+    code, out, err = _main(capsys, "graph", "out/t.gtrace")   # default: graph.svg by the trace
+    assert code == 0 and err.endswith(": out/graph.svg\n")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--step", "abc"], "--step takes a step number, 'first' or 'last', not 'abc'"),
+    (["-o", "g.jpg"], "-o g.jpg: unknown picture type; use .svg, .png, .pdf or .dot"),
+    (["--engine", "dot", "-o", "g.svg"], "the `dot` program is not on PATH"),
+])
+def test_user_errors_are_one_line(recorded, capsys, monkeypatch, args, message):
+    d, _ = recorded
+    monkeypatch.chdir(d)
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    code, out, err = _main(capsys, "graph", "out/t.gtrace", *args)
+    assert code == 2 and err.startswith(f"gradtrace: error: {message}") and err.count("\n") == 1
+
+
+def test_missing_trace(tmp_path, capsys):
+    code, out, err = _main(capsys, "graph", str(tmp_path / "nope.gtrace"))
+    assert code == 2 and err.startswith("gradtrace: error: ") and err.count("\n") == 1
