@@ -14,9 +14,9 @@ normally (exit code 0): nothing in PyTorch stops it.
     python demos/exploding_lr.py --lr 1e-4    # just below the bound: stable, but slow
     gradtrace run demos/exploding_lr.py
 
-What gradtrace shows: `gradtrace check` reports `lr_unstable` (lambda_max, the bound
-2/lambda_max, the condition number of the unscaled features) and `non_finite` with the
-first step and op whose value was inf or nan, and the source line of that op.
+What gradtrace shows: `gradtrace check` reports `lr_unstable` (lambda_max and the bound
+2/lambda_max), `ill_conditioned` (the condition number of the unscaled features) and
+`non_finite`: the first step and op whose value was inf or nan, with its source line.
 """
 
 import argparse

@@ -355,10 +355,11 @@ def checked(recorded, trace_folder):
     return get
 
 
-@pytest.mark.parametrize("name", ["linreg", "linreg_concise", "crop_yield", "gd_backprop",
-                                  "softmax_regression"])
-def test_check_analytic_gradients_pass(checked, name):
-    doc = checked(name)
+@pytest.mark.parametrize("name, args", [("linreg", ()), ("linreg_concise", ()), ("crop_yield", ()),
+                                        ("gd_backprop", ()), ("softmax_regression", ()),
+                                        ("softmax_regression", ("--by-hand",))])
+def test_check_analytic_gradients_pass(checked, name, args):
+    doc = checked(name, *args)
     analytic = [c for c in doc["checks"] if c["kind"].startswith("analytic_")]
     assert analytic, f"{name}: no analytic check applied"
     assert all(c["status"] == "pass" for c in analytic), [c for c in analytic if c["status"] != "pass"]
@@ -379,6 +380,8 @@ def test_check_finds_the_unstable_lr_and_the_first_non_finite_op(checked):
     non_finite = [f for f in findings if f["kind"] == "non_finite"]
     assert non_finite and non_finite[0]["step"] == 14
     assert "mse_loss" in json.dumps(non_finite[0])
+    below = checked("exploding_lr", "--lr", "1e-4")["findings"]
+    assert not [f for f in below if f["kind"] in ("lr_unstable", "non_finite")]
 
 
 def test_check_numeric_names_the_custom_function(checked):
