@@ -269,6 +269,28 @@ def test_fallback_without_graphviz(d2l, tmp_path, monkeypatch, capsys):
     assert err.count("gradtrace: hint:") == 1 and "pip install pygraphviz" in err
 
 
+def test_the_dot_program_is_used_when_on_path(d2l, tmp_path, monkeypatch):
+    # a stand-in `dot` that lays out with the bundled libraries and logs its arguments
+    log = tmp_path / "args.txt"
+    fake = tmp_path / "dot"
+    fake.write_text(f"""#!{sys.executable}
+import sys, pygraphviz
+open({str(log)!r}, "a").write(" ".join(sys.argv[1:]) + "\\n")
+fmt = [a[2:] for a in sys.argv[1:] if a.startswith("-T")][0]
+sys.stdout.buffer.write(pygraphviz.AGraph(string=sys.stdin.read()).draw(format=fmt, prog="dot"))
+""")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    picture = d2l.graph(view="forward")
+    assert picture.engine == "dot"
+    assert ">matmul<" in picture.svg()
+    assert picture.render("png").startswith(b"\x89PNG")
+    assert log.read_text().splitlines() == ["-Tsvg", "-Tpng -Gdpi=144"]
+    fake.write_text("#!/bin/sh\necho 'Error: syntax error in line 1' >&2\nexit 1\n")
+    with pytest.raises(gradtrace.RenderError, match="syntax error in line 1"):
+        d2l.graph(view="forward").svg()
+
+
 def test_themes_and_options(d2l):
     lecture = graph_of_step(d2l, view="forward").dot
     light = graph_of_step(d2l, view="forward", theme="light").dot
@@ -297,6 +319,26 @@ def test_step_without_backward():
     assert m.titles() == ["ones", "w", "matmul", "sum"] and "loss" not in m.kinds  # no loss yet
     with pytest.raises(UsageError, match="no backward pass"):
         build_graph(step, view="both")
+
+
+def test_in_place_ops_and_autograd_grad():
+    w = torch.randn(2, 1, requires_grad=True)
+    X = torch.randn(4, 2)
+    with gradtrace.trace() as t:
+        h = X @ w
+        h.relu_()
+        h.sum().backward()
+        (g,) = torch.autograd.grad((X @ w).pow(2).sum(), [w])
+    first, second = t.result.steps
+    m = build_graph(first, view="both")
+    # sum reads the relu'd tensor (same tid as matmul's result): the edge comes from relu_
+    assert ("relu_", "sum") in m.edge_titles() and ("matmul", "sum") not in m.edge_titles()
+    relu = node(m, "relu_")
+    assert relu["data"] is None and "in place" in relu["detail"]  # the trace keeps one value per tid
+    m = build_graph(second, view="both")
+    assert torch.allclose(node(m, "w")["grad"].data, g)          # what autograd.grad returned
+    assert "autograd.grad" in node(m, "w")["note"]
+    assert node(m, "AccumulateGrad")["note"].startswith("did not run")
 
 
 def test_custom_function_is_one_node():

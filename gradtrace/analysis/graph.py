@@ -248,8 +248,10 @@ def _leaf_grads(step) -> dict[int, tuple]:
     bw = step.backward
     if bw is None:
         return out
+    for tid, g in zip(bw.inputs, bw.results):
+        out[tid] = (g, "returned by torch.autograd.grad; .grad is left as it was")
     for n in bw.nodes:
-        if n.variable is not None and n.grad_outputs:
+        if n.variable is not None and n.grad_outputs and n.grad_outputs[0] is not None:
             out[n.variable] = (n.grad_outputs[0], "")
     for e in step.accumulations:
         g, note = out.get(e.tensor, (None, ""))
@@ -285,17 +287,22 @@ def _forward(step, b: _Builder, with_grad: bool) -> dict[int, int]:
                 ins.append((b.node(("tensor", tid), **_leaf_attrs(step, tid, modules, with_grad, grads)),
                             tid, slot))
         out = op.outputs[0] if op.outputs else None
+        # an in-place op (relu_) gives its output the input's tid; the trace keeps one value
+        # per tid (the first), which is not this op's result
+        in_place = out is not None and out in op.inputs
         detail = _constants(op)
         if op.target.startswith("autograd.Function:"):
             detail = "custom autograd.Function" + (f" {detail}" if detail else "")
         attrs = dict(kind="op" if op.is_graph else "prep", title=op.name, detail=detail,
                      shape=_shape_of(step, out) if out is not None else None,
-                     data=step.value(out) if out is not None else None, source=op.source,
-                     module=op.module, ref=("op", op.index))
+                     data=step.value(out) if out is not None and not in_place else None,
+                     source=op.source, module=op.module, ref=("op", op.index))
         if out is not None and step.tensors.get(out) is not None and step.tensors[out].name:
             attrs["title"] = f"{op.name} → {step.tensors[out].name}"
         if _options(op):
             attrs["options"] = _options(op)
+        if in_place:
+            attrs["detail"] = (detail + " " if detail else "") + "in place (value not kept apart)"
         gn = grad_fn_node.get(op.index)
         if with_grad and op.is_graph:
             if gn is not None:
@@ -310,7 +317,7 @@ def _forward(step, b: _Builder, with_grad: bool) -> dict[int, int]:
         for u, tid, slot in ins:
             b.edge(u, n, "data", _shape_of(step, tid), slot)
         for pos, tid in enumerate(op.outputs):
-            producer.setdefault(tid, (op.index, pos))
+            producer[tid] = (op.index, pos)  # later readers see the latest version (in place)
             if gn is not None and pos < len(gn.grad_outputs):
                 grad_of[tid] = gn.grad_outputs[pos]
     if bw is not None:
@@ -335,6 +342,9 @@ def _accumulate_attrs(step, node, grads) -> dict:
     name = step.name(tid) if tid is not None else "?"
     g = node.grad_outputs[0] if node.grad_outputs else None
     _, note = grads.get(tid, (None, ""))
+    if node.order is None:
+        note = f"did not run: {name}.grad was not written" + (
+            " (torch.autograd.grad returns the gradient instead)" if step.backward.api == "autograd.grad" else "")
     return dict(kind="accumulate", title="AccumulateGrad", detail=f"→ {name}.grad",
                 shape=tuple(g.shape) if g is not None else _shape_of(step, tid) if tid is not None else None,
                 grad=g, ref=("node", node.nid), note=note or f"adds the gradient into {name}.grad")
