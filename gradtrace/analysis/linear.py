@@ -589,8 +589,7 @@ class _Recognizer:
                     if core.get("bias") is not None:
                         raise _NA("two biases")
                     core["bias"] = self.bias_path(b, op, core)
-                    core["op"] = op
-                    self.model_op = op
+                    self.model_op = core["op"]  # where X meets W: the op a finding names
                     return core
                 except _NA as e:
                     reasons.append(e.reason)

@@ -31,6 +31,9 @@ def _register():
     from .report import report
 
     cli.add_command(report)
+    from .check import check
+
+    cli.add_command(check)
     cli.add_command(__import__("gradtrace.cli.graph", fromlist=["graph"]).graph)
     # Further commands register here, one line each.
 

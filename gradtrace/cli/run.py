@@ -110,3 +110,4 @@ def _after_run(trace, outdir: Path, ctx) -> None:
 #: (name, action(trace, outdir, ctx)) run in order after the script; each feature adds its own.
 _AFTER_RUN: list = []
 _AFTER_RUN.append(("graph", lambda trace, outdir, ctx: __import__("gradtrace.cli.graph", fromlist=["after_run"]).after_run(trace, outdir, ctx)))  # noqa: E501
+_AFTER_RUN.append(("check", lambda trace, outdir, ctx: __import__("gradtrace.cli.check", fromlist=["after_run"]).after_run(trace, outdir, ctx)))  # noqa: E501
