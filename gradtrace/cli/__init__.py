@@ -35,6 +35,7 @@ def _register():
 
     cli.add_command(check)
     cli.add_command(__import__("gradtrace.cli.graph", fromlist=["graph"]).graph)
+    cli.add_command(__import__("gradtrace.cli.animate", fromlist=["animate"]).animate)
     # Further commands register here, one line each.
 
 

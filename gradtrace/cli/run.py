@@ -41,6 +41,8 @@ def _shown(path: Path) -> str:
               help="Record only steps A to B-1 (e.g. 0:10, 100:).")
 @click.option("--report/--no-report", "write_report", default=True, show_default=True,
               help="Write report.html (summary, checks, graphs, animations) next to the trace.")
+@click.option("--animate/--no-animate", default=True, show_default=True,
+              help="Write backprop.gif and training.gif next to the trace (runs of up to 5000 steps).")
 @click.argument("script", required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
@@ -111,3 +113,4 @@ def _after_run(trace, outdir: Path, ctx) -> None:
 _AFTER_RUN: list = []
 _AFTER_RUN.append(("graph", lambda trace, outdir, ctx: __import__("gradtrace.cli.graph", fromlist=["after_run"]).after_run(trace, outdir, ctx)))  # noqa: E501
 _AFTER_RUN.append(("check", lambda trace, outdir, ctx: __import__("gradtrace.cli.check", fromlist=["after_run"]).after_run(trace, outdir, ctx)))  # noqa: E501
+_AFTER_RUN.append(("animate", lambda trace, outdir, ctx: __import__("gradtrace.cli.animate", fromlist=["after_run"]).after_run(trace, outdir, ctx)))  # noqa: E501

@@ -1,0 +1,342 @@
+"""Per-step series of a run (loss, parameters, gradients, events) and its loss surface, for plots.
+
+``training_series(trace)`` reads the recorded steps once and returns plain numpy arrays,
+one row per step that ran ``backward()``. ``loss_surface(trace, series)`` recognises a
+linear model (:mod:`gradtrace.analysis.linear`) and gives the exact quadratic loss on a
+plane of parameter space: the parameters' own axes when there are exactly two numbers to
+learn (``w, b`` of a line), otherwise the plane through the closed-form optimum spanned by
+the two directions in which the run moved most.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["TrainingSeries", "training_series", "Surface", "loss_surface", "ACC_KINDS"]
+
+#: How an accumulation met ``.grad``: None before, cleared (zeros), or holding an old gradient.
+ACC_KINDS = ("fresh", "zeros", "added")
+
+#: Steps read in full at most; a longer run is read at evenly spaced steps (losses and event
+#: counts still come from every step: they are in the step table).
+MAX_READ = 6000
+#: Parameters, in numbers, above which values are kept as norms only.
+MAX_TRACKED_NUMEL = 100_000
+
+
+@dataclass
+class TrainingSeries:
+    """The run, step by step. Arrays have one row per step that ran ``backward()``.
+
+    - ``steps``: run step numbers; ``loss``: the loss each step's backward started from.
+    - ``params``: the parameters (leaves that received a gradient), in tid order;
+      ``values[tid]`` (n, numel): the value each step's forward pass used; ``final[tid]``
+      the value after the last update; ``grads[tid]`` (n, numel): ``.grad`` right after the
+      step's backward (what the update used), NaN where only statistics were kept;
+      ``grad_norm[tid]`` (n,) its norm (always known).
+    - ``events[kind]`` (n,): counts per step of accumulations by kind (fresh, zeros,
+      added), ``update``, ``zero`` and ``grad_write``.
+    - ``read``: positions (into ``steps``) of the steps whose bodies were read; the value
+      arrays hold only those rows when the run was longer than :data:`MAX_READ` steps.
+    """
+
+    steps: np.ndarray
+    loss: np.ndarray
+    params: list = field(default_factory=list)
+    values: dict = field(default_factory=dict)
+    final: dict = field(default_factory=dict)
+    grads: dict = field(default_factory=dict)
+    grad_norm: dict = field(default_factory=dict)
+    events: dict = field(default_factory=dict)
+    read: np.ndarray | None = None
+    names: dict = field(default_factory=dict)
+    full_values: bool = True
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    @property
+    def sampled(self) -> bool:
+        return self.read is not None and len(self.read) < len(self.steps)
+
+    def theta(self, tids=None) -> np.ndarray:
+        """(rows read, P): the parameters flattened and concatenated in ``tids`` order."""
+        tids = [p.tid for p in self.params] if tids is None else list(tids)
+        return np.concatenate([self.values[t].reshape(len(self.values[t]), -1) for t in tids], axis=1)
+
+    def grad_theta(self, tids=None) -> np.ndarray:
+        tids = [p.tid for p in self.params] if tids is None else list(tids)
+        return np.concatenate([self.grads[t].reshape(len(self.grads[t]), -1) for t in tids], axis=1)
+
+
+def _flat(v) -> np.ndarray | None:
+    if v is None or v.data is None:
+        return None
+    return v.data.detach().double().reshape(-1).numpy()
+
+
+def training_series(trace, max_read: int = MAX_READ) -> TrainingSeries:
+    """Read the run's per-step series (see :class:`TrainingSeries`)."""
+    rows = [r for r in trace.step_rows() if r["has_backward"]]
+    steps = np.array([r["index"] for r in rows], dtype=np.int64)
+    loss = np.array([np.nan if r["loss"] is None else r["loss"] for r in rows], dtype=np.float64)
+    n = len(rows)
+    if n > max_read:
+        read = np.unique(np.round(np.linspace(0, n - 1, max_read)).astype(np.int64))
+    else:
+        read = np.arange(n, dtype=np.int64)
+    events = {k: np.zeros(n, dtype=np.int32) for k in (*ACC_KINDS, "update", "zero", "grad_write")}
+    params_info = {p.tid: p for p in trace.params}
+    seen_params: dict[int, object] = {}
+    raw_vals: dict[int, list] = {}
+    raw_grads: dict[int, list] = {}
+    raw_norms: dict[int, np.ndarray] = {}
+    final: dict[int, np.ndarray] = {}
+    last: dict[int, np.ndarray] = {}
+    full = True
+    read_set = set(int(i) for i in read)
+    # every step's events are counted (the strip shows them all); bodies are read for the
+    # sampled steps, plus every step when the run is short.
+    positions = range(n) if n <= max_read else sorted(read_set)
+    steps_list = trace.steps
+    index_pos = {idx: i for i, idx in enumerate(steps_list.indices)}
+    for p in positions:
+        step = steps_list[index_pos[int(steps[p])]]
+        row_vals: dict[int, np.ndarray | None] = {}
+        row_grads: dict[int, np.ndarray | None] = {}
+        for e in step.events:
+            if e.kind == "accumulate":
+                kind = "fresh" if (e.fresh or e.before is None) else (
+                    "zeros" if _all_zero(e.before) else "added")
+                events[kind][p] += 1
+                info = params_info.get(e.tensor) or step.tensors.get(e.tensor)
+                if info is not None and e.tensor not in seen_params:
+                    seen_params[e.tensor] = info
+                row_grads[e.tensor] = _flat(e.after)
+                raw_norms.setdefault(e.tensor, np.full(n, np.nan))[p] = (
+                    e.after.stats.norm if e.after is not None else np.nan)
+            elif e.kind in events:
+                events[e.kind][p] += 1
+                if e.kind == "update" and e.after is not None:
+                    a = _flat(e.after)
+                    if a is not None:
+                        final[e.tensor] = a
+                    if e.tensor not in row_vals:
+                        row_vals[e.tensor] = _flat(e.before)
+        for tid in list(seen_params):
+            v = step.value(tid)
+            fv = _flat(v) if v is not None else row_vals.get(tid)
+            if fv is None:
+                fv = last.get(tid)
+                if v is not None and v.data is None:
+                    full = False
+            if fv is not None:
+                last[tid] = fv
+            raw_vals.setdefault(tid, {})[p] = fv
+            raw_grads.setdefault(tid, {})[p] = row_grads.get(tid)
+    if n > max_read:
+        # Steps not read: counts from the step table (whose n_on_top column says how many
+        # accumulations landed on a gradient that was not zeroed; without it, the nearest
+        # read step's answer stands in).
+        read_sorted = np.array(sorted(read_set))
+        for i, r in enumerate(rows):
+            if i in read_set:
+                continue
+            events["update"][i] = r["updates"]
+            events["zero"][i] = r["zeroings"]
+            events["grad_write"][i] = r["grad_writes"]
+            events["fresh"][i] = r["accumulate_fresh"]
+            on_top = r.get("accumulate_on_top")
+            if on_top is None:
+                near = int(read_sorted[np.argmin(np.abs(read_sorted - i))])
+                on_top = r["accumulate_added"] if events["added"][near] and not events["zeros"][near] else 0
+            events["added"][i] = on_top
+            events["zeros"][i] = r["accumulate_added"] - on_top
+    params = [seen_params[t] for t in sorted(seen_params)]
+    values, grads, norms = {}, {}, {}
+    rows_read = list(positions)
+    for info in params:
+        tid = info.tid
+        numel = max(1, math.prod(info.shape))
+        if numel * len(params) > MAX_TRACKED_NUMEL:
+            full = False
+            continue
+        vals = np.full((len(rows_read), numel), np.nan)
+        gr = np.full((len(rows_read), numel), np.nan)
+        for j, p in enumerate(rows_read):
+            v = raw_vals.get(tid, {}).get(p)
+            if v is not None and v.size == numel:
+                vals[j] = v
+            g = raw_grads.get(tid, {}).get(p)
+            if g is not None and g.size == numel:
+                gr[j] = g
+        # a value missing at the start (the parameter not yet used) takes the first known one
+        values[tid] = _fill(vals)
+        grads[tid] = gr
+        norms[tid] = raw_norms.get(tid, np.full(n, np.nan))
+        if tid not in final and len(vals):
+            final[tid] = values[tid][-1].copy()
+    return TrainingSeries(steps=steps, loss=loss, params=params, values=values, final=final,
+                          grads=grads, grad_norm=norms, events=events,
+                          read=np.array(rows_read, dtype=np.int64),
+                          names={p.tid: trace.name(p.tid) for p in params}, full_values=full)
+
+
+def _all_zero(v) -> bool:
+    if v.data is not None:
+        return bool((v.data == 0).all())
+    s = v.stats
+    return s.numel > 0 and s.min == 0 and s.max == 0
+
+
+def _fill(a: np.ndarray) -> np.ndarray:
+    """Forward-fill NaN rows, then back-fill the leading ones."""
+    out = a.copy()
+    ok = ~np.isnan(out).any(axis=1)
+    if not ok.any():
+        return out
+    idx = np.where(ok, np.arange(len(out)), 0)
+    np.maximum.accumulate(idx, out=idx)
+    out = out[idx]
+    first = int(np.argmax(ok))
+    out[:first] = out[first]
+    return out
+
+
+# -- the loss surface ----------------------------------------------------------------------------
+
+@dataclass
+class Surface:
+    """The loss on a plane of parameter space, exact for a linear model's quadratic loss.
+
+    ``origin`` (P,) is the closed-form optimum θ* (parameters flattened in ``tids`` order,
+    the linear fit's order: weight then bias), ``axes`` (2, P) orthonormal directions;
+    a point θ has plane coordinates ``axes @ (θ − origin)``. ``exact`` is True when the
+    plane is the whole parameter space (two numbers to learn): then the coordinates are the
+    parameters themselves (``origin`` is zero and ``axes`` the identity) and
+    ``labels`` their names. ``fit`` is the pooled :class:`~gradtrace.analysis.linear.LinearFit`.
+    """
+
+    tids: tuple
+    origin: np.ndarray
+    optimum: np.ndarray
+    axes: np.ndarray
+    hessian: np.ndarray
+    loss_at_optimum: float
+    exact: bool
+    labels: tuple[str, str]
+    description: str
+    fit: object = None
+    X: np.ndarray | None = None      # unique data rows, for the data panel
+    y: np.ndarray | None = None
+
+    def coords(self, theta: np.ndarray) -> np.ndarray:
+        """(…, P) parameter vectors -> (…, 2) plane coordinates."""
+        return (np.asarray(theta) - self.origin) @ self.axes.T
+
+    def loss(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """The loss at plane coordinates (a, b): L* + ½ δᵀHδ with δ = θ(a, b) − θ*."""
+        A = self.axes
+        H2 = A @ self.hessian @ A.T
+        base = self.origin - self.optimum           # zero unless the plane is the parameters
+        g0 = self.hessian @ base                    # gradient at the plane's origin
+        c0 = self.loss_at_optimum + 0.5 * base @ self.hessian @ base
+        g2 = A @ g0
+        return (c0 + g2[0] * a + g2[1] * b
+                + 0.5 * (H2[0, 0] * a * a + 2 * H2[0, 1] * a * b + H2[1, 1] * b * b))
+
+    def predict(self, theta: np.ndarray, X: np.ndarray | None = None) -> np.ndarray:
+        """The model's prediction (n, k) at flattened parameters θ."""
+        import torch
+
+        from dataclasses import replace
+
+        fit = self.fit
+        vals = fit.unflatten(torch.as_tensor(np.asarray(theta, dtype=np.float64)))
+        if X is not None:
+            fit = replace(fit, X=torch.as_tensor(np.asarray(X, dtype=np.float64)))
+        return fit.predict(vals).numpy()
+
+
+def loss_surface(trace, series: TrainingSeries, max_fits: int = 400):
+    """The :class:`Surface` of a run whose steps are a recognised linear model with a
+    squared-error loss, or a :class:`~gradtrace.analysis.linear.NotApplicable` saying why not."""
+    import torch
+
+    from .linear import NotApplicable, NotApplicableError, SQUARED_ERROR, pool, recognize
+
+    if len(series) == 0:
+        return NotApplicable("the run has no step with a backward pass")
+    if not series.full_values:
+        return NotApplicable("parameter values were not kept in full (recorded with --values stats?)")
+    positions = series.read if series.read is not None else np.arange(len(series))
+    pick = positions if len(positions) <= max_fits else positions[
+        np.unique(np.round(np.linspace(0, len(positions) - 1, max_fits)).astype(np.int64))]
+    steps_list = trace.steps
+    index_pos = {idx: i for i, idx in enumerate(steps_list.indices)}
+    fits = []
+    first_reason = None
+    for p in pick:
+        step = steps_list[index_pos[int(series.steps[p])]]
+        f = recognize(step)
+        if f:
+            fits.append(f)
+        elif first_reason is None:
+            first_reason = f
+    if not fits:
+        return first_reason or NotApplicable("no step was recognised as a linear model")
+    if first_reason is not None and len(fits) < len(pick) // 2:
+        return first_reason
+    try:
+        fit = pool(fits)
+    except NotApplicableError as e:
+        return NotApplicable(str(e))
+    if fit.loss_kind != SQUARED_ERROR:
+        return NotApplicable("the loss is softmax cross-entropy: no closed-form optimum to draw")
+    tids = tuple(p.tid for p in fit.params)
+    if not all(t in series.values for t in tids):
+        return NotApplicable("the model's parameters are not all tracked")
+    try:
+        opt = fit.flatten(fit.optimum()).numpy()
+        H = fit.hessian().numpy()
+    except NotApplicableError as e:
+        return NotApplicable(str(e))
+    l_opt = fit.loss(fit.unflatten(torch.as_tensor(opt)))
+    P = len(opt)
+    names = [series.names.get(t, f"t{t}") for t in tids]
+    X, y = _unique_rows(fit.X.numpy(), fit.y.numpy())
+    if P == 2:
+        return Surface(tids, np.zeros(2), opt, np.eye(2), H, l_opt, True, (names[0], names[1]),
+                       f"the loss over ({names[0]}, {names[1]}): exact", fit, X, y)
+    theta = series.theta(tids)
+    d = theta - opt
+    # the two directions that explain most of where the run went, relative to θ*
+    _, _, vt = np.linalg.svd(d, full_matrices=False)
+    axes = vt[:2] if vt.shape[0] >= 2 else np.vstack([vt[0], _orth(vt[0])])
+    # a deterministic sign: the run starts on the positive side of each axis
+    for i in range(2):
+        if axes[i] @ d[0] < 0:
+            axes[i] = -axes[i]
+    return Surface(tids, opt.copy(), opt, axes, H, l_opt, False, ("direction 1", "direction 2"),
+                   f"plane through the optimum θ* spanned by the run's two directions of largest "
+                   f"movement ({P} parameters)", fit, X, y)
+
+
+def _orth(v: np.ndarray) -> np.ndarray:
+    e = np.zeros_like(v)
+    e[int(np.argmin(np.abs(v)))] = 1.0
+    u = e - (e @ v) * v
+    return u / np.linalg.norm(u)
+
+
+def _unique_rows(X: np.ndarray, y: np.ndarray, limit: int = 5000):
+    """The distinct (x, y) rows (a full-batch run repeats its data every step)."""
+    both = np.concatenate([X, y], axis=1)
+    _, idx = np.unique(both, axis=0, return_index=True)
+    idx = np.sort(idx)
+    if len(idx) > limit:
+        idx = idx[np.round(np.linspace(0, len(idx) - 1, limit)).astype(np.int64)]
+    return X[idx], y[idx]

@@ -1,0 +1,127 @@
+"""`gradtrace animate TRACE`: back-propagation step by step, or training over time, as GIF/MP4/HTML."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import click
+
+from ..errors import GradtraceError, RenderError, UsageError
+from ..render.animate import FORMATS, KINDS, AnimateOptions, animation_of_trace, mp4_available
+from .common import info, load_trace, trace_argument
+
+__all__ = ["animate", "after_run", "RUN_MAX_STEPS"]
+
+#: `gradtrace run` animates runs of up to this many recorded steps by itself (longer ones
+#: are subsampled anyway, but reading every step to find the trajectory takes a while).
+RUN_MAX_STEPS = 5000
+
+
+def _shown(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
+@click.command()
+@trace_argument
+@click.option("--kind", type=click.Choice(KINDS), default="training", show_default=True,
+              help="backprop: one step, op by op and node by node; training: the run over time.")
+@click.option("--step", "step_spec", default=None, metavar="N|first|last",
+              help="backprop: the step to explain [default: the second step, the first in which "
+                   ".grad can already hold something].")
+@click.option("-o", "--output", "outputs", multiple=True, metavar="OUT",
+              help="OUT.gif, .mp4, .html (a self-contained player) or .png (one frame, see "
+                   "--still); repeat for several [default: <kind>.gif next to the trace].")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True, max=100), default=None,
+              help="Frames per second [default: 1 for backprop, 12 for training].")
+@click.option("--frames", type=click.IntRange(min=2), default=None,
+              help="Frame budget: longer runs are subsampled, bigger graphs show several ops per "
+                   "frame [default: 80 for backprop, 180 for training].")
+@click.option("--dpi", type=click.IntRange(20, 600), default=None,
+              help="Pixels per inch [default: 80 for backprop, 72 for training].")
+@click.option("--size", default=None, metavar="WxH",
+              help="Figure size in inches, e.g. 12x6.75 (pixels = size x dpi).")
+@click.option("--still", type=int, default=None, metavar="I",
+              help="For .png output: the frame to write (negative counts from the end) "
+                   "[default: the last].")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="A progress bar on stderr while rendering.")
+def animate(trace_path, kind, step_spec, outputs, fps, frames, dpi, size, still, progress):
+    """Animate a recorded run from its trace (nothing is re-run).
+
+    \b
+    --kind backprop   one step: the forward ops light up in order with their values, then
+                      backward() from the loss in autograd's order with the gradient on
+                      each edge, .grad accumulation (fresh / onto zeros / ADDED to an old
+                      gradient), the update and the zeroing, with a caption per frame.
+    --kind training   the run: loss, the parameters' path on the loss surface with the
+                      optimum, the data and the fitted line, gradient norms, event strip.
+
+    Examples:
+
+    \b
+      gradtrace animate gradtrace-out/linreg/trace.gtrace --kind backprop --step 1
+      gradtrace animate TRACE -o training.gif -o training.html --frames 120
+    """
+    trace = load_trace(trace_path)
+    options = AnimateOptions(kind=kind, step=step_spec, fps=fps, frames=frames, dpi=dpi,
+                             size=size, progress=progress)
+    paths = [Path(o) for o in outputs] or [Path(trace.path).parent / f"{kind}.gif"]
+    for p in paths:
+        if p.suffix.lower() not in (*FORMATS, ".png"):
+            raise UsageError(f"-o {p}: unknown format; use .gif, .mp4, .html or .png")
+    no_mp4 = [p for p in paths if p.suffix.lower() == ".mp4"] if not mp4_available() else []
+    if no_mp4 and len(no_mp4) == len(paths):
+        raise RenderError(f"{_shown(no_mp4[0])}: MP4 needs ffmpeg, which matplotlib cannot find; "
+                          "install ffmpeg, or ask for .gif or .html")
+    for p in no_mp4:
+        info(f"{_shown(p)} skipped: MP4 needs ffmpeg, which matplotlib cannot find")
+    started = time.perf_counter()
+    anim = animation_of_trace(trace, kind=kind, **_options_dict(options))
+    if anim.note:
+        info(f"note: {anim.note}")
+    movies = [p for p in paths if p.suffix.lower() in FORMATS and p not in no_mp4]
+    if movies:
+        anim.save_all(movies)
+        for p in movies:
+            info(f"{kind} animation: {_shown(p)} ({len(anim)} frames)")
+    for p in paths:
+        if p.suffix.lower() == ".png":
+            i = len(anim) - 1 if still is None else still
+            if not -len(anim) <= i < len(anim):
+                raise UsageError(f"--still {i}: the animation has frames 0..{len(anim) - 1}")
+            anim.save_frame(i, p)
+            info(f"{kind} frame {i % len(anim)} of {len(anim)}: {_shown(p)}")
+    info(f"rendered in {time.perf_counter() - started:.1f} s")
+
+
+def _options_dict(options: AnimateOptions) -> dict:
+    return {k: getattr(options, k) for k in ("step", "fps", "frames", "dpi", "size", "progress")}
+
+
+def after_run(trace, outdir: Path, ctx) -> None:
+    """`gradtrace run` writes backprop.gif and training.gif next to the trace (small runs;
+    `--no-animate` turns it off)."""
+    params = ctx.params if ctx is not None else {}
+    if not params.get("animate", True):
+        return
+    rows = trace.step_rows()
+    if not any(r["has_backward"] for r in rows):
+        return
+    if len(rows) > RUN_MAX_STEPS:
+        info(f"animations skipped: {len(rows)} steps recorded (more than {RUN_MAX_STEPS}); "
+             f"make them with: gradtrace animate {_shown(Path(trace.path))}")
+        return
+    for kind in ("backprop", "training"):
+        path = Path(outdir) / f"{kind}.gif"
+        try:
+            anim = animation_of_trace(trace, kind=kind, progress=True)
+            anim.save(path)
+        except GradtraceError as e:
+            info(f"{kind} animation skipped: {e}")
+            continue
+        info(f"{kind} animation: {_shown(path)}")

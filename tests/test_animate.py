@@ -1,0 +1,330 @@
+"""Animations: the backprop plan, the training series and surface, and the files they save."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import gradtrace
+from gradtrace.errors import RenderError, UsageError
+from gradtrace.render import animate as animate_mod
+from gradtrace.render.animate import AnimateOptions, animation_of_trace, parse_size, subsample
+from gradtrace.render.backprop import backprop_plan, pick_step
+
+DPI = 24  # tests look at pixels, not at text: small frames are fast
+
+
+def _train(steps: int, zero: bool, lr: float = 0.1):
+    """y = 3x + 0.8 fitted by full-batch gradient descent on scalars w, b (seed 5's lesson)."""
+    torch.manual_seed(0)
+    x = torch.rand(20)
+    y = 3 * x + 0.8
+    w = torch.rand(1, requires_grad=True)
+    b = torch.rand(1, requires_grad=True)
+    for _ in range(steps):
+        loss = (x * w + b - y).pow(2).mean()
+        if zero and w.grad is not None:
+            w.grad.zero_()
+            b.grad.zero_()
+        loss.backward()
+        with torch.no_grad():
+            w -= lr * w.grad
+            b -= lr * b.grad
+
+
+@pytest.fixture(scope="module")
+def zeroing():
+    """12 steps of a script that clears .grad before each backward()."""
+    with gradtrace.trace() as t:
+        _train(12, zero=True)
+    return t.result
+
+
+@pytest.fixture(scope="module")
+def never_zeroing():
+    """The same script without the zeroing: every backward() adds onto the last."""
+    with gradtrace.trace() as t:
+        _train(6, zero=False)
+    return t.result
+
+
+def _pixels(img) -> np.ndarray:
+    return np.asarray(img, dtype=np.int16)
+
+
+def _reddish(img) -> int:
+    """Pixels in the bug's colours (#e03131 edges, #ffc9c9 fills)."""
+    a = _pixels(img)
+    r, g, b = a[..., 0], a[..., 1], a[..., 2]
+    return int(((r > 200) & (g < 215) & (b < 215) & (r - g > 40)).sum())
+
+
+# -- options ---------------------------------------------------------------------------------------
+
+def test_options_defaults_and_validation():
+    o = AnimateOptions(kind="backprop").resolved()
+    assert (o.fps, o.frames, o.dpi) == (1.0, 80, 80)
+    assert AnimateOptions(kind="training", size="8x4.5").size == (8.0, 4.5)
+    assert parse_size((10, 6)) == (10.0, 6.0)
+    with pytest.raises(UsageError, match="unknown animation kind"):
+        AnimateOptions(kind="movie")
+    with pytest.raises(UsageError, match="WIDTHxHEIGHT"):
+        AnimateOptions(size="big")
+    with pytest.raises(UsageError, match="frame budget"):
+        AnimateOptions(frames=1)
+    with pytest.raises(UsageError, match="unknown animation option.*colour"):
+        AnimateOptions.build("training", colour="red")
+
+
+def test_subsample_keeps_ends_and_budget():
+    assert subsample(5, 10) == [0, 1, 2, 3, 4]
+    s = subsample(3000, 180)
+    assert len(s) == 180 and s[0] == 0 and s[-1] == 2999
+    assert all(b > a for a, b in zip(s, s[1:]))
+
+
+# -- the backprop explainer ------------------------------------------------------------------------
+
+def test_backprop_frames_follow_the_step(zeroing):
+    step = zeroing.steps[1]
+    plan = backprop_plan(zeroing, step)
+    ops = [o for o in step.ops if o.is_graph]
+    nodes = step.backward.execution_order
+    # intro + forward ops + one zeroing frame + backward start + one per node run
+    # + the accumulation summary + one update frame + done
+    assert len(plan.frames) == 1 + len(ops) + 1 + 1 + len(nodes) + 1 + 1 + 1
+    assert plan.phases == ["forward", "zero", "backward", "accumulate", "update"]
+    assert plan.frames[1].caption.startswith("Forward 1 of 5: mul")
+    # forward values appear in order; the loss box is lit on the last forward frame
+    assert plan.frames[-1].computed >= {o.outputs[0] for o in ops}
+    loss_frame = next(f for f in plan.frames if "starts at the loss" in f.caption)
+    assert plan.scene.loss in loss_frame.current
+    assert float(loss_frame.grads[plan.scene.loss].item()) == 1.0
+    # backward frames light the grad_fn nodes in autograd's execution order
+    bw = [f for f in plan.frames if f.phase == "backward"][1:]
+    names = [f.caption.split(": ", 1)[1].split(" ")[0].rstrip(",") for f in bw]
+    assert names == [n.name for n in nodes]
+    # every gradient edge of the graph carries its gradient after the backward pass
+    acc = next(f for f in plan.frames if f.phase == "accumulate")
+    grad_edges = [e for e in plan.scene.edges if not plan.scene.nodes[e[0]].role == "input"]
+    assert set(grad_edges) <= set(acc.grad_edges)
+
+
+def test_backprop_update_shows_before_and_after(zeroing):
+    step = zeroing.steps[1]
+    plan = backprop_plan(zeroing, step)
+    upd = next(f for f in plan.frames if f.phase == "update")
+    w = zeroing.find("w").tid
+    e = next(e for e in step.updates if e.tensor == w)
+    cell = upd.cells[w]
+    assert cell.mark == "update"
+    assert cell.before is e.before and cell.value is e.after
+    assert "a change of −0.1 × .grad" in upd.caption
+
+
+def test_accumulation_frame_differs_when_the_script_never_zeroes(zeroing, never_zeroing):
+    good = animation_of_trace(zeroing, kind="backprop", dpi=DPI)
+    bad = animation_of_trace(never_zeroing, kind="backprop", dpi=DPI)
+    fg = next(i for i, f in enumerate(good.renderer.plan.frames) if f.phase == "accumulate")
+    fb = next(i for i, f in enumerate(bad.renderer.plan.frames) if f.phase == "accumulate")
+    g, b = good.renderer.plan.frames[fg], bad.renderer.plan.frames[fb]
+    assert {c.mark for c in g.cells.values()} == {"zeros"} and not g.alert
+    assert {c.mark for c in b.cells.values()} == {"added"} and b.alert
+    assert "added onto zeros" in g.caption and "ADDED to the old gradient" in b.caption
+    # and it looks different: the bug's frame is red where the correct one is green
+    assert _reddish(bad.frame(fb)) > 5 * max(1, _reddish(good.frame(fg)))
+    # the bug's .grad is the sum of this step's gradient and the last one
+    w = never_zeroing.find("w").tid
+    e = next(e for e in never_zeroing.steps[1].accumulations if e.tensor == w)
+    assert torch.allclose(b.cells[w].grad.data, e.before.data + e.incoming.data)
+
+
+def test_no_zero_frame_says_what_happens(zeroing, never_zeroing):
+    never = backprop_plan(never_zeroing, never_zeroing.steps[1])
+    assert never.frames[-2].phase == "no_zero" and never.frames[-2].alert
+    assert "never zeroes .grad" in never.frames[-2].caption
+    # step 0 of the zeroing script clears .grad only at the start of step 1
+    first = backprop_plan(zeroing, zeroing.steps[0])
+    nz = next(f for f in first.frames if f.phase == "no_zero")
+    assert "in step 1" in nz.caption and not nz.alert
+    acc = next(f for f in first.frames if f.phase == "accumulate")
+    assert {c.mark for c in acc.cells.values()} == {"fresh"} and ".grad was None" in acc.caption
+
+
+def test_backprop_frames_differ_and_positions_stay(zeroing):
+    anim = animation_of_trace(zeroing, kind="backprop", dpi=DPI)
+    images = [_pixels(im) for im in anim.images()]
+    assert len(images) == len(anim) == len(anim.captions)
+    for a, b in zip(images, images[1:]):
+        assert (a != b).any()
+    # nodes never move: the scene's positions are fixed once per plan
+    assert anim.renderer.plan.scene.pos == backprop_plan(zeroing, zeroing.steps[1]).scene.pos
+
+
+def test_backprop_frame_budget_groups_ops(zeroing):
+    anim = animation_of_trace(zeroing, kind="backprop", frames=10)
+    assert len(anim) <= 10
+    assert "per frame" in anim.note
+
+
+def test_pick_step(zeroing):
+    assert pick_step(zeroing, None).index == 1
+    assert pick_step(zeroing, "last").index == 11
+    assert pick_step(zeroing, "3").index == 3
+    with pytest.raises(UsageError, match="not recorded"):
+        pick_step(zeroing, 99)
+    with pytest.raises(UsageError, match="step number"):
+        pick_step(zeroing, "middle")
+
+
+def test_a_step_without_backward_is_refused():
+    with gradtrace.trace() as t:
+        w = torch.ones(2, requires_grad=True)
+        (w * 2).sum()
+    with pytest.raises(RenderError, match="no backward pass"):
+        animation_of_trace(t.result, kind="backprop", step=0)
+
+
+# -- training over time --------------------------------------------------------------------------------
+
+def test_training_trajectory_is_the_recorded_parameters(zeroing):
+    anim = animation_of_trace(zeroing, kind="training", dpi=DPI)
+    r = anim.renderer
+    assert len(anim) == 12 and r.surface and r.surface.exact
+    w, b = zeroing.find("w").tid, zeroing.find("b").tid
+    recorded = np.array([[s.value(w).item(), s.value(b).item()] for s in zeroing.steps])
+    list(anim.images(frames=[11]))
+    xs, ys = r.traj_line.get_data()
+    np.testing.assert_allclose(np.column_stack([xs, ys]), recorded, rtol=1e-6)
+    list(anim.images(frames=[4]))
+    xs, ys = r.traj_line.get_data()
+    np.testing.assert_allclose(np.column_stack([xs, ys]), recorded[:5], rtol=1e-6)
+    # the current point's loss on the drawn surface is the loss the step recorded
+    s = r.surface
+    assert s.loss(*recorded[4]) == pytest.approx(zeroing.steps[4].loss, rel=1e-5)
+    # the optimum is the line the data came from
+    np.testing.assert_allclose(s.optimum, [3.0, 0.8], atol=1e-4)
+
+
+def test_training_frames_differ_and_budget_subsamples(zeroing):
+    anim = animation_of_trace(zeroing, kind="training", frames=5, dpi=DPI)
+    assert len(anim) == 5
+    assert "12 steps shown in 5 frames" in anim.note
+    assert [anim.renderer.step_of(i) for i in (0, 4)] == [0, 11]
+    images = [_pixels(im) for im in anim.images()]
+    for a, b in zip(images, images[1:]):
+        assert (a != b).any()
+
+
+def test_training_series_counts_every_event(zeroing, never_zeroing):
+    from gradtrace.analysis.training import training_series
+
+    s = training_series(zeroing)
+    assert list(s.steps) == list(range(12))
+    assert s.events["fresh"].tolist() == [2] + [0] * 11
+    assert s.events["zeros"].tolist() == [0] + [2] * 11
+    assert s.events["zero"].sum() == 22 and s.events["update"].sum() == 24
+    bad = training_series(never_zeroing)
+    assert bad.events["added"].tolist() == [0] + [2] * 5 and bad.events["zero"].sum() == 0
+    # a long run is read at evenly spaced steps; the counts still cover every step
+    short = training_series(zeroing, max_read=4)
+    assert short.sampled and len(short.read) == 4 and len(short.values[zeroing.find("w").tid]) == 4
+    assert short.events["update"].sum() == 24
+
+
+def test_training_on_a_plane_for_more_than_two_parameters(demo_trace):
+    trace = demo_trace("linreg")            # seed 1: w (2, 1) and b: three numbers
+    anim = animation_of_trace(trace, kind="training", frames=4, dpi=DPI)
+    S = anim.renderer.surface
+    assert S and not S.exact and "plane through the optimum" in S.description
+    np.testing.assert_allclose(S.optimum, [2.0, -3.4, 4.2], atol=2e-3)
+    np.testing.assert_allclose(S.axes @ S.axes.T, np.eye(2), atol=1e-9)
+    theta = anim.renderer.series.theta(S.tids)
+    np.testing.assert_allclose(anim.renderer.xy, (theta - S.optimum) @ S.axes.T)
+    assert len(list(anim.images())) == 4
+    assert anim.renderer.pred_scatter is not None      # two features: predicted vs true
+
+
+# -- files ---------------------------------------------------------------------------------------------
+
+def test_gif_has_every_frame_and_is_deterministic(zeroing, tmp_path):
+    from PIL import Image
+
+    anim = animation_of_trace(zeroing, kind="training", frames=6, dpi=DPI)
+    a, b = anim.save(tmp_path / "a.gif"), anim.save(tmp_path / "b.gif")
+    with Image.open(a) as im:
+        assert im.n_frames == 6
+        assert im.info["duration"] == 80     # 12 fps, in GIF's hundredths of a second
+    assert a.read_bytes() == b.read_bytes()
+    assert not list(tmp_path.glob(".*part*"))
+
+
+def test_html_is_self_contained(zeroing, tmp_path):
+    anim = animation_of_trace(zeroing, kind="backprop", dpi=DPI)
+    path = anim.save(tmp_path / "bp.html")
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>")
+    assert "http://" not in text and "https://" not in text and "<link" not in text
+    assert 'class="fa' not in text               # no icon font to fetch
+    assert text.count("data:image/png;base64,") == len(anim)
+    assert path.read_text(encoding="utf-8") == anim.save(tmp_path / "again.html").read_text(encoding="utf-8") \
+        .replace("again", "bp")  # same frames, same file
+    fragment = anim._repr_html_()
+    assert "<script" in fragment and "https://" not in fragment
+
+
+def test_mp4_without_ffmpeg_is_skipped_cleanly(zeroing, tmp_path, monkeypatch):
+    monkeypatch.setattr(animate_mod, "mp4_available", lambda: False)
+    anim = animation_of_trace(zeroing, kind="backprop", dpi=DPI)
+    with pytest.raises(RenderError, match="MP4 needs ffmpeg"):
+        anim.save(tmp_path / "x.mp4")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mp4_goes_through_an_ffmpeg_writer(zeroing, tmp_path):
+    """A stand-in ffmpeg that counts the raw frames it is sent (there is no real one here)."""
+    import matplotlib
+
+    fake = tmp_path / "ffmpeg"
+    fake.write_text(textwrap.dedent(f"""\
+        #!{sys.executable}
+        import sys
+        data = sys.stdin.buffer.read()
+        args = sys.argv[1:]
+        size = args[args.index("-s") + 1]
+        open(args[-1], "w").write(f"{{len(data)}} {{size}}")
+        """))
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    old = matplotlib.rcParams["animation.ffmpeg_path"]
+    matplotlib.rcParams["animation.ffmpeg_path"] = str(fake)
+    try:
+        anim = animation_of_trace(zeroing, kind="training", frames=3, dpi=DPI, size=(8, 4.5))
+        out = anim.save(tmp_path / "t.mp4")
+    finally:
+        matplotlib.rcParams["animation.ffmpeg_path"] = old
+    nbytes, size = out.read_text().split()
+    w, h = (int(v) for v in size.split("x"))
+    assert (w, h) == (8 * DPI, int(4.5 * DPI))
+    assert int(nbytes) == 3 * w * h * 4
+
+
+def test_save_checks_the_path(zeroing, tmp_path):
+    anim = animation_of_trace(zeroing, kind="backprop", dpi=DPI)
+    with pytest.raises(UsageError, match="suffix"):
+        anim.save(tmp_path / "x.avi")
+    with pytest.raises(UsageError, match="does not exist"):
+        anim.save(tmp_path / "missing" / "x.gif")
+
+
+def test_trace_animate_is_the_api(zeroing):
+    anim = zeroing.animate(kind="training", frames=3)
+    assert anim.kind == "training" and len(anim) == 3
+    assert "training over 12 steps" in anim.title
+    assert anim.frame(-1).size == (12 * 72, int(6.75 * 72))
