@@ -422,3 +422,56 @@ def test_trace_file_round_trip(tmp_path):
         assert [(e.kind, e.idiom) for e in a.events] == [(e.kind, e.idiom) for e in b.events]
     assert loaded.info.status == "completed"
     assert not (tmp_path / "run.gtrace-wal").exists()
+
+
+def test_module_initialisers_are_updates_not_history():
+    torch.manual_seed(0)
+    with gradtrace.trace() as t:
+        model = nn.Linear(3, 2)
+        X = torch.randn(4, 3)
+        model(X).sum().backward()
+    s = t.steps[0]
+    assert [(e.kind, t.name(e.tensor), e.idiom) for e in s.events[:2]] == [
+        ("update", "model.weight", "p.kaiming_uniform_()"), ("update", "model.bias", "p.uniform_()")]
+    assert [o.name for o in s.ops] == ["linear", "sum"]  # init is no prep op of the weight
+
+
+def test_leaves_take_the_outermost_name():
+    def mse(t1, t2):
+        diff = t1 - t2
+        return (diff * diff).sum()
+
+    w, X = _params()
+    y = torch.randn(4, 1)
+    with gradtrace.trace() as t:
+        mse(X @ w, y).backward()
+    sub = t.steps[0].graph_ops[1]
+    assert [t.name(i) for i in sub.inputs][1] == "y"
+
+
+def test_nan_loss_survives_the_file(tmp_path):
+    w = torch.ones(1, requires_grad=True)
+    with gradtrace.trace(tmp_path / "nan.gtrace") as t:
+        (w * float("nan")).sum().backward()
+    assert t.step_rows()[0]["loss"] != t.step_rows()[0]["loss"]  # NaN, not None
+    assert t.steps[0].loss != t.steps[0].loss
+
+
+def test_ops_in_index_order_and_by_index():
+    class Double(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * 2
+
+    w, X = _params()
+    with gradtrace.trace() as t:
+        Double.apply(X @ w).sum().backward()
+    s = t.steps[0]
+    assert [o.index for o in s.ops] == sorted(o.index for o in s.ops)
+    node = [n for n in s.backward.nodes if n.name == "DoubleBackward"][0]
+    assert s.op(node.op).name == "Double"
+    assert s.ops[0].args == ({"tensor": s.ops[0].inputs[0]}, {"tensor": s.ops[0].inputs[1]})

@@ -532,9 +532,18 @@ class Recorder:
         return None
 
     def _name_from_frame(self, f, t, tid):
+        """Name a leaf after the variable that holds it. The outermost user frame that binds
+        it wins: in ``mse(preds, y)`` the targets are the loop's ``y``, not mse's ``t2``."""
         if tid in self.named:
             return
-        name = self._find_name(f, t)
+        name = None
+        cu = self.code_user
+        while f is not None:
+            if cu.get(f.f_code):
+                found = self._find_name(f, t)
+                if found is not None:
+                    name = found
+            f = f.f_back
         if name is not None:
             self.named.add(tid)
             self.w.renames.append((name, tid))
@@ -708,8 +717,9 @@ class Recorder:
 
     def _pull_prep(self, t, prep, f):
         """Record the non-graph op that made unnamed tensor ``t`` (e.g. ``y.reshape(...)``)."""
-        # A tensor the user bound to a name is a leaf of the drawing, not a computation.
-        if self._find_name(f, t) is not None:
+        # A tensor the user bound to a name (or a parameter) is a leaf of the drawing, not a
+        # computation: in-place initialisers like kaiming_uniform_ are not its history.
+        if t.requires_grad or self.param_names.get(t) is not None or self._find_name(f, t) is not None:
             return None
         func, args, kwargs, sid = prep
         self.pending.d.pop(id(t), None)
@@ -838,15 +848,17 @@ class Recorder:
         return default
 
     def on_inplace(self, func, args, kwargs):
-        target = args[0] if args else None
+        if args:
+            target = args[0]
+        else:  # Python-level initialisers (nn.init.*_) pass the tensor by keyword
+            target = next((v for v in kwargs.values() if isinstance(v, _Tensor)), None)
         targets = target if isinstance(target, (list, tuple)) else (target,)
         roles = [(t, self._role(t)) for t in targets]
         roles = [(t, r) for t, r in roles if r is not None]
         if not roles:
             return self.on_op(func, args, kwargs)
-        if torch.is_grad_enabled() and any(r[0] == "param" and not r[2] for _, r in roles):
-            return self.on_op(func, args, kwargs)  # autograd will refuse it; let it say so
         f, via = self._user_frame(sys._getframe(1))
+        no_grad = not torch.is_grad_enabled()
         before = [self._before(t, r) for t, r in roles]
         out = func(*args, **kwargs)
         name = getattr(func, "__name__", "")
@@ -856,7 +868,7 @@ class Recorder:
             op = (f"{lhs}[...] = …" if name == "__setitem__" else f"{lhs} {sym} …") if sym \
                 else f"{lhs}.{name}()"
             if role == "param":
-                if not path:
+                if not path and no_grad:
                     op += " (no_grad)"
                 self._event("update", tid, self._idiom(via, op), b, self._snap_now(t), f, via)
             else:

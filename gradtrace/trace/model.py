@@ -323,6 +323,13 @@ class Step:
     def loss(self) -> float | None:
         return self.backward.loss if self.backward is not None else None
 
+    def op(self, index: int) -> Op:
+        """The op with run-wide index ``index`` (what ``GradNode.op`` and ``Op.parent`` hold)."""
+        for o in self.ops:
+            if o.index == index:
+                return o
+        raise KeyError(f"op {index} is not in step {self.index}")
+
     def value(self, tid: int) -> Value | None:
         """The value tensor ``tid`` had in this step (leaves: at first use; op outputs:
         when computed)."""

@@ -86,6 +86,9 @@ CREATE TABLE step (idx INTEGER PRIMARY KEY, first_seq INTEGER, last_seq INTEGER,
 """
 
 _TABLES = {"meta", "source", "tensor", "step"}
+_STEP_COLUMNS = ["idx", "first_seq", "last_seq", "has_backward", "loss", "n_ops", "n_nodes", "n_fresh",
+                 "n_added", "n_on_top", "n_zero", "n_update", "n_grad_write", "ops_dropped", "body",
+                 "vals"]
 
 # dtypes numpy can hold; the rest (bfloat16, float8...) are written through a byte view.
 _NUMPY_DTYPES = {
@@ -206,6 +209,9 @@ class TraceWriter:
         n_nodes, n_fresh, n_added, n_on_top, n_zero, n_update, n_grad_write, ops_dropped)."""
         if self.closed:
             return
+        loss = head[4]
+        if loss is not None and loss != loss:
+            head = head[:4] + ("nan",) + head[5:]  # SQLite would store a NaN REAL as NULL
         chunks, ints, floats, stats_int, offset = [], [], [], [], 0
         codes: dict[str, int] = {}
         for vid, tid, shape, dtype, kind, payload in self.values:
@@ -291,6 +297,10 @@ def _check_header(conn: sqlite3.Connection, path: str) -> int:
     if missing:
         raise TraceFileError(path, f"truncated or corrupt: tables {', '.join(sorted(missing))} "
                                    "are missing; record the run again")
+    columns = [r[1] for r in conn.execute("PRAGMA table_info(step)")]
+    if columns != _STEP_COLUMNS:
+        raise TraceFileError(path, f"written by a development version of gradtrace with another "
+                                   f"step table (format {version}); record the run again")
     return version
 
 
@@ -458,6 +468,8 @@ class Trace:
              dropped) in self._q("SELECT idx, has_backward, loss, n_ops, n_nodes, n_fresh, n_added, "
                                  "n_on_top, n_zero, n_update, n_grad_write, ops_dropped FROM step "
                                  "ORDER BY idx"):
+            if isinstance(loss, (str, bytes)):
+                loss = float(loss)
             rows.append({
                 "index": idx, "ops": n_ops, "backward_nodes": n_nodes,
                 "accumulate_fresh": n_fresh, "accumulate_added": n_added,
@@ -518,7 +530,7 @@ class Trace:
                module=module, parent=parent, is_graph=bool(is_graph),
                source=src(sid) if sid is not None else None)
             for i, seq, name, target, inputs, outputs, args, kwargs, grad_fn, module, parent,
-            is_graph, sid in body["ops"]
+            is_graph, sid in sorted(body["ops"], key=lambda r: r[0])
         )
         backward = None
         if body.get("backward"):
