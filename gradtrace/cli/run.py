@@ -96,6 +96,8 @@ def run(ctx, module, output, values, max_numel, every, step_range, write_report,
             info(f"report: {_shown(path)}")  # last: the page to open
         except GradtraceError as e:
             info(f"report skipped: {e}")
+        except Exception as e:
+            info(f"report failed (a gradtrace bug, please report it): {type(e).__name__}: {e}")
     ctx.exit(result.exit_code)
 
 
@@ -107,6 +109,8 @@ def _after_run(trace, outdir: Path, ctx) -> None:
             action(trace, outdir, ctx)
         except GradtraceError as e:
             info(f"{name} skipped: {e}")
+        except Exception as e:  # a bug of ours must not change the script's exit code
+            info(f"{name} failed (a gradtrace bug, please report it): {type(e).__name__}: {e}")
 
 
 #: (name, action(trace, outdir, ctx)) run in order after the script; each feature adds its own.
