@@ -691,8 +691,6 @@ class _Recognizer:
             raise _NA("the loss was not made by a recorded op")
         name, targs = op.name, r.tensor_args(op)
         if name in _RESHAPES or name in ("sum", "nansum"):
-            if name == "sum" and op.kwargs.get("dtype") is not None:
-                pass
             return self.squared(targs[0], c)
         if name == "mean":
             return self.squared(targs[0], c * r.numel(tid) / max(1, r.numel(targs[0])))
@@ -823,7 +821,7 @@ class _Recognizer:
             if sel is not None:
                 self.loss_op = self.loss_op or op
                 return (a, sel[0], sel[1], "-log(softmax(z)[range(n), y])")
-            z = self.log_softmax_of(tid)
+            self.log_softmax_of(tid)  # raises with the reason when it is not log(softmax)
             raise _NA("log(softmax(z)) summed without picking the target classes", SOFTMAX_CE)
         if name in ("getitem", "gather", "take_along_dim"):
             sel = self.select(tid, probs=False)
