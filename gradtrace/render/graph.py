@@ -627,6 +627,10 @@ def draw_layered(model: GraphModel, options: GraphOptions, fmt: str) -> bytes:
     lr = direction(model, options) == "LR"
     labels = {n: node_label(a, options, model.view) for n, a in g.nodes(data=True)}
     lines = {n: _plain_lines(labels[n], theme) for n in g.nodes}
+    for n, a in g.nodes(data=True):
+        # this layout does not keep a module's nodes together, so each says where it belongs
+        if a["module"] and a["kind"] != "module":
+            lines[n].insert(1, (f"in {a['module']}", theme.muted, theme.small, "normal"))
     size = {}  # points
     for n, ls in lines.items():
         w = max(len(t) * (0.62 if wt == "bold" else 0.6) * sz for t, _, sz, wt in ls) + 18
@@ -690,12 +694,16 @@ def draw_layered(model: GraphModel, options: GraphOptions, fmt: str) -> bytes:
             modules.setdefault(m, []).append(n)
             m = m.rpartition(".")[0]
     for m in sorted(modules, key=lambda m: (m.count("."), m)):
-        if len(modules[m]) < 2:
-            continue
-        bs = [box(n) for n in modules[m]]
+        members = set(modules[m])
+        if len(members) < 2 or any(k.startswith(m + ".") and set(v) == members for k, v in modules.items()):
+            continue  # one node, or the same nodes as a sub-module's box
+        bs = [box(n) for n in members]
         pad = 10 + 6 * (3 - min(3, m.count(".")))
         x0, y0 = min(b[0] for b in bs) - pad, min(b[1] for b in bs) - pad - theme.small
         x1, y1 = max(b[2] for b in bs) + pad, max(b[3] for b in bs) + pad
+        if any(box(n)[0] < x1 and box(n)[2] > x0 and box(n)[1] < y1 and box(n)[3] > y0
+               for n in g.nodes if n not in members):
+            continue  # the box would take in nodes from outside; the "in ..." lines say it
         ax.add_patch(FancyBboxPatch((x0, y0), x1 - x0, y1 - y0, boxstyle="round,pad=0,rounding_size=8",
                                     linestyle="--", linewidth=theme.penwidth * 0.8,
                                     edgecolor=theme.cluster_line, facecolor=theme.cluster_fill, zorder=0))
