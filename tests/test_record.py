@@ -475,3 +475,13 @@ def test_ops_in_index_order_and_by_index():
     node = [n for n in s.backward.nodes if n.name == "DoubleBackward"][0]
     assert s.op(node.op).name == "Double"
     assert s.ops[0].args == ({"tensor": s.ops[0].inputs[0]}, {"tensor": s.ops[0].inputs[1]})
+
+
+def test_module_classes_and_prep_ops_outside_the_module():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 1))
+    with gradtrace.trace() as t:
+        net(torch.randn(3, 2)).sum().backward()
+    assert t.info.modules == {"net": "Sequential", "net.0": "Linear"}
+    assert [(o.name, o.module) for o in t.steps[0].ops] == [
+        ("randn", None), ("linear", "net.0"), ("sum", None)]

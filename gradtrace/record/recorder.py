@@ -38,6 +38,7 @@ __all__ = ["Recorder"]
 
 _Tensor = torch.Tensor
 _DTYPE_NAMES: dict[Any, str] = {}
+_CURRENT = object()  # "the module running now", for ops recorded as they happen
 
 
 def _num(x: float) -> float | None:
@@ -246,6 +247,7 @@ class Recorder:
         self.param_names = _IdMap()
         self.module_stack: list[str] = []
         self.module_ids: list[int] = []
+        self.module_classes: dict[str, str] = {}  # module path -> class name
         self.code_user: dict[Any, bool] = {}
         self.sids: dict[tuple, int] = {}
         self.named: set[int] = set()
@@ -638,7 +640,8 @@ class Recorder:
                     and len(self.pending) < 4096:
                 # Kept until the step ends, in case this tensor feeds a graph op unnamed.
                 f, _ = self._user_frame(sys._getframe(1))
-                self.pending.set(outs[0], (func, args, kwargs, self._sid(f)))
+                module = self.module_stack[-1] if self.module_stack else None
+                self.pending.set(outs[0], (func, args, kwargs, self._sid(f), module))
             return out
         if self.after_backward:
             self._begin_next_step()
@@ -651,7 +654,7 @@ class Recorder:
         return out
 
     def _record_op(self, func, args, kwargs, outs, is_graph, frame, sid=None, name=None,
-                   target=None, name_frame=None):
+                   target=None, name_frame=None, module=_CURRENT):
         if self.step_ops >= self.config.max_ops_per_step:
             self.step_dropped += 1
             self.ops_dropped_total += 1
@@ -707,7 +710,8 @@ class Recorder:
         tid_of = self.tid_of
         enc_args = [_encode(a, tid_of) for a in args]
         enc_kwargs = {k: _encode(v, tid_of) for k, v in kwargs.items()} if kwargs else {}
-        module = self.module_stack[-1] if self.module_stack else None
+        if module is _CURRENT:
+            module = self.module_stack[-1] if self.module_stack else None
         parent = self.parents[-1] if self.parents else None
         self.w.ops.append([idx, seq, name, target, inputs, outputs, enc_args, enc_kwargs, gf_name,
                            module, parent, int(is_graph), sid])
@@ -721,7 +725,7 @@ class Recorder:
         # computation: in-place initialisers like kaiming_uniform_ are not its history.
         if t.requires_grad or self.param_names.get(t) is not None or self._find_name(f, t) is not None:
             return None
-        func, args, kwargs, sid = prep
+        func, args, kwargs, sid, module = prep
         self.pending.d.pop(id(t), None)
         outs = (t,)
         # Inputs of the prep op may themselves be prep outputs: pull those first.
@@ -730,7 +734,7 @@ class Recorder:
                 p2 = self.pending.get(a)
                 if p2 is not None:
                     self._pull_prep(a, p2, f)
-        self._record_op(func, args, kwargs, outs, False, None, sid=sid, name_frame=f)
+        self._record_op(func, args, kwargs, outs, False, None, sid=sid, name_frame=f, module=module)
         return self.tids.get(t)
 
     def on_function(self, orig_func, cls, args, kwargs):
@@ -1117,7 +1121,8 @@ class Recorder:
                 else type(module).__name__
         for sub, m in module.named_modules():
             if m not in self.module_names:
-                self.module_names[m] = f"{root}.{sub}" if sub else root
+                self.module_names[m] = path = f"{root}.{sub}" if sub else root
+                self.module_classes[path] = type(m).__name__
         for pname, p in module.named_parameters():
             full = f"{root}.{pname}"
             self.param_names.set(p, full)

@@ -76,7 +76,7 @@ class trace:
         finally:
             rec = self._recorder
             self._writer.finish(status, exit_code, error, steps_seen=rec.step + 1,
-                                ops_dropped=rec.ops_dropped_total)
+                                ops_dropped=rec.ops_dropped_total, modules=rec.module_classes)
         self._trace = self._writer.reader()
 
     @property

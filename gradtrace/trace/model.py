@@ -188,8 +188,9 @@ class GradNode:
     """One node of the grad_fn graph that a backward pass reached.
 
     ``nid`` is sequential within the backward pass, in topological order from the root
-    (0). ``next`` holds, per input of the forward op, the nid that gradient flows on to
-    (None where no gradient flows). ``order`` is the position at which autograd ran the node
+    (0). ``next`` holds, in the order of the grad_fn's ``next_functions`` (which is not
+    always the forward op's input order: ``linear`` gives bias, input, weight), the nid that
+    gradient flows on to (None where no gradient flows); ``grad_inputs`` is in the same order. ``order`` is the position at which autograd ran the node
     (None if it did not run). ``grad_outputs`` is the gradient flowing *into* the node
     (w.r.t. the forward op's outputs); ``grad_inputs`` what it passes on (w.r.t. the op's
     inputs). AccumulateGrad nodes carry the leaf's tid in ``variable``.
@@ -283,6 +284,7 @@ class RunInfo:
     config: dict[str, Any]
     steps_seen: int
     ops_dropped: int = 0
+    modules: dict[str, str] = field(default_factory=dict)  # module path -> class ("net.0": "Linear")
 
 
 @dataclass(frozen=True, eq=False)

@@ -13,7 +13,8 @@ one INSERT and one COMMIT (about 30 us), which is what makes per-step durability
 - ``meta(key, value)``: ``format`` = ``gradtrace-trace``, ``version``, ``gradtrace_version``,
   ``torch_version``, ``created``, ``script``, ``argv`` (JSON), ``config`` (JSON),
   ``status`` (running | completed | raised | exited | interrupted), ``exit_code``,
-  ``error``, ``steps_seen``, ``ops_dropped``. Every value is JSON.
+  ``error``, ``steps_seen``, ``ops_dropped``, ``modules`` (module path -> class name).
+  Every value is JSON.
 - ``source(sid, file, line, code, function)``: a line of the user's code.
 - ``tensor(tid, name, role, shape, dtype, requires_grad)``: role is param | input |
   activation; ``shape`` JSON. ``name`` may be filled in by a later step (``rename``).
@@ -403,6 +404,7 @@ class Trace:
             config=dict(meta.get("config") or {}),
             steps_seen=int(meta.get("steps_seen") or 0),
             ops_dropped=int(meta.get("ops_dropped") or 0),
+            modules=dict(meta.get("modules") or {}),
         )
 
     @property
