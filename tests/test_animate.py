@@ -252,6 +252,20 @@ def test_training_on_a_plane_for_more_than_two_parameters(demo_trace):
     assert anim.renderer.pred_scatter is not None      # two features: predicted vs true
 
 
+def test_a_diverging_run_is_drawn_quietly(recwarn):
+    """lr far past the stability bound: values reach inf and nan; the picture frames the
+    steps before the blow-up and says where the path leaves it."""
+    with gradtrace.trace() as t:
+        _train(25, zero=True, lr=50.0)
+    anim = animation_of_trace(t.result, kind="training", dpi=DPI)
+    assert not np.isfinite(anim.renderer.series.loss).all()
+    images = list(anim.images(frames=[0, len(anim) - 1]))
+    assert len(images) == 2
+    texts = [x.get_text() for x in anim.renderer.ax_traj.texts]
+    assert any("leaves the picture at step" in x for x in texts)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
 # -- files ---------------------------------------------------------------------------------------------
 
 def test_gif_has_every_frame_and_is_deterministic(zeroing, tmp_path):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["TrainingSeries", "training_series", "Surface", "loss_surface", "ACC_KINDS"]
+__all__ = ["TrainingSeries", "training_series", "Surface", "loss_surface", "ACC_KINDS", "sane_rows"]
 
 #: How an accumulation met ``.grad``: None before, cleared (zeros), or holding an old gradient.
 ACC_KINDS = ("fresh", "zeros", "added")
@@ -235,7 +235,8 @@ class Surface:
 
     def coords(self, theta: np.ndarray) -> np.ndarray:
         """(…, P) parameter vectors -> (…, 2) plane coordinates."""
-        return (np.asarray(theta) - self.origin) @ self.axes.T
+        with np.errstate(over="ignore", invalid="ignore"):
+            return (np.asarray(theta) - self.origin) @ self.axes.T
 
     def loss(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """The loss at plane coordinates (a, b): L* + ½ δᵀHδ with δ = θ(a, b) − θ*."""
@@ -313,7 +314,11 @@ def loss_surface(trace, series: TrainingSeries, max_fits: int = 400):
                        f"the loss over ({names[0]}, {names[1]}): exact", fit, X, y)
     theta = series.theta(tids)
     d = theta - opt
-    # the two directions that explain most of where the run went, relative to θ*
+    # The two directions that explain most of where the run went, relative to θ*; a run
+    # that diverges is judged by its steps before the numbers blow up.
+    d = d[sane_rows(d)]
+    if len(d) == 0:
+        return NotApplicable("the parameters are not finite at any step")
     _, _, vt = np.linalg.svd(d, full_matrices=False)
     axes = vt[:2] if vt.shape[0] >= 2 else np.vstack([vt[0], _orth(vt[0])])
     # a deterministic sign: the run starts on the positive side of each axis
@@ -323,6 +328,20 @@ def loss_surface(trace, series: TrainingSeries, max_fits: int = 400):
     return Surface(tids, opt.copy(), opt, axes, H, l_opt, False, ("direction 1", "direction 2"),
                    f"plane through the optimum θ* spanned by the run's two directions of largest "
                    f"movement ({P} parameters)", fit, X, y)
+
+
+def sane_rows(d: np.ndarray, factor: float = 100.0) -> np.ndarray:
+    """Rows that are finite and within ``factor`` times the first row's size (a diverging
+    run's later rows, 1e30 and inf, would otherwise decide every direction and scale)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        norms = np.linalg.norm(np.where(np.isfinite(d), d, np.inf), axis=1)
+    ok = np.isfinite(norms)
+    if not ok.any():
+        return ok
+    start = norms[ok]
+    nonzero = start[start > 0]
+    ref = float(nonzero[0]) if len(nonzero) else 1.0   # how far away the run started
+    return ok & (norms <= factor * ref)
 
 
 def _orth(v: np.ndarray) -> np.ndarray:

@@ -757,7 +757,13 @@ def _event_frame(st: Frame, step, group) -> Frame:
             if cell is not None:
                 cell.grad = e.after
     idioms = ", ".join(dict.fromkeys(e.idiom for e in group))
-    if kind == "update":
+    stale = kind == "update" and any(
+        _acc_mark(a) == "added" for a in step.accumulations if a.tensor in {e.tensor for e in group})
+    if stale:
+        caption = (f"The update, using {idioms}, moves each parameter against its .grad — which "
+                   "still holds the old gradients too, so the step is not the one this step's "
+                   "gradient asks for: " + "; ".join(parts) + ".")
+    elif kind == "update":
         caption = (f"The update, using {idioms}, moves each parameter a small step against its "
                    "gradient, downhill on the loss: " + "; ".join(parts) + ".")
     elif kind == "zero":
@@ -767,7 +773,7 @@ def _event_frame(st: Frame, step, group) -> Frame:
                    + ". The next backward() starts from a clean slate.")
     else:
         caption = f"The script changes .grad without clearing it ({idioms}): " + "; ".join(parts) + "."
-    f = st.snapshot(kind, caption, _code(*(e.source for e in group)))
+    f = st.snapshot(kind, caption, _code(*(e.source for e in group)), alert=stale)
     for e in group:
         if e.tensor in f.cells:
             f.cells[e.tensor].mark = {"update": "update", "zero": "zero"}.get(kind, "write")

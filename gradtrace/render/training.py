@@ -53,6 +53,7 @@ class TrainingRenderer:
         self.surface = loss_surface(trace, s)
         rows = len(s.read)
         self.frames = subsample(rows, options.frames)      # positions into the rows read
+
         self.title = f"{_script_name(trace)} · training over {len(s)} steps"
         notes = []
         if s.sampled:
@@ -63,7 +64,8 @@ class TrainingRenderer:
                          f"{every:.3g} steps) to keep within the {options.frames}-frame budget")
         self.note = "; ".join(notes) or None
         self._theta = s.theta() if s.params and s.values else None
-        self._prepare()
+        with _quiet():
+            self._prepare()
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -113,13 +115,15 @@ class TrainingRenderer:
             self.uv = np.where(np.isfinite(self.uv), self.uv, 0.0)
         if self.uv_true is None:
             self.uv_true = self.uv
+        elif self.uv_true is not None:
+            self.uv_true = np.where(np.isfinite(self.uv_true), self.uv_true, 0.0)
 
     def _panel_title(self, ax, title: str, sub: str) -> None:
         """A panel's title, and a line or two of small print under it."""
         lines = _wrap(sub, int(ax.get_position().width * self.fig.get_size_inches()[0] * 72
                                 / ((self.fs - 1.5) * 0.55)))
         n = lines.count("\n") + 1
-        ax.set_title(title, fontsize=self.fs + 0.5, loc="left", pad=4 + n * (self.fs - 0.5))
+        ax.set_title(title, fontsize=self.fs + 0.5, loc="left", pad=6 + n * (self.fs - 1.5) * 1.3)
         ax.text(0.0, 1.012, lines, transform=ax.transAxes, fontsize=self.fs - 1.5, color="#495057",
                 va="bottom", linespacing=1.1)
 
@@ -136,6 +140,10 @@ class TrainingRenderer:
 
     # -- figure ----------------------------------------------------------------------------------------
     def setup(self, fig) -> None:
+        with _quiet():
+            self._setup(fig)
+
+    def _setup(self, fig) -> None:
         self.fig = fig
         fig.set_facecolor("white")
         w_in, h_in = fig.get_size_inches()
@@ -209,7 +217,7 @@ class TrainingRenderer:
             self._ylim(ax, d, dlog)
         else:
             self._style(ax, "distance to the optimum")
-            ax.text(0.5, 0.5, "no closed-form optimum\n(" + _reason(self.surface) + ")",
+            ax.text(0.5, 0.5, "no closed-form optimum\n" + _wrap(_reason(self.surface), 48),
                     ha="center", va="center", fontsize=fs - 0.5, color="#868e96", transform=ax.transAxes)
             ax.set_yticks([])
             self.dist_line = self.dist_dot = None
@@ -305,7 +313,7 @@ class TrainingRenderer:
         ax.tick_params(labelsize=fs - 1, length=2, pad=1.5)
         self.traj_line = self.traj_dot = self.opt_marker = None
         self.quiver = self.quiver_now = self.quiver_rec = None
-        if self.xy is None or not np.isfinite(self.xy).all():
+        if self.xy is None or not np.isfinite(self.xy).all(axis=1).any():
             ax.set_title("parameters", fontsize=fs + 0.5, loc="left")
             ax.text(0.5, 0.5, "no trajectory: parameter values were not\nkept in full "
                     "(recorded with --values stats?)", ha="center", va="center", fontsize=fs,
@@ -314,8 +322,13 @@ class TrainingRenderer:
             ax.set_yticks([])
             self.xy = None
             return
+        from ..analysis.training import sane_rows
+
         xy = self.xy
-        pts = [xy]
+        # the picture frames the steps before a diverging run blows up
+        ref = self.opt_xy if S else xy[np.isfinite(xy).all(axis=1)][-1]
+        inside = sane_rows(xy - ref, factor=30.0)
+        pts = [xy[inside]]
         if S:
             pts.append(self.opt_xy.reshape(1, 2))
         allp = np.vstack(pts)
@@ -350,14 +363,15 @@ class TrainingRenderer:
             A, B = np.meshgrid(gx, gy)
             L = S.loss(A, B)
             ex = L - S.loss_at_optimum
-            pos = ex[ex > 0]
+            pos = ex[np.isfinite(ex) & (ex > 0)]
             if len(pos):
+                # contours evenly spaced in log(loss − L*): the valley and the walls both show
                 top = float(np.percentile(pos, 99))
                 bottom = max(float(pos.min()), top * 1e-6)
-                levels = S.loss_at_optimum + np.geomspace(bottom, top, 14)
-                ax.contourf(A, B, L, levels=np.concatenate([[L.min() - 1], levels, [L.max() + 1]]),
-                            cmap="Blues_r", alpha=0.22)
-                ax.contour(A, B, L, levels=levels, colors="#495057", linewidths=0.5, alpha=0.6)
+                levels = np.unique(S.loss_at_optimum + np.geomspace(bottom, top, 14))
+                if len(levels) >= 2:
+                    ax.contourf(A, B, L, levels=levels, cmap="Blues_r", alpha=0.22, extend="both")
+                    ax.contour(A, B, L, levels=levels, colors="#495057", linewidths=0.5, alpha=0.6)
             self.opt_marker, = ax.plot(*self.opt_xy, marker="*", ms=13, color="#f59f00", mec="#5c3c00",
                                        mew=0.8, zorder=6, ls="none", label="optimum θ* (closed form)")
             if S.exact:
@@ -380,12 +394,21 @@ class TrainingRenderer:
             labels = getattr(self, "_plane_labels", ("direction 1", "direction 2"))
             ax.set_xlabel(labels[0], fontsize=fs)
             ax.set_ylabel(labels[1], fontsize=fs)
-            self._panel_title(ax, "parameter trajectory", "no loss surface: " + _reason(S))
+            self._panel_title(ax, "parameter trajectory",
+                              f"no loss surface ({_reason(S)}); the path on the plane of its two "
+                              "directions of largest movement")
+        if not inside.all():
+            out = int(np.argmin(inside[int(np.argmax(inside)):])) + int(np.argmax(inside))
+            step = int(self.series.steps[self.series.read[out]])
+            ax.text(0.01, 0.06 if self.stretch is not None else 0.01,
+                    f"the path leaves the picture at step {step}: the values blow up",
+                    transform=ax.transAxes, fontsize=fs - 1, color=_RED, ha="left", va="bottom",
+                    weight="bold")
         ax.plot(xy[0, 0], xy[0, 1], "o", mfc="white", mec=_BLUE, ms=6, zorder=5, label="start")
         self.traj_line, = ax.plot([], [], color=_BLUE, lw=1.2, zorder=4, marker="o", ms=1.6)
         self.traj_dot, = ax.plot([], [], "o", color=_BLUE, ms=6, zorder=7)
         # arrows: −.grad at the points drawn so far (a sample) and, bold, at the current one
-        if self.uv is not None and np.isfinite(self.uv_true).all():
+        if self.uv is not None:
             # Arrows give directions at a fixed length: gradients shrink by orders of magnitude
             # over a run (their sizes are in the gradient-norm panel). Red: steepest descent on
             # the drawn surface, −∇loss, at right angles to its contours. Orange, at the current
@@ -430,8 +453,10 @@ class TrainingRenderer:
                     label="best fit (closed form)")
             self.fit_line, = ax.plot([], [], color=_BLUE, lw=2.0, zorder=4, label="fit at this step")
             preds = np.array([S.predict(self._theta_row(i), self.line_x)[:, 0] for i in range(len(self))])
-            ylo = min(float(y.min()), float(preds.min()))
-            yhi = max(float(y.max()), float(preds.max()))
+            fin = preds[np.isfinite(preds)]
+            span = float(y.max() - y.min()) or 1.0
+            ylo = max(min(float(y.min()), float(fin.min()) if len(fin) else 0.0), float(y.min()) - 3 * span)
+            yhi = min(max(float(y.max()), float(fin.max()) if len(fin) else 0.0), float(y.max()) + 3 * span)
             ypad = (yhi - ylo) * 0.06 or 1.0
             ax.set_ylim(ylo - ypad, yhi + ypad)
             ax.set_xlim(lo - pad, hi + pad)
@@ -447,8 +472,11 @@ class TrainingRenderer:
             y = S.y
             preds = np.array([S.predict(self._theta_row(i), S.X) for i in range(len(self))])
             self._preds = preds
-            lo = min(float(y.min()), float(np.percentile(preds, 1)))
-            hi = max(float(y.max()), float(np.percentile(preds, 99)))
+            fin = preds[np.isfinite(preds)]
+            lo = min(float(y.min()), float(np.percentile(fin, 1)) if len(fin) else float(y.min()))
+            hi = max(float(y.max()), float(np.percentile(fin, 99)) if len(fin) else float(y.max()))
+            span = float(y.max() - y.min()) or 1.0
+            lo, hi = max(lo, float(y.min()) - 3 * span), min(hi, float(y.max()) + 3 * span)
             pad = (hi - lo) * 0.05 or 1.0
             ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], ls="--", color="#f59f00", lw=1.0,
                     label="perfect: predicted = true")
@@ -511,6 +539,10 @@ class TrainingRenderer:
         return arts
 
     def draw(self, i: int) -> None:
+        with _quiet():
+            self._draw(i)
+
+    def _draw(self, i: int) -> None:
         s = self.series
         r = self.frames[i]                  # row among the steps read
         p = int(s.read[r])                  # position among all steps
@@ -546,7 +578,9 @@ class TrainingRenderer:
         elif self.pred_scatter is not None:
             self.pred_scatter.set_offsets(np.column_stack([self._true_flat, self._preds[i].reshape(-1)]))
             err = self._preds[i] - self.surface.y
-            self.fit_text.set_text(f"RMS error {fmt_num(float(np.sqrt((err ** 2).mean())))}")
+            rms = float(np.sqrt((err ** 2).mean()))
+            self.fit_text.set_text(f"RMS error {fmt_num(rms)}" if math.isfinite(rms) else
+                                   "the predictions are not finite numbers")
         if self.value_lines:
             for line, v in self.value_lines:
                 line.set_data(xs[:r + 1], v[:r + 1])
@@ -580,6 +614,11 @@ class TrainingRenderer:
             else:
                 parts.append(f"‖{name}‖ = {fmt_num(float(np.linalg.norm(row)))}")
         return ", ".join(parts)
+
+
+def _quiet():
+    """A diverging run has inf and nan in its series: they are drawn as gaps, quietly."""
+    return np.errstate(over="ignore", invalid="ignore", divide="ignore")
 
 
 def _unit(uv: np.ndarray, span: np.ndarray) -> np.ndarray:
