@@ -485,3 +485,19 @@ def test_module_classes_and_prep_ops_outside_the_module():
     assert t.info.modules == {"net": "Sequential", "net.0": "Linear"}
     assert [(o.name, o.module) for o in t.steps[0].ops] == [
         ("randn", None), ("linear", "net.0"), ("sum", None)]
+
+
+def test_transpose_property_and_tuple_args_are_recorded():
+    torch.manual_seed(0)
+    W = torch.randn(2, 3, requires_grad=True)
+    X = torch.randn(4, 3)
+    with gradtrace.trace() as t:
+        out = X @ W.T
+        out[1:, (0, 1)].reshape((-1,)).sum().backward()
+    s = t.steps[0]
+    T = s.ops[0]
+    assert (T.name, T.target, t.name(T.inputs[0])) == ("T", "Tensor.T.__get__", "W")
+    assert torch.equal(s.value(T.outputs[0]).data, W.detach().T)
+    getitem = [o for o in s.ops if o.name == "getitem"][0]
+    assert getitem.args[1] == ({"slice": [1, None, None]}, (0, 1))
+    assert [o for o in s.ops if o.name == "reshape"][0].args[1] == (-1,)

@@ -859,7 +859,7 @@ class _Recognizer:
         if src is None:
             return None
         labels = None
-        if op.name == "getitem" and len(op.args) >= 2 and isinstance(op.args[1], list) \
+        if op.name == "getitem" and len(op.args) >= 2 and isinstance(op.args[1], (list, tuple)) \
                 and len(op.args[1]) == 2:
             rows, cols = op.args[1]
             n = r.shape(src)[0] if r.shape(src) else -1
@@ -891,14 +891,14 @@ class _Recognizer:
             v = self.r.step.value(arg["tensor"])
             if v is not None and v.data is not None:
                 return torch.equal(v.data.reshape(-1).long(), torch.arange(n))
-        if isinstance(arg, list):
-            return arg == list(range(n))
+        if isinstance(arg, (list, tuple)):
+            return list(arg) == list(range(n))
         return False
 
     def _class_dim_ok(self, op: Op, z: int) -> bool:
         d = _dims(op)
         nd = len(self.r.shape(z))
-        if isinstance(d, list) and len(d) == 1:
+        if isinstance(d, (list, tuple)) and len(d) == 1:
             d = d[0]
         return isinstance(d, int) and nd == 2 and d % nd == 1
 

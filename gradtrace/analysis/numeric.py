@@ -188,6 +188,8 @@ class Replay:
             return {k: self._arg(v, env, op) for k, v in a.items()}
         if isinstance(a, list):
             return [self._arg(x, env, op) for x in a]
+        if isinstance(a, tuple):
+            return tuple(self._arg(x, env, op) for x in a)
         return a
 
     # -- running ------------------------------------------------------------------------------

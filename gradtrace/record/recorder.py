@@ -56,6 +56,11 @@ _SPECIAL = {
     _Tensor.data.__set__: _SET_DATA,
     _Tensor.grad.__set__: _SET_GRAD,
     _Tensor.backward: _BACKWARD,
+    # Properties that build the graph (w.T in `X @ w.T + b`) are ops like any other.
+    _Tensor.T.__get__: _OP,
+    _Tensor.mT.__get__: _OP,
+    _Tensor.H.__get__: _OP,
+    _Tensor.mH.__get__: _OP,
     torch.autograd.backward: _BACKWARD,
     torch.autograd.grad: _BACKWARD,
 }
@@ -96,8 +101,17 @@ def _classify(func) -> int:
     return _OP
 
 
+_PROPERTY_OPS = {_Tensor.T.__get__: ("T", "Tensor.T.__get__"),
+                 _Tensor.mT.__get__: ("mT", "Tensor.mT.__get__"),
+                 _Tensor.H.__get__: ("H", "Tensor.H.__get__"),
+                 _Tensor.mH.__get__: ("mH", "Tensor.mH.__get__")}
+
+
 def _target_of(func) -> tuple[str, str]:
     """(friendly op name, a dotted name that resolves the callable from torch)."""
+    prop = _PROPERTY_OPS.get(func)
+    if prop is not None:
+        return prop
     name = getattr(func, "__name__", None) or repr(func)
     mod = getattr(func, "__module__", None) or ""
     qual = getattr(func, "__qualname__", name)
@@ -162,8 +176,10 @@ def _encode(x, tid_of):
         return "$" + x if x.startswith("$") else x
     if x is None or isinstance(x, (bool, int, float)):
         return x
-    if isinstance(x, (tuple, list)):
+    if isinstance(x, list):
         return [_encode(v, tid_of) for v in x]
+    if isinstance(x, tuple):  # torch.Size too: x[a, b] indexes with a tuple, not a list
+        return {"tuple": [_encode(v, tid_of) for v in x]}
     if isinstance(x, torch.dtype):
         return {"dtype": dtype_name(x)}
     if isinstance(x, torch.device):

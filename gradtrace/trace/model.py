@@ -161,8 +161,9 @@ class Op:
 
     ``target`` names the callable so it can be replayed: ``torch.matmul``,
     ``Tensor.add``, ``torch.nn.functional.mse_loss``; custom Functions are
-    ``autograd.Function:<ClassName>``. ``args``/``kwargs`` are JSON-like, with every tensor
-    replaced by ``{"tensor": tid}``.
+    ``autograd.Function:<ClassName>``; properties that build the graph are recorded as
+    ``T``/``mT``/``H``/``mH`` ops (target ``Tensor.T.__get__``). ``args``/``kwargs`` are
+    JSON-like (tuples stay tuples), with every tensor replaced by ``{"tensor": tid}``.
     """
 
     index: int

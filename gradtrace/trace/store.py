@@ -29,7 +29,8 @@ one INSERT and one COMMIT (about 30 us), which is what makes per-step durability
 - ``ops``: idx, seq, name, target, inputs, outputs, args, kwargs, grad_fn, module,
   parent, is_graph, sid. In ``args``/``kwargs`` a tensor is the string ``"$t<tid>"`` and a
   string argument that starts with ``$`` has one more ``$`` in front (readers turn them
-  back into ``{"tensor": tid}`` and the original string); other non-JSON values are
+  back into ``{"tensor": tid}`` and the original string); a tuple (a ``torch.Size`` too) is
+  ``{"tuple": [...]}`` (read back as a tuple), a list a JSON list; other non-JSON values are
   ``{"dtype": ...}``, ``{"slice": [start, stop, step]}``, ``{"repr": ...}``.
 - ``backward``: seq, api, roots, root_vid, inputs, result_vids, sid (or null).
 - ``nodes``: nid, name, op, variable, next, exec_order, grad_out_vids, grad_in_vids.
@@ -136,6 +137,8 @@ def _decode(a):
         return a[1:] if a.startswith("$$") else a
     if isinstance(a, list):
         return [_decode(x) for x in a]
+    if isinstance(a, dict) and "tuple" in a:
+        return tuple(_decode(x) for x in a["tuple"])
     if isinstance(a, dict) and "dict" in a:
         return {"dict": {k: _decode(v) for k, v in a["dict"].items()}}
     if isinstance(a, dict) and "slice" in a:
