@@ -61,7 +61,7 @@ def test_animate_writes_every_output_and_skips_mp4_cleanly(recorded):
                       "-o", "bp.png", "--still", "3", cwd=d)
     assert r.returncode == 0, r.stderr
     assert (d / "bp.gif").exists() and (d / "bp.html").exists() and (d / "bp.png").exists()
-    assert "backprop frame 3 of" in r.stderr
+    assert "backprop frame 3 (of frames 0-" in r.stderr
     if shutil.which("ffmpeg") is None:
         assert "bp.mp4 skipped: MP4 needs ffmpeg" in r.stderr
         assert not (d / "bp.mp4").exists()

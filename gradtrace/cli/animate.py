@@ -95,7 +95,7 @@ def animate(trace_path, kind, step_spec, outputs, fps, frames, dpi, size, still,
             if not -len(anim) <= i < len(anim):
                 raise UsageError(f"--still {i}: the animation has frames 0..{len(anim) - 1}")
             anim.save_frame(i, p)
-            info(f"{kind} frame {i % len(anim)} of {len(anim)}: {_shown(p)}")
+            info(f"{kind} frame {i % len(anim)} (of frames 0-{len(anim) - 1}): {_shown(p)}")
     info(f"rendered in {time.perf_counter() - started:.1f} s")
 
 

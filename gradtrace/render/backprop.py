@@ -290,7 +290,7 @@ def _expr(op, step) -> str:
     if op.name == "t" and names:
         return f"{names[0]}ᵀ"
     if op.name in ("reshape", "view") and names:
-        shape = next((a for a in op.args if isinstance(a, list)), None)
+        shape = next((a for a in op.args if isinstance(a, (list, tuple))), None)
         return f"{names[0]}.{op.name}({', '.join(map(str, shape))})" if shape else f"{names[0]}.{op.name}(…)"
     if sym and len(args) == 2 and len(tensor_args) >= 1:
         return f"{args[0]} {sym} {args[1]}"
@@ -1063,13 +1063,17 @@ class BackpropRenderer:
         v = cell.value if cell is not None and cell.value is not None else self._values.get(tid)
         shape = fmt_shape(n.shape)
         if not done:
-            value = f"{shape}: ?"
+            value = f"[{shape}] ?" if n.shape else "?"
+            kind = "" if n.op is not None else kind   # grad_fn exists once the op has run
         elif v is None:
-            value = shape
+            value = f"[{shape}]"
         elif v.numel == 1:
             value = _short(v)
         else:
             value = f"[{shape}] {_short(v)}"
+            if v.numel == 2 and v.data is not None:
+                full = "[" + ", ".join(_num3(float(x)) for x in v.data.reshape(-1).tolist()) + "]"
+                value = full if len(full) <= self.max_chars else value
         updated = cell is not None and cell.mark == "update"
         if updated and cell.before is not None:
             value = f"{_short(cell.before)} → {_short(v)}"

@@ -466,7 +466,8 @@ class TrainingRenderer:
             ax.set_ylabel("y", fontsize=fs)
             ax.legend(fontsize=fs - 1.5, loc="upper left", frameon=False)
             self.fit_text = ax.text(0.98, 0.03, "", transform=ax.transAxes, ha="right", va="bottom",
-                                    fontsize=fs - 0.5, color=_BLUE)
+                                    fontsize=fs - 0.5, color=_BLUE, zorder=9,
+                                    bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.85))
             return
         if S and S.X is not None:
             y = S.y
@@ -491,12 +492,16 @@ class TrainingRenderer:
             self._true_flat = y.reshape(-1)
             ax.set_xlim(lo - pad, hi + pad)
             ax.set_ylim(lo - pad, hi + pad)
+            if k > 1:
+                for j in range(k):
+                    ax.scatter([], [], s=9, color=colors[j], label=f"output {j + 1}")
             ax.set_title("predicted vs true", fontsize=fs + 0.5, loc="left", pad=3)
             ax.set_xlabel("true y" + (f" ({k} outputs, by colour)" if k > 1 else ""), fontsize=fs)
             ax.set_ylabel("predicted ŷ at this step", fontsize=fs)
             ax.legend(fontsize=fs - 1.5, loc="upper left", frameon=False)
             self.fit_text = ax.text(0.98, 0.03, "", transform=ax.transAxes, ha="right", va="bottom",
-                                    fontsize=fs - 0.5, color=_BLUE)
+                                    fontsize=fs - 0.5, color=_BLUE, zorder=9,
+                                    bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.85))
             return
         # no linear model: the parameters' values over time
         ax.set_title("parameter values", fontsize=fs + 0.5, loc="left", pad=3)
