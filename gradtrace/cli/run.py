@@ -85,6 +85,10 @@ def run(ctx, module, output, values, max_numel, every, step_range, write_report,
         info(f"figure saved: {_shown(fig)}")
     shown = _shown(out)
     info(f"trace saved: {shown}")
+    if result.status == "interrupted":
+        # Ctrl-C means stop now: the checks, pictures and report can be made later.
+        info(f"interrupted: no checks, graph or report; `gradtrace report {shown}` makes them")
+        ctx.exit(result.exit_code)
     _after_run(trace, out.parent, ctx)
     info(f"next: gradtrace summary {shown}")
     if write_report:
