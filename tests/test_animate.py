@@ -281,7 +281,7 @@ def test_gif_has_every_frame_and_is_deterministic(zeroing, tmp_path):
 
 
 def test_html_is_self_contained(zeroing, tmp_path):
-    anim = animation_of_trace(zeroing, kind="backprop", dpi=DPI)
+    anim = animation_of_trace(zeroing, kind="training", frames=4, dpi=DPI)
     path = anim.save(tmp_path / "bp.html")
     text = path.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>")

@@ -492,7 +492,9 @@ def _forward_caption(chunk, step, upto, total, scene) -> str:
     o = chunk[0]
     out = o.outputs[0]
     v = step.value(out)
-    what = _FWD_WORDS.get(o.name, f"runs {o.name}")
+    custom = o.target.startswith("autograd.Function:")
+    what = ("a custom autograd.Function, runs its forward()" if custom
+            else _FWD_WORDS.get(o.name, f"runs {o.name}"))
     text = f"Forward {upto} of {total}: {o.name} {what}: {step.name(out)} = {_expr(o, step)}"
     if v is not None:
         text += (f" = {fmt_value(v)}" if v.numel <= 3
@@ -640,9 +642,11 @@ def _backward_frames(st: Frame, step, scene: Scene, acc_by_tid, per) -> list[Fra
             if twice:
                 dests += (f" ({', '.join(step.name(t) for t in twice)} is both inputs, so the two "
                           "gradients it gets are added)")
+            local = (_local_words(n) if op is None or not op.target.startswith("autograd.Function:")
+                     else "runs the backward() the Function's author wrote")
             captions.append(f"{no}: {n.name} (the grad_fn of {name}) receives ∂loss/∂{name}"
                             + (f" = {fmt_value(g_in)}" if g_in is not None else "")
-                            + f" and {_local_words(n)}" + (f": {dests}" if dests else "") + ".")
+                            + f" and {local}" + (f": {dests}" if dests else "") + ".")
         k += len(chunk)
         f = st.snapshot("backward", "Backward " + "  ".join(captions), _code(bw.source), alert)
         f.current = cur

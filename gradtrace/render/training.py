@@ -245,8 +245,9 @@ class TrainingRenderer:
             if glog:
                 ax.set_yscale("log")
             self._ylim(ax, a, glog)
-            ax.legend(fontsize=fs - 1.5, loc="upper right", frameon=False, ncol=min(4, len(allg)),
-                      handlelength=1.2, borderpad=0.2)
+            ax.legend(fontsize=fs - 1.5 if len(allg) <= 4 else fs - 2.5, loc="upper right",
+                      framealpha=0.8, ncol=min(3, len(allg)), handlelength=1.2, borderpad=0.2,
+                      columnspacing=0.8, labelspacing=0.2)
         ax.set_xlim(x_lo, x_hi)
         ax.tick_params(labelbottom=False)
         self.cursors = [a.axvline(x_lo, color="#495057", lw=0.6, alpha=0.5)
@@ -503,30 +504,32 @@ class TrainingRenderer:
                                     fontsize=fs - 0.5, color=_BLUE, zorder=9,
                                     bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.85))
             return
-        # no linear model: the parameters' values over time
-        ax.set_title("parameter values", fontsize=fs + 0.5, loc="left", pad=3)
+        # no linear model: the parameters' values over time (their norms when there are many)
         self.fit_text = None
         if self._theta is None or not np.isfinite(self._theta).all():
+            ax.set_title("parameter values", fontsize=fs + 0.5, loc="left", pad=3)
             ax.text(0.5, 0.5, "not kept in full", ha="center", va="center", fontsize=fs,
                     color="#868e96", transform=ax.transAxes)
             return
         xs = self._steps_read()
-        names = self._flat_names()
         theta = self._theta
-        cols = list(range(theta.shape[1]))
-        if len(cols) > 8:
-            cols = cols[:8]
+        if theta.shape[1] <= 8:
+            ax.set_title("parameter values", fontsize=fs + 0.5, loc="left", pad=3)
+            curves = list(zip(self._flat_names(), theta.T))
+        else:
+            ax.set_title("parameter sizes ‖p‖", fontsize=fs + 0.5, loc="left", pad=3)
+            curves = [(s.names.get(p.tid, f"t{p.tid}"), np.linalg.norm(s.values[p.tid], axis=1))
+                      for p in s.params]
         self.value_lines = []
-        for j, c in enumerate(cols):
+        for j, (name, v) in enumerate(curves):
             color = _PARAM_COLORS[j % len(_PARAM_COLORS)]
-            ax.plot(xs, theta[:, c], color=color, lw=0.7, alpha=0.25)
-            line, = ax.plot([], [], color=color, lw=1.2, label=names[c])
-            self.value_lines.append((line, theta[:, c]))
+            ax.plot(xs, v, color=color, lw=0.7, alpha=0.25)
+            line, = ax.plot([], [], color=color, lw=1.2, label=name)
+            self.value_lines.append((line, v))
         ax.set_xlim(float(xs[0]), float(max(xs[-1], xs[0] + 1)))
-        self._ylim(ax, theta[:, cols], False)
+        self._ylim(ax, np.concatenate([v for _, v in curves]), False)
         ax.set_xlabel("step", fontsize=fs)
-        ax.legend(fontsize=fs - 1.5, loc="best", frameon=False,
-                  title=None if len(cols) == theta.shape[1] else f"first 8 of {theta.shape[1]}")
+        ax.legend(fontsize=fs - 1.5, loc="best", framealpha=0.8, ncol=1 if len(curves) <= 4 else 2)
 
     def _theta_row(self, i: int) -> np.ndarray:
         S = self.surface
