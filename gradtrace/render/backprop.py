@@ -269,7 +269,8 @@ _FWD_WORDS = {
     "add": "adds", "sub": "subtracts", "mul": "multiplies", "div": "divides",
     "pow": "raises to a power", "matmul": "matrix-multiplies", "mm": "matrix-multiplies",
     "mean": "averages", "sum": "sums", "linear": "applies the linear layer",
-    "mse_loss": "computes the mean squared error", "t": "transposes", "reshape": "reshapes",
+    "mse_loss": "computes the mean squared error", "t": "transposes", "T": "transposes",
+    "mT": "transposes", "transpose": "transposes", "reshape": "reshapes",
     "view": "reshapes", "rsub": "subtracts from a number",
 }
 
@@ -287,7 +288,7 @@ def _expr(op, step) -> str:
         return f"{op.kwargs.get('reduction', 'mean')}(({names[0]} − {names[1]})²)"
     if op.name == "rsub" and len(args) == 2:
         return f"{args[1]} − {args[0]}"
-    if op.name == "t" and names:
+    if op.name in ("t", "T", "mT", "transpose") and names:
         return f"{names[0]}ᵀ"
     if op.name in ("reshape", "view") and names:
         shape = next((a for a in op.args if isinstance(a, (list, tuple))), None)
@@ -311,6 +312,8 @@ _LOCAL = {
     "AddmmBackward": "gives the bias the gradient summed over the batch and the weight its product with the input",
     "MseLossBackward": "multiplies it by 2(prediction − target)/n",
     "TBackward": "transposes it back",
+    "PermuteBackward": "transposes it back",
+    "TransposeBackward": "transposes it back",
     "ViewBackward": "reshapes it back",
     "ReshapeAliasBackward": "reshapes it back",
     "UnsafeViewBackward": "reshapes it back",
@@ -1002,19 +1005,19 @@ class BackpropRenderer:
             done = b in frame.computed
             lit = (a, b) in frame.current_edges
             prep = scene.nodes[b].prep
-            ax.add_patch(FancyArrowPatch(p0, p1, arrowstyle="-|>", mutation_scale=9,
+            ax.add_artist(FancyArrowPatch(p0, p1, arrowstyle="-|>", mutation_scale=9,
                                          color=("#e8590c" if lit and not backward else
                                                 "#495057" if done else _C["dim"]),
                                          lw=2.0 if lit and not backward else 1.0,
-                                         ls="--" if prep else "-", shrinkA=1, shrinkB=1, zorder=1))
+                                         ls="--" if prep else "-", shrinkA=0, shrinkB=0, zorder=1))
             g = frame.grad_edges.get((a, b))
             if g is None:
                 continue
             off = 0.09
-            ax.add_patch(FancyArrowPatch((p1[0], p1[1] - off), (p0[0], p0[1] - off),
+            ax.add_artist(FancyArrowPatch((p1[0], p1[1] - off), (p0[0], p0[1] - off),
                                          arrowstyle="-|>", mutation_scale=10, color=_C["grad"],
                                          lw=2.4 if lit else 1.1, alpha=1.0 if lit else 0.6,
-                                         shrinkA=1, shrinkB=1, zorder=2))
+                                         shrinkA=0, shrinkB=0, zorder=2))
             mx, my = (p0[0] + p1[0]) / 2, (p0[1] + p1[1]) / 2 - off
             ax.text(mx, my - 0.04, _short(g), fontsize=fs * 0.85, color=_C["grad"], ha="center",
                     va="top", zorder=6, weight="bold" if lit else "normal",
@@ -1038,7 +1041,7 @@ class BackpropRenderer:
                 if cell is not None and cell.mark in _MARK and cell.mark not in ("none",):
                     fc = _MARK[cell.mark][2]
                     ec = _MARK[cell.mark][1]
-            ax.add_patch(FancyBboxPatch((x - tw / 2, y - th / 2), tw, th,
+            ax.add_artist(FancyBboxPatch((x - tw / 2, y - th / 2), tw, th,
                                         boxstyle="round,pad=0,rounding_size=0.06", fc=fc, ec=ec,
                                         lw=2.6 if lit else (1.8 if n.role == "loss" else 1.0),
                                         ls=(":" if not done else "--" if n.prep else "-"), zorder=3))
@@ -1110,7 +1113,7 @@ class BackpropRenderer:
             name = node.label if node is not None else f"t{tid}"
             mark = _MARK.get(cell.mark)
             lit = mark is not None and cell.mark != "none"
-            ax.add_patch(FancyBboxPatch((x, 0.06), w - 0.008, 0.9,
+            ax.add_artist(FancyBboxPatch((x, 0.06), w - 0.008, 0.9,
                                         boxstyle="round,pad=0,rounding_size=0.02",
                                         fc=mark[2] if mark else "#f8f9fa",
                                         ec=mark[1] if mark else "#dee2e6", lw=2.2 if lit else 0.8))
@@ -1143,7 +1146,7 @@ class BackpropRenderer:
 
         ax = self.ax_cap
         alert = frame.alert
-        ax.add_patch(FancyBboxPatch((0.006, 0.05), 0.988, 0.9, boxstyle="round,pad=0,rounding_size=0.03",
+        ax.add_artist(FancyBboxPatch((0.006, 0.05), 0.988, 0.9, boxstyle="round,pad=0,rounding_size=0.03",
                                     fc="#fff5f5" if alert else "#f8f9fa",
                                     ec=_C["bad"] if alert else "#dee2e6", lw=1.6 if alert else 0.8))
         width_pt = self.fig.get_size_inches()[0] * 72 * 0.97
