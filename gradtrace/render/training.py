@@ -54,14 +54,17 @@ class TrainingRenderer:
         rows = len(s.read)
         self.frames = subsample(rows, options.frames)      # positions into the rows read
 
-        self.title = f"{_script_name(trace)} · training over {len(s)} steps"
+        span = int(s.steps[-1] - s.steps[0]) + 1
+        self.title = (f"{_script_name(trace)} · training over {len(s)} steps" if span == len(s) else
+                      f"{_script_name(trace)} · training, {len(s)} recorded steps of {span}")
         notes = []
         if s.sampled:
             notes.append(f"the run's {len(s)} steps were read at {rows} evenly spaced steps")
         if len(self.frames) < rows:
             every = (rows - 1) / max(1, len(self.frames) - 1)
-            notes.append(f"{rows} steps shown in {len(self.frames)} frames (about one frame every "
-                         f"{every:.3g} steps) to keep within the {options.frames}-frame budget")
+            kind = "steps" if span == len(s) else "recorded steps"
+            notes.append(f"{rows} {kind} shown in {len(self.frames)} frames (about one frame every "
+                         f"{every:.3g} {kind}) to keep within the {options.frames}-frame budget")
         self.note = "; ".join(notes) or None
         self._theta = s.theta() if s.params and s.values else None
         with _quiet():
