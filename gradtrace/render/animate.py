@@ -375,14 +375,19 @@ def _gif_writer(fps: float):
 
 
 def _html_writer(fps: float):
-    """matplotlib's HTMLWriter (the jshtml player) with every frame embedded as a PNG."""
+    """matplotlib's HTMLWriter (the jshtml player) with every frame embedded as a PNG of 256
+    colours."""
     import base64
     import io
 
     from matplotlib import animation
 
+    from PIL import Image
+
     class HtmlWriter(animation.HTMLWriter):
         def grab_image(self, im):
+            # 256 colours, as in the GIF: a third of the bytes of a full-colour PNG
+            im = im.quantize(colors=255, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
             buf = io.BytesIO()
             im.save(buf, format="PNG", optimize=False)
             self._saved_frames.append(base64.encodebytes(buf.getvalue()).decode("ascii"))
