@@ -354,7 +354,6 @@ def _both(step, b: _Builder) -> None:
     op_nodes = _forward(step, b, with_grad=True)
     bw = step.backward
     grads = _leaf_grads(step)
-    nodes = {n.nid: n for n in bw.nodes}
     modules = sorted({o.module for o in step.ops if o.module})
     leaf_node = {key[1]: n for key, n in b.keys.items() if key[0] == "tensor"}
     # Which op's backward feeds each AccumulateGrad: follow grad_fn nodes that have no

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import click
 
 from ..errors import GradtraceError, RenderError, UsageError
 from ..render.animate import FORMATS, KINDS, AnimateOptions, animation_of_trace, mp4_available
-from .common import info, load_trace, trace_argument
+from .common import info, load_trace, shown_path, trace_argument
 
 __all__ = ["animate", "after_run", "RUN_MAX_STEPS"]
 
@@ -18,12 +17,6 @@ __all__ = ["animate", "after_run", "RUN_MAX_STEPS"]
 #: are subsampled anyway, but reading every step to find the trajectory takes a while).
 RUN_MAX_STEPS = 5000
 
-
-def _shown(path: Path) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return str(path)
 
 
 @click.command()
@@ -76,10 +69,10 @@ def animate(trace_path, kind, step_spec, outputs, fps, frames, dpi, size, still,
             raise UsageError(f"-o {p}: unknown format; use .gif, .mp4, .html or .png")
     no_mp4 = [p for p in paths if p.suffix.lower() == ".mp4"] if not mp4_available() else []
     if no_mp4 and len(no_mp4) == len(paths):
-        raise RenderError(f"{_shown(no_mp4[0])}: MP4 needs ffmpeg, which matplotlib cannot find; "
+        raise RenderError(f"{shown_path(no_mp4[0])}: MP4 needs ffmpeg, which matplotlib cannot find; "
                           "install ffmpeg, or ask for .gif or .html")
     for p in no_mp4:
-        info(f"{_shown(p)} skipped: MP4 needs ffmpeg, which matplotlib cannot find")
+        info(f"{shown_path(p)} skipped: MP4 needs ffmpeg, which matplotlib cannot find")
     started = time.perf_counter()
     anim = animation_of_trace(trace, kind=kind, **_options_dict(options))
     if anim.note:
@@ -88,14 +81,14 @@ def animate(trace_path, kind, step_spec, outputs, fps, frames, dpi, size, still,
     if movies:
         anim.save_all(movies)
         for p in movies:
-            info(f"{kind} animation: {_shown(p)} ({len(anim)} frames)")
+            info(f"{kind} animation: {shown_path(p)} ({len(anim)} frames)")
     for p in paths:
         if p.suffix.lower() == ".png":
             i = len(anim) - 1 if still is None else still
             if not -len(anim) <= i < len(anim):
                 raise UsageError(f"--still {i}: the animation has frames 0..{len(anim) - 1}")
             anim.save_frame(i, p)
-            info(f"{kind} frame {i % len(anim)} (of frames 0-{len(anim) - 1}): {_shown(p)}")
+            info(f"{kind} frame {i % len(anim)} (of frames 0-{len(anim) - 1}): {shown_path(p)}")
     info(f"rendered in {time.perf_counter() - started:.1f} s")
 
 
@@ -114,7 +107,7 @@ def after_run(trace, outdir: Path, ctx) -> None:
         return
     if len(rows) > RUN_MAX_STEPS:
         info(f"animations skipped: {len(rows)} steps recorded (more than {RUN_MAX_STEPS}); "
-             f"make them with: gradtrace animate {_shown(Path(trace.path))}")
+             f"make them with: gradtrace animate {shown_path(Path(trace.path))}")
         return
     for kind in ("backprop", "training"):
         path = Path(outdir) / f"{kind}.gif"
@@ -124,4 +117,4 @@ def after_run(trace, outdir: Path, ctx) -> None:
         except GradtraceError as e:
             info(f"{kind} animation skipped: {e}")
             continue
-        info(f"{kind} animation: {_shown(path)}")
+        info(f"{kind} animation: {shown_path(path)}")

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
 from ..analysis.graph import ENGINES, THEMES, VIEWS, GraphOptions
 from ..errors import UsageError
-from .common import info, load_trace, pick_step, trace_argument
+from .common import info, load_trace, pick_step, shown_path, trace_argument
 
 __all__ = ["graph", "after_run"]
 
 _EXTENSIONS = (".svg", ".png", ".pdf", ".dot", ".gv")
 
-
-def _shown(path: Path) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return str(path)
 
 
 @click.command()
@@ -70,7 +63,7 @@ def graph(trace_path, step_spec, view, values, theme, legend, budget, expand, di
     path = picture.save(out)
     model = picture.model
     extra = f", {model.collapsed} collapsed (--expand shows all)" if model.collapsed else ""
-    info(f"graph of step {step.index} ({view} view, {len(model)} nodes{extra}): {_shown(path)}")
+    info(f"graph of step {step.index} ({view} view, {len(model)} nodes{extra}): {shown_path(path)}")
 
 
 def after_run(trace, outdir: Path, ctx) -> None:
@@ -83,4 +76,4 @@ def after_run(trace, outdir: Path, ctx) -> None:
     step = steps[0]
     view = "both" if step.backward is not None else "forward"
     path = graph_of_step(step, view=view).save(Path(outdir) / "graph.svg")
-    info(f"graph of step {step.index}: {_shown(path)}")
+    info(f"graph of step {step.index}: {shown_path(path)}")

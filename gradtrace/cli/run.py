@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -11,20 +10,13 @@ import click
 from ..config import Config, parse_step_range
 from ..errors import GradtraceError, UsageError
 from ..record.session import run_script
-from .common import info
+from .common import info, shown_path
 
 
 def default_output(script: str | None, module: str | None) -> Path:
     stem = Path(script).stem if script else (module or "module").rsplit(".", 1)[-1]
     return Path("gradtrace-out") / stem / "trace.gtrace"
 
-
-def _shown(path: Path) -> str:
-    """A path as the user would type it: relative to the current directory when inside it."""
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return str(path)
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -82,8 +74,8 @@ def run(ctx, module, output, values, max_numel, every, step_range, write_report,
     from ..record import mplbackend
 
     for fig in mplbackend.SAVED:
-        info(f"figure saved: {_shown(fig)}")
-    shown = _shown(out)
+        info(f"figure saved: {shown_path(fig)}")
+    shown = shown_path(out)
     info(f"trace saved: {shown}")
     if result.status == "interrupted":
         # Ctrl-C means stop now: the checks, pictures and report can be made later.
@@ -97,7 +89,7 @@ def run(ctx, module, output, values, max_numel, every, step_range, write_report,
         try:
             path = build_report(trace, out.parent / "report.html", outdir=out.parent,
                                 render_missing=False)
-            info(f"report: {_shown(path)}")  # last: the page to open
+            info(f"report: {shown_path(path)}")  # last: the page to open
         except GradtraceError as e:
             info(f"report skipped: {e}")
         except Exception as e:

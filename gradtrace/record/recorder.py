@@ -20,7 +20,6 @@ code is reported once and swallowed rather than breaking the user's run.
 
 from __future__ import annotations
 
-import json
 import linecache
 import os
 import sys

@@ -353,22 +353,7 @@ def pick_step(trace, spec):
         if not with_bw:
             raise UsageError(f"{trace.path}: its first steps have no backward pass; pick one with --step N")
         return steps[with_bw[1] if len(with_bw) > 1 else with_bw[0]]
-    if spec == "first":
-        return steps[0]
-    if spec == "last":
-        for i in range(len(steps) - 1, -1, -1):
-            if steps[i].backward is not None:
-                return steps[i]
-        raise UsageError(f"{trace.path} has no step with a backward pass")
-    try:
-        n = int(spec)
-    except (TypeError, ValueError):
-        raise UsageError(f"step takes a step number, 'first' or 'last', not {spec!r}") from None
-    try:
-        return trace.step(n)
-    except KeyError:
-        idx = steps.indices
-        raise UsageError(f"step {n} was not recorded; recorded steps are {idx[0]}..{idx[-1]}") from None
+    return trace.select(spec)
 
 
 def backprop_plan(trace, step, budget: int = 80) -> Plan:

@@ -62,7 +62,7 @@ from typing import Any, Iterable
 
 import torch
 
-from ..errors import TraceFileError
+from ..errors import TraceFileError, UsageError
 from .model import (
     Backward, Event, GradNode, Op, RunInfo, Source, Stats, Step, TensorInfo, Value,
 )
@@ -457,6 +457,31 @@ class Trace:
         except ValueError:
             raise KeyError(f"step {index} was not recorded") from None
         return self.steps[pos]
+
+    def select(self, spec: str | int | None = "first") -> Step:
+        """A step by run step number, ``"first"`` or ``"last"`` (the last with a backward
+        pass). Raises :class:`UsageError` with one line saying what was recorded."""
+        steps = self.steps
+        if len(steps) == 0:
+            raise UsageError(f"{self.path} has no recorded steps (did the script call backward()?)")
+        if spec is None or spec == "first":
+            return steps[0]
+        if spec == "last":
+            for i in range(len(steps) - 1, -1, -1):
+                if steps[i].backward is not None:
+                    return steps[i]
+            raise UsageError(f"{self.path} has no step with a backward pass")
+        try:
+            n = int(spec)
+        except (TypeError, ValueError):
+            raise UsageError(f"--step takes a step number, 'first' or 'last', not {spec!r}") from None
+        try:
+            return self.step(n)
+        except KeyError:
+            idx = steps.indices
+            gaps = f" ({len(idx)} of them)" if len(idx) != idx[-1] - idx[0] + 1 else ""
+            raise UsageError(f"step {n} was not recorded; recorded steps are {idx[0]}..{idx[-1]}"
+                             f"{gaps}") from None
 
     @property
     def events(self) -> list:
