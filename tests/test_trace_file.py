@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 import torch
@@ -124,3 +125,59 @@ def test_unwritable_output(tmp_path):
     with pytest.raises(TraceFileError, match="cannot write the trace file"):
         with gradtrace.trace(blocker / "sub" / "run.gtrace"):
             pass
+
+
+def _train(steps):
+    torch.manual_seed(0)
+    w = torch.randn(3, 1, requires_grad=True)
+    X = torch.randn(8, 3)
+    for _ in range(steps):
+        (X @ w).pow(2).mean().backward()
+        with torch.no_grad():
+            w -= 0.1 * w.grad
+            w.grad.zero_()
+
+
+class _FullDisk:
+    """A connection whose writes fail as on a full disk."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def execute(self, sql, *args):
+        if sql == "BEGIN":
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+
+def test_a_write_that_fails_does_not_stop_the_run_and_is_reported(tmp_path):
+    done = []
+    with pytest.raises(TraceFileError) as info:
+        with gradtrace.trace(tmp_path / "run.gtrace") as t:
+            _train(3)
+            t._writer.conn = _FullDisk(t._writer.conn)
+            _train(3)
+            done.append(True)
+    assert done == [True]  # the user's code ran to its end
+    msg = str(info.value)
+    assert "\n" not in msg and "could not be written to the end (database or disk is full)" in msg
+    kept = gradtrace.load(tmp_path / "run.gtrace")
+    # Steps 0 and 1 were written; step 2 ends at step 3's first op, after the disk filled up.
+    assert len(kept.steps) == 2 and kept.info.status == "running"
+
+
+def test_format_1_files_are_still_read():
+    t = gradtrace.load(Path(__file__).parent / "data" / "format1.gtrace")
+    assert t.info.format_version == 1 and len(t.steps) == 2
+    s = t.steps[1]
+    assert [(o.name, [t.name(i) for i in o.inputs]) for o in s.ops] == [
+        ("matmul", ["X", "w"]), ("sub", ["t7", "y"]), ("pow", ["t8"]), ("mean", ["t9"])]
+    assert [(e.kind, e.idiom) for e in s.events] == [
+        ("accumulate", "added onto zeros"), ("update", "p.sub_() (no_grad)"),
+        ("zero", "p.grad.zero_()")]
+    assert s.events[-1].after.data.tolist() == [[0.0], [0.0]]
+    assert t.find("w").shape == (2, 1) and t.find("w").role == "param"
+    assert abs(s.backward.loss - 1.9820879697799683) < 1e-6

@@ -37,14 +37,27 @@ __all__ = ["Recorder"]
 
 _Tensor = torch.Tensor
 _DTYPE_NAMES: dict[Any, str] = {}
+# Real dtypes numpy holds: their values are copied through a numpy view, no torch op needed.
+_PLAIN_DTYPES = _NUMPY_DTYPES - {torch.complex64, torch.complex128}
+
 _CURRENT = object()  # "the module running now", for ops recorded as they happen
 
 
-def _num(x: float) -> float | None:
-    """JSON has no NaN or infinity: those statistics are stored as null."""
-    return x if x == x and x not in (float("inf"), float("-inf")) else None
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _bound_name(scope: dict, obj) -> str | None:
+    """The first public name in ``scope`` bound to ``obj`` itself."""
+    for k, v in scope.items():
+        if v is obj and not k.startswith("_"):
+            return k
+    return None
+
+
+def _is_user_code(co) -> bool:
+    fn = co.co_filename
+    return not (fn.startswith(_TORCH_DIR) or fn.startswith(_OWN_DIR) or fn.startswith("<frozen"))
 
 # Kinds of torch calls, cached per callable.
 _OP, _GET_DATA, _GET_GRAD, _SET_DATA, _SET_GRAD, _BACKWARD, _INPLACE, _PASS = range(8)
@@ -135,12 +148,17 @@ def _target_of(func) -> tuple[str, str]:
 
 
 class _IdMap:
-    """tensor -> value, keyed by identity, holding the tensor weakly (never stored on it)."""
+    """tensor -> value, keyed by identity, holding the tensor weakly (never stored on it).
 
-    __slots__ = ("d",)
+    An entry whose tensor died is never returned (its weak reference no longer points at
+    the asker, even when a new tensor reuses the id); dead entries are swept whenever the
+    map doubles, so memory stays bounded without a callback per tensor."""
+
+    __slots__ = ("d", "limit")
 
     def __init__(self):
         self.d: dict[int, tuple[weakref.ref, Any]] = {}
+        self.limit = 1024
 
     def get(self, t):
         e = self.d.get(id(t))
@@ -149,15 +167,16 @@ class _IdMap:
         return None
 
     def set(self, t, value):
-        key = id(t)
         d = self.d
+        d[id(t)] = (weakref.ref(t), value)
+        if len(d) > self.limit:
+            self.sweep()
 
-        def _gone(_ref, key=key, d=d):
-            e = d.get(key)
-            if e is not None and e[0] is _ref:
-                del d[key]
-
-        d[key] = (weakref.ref(t, _gone), value)
+    def sweep(self):
+        d = self.d
+        for key in [k for k, e in d.items() if e[0]() is None]:
+            del d[key]
+        self.limit = max(1024, 2 * len(d))
 
     def clear(self):
         self.d.clear()
@@ -261,10 +280,14 @@ class Recorder:
         self.module_names: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.param_names = _IdMap()
         self.module_stack: list[str] = []
+        self.top_frame = None
         self.module_ids: list[int] = []
         self.module_classes: dict[str, str] = {}  # module path -> class name
         self.code_user: dict[Any, bool] = {}
+        self.name_sites: dict[tuple, tuple] = {}  # (code, lasti, func, argument) -> where named
+        self.idioms: dict[tuple, str] = {}
         self.sids: dict[tuple, int] = {}
+        self.site_sid: dict[tuple, int] = {}
         self.named: set[int] = set()
         self.next_tid = 0
         self.next_vid = 0
@@ -298,6 +321,7 @@ class Recorder:
     # -- lifecycle -----------------------------------------------------------------------
     def _new_step_state(self):
         self.step_ops = 0
+        self.step_graph_ops = 0
         self.step_dropped = 0
         self.step_first_seq = self.seq
         self.snaps: list[tuple] = []          # (vid, tid, tensor, version) to snapshot
@@ -311,12 +335,21 @@ class Recorder:
                        "zero": 0, "update": 0,
                        "grad_write": 0}
         self.fwd_vid: dict[int, tuple[int, int]] = {}   # tid -> (vid, version) of its forward value
+        self.leaf_names = _IdMap()    # leaf -> the variable name that holds it ("" for none)
+        self.name_tried: set[int] = set()  # tids looked up for a name in this step
         self.grad_vid: dict[int, tuple[int, int, int]] = {}  # tid -> (vid, id(grad), version)
         self.pending.clear()
 
     def start(self) -> "Recorder":
         from torch.nn.modules import module as _module
         from torch.optim import optimizer as _optimizer
+
+        # The frame that started the trace (the `with gradtrace.trace()` line): names are
+        # looked up in the frames of the run, not in whatever called it (pytest, Jupyter).
+        f = sys._getframe(1)
+        while f is not None and f.f_code.co_filename.startswith(_OWN_DIR):
+            f = f.f_back
+        self.top_frame = f
 
         try:
             self.handles.append(_module.register_module_forward_pre_hook(self._module_pre))
@@ -361,6 +394,7 @@ class Recorder:
                 self.param_names.clear()
                 self.node_refs = []
                 self.node_op = {}
+                self.top_frame = None
                 self.snaps = []
                 self.opt_before.clear()
 
@@ -497,8 +531,11 @@ class Recorder:
             name = self.param_names.get(t)
         if name is not None:
             self.named.add(tid)
-        self.w.tensors.append((tid, name, role, "[" + ",".join(map(str, t.shape)) + "]", dtype_name(t.dtype),
-                               int(t.requires_grad)))
+        dt = t.dtype
+        dname = _DTYPE_NAMES.get(dt)
+        if dname is None:
+            dname = _DTYPE_NAMES[dt] = dtype_name(dt)
+        self.w.tensors.append((tid, name, role, tuple(t.shape), dname, int(t.requires_grad)))
         return tid
 
     def _user_frame(self, f):
@@ -511,8 +548,7 @@ class Recorder:
             u = cu.get(co)
             if u is None:
                 fn = co.co_filename
-                u = cu[co] = not (fn.startswith(_TORCH_DIR) or fn.startswith(_OWN_DIR)
-                                  or fn.startswith("<frozen"))
+                u = cu[co] = _is_user_code(co)
             if u:
                 return f, via
             if co.co_filename.startswith(_TORCH_DIR):
@@ -526,13 +562,19 @@ class Recorder:
         if f is None:
             return None
         co = f.f_code
-        key = (co, f.f_lineno)
+        site = (co, f.f_lasti)  # cheaper than f_lineno, which decodes the line table
+        sid = self.site_sid.get(site)
+        if sid is not None:
+            return sid
+        line = f.f_lineno
+        key = (co, line)
         sid = self.sids.get(key)
         if sid is None:
             sid = self.sids[key] = len(self.sids)
             fn = co.co_filename
-            self.w.sources.append((sid, fn, f.f_lineno, linecache.getline(fn, f.f_lineno).strip(),
+            self.w.sources.append((sid, fn, line, linecache.getline(fn, line).strip(),
                                    getattr(co, "co_qualname", co.co_name)))
+        self.site_sid[site] = sid
         return sid
 
     @staticmethod
@@ -540,30 +582,65 @@ class Recorder:
         """The variable that holds ``obj`` in frame ``f`` (locals first, then globals)."""
         if f is None:
             return None
-        for scope in (f.f_locals, f.f_globals):
-            for k, v in scope.items():
-                if v is obj and not k.startswith("_"):
-                    return k
-            if f.f_globals is f.f_locals:
-                break
-        return None
+        return _bound_name(f.f_locals, obj) or (
+            None if f.f_globals is f.f_locals else _bound_name(f.f_globals, obj))
 
-    def _name_from_frame(self, f, t, tid):
-        """Name a leaf after the variable that holds it. The outermost user frame that binds
-        it wins: in ``mse(preds, y)`` the targets are the loop's ``y``, not mse's ``t2``."""
-        if tid in self.named:
-            return
-        name = None
+    def _leaf_name(self, f, t, site=None) -> str | None:
+        """The variable that holds leaf ``t``, looked up once a step. The outermost user frame
+        that binds it wins: in ``mse(preds, y)`` the targets are the loop's ``y``, not mse's
+        ``t2``. ``site`` (the call and the argument's position) remembers where the name was
+        found, so that the next step checks one variable instead of scanning every frame."""
+        cached = self.leaf_names.get(t)
+        if cached is not None:
+            return cached or None
+        hint = self.name_sites.get(site) if site is not None else None
+        if hint is not None:
+            depth, name, uses = hint
+            if name is None:
+                # An expression, never a variable: trust it, with a full look now and then.
+                if uses < 32:
+                    self.name_sites[site] = (depth, None, uses + 1)
+                    self.leaf_names.set(t, "")
+                    return None
+            else:
+                g = f
+                for _ in range(depth):
+                    g = g.f_back if g is not None else None
+                if g is not None and g.f_locals.get(name) is t:
+                    self.leaf_names.set(t, name)
+                    return name
+        name, depth = self._scan_frames(f, t)
+        if site is not None:
+            self.name_sites[site] = (depth, name, 0)
+        self.leaf_names.set(t, name or "")
+        return name
+
+    def _scan_frames(self, f, t) -> tuple[str | None, int]:
+        """The outermost user frame's variable bound to ``t`` and that frame's depth above
+        ``f`` (-1 when only the innermost frame's globals hold it, or nothing does)."""
+        name, depth = None, -1
+        inner_globals = f.f_globals
         cu = self.code_user
+        top = self.top_frame
+        d = 0
         while f is not None:
-            if cu.get(f.f_code):
-                found = self._find_name(f, t)
+            co = f.f_code
+            u = cu.get(co)
+            if u is None:
+                u = cu[co] = _is_user_code(co)
+            if u:
+                found = _bound_name(f.f_locals, t)
                 if found is not None:
-                    name = found
+                    name, depth = found, d
+            elif co.co_filename.startswith(_OWN_DIR):
+                break  # gradtrace's script runner: the user's program starts below it
+            if f is top:
+                break  # the frame that started the trace: what is above it is not the run
             f = f.f_back
-        if name is not None:
-            self.named.add(tid)
-            self.w.renames.append((name, tid))
+            d += 1
+        if name is None:
+            name = _bound_name(inner_globals, t)
+        return name, depth
 
     # -- snapshots ----------------------------------------------------------------------------
     def _vid(self) -> int:
@@ -574,30 +651,39 @@ class Recorder:
     def _snap_now(self, t, tid=None) -> int:
         """Take tensor ``t``'s value now (bytes, or statistics if it is large); its vid."""
         vid = self.next_vid
-        self.next_vid += 1
-        n = t.numel()
+        self.next_vid = vid + 1
         dt = t.dtype
         dname = _DTYPE_NAMES.get(dt)
         if dname is None:
             dname = _DTYPE_NAMES[dt] = dtype_name(dt)
-        if self.keep_values and n <= self.max_numel:
-            if dt in _NUMPY_DTYPES and t.is_cpu and not t.is_complex():
-                payload = t.detach().numpy().tobytes()
-            else:
+        if self.keep_values and t.numel() <= self.max_numel:
+            payload = None
+            if dt in _PLAIN_DTYPES and t.is_cpu:
+                # numpy's view of the storage (strided views too): tobytes() is the C-order copy.
+                try:
+                    payload = (t.detach() if t.requires_grad else t).numpy().tobytes()
+                except (RuntimeError, TypeError):  # a neg-bit view, a tensor subclass...
+                    pass
+            if payload is None:
                 payload = tensor_bytes(t.detach().cpu())
-            self.w.values.append((vid, tid, list(t.shape), dname, "d", payload))
+            w = self.w  # inline TraceWriter.add_bytes: this runs ~20 times a step
+            code = w.codes.get(dname)
+            if code is None:
+                code = w.code(dname)
+            shape = t.shape
+            n = len(payload)
+            w.vints += (vid, -1 if tid is None else tid, 0, code, w.offset, n, len(shape), *shape)
+            w.chunks.append(payload)
+            w.offset += n
         else:
-            s = Stats.of(t)
-            self.w.values.append((vid, tid, list(t.shape), dname, "s",
-                                  [s.numel, _num(s.norm), _num(s.mean), _num(s.min), _num(s.max),
-                                   s.nonfinite]))
+            self.w.add_stats(vid, tid, t.shape, dname, Stats.of(t))
         return vid
 
     def _snap_zeros(self, t) -> int:
         """A value known to be all zeros: only its shape and dtype are stored."""
         vid = self.next_vid
         self.next_vid += 1
-        self.w.values.append((vid, None, list(t.shape), dtype_name(t.dtype), "z", None))
+        self.w.add_zeros(vid, t.shape, dtype_name(t.dtype))
         return vid
 
     def _want_value(self, t, tid):
@@ -621,7 +707,7 @@ class Recorder:
             return
         self._flush_snaps()
         c = self.counts
-        graph_ops = sum(1 for o in self.w.ops if o[11] and o[10] is None)
+        graph_ops = self.step_graph_ops
         self.w.commit_step((self.step, self.step_first_seq, self.seq - 1, int(self.step_has_backward),
                             self.step_loss, graph_ops, self.step_nodes, c["accumulate_fresh"],
                             c["accumulate_added"], c["accumulate_on_top"], c["zero"], c["update"],
@@ -641,12 +727,16 @@ class Recorder:
     # -- forward ops ---------------------------------------------------------------------------
     def on_op(self, func, args, kwargs):
         out = func(*args, **kwargs)
-        outs = _outputs_of(out)
-        graph = False
-        for o in outs:
-            if o.grad_fn is not None:
-                graph = True
-                break
+        if isinstance(out, _Tensor):
+            outs = (out,)
+            graph = out.grad_fn is not None
+        else:
+            outs = _outputs_of(out)
+            graph = False
+            for o in outs:
+                if o.grad_fn is not None:
+                    graph = True
+                    break
         if not graph:
             if self.parents:
                 if self.recording:
@@ -686,18 +776,23 @@ class Recorder:
             name, target = nt
         tids = self.tids
         inputs = []
-        for t in _tensors_in(args, kwargs):
+        for k, t in enumerate(_tensors_in(args, kwargs)):
             tid = tids.get(t)
             if tid is None:
-                prep = self.pending.get(t) if t.grad_fn is None else None
-                if prep is not None and is_graph:
-                    tid = self._pull_prep(t, prep, f)
+                leaf_name = None
+                if f is not None and t.grad_fn is None:
+                    leaf_name = self._leaf_name(f, t, (f.f_code, f.f_lasti, func, k))
+                    if leaf_name is None and is_graph and self._is_prep(t):
+                        tid = self._pull_prep(t, self.pending.get(t), f)
                 if tid is None:
-                    tid = self._new_tid(t)
-                    if f is not None and t.grad_fn is None:
-                        self._name_from_frame(f, t, tid)
-            elif tid not in self.named and t.grad_fn is None and f is not None:
-                self._name_from_frame(f, t, tid)
+                    tid = self._new_tid(t, name=leaf_name)
+            elif tid not in self.named and f is not None and t.grad_fn is None \
+                    and tid not in self.name_tried:
+                self.name_tried.add(tid)
+                leaf_name = self._leaf_name(f, t, (f.f_code, f.f_lasti, func, k))
+                if leaf_name is not None:
+                    self.named.add(tid)
+                    self.w.renames.append((leaf_name, tid))
             inputs.append(tid)
             self._want_value(t, tid)
         # Numbered after the prep ops its inputs pulled in: op order stays topological.
@@ -732,23 +827,26 @@ class Recorder:
                            module, parent, int(is_graph), sid])
         if is_graph and parent is None:
             self.totals["ops"] += 1
+            self.step_graph_ops += 1
         return idx
+
+    def _is_prep(self, t) -> bool:
+        """Whether unnamed, untracked leaf ``t`` came from a recent non-graph op. A parameter
+        is a leaf of the drawing, not a computation: in-place initialisers like
+        kaiming_uniform_ are not its history."""
+        return not t.requires_grad and self.pending.get(t) is not None \
+            and self.param_names.get(t) is None
 
     def _pull_prep(self, t, prep, f):
         """Record the non-graph op that made unnamed tensor ``t`` (e.g. ``y.reshape(...)``)."""
-        # A tensor the user bound to a name (or a parameter) is a leaf of the drawing, not a
-        # computation: in-place initialisers like kaiming_uniform_ are not its history.
-        if t.requires_grad or self.param_names.get(t) is not None or self._find_name(f, t) is not None:
-            return None
         func, args, kwargs, sid, module = prep
         self.pending.d.pop(id(t), None)
         outs = (t,)
-        # Inputs of the prep op may themselves be prep outputs: pull those first.
-        for a in _tensors_in(args, kwargs):
-            if self.tids.get(a) is None and a.grad_fn is None:
-                p2 = self.pending.get(a)
-                if p2 is not None:
-                    self._pull_prep(a, p2, f)
+        # Inputs of the prep op may themselves be unnamed prep outputs: pull those first.
+        for k, a in enumerate(_tensors_in(args, kwargs)):
+            if self.tids.get(a) is None and a.grad_fn is None and self._is_prep(a) \
+                    and self._leaf_name(f, a, (f.f_code, f.f_lasti, func, k)) is None:
+                self._pull_prep(a, self.pending.get(a), f)
         self._record_op(func, args, kwargs, outs, False, None, sid=sid, name_frame=f, module=module)
         return self.tids.get(t)
 
@@ -778,12 +876,12 @@ class Recorder:
         f, _ = self._user_frame(frame)
         sid = self._sid(f)
         inputs = []
-        for t in _tensors_in(args, kwargs):
+        for k, t in enumerate(_tensors_in(args, kwargs)):
             tid = self.tids.get(t)
             if tid is None:
-                tid = self._new_tid(t)
-                if t.grad_fn is None:
-                    self._name_from_frame(f, t, tid)
+                name = self._leaf_name(f, t, (f.f_code, f.f_lasti, cls, k)) \
+                    if t.grad_fn is None and f is not None else None
+                tid = self._new_tid(t, name=name)
             inputs.append(tid)
             self._want_value(t, tid)
         outputs, gf_name = [], None
@@ -801,6 +899,8 @@ class Recorder:
         self.totals["ops"] += 1
         module = self.module_stack[-1] if self.module_stack else None
         parent = self.parents[-1] if self.parents else None
+        if gf_name is not None and parent is None:
+            self.step_graph_ops += 1
         self.w.ops.append([idx, seq, cls.__name__, f"autograd.Function:{cls.__qualname__}",
                            inputs, outputs, [_encode(a, tid_of) for a in args],
                            {k: _encode(v, tid_of) for k, v in kwargs.items()},
@@ -816,7 +916,9 @@ class Recorder:
                 src = args[0]
                 role = self.alias.get(src)
                 if kind == _GET_GRAD:
-                    if role is None and src.requires_grad and src.grad_fn is None:
+                    # p.grad is the same tensor on every read: note it once.
+                    if role is None and src.requires_grad and src.grad_fn is None \
+                            and self.alias.get(out) is None:
                         self.alias.set(out, ("grad", self.tid_of(src), "grad"))
                 elif role is not None:
                     self.alias.set(out, (role[0], role[1], role[2] + ".data"))
@@ -871,30 +973,43 @@ class Recorder:
             target = args[0]
         else:  # Python-level initialisers (nn.init.*_) pass the tensor by keyword
             target = next((v for v in kwargs.values() if isinstance(v, _Tensor)), None)
-        targets = target if isinstance(target, (list, tuple)) else (target,)
-        roles = [(t, self._role(t)) for t in targets]
-        roles = [(t, r) for t, r in roles if r is not None]
-        if not roles:
-            return self.on_op(func, args, kwargs)
+        if isinstance(target, _Tensor):
+            role = self._role(target)
+            if role is None:
+                return self.on_op(func, args, kwargs)
+            roles = ((target, role),)
+        else:  # torch._foreach_*_ take lists of tensors
+            targets = target if isinstance(target, (list, tuple)) else ()
+            roles = [(t, r) for t in targets for r in (self._role(t),) if r is not None]
+            if not roles:
+                return self.on_op(func, args, kwargs)
         f, via = self._user_frame(sys._getframe(1))
         no_grad = not torch.is_grad_enabled()
         before = [self._before(t, r) for t, r in roles]
         out = func(*args, **kwargs)
         name = getattr(func, "__name__", "")
-        sym = _INPLACE_SYMBOLS.get(name)
         for (t, (role, tid, path)), b in zip(roles, before):
-            lhs = f"p.{path}" if path else "p"
-            op = (f"{lhs}[...] = …" if name == "__setitem__" else f"{lhs} {sym} …") if sym \
-                else f"{lhs}.{name}()"
+            key = (name, role, path, no_grad, via)
+            idiom = self.idioms.get(key)
+            if idiom is None:
+                idiom = self.idioms[key] = self._inplace_idiom(*key)
             if role == "param":
-                if not path and no_grad:
-                    op += " (no_grad)"
-                self._event("update", tid, self._idiom(via, op), b, self._snap_now(t), f, via)
+                self._event("update", tid, idiom, b, self._snap_now(t), f, via)
             else:
                 zero = name == "zero_" or not (bool(torch.any(t)) if t.numel() else False)
                 after = self._snap_zeros(t) if zero else self._snap_now(t)
-                self._event("zero" if zero else "grad_write", tid, self._idiom(via, op), b, after, f, via)
+                self._event("zero" if zero else "grad_write", tid, idiom, b, after, f, via)
         return out
+
+    def _inplace_idiom(self, name, role, path, no_grad, via) -> str:
+        """How an in-place call reads in the trace: ``p.grad.zero_()``, ``p -= …`` ..."""
+        sym = _INPLACE_SYMBOLS.get(name)
+        lhs = f"p.{path}" if path else "p"
+        op = (f"{lhs}[...] = …" if name == "__setitem__" else f"{lhs} {sym} …") if sym \
+            else f"{lhs}.{name}()"
+        if role == "param" and not path and no_grad:
+            op += " (no_grad)"
+        return self._idiom(via, op)
 
     def _before(self, t, role):
         """The value before an in-place call, reusing this step's snapshot when unchanged."""
@@ -916,7 +1031,8 @@ class Recorder:
             return func(*args, **kwargs)
         f, via = self._user_frame(sys._getframe(1))
         tid = self.tid_of(t)
-        before = self._snap_now(old) if old is not None else None
+        # Usually the gradient the last backward left, already copied then.
+        before = self._before(old, ("grad", tid, "grad")) if old is not None else None
         out = func(*args, **kwargs)
         if new is None:
             idiom = "p.grad = None"
@@ -966,7 +1082,7 @@ class Recorder:
         root_tids = [self.tid_of(r) for r in roots if isinstance(r, _Tensor)]
         for r, tid in zip(roots, root_tids):
             self._want_value(r, tid)
-        nodes, index = self._walk([r.grad_fn for r in roots if isinstance(r, _Tensor)])
+        nodes, names, nexts = self._walk([r.grad_fn for r in roots if isinstance(r, _Tensor)])
         self.bw_nodes = nodes
         self.bw_ran: dict[int, tuple] = {}
         self.bw_order = 0
@@ -974,7 +1090,7 @@ class Recorder:
         try:
             for nid, node in enumerate(nodes):
                 # One hook per node. AccumulateGrad: before it runs (was .grad None?).
-                if type(node).__name__ == "AccumulateGrad":
+                if names[nid] == "AccumulateGrad":
                     handles.append(node.register_prehook(self._acc_pre_hook(nid)))
                 else:
                     handles.append(node.register_hook(self._post_hook(nid)))
@@ -986,7 +1102,8 @@ class Recorder:
                 h.remove()
         try:
             with torch._C.DisableTorchFunction():
-                self._write_backward(api, bseq, roots, root_tids, nodes, index, grad_inputs, out, sid, f)
+                self._write_backward(api, bseq, roots, root_tids, nodes, names, nexts, grad_inputs,
+                                     out, sid, f)
         finally:
             self.bw_nodes = None
             self.bw_ran = {}
@@ -999,30 +1116,34 @@ class Recorder:
         # Only in sampled recording: the patched torch.autograd entry points count the step.
         return func(*args, **kwargs)
 
-    def _walk(self, roots):
-        """grad_fn nodes reachable from the roots, in a stable topological order."""
-        index: dict[int, int] = {}
+    @staticmethod
+    def _walk(roots):
+        """grad_fn nodes reachable from the roots, in a stable topological order; their class
+        names; and per node, per input of its forward op, the nid the gradient flows on to."""
         post: list[Any] = []
+        children: dict[int, list] = {}
         seen: set[int] = set()
         for root in roots:
             if root is None or id(root) in seen:
                 continue
             seen.add(id(root))
-            stack = [(root, iter(root.next_functions))]
+            kids = children[id(root)] = [n for n, _ in root.next_functions]
+            stack = [(root, iter(kids))]
             while stack:
                 node, it = stack[-1]
-                for nxt, _ in it:
+                for nxt in it:
                     if nxt is not None and id(nxt) not in seen:
                         seen.add(id(nxt))
-                        stack.append((nxt, iter(nxt.next_functions)))
+                        kids = children[id(nxt)] = [n for n, _ in nxt.next_functions]
+                        stack.append((nxt, iter(kids)))
                         break
                 else:
                     stack.pop()
                     post.append(node)
         nodes = post[::-1]
-        for i, n in enumerate(nodes):
-            index[id(n)] = i
-        return nodes, index
+        index = {id(n): i for i, n in enumerate(nodes)}
+        nexts = [[None if c is None else index[id(c)] for c in children[id(n)]] for n in nodes]
+        return nodes, [type(n).__name__ for n in nodes], nexts
 
     def _post_hook(self, nid):
         rec = self
@@ -1056,7 +1177,8 @@ class Recorder:
 
         return hook
 
-    def _write_backward(self, api, bseq, roots, root_tids, nodes, index, grad_inputs, out, sid, f):
+    def _write_backward(self, api, bseq, roots, root_tids, nodes, names, nexts, grad_inputs, out,
+                        sid, f):
         w = self.w
         # Forward values first (before an update changes the leaves), then the gradients.
         self._flush_snaps()
@@ -1065,7 +1187,7 @@ class Recorder:
             known = self.fwd_vid.get(root_tids[0])
             root_vid = known[0] if known is not None else self._snap_now(roots[0])
             self.step_loss = float(roots[0].detach().reshape(()).item())
-        snapped: dict[int, int] = {}
+        snapped: dict[int, int] = {}  # a node's input gradient is the next one's output gradient
 
         def snap(g):
             if g is None:
@@ -1077,21 +1199,21 @@ class Recorder:
 
         acc_events = []
         ran = self.bw_ran
+        node_op = self.node_op
+        rows = w.nodes
+        not_run = (None, (), (), None)
         for nid, node in enumerate(nodes):
-            name = type(node).__name__
-            nxt = [index.get(id(n)) if n is not None else None for n, _ in node.next_functions]
-            r = ran.get(nid)
-            order, g_in, g_out, acc = r if r is not None else (None, (), (), None)
+            order, g_in, g_out, acc = ran.get(nid, not_run)
             variable = None
-            if name == "AccumulateGrad":
+            if names[nid] == "AccumulateGrad":
                 variable = self.tid_of(node.variable)
-            w.nodes.append([nid, name, self.node_op.get(id(node)), variable, nxt, order,
-                            [snap(g) for g in g_out], [snap(g) for g in g_in]])
+            rows.append((nid, names[nid], node_op.get(id(node)), variable, nexts[nid], order,
+                         [snap(g) for g in g_out], [snap(g) for g in g_in]))
             if acc is not None and variable is not None:
                 fresh, before, zeros = acc
                 g = node.variable.grad
                 after = snap(g) if g is not None else None
-                if g is not None and after is not None:
+                if after is not None:
                     self.grad_vid[variable] = (after, id(g), g._version)
                 incoming = snap(g_out[0]) if g_out else None
                 # Onto a zeroed .grad (grad.zero_() style) is not the forgot-to-zero case.

@@ -5,10 +5,11 @@ moment it ends), a reader never executes anything from the file (tensors are raw
 with a dtype and a shape), the schema is self-describing for anyone with ``sqlite3``,
 and it comes with Python. coverage.py keeps its data the same way.
 
-Schema (format version 1). Ids are the sequential integers the recorder assigned:
+Schema (format version 2). Ids are the sequential integers the recorder assigned:
 ``tid`` a tensor object, ``vid`` a snapshot of a value, ``seq`` a position in the run's
-event order, ``sid`` a source line. One row per step keeps the cost of writing a step to
-one INSERT and one COMMIT (about 30 us), which is what makes per-step durability cheap.
+event order, ``sid`` a source line. Everything a step adds goes into its one row (its new
+tensors too), so writing a step costs one INSERT and one COMMIT (about 25 us): that is
+what makes per-step durability cheap.
 
 - ``meta(key, value)``: ``format`` = ``gradtrace-trace``, ``version``, ``gradtrace_version``,
   ``torch_version``, ``created``, ``script``, ``argv`` (JSON), ``config`` (JSON),
@@ -17,12 +18,17 @@ one INSERT and one COMMIT (about 30 us), which is what makes per-step durability
   Every value is JSON.
 - ``source(sid, file, line, code, function)``: a line of the user's code.
 - ``tensor(tid, name, role, shape, dtype, requires_grad)``: role is param | input |
-  activation; ``shape`` JSON. ``name`` may be filled in by a later step (``rename``).
+  activation; ``shape`` JSON. Only tensors first seen outside a recorded step are here;
+  the others are in the ``tensors`` column of the step that first saw them.
 - ``step(idx, first_seq, last_seq, has_backward, loss, n_ops, n_nodes, n_fresh, n_added,
-  n_on_top, n_zero, n_update, n_grad_write, ops_dropped, body, vals)``: one recorded step.
-  The ``n_*`` columns are counts for summaries (``n_on_top``: the added accumulations that
-  landed on a gradient that was not zeroed). ``body`` is JSON (below); ``vals`` the raw
-  little-endian C-order bytes of the values kept in full, concatenated.
+  n_on_top, n_zero, n_update, n_grad_write, ops_dropped, tensors, body, vidx, vals)``: one
+  recorded step. The ``n_*`` columns are counts for summaries (``n_on_top``: the added
+  accumulations that landed on a gradient that was not zeroed). ``tensors`` is JSON: a
+  list of rows, ``[tid, name, role, shape, dtype, requires_grad]`` for a tensor first seen
+  in this step and ``[tid, name]`` for a name given in this step to a tensor seen earlier.
+  ``body`` is JSON (below); ``vidx`` the index of the step's values (below) as
+  little-endian int64s; ``vals`` the raw little-endian C-order bytes of the values kept in
+  full, concatenated.
 
 ``body`` holds lists of rows (each a JSON array, fields in this order):
 
@@ -36,13 +42,16 @@ one INSERT and one COMMIT (about 30 us), which is what makes per-step durability
 - ``nodes``: nid, name, op, variable, next, exec_order, grad_out_vids, grad_in_vids.
 - ``events``: seq, kind, tensor, idiom, before_vid, after_vid, incoming_vid, fresh, via,
   inferred, sid.
-- ``values``, ``stats``, ``stats_int``, ``dtypes``: the index of the step's values (see
-  docs/trace-format.md): ``values`` is a flat list of ints, per value vid, tid (-1: an
-  event or gradient snapshot, else the tensor whose forward value this is), kind (0: bytes
-  at ``vals[offset:offset+nbytes]``; 1: statistics only; 2: all zeros, no bytes), dtype
-  code (an index into ``dtypes``), offset, nbytes, ndim and the ndim sizes. Per kind-1
-  value in order, ``stats`` holds norm, mean, min, max (null when not finite) and
-  ``stats_int`` numel and the count of non-finite elements.
+- ``stats``, ``stats_int``, ``dtypes``: with the ``vidx`` column, the index of the step's
+  values (see docs/trace-format.md): ``vidx`` is a flat list of ints, per value vid, tid
+  (-1: an event or gradient snapshot, else the tensor whose forward value this is), kind
+  (0: bytes at ``vals[offset:offset+nbytes]``; 1: statistics only; 2: all zeros, no
+  bytes), dtype code (an index into ``dtypes``), offset, nbytes, ndim and the ndim sizes.
+  Per kind-1 value in order, ``stats`` holds norm, mean, min, max (null when not finite)
+  and ``stats_int`` numel and the count of non-finite elements.
+
+Format 1 (gradtrace 0.1.0 development versions) had no ``tensors`` or ``vidx`` columns: all
+tensors were rows of ``tensor`` and the value index was ``body["values"]``. It is still read.
 
 The SQLite header carries ``application_id`` = 0x47545243 ("GTRC") and ``user_version`` =
 the format version, so a foreign or newer file is told apart before any table is read.
@@ -55,6 +64,8 @@ import json
 import math
 import os
 import sqlite3
+import sys
+from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,7 +81,7 @@ from .model import (
 __all__ = ["FORMAT_VERSION", "OLDEST_READABLE", "TraceWriter", "Trace", "load", "APPLICATION_ID"]
 
 #: Bump when the schema changes; record the change in docs/trace-format.md.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: The oldest format this version of gradtrace still reads.
 OLDEST_READABLE = 1
 APPLICATION_ID = 0x47545243  # "GTRC"
@@ -83,14 +94,17 @@ CREATE TABLE tensor (tid INTEGER PRIMARY KEY, name TEXT, role TEXT, shape TEXT, 
 CREATE TABLE step (idx INTEGER PRIMARY KEY, first_seq INTEGER, last_seq INTEGER,
                    has_backward INTEGER, loss REAL, n_ops INTEGER, n_nodes INTEGER,
                    n_fresh INTEGER, n_added INTEGER, n_on_top INTEGER, n_zero INTEGER,
-                   n_update INTEGER,
-                   n_grad_write INTEGER, ops_dropped INTEGER, body TEXT, vals BLOB);
+                   n_update INTEGER, n_grad_write INTEGER, ops_dropped INTEGER,
+                   tensors TEXT, body TEXT, vidx BLOB, vals BLOB);
 """
 
 _TABLES = {"meta", "source", "tensor", "step"}
-_STEP_COLUMNS = ["idx", "first_seq", "last_seq", "has_backward", "loss", "n_ops", "n_nodes", "n_fresh",
-                 "n_added", "n_on_top", "n_zero", "n_update", "n_grad_write", "ops_dropped", "body",
-                 "vals"]
+_STEP_COLUMNS_V1 = ["idx", "first_seq", "last_seq", "has_backward", "loss", "n_ops", "n_nodes",
+                    "n_fresh", "n_added", "n_on_top", "n_zero", "n_update", "n_grad_write",
+                    "ops_dropped", "body", "vals"]
+_STEP_COLUMNS = {1: _STEP_COLUMNS_V1,
+                 2: _STEP_COLUMNS_V1[:-2] + ["tensors", "body", "vidx", "vals"]}
+_LITTLE = sys.byteorder == "little"
 
 # dtypes numpy can hold; the rest (bfloat16, float8...) are written through a byte view.
 _NUMPY_DTYPES = {
@@ -125,8 +139,27 @@ def tensor_from_bytes(blob: bytes, shape: tuple[int, ...], dtype: str) -> torch.
     return torch.frombuffer(bytearray(blob), dtype=dt).reshape(shape)
 
 
-def _json(x) -> str:
-    return json.dumps(x, separators=(",", ":"))
+_json = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
+
+def _finite(x: float) -> float | None:
+    """JSON has no NaN or infinity: those statistics are stored as null."""
+    return x if x == x and x not in (math.inf, -math.inf) else None
+
+
+def _int64s(ints: list[int]) -> bytes:
+    a = array("q", ints)
+    if not _LITTLE:
+        a.byteswap()
+    return a.tobytes()
+
+
+def _from_int64s(blob: bytes) -> list[int]:
+    a = array("q")
+    a.frombytes(blob)
+    if not _LITTLE:
+        a.byteswap()
+    return a.tolist()
 
 
 def _decode(a):
@@ -150,12 +183,18 @@ class TraceWriter:
     """Appends a run to a trace file (or to an in-memory database), one step per commit.
 
     The recorder appends plain rows to the buffers (``sources``, ``tensors``, ``renames``,
-    ``ops``, ``nodes``, ``events``, ``values``, ``backward``) and calls :meth:`commit_step`
-    when a step ends; nothing of a step is visible to readers before that.
+    ``ops``, ``nodes``, ``events``, ``backward``), adds values with :meth:`add_bytes`,
+    :meth:`add_stats` and :meth:`add_zeros` (or inline, in its hot path), and calls
+    :meth:`commit_step` when a step ends; nothing of a step is visible to readers before that.
+
+    A write that fails (a full disk) does not break the user's run: later steps are
+    dropped and :meth:`finish` raises :class:`TraceFileError` saying so.
     """
 
     def __init__(self, path: Path | None, meta: dict[str, Any]):
         self.path = path
+        self.pid = os.getpid()
+        self.error: str | None = None
         if path is not None:
             path = Path(path)
             try:
@@ -191,13 +230,10 @@ class TraceWriter:
             "ops_dropped": 0,
         }
         base.update(meta)
-        self.conn.execute("BEGIN")
-        self.conn.executemany("INSERT INTO meta VALUES (?, ?)",
-                              [(k, _json(v)) for k, v in base.items()])
-        self.conn.execute("COMMIT")
         self.sources: list[tuple] = []
         self.tensors: list[tuple] = []
         self.renames: list[tuple] = []
+        self._write(meta=base)
         self._reset_step()
         self.closed = False
 
@@ -205,8 +241,36 @@ class TraceWriter:
         self.ops: list[list] = []
         self.nodes: list[list] = []
         self.events: list[list] = []
-        self.values: list[tuple] = []   # (vid, tid, shape, dtype, kind, bytes | stats | None)
         self.backward: list | None = None
+        # The value index, built as values arrive (see the schema: vidx, stats, dtypes).
+        self.vints: list[int] = []
+        self.chunks: list[bytes] = []
+        self.offset = 0
+        self.stats: list = []
+        self.stats_int: list[int] = []
+        self.codes: dict[str, int] = {}
+
+    def code(self, dtype: str) -> int:
+        c = self.codes.get(dtype)
+        if c is None:
+            c = self.codes[dtype] = len(self.codes)
+        return c
+
+    def add_bytes(self, vid: int, tid: int | None, shape, dtype: str, payload: bytes) -> None:
+        n = len(payload)
+        self.vints += (vid, -1 if tid is None else tid, 0, self.code(dtype), self.offset, n,
+                       len(shape), *shape)
+        self.chunks.append(payload)
+        self.offset += n
+
+    def add_stats(self, vid: int, tid: int | None, shape, dtype: str, stats: Stats) -> None:
+        self.vints += (vid, -1 if tid is None else tid, 1, self.code(dtype), 0, 0, len(shape), *shape)
+        self.stats += (_finite(stats.norm), _finite(stats.mean), _finite(stats.min),
+                       _finite(stats.max))
+        self.stats_int += (stats.numel, stats.nonfinite)
+
+    def add_zeros(self, vid: int, shape, dtype: str) -> None:
+        self.vints += (vid, -1, 2, self.code(dtype), 0, 0, len(shape), *shape)
 
     def commit_step(self, head: tuple) -> None:
         """Write one step. ``head`` = (idx, first_seq, last_seq, has_backward, loss, n_ops,
@@ -216,62 +280,65 @@ class TraceWriter:
         loss = head[4]
         if loss is not None and loss != loss:
             head = head[:4] + ("nan",) + head[5:]  # SQLite would store a NaN REAL as NULL
-        chunks, ints, floats, stats_int, offset = [], [], [], [], 0
-        codes: dict[str, int] = {}
-        for vid, tid, shape, dtype, kind, payload in self.values:
-            code = codes.get(dtype)
-            if code is None:
-                code = codes[dtype] = len(codes)
-            if kind == "d":
-                n = len(payload)
-                ints += (vid, -1 if tid is None else tid, 0, code, offset, n, len(shape), *shape)
-                chunks.append(payload)
-                offset += n
-            elif kind == "s":
-                ints += (vid, -1 if tid is None else tid, 1, code, 0, 0, len(shape), *shape)
-                floats += payload[1:5]
-                stats_int += (payload[0], payload[5])
-            else:
-                ints += (vid, -1 if tid is None else tid, 2, code, 0, 0, len(shape), *shape)
         body = _json({"ops": self.ops, "backward": self.backward, "nodes": self.nodes,
-                      "events": self.events, "values": ints, "stats": floats,
-                      "stats_int": stats_int, "dtypes": list(codes)})
-        self._write(head + (body, b"".join(chunks)))
+                      "events": self.events, "stats": self.stats, "stats_int": self.stats_int,
+                      "dtypes": list(self.codes)})
+        tensors = None
+        if self.tensors or self.renames:
+            tensors = _json(self.tensors + [(tid, name) for name, tid in self.renames])
+            self.tensors, self.renames = [], []
+        row = head + (tensors, body, _int64s(self.vints), b"".join(self.chunks))
         self._reset_step()
+        self._write(step_row=row)
 
-    def _write(self, step_row: tuple | None, meta: dict | None = None) -> None:
+    def _write(self, step_row: tuple | None = None, meta: dict | None = None) -> None:
+        sources, self.sources = self.sources, []
+        if self.error is not None or os.getpid() != self.pid:
+            return  # a write failed before, or this is a forked child (DataLoader workers)
         c = self.conn
-        c.execute("BEGIN")
         try:
-            if self.sources:
-                c.executemany("INSERT INTO source VALUES (?,?,?,?,?)", self.sources)
-            if self.tensors:
-                c.executemany("INSERT INTO tensor VALUES (?,?,?,?,?,?)", self.tensors)
-            if self.renames:
-                c.executemany("UPDATE tensor SET name=? WHERE tid=?", self.renames)
-            if step_row is not None:
-                c.execute("INSERT INTO step VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", step_row)
-            if meta:
-                c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                              [(k, _json(v)) for k, v in meta.items()])
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
-        self.sources, self.tensors, self.renames = [], [], []
+            c.execute("BEGIN")
+            try:
+                if sources:
+                    c.executemany("INSERT INTO source VALUES (?,?,?,?,?)", sources)
+                if step_row is not None:
+                    c.execute("INSERT INTO step VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                              step_row)
+                if meta:
+                    if self.tensors:  # seen outside a recorded step
+                        c.executemany("INSERT INTO tensor VALUES (?,?,?,?,?,?)",
+                                      [(tid, name, role, _json(shape), dtype, rg)
+                                       for tid, name, role, shape, dtype, rg in self.tensors])
+                    if self.renames:
+                        c.executemany("UPDATE tensor SET name=? WHERE tid=?", self.renames)
+                    c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                  [(k, _json(v)) for k, v in meta.items()])
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            self.error = str(e)
 
     def finish(self, status: str, exit_code: int | None = None, error: str | None = None,
                **meta) -> None:
-        """Mark how the run ended and leave one self-contained file."""
+        """Mark how the run ended and leave one self-contained file. Raises
+        :class:`TraceFileError` if part of the run could not be written."""
         if self.closed:
             return
+        self.closed = True
         meta.update(status=status, exit_code=exit_code, error=error)
-        self._write(None, meta)
-        if self.path is not None:
-            # Fold the write-ahead log into the file: one file to copy, readable read-only.
-            self.conn.execute("PRAGMA journal_mode=DELETE")
-            self.conn.close()
-            self.closed = True
+        self._write(meta=meta)
+        if self.path is not None and os.getpid() == self.pid:
+            try:
+                # Fold the write-ahead log into the file: one file to copy, readable read-only.
+                self.conn.execute("PRAGMA journal_mode=DELETE")
+                self.conn.close()
+            except sqlite3.Error as e:
+                self.error = self.error or str(e)
+            if self.error is not None:
+                raise TraceFileError(self.path, f"could not be written to the end ({self.error}); "
+                                                "free some space or choose another path with -o")
 
     def reader(self) -> "Trace":
         """A reader on the same data (the in-memory database stays with the writer)."""
@@ -302,7 +369,7 @@ def _check_header(conn: sqlite3.Connection, path: str) -> int:
         raise TraceFileError(path, f"truncated or corrupt: tables {', '.join(sorted(missing))} "
                                    "are missing; record the run again")
     columns = [r[1] for r in conn.execute("PRAGMA table_info(step)")]
-    if columns != _STEP_COLUMNS:
+    if columns != _STEP_COLUMNS[version]:
         raise TraceFileError(path, f"written by a development version of gradtrace with another "
                                    f"step table (format {version}); record the run again")
     return version
@@ -333,14 +400,14 @@ def load(path) -> "Trace":
         uri += "&immutable=1"
     try:
         conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
-        _check_header(conn, str(p))
+        version = _check_header(conn, str(p))
         row = conn.execute("PRAGMA quick_check").fetchone()
         if row is None or row[0] != "ok":
             detail = " ".join(str(row[0]).split())[:160] if row else "no answer"
             raise TraceFileError(p, f"truncated or corrupt ({detail}); record the run again")
     except sqlite3.DatabaseError as e:
         raise TraceFileError(p, f"truncated or corrupt ({e}); record the run again") from None
-    return Trace(conn, str(p))
+    return Trace(conn, str(p), version)
 
 
 class _StepList(Sequence):
@@ -377,12 +444,13 @@ class _StepList(Sequence):
 class Trace:
     """A recorded run, read from a trace file (or the in-memory database of a live trace)."""
 
-    def __init__(self, conn: sqlite3.Connection, path: str):
+    def __init__(self, conn: sqlite3.Connection, path: str, version: int = FORMAT_VERSION):
         self._conn = conn
         self.path = path
         self._sources: dict[int, Source] | None = None
         self._tensors: dict[int, TensorInfo] | None = None
         self._steps: _StepList | None = None
+        self._version = version
 
     # -- queries, with file errors turned into one line -----------------------------------
     def _q(self, sql: str, args: Iterable = ()) -> list[tuple]:
@@ -421,9 +489,24 @@ class Trace:
     def tensors(self) -> dict[int, TensorInfo]:
         """Every tensor object the run touched, by tid."""
         if self._tensors is None:
+            rows = {tid: [tid, name, role, json.loads(shape), dtype, rg]
+                    for tid, name, role, shape, dtype, rg in self._q("SELECT * FROM tensor")}
+            if self._version >= 2:
+                for idx, text in self._q("SELECT idx, tensors FROM step WHERE tensors IS NOT NULL "
+                                         "ORDER BY idx"):
+                    try:
+                        for row in json.loads(text):
+                            if len(row) == 2:  # a name given later
+                                if row[0] in rows:
+                                    rows[row[0]][1] = row[1]
+                            else:
+                                rows[row[0]] = list(row)
+                    except (ValueError, TypeError, IndexError) as e:
+                        raise TraceFileError(self.path, f"step {idx} is corrupt ({type(e).__name__}: "
+                                                        f"{e}); record the run again") from None
             self._tensors = {
-                tid: TensorInfo(tid, name, role, tuple(json.loads(shape)), dtype, bool(rg))
-                for tid, name, role, shape, dtype, rg in self._q("SELECT * FROM tensor ORDER BY tid")
+                tid: TensorInfo(tid, name, role, tuple(shape), dtype, bool(rg))
+                for tid, name, role, shape, dtype, rg in (rows[k] for k in sorted(rows))
             }
         return self._tensors
 
@@ -511,23 +594,28 @@ class Trace:
 
     # -- reading one step -------------------------------------------------------------------
     def _read_step(self, idx: int) -> Step:
-        rows = self._q("SELECT body, vals, ops_dropped FROM step WHERE idx=?", (idx,))
+        if self._version >= 2:
+            rows = self._q("SELECT body, vidx, vals, ops_dropped FROM step WHERE idx=?", (idx,))
+        else:
+            rows = [(b, None, v, d) for b, v, d in
+                    self._q("SELECT body, vals, ops_dropped FROM step WHERE idx=?", (idx,))]
         if not rows:
             raise KeyError(f"step {idx} was not recorded")
-        body_text, blob, dropped = rows[0]
+        body_text, vidx, blob, dropped = rows[0]
         try:
             body = json.loads(body_text)
-            return self._build_step(idx, body, blob or b"", int(dropped or 0))
+            ints = body["values"] if vidx is None else _from_int64s(vidx)
+            return self._build_step(idx, body, ints, blob or b"", int(dropped or 0))
         except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as e:
             raise TraceFileError(self.path, f"step {idx} is corrupt ({type(e).__name__}: {e}); "
                                             "record the run again") from None
 
-    def _build_step(self, idx: int, body: dict, blob: bytes, dropped: int) -> Step:
+    def _build_step(self, idx: int, body: dict, ints: list[int], blob: bytes, dropped: int) -> Step:
         src = self.sources.get
         vals: dict[int, Value] = {}
         by_tid: dict[int, Value] = {}
         nan = float("nan")
-        ints, floats, stats_int, dtypes = body["values"], body["stats"], body["stats_int"], body["dtypes"]
+        floats, stats_int, dtypes = body["stats"], body["stats_int"], body["dtypes"]
         i = si = 0
         while i < len(ints):
             vid, tid, kind, code, offset, nbytes, ndim = ints[i:i + 7]
