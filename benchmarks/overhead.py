@@ -5,9 +5,12 @@
     python benchmarks/overhead.py rss        # memory over 10,000 recorded steps
 
 Cases (each timed untraced and traced in alternation, so machine noise hits both alike):
-  a  the d2l scratch loop (seed 1): 100 minibatches of 10, hand-written SGD
-  b  the concise loop (seed 2): nn.Linear, MSELoss, optim.SGD, DataLoader
+  a  the d2l scratch loop (seed 1): 3 epochs of 100 minibatches of 10, hand-written SGD
+  b  the concise loop (seed 2): nn.Linear, MSELoss, optim.SGD, DataLoader, 3 epochs
   c  a 200,000 x 256 linear model, batch 1024, one epoch through a DataLoader
+Each traced unit is one whole run recorded into one trace file, as `gradtrace run` records
+a script: the fixed costs of a trace (creating the file, starting the writing process,
+folding the log at the end) are in the numbers, spread over the run's steps.
 Recording modes: full values, stats only, every 10th step.
 """
 
@@ -52,14 +55,15 @@ def case_a():
 
     def run():
         n = 0
-        for X, y in data_iter():
-            l = ((torch.matmul(X, w) + b - y.reshape(-1, 1)) ** 2 / 2)
-            l.sum().backward()
-            with torch.no_grad():
-                for p in (w, b):
-                    p -= 0.03 * p.grad / 10
-                    p.grad.zero_()
-            n += 1
+        for _ in range(3):
+            for X, y in data_iter():
+                l = ((torch.matmul(X, w) + b - y.reshape(-1, 1)) ** 2 / 2)
+                l.sum().backward()
+                with torch.no_grad():
+                    for p in (w, b):
+                        p -= 0.03 * p.grad / 10
+                        p.grad.zero_()
+                n += 1
         return n
 
     return run
@@ -79,12 +83,13 @@ def case_b():
 
     def run():
         n = 0
-        for X, y in loader:
-            l = loss(net(X), y)
-            opt.zero_grad()
-            l.backward()
-            opt.step()
-            n += 1
+        for _ in range(3):
+            for X, y in loader:
+                l = loss(net(X), y)
+                opt.zero_grad()
+                l.backward()
+                opt.step()
+                n += 1
         return n
 
     return run
