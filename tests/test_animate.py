@@ -18,6 +18,8 @@ from gradtrace.render import animate as animate_mod
 from gradtrace.render.animate import AnimateOptions, animation_of_trace, parse_size, subsample
 from gradtrace.render.backprop import backprop_plan, pick_step
 
+from conftest import run_demo_plain
+
 DPI = 24  # tests look at pixels, not at text: small frames are fast
 
 
@@ -341,3 +343,126 @@ def test_trace_animate_is_the_api(zeroing):
     assert anim.kind == "training" and len(anim) == 3
     assert "training over 12 steps" in anim.title
     assert anim.frame(-1).size == (12 * 72, int(6.75 * 72))
+
+
+# -- the seed demos: SEEDS.md lessons 1, 3 and 5, recorded once per session ---------------------------
+
+#: seed -> (demo, the forward ops the explainer shows for a step, the phases of step 1)
+SEED_STEPS = {
+    1: ("linreg", ["matmul", "add", "reshape", "sub", "pow", "div", "sum"],
+        # sgd() updates and zeroes one parameter after the other
+        ["forward", "backward", "accumulate", "update", "zero", "update", "zero"]),
+    3: ("crop_yield", ["t", "matmul", "add", "sub", "mul", "sum", "div"],
+        ["forward", "backward", "accumulate", "update", "zero"]),
+    # w.grad.data.zero_() runs after the forward pass, just before backward()
+    5: ("gd_backprop", ["mul", "add", "sub", "pow", "mean"],
+        ["forward", "zero", "backward", "accumulate", "update"]),
+}
+
+#: seed -> the demo's model, written again from its parameters by name
+SEED_MODELS = {
+    1: lambda X, p: X @ p["w"] + p["b"],
+    3: lambda X, p: X @ p["w"].T + p["b"],
+    5: lambda X, p: X * p["w"] + p["b"],
+}
+
+
+_SEED_TRAINING: dict = {}
+
+
+def _seed_training(demo_trace, seed: int):
+    """The training animation of a seed demo in 4 frames (reading a run of 3,000 steps and
+    fitting its surface takes seconds, so once per session)."""
+    if seed not in _SEED_TRAINING:
+        trace = demo_trace(SEED_STEPS[seed][0])
+        _SEED_TRAINING[seed] = trace, animation_of_trace(trace, kind="training", frames=4, dpi=DPI)
+    return _SEED_TRAINING[seed]
+
+
+def _word_after_colon(caption: str) -> str:
+    return caption.split(": ", 1)[1].split(" ")[0].rstrip(",")
+
+
+@pytest.mark.parametrize("seed", sorted(SEED_STEPS))
+def test_seed_backprop_explainer(demo_trace, seed):
+    name, ops, phases = SEED_STEPS[seed]
+    trace = demo_trace(name)
+    anim = animation_of_trace(trace, kind="backprop", dpi=DPI)
+    plan = anim.renderer.plan
+    step = trace.step(1)      # the default: the first step whose .grad may already hold something
+    assert plan.step == 1 and plan.phases == phases
+    forward = [f for f in plan.frames if f.phase == "forward"]
+    assert [_word_after_colon(f.caption) for f in forward] == ops
+    backward = [f for f in plan.frames if f.phase == "backward"][1:]
+    assert [_word_after_colon(f.caption) for f in backward] == \
+        [n.name for n in step.backward.execution_order]
+    # intro, the ops, backward's start and its nodes, .grad, one frame per event group, done
+    assert len(plan.frames) == 1 + len(ops) + 1 + len(backward) + 1 + (len(phases) - 3) + 1
+    # the .grad after backward() and the parameters after the update are the recorded ones
+    acc = next(f for f in plan.frames if f.phase == "accumulate")
+    assert {acc.cells[e.tensor].mark for e in step.accumulations} == {"zeros"}
+    for e in step.accumulations:
+        assert torch.equal(acc.cells[e.tensor].grad.data, e.after.data)
+    done = plan.frames[-1]
+    assert done.phase == "done" and len(step.updates) == 2
+    for e in step.updates:
+        assert torch.equal(done.cells[e.tensor].value.data, e.after.data)
+    # drawn: the first frame of each phase and the last one (every frame would take seconds)
+    picked = [i for i, f in enumerate(plan.frames) if i == 0 or f.phase != plan.frames[i - 1].phase]
+    images = [_pixels(im) for im in anim.images(frames=picked)]
+    assert len(images) == len(picked) == 1 + len(phases) + 1 and images[0].shape == (156, 264, 3)
+    for a, b in zip(images, images[1:]):
+        assert (a != b).any()
+
+
+@pytest.mark.parametrize("seed", sorted(SEED_STEPS))
+def test_seed_training_animation_plots_the_recorded_run(demo_trace, seed):
+    trace, anim = _seed_training(demo_trace, seed)
+    r, S = anim.renderer, anim.renderer.surface
+    run = [s.index for s in trace.steps if s.backward is not None]
+    assert len(anim) == 4 and [r.step_of(i) for i in (0, 3)] == [run[0], run[-1]]
+    assert f"{len(run)} steps shown in 4 frames" in anim.note
+    assert S and S.exact == (seed == 5)   # two numbers to learn only in seed 5
+    images = []
+    for i, im in enumerate(anim.images()):
+        step = trace.step(r.step_of(i))
+        params = {n: step.value(trace.find(n).tid).data.double().numpy() for n in ("w", "b")}
+        theta = np.concatenate([step.value(t).data.double().reshape(-1).numpy() for t in S.tids])
+        # the loss curve ends at this step's loss; the path ends at this step's parameters
+        xs, ys = r.loss_line.get_data()
+        assert xs[-1] == step.index and ys[-1] == pytest.approx(step.loss, rel=1e-6)
+        xs, ys = r.traj_line.get_data()
+        np.testing.assert_allclose([xs[-1], ys[-1]], S.coords(theta), rtol=1e-6, atol=1e-9)
+        # the data panel: the demo's own model at those parameters
+        if seed == 5:                 # one feature: the data and the fitted line
+            lx, ly = r.fit_line.get_data()
+            np.testing.assert_allclose(ly, SEED_MODELS[seed](np.asarray(lx), params), rtol=1e-6)
+        else:                         # more: predicted against true
+            xy = r.pred_scatter.get_offsets()
+            np.testing.assert_allclose(xy[:, 0], S.y.reshape(-1))
+            np.testing.assert_allclose(xy[:, 1], SEED_MODELS[seed](S.X, params).reshape(-1),
+                                       rtol=1e-6, atol=1e-9)
+        images.append(_pixels(im))
+    for a, b in zip(images, images[1:]):
+        assert (a != b).any()
+
+
+def test_seed_3_surface_is_the_least_squares_fit_of_the_crop_table(demo_trace):
+    S = _seed_training(demo_trace, 3)[1].renderer.surface
+    g = run_demo_plain("crop_yield")
+    X, Y = g["inputs"].double().numpy(), g["targets"].double().numpy()
+    assert sorted(map(tuple, S.X)) == sorted(map(tuple, X))         # all 15 regions, once each
+    B, *_ = np.linalg.lstsq(np.column_stack([X, np.ones(len(X))]), Y, rcond=None)
+    w, b = B[:3].T, B[3]                                             # y = X @ w.t() + b
+    np.testing.assert_allclose(S.optimum, np.concatenate([w.reshape(-1), b]), rtol=1e-6, atol=1e-6)
+    assert "plane through the optimum" in S.description and S.axes.shape == (2, 8)
+
+
+def test_seed_5_surface_is_the_full_batch_loss(demo_trace):
+    trace, anim = _seed_training(demo_trace, 5)
+    S = anim.renderer.surface
+    np.testing.assert_allclose(S.optimum, [3.0, 0.8], atol=1e-4)     # y = 3x + 0.8, no noise
+    w, b = trace.find("w").tid, trace.find("b").tid
+    for step in (trace.step(0), trace.step(1500), trace.step(2999)):
+        at = (step.value(w).data.item(), step.value(b).data.item())
+        assert S.loss(*at) == pytest.approx(step.loss, rel=1e-5)    # every step sees all 50 points

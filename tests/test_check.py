@@ -22,14 +22,16 @@ FINDING_KEYS = ["kind", "step", "param", "op", "source", "message"]
 
 # -- the seeds: every step passes the analytic check at float32 rounding ---------------------------
 
-@pytest.mark.parametrize("name,params", [
-    ("linreg", {"w", "b"}), ("linreg_concise", {"net.0.weight", "net.0.bias"}),
-    ("crop_yield", {"w", "b"}), ("gd_backprop", {"w", "b"}),
+@pytest.mark.parametrize("name,params,kind", [
+    ("linreg", {"w", "b"}, "analytic_mse"),
+    ("linreg_concise", {"net.0.weight", "net.0.bias"}, "analytic_mse"),
+    ("crop_yield", {"w", "b"}, "analytic_mse"), ("gd_backprop", {"w", "b"}, "analytic_mse"),
+    ("softmax_regression", {"W", "b"}, "analytic_softmax"),
 ])
-def test_seed_demos_pass_the_analytic_check_at_every_step(demo_trace, name, params):
+def test_seed_demos_pass_the_analytic_check_at_every_step(demo_trace, name, params, kind):
     trace = demo_trace(name)
     report = check_trace(trace, numeric="none", diagnostics=False)
-    checks = report.of("analytic_mse")
+    checks = report.of(kind)
     steps_with_backward = sum(r["has_backward"] for r in trace.step_rows())
     assert len(checks) == len(params) * steps_with_backward
     assert {c.param for c in checks} == params
@@ -82,11 +84,15 @@ def test_a_wrong_gradient_fails_the_analytic_and_the_numeric_check():
     assert not report.ok and report.verdict().startswith("gradients WRONG at step 0 (w)")
 
 
-def test_softmax_regression_passes_the_analytic_softmax_check():
+def _softmax_trace(double_W: bool = False):
+    """Softmax regression under F.cross_entropy, 3 steps; ``double_W``: a hook doubles the
+    gradient on its way into W.grad, so autograd's W.grad is twice the true one."""
     torch.manual_seed(1)
     X = torch.randn(30, 2)
     labels = (X[:, 0] > 0).long() + (X[:, 1] > 0).long()
     W, b = torch.zeros(2, 3, requires_grad=True), torch.zeros(3, requires_grad=True)
+    if double_W:
+        W.register_hook(lambda g: 2 * g)
     with gradtrace.trace() as t:
         for _ in range(3):
             F.cross_entropy(X @ W + b, labels).backward()
@@ -94,10 +100,30 @@ def test_softmax_regression_passes_the_analytic_softmax_check():
                 for p in (W, b):
                     p -= 0.5 * p.grad
                     p.grad.zero_()
-    report = t.check()
+    return t.result
+
+
+def test_softmax_regression_passes_the_analytic_softmax_check():
+    report = _softmax_trace().check()
     checks = report.of("analytic_softmax")
     assert len(checks) == 6 and all(c.passed for c in checks)
     assert "CE(softmax(z_i), y_i)" in checks[0].detail and "c = 0.0333333" in checks[0].detail
+
+
+def test_a_wrong_gradient_fails_the_analytic_softmax_check():
+    trace = _softmax_trace(double_W=True)
+    report = trace.check(numeric="none")
+    by = {(c.step, c.param): c for c in report.of("analytic_softmax")}
+    assert sorted(by) == [(s, p) for s in (0, 1, 2) for p in ("W", "b")]
+    W = trace.find("W").tid
+    for step in trace.steps:
+        assert by[(step.index, "W")].status == "fail" and by[(step.index, "b")].status == "pass"
+        # what the check measured is the extra copy of the gradient: half of W.grad
+        grad = next(e for e in step.accumulations if e.tensor == W).after.data
+        assert by[(step.index, "W")].max_abs_err == pytest.approx(grad.abs().max().item() / 2, rel=1e-5)
+        assert by[(step.index, "W")].max_rel_err > 100 * by[(step.index, "W")].tolerance
+    assert not report.ok and report.verdict().startswith("gradients WRONG at step 0 (W): "
+                                                         "analytic_softmax 3 passed, 3 FAILED")
 
 
 def test_a_non_linear_model_is_not_applicable_and_checked_numerically():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -324,7 +325,7 @@ def test_custom_function_is_one_op_named_after_its_class(recorded, fixed):
     torch.testing.assert_close(g_in, (2 if fixed else 1) * x * g_out)
 
 
-# -- what `gradtrace check` says about each demo (issue 3; skipped until it exists) ----------
+# -- what `gradtrace check` says about each demo (issue 3) ----------------------------------
 
 def _check_json(trace_path) -> dict:
     from click.testing import CliRunner
@@ -341,8 +342,7 @@ def checked(recorded, trace_folder):
     """checked(name, *args) -> the `gradtrace check --json` document of the demo's trace."""
     from gradtrace.cli import cli
 
-    if "check" not in cli.commands:
-        pytest.skip("`gradtrace check` is not there yet (issue 3)")
+    assert "check" in cli.commands, "`gradtrace check` is missing from the command line (issue 3)"
     cache: dict = {}
 
     def get(name: str, *args: str) -> dict:
@@ -390,3 +390,84 @@ def test_check_numeric_names_the_custom_function(checked):
     assert bad and "Square" in json.dumps(bad)
     assert not [c for c in checked("custom_function", "--fixed")["checks"]
                 if c["kind"] == "numeric" and c["status"] == "fail"]
+
+
+# -- every demo under the real `gradtrace run` command (issue 6) -----------------------------
+
+_ERR = r"\(max rel err (?P<err>[0-9.]+(?:e[+-]\d+)?)\)"
+
+#: (demo, script args) -> (the `gradtrace: check:` verdict, a regular expression; what else
+#: gradtrace's stderr says). The analytic counts are parameters x steps with a backward pass.
+RUN_OUTCOMES = {
+    ("linreg", ()): (rf"gradients ok: analytic_mse 600 passed {_ERR}; .*; 0 findings", []),
+    ("linreg_concise", ()): (rf"gradients ok: analytic_mse 600 passed {_ERR}; .*; 0 findings", []),
+    ("crop_yield", ()): (rf"gradients ok: analytic_mse 500 passed {_ERR}; .*; "
+                         r"1 finding \(ill_conditioned\)", ["features (mean±std per column"]),
+    ("gd_backprop", ()): (rf"gradients ok: analytic_mse 6000 passed {_ERR}; .*; "
+                          r"2 findings \(data_update\)", ["gradtrace: figure saved: "]),
+    ("softmax_regression", ()): (rf"gradients ok: analytic_softmax 90 passed {_ERR}; .*; 0 findings",
+                                 []),
+    ("softmax_regression", ("--by-hand",)): (
+        rf"gradients ok: analytic_softmax 90 passed {_ERR}; .*; 0 findings", []),
+    ("forgot_zero_grad", ()): (
+        rf"gradients ok: analytic_mse 400 passed {_ERR}; .*; 2 findings \(forgot_zero_grad\)",
+        ["gradtrace:   forgot_zero_grad (step 1, forgot_zero_grad.py:", "added w's gradient onto",
+         "added b's gradient onto"]),
+    ("exploding_lr", ()): (
+        r"gradients ok: analytic_mse 58 passed, 12 not applicable .*; "
+        r"3 findings \(non_finite, lr_unstable, ill_conditioned\)",
+        ["gradtrace:   lr_unstable (step 0, exploding_lr.py:", "gradtrace:   non_finite (step 14, "
+         "exploding_lr.py:51): first non-finite value: mse_loss"]),
+    ("custom_function", ()): (
+        r"gradients WRONG at step 0 \(w\): analytic_mse 0 passed, 200 not applicable; "
+        r"numeric 0 passed, \d+ FAILED \(max rel err 0.5\); 0 findings",
+        ["gradtrace:   FAIL numeric step 0 w: ", "wrong backward: autograd.Function:Square"]),
+    ("custom_function", ("--fixed",)): (
+        r"gradients ok: analytic_mse 0 passed, 200 not applicable; numeric \d+ passed .*; 0 findings",
+        []),
+}
+
+
+@pytest.fixture(scope="session")
+def gradtrace_runs(tmp_path_factory, plain_processes):
+    """Every demo run by `gradtrace run --no-animate --no-report -o DIR/trace.gtrace
+    demos/NAME.py ARGS` (no GIFs and no report: the check is what is asserted, and CI has 2
+    cores), two at a time, once per session: {(name, args): (the run, the trace folder,
+    plain python's stdout)}."""
+    folder = tmp_path_factory.mktemp("gradtrace-run")
+
+    def run(key):
+        name, args = key
+        out = folder / (name + "".join(args))
+        r = gradtrace_cmd("run", "--no-animate", "--no-report", "-o", str(out / "trace.gtrace"),
+                          str(DEMOS / f"{name}.py"), *args, cwd=folder)
+        plain = _python(name, *args).stdout if args else plain_processes[name].stdout
+        return r, out, plain
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(RUN_OUTCOMES, pool.map(run, RUN_OUTCOMES)))
+
+
+def test_every_demo_runs_under_gradtrace_run():
+    assert {name for name, _ in RUN_OUTCOMES} == set(NAMES)
+
+
+@pytest.mark.parametrize("name,args", list(RUN_OUTCOMES),
+                         ids=[name + "".join(args) for name, args in RUN_OUTCOMES])
+def test_gradtrace_run_checks_each_demo(gradtrace_runs, name, args):
+    r, out, plain = gradtrace_runs[(name, args)]
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == plain and r.stdout.strip()     # the script's own output, unchanged
+    lines = r.stderr.splitlines()
+    assert all(ln.startswith("gradtrace: ") for ln in lines), r.stderr
+    [verdict] = [ln for ln in lines if ln.startswith("gradtrace: check: ")]
+    pattern, needles = RUN_OUTCOMES[(name, args)]
+    m = re.fullmatch(pattern, verdict[len("gradtrace: check: "):])
+    assert m, verdict
+    if "err" in m.groupdict():                        # every step, at float32 rounding
+        assert float(m["err"]) <= 1e-5
+    for needle in needles:
+        assert needle in r.stderr
+    assert (out / "trace.gtrace").is_file() and (out / "graph.svg").is_file()
+    assert not (out / "report.html").exists() and not list(out.glob("*.gif"))
+

@@ -86,6 +86,11 @@ def test_options_in_process(recorded, capsys, monkeypatch):
     code, out, err = _main(capsys, "graph", "out/t.gtrace", "-o", "-", "--view", "forward")
     assert code == 0 and err == ""
     assert out == graph_of_step(gradtrace.load("out/t.gtrace").steps[0], view="forward").dot
+    code, out, err = _main(capsys, "graph", "out/t.gtrace", "-o", "-", "--view", "backward",
+                           "--no-fold")
+    step = gradtrace.load("out/t.gtrace").steps[0]
+    assert code == 0 and out == graph_of_step(step, view="backward", fold=False).dot
+    assert out != graph_of_step(step, view="backward").dot and "style=invis" not in out
     code, out, err = _main(capsys, "graph", "out/t.gtrace", "--no-values", "--theme", "dark",
                            "--no-legend", "-o", "plain.gv")
     dot = (d / "plain.gv").read_text()

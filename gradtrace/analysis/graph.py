@@ -52,6 +52,8 @@ class GraphOptions:
     - ``engine``: ``auto`` (the ``dot`` program, else pygraphviz's bundled graphviz, else a
       matplotlib drawing), or one of them by name.
     - ``direction``: ``TB`` (top to bottom) or ``LR``; ``auto`` picks by the graph's shape.
+    - ``fold``: fold a long graph into bands (a snake) when that makes it larger on a
+      16:9 slide.
     """
 
     view: str = "both"
@@ -66,6 +68,7 @@ class GraphOptions:
     expand: bool = False
     engine: str = "auto"
     direction: str = "auto"
+    fold: bool = True
 
     def __post_init__(self):
         for name, allowed in (("view", VIEWS), ("theme", THEMES), ("engine", ENGINES),

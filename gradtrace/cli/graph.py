@@ -34,13 +34,17 @@ _EXTENSIONS = (".svg", ".png", ".pdf", ".dot", ".gv")
 @click.option("--expand", is_flag=True, help="Never collapse: draw every node.")
 @click.option("--direction", type=click.Choice(["auto", "TB", "LR"]), default="auto",
               show_default=True, help="Top to bottom, left to right, or whichever fits a slide.")
+@click.option("--fold/--no-fold", default=GraphOptions.fold, show_default=True,
+              help="Fold a long graph into bands (a snake) when that makes it larger on a "
+                   "16:9 slide.")
 @click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
               help="Layout: the dot program, pygraphviz's bundled graphviz, or matplotlib "
                    "(auto: the first that is available).")
 @click.option("-o", "--output", metavar="OUT", default=None,
               help="OUT.svg, .png, .pdf or .dot; '-' prints the DOT text "
                    "[default: graph.svg next to the trace].")
-def graph(trace_path, step_spec, view, values, theme, legend, budget, expand, direction, engine, output):
+def graph(trace_path, step_spec, view, values, theme, legend, budget, expand, direction, fold,
+          engine, output):
     """Draw the computation graph of one recorded step (SVG, PNG, PDF or DOT).
 
     Works without the graphviz system package: pygraphviz's wheel brings the graphviz
@@ -50,7 +54,7 @@ def graph(trace_path, step_spec, view, values, theme, legend, budget, expand, di
         raise UsageError(f"-o {output}: unknown picture type; use .svg, .png, .pdf or .dot "
                          "(or - for DOT on stdout)")
     options = GraphOptions(view=view, values=values, theme=theme, legend=legend, budget=budget,
-                           expand=expand, direction=direction, engine=engine)
+                           expand=expand, direction=direction, fold=fold, engine=engine)
     trace = load_trace(trace_path)
     step = pick_step(trace, step_spec)
     from ..render.graph import graph_of_step

@@ -366,38 +366,227 @@ def _ranks(g) -> dict[int, list[int]]:
     return dict(sorted(out.items()))
 
 
-def direction(model: GraphModel, options: GraphOptions) -> str:
-    """``TB`` or ``LR``: whichever lets the picture fill a 16:9 slide at the larger scale."""
-    if options.direction != "auto":
-        return options.direction
+#: A fold must make the picture this much larger on a slide to be worth the turn it adds.
+FOLD_GAIN = 1.25
+#: The legend's place in a :class:`Layout` (graph nodes are 0..n-1).
+LEGEND_NODE = -1
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the DOT text asks graphviz to arrange a graph on a 16:9 slide.
+
+    ``rankdir`` is graphviz's rank direction. ``bands`` is the graph's layers (nodes that
+    share a rank; :data:`LEGEND_NODE` is the legend) cut into bands, which graphviz stacks
+    under each other. Every other band runs back, starting on the rank where the one before
+    it ended, so a long chain folds like a snake and the edge round each turn is short.
+    One band is no fold. ``scale`` is the estimated size on the slide (only comparisons
+    between layouts of one graph mean anything)."""
+
+    rankdir: str
+    bands: tuple[tuple[tuple[int, ...], ...], ...]
+    scale: float
+
+    @property
+    def folded(self) -> bool:
+        return len(self.bands) > 1
+
+    @property
+    def width(self) -> int:
+        """The ranks graphviz lays out."""
+        return 1 + max((r for band in _ranks_of(self.bands) for r in band), default=-1)
+
+    def place(self) -> dict[int, tuple[int, int]]:
+        """{node: (band, rank)}."""
+        return {n: (j, r) for j, (band, ranks) in enumerate(zip(self.bands, _ranks_of(self.bands)))
+                for layer, r in zip(band, ranks) for n in layer}
+
+
+def _ranks_of(bands) -> list[list[int]]:
+    """The rank of every layer of every band: forward, back, forward..., each band starting
+    on the rank where the one before it ended; the lowest rank is 0."""
+    out, at = [], 0
+    for j, band in enumerate(bands):
+        way = 1 if j % 2 == 0 else -1
+        out.append([at + way * p for p in range(len(band))])
+        at = out[-1][-1] if out[-1] else at
+    low = min((r for ranks in out for r in ranks), default=0)
+    return [[r - low for r in ranks] for ranks in out]
+
+
+def _layers(model: GraphModel) -> list[list[int]]:
+    """The graph's layers as the DOT text constrains them (the edges that set ranks, and
+    each AccumulateGrad level with its parameter in the both view), in order; each node as
+    close to its consumers as its inputs allow, as graphviz's own ranking would put it."""
+    import networkx as nx
+
     g = model.graph
-    if g.number_of_nodes() == 0:
-        return "LR"
-    theme = THEME[options.theme]
-    sizes = {n: _label_size(node_label(a, options, model.view), theme) for n, a in g.nodes(data=True)}
-    ranks = _ranks(g)
-    gap_label = 9 * 0.6 * theme.edge_font          # an edge label such as "(10, 1)"
+    free = model.view == "both"   # its gradient edges are drawn with constraint=false
+    skeleton = nx.DiGraph()
+    skeleton.add_nodes_from(sorted(g.nodes))
+    skeleton.add_edges_from(sorted((u, v) for u, v, a in g.edges(data=True)
+                                   if not (free and a["kind"] == "grad")))
+    rank: dict[int, int] = {}
+    for depth, layer in enumerate(nx.topological_generations(skeleton)):
+        for n in layer:
+            rank[n] = depth
+    # a source (a parameter, a label) or a node that feeds more than it reads moves up to
+    # just before its first consumer: shorter edges, as graphviz's network simplex prefers
+    for n in reversed(list(nx.topological_sort(skeleton))):
+        succ, pred = list(skeleton.successors(n)), list(skeleton.predecessors(n))
+        if succ and len(succ) >= len(pred):
+            rank[n] = min(rank[s] for s in succ) - 1
+    if free:
+        for n, a in g.nodes(data=True):
+            if a["kind"] == "accumulate":
+                params = [v for v in g.successors(n) if g.nodes[v]["kind"] == "param"]
+                if params:
+                    rank[n] = rank[params[0]]
+    used = sorted(set(rank.values()))
+    layers: list[list[int]] = [[] for _ in used]
+    index = {r: i for i, r in enumerate(used)}
+    for n in sorted(rank):
+        layers[index[rank[n]]].append(n)
+    return layers
+
+
+def _legend_size(model: GraphModel, theme: Theme, options: GraphOptions) -> tuple[float, float]:
+    """A rough size of the legend in points, like :func:`_label_size`."""
+    texts = [LEGEND[k] for k in model.kinds]
+    if options.values and model.view != "forward":
+        texts.append("gradient of the loss")
+    if model.view == "both":
+        texts.append("gradient into .grad")
+    w = 28 + 12 + max(len(t) for t in texts) * 0.6 * theme.small
+    return w + 16, len(texts) * (1.3 * theme.small + 8) + 12
+
+
+def _slide_scale(bands, sizes, rankdir: str, theme: Theme) -> float:
+    """The scale at which the layers cut into ``bands`` fill a 16:9 slide, from the
+    estimated node sizes in points."""
+    lr = rankdir == "LR"
     sep, rsep = 0.35 * 72, 0.5 * 72
-    gaps = len(ranks) - 1
-    along_tb = sum(max(sizes[n][1] for n in ns) for ns in ranks.values()) + (rsep + theme.edge_font * 1.5) * gaps
-    across_tb = max(sum(sizes[n][0] for n in ns) + sep * (len(ns) - 1) for ns in ranks.values())
-    along_lr = sum(max(sizes[n][0] for n in ns) for ns in ranks.values()) + (rsep + gap_label) * gaps
-    across_lr = max(sum(sizes[n][1] for n in ns) + sep * (len(ns) - 1) for ns in ranks.values())
+    ranks = _ranks_of(bands)
+    thick = [0.0] * (1 + max(r for band in ranks for r in band))
+    across = 0.0
+    for band, band_ranks in zip(bands, ranks):
+        for layer, r in zip(band, band_ranks):
+            thick[r] = max(thick[r], max(sizes[n][0 if lr else 1] for n in layer))
+        across += max(sum(sizes[n][1 if lr else 0] for n in layer) + sep * (len(layer) - 1)
+                      for layer in band)
+    if len(bands) > 1:
+        # between bands: a node gap and the label of the edge that turns the corner; and
+        # (calibrated like the rest) dot needs more room across bands than estimated
+        across = 1.15 * (across + (sep + 1.5 * theme.edge_font) * (len(bands) - 1))
+    gap_label = 9 * 0.6 * theme.edge_font          # an edge label such as "(10, 1)"
+    along = sum(thick) + (rsep + (gap_label if lr else 1.5 * theme.edge_font)) * (len(thick) - 1)
     # calibrated against dot's layouts of the seed demos: rank gaps take more room top to
     # bottom (edge labels sit beside the edges) and less left to right than estimated
-    along_tb *= 1.15
-    along_lr *= 0.9
-    scale_tb = min(16 / across_tb, 9 / along_tb)
-    scale_lr = min(16 / along_lr, 9 / across_lr)
-    return "LR" if scale_lr >= scale_tb else "TB"
+    along *= 0.9 if lr else 1.15
+    w, h = (along, across) if lr else (across, along)
+    return min(16 / w, 9 / h)
+
+
+def _has_clusters(model: GraphModel) -> bool:
+    """Whether the picture draws a module box: some module holds two nodes or more."""
+    tops: dict[str, int] = {}
+    for _, a in model.graph.nodes(data=True):
+        if a["module"]:
+            top = a["module"].split(".")[0]
+            tops[top] = tops.get(top, 0) + 1
+    return any(k >= 2 for k in tops.values())
+
+
+def _legend_sink(model: GraphModel) -> int | None:
+    """The node the legend stands next to in an unfolded picture: the first loss or
+    parameter that nothing comes after (the loss, or a parameter in the backward view)."""
+    g = model.graph
+    sinks = [n for n in sorted(g.nodes) if g.out_degree(n) == 0
+             and g.nodes[n]["kind"] in ("loss", "param")]
+    return sinks[0] if sinks else None
+
+
+def layout(model: GraphModel, options: GraphOptions, fold: bool | None = None) -> Layout:
+    """The rank direction and fold that let the picture, legend included, fill a 16:9
+    slide at the largest scale, estimated from the labels' text (no fonts are measured, so
+    the DOT text is the same on every machine). A fold is taken only when it gains
+    :data:`FOLD_GAIN` over the best unfolded picture."""
+    fold = options.fold if fold is None else fold
+    g = model.graph
+    if g.number_of_nodes() == 0:
+        return Layout(options.direction if options.direction != "auto" else "LR", (), 1.0)
+    theme = THEME[options.theme]
+    sizes = {n: _label_size(node_label(a, options, model.view), theme) for n, a in g.nodes(data=True)}
+    layers = _layers(model)
+    flat_layers = [list(layer) for layer in layers]
+    if options.legend:
+        sizes[LEGEND_NODE] = _legend_size(model, theme, options)
+        # unfolded, the legend stands next to a sink (the loss, or a parameter)
+        sink = _legend_sink(model)
+        at = next((i for i, layer in enumerate(layers) if sink in layer), len(layers) - 1)
+        flat_layers[at].append(LEGEND_NODE)
+    dirs = ("LR", "TB") if options.direction == "auto" else (options.direction,)
+    flat_bands = (tuple(map(tuple, flat_layers)),)
+    flat = max((Layout(d, flat_bands, _slide_scale(flat_bands, sizes, d, theme)) for d in dirs),
+               key=lambda lay: lay.scale)  # max keeps the first of equals: LR
+    if not fold or "LR" not in dirs or _has_clusters(model):
+        # Folds are rows read left to right, then right to left, ...: a column that ran
+        # back up a slide would read against the data's flow. graphviz does not keep the
+        # bands in order around a module's box, so graphs with modules stay unfolded.
+        return flat
+    best = flat
+    for width in range(2, len(layers)):
+        # the legend ends the last band: after its last nodes, or one rank further on
+        ends = ([layers[:-1] + [layers[-1] + [LEGEND_NODE]], layers + [[LEGEND_NODE]]]
+                if options.legend else [layers])
+        for cand in ends:
+            bands = tuple(tuple(map(tuple, cand[i:i + width])) for i in range(0, len(cand), width))
+            if len(bands) < 2:
+                continue
+            scale = _slide_scale(bands, sizes, "LR", theme)
+            if scale > best.scale and scale >= FOLD_GAIN * flat.scale:
+                best = Layout("LR", bands, scale)
+    return best
+
+
+def direction(model: GraphModel, options: GraphOptions) -> str:
+    """``TB`` or ``LR`` for an unfolded drawing (the matplotlib fallback does not fold)."""
+    return layout(model, options, fold=False).rankdir
+
+
+def _name(n: int) -> str:
+    return "legend" if n == LEGEND_NODE else f"n{n}"
+
+
+def _fold_lines(lay: Layout, place: dict[int, tuple[int, int]]) -> list[str]:
+    """DOT lines that fold the graph: every node pinned to its rank, and within each rank
+    an invisible edge from every node of one band to every node of the next, which graphviz
+    keeps in order (so the bands stack, first band first)."""
+    lines = []
+    for r in range(lay.width):
+        by_band: dict[int, list[int]] = {}
+        for n in sorted(place, key=lambda n: (n == LEGEND_NODE, n)):
+            if place[n][1] == r:
+                by_band.setdefault(place[n][0], []).append(n)
+        ids = [n for j in sorted(by_band) for n in by_band[j]]
+        lines.append("  {rank=same; " + "; ".join(_name(n) for n in ids) + "}")
+        bands = sorted(by_band)
+        for j, k in zip(bands, bands[1:]):
+            lines.extend(f"  {_name(a)} -> {_name(b)} [style=invis];"
+                         for a in by_band[j] for b in by_band[k])
+        if LEGEND_NODE in ids:   # the legend comes after the nodes of its own band too
+            lines.extend(f"  {_name(a)} -> legend [style=invis];"
+                         for a in by_band[place[LEGEND_NODE][0]] if a != LEGEND_NODE)
+    return lines
 
 
 def to_dot(model: GraphModel, options: GraphOptions) -> str:
     """The DOT text of a graph model: deterministic, every label escaped."""
     theme = THEME[options.theme]
     g = model.graph
+    lay = layout(model, options)
     out = ["digraph gradtrace {"]
-    out.append(f'  graph [rankdir={direction(model, options)}, bgcolor="{theme.background}", '
+    out.append(f'  graph [rankdir={lay.rankdir}, bgcolor="{theme.background}", '
                f'fontname="{_FONT}", fontsize={theme.font}, fontcolor="{theme.muted}", '
                f'nodesep=0.35, ranksep=0.5, pad=0.3, newrank=true, labelloc=t, labeljust=l'
                + (f", label={_q(_title(model, options))}" if options.title else "") + "];")
@@ -460,6 +649,7 @@ def to_dot(model: GraphModel, options: GraphOptions) -> str:
                 params = [v for v in g.successors(n) if g.nodes[v]["kind"] == "param"]
                 if params:
                     out.append(f"  {{rank=same; n{params[0]}; n{n}}}")
+    place = lay.place() if lay.folded else {}
     for u, v, a in sorted(g.edges(data=True), key=lambda e: (e[0], e[1], e[2]["kind"], e[2]["slot"])):
         attrs = []
         if a["shape"] is not None and not (a["kind"] == "grad" and model.view == "both"):
@@ -468,16 +658,23 @@ def to_dot(model: GraphModel, options: GraphOptions) -> str:
             attrs.append(f'color="{theme.grad_edge}", fontcolor="{theme.grad_edge}"')
             if model.view == "both":
                 attrs.append("style=dashed, constraint=false")
-        out.append(f"  n{u} -> n{v}" + (f" [{', '.join(attrs)}]" if attrs else "") + ";")
+        tail, head = u, v
+        if place and not (a["kind"] == "grad" and model.view == "both") and place[u][1] > place[v][1]:
+            # in a band that runs back, graphviz ranks the edge the other way round and
+            # draws the arrow at its tail, so it still points where the data or gradient goes
+            tail, head = v, u
+            attrs.insert(0, "dir=back")
+        out.append(f"  n{tail} -> n{head}" + (f" [{', '.join(attrs)}]" if attrs else "") + ";")
     if options.legend and len(g):
         out.append(f"  legend [id=\"legend\", label=<{_legend_html(model, theme, options)}>, "
                    'tooltip="legend"];')
-        # the legend goes with the last nodes (the loss, or the parameters in the backward
-        # view), where the layout leaves room
-        sinks = [n for n in sorted(g.nodes) if g.out_degree(n) == 0
-                 and g.nodes[n]["kind"] in ("loss", "param")]
-        out.append("  {rank=same; legend" + "".join(f"; n{n}" for n in sinks[:1]) + "}"
-                   if sinks else "  {rank=max; legend}")
+        if not place:
+            # the legend goes with the last nodes (the loss, or the parameters in the
+            # backward view), where the layout leaves room
+            sink = _legend_sink(model)
+            out.append("  {rank=max; legend}" if sink is None else f"  {{rank=same; legend; n{sink}}}")
+    if place:
+        out.extend(_fold_lines(lay, place))
     out.append("}")
     return "\n".join(out) + "\n"
 
