@@ -104,6 +104,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "exist (default: record afresh into a temporary folder)")
     p.add_argument("--list", action="store_true", help="print the demos and their files, and exit")
     args = p.parse_args(argv)
+    args.out = args.out.resolve()  # the recordings run in other folders
+    args.traces = args.traces.resolve() if args.traces is not None else None
     names = list(args.demos) + [n for n in args.only.split(",") if n]
     unknown = [n for n in names if n not in DEMOS]
     if unknown:
