@@ -6,6 +6,7 @@ import io
 import os
 import stat
 import sys
+import re
 import textwrap
 
 import numpy as np
@@ -16,7 +17,7 @@ import gradtrace
 from gradtrace.errors import RenderError, UsageError
 from gradtrace.render import animate as animate_mod
 from gradtrace.render.animate import AnimateOptions, animation_of_trace, parse_size, subsample
-from gradtrace.render.backprop import backprop_plan, pick_step
+from gradtrace.render.backprop import backprop_plan, fmt_num, fmt_value, pick_step
 
 from conftest import run_demo_plain
 
@@ -129,6 +130,32 @@ def test_backprop_update_shows_before_and_after(zeroing):
     assert cell.mark == "update"
     assert cell.before is e.before and cell.value is e.after
     assert "a change of −0.1 × .grad" in upd.caption
+
+
+def test_a_mean_that_is_rounding_noise_reads_as_zero_with_the_range():
+    """Softmax gradients sum to zero over the classes, so their computed mean is rounding
+    noise (1e-11); the explainer says 0 and gives the range, as the graph does."""
+    torch.manual_seed(0)
+    X = torch.randn(12, 2)
+    y = torch.arange(12) % 3
+    W = torch.randn(2, 3, requires_grad=True)
+    b = torch.zeros(3, requires_grad=True)
+    with gradtrace.trace() as t:
+        for _ in range(2):
+            loss = torch.nn.functional.cross_entropy(X @ W + b, y)
+            loss.backward()
+            with torch.no_grad():
+                for p in (W, b):
+                    p -= 0.1 * p.grad
+                    p.grad.zero_()
+    step = t.result.steps[1]
+    grad_w = next(e.incoming for e in step.accumulations if e.tensor == t.find("W").tid)
+    st = grad_w.stats
+    assert st.mean != 0 and abs(st.mean) < 1e-6 * max(-st.min, st.max)  # the noise is there
+    assert fmt_value(grad_w) == f"mean 0, {fmt_num(st.min)} … {fmt_num(st.max)}"
+    text = " ".join(animation_of_trace(t.result, kind="backprop", dpi=DPI).captions)
+    assert f"W.grad = 0 + ({fmt_value(grad_w)})" in text
+    assert not re.search(r"mean −?[\d.]+e−\d", text), "a mean of float noise is shown"
 
 
 def test_accumulation_frame_differs_when_the_script_never_zeroes(zeroing, never_zeroing):

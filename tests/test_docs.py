@@ -16,11 +16,16 @@ from conftest import ROOT
 DOCS = ROOT / "docs"
 
 
-def _gen_cli():
-    spec = importlib.util.spec_from_file_location("gen_cli", DOCS / "gen_cli.py")
+def _script(name: str):
+    """docs/<name>.py as a module (docs/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, DOCS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _gen_cli():
+    return _script("gen_cli")
 
 
 def test_cli_reference_is_up_to_date():
@@ -70,7 +75,7 @@ def _links(path):
     return re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", path.read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("page", ["quickstart.md", "cli.md", "api.md"])
+@pytest.mark.parametrize("page", sorted(p.name for p in DOCS.glob("*.md")))
 def test_relative_links_point_to_files(page):
     path = DOCS / page
     for link in _links(path):
@@ -79,11 +84,79 @@ def test_relative_links_point_to_files(page):
         assert (path.parent / link).exists(), f"docs/{page} links to a missing {link}"
 
 
+def test_readme_links_point_to_files():
+    for link in _links(ROOT / "README.md"):
+        if "://" not in link:
+            assert (ROOT / link).exists(), f"README.md links to a missing {link}"
+
+
 def test_demos_readme_links_point_to_files():
     path = ROOT / "demos" / "README.md"
     for link in _links(path):
         if "://" not in link:
             assert (path.parent / link).exists(), f"demos/README.md links to a missing {link}"
+
+
+def test_gallery_covers_every_demo_and_shows_every_picture():
+    """docs/gallery.py draws every demo in demos/, and docs/gallery.md shows (or links)
+    every picture it draws, under a heading per demo, and nothing else from the folder."""
+    gallery = _script("gallery")
+    assert sorted(gallery.DEMOS) == sorted(p.stem for p in (ROOT / "demos").glob("*.py"))
+    text = (DOCS / "gallery.md").read_text(encoding="utf-8")
+    linked = set(_links(DOCS / "gallery.md"))
+    expected = {f"gallery/{gallery.filename(name, p)}" for name in gallery.DEMOS
+                for p in gallery.PICTURES}
+    assert expected <= linked, f"not shown in docs/gallery.md: {sorted(expected - linked)}"
+    on_disk = {f"gallery/{p.name}" for p in (DOCS / "gallery").iterdir()}
+    assert on_disk == expected, f"docs/gallery/ differs from what the script draws: {on_disk ^ expected}"
+    headings = re.findall(r"^## (\w+):", text, flags=re.M)
+    assert headings == list(gallery.DEMOS)
+    for name in gallery.DEMOS:
+        assert f"![{name}: back-propagation" in text and f"![{name}: training" in text
+
+
+def test_gallery_script_records_draws_and_redraws_the_same_bytes(tmp_path, capsys):
+    """One demo end to end: recorded by `gradtrace run` in a subprocess, drawn from the
+    trace; a second run reuses the trace (--traces) and writes the same bytes."""
+    from PIL import Image
+
+    gallery = _script("gallery")
+    out, traces = tmp_path / "gallery", tmp_path / "traces"
+    assert gallery.main(["custom_function", "--out", str(out), "--traces", str(traces)]) == 0
+    printed = capsys.readouterr().out
+    assert "custom_function: recording demos/custom_function.py" in printed
+    assert "check: gradients WRONG at step 0" in printed  # the demo's own lesson, relayed
+    files = {p: out / gallery.filename("custom_function", p) for p in gallery.PICTURES}
+    assert sorted(out.iterdir()) == sorted(files.values())
+    for picture, path in files.items():
+        assert f"wrote {path} (" in printed
+        if path.suffix == ".svg":
+            text = path.read_text(encoding="utf-8")
+            assert "<svg" in text and "SquareBackward" in text
+        else:
+            opts = gallery.ANIMATE[picture]
+            with Image.open(path) as im:
+                assert im.n_frames > 10
+                w, h = (11.0, 6.5) if picture == "backprop" else (12.0, 6.75)
+                assert im.size == (round(w * opts["dpi"]), round(h * opts["dpi"]))
+    with Image.open(files["training"]) as im:
+        assert im.n_frames == gallery.ANIMATE["training"]["frames"]  # 200 steps, subsampled
+    before = {p: f.read_bytes() for p, f in files.items()}
+    assert gallery.main(["--only", "custom_function", "--what", "graph,backward,backprop",
+                         "--out", str(out), "--traces", str(traces)]) == 0
+    printed = capsys.readouterr().out
+    assert "custom_function: reusing" in printed and "training.gif" not in printed
+    assert {p: f.read_bytes() for p, f in files.items()} == before
+
+
+def test_gallery_script_refuses_unknown_names(capsys):
+    gallery = _script("gallery")
+    with pytest.raises(SystemExit) as e:
+        gallery.main(["--only", "linreg,nope"])
+    assert e.value.code == 2 and "unknown demo 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        gallery.main(["--what", "graph,movie"])
+    assert e.value.code == 2 and "--what takes" in capsys.readouterr().err
 
 
 def _pycon(page: str) -> str:

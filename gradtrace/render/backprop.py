@@ -57,7 +57,16 @@ def fmt_value(v, *, max_items: int = 3) -> str:
     s = v.stats
     if s.numel == 0:
         return f"{fmt_shape(v.shape)} (empty)"
-    return f"mean {fmt_num(s.mean)}"
+    mean = shown_mean(s)
+    if mean == 0 and s.min != s.max:  # the mean says nothing here; the range does
+        return f"mean 0, {fmt_num(s.min)} … {fmt_num(s.max)}"
+    return f"mean {fmt_num(mean)}"
+
+
+def shown_mean(s) -> float:
+    """The mean of a Stats, or 0 when it is float noise next to the spread (a softmax
+    gradient sums to zero, so its mean comes out as 1e-11): the graph's rule too."""
+    return 0.0 if abs(s.mean) < 1e-6 * max(abs(s.min), abs(s.max)) else s.mean
 
 
 def _is_zero(v) -> bool:
@@ -865,7 +874,7 @@ def _short(v) -> str:
         return "None"
     if v.data is not None and v.numel == 1:
         return _num3(float(v.data.reshape(-1)[0]))
-    return "μ " + _num3(v.stats.mean)
+    return "μ " + _num3(shown_mean(v.stats))
 
 
 def _num3(x: float) -> str:
