@@ -132,6 +132,21 @@ def test_backprop_update_shows_before_and_after(zeroing):
     assert "a change of −0.1 × .grad" in upd.caption
 
 
+def test_an_update_that_sends_the_loss_up_is_not_called_downhill(zeroing):
+    """exploding_lr's lesson: an update against the gradient can still overshoot."""
+    step = zeroing.steps[1]
+    good = next(f for f in backprop_plan(zeroing, step).frames if f.phase == "update")
+    assert "downhill on the loss" in good.caption and not good.alert
+    with gradtrace.trace() as t:
+        _train(4, zero=True, lr=50.0)
+    run = t.result
+    losses = [r["loss"] for r in run.step_rows()]
+    assert losses[2] > losses[1]
+    bad = next(f for f in backprop_plan(run, run.steps[1]).frames if f.phase == "update")
+    assert bad.alert and "downhill" not in bad.caption
+    assert f"the loss goes UP, from {fmt_num(losses[1])} to {fmt_num(losses[2])}" in bad.caption
+
+
 def test_a_mean_that_is_rounding_noise_reads_as_zero_with_the_range():
     """Softmax gradients sum to zero over the classes, so their computed mean is rounding
     noise (1e-11); the explainer says 0 and gives the range, as the graph does."""

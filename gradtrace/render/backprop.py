@@ -446,7 +446,7 @@ def backprop_plan(trace, step, budget: int = 80) -> Plan:
             group.append(timeline[i])
             i += 1
         phase(item.kind)
-        frames.append(_event_frame(st, step, group))
+        frames.append(_event_frame(st, step, group, _next_loss(trace, step)))
     if not step.zeroings:
         phase("no_zero")
         frames.append(_no_zero_frame(st, trace, step))
@@ -742,7 +742,17 @@ def _group_events(events) -> list[list]:
     return groups
 
 
-def _event_frame(st: Frame, step, group) -> Frame:
+def _next_loss(trace, step) -> float | None:
+    """The loss of the step recorded right after ``step`` (what the update led to)."""
+    rows = trace.step_rows()
+    for i, row in enumerate(rows):
+        if row["index"] == step.index:
+            nxt = rows[i + 1]["loss"] if i + 1 < len(rows) else None
+            return None if nxt is None or step.loss is None else float(nxt)
+    return None
+
+
+def _event_frame(st: Frame, step, group, next_loss: float | None = None) -> Frame:
     kind = group[0].kind
     parts = []
     for e in group:
@@ -760,10 +770,17 @@ def _event_frame(st: Frame, step, group) -> Frame:
     idioms = ", ".join(dict.fromkeys(e.idiom for e in group))
     stale = kind == "update" and any(
         _acc_mark(a) == "added" for a in step.accumulations if a.tensor in {e.tensor for e in group})
+    uphill = kind == "update" and next_loss is not None and step.loss is not None \
+        and not next_loss <= step.loss
     if stale:
         caption = (f"The update, using {idioms}, moves each parameter against its .grad — which "
                    "still holds the old gradients too, so the step is not the one this step's "
                    "gradient asks for: " + "; ".join(parts) + ".")
+    elif uphill:
+        # A step too big for the curvature (exploding_lr): do not call it downhill.
+        caption = (f"The update, using {idioms}, moves each parameter against its gradient, but "
+                   f"too far: the loss goes UP, from {fmt_num(step.loss)} to "
+                   f"{fmt_num(next_loss)} at the next step: " + "; ".join(parts) + ".")
     elif kind == "update":
         caption = (f"The update, using {idioms}, moves each parameter a small step against its "
                    "gradient, downhill on the loss: " + "; ".join(parts) + ".")
@@ -774,7 +791,7 @@ def _event_frame(st: Frame, step, group) -> Frame:
                    + ". The next backward() starts from a clean slate.")
     else:
         caption = f"The script changes .grad without clearing it ({idioms}): " + "; ".join(parts) + "."
-    f = st.snapshot(kind, caption, _code(*(e.source for e in group)), alert=stale)
+    f = st.snapshot(kind, caption, _code(*(e.source for e in group)), alert=stale or uphill)
     for e in group:
         if e.tensor in f.cells:
             f.cells[e.tensor].mark = {"update": "update", "zero": "zero"}.get(kind, "write")
