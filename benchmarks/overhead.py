@@ -3,6 +3,7 @@
     python benchmarks/overhead.py            # all cases
     python benchmarks/overhead.py a --rounds 7
     python benchmarks/overhead.py rss        # memory over 10,000 recorded steps
+    python benchmarks/overhead.py calls      # where the time goes: each torch call, recorded vs bare
 
 Cases (each timed untraced and traced in alternation, so machine noise hits both alike):
   a  the d2l scratch loop (seed 1): 3 epochs of 100 minibatches of 10, hand-written SGD
@@ -194,6 +195,60 @@ def rss(steps: int):
           f"(trace file {size:.1f} MB)")
 
 
+def calls(case: str = "a"):
+    """Per kind of torch call of one case: its median time inside gradtrace's handler, next
+    to the same call under a pass-through TorchFunctionMode (the cost of seeing it at all)."""
+    import collections
+
+    from torch.overrides import TorchFunctionMode
+
+    from gradtrace.record import recorder as R
+
+    run = CASES[case][1]()
+    run()
+    pc = time.perf_counter
+    seen: dict = collections.defaultdict(list)
+    bare: dict = collections.defaultdict(list)
+    handler = R._Mode.__torch_function__
+
+    def timed_handler(self, func, types, args=(), kwargs=None):
+        t0 = pc()
+        try:
+            return handler(self, func, types, args, kwargs)
+        finally:
+            seen[getattr(func, "__qualname__", repr(func))].append(pc() - t0)
+
+    class Bare(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            t0 = pc()
+            try:
+                return func(*args, **(kwargs or {}))
+            finally:
+                bare[getattr(func, "__qualname__", repr(func))].append(pc() - t0)
+
+    R._Mode.__torch_function__ = timed_handler
+    try:
+        steps = 0
+        with tempfile.TemporaryDirectory() as tmp:
+            for _ in range(3):
+                with Bare():
+                    run()
+                with gradtrace.trace(Path(tmp) / "calls.gtrace"):
+                    steps += run()
+    finally:
+        R._Mode.__torch_function__ = handler
+    print(f"({case}) {'torch call':40s} {'per step':>8s} {'recorded':>10s} {'bare mode':>10s} {'extra/step':>11s}")
+    total = 0.0
+    for name, ts in sorted(seen.items(), key=lambda kv: -sum(kv[1])):
+        b = median(bare[name]) if bare.get(name) else 0.0
+        per_step = len(ts) / steps
+        extra = (median(ts) - b) * per_step
+        total += extra
+        print(f"    {name:40s} {per_step:8.2f} {median(ts) * 1e6:8.1f}us {b * 1e6:8.1f}us "
+              f"{extra * 1e6:9.1f}us")
+    print(f"    {'recording work per step (medians)':40s} {'':8s} {'':10s} {'':10s} {total * 1e6:9.1f}us")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("cases", nargs="*", default=["a", "b", "c", "rss"])
@@ -207,6 +262,8 @@ def main():
     for c in args.cases:
         if c == "rss":
             rss(args.steps)
+        elif c == "calls":
+            calls()
         else:
             bench(c, args.rounds, args.modes.split(","))
 
