@@ -666,7 +666,7 @@ class Recorder:
                     pass
             if payload is None:
                 payload = tensor_bytes(t.detach().cpu())
-            w = self.w  # inline TraceWriter.add_bytes: this runs ~20 times a step
+            w = self.w  # a kind-0 entry of the value index (see TraceWriter): ~20 a step
             code = w.codes.get(dname)
             if code is None:
                 code = w.code(dname)

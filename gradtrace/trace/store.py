@@ -183,8 +183,9 @@ class TraceWriter:
     """Appends a run to a trace file (or to an in-memory database), one step per commit.
 
     The recorder appends plain rows to the buffers (``sources``, ``tensors``, ``renames``,
-    ``ops``, ``nodes``, ``events``, ``backward``), adds values with :meth:`add_bytes`,
-    :meth:`add_stats` and :meth:`add_zeros` (or inline, in its hot path), and calls
+    ``ops``, ``nodes``, ``events``, ``backward``), adds values with :meth:`add_stats` and
+    :meth:`add_zeros` or, for bytes, appends to ``vints``/``chunks`` itself (its hot path:
+    vid, tid or -1, 0, :meth:`code` of the dtype, ``offset``, nbytes, ndim, sizes), and calls
     :meth:`commit_step` when a step ends; nothing of a step is visible to readers before that.
 
     A write that fails (a full disk) does not break the user's run: later steps are
@@ -255,13 +256,6 @@ class TraceWriter:
         if c is None:
             c = self.codes[dtype] = len(self.codes)
         return c
-
-    def add_bytes(self, vid: int, tid: int | None, shape, dtype: str, payload: bytes) -> None:
-        n = len(payload)
-        self.vints += (vid, -1 if tid is None else tid, 0, self.code(dtype), self.offset, n,
-                       len(shape), *shape)
-        self.chunks.append(payload)
-        self.offset += n
 
     def add_stats(self, vid: int, tid: int | None, shape, dtype: str, stats: Stats) -> None:
         self.vints += (vid, -1 if tid is None else tid, 1, self.code(dtype), 0, 0, len(shape), *shape)
