@@ -18,7 +18,6 @@ __all__ = ["animate", "after_run", "RUN_MAX_STEPS"]
 RUN_MAX_STEPS = 5000
 
 
-
 @click.command()
 @trace_argument
 @click.option("--kind", type=click.Choice(KINDS), default="training", show_default=True,

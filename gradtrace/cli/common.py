@@ -1,4 +1,4 @@
-"""Helpers shared by the commands: loading a trace, step selection, echo to stderr."""
+"""Helpers shared by the commands: loading a trace, paths as the user types them, echo to stderr."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import click
 
 from ..trace.store import Trace, load
 
-__all__ = ["load_trace", "info", "pick_step", "shown_path", "trace_argument"]
+__all__ = ["load_trace", "info", "shown_path", "trace_argument"]
 
 trace_argument = click.argument("trace_path", metavar="TRACE", type=click.Path(dir_okay=True))
 
@@ -20,11 +20,6 @@ def load_trace(path: str) -> Trace:
 def info(message: str) -> None:
     """A `gradtrace:` line on stderr (stdout belongs to the user's script)."""
     click.echo(f"gradtrace: {message}", err=True)
-
-
-def pick_step(trace: Trace, spec: str | int | None):
-    """A step by run step number, or 'first' / 'last' (None = first)."""
-    return trace.select(spec)
 
 
 def shown_path(path) -> str:

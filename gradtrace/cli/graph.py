@@ -8,12 +8,11 @@ import click
 
 from ..analysis.graph import ENGINES, THEMES, VIEWS, GraphOptions
 from ..errors import UsageError
-from .common import info, load_trace, pick_step, shown_path, trace_argument
+from .common import info, load_trace, shown_path, trace_argument
 
 __all__ = ["graph", "after_run"]
 
 _EXTENSIONS = (".svg", ".png", ".pdf", ".dot", ".gv")
-
 
 
 @click.command()
@@ -56,7 +55,7 @@ def graph(trace_path, step_spec, view, values, theme, legend, budget, expand, di
     options = GraphOptions(view=view, values=values, theme=theme, legend=legend, budget=budget,
                            expand=expand, direction=direction, fold=fold, engine=engine)
     trace = load_trace(trace_path)
-    step = pick_step(trace, step_spec)
+    step = trace.select(step_spec)
     from ..render.graph import graph_of_step
 
     picture = graph_of_step(step, view=view, options=options)

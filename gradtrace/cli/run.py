@@ -18,7 +18,6 @@ def default_output(script: str | None, module: str | None) -> Path:
     return Path("gradtrace-out") / stem / "trace.gtrace"
 
 
-
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("-m", "module", metavar="MODULE", help="Run a library module as a script (like python -m).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
