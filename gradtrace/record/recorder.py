@@ -606,7 +606,9 @@ class Recorder:
                 g = f
                 for _ in range(depth):
                     g = g.f_back if g is not None else None
-                if g is not None and g.f_locals.get(name) is t:
+                # depth -1: the name was one of the innermost frame's globals
+                scope = None if g is None else g.f_globals if depth < 0 else g.f_locals
+                if scope is not None and scope.get(name) is t:
                     self.leaf_names.set(t, name)
                     return name
         name, depth = self._scan_frames(f, t)
@@ -643,11 +645,6 @@ class Recorder:
         return name, depth
 
     # -- snapshots ----------------------------------------------------------------------------
-    def _vid(self) -> int:
-        v = self.next_vid
-        self.next_vid += 1
-        return v
-
     def _snap_now(self, t, tid=None) -> int:
         """Take tensor ``t``'s value now (bytes, or statistics if it is large); its vid."""
         vid = self.next_vid
