@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -43,12 +44,23 @@ _register()
 
 
 def main(argv=None) -> None:
-    """Entry point: errors gradtrace can foresee are one line on stderr and exit code 2."""
+    """Entry point: errors gradtrace can foresee are one line on stderr and exit code 2.
+
+    Anything else is a gradtrace bug: still one line (exit 1), with the traceback only
+    when ``GRADTRACE_DEBUG`` is set, so a damaged file never shows a user our internals."""
     try:
         rv = cli.main(args=argv, prog_name="gradtrace", standalone_mode=False)
     except GradtraceError as e:
         click.echo(f"gradtrace: error: {e}", err=True)
         sys.exit(e.exit_code)
+    except RecursionError:
+        click.echo("gradtrace: error: the input nests too deeply to process (RecursionError); "
+                   "if it is a trace file, it is damaged: record the run again", err=True)
+        sys.exit(2)
+    except MemoryError:
+        click.echo("gradtrace: error: out of memory; free some memory, or record fewer values "
+                   "(--values stats, --every N)", err=True)
+        sys.exit(1)
     except click.exceptions.Abort:
         click.echo("gradtrace: aborted", err=True)
         sys.exit(130)
@@ -57,4 +69,23 @@ def main(argv=None) -> None:
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except Exception as e:
+        if os.environ.get("GRADTRACE_DEBUG"):
+            raise
+        where = _innermost(e)
+        click.echo(f"gradtrace: error: internal error ({type(e).__name__}: "
+                   f"{' '.join(str(e).split())[:200]}{where}); this is a gradtrace bug, please "
+                   "report it (GRADTRACE_DEBUG=1 shows the traceback)", err=True)
+        sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _innermost(e: BaseException) -> str:
+    """`` at file.py:12`` for the innermost gradtrace frame of an exception."""
+    tb, found = e.__traceback__, ""
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if "gradtrace" in code.co_filename:
+            found = f" at {os.path.basename(code.co_filename)}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return found

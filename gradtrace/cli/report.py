@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import GradtraceError
+from ..errors import GradtraceError, TraceFileError
 from .common import info, load_trace, trace_argument
 
 
@@ -22,6 +22,8 @@ def build_report(trace, out: Path, *, outdir: Path | None = None, animations: bo
     sections: dict = {}
     try:
         sections["check_result"] = trace.check()
+    except TraceFileError:
+        raise  # the file itself is bad: one line for the whole report, not one per section
     except GradtraceError as e:
         info(f"report: checks left out ({e})")
     graphs = {}
@@ -37,6 +39,8 @@ def build_report(trace, out: Path, *, outdir: Path | None = None, animations: bo
             try:
                 graphs[f"Step {step.index} ({label}), forward values and gradients"] = \
                     graph_of_step(step, view="both").svg()
+            except TraceFileError:
+                raise
             except GradtraceError as e:
                 info(f"report: graph of step {step.index} left out ({e})")
     sections["graphs"] = graphs
@@ -49,6 +53,8 @@ def build_report(trace, out: Path, *, outdir: Path | None = None, animations: bo
                     continue
                 try:
                     trace.animate(kind=kind).save(path, progress=progress)
+                except TraceFileError:
+                    raise
                 except GradtraceError as e:
                     info(f"report: {kind} animation left out ({e})")
                     continue

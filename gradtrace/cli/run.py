@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import traceback
 from pathlib import Path
 
 import click
@@ -54,7 +55,11 @@ def run(ctx, module, output, values, max_numel, every, step_range, write_report,
         raise UsageError(f"-o {out} is a directory; give a file path such as {out}/trace.gtrace")
     config = Config(output=out, values=values, max_value_numel=max_numel, every=every,
                     step_range=parse_step_range(step_range))
-    result = run_script(config, script, module, list(args), figure_dir=out.parent)
+    try:
+        result = run_script(config, script, module, list(args), figure_dir=out.parent)
+    except SyntaxError as e:  # the script's own error, shown as python shows it
+        traceback.print_exception(type(e), e, None)
+        ctx.exit(1)
     session = result.session
     totals = session.totals
     trace = session.result

@@ -59,26 +59,34 @@ the format version, so a foreign or newer file is told apart before any table is
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import datetime as _dt
 import json
 import math
 import os
 import sqlite3
+import stat
 import sys
 from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Iterable
+from urllib.parse import quote
 
 import torch
 
 from ..errors import TraceFileError, UsageError
+from . import checked as ck
+from .checked import Limits, Malformed
+from .dtypes import dtype_name
 from .model import (
-    Backward, Event, GradNode, Op, RunInfo, Source, Stats, Step, TensorInfo, Value,
+    EVENT_KINDS, Backward, Event, GradNode, Op, RunInfo, Source, Stats, Step, TensorInfo,
 )
 
-__all__ = ["FORMAT_VERSION", "OLDEST_READABLE", "TraceWriter", "Trace", "load", "APPLICATION_ID"]
+__all__ = ["FORMAT_VERSION", "OLDEST_READABLE", "TraceWriter", "Trace", "load", "APPLICATION_ID",
+           "Limits", "dtype_name"]
 
 #: Bump when the schema changes; record the change in docs/trace-format.md.
 FORMAT_VERSION = 2
@@ -113,30 +121,12 @@ _NUMPY_DTYPES = {
 }
 
 
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
-def _dtype_from_name(name: str) -> torch.dtype:
-    dt = getattr(torch, name, None)
-    if not isinstance(dt, torch.dtype):
-        raise ValueError(f"unknown dtype {name!r}")
-    return dt
-
-
 def tensor_bytes(t: torch.Tensor) -> bytes:
     """Raw C-order bytes of a CPU tensor (no grad)."""
     flat = t.detach().resolve_conj().resolve_neg().reshape(-1).contiguous()
     if flat.dtype in _NUMPY_DTYPES:
         return flat.numpy().tobytes()
     return flat.view(torch.uint8).numpy().tobytes()
-
-
-def tensor_from_bytes(blob: bytes, shape: tuple[int, ...], dtype: str) -> torch.Tensor:
-    dt = _dtype_from_name(dtype)
-    if math.prod(shape) == 0:
-        return torch.empty(shape, dtype=dt)
-    return torch.frombuffer(bytearray(blob), dtype=dt).reshape(shape)
 
 
 _json = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
@@ -152,31 +142,6 @@ def _int64s(ints: list[int]) -> bytes:
     if not _LITTLE:
         a.byteswap()
     return a.tobytes()
-
-
-def _from_int64s(blob: bytes) -> list[int]:
-    a = array("q")
-    a.frombytes(blob)
-    if not _LITTLE:
-        a.byteswap()
-    return a.tolist()
-
-
-def _decode(a):
-    """An op argument as the model has it: tensors as {"tensor": tid} (see the schema)."""
-    if isinstance(a, str):
-        if a.startswith("$t"):
-            return {"tensor": int(a[2:])}
-        return a[1:] if a.startswith("$$") else a
-    if isinstance(a, list):
-        return [_decode(x) for x in a]
-    if isinstance(a, dict) and "tuple" in a:
-        return tuple(_decode(x) for x in a["tuple"])
-    if isinstance(a, dict) and "dict" in a:
-        return {"dict": {k: _decode(v) for k, v in a["dict"].items()}}
-    if isinstance(a, dict) and "slice" in a:
-        return {"slice": [_decode(v) for v in a["slice"]]}
-    return a
 
 
 class TraceWriter:
@@ -362,21 +327,42 @@ def _check_header(conn: sqlite3.Connection, path: str) -> int:
     if missing:
         raise TraceFileError(path, f"truncated or corrupt: tables {', '.join(sorted(missing))} "
                                    "are missing; record the run again")
-    columns = [r[1] for r in conn.execute("PRAGMA table_info(step)")]
-    if columns != _STEP_COLUMNS[version]:
-        raise TraceFileError(path, f"written by a development version of gradtrace with another "
-                                   f"step table (format {version}); record the run again")
+    for table, want in (("meta", _COLUMNS["meta"]), ("source", _COLUMNS["source"]),
+                        ("tensor", _COLUMNS["tensor"]), ("step", _STEP_COLUMNS[version])):
+        # table_xinfo lists generated and hidden columns too: a reader computes nothing.
+        cols = [(r[1], r[6]) for r in conn.execute(f"PRAGMA table_xinfo({table})")]
+        if cols != [(c, 0) for c in want]:
+            raise TraceFileError(path, f"the {table} table does not have the columns gradtrace "
+                                       f"writes (format {version}); record the run again")
     return version
 
 
-def load(path) -> "Trace":
+#: The columns of the tables other than ``step``, in order (the writer's _SCHEMA).
+_COLUMNS = {"meta": ["key", "value"], "source": ["sid", "file", "line", "code", "function"],
+            "tensor": ["tid", "name", "role", "shape", "dtype", "requires_grad"]}
+
+
+def _sqlite_uri(p: Path, mode: str) -> str:
+    """A file: URI SQLite reads as exactly this path (``#``, ``?``, ``%`` included)."""
+    return "file:" + quote(p.resolve().as_posix(), safe="/") + f"?mode={mode}"
+
+
+def load(path, *, limits: Limits | None = None) -> "Trace":
     """Open a trace file for reading. Raises :class:`TraceFileError` with one line if the
-    file is missing, foreign, newer than this gradtrace, truncated or corrupt."""
+    file is missing, not a regular file, foreign, newer than this gradtrace, truncated or
+    corrupt; reading a step checks it the same way (see ``trace.checked``). ``limits``
+    bounds what reading may allocate."""
     p = Path(path)
-    if not p.exists():
-        raise TraceFileError(p, "no such file; run `gradtrace run SCRIPT` to record one")
-    if p.is_dir():
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise TraceFileError(p, "no such file; run `gradtrace run SCRIPT` to record one") from None
+    except OSError as e:
+        raise TraceFileError(p, f"cannot read ({e.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
         raise TraceFileError(p, "is a directory; pass the .gtrace file inside it")
+    if not stat.S_ISREG(st.st_mode):
+        raise TraceFileError(p, "is not a regular file (a pipe or a device); pass a .gtrace file")
     try:
         with open(p, "rb") as f:
             head = f.read(16)
@@ -389,11 +375,14 @@ def load(path) -> "Trace":
     # A file whose run was killed still has its write-ahead log beside it: open it
     # read-write so SQLite folds the committed steps in. Otherwise read-only.
     writable = os.access(p, os.W_OK) and os.access(p.parent, os.W_OK)
-    uri = f"file:{p.resolve().as_posix()}?mode={'rw' if writable else 'ro'}"
+    uri = _sqlite_uri(p, "rw" if writable else "ro")
     if not writable and not wal.exists():
         uri += "&immutable=1"
     try:
         conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        # Nothing in the file's schema (views, triggers, generated columns) may call
+        # functions with side effects while gradtrace reads it.
+        conn.execute("PRAGMA trusted_schema=OFF")
         version = _check_header(conn, str(p))
         row = conn.execute("PRAGMA quick_check").fetchone()
         if row is None or row[0] != "ok":
@@ -401,16 +390,20 @@ def load(path) -> "Trace":
             raise TraceFileError(p, f"truncated or corrupt ({detail}); record the run again")
     except sqlite3.DatabaseError as e:
         raise TraceFileError(p, f"truncated or corrupt ({e}); record the run again") from None
-    return Trace(conn, str(p), version)
+    return Trace(conn, str(p), version, limits=limits)
 
 
 class _StepList(Sequence):
-    """The recorded steps, read from the file on demand (a few kept in a small cache)."""
+    """The recorded steps, read from the file on demand. Recently read steps are kept, up to
+    64 of them and :data:`CACHE_BYTES` of tensor data, so a pass over the run reads each once."""
+
+    CACHE_BYTES = 256 << 20
 
     def __init__(self, trace: "Trace", indices: list[int]):
         self._trace = trace
         self._indices = indices
-        self._cache: OrderedDict[int, Step] = OrderedDict()
+        self._cache: OrderedDict[int, tuple[Step, int]] = OrderedDict()
+        self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._indices)
@@ -419,14 +412,16 @@ class _StepList(Sequence):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         idx = self._indices[i]
-        step = self._cache.get(idx)
-        if step is None:
-            step = self._trace._read_step(idx)
-            self._cache[idx] = step
-            if len(self._cache) > 64:
-                self._cache.popitem(last=False)
-        else:
+        hit = self._cache.get(idx)
+        if hit is not None:
             self._cache.move_to_end(idx)
+            return hit[0]
+        step, size = self._trace._read_step(idx)
+        self._cache[idx] = (step, size)
+        self._bytes += size
+        while len(self._cache) > 64 or (self._bytes > self.CACHE_BYTES and len(self._cache) > 1):
+            _, (_, old) = self._cache.popitem(last=False)
+            self._bytes -= old
         return step
 
     @property
@@ -435,15 +430,27 @@ class _StepList(Sequence):
         return list(self._indices)
 
 
-class Trace:
-    """A recorded run, read from a trace file (or the in-memory database of a live trace)."""
+_STATUSES = ("running", "completed", "raised", "exited", "interrupted")
 
-    def __init__(self, conn: sqlite3.Connection, path: str, version: int = FORMAT_VERSION):
+
+class Trace:
+    """A recorded run, read from a trace file (or the in-memory database of a live trace).
+
+    Everything read from the file is checked on the way in (``trace.checked``): a part that
+    is not what gradtrace writes raises :class:`TraceFileError` naming the file, the table
+    or step, and what is wrong.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: str, version: int = FORMAT_VERSION, *,
+                 limits: Limits | None = None):
         self._conn = conn
         self.path = path
+        self.limits = limits or Limits()
+        self._info: RunInfo | None = None
         self._sources: dict[int, Source] | None = None
         self._tensors: dict[int, TensorInfo] | None = None
         self._steps: _StepList | None = None
+        self._rows: list[dict[str, Any]] | None = None
         self._version = version
 
     # -- queries, with file errors turned into one line -----------------------------------
@@ -452,57 +459,113 @@ class Trace:
             return self._conn.execute(sql, tuple(args)).fetchall()
         except sqlite3.DatabaseError as e:
             raise TraceFileError(self.path, f"truncated or corrupt ({e}); record the run again") from None
+        except (MemoryError, OverflowError) as e:
+            raise TraceFileError(self.path, f"holds a value too large to read ({type(e).__name__})") from None
+
+    def _bad(self, e: Malformed) -> TraceFileError:
+        return TraceFileError(self.path, f"{e}; the file is damaged or was not written by "
+                                         "gradtrace: record the run again")
 
     @property
     def info(self) -> RunInfo:
-        meta = {k: json.loads(v) for k, v in self._q("SELECT key, value FROM meta")}
+        if self._info is None:
+            try:
+                self._info = self._read_info()
+            except Malformed as e:
+                raise self._bad(e) from None
+        return self._info
+
+    def _read_info(self) -> RunInfo:
+        meta = {}
+        for k, v in self._q("SELECT key, value FROM meta"):
+            meta[ck.text(k, "a meta key")] = ck.json_value(v, f"meta {str(k)[:40]!r}")
+
+        def get(key, check, default=None):
+            v = meta.get(key)
+            return default if v is None else check(v, f"meta {key!r}")
+
+        status = get("status", ck.text, "running")
+        if status not in _STATUSES:
+            raise Malformed(f"meta 'status' is {status[:40]!r}, not one of {', '.join(_STATUSES)}")
+        argv = get("argv", lambda v, w: [ck.text(a, w) for a in (v if isinstance(v, list) else [v])], [])
+        config = get("config", _obj, {})
+        modules = get("modules", _obj, {})
+        for k, v in modules.items():
+            ck.text(v, f"meta 'modules' of {k[:40]!r}")
         return RunInfo(
-            format_version=int(meta.get("version", FORMAT_VERSION)),
-            gradtrace_version=str(meta.get("gradtrace_version", "")),
-            torch_version=str(meta.get("torch_version", "")),
-            created=str(meta.get("created", "")),
-            script=meta.get("script"),
-            argv=tuple(meta.get("argv") or ()),
-            status=str(meta.get("status", "running")),
-            exit_code=meta.get("exit_code"),
-            error=meta.get("error"),
-            config=dict(meta.get("config") or {}),
-            steps_seen=int(meta.get("steps_seen") or 0),
-            ops_dropped=int(meta.get("ops_dropped") or 0),
-            modules=dict(meta.get("modules") or {}),
+            format_version=get("version", ck.integer, FORMAT_VERSION),
+            gradtrace_version=get("gradtrace_version", ck.text, ""),
+            torch_version=get("torch_version", ck.text, ""),
+            created=get("created", ck.text, ""),
+            script=get("script", ck.text),
+            argv=tuple(argv),
+            status=status,
+            exit_code=get("exit_code", ck.integer),
+            error=get("error", ck.text),
+            config=config,
+            steps_seen=get("steps_seen", lambda v, w: ck.integer(v, w, 0), 0),
+            ops_dropped=get("ops_dropped", lambda v, w: ck.integer(v, w, 0), 0),
+            modules=modules,
         )
 
     @property
     def sources(self) -> dict[int, Source]:
         if self._sources is None:
-            self._sources = {sid: Source(f, l, c or "", fn or "")
-                             for sid, f, l, c, fn in self._q("SELECT * FROM source")}
+            out = {}
+            try:
+                for sid, f, line, code, fn in self._q("SELECT sid, file, line, code, function FROM source"):
+                    w = f"source line {sid}"
+                    out[ck.integer(sid, "a source id")] = Source(
+                        ck.text(f, f"{w}'s file"), ck.integer(line, f"{w}'s line number"),
+                        ck.opt_text(code, f"{w}'s code") or "", ck.opt_text(fn, f"{w}'s function") or "")
+            except Malformed as e:
+                raise self._bad(e) from None
+            self._sources = out
         return self._sources
 
     @property
     def tensors(self) -> dict[int, TensorInfo]:
         """Every tensor object the run touched, by tid."""
         if self._tensors is None:
-            rows = {tid: [tid, name, role, json.loads(shape), dtype, rg]
-                    for tid, name, role, shape, dtype, rg in self._q("SELECT * FROM tensor")}
-            if self._version >= 2:
-                for idx, text in self._q("SELECT idx, tensors FROM step WHERE tensors IS NOT NULL "
-                                         "ORDER BY idx"):
-                    try:
-                        for row in json.loads(text):
-                            if len(row) == 2:  # a name given later
-                                if row[0] in rows:
-                                    rows[row[0]][1] = row[1]
-                            else:
-                                rows[row[0]] = list(row)
-                    except (ValueError, TypeError, IndexError) as e:
-                        raise TraceFileError(self.path, f"step {idx} is corrupt ({type(e).__name__}: "
-                                                        f"{e}); record the run again") from None
-            self._tensors = {
-                tid: TensorInfo(tid, name, role, tuple(shape), dtype, bool(rg))
-                for tid, name, role, shape, dtype, rg in (rows[k] for k in sorted(rows))
-            }
+            try:
+                self._tensors = self._read_tensors()
+            except Malformed as e:
+                raise self._bad(e) from None
         return self._tensors
+
+    def _read_tensors(self) -> dict[int, TensorInfo]:
+        rows: dict[int, TensorInfo] = {}
+        for r in self._q("SELECT tid, name, role, shape, dtype, requires_grad FROM tensor"):
+            tid = ck.integer(r[0], "a tensor id")
+            rows[tid] = self._tensor_info(list(r[:3]) + [ck.json_value(r[3], f"tensor {tid}'s shape")]
+                                          + list(r[4:]), f"tensor {tid}")
+        if self._version >= 2:
+            for idx, raw in self._q("SELECT idx, tensors FROM step WHERE tensors IS NOT NULL "
+                                    "ORDER BY idx"):
+                where = f"step {idx}'s tensors"
+                listed = ck.json_value(raw, where)
+                if not isinstance(listed, list):
+                    raise Malformed(f"{where} is not a list")
+                for row in listed:
+                    if isinstance(row, list) and len(row) == 2:  # a name given later
+                        tid = ck.integer(row[0], f"{where}: a tensor id")
+                        name = ck.opt_text(row[1], f"{where}: tensor {tid}'s name")
+                        if tid in rows:
+                            rows[tid] = dataclasses.replace(rows[tid], name=name)
+                    else:
+                        info = self._tensor_info(ck.row(row, 6, f"{where}: a row"), where)
+                        rows[info.tid] = info
+        return {tid: rows[tid] for tid in sorted(rows)}
+
+    def _tensor_info(self, r: list, where: str) -> TensorInfo:
+        tid, name, role, shape, dtype, rg = r
+        tid = ck.integer(tid, f"{where}: a tensor id")
+        w = f"{where}: tensor {tid}"
+        if role not in ("param", "input", "activation"):
+            raise Malformed(f"{w} has role {str(role)[:20]!r}, not param, input or activation")
+        return TensorInfo(tid, ck.opt_text(name, f"{w}'s name"), role,
+                          ck.shape(shape, f"{w}'s shape", self.limits), ck.text(dtype, f"{w}'s dtype"),
+                          ck.flag(rg, f"{w}'s requires_grad"))
 
     def name(self, tid: int) -> str:
         info = self.tensors.get(tid)
@@ -522,17 +585,15 @@ class Trace:
     @property
     def steps(self) -> _StepList:
         if self._steps is None:
-            idx = [r[0] for r in self._q("SELECT idx FROM step ORDER BY idx")]
-            self._steps = _StepList(self, idx)
+            self._steps = _StepList(self, [r["index"] for r in self.step_rows()])
         return self._steps
 
     def step(self, index: int) -> Step:
         """The step with run step number ``index`` (equal to ``steps[index]`` when every step
         was recorded)."""
-        try:
-            pos = self.steps.indices.index(index)
-        except ValueError:
-            raise KeyError(f"step {index} was not recorded") from None
+        pos = bisect.bisect_left(self.steps._indices, index)
+        if pos == len(self.steps) or self.steps._indices[pos] != index:
+            raise KeyError(f"step {index} was not recorded")
         return self.steps[pos]
 
     def select(self, spec: str | int | None = "first") -> Step:
@@ -544,9 +605,9 @@ class Trace:
         if spec is None or spec == "first":
             return steps[0]
         if spec == "last":
-            for i in range(len(steps) - 1, -1, -1):
-                if steps[i].backward is not None:
-                    return steps[i]
+            for row in reversed(self.step_rows()):
+                if row["has_backward"]:
+                    return self.step(row["index"])
             raise UsageError(f"{self.path} has no step with a backward pass")
         try:
             n = int(spec)
@@ -570,24 +631,42 @@ class Trace:
 
     def step_rows(self) -> list[dict[str, Any]]:
         """Per-step counts straight from the step table (cheap: no bodies are parsed)."""
-        rows = []
-        for (idx, has_bw, loss, n_ops, n_nodes, n_fresh, n_added, n_on_top, n_zero, n_update, n_gw,
-             dropped) in self._q("SELECT idx, has_backward, loss, n_ops, n_nodes, n_fresh, n_added, "
-                                 "n_on_top, n_zero, n_update, n_grad_write, ops_dropped FROM step "
-                                 "ORDER BY idx"):
-            if isinstance(loss, (str, bytes)):
-                loss = float(loss)
-            rows.append({
-                "index": idx, "ops": n_ops, "backward_nodes": n_nodes,
-                "accumulate_fresh": n_fresh, "accumulate_added": n_added,
-                "accumulate_on_top": n_on_top, "zeroings": n_zero,
-                "updates": n_update, "grad_writes": n_gw, "loss": loss,
-                "has_backward": bool(has_bw), "ops_dropped": dropped,
-            })
-        return rows
+        if self._rows is None:
+            try:
+                self._rows = [self._step_row(r) for r in self._q(
+                    "SELECT idx, has_backward, loss, n_ops, n_nodes, n_fresh, n_added, n_on_top, "
+                    "n_zero, n_update, n_grad_write, ops_dropped, first_seq, last_seq FROM step "
+                    "ORDER BY idx")]
+            except Malformed as e:
+                raise self._bad(e) from None
+        return list(self._rows)
+
+    @staticmethod
+    def _step_row(r: tuple) -> dict[str, Any]:
+        idx = ck.integer(r[0], "a step number", 0)
+        w = f"step {idx}"
+        loss = r[2]
+        if isinstance(loss, str) and loss.strip().lower() in ("nan", "inf", "-inf", "+inf"):
+            loss = float(loss)
+        elif loss is not None:
+            loss = ck.number(loss, f"{w}'s loss")
+        counts = [ck.integer(x, f"{w}'s {name} count", 0) for x, name in zip(r[3:12], _COUNT_NAMES)]
+        first, last = (ck.integer(x, f"{w}'s {name}") for x, name in zip(r[12:], ("first_seq", "last_seq")))
+        if last < first:
+            raise Malformed(f"{w} ends (seq {last}) before it begins (seq {first})")
+        n_ops, n_nodes, n_fresh, n_added, n_on_top, n_zero, n_update, n_gw, dropped = counts
+        return {
+            "index": idx, "ops": n_ops, "backward_nodes": n_nodes,
+            "accumulate_fresh": n_fresh, "accumulate_added": n_added,
+            "accumulate_on_top": n_on_top, "zeroings": n_zero,
+            "updates": n_update, "grad_writes": n_gw, "loss": loss,
+            "has_backward": ck.flag(r[1], f"{w}'s has_backward"),
+            "ops_dropped": dropped,
+        }
 
     # -- reading one step -------------------------------------------------------------------
-    def _read_step(self, idx: int) -> Step:
+    def _read_step(self, idx: int) -> tuple[Step, int]:
+        """The step, checked, and the bytes of tensor data it holds."""
         if self._version >= 2:
             rows = self._q("SELECT body, vidx, vals, ops_dropped FROM step WHERE idx=?", (idx,))
         else:
@@ -596,74 +675,121 @@ class Trace:
         if not rows:
             raise KeyError(f"step {idx} was not recorded")
         body_text, vidx, blob, dropped = rows[0]
+        where = f"step {idx}"
         try:
-            body = json.loads(body_text)
-            ints = body["values"] if vidx is None else _from_int64s(vidx)
-            return self._build_step(idx, body, ints, blob or b"", int(dropped or 0))
-        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as e:
-            raise TraceFileError(self.path, f"step {idx} is corrupt ({type(e).__name__}: {e}); "
-                                            "record the run again") from None
-
-    def _build_step(self, idx: int, body: dict, ints: list[int], blob: bytes, dropped: int) -> Step:
-        src = self.sources.get
-        vals: dict[int, Value] = {}
-        by_tid: dict[int, Value] = {}
-        nan = float("nan")
-        floats, stats_int, dtypes = body["stats"], body["stats_int"], body["dtypes"]
-        i = si = 0
-        while i < len(ints):
-            vid, tid, kind, code, offset, nbytes, ndim = ints[i:i + 7]
-            shp = tuple(ints[i + 7:i + 7 + ndim])
-            i += 7 + ndim
-            dtype = dtypes[code]
-            if kind == 0:
-                v = Value(vid, shp, dtype, tensor_from_bytes(blob[offset:offset + nbytes], shp, dtype))
-            elif kind == 2:
-                v = Value(vid, shp, dtype, torch.zeros(shp, dtype=_dtype_from_name(dtype)))
+            body = ck.json_value(body_text, f"{where}'s body")
+            if not isinstance(body, dict):
+                raise Malformed(f"{where}'s body is not an object")
+            if vidx is None:
+                ints = list(ck.int_list(body.get("values", []), f"{where}'s value index"))
             else:
-                norm, mean, mn, mx = floats[4 * si:4 * si + 4]
-                n, nonfinite = stats_int[2 * si:2 * si + 2]
-                si += 1
-                v = Value(vid, shp, dtype, None,
-                          Stats(int(n), *(nan if x is None else float(x) for x in (norm, mean, mn, mx)),
-                                int(nonfinite or 0)))
-            vals[vid] = v
-            if tid >= 0:
-                by_tid.setdefault(tid, v)
-        v = vals.get
+                ints = ck.from_int64s(vidx, f"{where}'s value index")
+            if blob is not None and not isinstance(blob, bytes):
+                raise Malformed(f"{where}'s values are not bytes")
+            vals, by_tid, size = ck.parse_values(ints, blob or b"", body, self.limits, where)
+            dropped = ck.integer(dropped or 0, f"{where}'s dropped-ops count", 0)
+            return self._build_step(idx, body, vals, by_tid, dropped, where), size
+        except Malformed as e:
+            msg = str(e)
+            for head, repl in ((f"{where}: ", ""), (f"{where}'s ", "its ")):
+                if msg.startswith(head):
+                    msg = repl + msg[len(head):]
+            raise TraceFileError(self.path, f"step {idx} is corrupt: {msg}; the file is damaged or "
+                                            "was not written by gradtrace: record the run again") from None
+        except (RecursionError, MemoryError, OverflowError) as e:
+            raise TraceFileError(self.path, f"{where} cannot be read ({type(e).__name__}); the "
+                                            "file is damaged: record the run again") from None
 
-        def vv(x):
-            return None if x is None else vals[x]
+    def _build_step(self, idx: int, body: dict, vals: dict, by_tid: dict, dropped: int,
+                    where: str) -> Step:
+        sources = self.sources
 
-        ops = tuple(
-            Op(index=i, seq=seq, step=idx, name=name, target=target, inputs=tuple(inputs),
-               outputs=tuple(outputs), args=tuple(_decode(a) for a in args),
-               kwargs={k: _decode(a) for k, a in kwargs.items()}, grad_fn=grad_fn,
-               module=module, parent=parent, is_graph=bool(is_graph),
-               source=src(sid) if sid is not None else None)
-            for i, seq, name, target, inputs, outputs, args, kwargs, grad_fn, module, parent,
-            is_graph, sid in sorted(body["ops"], key=lambda r: r[0])
-        )
+        def src(sid, what):
+            return None if sid is None else sources.get(ck.integer(sid, f"{what}'s source id"))
+
+        def vv(x, what):
+            if x is None:
+                return None
+            v = vals.get(ck.integer(x, what))
+            if v is None:
+                raise Malformed(f"{what} refers to value {x}, which the step does not hold")
+            return v
+
+        ops = []
+        seen: set[int] = set()
+        for r in _rows(body, "ops", where):
+            (i, seq, name, target, inputs, outputs, args, kwargs, grad_fn, module, parent,
+             is_graph, sid) = ck.row(r, 13, f"{where}: an op")
+            w = f"{where}: op {i!r:.20}"
+            i = ck.integer(i, f"{where}: an op's index", 0)
+            if i in seen:
+                raise Malformed(f"{w} appears twice")
+            seen.add(i)
+            if not isinstance(args, list) or not isinstance(kwargs, dict):
+                raise Malformed(f"{w}'s arguments are not a list and an object")
+            ops.append(Op(
+                index=i, seq=ck.integer(seq, f"{w}'s seq"), step=idx, name=ck.text(name, f"{w}'s name"),
+                target=ck.text(target, f"{w}'s target"), inputs=ck.int_list(inputs, f"{w}'s inputs"),
+                outputs=ck.int_list(outputs, f"{w}'s outputs"),
+                args=tuple(ck.decode_arg(a, f"{w}'s arguments") for a in args),
+                kwargs={k: ck.decode_arg(a, f"{w}'s arguments") for k, a in kwargs.items()},
+                grad_fn=ck.opt_text(grad_fn, f"{w}'s grad_fn"), module=ck.opt_text(module, f"{w}'s module"),
+                parent=ck.opt_integer(parent, f"{w}'s parent"), is_graph=ck.flag(is_graph, f"{w}'s is_graph"),
+                source=src(sid, w)))
+        ops.sort(key=lambda o: o.index)
+        parent_of = {o.index: o.parent for o in ops}
+        for o in ops:  # a custom Function's inner ops point at it; the chain must end
+            p, hops = o.parent, 0
+            while p is not None:
+                if p not in parent_of or hops >= len(ops):
+                    raise Malformed(f"{where}: op {o.index}'s parent op {o.parent} is not in the "
+                                    "step, or its parents form a loop")
+                p, hops = parent_of[p], hops + 1
         backward = None
         if body.get("backward"):
-            seq, api, roots, root_vid, inputs, result_vids, sid = body["backward"]
-            nodes = tuple(
-                GradNode(nid=nid, name=name, op=op, variable=variable, next=tuple(nxt), order=order,
-                         grad_outputs=tuple(vv(x) for x in go), grad_inputs=tuple(vv(x) for x in gi))
-                for nid, name, op, variable, nxt, order, go, gi in body["nodes"]
-            )
-            backward = Backward(seq=seq, step=idx, api=api, roots=tuple(roots), nodes=nodes,
-                                source=src(sid) if sid is not None else None,
-                                root_value=vv(root_vid), inputs=tuple(inputs),
-                                results=tuple(vv(x) for x in result_vids))
-        events = tuple(
-            Event(seq=seq, step=idx, kind=kind, tensor=tensor, idiom=idiom, before=vv(b),
-                  after=vv(a), source=src(sid) if sid is not None else None, via=via,
-                  fresh=None if fresh is None else bool(fresh), incoming=vv(inc),
-                  inferred=bool(inferred))
-            for seq, kind, tensor, idiom, b, a, inc, fresh, via, inferred, sid in body["events"]
-        )
-        return Step(index=idx, ops=ops, backward=backward, events=events, values=by_tid,
+            seq, api, roots, root_vid, inputs, result_vids, sid = ck.row(
+                body["backward"], 7, f"{where}'s backward pass")
+            w = f"{where}'s backward pass"
+            raw_nodes = _rows(body, "nodes", where)
+            n = len(raw_nodes)
+            nodes = []
+            for pos, r in enumerate(raw_nodes):
+                nid, name, op, variable, nxt, order, go, gi = ck.row(r, 8, f"{w}: a node")
+                wn = f"{w}: node {pos}"
+                if nid != pos:
+                    raise Malformed(f"{wn} has id {nid!r:.20}; nodes are numbered in order")
+                if not isinstance(nxt, list) or not isinstance(go, list) or not isinstance(gi, list):
+                    raise Malformed(f"{wn}'s next nodes or gradients are not lists")
+                for x in nxt:  # topological from the root: every edge points further on
+                    if x is not None and (type(x) is not int or not pos < x < n):
+                        raise Malformed(f"{wn} points back to node {x!r:.20} (the graph must not loop)")
+                nodes.append(GradNode(
+                    nid=pos, name=ck.text(name, f"{wn}'s name"), op=ck.opt_integer(op, f"{wn}'s op"),
+                    variable=ck.opt_integer(variable, f"{wn}'s variable"), next=tuple(nxt),
+                    order=ck.opt_integer(order, f"{wn}'s execution order", 0),
+                    grad_outputs=tuple(vv(x, f"{wn}'s gradient") for x in go),
+                    grad_inputs=tuple(vv(x, f"{wn}'s gradient") for x in gi)))
+            if not isinstance(result_vids, list):
+                raise Malformed(f"{w}'s results are not a list")
+            backward = Backward(seq=ck.integer(seq, f"{w}'s seq"), step=idx, api=ck.text(api, f"{w}'s api"),
+                                roots=ck.int_list(roots, f"{w}'s roots"), nodes=tuple(nodes),
+                                source=src(sid, w), root_value=vv(root_vid, f"{w}'s root value"),
+                                inputs=ck.int_list(inputs, f"{w}'s inputs"),
+                                results=tuple(vv(x, f"{w}'s result") for x in result_vids))
+        events = []
+        for r in _rows(body, "events", where):
+            seq, kind, tensor, idiom, b, a, inc, fresh, via, inferred, sid = ck.row(r, 11, f"{where}: an event")
+            w = f"{where}: event {seq!r:.20}"
+            if kind not in EVENT_KINDS:
+                raise Malformed(f"{w} has kind {str(kind)[:20]!r}, not one of {', '.join(EVENT_KINDS)}")
+            events.append(Event(
+                seq=ck.integer(seq, f"{w}'s seq"), step=idx, kind=kind,
+                tensor=ck.integer(tensor, f"{w}'s tensor"), idiom=ck.opt_text(idiom, f"{w}'s idiom") or "",
+                before=vv(b, f"{w}'s value before"), after=vv(a, f"{w}'s value after"),
+                source=src(sid, w), via=ck.opt_text(via, f"{w}'s via"),
+                fresh=ck.opt_flag(fresh, f"{w}'s fresh"), incoming=vv(inc, f"{w}'s incoming gradient"),
+                inferred=ck.flag(inferred or 0, f"{w}'s inferred")))
+        return Step(index=idx, ops=tuple(ops), backward=backward, events=tuple(events), values=by_tid,
                     tensors=self.tensors, ops_dropped=dropped)
 
     # -- conveniences that live in upper layers (imported on use) ----------------------------
@@ -684,3 +810,20 @@ class Trace:
 
     def __repr__(self) -> str:
         return f"<gradtrace.Trace {self.path} steps={len(self.steps)}>"
+
+
+_COUNT_NAMES = ("ops", "nodes", "fresh", "added", "on-top", "zeroing", "update", "grad-write",
+                "dropped-ops")
+
+
+def _obj(v: Any, what: str) -> dict:
+    if not isinstance(v, dict):
+        raise Malformed(f"{what} is not an object")
+    return v
+
+
+def _rows(body: dict, key: str, where: str) -> list:
+    rows = body.get(key) or []
+    if not isinstance(rows, list):
+        raise Malformed(f"{where}'s {key} are not a list of rows")
+    return rows

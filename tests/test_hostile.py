@@ -1,0 +1,115 @@
+"""Every reading command on the hostile-file corpus (tests/hostile.py): one line or a result,
+never a traceback, a hang, a blow-up of memory, a stray file or a crafted call run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+# Edits that leave a file gradtrace reads correctly: a well-formed extra row, or a crafted
+# target that the replay refuses to call (the numeric check then does not apply).
+LOADS_FINE = {
+    # SQLite's column affinity turns a number into text on the way in: still a valid row.
+    "edit-meta-key-number", "edit-source-file-7", "edit-source-function-3.5",
+    # Well-formed rows that gradtrace could have written.
+    "edit-tensor-row", "edit-tensor-tid--1", "edit-tensor-name-5", "edit-source-sid--5",
+    "edit-step-duplicate-rows-deleted", "edit-op-kwargs-deep", "edit-op-inputs-unknown-tids",
+    "edit-ops-removed", "edit-nodes-removed",
+    # Values nothing refers to, claiming a billion zeros: read as statistics, never built.
+    "edit-vidx-zeros-1e9", "edit-vidx-many-zeros",
+    # Crafted calls: read as data; the replay refuses them (test_crafted_targets_never_run).
+    "edit-dtype-arg-foreign", "edit-function-op-crafted",
+}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("hostile") / "results.json"
+    proc = subprocess.run([sys.executable, str(HERE / "hostile.py"), str(out)], capture_output=True,
+                          text=True, timeout=3000)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+pytestmark = pytest.mark.slow
+
+
+def test_corpus_is_as_large_as_promised(corpus):
+    names = {r["case"] for r in corpus["results"]}
+    assert sum(n.startswith("trunc-") for n in names) == 20
+    assert sum(n.startswith("flip-") for n in names) == 200
+    assert sum(n.startswith("edit-") for n in names) >= 100
+    assert corpus["cases"] == len(names)
+
+
+def test_no_traceback_hang_or_memory_blowup(corpus):
+    bad = []
+    for r in corpus["results"]:
+        what = f"{r['case']} / {r['command']}"
+        if r["timed_out"] or r["seconds"] > 10:
+            bad.append(f"{what}: took {r['seconds']} s")
+        if r["rss_growth_mb"] > 1024:
+            bad.append(f"{what}: grew {r['rss_growth_mb']} MB")
+        if "Traceback" in r["stderr"] or "internal error" in r["stderr"]:
+            bad.append(f"{what}: {r['stderr'][-400:]}")
+        if r["exit"] not in (0, 2):
+            bad.append(f"{what}: exit {r['exit']}: {r['stderr'][-300:]}")
+    assert not bad, "\n".join(bad[:30])
+
+
+def test_every_failure_is_one_line_naming_the_file(corpus):
+    bad = []
+    for r in corpus["results"]:
+        if r["exit"] != 2:
+            continue
+        lines = r["stderr"].splitlines()
+        errors = [ln for ln in lines if ln.startswith("gradtrace: error: ")]
+        if len(errors) != 1 or f"{r['case']}.gtrace" not in errors[0]:
+            bad.append(f"{r['case']} / {r['command']}: {lines}")
+        if len(set(lines)) != len(lines):
+            bad.append(f"{r['case']} / {r['command']}: a line twice: {lines}")
+    assert not bad, "\n".join(bad[:30])
+
+
+def test_damage_is_detected(corpus):
+    """Truncations and edits are caught by load (a few well-formed edits read fine); byte
+    flips either are caught or leave a file that every command reads without error."""
+    load = {r["case"]: r for r in corpus["results"] if r["command"] == "load"}
+    missed = [c for c, r in load.items() if c.startswith(("trunc-", "edit-")) and r["exit"] != 2
+              and c not in LOADS_FINE and not c.startswith("edit-target-")]
+    assert not missed, missed
+    wrongly = [c for c in LOADS_FINE if load[c]["exit"] != 0]
+    assert not wrongly, [(c, load[c]["stderr"]) for c in wrongly]
+    caught = sum(1 for c, r in load.items() if c.startswith("flip-") and r["exit"] == 2)
+    assert caught >= 20  # most flips land in tensor bytes, which no reader can tell apart
+
+
+def test_crafted_targets_never_run(corpus):
+    assert not [r["case"] for r in corpus["results"] if r["marker"]]
+    assert corpus["stray_files"] == []
+    check = {r["case"]: r for r in corpus["results"] if r["command"] == "check"}
+    for case, r in check.items():
+        if case.startswith("edit-target-") and r["exit"] == 0:
+            # The step whose op was replaced is not claimed as numerically checked.
+            assert "not replayable" in r["stdout"] or "numeric" not in r["stdout"].split("gradients ok")[0], \
+                (case, r["stdout"][-800:])
+
+
+def test_corpus_report(corpus, capsys):
+    """The numbers for the issue note (printed with -s)."""
+    res = corpus["results"]
+    one_line = sum(1 for r in res if r["exit"] == 2)
+    slow = max(res, key=lambda r: r["seconds"])
+    big = max(res, key=lambda r: r["rss_growth_mb"])
+    with capsys.disabled():
+        print(f"\nhostile corpus: {corpus['cases']} files x {len({r['command'] for r in res})} commands "
+              f"= {len(res)} runs; {one_line} ended in one error line, {len(res) - one_line} read fine; "
+              f"slowest {slow['seconds']} s ({slow['case']} / {slow['command']}); "
+              f"largest memory growth {big['rss_growth_mb']} MB ({big['case']} / {big['command']})")
+    assert one_line > 0
