@@ -310,8 +310,11 @@ def test_readers_on_odd_paths_in_a_real_shell(tmp_path, trace_file):
     import shutil
 
     shutil.copyfile(trace_file, p)
-    for args in (["summary", str(p)], ["check", str(p)], ["graph", str(p), "-o", str(d / "g#.dot")]):
+    for args in (["summary", str(p)], ["check", str(p)], ["graph", str(p), "-o", str(d / "g#.dot")],
+                 ["animate", str(p), "--kind", "training", "--dpi", "20", "-o", str(d / "t?.png")],
+                 ["report", str(p), "--no-animations", "-o", str(d / "r%20.html")]):
         r = gradtrace_cmd(*args)
         assert r.returncode == 0, r.stderr
         assert "Traceback" not in r.stderr
     assert (d / "g#.dot").read_text().startswith("digraph")
+    assert (d / "t?.png").stat().st_size > 0 and "run#3" in (d / "r%20.html").read_text()
