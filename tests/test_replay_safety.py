@@ -289,7 +289,8 @@ def _wide_model_steps():
         for _ in range(2):
             h = F.max_pool2d(torch.relu(conv(img)), 2).flatten(1)          # (2, 27)
             h = h[:, ::7] + conv1(img[:, :, 0]).mean(-1).repeat(1, 2)     # (2, 4)
-            h = (h + ln(emb(ids))) * 2 - 1
+            h = (h + ln(emb(ids))).to(torch.float32) * 2 - 1
+            h = h.contiguous(memory_format=torch.contiguous_format)
             h = F.gelu(h, approximate="tanh") + F.silu(h) + torch.sigmoid(h) ** 2 + h.T.T / 3
             h = torch.einsum("bi,bi->bi", h, F.leaky_relu(h, 0.1)) + F.pad(h, (1, 1))[:, 1:-1]
             z = lin(torch.tanh(F.dropout(h, p=0.3, training=False)))
