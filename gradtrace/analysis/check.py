@@ -39,8 +39,7 @@ from ..trace.model import Step
 from .diagnostics import FINDING_KINDS, Diagnostics, Finding, OptimumTrack
 from .linear import SOFTMAX_CE, SQUARED_ERROR, LinearFit, recognize
 from .numeric import (
-    FUNCTION_PREFIX, autograd_gradients, blame_functions, finite_differences, replay_of,
-    sample_indices,
+    autograd_gradients, blame_functions, finite_differences, replay_of, sample_indices,
 )
 
 __all__ = ["CheckOptions", "CheckResult", "CheckReport", "Finding", "OptimumTrack",
@@ -425,7 +424,7 @@ def numeric_check(step: Step, elements: int = 32) -> list[CheckResult]:
                 + (f"{b.ratio:.4g} x" if b.ratio is not None else "something other than")
                 + " the derivative of its forward" for b in blamed)
         else:
-            funcs = [o for o in rp.top if o.target.startswith(FUNCTION_PREFIX)]
+            funcs = [o for o in rp.top if o.is_function]
             text = ("no custom autograd.Function to blame (" + (
                 f"{', '.join(o.name for o in funcs)} check out on their own" if funcs else
                 "the step has none") + "); a hook on a tensor can also change gradients")

@@ -294,7 +294,7 @@ def _forward(step, b: _Builder, with_grad: bool) -> dict[int, int]:
         # per tid (the first), which is not this op's result
         in_place = out is not None and out in op.inputs
         detail = _constants(op)
-        if op.target.startswith("autograd.Function:"):
+        if op.is_function:
             detail = "custom autograd.Function" + (f" {detail}" if detail else "")
         attrs = dict(kind="op" if op.is_graph else "prep", title=op.name, detail=detail,
                      shape=_shape_of(step, out) if out is not None else None,

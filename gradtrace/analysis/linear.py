@@ -985,8 +985,8 @@ def _tolerance(dtype: str) -> float:
 
 
 def recognize(step: Step) -> LinearFit | NotApplicable:
-    """The linear model and loss of ``step``, or why there is none (never raises for a
-    well-formed step)."""
+    """The linear model and loss of ``step``, or why there is none (never raises, not even
+    for a step whose ops were tampered with)."""
     bw = step.backward
     if bw is None:
         return NotApplicable("the step has no backward pass")
@@ -1004,6 +1004,10 @@ def recognize(step: Step) -> LinearFit | NotApplicable:
         except _NA as e:
             if first is None or (e.family is not None and first.family is None):
                 first = e
+        except (IndexError, KeyError, TypeError, ValueError, RuntimeError) as e:
+            # Ops without the arguments their names promise: a damaged or crafted file.
+            return NotApplicable(f"the step's ops do not have the arguments their names imply "
+                                 f"({type(e).__name__}: {str(e)[:80]})")
     assert first is not None
     if first.family is None:
         return NotApplicable(f"the loss is neither a squared error nor a softmax cross-entropy "

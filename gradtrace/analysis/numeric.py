@@ -7,23 +7,29 @@ ops recorded inside their forward, so the user's code is never needed), and
 :func:`finite_differences` differentiates it numerically. :func:`blame_functions` then
 checks each custom Function's recorded backward against its own replayed forward, so a
 failing step names the Function that is wrong.
+
+A trace may come from anyone: its names only pick functions from gradtrace's own table
+(:mod:`.replayable`), and every argument is checked before the call. An op outside the
+table, or an argument its function does not take, makes the step not replayable (a
+:class:`ReplayError`, which the check reports as "not applicable").
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
-from ..trace.model import Op, Step
+from ..trace.dtypes import dtype_from_name
+from ..trace.model import FUNCTION_PREFIX, Op, Step
 from .linear import NotApplicable, unrecorded_view
+from .replayable import accepts, replayable, string_kind
 
 __all__ = ["Replay", "ReplayError", "finite_differences", "blame_functions", "Blame",
            "autograd_gradients", "FD_EPS"]
 
-FUNCTION_PREFIX = "autograd.Function:"
 #: h = FD_EPS * max(1, |theta_i|): the step that balances truncation and rounding in float64.
 FD_EPS = 6e-6
 
@@ -33,7 +39,8 @@ _RANDOM = {"dropout", "dropout1d", "dropout2d", "dropout3d", "feature_dropout", 
            "randint_like", "bernoulli", "multinomial", "normal", "randperm", "rrelu",
            "uniform_", "normal_", "bernoulli_", "random_", "exponential_", "gumbel_softmax"}
 _FLOAT_DTYPES = {"float32", "float16", "bfloat16", "float64"}
-_TO_DOUBLE = {"Tensor.float", "Tensor.half", "Tensor.bfloat16", "Tensor.double"}
+_MEMORY_FORMATS = {str(f): f for f in (torch.contiguous_format, torch.preserve_format,
+                                       torch.channels_last, torch.channels_last_3d)}
 _RANGE = re.compile(r"^range\((-?\d+)(?:, (-?\d+))?(?:, (-?\d+))?\)$")
 
 
@@ -41,23 +48,14 @@ class ReplayError(Exception):
     """Internal: the step cannot be replayed; the message says why."""
 
 
-def _resolve(target: str) -> Callable:
-    if target in _TO_DOUBLE:
-        return torch.Tensor.double
-    head, _, rest = target.partition(".")
-    if head == "torch":
-        obj: Any = torch
-    elif head == "Tensor":
-        obj = torch.Tensor
-    else:
-        raise ReplayError(f"cannot call {target} again (not a torch callable)")
-    for part in rest.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            raise ReplayError(f"{target} does not exist in this torch")
-    if not callable(obj):
-        raise ReplayError(f"{target} is not callable")
-    return obj
+def _resolve(o: Op) -> Callable:
+    """The function to call for a recorded op: from gradtrace's own table, never from
+    the file's string (a trace may come from anyone; see analysis.replayable)."""
+    fn = replayable(o.target, o.name)
+    if fn is None:
+        what = o.target if isinstance(o.target, str) else f"{o.target!r} (not a name)"
+        raise ReplayError(f"{what} is not an op gradtrace replays")
+    return fn
 
 
 def _outputs(out) -> tuple[torch.Tensor, ...]:
@@ -101,21 +99,29 @@ class Replay:
             self.made.update(o.outputs)
             self.dependent.update(o.outputs)
         for o in self.runs:
-            base = o.name.rstrip("_") if o.name.endswith("_") and not o.name.endswith("__") else o.name
-            if (o.name in _RANDOM or base in _RANDOM) and not self._harmless_random(o):
-                raise ReplayError(f"the step draws random numbers ({o.name}"
-                                  f"{' at ' + o.source.short if o.source else ''}); "
-                                  "a replay would draw different ones")
-        self.funcs = {o.index: _resolve(o.target) for o in self.runs
-                      if not o.target.startswith(FUNCTION_PREFIX)}
+            self._refuse_random(o, o.name if isinstance(o.name, str) else "")
+        self.funcs: dict[int, Callable] = {}
+        for o in self.runs:
+            if o.is_function:
+                continue
+            fn = self.funcs[o.index] = _resolve(o)
+            # The name is the file's; the function's own name is what will run.
+            self._refuse_random(o, getattr(fn, "__name__", ""))
         self.roots = bw.roots
         self.root_grads = self._root_grads()
         self.views: dict[int, tuple[int, tuple[int, ...]]] = {}
         self.constants: dict[int, torch.Tensor] = {}
 
+    def _refuse_random(self, o: Op, name: str) -> None:
+        base = name.rstrip("_") if name.endswith("_") and not name.endswith("__") else name
+        if (name in _RANDOM or base in _RANDOM) and not self._harmless_random(o, name):
+            raise ReplayError(f"the step draws random numbers ({name}"
+                              f"{' at ' + o.source.short if o.source else ''}); "
+                              "a replay would draw different ones")
+
     @staticmethod
-    def _harmless_random(o: Op) -> bool:
-        if o.name.startswith(("dropout", "feature_dropout", "alpha_dropout", "feature_alpha")):
+    def _harmless_random(o: Op, name: str) -> bool:
+        if name.startswith(("dropout", "feature_dropout", "alpha_dropout", "feature_alpha")):
             training = o.kwargs.get("training", o.args[2] if len(o.args) > 2 else True)
             p = o.kwargs.get("p", o.args[1] if len(o.args) > 1 else 0.5)
             return training is False or p == 0
@@ -158,39 +164,54 @@ class Replay:
         self.constants[tid] = t
         return t
 
-    def _arg(self, a, env: dict[int, torch.Tensor], op: Op):
-        if isinstance(a, dict):
-            if "tensor" in a:
-                tid = a["tensor"]
-                if tid in env:
-                    return env[tid]
-                if tid in self.dependent and tid not in self.made:
-                    raise ReplayError(f"{self.step.name(tid)} (an input of {op.name}) was made by a call "
-                                      "gradtrace did not record")
-                return self.constant(tid, op)
-            if "repr" in a:
-                m = _RANGE.match(a["repr"])
-                if m:
-                    nums = [int(x) for x in m.groups() if x is not None]
-                    return range(*nums)
-                raise ReplayError(f"{op.name} has an argument gradtrace kept only as text: {a['repr']}")
-            if "slice" in a:
-                return slice(*(self._arg(x, env, op) for x in a["slice"]))
-            if "ellipsis" in a:
-                return Ellipsis
-            if "dtype" in a:
-                name = a["dtype"]
-                return torch.float64 if name in _FLOAT_DTYPES else getattr(torch, name)
-            if "device" in a:
-                return torch.device("cpu")
-            if "dict" in a:
-                return {k: self._arg(v, env, op) for k, v in a["dict"].items()}
-            return {k: self._arg(v, env, op) for k, v in a.items()}
+    def _arg(self, a, env: dict[int, torch.Tensor], op: Op, slot: int | str | None = None):
+        """An argument as the replay passes it, checked first: tensors of the step, numbers,
+        None, lists and tuples of those, slices, Ellipsis, allow-listed dtypes and memory
+        formats, a device (the replay's CPU), and a string only where ``op``'s function takes
+        one of a few (``slot``: the positional index or keyword; see analysis.replayable)."""
+        if a is None or isinstance(a, (bool, int, float)):
+            return a
+        if isinstance(a, str):
+            kind = string_kind(op.target, slot) if slot is not None else None
+            if kind is None or not accepts(kind, a):
+                where = f"{slot}=" if isinstance(slot, str) else ("" if slot is None else f"argument {slot} ")
+                raise ReplayError(f"{op.target} was given {where}{a[:60]!r}, a string gradtrace "
+                                  "does not pass on")
+            return torch.device("cpu") if kind == "device" else a
         if isinstance(a, list):
             return [self._arg(x, env, op) for x in a]
         if isinstance(a, tuple):
             return tuple(self._arg(x, env, op) for x in a)
-        return a
+        if isinstance(a, dict) and len(a) == 1:
+            (key, v), = a.items()
+            if key == "tensor" and isinstance(v, int) and not isinstance(v, bool):
+                if v in env:
+                    return env[v]
+                if v in self.dependent and v not in self.made:
+                    raise ReplayError(f"{self.step.name(v)} (an input of {op.name}) was made by a call "
+                                      "gradtrace did not record")
+                return self.constant(v, op)
+            if key == "slice" and isinstance(v, list) and len(v) == 3:
+                return slice(*(self._arg(x, env, op) for x in v))
+            if key == "ellipsis":
+                return Ellipsis
+            if key == "dtype":
+                try:
+                    dt = dtype_from_name(v)
+                except ValueError:
+                    raise ReplayError(f"{op.target} was given dtype {str(v)[:60]!r}, which is not a "
+                                      "dtype gradtrace knows") from None
+                return torch.float64 if dt.is_floating_point else dt
+            if key == "device":
+                return torch.device("cpu")
+            if key == "repr" and isinstance(v, str):
+                m = _RANGE.match(v)
+                if m:
+                    return range(*(int(x) for x in m.groups() if x is not None))
+                if v in _MEMORY_FORMATS:
+                    return _MEMORY_FORMATS[v]
+                raise ReplayError(f"{op.name} has an argument gradtrace kept only as text: {v[:60]}")
+        raise ReplayError(f"{op.target} has an argument gradtrace does not replay: {str(a)[:60]}")
 
     # -- running ------------------------------------------------------------------------------
     def forward(self, values: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
@@ -206,7 +227,7 @@ class Replay:
     def _run(self, o: Op, env: dict[int, torch.Tensor]) -> None:
         if not o.is_graph and o.parent is None:
             return  # data preparation or initialisation: its recorded output is a constant
-        if o.target.startswith(FUNCTION_PREFIX):
+        if o.is_function:
             inner = self.inner.get(o.index, [])
             for i in o.inputs:
                 if i not in env:
@@ -223,10 +244,10 @@ class Replay:
                 raise ReplayError(f"{self.step.name(i)} (an input of {o.name}"
                                   f"{' at ' + o.source.short if o.source else ''}) was made by a "
                                   "call gradtrace did not record")
-        args = [self._arg(a, env, o) for a in o.args]
+        args = [self._arg(a, env, o, i) for i, a in enumerate(o.args)]
         if o.name == "getitem" and len(args) == 2 and isinstance(args[1], list):
             args[1] = tuple(args[1])  # the recorder keeps tuples as lists; x[a, b] is a tuple
-        kwargs = {k: self._arg(v, env, o) for k, v in o.kwargs.items()}
+        kwargs = {k: self._arg(v, env, o, k) for k, v in o.kwargs.items()}
         if "dtype" in kwargs and isinstance(kwargs["dtype"], torch.dtype) and kwargs["dtype"].is_floating_point:
             kwargs["dtype"] = torch.float64
         try:
@@ -382,7 +403,7 @@ def blame_functions(replay: Replay, values: dict[int, torch.Tensor], rtol: float
     env = replay.forward(values)
     out: list[Blame] = []
     for o in replay.top:
-        if not o.target.startswith(FUNCTION_PREFIX):
+        if not o.is_function:
             continue
         node = next((n for n in bw.nodes if n.op == o.index), None)
         if node is None or node.order is None:

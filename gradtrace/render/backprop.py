@@ -489,7 +489,7 @@ def _forward_caption(chunk, step, upto, total, scene) -> str:
     o = chunk[0]
     out = o.outputs[0]
     v = step.value(out)
-    custom = o.target.startswith("autograd.Function:")
+    custom = o.is_function
     what = ("a custom autograd.Function, runs its forward()" if custom
             else _FWD_WORDS.get(o.name, f"runs {o.name}"))
     text = f"Forward {upto} of {total}: {o.name} {what}: {step.name(out)} = {_expr(o, step)}"
@@ -639,7 +639,7 @@ def _backward_frames(st: Frame, step, scene: Scene, acc_by_tid, per) -> list[Fra
             if twice:
                 dests += (f" ({', '.join(step.name(t) for t in twice)} is both inputs, so the two "
                           "gradients it gets are added)")
-            local = (_local_words(n) if op is None or not op.target.startswith("autograd.Function:")
+            local = (_local_words(n) if op is None or not op.is_function
                      else "runs the backward() the Function's author wrote")
             captions.append(f"{no}: {n.name} (the grad_fn of {name}) receives ∂loss/∂{name}"
                             + (f" = {fmt_value(g_in)}" if g_in is not None else "")

@@ -11,11 +11,13 @@ import torch
 
 __all__ = [
     "Source", "Stats", "Value", "TensorInfo", "Op", "GradNode", "Backward", "Event",
-    "Step", "RunInfo", "EVENT_KINDS",
+    "Step", "RunInfo", "EVENT_KINDS", "FUNCTION_PREFIX",
 ]
 
 #: The kinds of :class:`Event` (besides ops and backward passes, which have their own types).
 EVENT_KINDS = ("accumulate", "zero", "update", "grad_write")
+#: How an op's ``target`` names a custom ``autograd.Function``: this, then the class name.
+FUNCTION_PREFIX = "autograd.Function:"
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,11 @@ class Op:
     source: Source | None
 
     kind = "op"
+
+    @property
+    def is_function(self) -> bool:
+        """A custom ``autograd.Function`` (checked as a string: a file may hold anything)."""
+        return isinstance(self.target, str) and self.target.startswith(FUNCTION_PREFIX)
 
 
 @dataclass(frozen=True)
