@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable
 
 import torch
@@ -56,6 +57,19 @@ def _resolve(o: Op) -> Callable:
         what = o.target if isinstance(o.target, str) else f"{o.target!r} (not a name)"
         raise ReplayError(f"{what} is not an op gradtrace replays")
     return fn
+
+
+def _on_meta(x):
+    """The same arguments with every tensor replaced by a meta tensor of its shape and dtype."""
+    if isinstance(x, torch.Tensor):
+        return torch.empty_like(x, device="meta")
+    if isinstance(x, list):
+        return [_on_meta(v) for v in x]
+    if isinstance(x, tuple):
+        return tuple(_on_meta(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _on_meta(v) for k, v in x.items()}
+    return x
 
 
 def _outputs(out) -> tuple[torch.Tensor, ...]:
@@ -111,6 +125,7 @@ class Replay:
         self.root_grads = self._root_grads()
         self.views: dict[int, tuple[int, tuple[int, ...]]] = {}
         self.constants: dict[int, torch.Tensor] = {}
+        self.sized: set[int] = set()  # ops whose output shapes were checked on the meta device
 
     def _refuse_random(self, o: Op, name: str) -> None:
         base = name.rstrip("_") if name.endswith("_") and not name.endswith("__") else name
@@ -250,6 +265,8 @@ class Replay:
         kwargs = {k: self._arg(v, env, o, k) for k, v in o.kwargs.items()}
         if "dtype" in kwargs and isinstance(kwargs["dtype"], torch.dtype) and kwargs["dtype"].is_floating_point:
             kwargs["dtype"] = torch.float64
+        if o.index not in self.sized:
+            self._size_first(o, args, kwargs)
         try:
             out = self.funcs[o.index](*args, **kwargs)
         except Exception as e:  # a recorded call that does not run again: say which
@@ -261,6 +278,30 @@ class Replay:
             if t.is_floating_point() and t.dtype != torch.float64:
                 t = t.double()
             env[tid] = t
+
+    def _size_first(self, o: Op, args: list, kwargs: dict) -> None:
+        """Before an op first runs, run it on the meta device (shapes, no data): its outputs
+        must have the shapes the trace recorded, so sizes in a crafted file cannot make the
+        replay allocate more than the run did."""
+        try:
+            out = self.funcs[o.index](*_on_meta(args), **_on_meta(kwargs))
+        except Exception as e:
+            raise ReplayError(f"{o.target} cannot be sized before it runs ({type(e).__name__}); "
+                              "gradtrace does not replay it") from None
+        for tid, t in zip(o.outputs, _outputs(out)):
+            known = self.step.value(tid) or self.step.tensors.get(tid)
+            if known is not None and tuple(t.shape) != tuple(known.shape):
+                raise ReplayError(f"{o.target} would make a {list(t.shape)} tensor where the trace "
+                                  f"recorded {list(known.shape)}")
+            if known is None and t.numel() > self.max_numel:
+                raise ReplayError(f"{o.target} would make a tensor of {t.numel()} elements, more "
+                                  "than any the step recorded")
+        self.sized.add(o.index)
+
+    @cached_property
+    def max_numel(self) -> int:
+        """The most elements an op of the replay may make when the trace has no shape for it."""
+        return max([1 << 20] + [4 * v.numel for v in self.step.values.values()])
 
     def __call__(self, values: dict[int, torch.Tensor]) -> float:
         env = self.forward(values)
