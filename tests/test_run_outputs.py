@@ -38,6 +38,13 @@ FIT = textwrap.dedent("""\
     """)
 
 
+def _one_step():
+    import torch
+
+    w = torch.ones(2, requires_grad=True)
+    (w * 3).sum().backward()
+
+
 def _gradtrace_lines(stderr: str) -> list[str]:
     lines = stderr.splitlines()
     assert all(line.startswith("gradtrace: ") for line in lines), stderr
@@ -95,6 +102,12 @@ def test_a_lock_file_left_by_a_killed_run_does_not_block(tmp_path):
                       cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert not (tmp_path / "runs" / "a.gtrace.lock").exists()
+
+
+def test_a_run_that_stops_before_its_script_leaves_nothing(tmp_path):
+    r = gradtrace_cmd("run", "-o", "new/folder/x.gtrace", "missing.py", cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr == "gradtrace: error: no such script: missing.py\n"
+    assert list(tmp_path.iterdir()) == []  # not even the folder made for the lock
 
 
 def test_a_file_that_is_not_a_trace_is_never_overwritten(tmp_path):
@@ -178,7 +191,8 @@ def test_traces_sharing_a_folder_have_their_own_outputs(tmp_path):
     assert (runs / "a.report.html").read_text() == page  # another trace's outputs stay
 
     r = gradtrace_cmd("report", "runs/a.gtrace", "--no-animations", cwd=tmp_path)
-    assert r.returncode == 0 and r.stderr.splitlines()[-1] == "gradtrace: report: runs/a.report.html"
+    assert r.returncode == 0
+    assert r.stderr.splitlines()[-1] == "gradtrace: report: runs/a.report.html"
 
 
 def test_report_reuses_only_this_traces_current_files(tmp_path):
@@ -378,7 +392,7 @@ def test_odd_characters_in_paths(tmp_path):
 def test_one_writer_per_trace_in_a_program_too(tmp_path):
     path = tmp_path / "x.gtrace"
     with gradtrace.trace(path) as outer:
-        torch_step()
+        _one_step()
         with pytest.raises(TraceFileError) as e:
             with gradtrace.trace(path):
                 pass
@@ -389,10 +403,3 @@ def test_one_writer_per_trace_in_a_program_too(tmp_path):
     with gradtrace.trace(path) as again:  # free again once the first has ended
         pass
     assert again.result.info.status == "completed"
-
-
-def torch_step():
-    import torch
-
-    w = torch.ones(2, requires_grad=True)
-    (w * 3).sum().backward()

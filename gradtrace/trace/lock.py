@@ -36,6 +36,7 @@ class _Held:
         self.count = 1
         self.pid = os.getpid()
         self.writing = False  # a TraceWriter of this process has the trace open
+        self.made: list[Path] = []  # folders made for the lock file, deepest first
 
 
 #: Locks this process holds, by the absolute path of their lock file.
@@ -67,14 +68,24 @@ class TraceLock:
             held.writing = held.writing or self.writer
             self._mine = True
             return self
+        made = []
+        folder = self.trace.parent
+        while not folder.exists() and folder != folder.parent:
+            made.append(folder)
+            folder = folder.parent
         try:
             self.trace.parent.mkdir(parents=True, exist_ok=True)
             fd = self._lock() if fcntl is not None else None
         except OSError as e:
+            _remove_empty(made)
             raise TraceFileError(self.trace, f"cannot write the trace file ({e.strerror or e}); "
                                              "choose another path with -o") from None
+        except BaseException:
+            _remove_empty(made)
+            raise
         held = _HELD[self._key] = _Held(fd, self.path)
         held.writing = self.writer
+        held.made = made
         self._mine = True
         return self
 
@@ -127,19 +138,29 @@ class TraceLock:
         if held.count > 0:
             return
         del _HELD[self._key]
-        if held.fd is None or held.pid != os.getpid():
+        if held.pid != os.getpid():
             return  # a forked child: the lock is its parent's
-        with contextlib.suppress(OSError):
-            st, now = os.fstat(held.fd), os.stat(held.path)
-            if (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino):
-                held.path.unlink()  # while still holding the lock: nobody else has it yet
-        os.close(held.fd)
+        if held.fd is not None:
+            with contextlib.suppress(OSError):
+                st, now = os.fstat(held.fd), os.stat(held.path)
+                if (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino):
+                    held.path.unlink()  # while still holding the lock: nobody else has it yet
+            os.close(held.fd)
+        _remove_empty(held.made)  # a run that stopped before writing leaves no empty folder
 
     def __enter__(self) -> "TraceLock":
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:
+        try:
+            folder.rmdir()  # only if empty
+        except OSError:
+            return
 
 
 def _read(fd: int) -> bytes:
