@@ -57,7 +57,7 @@ def test_graph_writes_each_format(recorded, commands, ext):
     assert r.stdout == ""
     assert (d / f"g.{ext}").read_bytes().startswith(MAGIC[ext])
     if ext == "dot":  # the same bytes as the Python API gives for that step
-        step = gradtrace.load(d / "out" / "t.gtrace").steps[0]
+        step = gradtrace.load(d / "out" / "trace.gtrace").steps[0]
         assert (d / "g.dot").read_text() == graph_of_step(step, view="both").dot
 
 

@@ -105,8 +105,8 @@ class TraceLock:
             except BaseException:
                 os.close(fd)
                 raise
-            # The holder we waited for may have removed the file between our open and our
-            # flock: then we hold a lock on a name nobody sees. Lock the file that is there.
+            # The run that held it may have ended (and removed the file) between our open
+            # and our flock: then we hold a lock on a name nobody sees. Lock the one there.
             try:
                 st, now = os.fstat(fd), os.stat(self.path)
                 same = (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino)

@@ -236,7 +236,7 @@ class TraceWriter:
         self._write(meta=base)
         self._reset_step()
         self.closed = False
-        if self.error is not None:  # nothing could be written: stop before the script runs
+        if self.error is not None and path is not None:  # stop before the script runs
             error = self.error
             self._close()
             _remove_new(path)
