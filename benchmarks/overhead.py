@@ -11,7 +11,7 @@ Cases (each timed untraced and traced in alternation, so machine noise hits both
   c  a 200,000 x 256 linear model, batch 1024, one epoch through a DataLoader
 Each traced unit is one whole run recorded into one trace file, as `gradtrace run` records
 a script: the fixed costs of a trace (creating the file, starting the writing process,
-folding the log at the end) are in the numbers, spread over the run's steps.
+closing it at the end) are in the numbers, spread over the run's steps.
 Recording modes: full values, stats only, every 10th step.
 """
 

@@ -173,7 +173,7 @@ def test_plt_show_does_not_block_and_saves_the_figure(tmp_path):
         print("after show")
     """)
     env_display = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
-    r = subprocess.run([sys.executable, "-m", "gradtrace", "run", "-o", "o/t.gtrace", str(p)],
+    r = subprocess.run([sys.executable, "-m", "gradtrace", "run", "-o", "o/trace.gtrace", str(p)],
                        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env_display)
     assert r.returncode == 0, r.stderr
     assert r.stdout == "after show\n"

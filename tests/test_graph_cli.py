@@ -21,7 +21,7 @@ MAGIC = {"svg": b"<?xml", "png": b"\x89PNG\r\n\x1a\n", "pdf": b"%PDF-", "dot": b
 def recorded(tmp_path_factory):
     """crop_yield.py (seed 3) run under `gradtrace run`, steps 0-2 recorded."""
     d = tmp_path_factory.mktemp("graph-cli")
-    r = gradtrace_cmd("run", "--no-report", "--steps", "0:3", "-o", "out/t.gtrace",
+    r = gradtrace_cmd("run", "--no-report", "--steps", "0:3", "-o", "out/trace.gtrace",
                       str(DEMOS / "crop_yield.py"), cwd=d)
     assert r.returncode == 0, r.stderr
     return d, r
@@ -41,8 +41,8 @@ def test_run_writes_graph_svg_next_to_the_trace(recorded):
 def commands(recorded):
     """The subprocess calls, started together (each one spends most of its time importing)."""
     d, _ = recorded
-    calls = {ext: ("graph", "out/t.gtrace", "-o", f"g.{ext}") for ext in MAGIC}
-    calls["bad-step"] = ("graph", "out/t.gtrace", "--step", "99", "-o", "never.svg")
+    calls = {ext: ("graph", "out/trace.gtrace", "-o", f"g.{ext}") for ext in MAGIC}
+    calls["bad-step"] = ("graph", "out/trace.gtrace", "--step", "99", "-o", "never.svg")
     with ThreadPoolExecutor(len(calls)) as pool:
         futures = {k: pool.submit(gradtrace_cmd, *args, cwd=d) for k, args in calls.items()}
         return {k: f.result() for k, f in futures.items()}
@@ -57,7 +57,7 @@ def test_graph_writes_each_format(recorded, commands, ext):
     assert r.stdout == ""
     assert (d / f"g.{ext}").read_bytes().startswith(MAGIC[ext])
     if ext == "dot":  # the same bytes as the Python API gives for that step
-        step = gradtrace.load(d / "out" / "t.gtrace").steps[0]
+        step = gradtrace.load(d / "out" / "trace.gtrace").steps[0]
         assert (d / "g.dot").read_text() == graph_of_step(step, view="both").dot
 
 
@@ -79,25 +79,25 @@ def _main(capsys, *args) -> tuple[int, str, str]:
 def test_options_in_process(recorded, capsys, monkeypatch):
     d, _ = recorded
     monkeypatch.chdir(d)
-    code, out, err = _main(capsys, "graph", "out/t.gtrace", "--step", "last", "--view", "backward",
+    code, out, err = _main(capsys, "graph", "out/trace.gtrace", "--step", "last", "--view", "backward",
                            "-o", "last.svg")
     assert code == 0 and err == "gradtrace: graph of step 2 (backward view, 12 nodes): last.svg\n"
     assert ">DivBackward0<" in (d / "last.svg").read_text()
-    code, out, err = _main(capsys, "graph", "out/t.gtrace", "-o", "-", "--view", "forward")
+    code, out, err = _main(capsys, "graph", "out/trace.gtrace", "-o", "-", "--view", "forward")
     assert code == 0 and err == ""
-    assert out == graph_of_step(gradtrace.load("out/t.gtrace").steps[0], view="forward").dot
-    code, out, err = _main(capsys, "graph", "out/t.gtrace", "-o", "-", "--view", "backward",
+    assert out == graph_of_step(gradtrace.load("out/trace.gtrace").steps[0], view="forward").dot
+    code, out, err = _main(capsys, "graph", "out/trace.gtrace", "-o", "-", "--view", "backward",
                            "--no-fold")
-    step = gradtrace.load("out/t.gtrace").steps[0]
+    step = gradtrace.load("out/trace.gtrace").steps[0]
     assert code == 0 and out == graph_of_step(step, view="backward", fold=False).dot
     assert out != graph_of_step(step, view="backward").dot and "style=invis" not in out
-    code, out, err = _main(capsys, "graph", "out/t.gtrace", "--no-values", "--theme", "dark",
+    code, out, err = _main(capsys, "graph", "out/trace.gtrace", "--no-values", "--theme", "dark",
                            "--no-legend", "-o", "plain.gv")
     dot = (d / "plain.gv").read_text()
     assert code == 0 and 'bgcolor="#1e1e1e"' in dot and "<I>data</I>" not in dot and "legend" not in dot
-    code, out, err = _main(capsys, "graph", "out/t.gtrace", "--engine", "matplotlib", "-o", "m.png")
+    code, out, err = _main(capsys, "graph", "out/trace.gtrace", "--engine", "matplotlib", "-o", "m.png")
     assert code == 0 and (d / "m.png").read_bytes().startswith(MAGIC["png"])
-    code, out, err = _main(capsys, "graph", "out/t.gtrace")   # default: graph.svg by the trace
+    code, out, err = _main(capsys, "graph", "out/trace.gtrace")   # default: graph.svg by the trace
     assert code == 0 and err.endswith(": out/graph.svg\n")
 
 
@@ -110,7 +110,7 @@ def test_user_errors_are_one_line(recorded, capsys, monkeypatch, args, message):
     d, _ = recorded
     monkeypatch.chdir(d)
     monkeypatch.setattr("shutil.which", lambda name: None)
-    code, out, err = _main(capsys, "graph", "out/t.gtrace", *args)
+    code, out, err = _main(capsys, "graph", "out/trace.gtrace", *args)
     assert code == 2 and err.startswith(f"gradtrace: error: {message}") and err.count("\n") == 1
 
 

@@ -59,13 +59,13 @@ def test_report_command_and_run_print_the_page_last(tmp_path):
                 w.grad.zero_()
         raise SystemExit("<script>bad</script>")
     """))
-    r = gradtrace_cmd("run", "-o", "out/t.gtrace", str(p), cwd=tmp_path)
+    r = gradtrace_cmd("run", "-o", "out/trace.gtrace", str(p), cwd=tmp_path)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1] == "gradtrace: report: out/report.html"
     page = (tmp_path / "out" / "report.html").read_text()
     _no_network(page)
     assert "exited" in page
-    r = gradtrace_cmd("report", "out/t.gtrace", "-o", "again.html", "--no-animations", cwd=tmp_path)
+    r = gradtrace_cmd("report", "out/trace.gtrace", "-o", "again.html", "--no-animations", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stderr.strip().splitlines()[-1] == "gradtrace: report: again.html"
     assert (tmp_path / "again.html").read_text().startswith("<!DOCTYPE html>")

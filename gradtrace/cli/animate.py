@@ -9,6 +9,7 @@ import click
 
 from ..errors import GradtraceError, RenderError, UsageError
 from ..render.animate import FORMATS, KINDS, AnimateOptions, animation_of_trace, mp4_available
+from ..trace.outputs import Outputs, outputs_of
 from .common import info, load_trace, shown_path, trace_argument
 
 __all__ = ["animate", "after_run", "RUN_MAX_STEPS"]
@@ -27,7 +28,8 @@ RUN_MAX_STEPS = 5000
                    ".grad can already hold something].")
 @click.option("-o", "--output", "outputs", multiple=True, metavar="OUT",
               help="OUT.gif, .mp4, .html (a self-contained player) or .png (one frame, see "
-                   "--still); repeat for several [default: <kind>.gif next to the trace].")
+                   "--still); repeat for several [default: <kind>.gif next to the trace, "
+                   "NAME.<kind>.gif for NAME.gtrace].")
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True, max=100), default=None,
               help="Frames per second [default: 1 for backprop, 12 for training].")
 @click.option("--frames", type=click.IntRange(min=2), default=None,
@@ -62,7 +64,7 @@ def animate(trace_path, kind, step_spec, outputs, fps, frames, dpi, size, still,
     trace = load_trace(trace_path)
     options = AnimateOptions(kind=kind, step=step_spec, fps=fps, frames=frames, dpi=dpi,
                              size=size, progress=progress)
-    paths = [Path(o) for o in outputs] or [Path(trace.path).parent / f"{kind}.gif"]
+    paths = [Path(o) for o in outputs] or [outputs_of(trace.path).animation(kind)]
     for p in paths:
         if p.suffix.lower() not in (*FORMATS, ".png"):
             raise UsageError(f"-o {p}: unknown format; use .gif, .mp4, .html or .png")
@@ -95,9 +97,9 @@ def _options_dict(options: AnimateOptions) -> dict:
     return {k: getattr(options, k) for k in ("step", "fps", "frames", "dpi", "size", "progress")}
 
 
-def after_run(trace, outdir: Path, ctx) -> None:
-    """`gradtrace run` writes backprop.gif and training.gif next to the trace (small runs;
-    `--no-animate` turns it off)."""
+def after_run(trace, outputs: Outputs, ctx) -> None:
+    """`gradtrace run` writes backprop.gif and training.gif next to the trace, named by
+    ``outputs`` (small runs; `--no-animate` turns it off)."""
     params = ctx.params if ctx is not None else {}
     if not params.get("animate", True):
         return
@@ -109,7 +111,7 @@ def after_run(trace, outdir: Path, ctx) -> None:
              f"make them with: gradtrace animate {shown_path(Path(trace.path))}")
         return
     for kind in ("backprop", "training"):
-        path = Path(outdir) / f"{kind}.gif"
+        path = outputs.animation(kind)
         try:
             anim = animation_of_trace(trace, kind=kind, progress=True)
             anim.save(path)

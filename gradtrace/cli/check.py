@@ -39,7 +39,7 @@ def check(ctx, trace_path, as_json, step_range, numeric, strict):
     ctx.exit(report.exit_code(strict))
 
 
-def after_run(trace, outdir, ctx) -> None:
+def after_run(trace, outputs, ctx) -> None:
     """`gradtrace run`: the one-line verdict and the findings, on stderr."""
     report = check_trace(trace)
     info(f"check: {report.verdict()}")

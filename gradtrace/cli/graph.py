@@ -8,6 +8,7 @@ import click
 
 from ..analysis.graph import ENGINES, THEMES, VIEWS, GraphOptions
 from ..errors import UsageError
+from ..trace.outputs import Outputs, outputs_of
 from .common import info, load_trace, shown_path, trace_argument
 
 __all__ = ["graph", "after_run"]
@@ -41,7 +42,7 @@ _EXTENSIONS = (".svg", ".png", ".pdf", ".dot", ".gv")
                    "(auto: the first that is available).")
 @click.option("-o", "--output", metavar="OUT", default=None,
               help="OUT.svg, .png, .pdf or .dot; '-' prints the DOT text "
-                   "[default: graph.svg next to the trace].")
+                   "[default: graph.svg next to the trace, NAME.graph.svg for NAME.gtrace].")
 def graph(trace_path, step_spec, view, values, theme, legend, budget, expand, direction, fold,
           engine, output):
     """Draw the computation graph of one recorded step (SVG, PNG, PDF or DOT).
@@ -62,15 +63,16 @@ def graph(trace_path, step_spec, view, values, theme, legend, budget, expand, di
     if output == "-":
         click.echo(picture.dot, nl=False)
         return
-    out = Path(output) if output else Path(trace.path).parent / "graph.svg"
+    out = Path(output) if output else outputs_of(trace.path).graph
     path = picture.save(out)
     model = picture.model
     extra = f", {model.collapsed} collapsed (--expand shows all)" if model.collapsed else ""
     info(f"graph of step {step.index} ({view} view, {len(model)} nodes{extra}): {shown_path(path)}")
 
 
-def after_run(trace, outdir: Path, ctx) -> None:
-    """`gradtrace run` writes graph.svg (the first step, both views in one) next to the trace."""
+def after_run(trace, outputs: Outputs, ctx) -> None:
+    """`gradtrace run` writes graph.svg (the first step, both views in one) next to the trace
+    (``outputs`` names it)."""
     steps = trace.steps
     if not len(steps):
         return
@@ -78,5 +80,5 @@ def after_run(trace, outdir: Path, ctx) -> None:
 
     step = steps[0]
     view = "both" if step.backward is not None else "forward"
-    path = graph_of_step(step, view=view).save(Path(outdir) / "graph.svg")
+    path = graph_of_step(step, view=view).save(outputs.graph)
     info(f"graph of step {step.index}: {shown_path(path)}")

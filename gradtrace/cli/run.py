@@ -11,6 +11,8 @@ import click
 from ..config import Config, parse_step_range
 from ..errors import GradtraceError, UsageError
 from ..record.session import run_script
+from ..trace.lock import TraceLock
+from ..trace.outputs import outputs_of
 from .common import info, shown_path
 
 
@@ -22,7 +24,8 @@ def default_output(script: str | None, module: str | None) -> Path:
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("-m", "module", metavar="MODULE", help="Run a library module as a script (like python -m).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="The trace file to write [default: gradtrace-out/<script>/trace.gtrace].")
+              help="The trace file to write [default: gradtrace-out/<script>/trace.gtrace]; a "
+                   "file there that is not a trace is never overwritten.")
 @click.option("--values", type=click.Choice(["full", "stats"]), default="full", show_default=True,
               help="Keep full tensor values (up to --max-numel elements) or statistics only.")
 @click.option("--max-numel", type=click.IntRange(min=0), default=Config.max_value_numel,
@@ -32,9 +35,11 @@ def default_output(script: str | None, module: str | None) -> Path:
 @click.option("--steps", "step_range", metavar="A:B", default=None,
               help="Record only steps A to B-1 (e.g. 0:10, 100:).")
 @click.option("--report/--no-report", "write_report", default=True, show_default=True,
-              help="Write report.html (summary, checks, graphs, animations) next to the trace.")
+              help="Write report.html (summary, checks, graphs, animations) next to the trace "
+                   "(NAME.report.html for a trace NAME.gtrace).")
 @click.option("--animate/--no-animate", default=True, show_default=True,
-              help="Write backprop.gif and training.gif next to the trace (runs of up to 5000 steps).")
+              help="Write backprop.gif and training.gif next to the trace (NAME.backprop.gif... "
+                   "for NAME.gtrace; runs of up to 5000 steps).")
 @click.argument("script", required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
@@ -43,7 +48,14 @@ def run(ctx, module, output, values, max_numel, every, step_range, write_report,
     """Run SCRIPT with ARGS exactly as `python SCRIPT ARGS` would, recording what autograd does.
 
     The script's stdout and exit code are its own; gradtrace's lines go to stderr. The
-    trace file is written step by step, so an interrupted run keeps every finished step.
+    trace file is written step by step, so an interrupted run keeps every finished step
+    (and a full disk every step written before it filled).
+
+    The files made next to the trace are named after it: graph.svg, backprop.gif,
+    training.gif, figure-N.png and report.html for a trace named trace.gtrace,
+    NAME.graph.svg and so on for NAME.gtrace. Those of an earlier run of the same trace
+    are removed first, and one run at a time writes a trace: a second run with the same
+    -o stops at once.
     """
     if module is None and script is None:
         raise UsageError("give a script to run (gradtrace run SCRIPT [ARGS]...) or -m MODULE")
@@ -55,14 +67,24 @@ def run(ctx, module, output, values, max_numel, every, step_range, write_report,
         raise UsageError(f"-o {out} is a directory; give a file path such as {out}/trace.gtrace")
     config = Config(output=out, values=values, max_value_numel=max_numel, every=every,
                     step_range=parse_step_range(step_range))
+    outputs = outputs_of(out)
+    # One run per trace, from before anything is replaced until its report is written: a
+    # second run on the same path stops here with one line, before its script starts.
+    with TraceLock(out):
+        code = _run(ctx, config, outputs, script, module, args, write_report)
+    ctx.exit(code)
+
+
+def _run(ctx, config: Config, outputs, script, module, args, write_report) -> int:
+    """The run and what is made from it; the script's exit code."""
+    out = outputs.trace
     try:
-        result = run_script(config, script, module, list(args), figure_dir=out.parent)
+        result = run_script(config, script, module, list(args), outputs=outputs)
     except SyntaxError as e:  # the script's own error, shown as python shows it
         traceback.print_exception(type(e), e, None)
-        ctx.exit(1)
+        return 1
     session = result.session
     totals = session.totals
-    trace = session.result
     sys.stdout.flush()
     acc = totals.get("accumulate_fresh", 0) + totals.get("accumulate_added", 0)
     on_top = totals.get("accumulate_on_top", 0)
@@ -79,42 +101,53 @@ def run(ctx, module, output, values, max_numel, every, step_range, write_report,
 
     for fig in mplbackend.SAVED:
         info(f"figure saved: {shown_path(fig)}")
+    for line in mplbackend.FAILED:
+        info(f"figure not saved: {line}")
     shown = shown_path(out)
-    info(f"trace saved: {shown}")
+    if result.fault is not None:
+        # The script's exit code stays its own: the fault is said, on one line, and the
+        # steps the file keeps are still checked and drawn below (each failure one line).
+        info(f"error: {result.fault}")
+    else:
+        info(f"trace saved: {shown}")
+    try:
+        trace = session.result
+    except GradtraceError:
+        return result.exit_code  # the file could not be read back: the line above says why
     if result.status == "interrupted":
         # Ctrl-C means stop now: the checks, pictures and report can be made later.
         info(f"interrupted: no checks, graph or report; `gradtrace report {shown}` makes them")
-        ctx.exit(result.exit_code)
-    _after_run(trace, out.parent, ctx)
+        return result.exit_code
+    _after_run(trace, outputs, ctx)
     info(f"next: gradtrace summary {shown}")
     if write_report:
         from .report import build_report
 
         try:
-            path = build_report(trace, out.parent / "report.html", outdir=out.parent,
-                                render_missing=False)
+            path = build_report(trace, outputs.report, outputs=outputs, render_missing=False)
             info(f"report: {shown_path(path)}")  # last: the page to open
         except GradtraceError as e:
             info(f"report skipped: {e}")
         except Exception as e:
             info(f"report failed (a gradtrace bug, please report it): {type(e).__name__}: {e}")
-    ctx.exit(result.exit_code)
+    return result.exit_code
 
 
-def _after_run(trace, outdir: Path, ctx) -> None:
-    """What `run` makes from the trace once the script has finished. A failure here is
-    reported on one line and never changes the script's exit code."""
+def _after_run(trace, outputs, ctx) -> None:
+    """What `run` makes from the trace once the script has finished, named by ``outputs``
+    (the trace's). A failure here is reported on one line and never changes the script's
+    exit code."""
     for name, action in _AFTER_RUN:
         try:
-            action(trace, outdir, ctx)
+            action(trace, outputs, ctx)
         except GradtraceError as e:
             info(f"{name} skipped: {e}")
         except Exception as e:  # a bug of ours must not change the script's exit code
             info(f"{name} failed (a gradtrace bug, please report it): {type(e).__name__}: {e}")
 
 
-#: (name, action(trace, outdir, ctx)) run in order after the script; each feature adds its own.
+#: (name, action(trace, outputs, ctx)) run in order after the script; each feature adds its own.
 _AFTER_RUN: list = []
-_AFTER_RUN.append(("graph", lambda trace, outdir, ctx: __import__("gradtrace.cli.graph", fromlist=["after_run"]).after_run(trace, outdir, ctx)))  # noqa: E501
-_AFTER_RUN.append(("check", lambda trace, outdir, ctx: __import__("gradtrace.cli.check", fromlist=["after_run"]).after_run(trace, outdir, ctx)))  # noqa: E501
-_AFTER_RUN.append(("animate", lambda trace, outdir, ctx: __import__("gradtrace.cli.animate", fromlist=["after_run"]).after_run(trace, outdir, ctx)))  # noqa: E501
+_AFTER_RUN.append(("graph", lambda trace, outputs, ctx: __import__("gradtrace.cli.graph", fromlist=["after_run"]).after_run(trace, outputs, ctx)))  # noqa: E501
+_AFTER_RUN.append(("check", lambda trace, outputs, ctx: __import__("gradtrace.cli.check", fromlist=["after_run"]).after_run(trace, outputs, ctx)))  # noqa: E501
+_AFTER_RUN.append(("animate", lambda trace, outputs, ctx: __import__("gradtrace.cli.animate", fromlist=["after_run"]).after_run(trace, outputs, ctx)))  # noqa: E501

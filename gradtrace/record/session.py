@@ -14,8 +14,9 @@ from typing import Any
 
 from .. import __version__
 from ..config import Config
-from ..errors import UsageError
-from ..trace.store import Trace, TraceWriter
+from ..errors import TraceFileError, UsageError
+from ..trace.outputs import Outputs
+from ..trace.store import Trace, TraceWriter, is_trace
 from .recorder import Recorder
 
 __all__ = ["trace", "run_script", "RunResult"]
@@ -42,7 +43,10 @@ class trace:
         self._writer: TraceWriter | None = None
         self._recorder: Recorder | None = None
         self._trace: Trace | None = None
+        self._finished = False
         self.meta: dict[str, Any] = {}
+        #: Set when the trace file could not be written to the end (a full disk): what it keeps.
+        self.fault: TraceFileError | None = None
 
     def __enter__(self) -> "trace":
         if self._writer is not None:
@@ -56,28 +60,30 @@ class trace:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        status = "completed"
-        exit_code = None
-        if exc_type is not None:
-            if issubclass(exc_type, SystemExit):
-                status, exit_code = "exited", _exit_code(exc)
-            elif issubclass(exc_type, (KeyboardInterrupt, _Terminated)):
-                status = "interrupted"
-            else:
-                status = "raised"
-        self.finish(status, exit_code, None if exc is None else f"{exc_type.__name__}: {exc}")
+        self.finish(*_outcome(exc_type, exc))
+        if self.fault is not None and exc_type is None:
+            raise self.fault  # the user's own exception, if any, matters more
 
     def finish(self, status: str, exit_code: int | None = None, error: str | None = None) -> None:
-        if self._recorder is None or self._writer is None or self._trace is not None:
+        """End the recording. A trace file that could not be written to the end does not
+        raise here: :attr:`fault` says what it keeps (``__exit__`` raises it)."""
+        if self._recorder is None or self._writer is None or self._finished:
             return
+        self._finished = True
         try:
             # An interrupt can land in the middle of recording a step: keep finished steps only.
             self._recorder.stop(keep_current_step=status != "interrupted")
         finally:
             rec = self._recorder
-            self._writer.finish(status, exit_code, error, steps_seen=rec.step + 1,
-                                ops_dropped=rec.ops_dropped_total, modules=rec.module_classes)
-        self._trace = self._writer.reader()
+            try:
+                self._writer.finish(status, exit_code, error, steps_seen=rec.step + 1,
+                                    ops_dropped=rec.ops_dropped_total, modules=rec.module_classes)
+            except TraceFileError as e:
+                self.fault = e
+        try:
+            self._trace = self._writer.reader()
+        except TraceFileError as e:
+            self.fault = self.fault or e
 
     @property
     def recorder(self) -> Recorder | None:
@@ -90,6 +96,8 @@ class trace:
     @property
     def result(self) -> Trace:
         if self._trace is None:
+            if self.fault is not None:
+                raise self.fault
             raise UsageError("the trace is still recording; read it after the `with` block ends")
         return self._trace
 
@@ -115,6 +123,18 @@ def _config_json(config: Config) -> dict[str, Any]:
     }
 
 
+def _outcome(exc_type, exc) -> tuple[str, int | None, str | None]:
+    """(status, exit_code, error) of a block that ended with ``exc`` (or normally)."""
+    if exc_type is None:
+        return "completed", None, None
+    error = f"{exc_type.__name__}: {exc}"
+    if issubclass(exc_type, SystemExit):
+        return "exited", _exit_code(exc), error
+    if issubclass(exc_type, (KeyboardInterrupt, _Terminated)):
+        return "interrupted", None, error
+    return "raised", None, error
+
+
 def _exit_code(exc: BaseException | None) -> int:
     code = getattr(exc, "code", None)
     if code is None:
@@ -134,6 +154,11 @@ class RunResult:
         self.status = status
         self.session = session
 
+    @property
+    def fault(self) -> TraceFileError | None:
+        """Set when the trace file could not be written to the end; says what it keeps."""
+        return self.session.fault
+
 
 def _print_user_traceback(exc: BaseException, keep) -> None:
     """Print the traceback from the first frame ``keep`` accepts (the user's script)."""
@@ -144,11 +169,15 @@ def _print_user_traceback(exc: BaseException, keep) -> None:
 
 
 def run_script(config: Config, script: str | None, module: str | None, args: list[str],
-               figure_dir: Path | None = None) -> RunResult:
+               outputs: Outputs | None = None) -> RunResult:
     """Run a script (or ``-m module``) as ``python`` would, recording it.
 
     Returns the exit code python would have given: ``sys.exit(n)`` -> n, an exception -> 1
-    (with the user's traceback, without gradtrace's frames), Ctrl-C -> 130, SIGTERM -> 143.
+    (with the user's traceback, without gradtrace's frames), Ctrl-C -> 130, SIGTERM -> 143;
+    a trace file that could not be written to the end (a full disk) does not change it
+    (``RunResult.fault`` says what the file keeps). With ``outputs`` (those of the trace),
+    the outputs of an earlier run of the same trace are removed before the script starts
+    and ``plt.show()`` saves the script's figures under their names.
     """
     if script is not None:
         path = Path(script)
@@ -191,8 +220,11 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
     mpl = None
 
     exit_code, status = 0, "completed"
+    replacing = config.output is not None and outputs is not None and is_trace(config.output)
     session.__enter__()  # a trace file that cannot be written stops here, before the script runs
     recorder = session.recorder
+    if replacing:
+        outputs.remove()  # the earlier run's: none of them may pass for this run's
 
     def on_signal(exc_type):
         def handler(signum, frame):
@@ -208,11 +240,12 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
             signal.signal(signal.SIGTERM, on_signal(_Terminated))
             if old_int is signal.default_int_handler:
                 signal.signal(signal.SIGINT, on_signal(KeyboardInterrupt))
-        if figure_dir is not None and "matplotlib.pyplot" not in sys.modules:
+        if outputs is not None and "matplotlib.pyplot" not in sys.modules:
             from . import mplbackend as mpl
 
-            mpl.FIGURE_DIR = figure_dir
+            mpl.OUTPUTS = outputs
             mpl.SAVED.clear()
+            mpl.FAILED.clear()
             os.environ["MPLBACKEND"] = "module://gradtrace.record.mplbackend"
             if "matplotlib" in sys.modules:
                 sys.modules["matplotlib"].rcParams["backend"] = "module://gradtrace.record.mplbackend"
@@ -229,9 +262,9 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
             try:
                 exec(code, main.__dict__)
             except BaseException as e:
-                session.__exit__(type(e), e, e.__traceback__)
+                session.finish(*_outcome(type(e), e))
                 raise
-            session.__exit__(None, None, None)
+            session.finish(*_outcome(None, None))
         else:
             sys.argv = [module, *args]
             if sys.path:
@@ -239,9 +272,9 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
             try:
                 runpy.run_module(module, run_name="__main__", alter_sys=True)
             except BaseException as e:
-                session.__exit__(type(e), e, e.__traceback__)
+                session.finish(*_outcome(type(e), e))
                 raise
-            session.__exit__(None, None, None)
+            session.finish(*_outcome(None, None))
     except SystemExit as e:
         exit_code, status = _exit_code(e), "exited"
         if e.code is not None and not isinstance(e.code, int):

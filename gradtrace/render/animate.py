@@ -13,6 +13,7 @@ trace and options give the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import html
@@ -279,9 +280,12 @@ class Animation:
                 if FORMATS[path.suffix.lower()] == "html":
                     self._finish_html(tmp)
                 tmp.replace(path)
+        except OSError as e:  # a full disk, an unwritable folder
+            where = ", ".join(str(p) for p in paths)
+            raise RenderError(f"cannot write {where}: {e.strerror or e}") from None
         finally:
             for _, _, tmp in jobs:
-                if tmp.exists():
+                with contextlib.suppress(OSError):
                     tmp.unlink()
         return paths
 

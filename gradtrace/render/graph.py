@@ -1010,6 +1010,7 @@ class GraphPicture:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
         except OSError as e:
+            _remove_partial(path)
             raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
         return path
 
@@ -1035,3 +1036,12 @@ def graph_of_step(step, view: str = "both", options: GraphOptions | None = None,
     """``Step.graph()``: the computation graph of ``step``, ready to save or show."""
     options = GraphOptions.make(options, view=view, **changes)
     return GraphPicture(build_graph(step, options), options)
+
+
+def _remove_partial(path: Path) -> None:
+    """A picture whose writing failed half-way (a full disk) is not left behind."""
+    try:
+        if path.is_file():
+            path.unlink()
+    except OSError:
+        pass

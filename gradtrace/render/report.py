@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as _dt
 import html
 import io
@@ -263,5 +264,8 @@ def write_report(trace, path, **sections) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     except OSError as e:
+        with contextlib.suppress(OSError):  # no half-written page (a full disk)
+            if path.is_file():
+                path.unlink()
         raise RenderError(f"cannot write {path} ({e.strerror}); choose another path with -o") from None
     return path

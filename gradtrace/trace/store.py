@@ -60,6 +60,7 @@ the format version, so a foreign or newer file is told apart before any table is
 from __future__ import annotations
 
 import bisect
+import contextlib
 import dataclasses
 import datetime as _dt
 import json
@@ -81,12 +82,13 @@ from ..errors import TraceFileError, UsageError
 from . import checked as ck
 from .checked import Limits, Malformed
 from .dtypes import dtype_name
+from .lock import TraceLock
 from .model import (
     EVENT_KINDS, Backward, Event, GradNode, Op, RunInfo, Source, Stats, Step, TensorInfo,
 )
 
-__all__ = ["FORMAT_VERSION", "OLDEST_READABLE", "TraceWriter", "Trace", "load", "APPLICATION_ID",
-           "Limits", "dtype_name"]
+__all__ = ["FORMAT_VERSION", "OLDEST_READABLE", "TraceWriter", "Trace", "load", "is_trace",
+           "APPLICATION_ID", "Limits", "dtype_name"]
 
 #: Bump when the schema changes; record the change in docs/trace-format.md.
 FORMAT_VERSION = 2
@@ -153,37 +155,33 @@ class TraceWriter:
     vid, tid or -1, 0, :meth:`code` of the dtype, ``offset``, nbytes, ndim, sizes), and calls
     :meth:`commit_step` when a step ends; nothing of a step is visible to readers before that.
 
-    A write that fails (a full disk) does not break the user's run: later steps are
-    dropped and :meth:`finish` raises :class:`TraceFileError` saying so.
+    Opening takes the trace's lock (see :mod:`gradtrace.trace.lock`) and replaces an earlier
+    trace at the path, never a file of anything else. A write that fails (a full disk) does
+    not break the user's run: later steps are dropped, the steps committed before stay
+    readable in place, and :meth:`finish` raises :class:`TraceFileError` saying which.
     """
 
     def __init__(self, path: Path | None, meta: dict[str, Any]):
         self.path = path
         self.pid = os.getpid()
         self.error: str | None = None
+        self.failed_step: int | None = None  # the step whose commit failed, if one did
+        self.kept: list[int] = []  # the first and last step committed, once there are some
+        self.n_kept = 0
+        self._lock = None
         if path is not None:
             path = Path(path)
+            self._lock = TraceLock(path, writer=True).acquire()
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                for suffix in ("", "-wal", "-shm", "-journal"):
-                    p = Path(str(path) + suffix)
-                    if p.exists():
-                        p.unlink()
-                self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-                # WAL appends each commit to the log: it survives kill -9 (the OS has the
-                # bytes) without an fsync per step. Exclusive: no shared-memory index.
-                self.conn.execute("PRAGMA locking_mode=EXCLUSIVE")
-                self.conn.execute("PRAGMA journal_mode=WAL")
-                self.conn.execute("PRAGMA synchronous=OFF")
-                self.conn.executescript(_SCHEMA)
-            except (OSError, sqlite3.Error) as e:
-                raise TraceFileError(path, f"cannot write the trace file ({e}); choose another "
-                                           "path with -o") from None
+                self.conn = self._open(path)
+            except BaseException:
+                self._lock.release()
+                raise
         else:
             self.conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            self.conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            self.conn.execute(f"PRAGMA user_version={FORMAT_VERSION}")
             self.conn.executescript(_SCHEMA)
-        self.conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-        self.conn.execute(f"PRAGMA user_version={FORMAT_VERSION}")
         base = {
             "format": "gradtrace-trace",
             "version": FORMAT_VERSION,
@@ -202,6 +200,46 @@ class TraceWriter:
         self._write(meta=base)
         self._reset_step()
         self.closed = False
+        if self.error is not None and path is not None:  # stop before the script runs
+            error = self.error
+            self._close()
+            _remove_new(path)
+            raise TraceFileError(path, f"cannot write the trace file ({error}); free some space "
+                                       "or choose another path with -o")
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        is_trace(path, replacing=True)  # raises for a file that is not an earlier trace
+        conn = None
+        try:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                p = Path(str(path) + suffix)
+                if p.exists() or p.is_symlink():
+                    p.unlink()
+            conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            # The header first, straight into the file: from its first write on, the file
+            # says it is a trace (a run never replaces a file that does not).
+            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version={FORMAT_VERSION}")
+            # A rollback journal, not WAL: a commit writes the step into the file itself
+            # (the OS holds the bytes when the process is killed; a half-written step is
+            # rolled back by the next reader), and a write that fails for want of space
+            # leaves a file that reads without needing any more space, where a write-ahead
+            # log would have to be folded in first. Exclusive: the journal is kept between
+            # commits (its header zeroed) instead of being made and deleted for each step.
+            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+            conn.execute("PRAGMA journal_mode=PERSIST")
+            conn.execute("PRAGMA synchronous=OFF")
+            conn.executescript(_SCHEMA)
+            return conn
+        except (OSError, sqlite3.Error) as e:
+            if conn is not None:  # the file is ours now: leave nothing half-made
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+                _remove_new(path)
+            msg = e.strerror if isinstance(e, OSError) and e.strerror else e
+            raise TraceFileError(path, f"cannot write the trace file ({msg}); choose another "
+                                       "path with -o") from None
 
     def _reset_step(self):
         self.ops: list[list] = []
@@ -250,10 +288,11 @@ class TraceWriter:
         self._reset_step()
         self._write(step_row=row)
 
-    def _write(self, step_row: tuple | None = None, meta: dict | None = None) -> None:
+    def _write(self, step_row: tuple | None = None, meta: dict | None = None) -> bool:
+        """One transaction; False if it was not written (now or at an earlier failure)."""
         sources, self.sources = self.sources, []
         if self.error is not None or os.getpid() != self.pid:
-            return  # a write failed before, or this is a forked child (DataLoader workers)
+            return False  # a write failed before, or this is a forked child (DataLoader workers)
         c = self.conn
         try:
             c.execute("BEGIN")
@@ -274,36 +313,138 @@ class TraceWriter:
                                   [(k, _json(v)) for k, v in meta.items()])
                 c.execute("COMMIT")
             except BaseException:
-                c.execute("ROLLBACK")
+                # SQLite has already rolled back after some errors (a full disk): then there
+                # is nothing to roll back, and trying would hide the error that matters.
+                if c.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        c.execute("ROLLBACK")
                 raise
         except sqlite3.Error as e:
             self.error = str(e)
+            if step_row is not None:
+                self.failed_step = step_row[0]
+            return False
+        if step_row is not None:
+            self.kept = [self.kept[0] if self.kept else step_row[0], step_row[0]]
+            self.n_kept += 1
+        return True
 
     def finish(self, status: str, exit_code: int | None = None, error: str | None = None,
                **meta) -> None:
-        """Mark how the run ended and leave one self-contained file. Raises
-        :class:`TraceFileError` if part of the run could not be written."""
+        """Mark how the run ended, leave one self-contained file and let go of the lock.
+        Raises :class:`TraceFileError` (after all that) if part of the run could not be
+        written, saying what the file keeps."""
         if self.closed:
             return
         self.closed = True
         meta.update(status=status, exit_code=exit_code, error=error)
-        self._write(meta=meta)
-        if self.path is not None and os.getpid() == self.pid:
-            try:
-                # Fold the write-ahead log into the file: one file to copy, readable read-only.
-                self.conn.execute("PRAGMA journal_mode=DELETE")
-                self.conn.close()
-            except sqlite3.Error as e:
-                self.error = self.error or str(e)
-            if self.error is not None:
-                raise TraceFileError(self.path, f"could not be written to the end ({self.error}); "
-                                                "free some space or choose another path with -o")
+        if self.path is None or os.getpid() != self.pid:
+            self._write(meta=meta)
+            return
+        failed_before = self.error is not None
+        ended = not failed_before and self._write(meta=meta)
+        # Drop the kept journal: one file to copy. That also frees its space, which may be
+        # what the end of the run needs on a full disk. A journal left behind is harmless.
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute("PRAGMA journal_mode=DELETE")
+        if not ended:
+            first, self.error = self.error, None
+            ended = self._write(meta=meta)  # how the run ended, at least, if it fits now
+            self.error = first if failed_before or not ended else None
+        self._close()
+        if self.error is not None:
+            raise TraceFileError(self.path, self._fault(ended))
+
+    def _close(self) -> None:
+        try:
+            self.conn.close()
+        except sqlite3.Error as e:
+            self.error = self.error or str(e)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def _fault(self, ended: bool) -> str:
+        """What went wrong and what the file keeps, in one line."""
+        n, kept = self.n_kept, self.kept
+        steps = (f"the {n} recorded step{'s' if n != 1 else ''} before it ({kept[0]}..{kept[1]})"
+                 if n else "no step before it")
+        if self.failed_step is not None:
+            what = (f"writing stopped at step {self.failed_step}: {steps} "
+                    f"{'are' if n != 1 else 'is'} kept in the file")
+        elif n:
+            what = f"all {n} recorded steps ({kept[0]}..{kept[1]}) are kept in the file"
+        else:
+            what = "no step was recorded"
+        if not ended:
+            what += ", but not how the run ended"
+        return (f"could not be written to the end ({self.error}); {what}; free some space or "
+                "choose another path with -o")
 
     def reader(self) -> "Trace":
         """A reader on the same data (the in-memory database stays with the writer)."""
         if self.path is not None:
             return load(self.path)
         return Trace(self.conn, "<memory>")
+
+
+def _remove_new(path: Path) -> None:
+    """Delete the trace file this writer has just made (and its journal)."""
+    for suffix in ("", "-journal"):
+        with contextlib.suppress(OSError):
+            Path(f"{path}{suffix}").unlink()
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def is_trace(path, *, replacing: bool = False) -> bool:
+    """Whether a gradtrace trace file is at ``path`` (by its SQLite header: the magic string
+    and ``application_id``; nothing is opened as a database). With ``replacing``, a file
+    there that is not one raises :class:`TraceFileError`: a run overwrites an earlier trace,
+    never a file of anything else."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(100)
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        if not replacing:
+            return False
+        if isinstance(e, IsADirectoryError):
+            raise TraceFileError(path, "is a directory; give a file path such as "
+                                       f"{Path(path) / 'trace.gtrace'}") from None
+        raise TraceFileError(path, f"cannot write the trace file ({e.strerror or e}); choose "
+                                   "another path with -o") from None
+    ours = head[:16] == _SQLITE_MAGIC and (int.from_bytes(head[68:72], "big") == APPLICATION_ID
+                                           or _wal_says_trace(Path(f"{path}-wal")))
+    if not ours and replacing:
+        raise TraceFileError(path, "exists and is not a gradtrace trace; choose another path "
+                                   "with -o")
+    return ours
+
+
+def _wal_says_trace(wal: Path) -> bool:
+    """A trace of an earlier gradtrace (which wrote through a write-ahead log) whose run was
+    killed has its header in the log: look there for a copy of page 1 with our id."""
+    try:
+        with open(wal, "rb") as f:
+            header = f.read(32)
+            if len(header) < 32 or header[:4] not in (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83"):
+                return False
+            page_size = int.from_bytes(header[8:12], "big")
+            page_size = 65536 if page_size == 1 else page_size
+            for _ in range(256):  # page 1 is among the first frames of a run
+                frame = f.read(24 + page_size)
+                if len(frame) < 24 + 72:
+                    return False
+                if int.from_bytes(frame[:4], "big") == 1 and \
+                        int.from_bytes(frame[24 + 68:24 + 72], "big") == APPLICATION_ID:
+                    return True
+    except OSError:
+        pass
+    return False
 
 
 def _check_header(conn: sqlite3.Connection, path: str) -> int:
