@@ -62,7 +62,8 @@ MARKER = "HOSTILE_MARKER"  # a crafted op would create this file if it ever ran
 
 
 def record_base(folder: Path) -> Path:
-    """Record BASE_SCRIPT into folder/base.gtrace (values above 4 elements as statistics)."""
+    """Record BASE_SCRIPT into folder/base.gtrace (values above 8 elements as statistics:
+    the data, while the batches and parameters are kept, so every step replays)."""
     import runpy
 
     import gradtrace
@@ -70,7 +71,7 @@ def record_base(folder: Path) -> Path:
     script = folder / "base_script.py"
     script.write_text(BASE_SCRIPT)
     path = folder / "base.gtrace"
-    with gradtrace.trace(path, max_value_numel=4):
+    with gradtrace.trace(path, max_value_numel=8):
         runpy.run_path(str(script), run_name="__main__")
     return path
 
@@ -334,9 +335,10 @@ def _first_sized(ints):
 
 
 def corpus(base: Path, folder: Path, marker: str) -> list[tuple[str, Path]]:
-    """Write every case into ``folder``: 20 truncations, 200 byte flips, the edits."""
+    """Write every case into ``folder``: the file itself, 20 truncations, 200 byte flips, the edits."""
     data = base.read_bytes()
-    out = []
+    shutil.copyfile(base, folder / "base.gtrace")
+    out = [("base", folder / "base.gtrace")]  # the undamaged file, for comparison
     n = len(data)
     for k in range(20):
         cut = [0, 1, 15, 16, 99, 100, 101, 512, 1024, 4095, 4096, 4097][k] if k < 12 else \
@@ -368,7 +370,7 @@ def corpus(base: Path, folder: Path, marker: str) -> list[tuple[str, Path]]:
 COMMANDS = {
     "load": None,
     "summary": ["summary", "{t}"],
-    "check": ["check", "{t}"],
+    "check": ["check", "--json", "{t}"],
     "graph": ["graph", "{t}", "-o", "{o}/graph.svg"],
     "graph-last": ["graph", "{t}", "--step", "last", "--view", "backward", "-o", "{o}/last.dot"],
     # One frame each, small: the whole scene is built from the file, one frame is drawn.
@@ -550,7 +552,7 @@ def main(out_json: str, only: str | None = None) -> None:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             _warm_up(folder)
         if only:
-            cases = [c for c in cases if only in c[0]]
+            cases = [c for c in cases if only in c[0] or c[0] == "base"]
         before = sorted(p.name for p in folder.iterdir())
         jobs = [(name, command, path) for name, path in cases for command in COMMANDS]
         results = run_all(jobs, folder, marker, workers=max(1, min(4, os.cpu_count() or 1)))

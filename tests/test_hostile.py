@@ -94,11 +94,15 @@ def test_crafted_targets_never_run(corpus):
     assert not [r["case"] for r in corpus["results"] if r["marker"]]
     assert corpus["stray_files"] == []
     check = {r["case"]: r for r in corpus["results"] if r["command"] == "check"}
+    assert check["base"]["exit"] == 0
+    base = json.loads(check["base"]["stdout"])["checks"]
+    assert [c["status"] for c in base if c["kind"] == "numeric" and c["step"] == 0] == ["pass", "pass"]
     for case, r in check.items():
         if case.startswith("edit-target-") and r["exit"] == 0:
             # The step whose op was replaced is not claimed as numerically checked.
-            assert "not replayable" in r["stdout"] or "numeric" not in r["stdout"].split("gradients ok")[0], \
-                (case, r["stdout"][-800:])
+            step0 = [c for c in json.loads(r["stdout"])["checks"] if c["kind"] == "numeric" and c["step"] == 0]
+            assert step0 and all(c["status"] == "not_applicable" for c in step0), (case, step0)
+            assert "not an op gradtrace replays" in step0[0]["detail"], (case, step0)
 
 
 def test_corpus_report(corpus, capsys):
