@@ -7,10 +7,10 @@ __version__ = "0.1.0"
 from .config import Config  # noqa: E402
 from .errors import GradtraceError, RenderError, TraceFileError, UsageError  # noqa: E402
 from .record.session import trace  # noqa: E402
-from .trace.model import (  # noqa: E402
+from .tracefile.model import (  # noqa: E402
     Backward, Event, GradNode, Op, RunInfo, Source, Stats, Step, TensorInfo, Value,
 )
-from .trace.store import Trace, load  # noqa: E402
+from .tracefile.store import Trace, load  # noqa: E402
 
 __all__ = [
     "__version__", "trace", "load", "Trace", "Config", "GradtraceError", "TraceFileError",

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 import gradtrace
 from gradtrace.analysis import replayable as rt
 from gradtrace.record.recorder import _target_of
-from gradtrace.trace.dtypes import DTYPES, dtype_from_name
-from gradtrace.trace.store import dtype_name
+from gradtrace.tracefile.dtypes import DTYPES, dtype_from_name
+from gradtrace.tracefile.store import dtype_name
 
 from conftest import gradtrace_cmd, record_demo
 

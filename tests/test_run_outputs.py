@@ -20,8 +20,8 @@ from PIL import Image
 import gradtrace
 from conftest import gradtrace_cmd
 from gradtrace.errors import RenderError, TraceFileError
-from gradtrace.trace.outputs import outputs_of
-from gradtrace.trace.store import APPLICATION_ID, is_trace
+from gradtrace.tracefile.outputs import outputs_of
+from gradtrace.tracefile.store import APPLICATION_ID, is_trace
 
 FIT = textwrap.dedent("""\
     import torch
@@ -281,7 +281,7 @@ FILLS = textwrap.dedent("""\
 #: connection failing as on a full disk from step 30 on (a test stand-in, never shipped).
 _FULL_FROM_STEP_30 = textwrap.dedent("""\
     import sqlite3, sys
-    from gradtrace.trace import store
+    from gradtrace.tracefile import store
 
     class Full:
         def __init__(self, conn):

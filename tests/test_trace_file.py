@@ -10,7 +10,7 @@ import torch
 
 import gradtrace
 from gradtrace.errors import TraceFileError
-from gradtrace.trace.store import APPLICATION_ID, FORMAT_VERSION
+from gradtrace.tracefile.store import APPLICATION_ID, FORMAT_VERSION
 
 
 @pytest.fixture
@@ -213,7 +213,7 @@ def test_a_fifo_is_refused_without_blocking(tmp_path):
 def test_a_billion_zeros_are_statistics_not_memory(trace_file):
     import json
 
-    from gradtrace.trace.checked import Limits, parse_values
+    from gradtrace.tracefile.checked import Limits, parse_values
 
     # A cleared gradient (kind 2, no bytes) claiming 10^9 float32 elements.
     _set_vidx(trace_file, _vidx_of(trace_file) + [10 ** 6, -1, 2, 0, 0, 0, 1, 10 ** 9])

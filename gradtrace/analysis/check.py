@@ -35,7 +35,7 @@ import torch
 
 from ..config import parse_step_range
 from ..errors import UsageError
-from ..trace.model import Step
+from ..tracefile.model import Step
 from .diagnostics import FINDING_KINDS, Diagnostics, Finding, OptimumTrack
 from .linear import SOFTMAX_CE, SQUARED_ERROR, LinearFit, recognize
 from .numeric import (

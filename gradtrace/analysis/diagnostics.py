@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..trace.model import Event, Op, Source, Step
+from ..tracefile.model import Event, Op, Source, Step
 from .linear import SQUARED_ERROR, LinearFit, NotApplicableError, pool
 
 __all__ = ["Finding", "FINDING_KINDS", "Diagnostics", "OptimumTrack", "effective_lr"]

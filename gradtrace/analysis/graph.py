@@ -99,8 +99,8 @@ class GraphModel:
     ``kind`` (one of :data:`NODE_KINDS`), ``title`` (``w``, ``matmul``, ``MmBackward0``),
     ``detail`` (constant arguments, the grad_fn of an op, what a collapsed node holds...),
     ``shape`` (of the tensor the node holds or produces, or None), ``data`` and ``grad``
-    (:class:`~gradtrace.trace.model.Value` or None), ``source``
-    (:class:`~gradtrace.trace.model.Source` or None), ``module`` (the ``nn.Module`` path the
+    (:class:`~gradtrace.tracefile.model.Value` or None), ``source``
+    (:class:`~gradtrace.tracefile.model.Source` or None), ``module`` (the ``nn.Module`` path the
     node belongs to, or None), ``ref`` (``("tensor", tid)``, ``("op", index)``,
     ``("node", nid)``, ``("loss", tid)`` or ``("group", key)``), ``note`` (one line of
     extra explanation or ""), ``count`` (ops folded into the node, 1 for plain nodes),

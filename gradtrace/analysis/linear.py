@@ -1,6 +1,6 @@
 """Linear models under a squared-error or softmax cross-entropy loss, recognised from recorded ops.
 
-The recognition reads one recorded :class:`~gradtrace.trace.model.Step` (its ops, the
+The recognition reads one recorded :class:`~gradtrace.tracefile.model.Step` (its ops, the
 values they saw, the backward graph) and never the script's text::
 
     fit = recognize(step)            # LinearFit, or NotApplicable (falsy, with .reason)
@@ -38,7 +38,7 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import GradtraceError
-from ..trace.model import Op, Step
+from ..tracefile.model import Op, Step
 
 __all__ = [
     "LinearFit", "NotApplicable", "NotApplicableError", "recognize", "pool", "unrecorded_view",

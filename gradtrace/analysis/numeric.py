@@ -23,8 +23,8 @@ from typing import Callable
 
 import torch
 
-from ..trace.dtypes import dtype_from_name
-from ..trace.model import FUNCTION_PREFIX, Op, Step
+from ..tracefile.dtypes import dtype_from_name
+from ..tracefile.model import FUNCTION_PREFIX, Op, Step
 from .linear import NotApplicable, unrecorded_view
 from .replayable import accepts, replayable, string_kind
 

@@ -9,7 +9,7 @@ import click
 
 from ..errors import GradtraceError, RenderError, UsageError
 from ..render.animate import FORMATS, KINDS, AnimateOptions, animation_of_trace, mp4_available
-from ..trace.outputs import Outputs, outputs_of
+from ..tracefile.outputs import Outputs, outputs_of
 from .common import info, load_trace, shown_path, trace_argument
 
 __all__ = ["animate", "after_run", "RUN_MAX_STEPS"]

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from ..trace.store import Trace, load
+from ..tracefile.store import Trace, load
 
 __all__ = ["load_trace", "info", "shown_path", "trace_argument"]
 

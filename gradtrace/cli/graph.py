@@ -8,7 +8,7 @@ import click
 
 from ..analysis.graph import ENGINES, THEMES, VIEWS, GraphOptions
 from ..errors import UsageError
-from ..trace.outputs import Outputs, outputs_of
+from ..tracefile.outputs import Outputs, outputs_of
 from .common import info, load_trace, shown_path, trace_argument
 
 __all__ = ["graph", "after_run"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import GradtraceError, TraceFileError
-from ..trace.outputs import Outputs, outputs_of
+from ..tracefile.outputs import Outputs, outputs_of
 from .common import info, load_trace, trace_argument
 
 

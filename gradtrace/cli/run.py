@@ -11,8 +11,8 @@ import click
 from ..config import Config, parse_step_range
 from ..errors import GradtraceError, UsageError
 from ..record.session import run_script
-from ..trace.lock import TraceLock
-from ..trace.outputs import outputs_of
+from ..tracefile.lock import TraceLock
+from ..tracefile.outputs import outputs_of
 from .common import info, shown_path
 
 

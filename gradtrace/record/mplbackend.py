@@ -9,7 +9,7 @@ from matplotlib._pylab_helpers import Gcf
 from matplotlib.backend_bases import FigureManagerBase
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from ..trace.outputs import Outputs
+from ..tracefile.outputs import Outputs
 
 #: The outputs of the trace being recorded (figure-N.png names); set by the script runner.
 OUTPUTS: Outputs | None = None

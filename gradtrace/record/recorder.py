@@ -30,8 +30,8 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from ..config import Config
-from ..trace.model import Stats
-from ..trace.store import _NUMPY_DTYPES, TraceWriter, dtype_name, tensor_bytes
+from ..tracefile.model import Stats
+from ..tracefile.store import _NUMPY_DTYPES, TraceWriter, dtype_name, tensor_bytes
 
 __all__ = ["Recorder"]
 
@@ -187,7 +187,7 @@ class _IdMap:
 
 def _encode(x, tid_of):
     """JSON-able description of an argument in the file's compact form: a tensor is the
-    string ``$t<tid>``, a string that starts with ``$`` gets one more (see trace.store)."""
+    string ``$t<tid>``, a string that starts with ``$`` gets one more (see tracefile.store)."""
     if isinstance(x, _Tensor):
         return f"$t{tid_of(x)}"
     if isinstance(x, str):

@@ -15,8 +15,8 @@ from typing import Any
 from .. import __version__
 from ..config import Config
 from ..errors import TraceFileError, UsageError
-from ..trace.outputs import Outputs
-from ..trace.store import Trace, TraceWriter, is_trace
+from ..tracefile.outputs import Outputs
+from ..tracefile.store import Trace, TraceWriter, is_trace
 from .recorder import Recorder
 
 __all__ = ["trace", "run_script", "RunResult"]

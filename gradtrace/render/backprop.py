@@ -527,7 +527,7 @@ def _target(bw, nid: int | None):
 
 def _sum_values(a, b):
     """Two gradients sent along the same edge (``diff * diff``), added."""
-    from ..trace.model import Value
+    from ..tracefile.model import Value
 
     if a is None:
         return b

@@ -155,7 +155,7 @@ class TraceWriter:
     vid, tid or -1, 0, :meth:`code` of the dtype, ``offset``, nbytes, ndim, sizes), and calls
     :meth:`commit_step` when a step ends; nothing of a step is visible to readers before that.
 
-    Opening takes the trace's lock (see :mod:`gradtrace.trace.lock`) and replaces an earlier
+    Opening takes the trace's lock (see :mod:`gradtrace.tracefile.lock`) and replaces an earlier
     trace at the path, never a file of anything else. A write that fails (a full disk) does
     not break the user's run: later steps are dropped, the steps committed before stay
     readable in place, and :meth:`finish` raises :class:`TraceFileError` saying which.
