@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from .version import __version__
 from .config import Config  # noqa: E402
 from .errors import GradtraceError, RenderError, TraceFileError, UsageError  # noqa: E402
 from .record.session import trace  # noqa: E402

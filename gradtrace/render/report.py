@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from ..version import __version__
 from ..errors import GradtraceError, RenderError
 
 __all__ = ["write_report", "report_html"]
