@@ -294,3 +294,22 @@ def test_one_version_everywhere():
     r = subprocess.run([sys.executable, "-m", "gradtrace", "--version"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0 and __version__ in r.stdout, r.stdout + r.stderr
+
+
+def test_conveniences_dispatch_through_the_facade(tmp_path):
+    """trace.check(), trace.animate() and step.graph() work on a Trace from the trace file
+    layer alone (the facade, imported first as the parent package, registers them)."""
+    from conftest import record_demo
+
+    path = tmp_path / "t.gtrace"
+    record_demo("linreg", path)
+    code = (
+        "import gradtrace.tracefile.store as s, sys\n"
+        "t = s.load(sys.argv[1])\n"
+        "print(type(t.check()).__name__)\n"
+        "print(type(t.steps[0].graph(view='forward')).__name__)\n"
+        "print(type(t.animate(kind='training', frames=2)).__name__)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["CheckReport", "GraphPicture", "Animation"]
