@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..analysis.sampling import subsample  # noqa: F401 (re-exported: part of this module's API)
 from ..errors import RenderError, UsageError
 
 __all__ = [
@@ -110,15 +111,6 @@ def parse_size(size) -> tuple[float, float]:
     if not (2 <= w <= 40 and 2 <= h <= 40):
         raise UsageError(f"size {w:g}x{h:g} is out of range: each side 2 to 40 inches")
     return (w, h)
-
-
-def subsample(n: int, budget: int) -> list[int]:
-    """At most ``budget`` indices of ``range(n)``, evenly spaced, the first and last kept."""
-    if n <= budget:
-        return list(range(n))
-    if budget < 2:
-        return [n - 1]
-    return sorted({round(i * (n - 1) / (budget - 1)) for i in range(budget)})
 
 
 def mp4_available() -> bool:
