@@ -508,3 +508,12 @@ def test_seed_5_surface_is_the_full_batch_loss(demo_trace):
     for step in (trace.step(0), trace.step(1500), trace.step(2999)):
         at = (step.value(w).data.item(), step.value(b).data.item())
         assert S.loss(*at) == pytest.approx(step.loss, rel=1e-5)    # every step sees all 50 points
+
+
+def test_progress_is_a_callback(demo_trace, tmp_path):
+    """Saving reports (done, total) per frame to the caller; render draws no bar of its own."""
+    calls = []
+    anim = animation_of_trace(demo_trace("linreg"), kind="training", frames=3, dpi=20)
+    anim.save(tmp_path / "t.gif", progress=lambda done, total: calls.append((done, total)))
+    n = len(anim)
+    assert calls == [(i, n) for i in range(1, n + 1)]

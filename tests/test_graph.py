@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 import gradtrace
-from gradtrace.analysis.graph import GraphOptions, build_graph
+from gradtrace.analysis.graph import build_graph
 from gradtrace.errors import UsageError
 from gradtrace.render import graph as rg
-from gradtrace.render.graph import fmt_number, graph_of_step, to_dot
+from gradtrace.render.graph import GraphOptions, fmt_number, graph_of_step, to_dot
 
 from conftest import DEMOS, record_demo
 
@@ -399,7 +399,7 @@ def test_a_long_backward_chain_folds_to_fit_a_slide(demo):
 def test_folding_can_be_turned_off_and_skips_module_boxes(d2l):
     assert rg.layout(build_graph(d2l, view="backward"), GraphOptions(view="backward")).folded
     for options in (dict(fold=False), dict(direction="TB")):
-        m = build_graph(d2l, view="backward", **options)
+        m = build_graph(d2l, view="backward")  # fold and direction are drawing options
         lay = rg.layout(m, GraphOptions(view="backward", **options))
         assert not lay.folded and lay.rankdir == options.get("direction", lay.rankdir)
     # graphviz does not keep bands in order around a cluster box, so nn.Module models

@@ -196,7 +196,7 @@ def test_traces_sharing_a_folder_have_their_own_outputs(tmp_path):
 
 
 def test_report_reuses_only_this_traces_current_files(tmp_path):
-    from gradtrace.cli.report import build_report
+    from gradtrace.render.report import build_report
 
     with gradtrace.trace(tmp_path / "a.gtrace"):
         exec(FIT, {})

@@ -156,6 +156,20 @@ def effective_lr(before: torch.Tensor, after: torch.Tensor, grad: torch.Tensor) 
     return lr, plain
 
 
+def gradient_multiple(before: torch.Tensor, after: torch.Tensor, grad: torch.Tensor) -> float | None:
+    """The one number ``r`` with ``after - before = r * grad`` element by element (to 2%: float32
+    parameters round a small change to a few digits), or None when there is none (a zero in
+    the gradient, shapes that differ, momentum or Adam)."""
+    d = (after.double() - before.double()).reshape(-1)
+    gd = grad.double().reshape(-1)
+    if d.shape != gd.shape or not bool((gd != 0).all()):
+        return None
+    r = d / gd
+    if not torch.allclose(r, r[0].expand_as(r), rtol=0.02, atol=0):
+        return None
+    return float(r[0])
+
+
 class Diagnostics:
     """Feed it the steps in order (:meth:`see`), then ask for :meth:`findings`."""
 

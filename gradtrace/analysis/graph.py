@@ -21,74 +21,19 @@ identical sub-graphs collapse into one "× N" node; ``expand=True`` turns that o
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UsageError
 
-__all__ = ["GraphOptions", "GraphModel", "build_graph", "VIEWS", "THEMES", "ENGINES", "NODE_KINDS"]
+__all__ = ["GraphModel", "build_graph", "VIEWS", "BUDGET", "NODE_KINDS"]
 
 VIEWS = ("forward", "backward", "both")
-THEMES = ("lecture", "light", "dark")
-ENGINES = ("auto", "dot", "pygraphviz", "matplotlib")
+#: Above this many nodes (by default), module calls and repeated sub-graphs collapse.
+BUDGET = 24
 #: What a node can be. ``prep`` ops feed the graph from a named tensor without building it;
 #: ``module`` and ``repeat`` nodes stand for collapsed sub-graphs.
 NODE_KINDS = ("param", "input", "op", "prep", "loss", "grad_fn", "accumulate", "module", "repeat")
-
-
-@dataclass(frozen=True)
-class GraphOptions:
-    """Every option of a graph picture; the CLI and ``Step.graph(**options)`` both build one.
-
-    - ``view``: ``forward``, ``backward`` or ``both``.
-    - ``values``: show values (and gradients) on the nodes.
-    - ``max_values``: a tensor is shown in full up to this many elements (and at most
-      ``max_rows`` rows and ``max_cols`` columns); larger ones as shape plus a summary.
-    - ``theme``: ``lecture`` (large fonts for slides), ``light`` or ``dark``.
-    - ``legend``, ``title``: draw the colour legend and the title line; ``title`` may also be
-      a string to use as the title.
-    - ``budget``: above this many nodes, module calls and repeated sub-graphs collapse.
-    - ``expand``: never collapse.
-    - ``engine``: ``auto`` (the ``dot`` program, else pygraphviz's bundled graphviz, else a
-      matplotlib drawing), or one of them by name.
-    - ``direction``: ``TB`` (top to bottom) or ``LR``; ``auto`` picks by the graph's shape.
-    - ``fold``: fold a long graph into bands (a snake) when that makes it larger on a
-      16:9 slide.
-    """
-
-    view: str = "both"
-    values: bool = True
-    max_values: int = 12
-    max_rows: int = 4
-    max_cols: int = 6
-    theme: str = "lecture"
-    legend: bool = True
-    title: bool | str = True
-    budget: int = 24
-    expand: bool = False
-    engine: str = "auto"
-    direction: str = "auto"
-    fold: bool = True
-
-    def __post_init__(self):
-        for name, allowed in (("view", VIEWS), ("theme", THEMES), ("engine", ENGINES),
-                              ("direction", ("auto", "TB", "LR"))):
-            value = getattr(self, name)
-            if value not in allowed:
-                raise UsageError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
-        for name in ("max_values", "max_rows", "max_cols", "budget"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise UsageError(f"{name} must be a whole number, 0 or more, not {getattr(self, name)!r}")
-
-    @classmethod
-    def make(cls, options: "GraphOptions | None" = None, **changes) -> "GraphOptions":
-        """Options from defaults (or ``options``) with ``changes``; unknown names are an error."""
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise UsageError(f"unknown graph option {unknown[0]!r}; the options are "
-                             f"{', '.join(sorted(known))}")
-        return replace(options or cls(), **changes)
 
 
 @dataclass
@@ -446,26 +391,31 @@ def _backward(step, b: _Builder) -> None:
                    tuple(g.shape) if g is not None else None, 0)
 
 
-def build_graph(step, options: GraphOptions | None = None, **changes) -> GraphModel:
-    """The graph of ``step`` in ``options.view``, collapsed above ``options.budget`` nodes."""
-    options = GraphOptions.make(options, **changes)
-    if options.view != "forward" and step.backward is None:
+def build_graph(step, view: str = "both", *, budget: int = BUDGET, expand: bool = False) -> GraphModel:
+    """The graph of ``step`` in ``view`` (one of :data:`VIEWS`), collapsed above ``budget``
+    nodes unless ``expand``. How it is drawn is the render layer's business
+    (``gradtrace.render.graph.GraphOptions``)."""
+    if view not in VIEWS:
+        raise UsageError(f"view must be one of {', '.join(VIEWS)}, not {view!r}")
+    if not isinstance(budget, int) or budget < 0:
+        raise UsageError(f"budget must be a whole number, 0 or more, not {budget!r}")
+    if view != "forward" and step.backward is None:
         raise UsageError(f"step {step.index} has no backward pass, so there is no gradient to "
                          "draw; use view 'forward' (--view forward)")
     b = _Builder()
-    if options.view == "forward":
+    if view == "forward":
         _forward(step, b, with_grad=False)
-    elif options.view == "both":
+    elif view == "both":
         _both(step, b)
     else:
         _backward(step, b)
     g = _renumber(b.g)
-    model = GraphModel(graph=g, view=options.view, step=step.index, loss=step.loss)
+    model = GraphModel(graph=g, view=view, step=step.index, loss=step.loss)
     if step.ops_dropped:
         model.notes.append(f"{step.ops_dropped} ops of this step were not recorded "
                            "(max_ops_per_step)")
-    if not options.expand and len(model) > options.budget:
-        _collapse(model, options.budget)
+    if not expand and len(model) > budget:
+        _collapse(model, budget)
     return model
 
 

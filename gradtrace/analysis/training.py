@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .sampling import subsample
+
 __all__ = ["TrainingSeries", "training_series", "Surface", "loss_surface", "ACC_KINDS", "sane_rows"]
 
 #: How an accumulation met ``.grad``: None before, cleared (zeros), or holding an old gradient.
@@ -84,10 +86,7 @@ def training_series(trace, max_read: int = MAX_READ) -> TrainingSeries:
     steps = np.array([r["index"] for r in rows], dtype=np.int64)
     loss = np.array([np.nan if r["loss"] is None else r["loss"] for r in rows], dtype=np.float64)
     n = len(rows)
-    if n > max_read:
-        read = np.unique(np.round(np.linspace(0, n - 1, max_read)).astype(np.int64))
-    else:
-        read = np.arange(n, dtype=np.int64)
+    read = np.asarray(subsample(n, max_read), dtype=np.int64)
     events = {k: np.zeros(n, dtype=np.int32) for k in (*ACC_KINDS, "update", "zero", "grad_write")}
     params_info = {p.tid: p for p in trace.params}
     seen_params: dict[int, object] = {}
@@ -274,8 +273,7 @@ def loss_surface(trace, series: TrainingSeries, max_fits: int = 400):
     if not series.full_values:
         return NotApplicable("parameter values were not kept in full (recorded with --values stats?)")
     positions = series.read if series.read is not None else np.arange(len(series))
-    pick = positions if len(positions) <= max_fits else positions[
-        np.unique(np.round(np.linspace(0, len(positions) - 1, max_fits)).astype(np.int64))]
+    pick = positions[np.asarray(subsample(len(positions), max_fits), dtype=np.int64)]
     steps_list = trace.steps
     index_pos = {idx: i for i, idx in enumerate(steps_list.indices)}
     fits = []
@@ -356,6 +354,5 @@ def _unique_rows(X: np.ndarray, y: np.ndarray, limit: int = 5000):
     both = np.concatenate([X, y], axis=1)
     _, idx = np.unique(both, axis=0, return_index=True)
     idx = np.sort(idx)
-    if len(idx) > limit:
-        idx = idx[np.round(np.linspace(0, len(idx) - 1, limit)).astype(np.int64)]
+    idx = idx[np.asarray(subsample(len(idx), limit), dtype=np.int64)]
     return X[idx], y[idx]

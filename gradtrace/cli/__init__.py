@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .. import __version__
+from ..version import __version__
 from ..errors import GradtraceError
 
 __all__ = ["main", "cli"]

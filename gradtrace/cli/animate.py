@@ -10,7 +10,7 @@ import click
 from ..errors import GradtraceError, RenderError, UsageError
 from ..render.animate import FORMATS, KINDS, AnimateOptions, animation_of_trace, mp4_available
 from ..tracefile.outputs import Outputs, outputs_of
-from .common import info, load_trace, shown_path, trace_argument
+from .common import info, load_trace, progress_bar, shown_path, trace_argument
 
 __all__ = ["animate", "after_run", "RUN_MAX_STEPS"]
 
@@ -62,9 +62,10 @@ def animate(trace_path, kind, step_spec, outputs, fps, frames, dpi, size, still,
       gradtrace animate TRACE -o training.gif -o training.html --frames 120
     """
     trace = load_trace(trace_path)
-    options = AnimateOptions(kind=kind, step=step_spec, fps=fps, frames=frames, dpi=dpi,
-                             size=size, progress=progress)
     paths = [Path(o) for o in outputs] or [outputs_of(trace.path).animation(kind)]
+    bar = progress_bar(", ".join(p.name for p in paths if p.suffix.lower() in FORMATS)) if progress else False
+    options = AnimateOptions(kind=kind, step=step_spec, fps=fps, frames=frames, dpi=dpi,
+                             size=size, progress=bar)
     for p in paths:
         if p.suffix.lower() not in (*FORMATS, ".png"):
             raise UsageError(f"-o {p}: unknown format; use .gif, .mp4, .html or .png")
@@ -113,7 +114,7 @@ def after_run(trace, outputs: Outputs, ctx) -> None:
     for kind in ("backprop", "training"):
         path = outputs.animation(kind)
         try:
-            anim = animation_of_trace(trace, kind=kind, progress=True)
+            anim = animation_of_trace(trace, kind=kind, progress=progress_bar(path.name))
             anim.save(path)
         except GradtraceError as e:
             info(f"{kind} animation skipped: {e}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..analysis.graph import ENGINES, THEMES, VIEWS, GraphOptions
+from ..render.graph import ENGINES, THEMES, VIEWS, GraphOptions
 from ..errors import UsageError
 from ..tracefile.outputs import Outputs, outputs_of
 from .common import info, load_trace, shown_path, trace_argument

@@ -121,10 +121,10 @@ def _run(ctx, config: Config, outputs, script, module, args, write_report) -> in
     _after_run(trace, outputs, ctx)
     info(f"next: gradtrace summary {shown}")
     if write_report:
-        from .report import build_report
+        from ..render.report import build_report
 
         try:
-            path = build_report(trace, outputs.report, outputs=outputs, render_missing=False)
+            path = build_report(trace, outputs.report, outputs=outputs, render_missing=False, warn=info)
             info(f"report: {shown_path(path)}")  # last: the page to open
         except GradtraceError as e:
             info(f"report skipped: {e}")

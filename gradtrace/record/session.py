@@ -12,7 +12,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from ..version import __version__
 from ..config import Config
 from ..errors import TraceFileError, UsageError
 from ..tracefile.outputs import Outputs

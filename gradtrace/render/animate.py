@@ -18,10 +18,12 @@ import dataclasses
 import hashlib
 import html
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
+from ..analysis.sampling import subsample  # noqa: F401 (re-exported: part of this module's API)
 from ..errors import RenderError, UsageError
 
 __all__ = [
@@ -40,6 +42,10 @@ _DEFAULTS = {
 }
 
 
+#: ``progress(done, total)``: how saving reports its frames; render never draws a bar itself.
+Progress = Callable[[int, int], None]
+
+
 @dataclass(frozen=True)
 class AnimateOptions:
     """Every option of an animation; the CLI and ``Trace.animate(**options)`` both build one.
@@ -54,7 +60,9 @@ class AnimateOptions:
       (first and last step kept); a backprop plan with more frames shows several ops per
       frame. Either way :attr:`Animation.note` says so.
     - ``dpi`` and ``size`` (width, height in inches): pixels = size x dpi.
-    - ``progress``: show a progress bar on stderr while saving.
+    - ``progress``: a callback ``progress(done, total)``, called as each frame is rendered
+      while saving (the CLI passes a click progress bar); ``True`` writes a plain counter on
+      stderr, ``False`` or ``None`` nothing.
     """
 
     kind: str = "training"
@@ -63,7 +71,7 @@ class AnimateOptions:
     frames: int | None = None
     dpi: int | None = None
     size: tuple[float, float] | None = None
-    progress: bool = False
+    progress: bool | Progress | None = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -110,15 +118,6 @@ def parse_size(size) -> tuple[float, float]:
     if not (2 <= w <= 40 and 2 <= h <= 40):
         raise UsageError(f"size {w:g}x{h:g} is out of range: each side 2 to 40 inches")
     return (w, h)
-
-
-def subsample(n: int, budget: int) -> list[int]:
-    """At most ``budget`` indices of ``range(n)``, evenly spaced, the first and last kept."""
-    if n <= budget:
-        return list(range(n))
-    if budget < 2:
-        return [n - 1]
-    return sorted({round(i * (n - 1) / (budget - 1)) for i in range(budget)})
 
 
 def mp4_available() -> bool:
@@ -243,7 +242,7 @@ class Animation:
 
     # -- saving ------------------------------------------------------------------------------
     def save(self, path, *, fps: float | None = None, dpi: float | None = None,
-             progress: bool | None = None) -> Path:
+             progress: bool | Progress | None = None) -> Path:
         """Write the animation; the format follows the suffix: .gif, .mp4 or .html.
 
         MP4 needs an ffmpeg writer; without one this raises :class:`RenderError` and writes
@@ -252,8 +251,9 @@ class Animation:
         return self.save_all([path], fps=fps, dpi=dpi, progress=progress)[0]
 
     def save_all(self, paths, *, fps: float | None = None, dpi: float | None = None,
-                 progress: bool | None = None) -> list[Path]:
-        """Write several files (``x.gif``, ``x.html``...) from one rendering of the frames."""
+                 progress: bool | Progress | None = None) -> list[Path]:
+        """Write several files (``x.gif``, ``x.html``...) from one rendering of the frames;
+        ``progress`` (default: the options') as in :class:`AnimateOptions`."""
         paths = [Path(p) for p in paths]
         for path in paths:
             fmt = FORMATS.get(path.suffix.lower())
@@ -302,7 +302,7 @@ class Animation:
     def _repr_html_(self) -> str:
         return self.to_html()
 
-    def _run(self, jobs, dpi: float, progress: bool, label: str) -> None:
+    def _run(self, jobs, dpi: float, progress: bool | Progress | None, label: str) -> None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
@@ -314,11 +314,12 @@ class Animation:
             for writer, _, tmp in jobs:
                 writer.setup(sizer, str(tmp), dpi=dpi)
                 started.append(writer)
-            with _progress(len(self), progress, label) as bar:
-                for im in self.images(dpi):
-                    for writer in started:
-                        writer.grab_image(im)
-                    bar.update(1)
+            report = _progress(progress, label)
+            total = len(self)
+            for done, im in enumerate(self.images(dpi), 1):
+                for writer in started:
+                    writer.grab_image(im)
+                report(done, total)
         except BaseException:
             for writer in started:
                 _abandon(writer)
@@ -427,24 +428,18 @@ def _abandon(writer) -> None:
         writer._frames = []
 
 
-class _NoBar:
-    def __enter__(self):
-        return self
+def _progress(progress: bool | Progress | None, label: str) -> Progress:
+    """The callback for ``progress``: the caller's, a plain stderr counter for ``True``, or none."""
+    if callable(progress):
+        return progress
+    if not progress:
+        return lambda done, total: None
 
-    def __exit__(self, *exc):
-        return False
+    def counter(done: int, total: int) -> None:
+        end = "\n" if done >= total else ""
+        print(f"\rgradtrace: rendering {label} {done}/{total}", end=end, file=sys.stderr, flush=True)
 
-    def update(self, n):
-        pass
-
-
-def _progress(n: int, show: bool, label: str):
-    if not show:
-        return _NoBar()
-    import click
-
-    return click.progressbar(length=n, label=f"gradtrace: rendering {label}", file=click.get_text_stream("stderr"),
-                             show_pos=True, show_eta=True)
+    return counter
 
 
 # -- HTML -------------------------------------------------------------------------------------

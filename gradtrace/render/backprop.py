@@ -808,17 +808,12 @@ def _lr_words(e, cell) -> str:
         return ""
     if g.data is None or e.before.data is None or e.after.data is None:
         return ""
-    import torch
+    from ..analysis.diagnostics import gradient_multiple  # torch, loaded on use
 
-    d = (e.after.data.double() - e.before.data.double()).reshape(-1)
-    gd = g.data.double().reshape(-1)
-    if d.shape != gd.shape or not bool((gd != 0).all()):
+    r = gradient_multiple(e.before.data, e.after.data, g.data)
+    if r is None:
         return ""
-    r = d / gd
-    # float32 parameters round a small change to a few digits: 2% is one number
-    if not torch.allclose(r, r[0].expand_as(r), rtol=0.02, atol=0):
-        return ""
-    return f", a change of {fmt_num(float(r[0]))} × .grad"
+    return f", a change of {fmt_num(r)} × .grad"
 
 
 def _no_zero_frame(st: Frame, trace, step) -> Frame:

@@ -15,14 +15,17 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..analysis.graph import GraphModel, GraphOptions, build_graph
+from ..analysis.graph import BUDGET, VIEWS, GraphModel, build_graph
 from ..errors import RenderError, UsageError
 
-__all__ = ["GraphPicture", "graph_of_step", "to_dot", "node_label", "Theme", "THEME",
-           "FORMATS", "available_engine", "HINT"]
+__all__ = ["GraphOptions", "GraphPicture", "graph_of_step", "to_dot", "node_label", "Theme", "THEME",
+           "FORMATS", "available_engine", "HINT", "VIEWS", "THEMES", "ENGINES"]
+
+THEMES = ("lecture", "light", "dark")
+ENGINES = ("auto", "dot", "pygraphviz", "matplotlib")
 
 #: Output formats by file extension.
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot"}
@@ -30,6 +33,62 @@ FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "d
 HINT = ("drawn with matplotlib (no graphviz found); for the real graphviz layout run "
         "`pip install pygraphviz` (its Linux wheel bundles graphviz) or install graphviz's `dot`")
 _PNG_DPI = 144
+
+
+# -- options ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GraphOptions:
+    """Every option of a graph picture; the CLI and ``Step.graph(**options)`` both build one.
+
+    - ``view``: ``forward``, ``backward`` or ``both``.
+    - ``values``: show values (and gradients) on the nodes.
+    - ``max_values``: a tensor is shown in full up to this many elements (and at most
+      ``max_rows`` rows and ``max_cols`` columns); larger ones as shape plus a summary.
+    - ``theme``: ``lecture`` (large fonts for slides), ``light`` or ``dark``.
+    - ``legend``, ``title``: draw the colour legend and the title line; ``title`` may also be
+      a string to use as the title.
+    - ``budget``: above this many nodes, module calls and repeated sub-graphs collapse.
+    - ``expand``: never collapse.
+    - ``engine``: ``auto`` (the ``dot`` program, else pygraphviz's bundled graphviz, else a
+      matplotlib drawing), or one of them by name.
+    - ``direction``: ``TB`` (top to bottom) or ``LR``; ``auto`` picks by the graph's shape.
+    - ``fold``: fold a long graph into bands (a snake) when that makes it larger on a
+      16:9 slide.
+    """
+
+    view: str = "both"
+    values: bool = True
+    max_values: int = 12
+    max_rows: int = 4
+    max_cols: int = 6
+    theme: str = "lecture"
+    legend: bool = True
+    title: bool | str = True
+    budget: int = BUDGET
+    expand: bool = False
+    engine: str = "auto"
+    direction: str = "auto"
+    fold: bool = True
+
+    def __post_init__(self):
+        for name, allowed in (("view", VIEWS), ("theme", THEMES), ("engine", ENGINES),
+                              ("direction", ("auto", "TB", "LR"))):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise UsageError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+        for name in ("max_values", "max_rows", "max_cols", "budget"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise UsageError(f"{name} must be a whole number, 0 or more, not {getattr(self, name)!r}")
+
+    @classmethod
+    def make(cls, options: "GraphOptions | None" = None, **changes) -> "GraphOptions":
+        """Options from defaults (or ``options``) with ``changes``; unknown names are an error."""
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise UsageError(f"unknown graph option {unknown[0]!r}; the options are "
+                             f"{', '.join(sorted(known))}")
+        return replace(options or cls(), **changes)
 
 
 # -- themes ----------------------------------------------------------------------------------
@@ -1035,7 +1094,7 @@ class GraphPicture:
 def graph_of_step(step, view: str = "both", options: GraphOptions | None = None, **changes) -> GraphPicture:
     """``Step.graph()``: the computation graph of ``step``, ready to save or show."""
     options = GraphOptions.make(options, view=view, **changes)
-    return GraphPicture(build_graph(step, options), options)
+    return GraphPicture(build_graph(step, options.view, budget=options.budget, expand=options.expand), options)
 
 
 def _remove_partial(path: Path) -> None:

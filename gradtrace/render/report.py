@@ -10,12 +10,13 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from .. import __version__
-from ..errors import GradtraceError, RenderError
+from ..version import __version__
+from ..errors import GradtraceError, RenderError, TraceFileError
+from ..tracefile.outputs import Outputs, outputs_of
 
-__all__ = ["write_report", "report_html"]
+__all__ = ["build_report", "write_report", "report_html"]
 
 _CSS = """
 body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0;color:#1d2330;background:#fafbfc}
@@ -269,3 +270,74 @@ def write_report(trace, path, **sections) -> Path:
                 path.unlink()
         raise RenderError(f"cannot write {path} ({e.strerror}); choose another path with -o") from None
     return path
+
+
+def build_report(trace, out, *, outputs: Outputs | None = None, animations: bool = True,
+                 render_missing: bool = True, progress: Callable[[int, int], None] | bool | None = None,
+                 warn: Callable[[str], None] | None = None) -> Path:
+    """Gather the sections (checks, graphs of the first and last step, both animations, the
+    script's figures) and write the page. Only this trace's files are embedded (``outputs``,
+    by default those named after ``trace.path``): an animation next to it is reused if it is
+    not older than the trace file, a figure if it was written during or after the run;
+    missing animations are rendered only if ``render_missing`` (``progress`` as in
+    :class:`~gradtrace.render.animate.AnimateOptions`). A section that cannot be made is left
+    out, with a line to ``warn`` (the CLI prints it on stderr)."""
+    from ..analysis.check import check_trace
+    from .animate import animation_of_trace
+
+    warn = warn or (lambda message: None)
+    out = Path(out)
+    outputs = outputs or outputs_of(trace.path)
+    sections: dict = {}
+    try:
+        sections["check_result"] = check_trace(trace)
+    except TraceFileError:
+        raise  # the file itself is bad: one line for the whole report, not one per section
+    except GradtraceError as e:
+        warn(f"report: checks left out ({e})")
+    graphs = {}
+    steps = trace.steps
+    if len(steps):
+        from .graph import graph_of_step
+
+        picks = [("first", steps[0])]
+        with_bw = [i for i in range(len(steps)) if steps[i].backward is not None]
+        if with_bw and with_bw[-1] != 0:
+            picks.append(("last", steps[with_bw[-1]]))
+        for label, step in picks:
+            try:
+                graphs[f"Step {step.index} ({label}), forward values and gradients"] = \
+                    graph_of_step(step, view="both").svg()
+            except TraceFileError:
+                raise
+            except GradtraceError as e:
+                warn(f"report: graph of step {step.index} left out ({e})")
+    sections["graphs"] = graphs
+    if animations and len(steps):
+        anims = {}
+        for kind, title in (("backprop", "Back-propagation, one step"), ("training", "Training over time")):
+            path = outputs.current_animation(kind)
+            if path is None:
+                if not render_missing:
+                    continue
+                path = outputs.animation(kind)
+                try:
+                    animation_of_trace(trace, kind=kind).save(path, progress=progress or False)
+                except TraceFileError:
+                    raise
+                except GradtraceError as e:
+                    warn(f"report: {kind} animation left out ({e})")
+                    continue
+            anims[title] = path
+        sections["animations"] = anims
+    sections["figures"] = outputs.figures(since=_started(trace))
+    return write_report(trace, out, **sections)
+
+
+def _started(trace) -> float | None:
+    """When the run began (its trace's ``created``, to the second), as a time stamp."""
+    try:
+        return _dt.datetime.fromisoformat(trace.info.created).timestamp()
+    except (GradtraceError, ValueError, TypeError):
+        return None
+

@@ -21,8 +21,8 @@ import math
 
 import numpy as np
 
+from ..analysis.sampling import subsample
 from ..errors import RenderError
-from .animate import subsample
 from .backprop import fmt_num
 
 __all__ = ["TrainingRenderer"]
@@ -423,7 +423,7 @@ class TrainingRenderer:
             self.arrow_rec = _unit(self.uv, span) * span
             cos = (self.arrow_true / span * self.arrow_rec / span).sum(1)
             self.rec_differs = (cos < math.cos(math.radians(10))) & self._has_surface()
-            self.arrow_at = np.unique(np.round(np.linspace(0, len(xy) - 1, min(len(xy), 40))).astype(int))
+            self.arrow_at = np.asarray(subsample(len(xy), 40), dtype=int)
             at = self.arrow_at
             true_label = "−∇loss: steepest descent" if self._has_surface() else "direction of −.grad"
             self.quiver = ax.quiver(xy[at, 0], xy[at, 1], 0 * at, 0 * at, angles="xy",

@@ -9,6 +9,8 @@ from typing import Any, Iterator
 
 import torch
 
+from . import conveniences
+
 __all__ = [
     "Source", "Stats", "Value", "TensorInfo", "Op", "GradNode", "Backward", "Event",
     "Step", "RunInfo", "EVENT_KINDS", "FUNCTION_PREFIX",
@@ -361,6 +363,4 @@ class Step:
 
     def graph(self, view: str = "both", **options):
         """The computation graph of this step, ready to render or show in Jupyter."""
-        from ..render.graph import graph_of_step  # render layer; imported on use
-
-        return graph_of_step(self, view=view, **options)
+        return conveniences.call("graph", self, view=view, **options)

@@ -80,6 +80,7 @@ import torch
 
 from ..errors import TraceFileError, UsageError
 from . import checked as ck
+from . import conveniences
 from .checked import Limits, Malformed
 from .dtypes import dtype_name
 from .lock import TraceLock
@@ -933,18 +934,14 @@ class Trace:
         return Step(index=idx, ops=tuple(ops), backward=backward, events=tuple(events), values=by_tid,
                     tensors=self.tensors, ops_dropped=dropped)
 
-    # -- conveniences that live in upper layers (imported on use) ----------------------------
+    # -- conveniences that live in upper layers (dispatched through the facade) -------------
     def check(self, **options):
         """Gradient checks and training diagnostics (see ``gradtrace.analysis.check``)."""
-        from ..analysis.check import check_trace
-
-        return check_trace(self, **options)
+        return conveniences.call("check", self, **options)
 
     def animate(self, kind: str = "training", **options):
         """An animation of this trace that saves to gif/mp4/html and shows in Jupyter."""
-        from ..render.animate import animation_of_trace
-
-        return animation_of_trace(self, kind=kind, **options)
+        return conveniences.call("animate", self, kind=kind, **options)
 
     def close(self) -> None:
         self._conn.close()
