@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Iterator
 
+from ..errors import NotRecordedError
+
 import torch
 
 __all__ = [
@@ -338,7 +340,8 @@ class Step:
         for o in self.ops:
             if o.index == index:
                 return o
-        raise KeyError(f"op {index} is not in step {self.index}")
+        have = f"its ops are {self.ops[0].index}..{self.ops[-1].index}" if self.ops else "it has no ops"
+        raise NotRecordedError(f"op {index} is not in step {self.index}; {have}")
 
     def value(self, tid: int) -> Value | None:
         """The value tensor ``tid`` had in this step (leaves: at first use; op outputs:

@@ -78,7 +78,7 @@ from urllib.parse import quote
 
 import torch
 
-from ..errors import TraceFileError, UsageError
+from ..errors import NotRecordedError, TraceFileError, TraceWriteError, UsageError
 from . import checked as ck
 from .checked import Limits, Malformed
 from .dtypes import dtype_name
@@ -204,7 +204,7 @@ class TraceWriter:
             error = self.error
             self._close()
             _remove_new(path)
-            raise TraceFileError(path, f"cannot write the trace file ({error}); free some space "
+            raise TraceWriteError(path, f"cannot write the trace file ({error}); free some space "
                                        "or choose another path with -o")
 
     @staticmethod
@@ -238,7 +238,7 @@ class TraceWriter:
                     conn.close()
                 _remove_new(path)
             msg = e.strerror if isinstance(e, OSError) and e.strerror else e
-            raise TraceFileError(path, f"cannot write the trace file ({msg}); choose another "
+            raise TraceWriteError(path, f"cannot write the trace file ({msg}); choose another "
                                        "path with -o") from None
 
     def _reset_step(self):
@@ -353,7 +353,7 @@ class TraceWriter:
             self.error = first if failed_before or not ended else None
         self._close()
         if self.error is not None:
-            raise TraceFileError(self.path, self._fault(ended))
+            raise TraceWriteError(self.path, self._fault(ended))
 
     def _close(self) -> None:
         try:
@@ -415,7 +415,7 @@ def is_trace(path, *, replacing: bool = False) -> bool:
         if isinstance(e, IsADirectoryError):
             raise TraceFileError(path, "is a directory; give a file path such as "
                                        f"{Path(path) / 'trace.gtrace'}") from None
-        raise TraceFileError(path, f"cannot write the trace file ({e.strerror or e}); choose "
+        raise TraceWriteError(path, f"cannot write the trace file ({e.strerror or e}); choose "
                                    "another path with -o") from None
     ours = head[:16] == _SQLITE_MAGIC and (int.from_bytes(head[68:72], "big") == APPLICATION_ID
                                            or _wal_says_trace(Path(f"{path}-wal")))
@@ -734,8 +734,16 @@ class Trace:
         was recorded)."""
         pos = bisect.bisect_left(self.steps._indices, index)
         if pos == len(self.steps) or self.steps._indices[pos] != index:
-            raise KeyError(f"step {index} was not recorded")
+            raise NotRecordedError(f"step {index} was not recorded; {self._recorded_steps()}")
         return self.steps[pos]
+
+    def _recorded_steps(self) -> str:
+        """What :meth:`step` can give, for its error: ``recorded steps are 0..9``."""
+        idx = self.steps.indices
+        if not idx:
+            return f"{self.path} has no recorded steps"
+        gaps = f" ({len(idx)} of them)" if len(idx) != idx[-1] - idx[0] + 1 else ""
+        return f"recorded steps are {idx[0]}..{idx[-1]}{gaps}"
 
     def select(self, spec: str | int | None = "first") -> Step:
         """A step by run step number, ``"first"`` or ``"last"`` (the last with a backward
@@ -757,10 +765,7 @@ class Trace:
         try:
             return self.step(n)
         except KeyError:
-            idx = steps.indices
-            gaps = f" ({len(idx)} of them)" if len(idx) != idx[-1] - idx[0] + 1 else ""
-            raise UsageError(f"step {n} was not recorded; recorded steps are {idx[0]}..{idx[-1]}"
-                             f"{gaps}") from None
+            raise UsageError(f"step {n} was not recorded; {self._recorded_steps()}") from None
 
     @property
     def events(self) -> list:
@@ -814,7 +819,7 @@ class Trace:
             rows = [(b, None, v, d) for b, v, d in
                     self._q("SELECT body, vals, ops_dropped FROM step WHERE idx=?", (idx,))]
         if not rows:
-            raise KeyError(f"step {idx} was not recorded")
+            raise NotRecordedError(f"step {idx} was not recorded; {self._recorded_steps()}")
         body_text, vidx, blob, dropped = rows[0]
         where = f"step {idx}"
         try:
