@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from ..analysis.check import CheckOptions, check_trace
 from .common import info, load_trace, trace_argument
 
 
@@ -32,6 +31,8 @@ def check(ctx, trace_path, as_json, step_range, numeric, strict):
     Exits with 0 when every check passed, 3 when one failed (and under --strict when there
     is a finding), 2 for a bad option or a file that is not a readable trace.
     """
+    from ..analysis.check import CheckOptions, check_trace  # torch, numpy: not for --help
+
     trace = load_trace(trace_path)
     options = CheckOptions(steps=step_range, numeric={True: "all", False: "none", None: "sample"}[numeric])
     report = check_trace(trace, options)
@@ -45,6 +46,8 @@ def check(ctx, trace_path, as_json, step_range, numeric, strict):
 
 def after_run(trace, outputs, ctx) -> None:
     """`gradtrace run`: the one-line verdict and the findings, on stderr."""
+    from ..analysis.check import check_trace
+
     report = check_trace(trace)
     info(f"check: {report.verdict()}")
     for c in report.failed[:3]:

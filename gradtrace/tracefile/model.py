@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from ..errors import NotRecordedError
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "Source", "Stats", "Value", "TensorInfo", "Op", "GradNode", "Backward", "Event",
@@ -54,6 +55,8 @@ class Stats:
     @classmethod
     def of(cls, t: torch.Tensor) -> "Stats":
         """Summary statistics, in three passes over the data when all values are finite."""
+        import torch
+
         with torch.no_grad():
             t = t.detach()
             n = t.numel()

@@ -73,10 +73,12 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Iterable
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Iterable
 from urllib.parse import quote
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are written: reading needs none
+    import torch
 
 from ..errors import NotRecordedError, TraceFileError, TraceWriteError, UsageError
 from . import checked as ck
@@ -116,19 +118,37 @@ _STEP_COLUMNS = {1: _STEP_COLUMNS_V1,
                  2: _STEP_COLUMNS_V1[:-2] + ["tensors", "body", "vidx", "vals"]}
 _LITTLE = sys.byteorder == "little"
 
-# dtypes numpy can hold; the rest (bfloat16, float8...) are written through a byte view.
-_NUMPY_DTYPES = {
-    torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.int16,
-    torch.int8, torch.uint8, torch.bool, torch.complex64, torch.complex128,
-}
+@lru_cache(maxsize=None)
+def numpy_dtypes() -> frozenset:
+    """The dtypes numpy can hold; the rest (bfloat16, float8...) are written through a byte view."""
+    import torch
+
+    return frozenset({
+        torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.int16,
+        torch.int8, torch.uint8, torch.bool, torch.complex64, torch.complex128,
+    })
+
+
+def __getattr__(name: str):
+    if name == "_NUMPY_DTYPES":  # PEP 562: made on first use, so reading needs no torch
+        return numpy_dtypes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def tensor_bytes(t: torch.Tensor) -> bytes:
     """Raw C-order bytes of a CPU tensor (no grad)."""
     flat = t.detach().resolve_conj().resolve_neg().reshape(-1).contiguous()
-    if flat.dtype in _NUMPY_DTYPES:
+    if flat.dtype in numpy_dtypes():
         return flat.numpy().tobytes()
+    import torch
+
     return flat.view(torch.uint8).numpy().tobytes()
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
 
 
 _json = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
@@ -186,7 +206,7 @@ class TraceWriter:
             "format": "gradtrace-trace",
             "version": FORMAT_VERSION,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "torch_version": torch.__version__,
+            "torch_version": _torch_version(),
             "status": "running",
             "exit_code": None,
             "error": None,
