@@ -28,8 +28,26 @@ HEADER = """\
 
 Each section is what `gradtrace COMMAND --help` prints. gradtrace's own messages go to
 stderr, prefixed `gradtrace:`; stdout belongs to the recorded script (for `run`) or to the
-command's output (for `summary --json` and the like). Errors that a user can cause are one
-line on stderr and exit code 2.
+command's output (for `summary --json` and the like). Every error is one line on stderr,
+and the exit code says whose it is (see [Exit codes](#exit-codes)).
+"""
+
+EXIT_CODES = """\
+## Exit codes
+
+| Code | Meaning |
+|---|---|
+| 0 | Done: everything went well (for `check`: every check passed). |
+| 1 | gradtrace could not do its job: an internal error (a bug, please report it), a full disk, an unwritable folder or output file, out of memory, a missing program (graphviz's `dot`, ffmpeg). |
+| 2 | Usage or bad input: an unknown option, a missing script, a step that was not recorded, a file that is not a trace, a corrupt or newer trace. |
+| 3 | `gradtrace check`: a gradient check failed; with `--strict`, also a finding (a forgotten `zero_grad()`, a non-finite value...). |
+| 130 | Interrupted (Ctrl-C). |
+
+`gradtrace run` is the exception: once the script has started, gradtrace exits with the
+script's own exit code, as `python SCRIPT` would, and anything gradtrace could not do
+afterwards (write the whole trace, a picture, the report) is one line on stderr. Before
+the script starts (a missing script: 2; an unwritable trace folder: 1) the codes above
+apply.
 """
 
 
@@ -66,6 +84,7 @@ def generate() -> str:
     for title, short, _ in sections[1:]:
         lines.append(f"| [`{title}`](#{_anchor(title)}) | {short} |")
     lines.append("")
+    lines.append(EXIT_CODES)
     for title, _, text in sections:
         lines.append(f"## {title}")
         lines.append("")

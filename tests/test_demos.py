@@ -333,8 +333,10 @@ def _check_json(trace_path) -> dict:
     from gradtrace.cli import cli
 
     result = CliRunner().invoke(cli, ["check", str(trace_path), "--json"])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.output)
+    doc = json.loads(result.output)
+    failed = any(c["status"] == "fail" for c in doc["checks"])
+    assert result.exit_code == (3 if failed else 0), result.output
+    return doc
 
 
 @pytest.fixture(scope="session")
@@ -446,6 +448,24 @@ def gradtrace_runs(tmp_path_factory, plain_processes):
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         return dict(zip(RUN_OUTCOMES, pool.map(run, RUN_OUTCOMES)))
+
+
+@pytest.mark.parametrize("name,args,code,strict_code", [
+    ("custom_function", (), 3, 3),            # its backward is wrong: the numeric check fails
+    ("custom_function", ("--fixed",), 0, 0),
+    ("linreg", (), 0, 0),
+    ("forgot_zero_grad", (), 0, 3),           # findings, no failed check: only --strict fails
+], ids=["custom_function", "custom_function--fixed", "linreg", "forgot_zero_grad"])
+def test_gradtrace_check_exit_codes(gradtrace_runs, name, args, code, strict_code):
+    """`gradtrace check` on the trace `gradtrace run` wrote: 0 all passed, 3 a check failed
+    (under --strict also a finding)."""
+    _, out, _ = gradtrace_runs[(name, args)]
+    trace = str(out / "trace.gtrace")
+    r = gradtrace_cmd("check", trace)
+    assert r.returncode == code, r.stdout + r.stderr
+    assert r.stdout.startswith("gradients WRONG" if code else "gradients ok"), r.stdout
+    r = gradtrace_cmd("check", trace, "--strict")
+    assert r.returncode == strict_code, r.stdout + r.stderr
 
 
 def test_every_demo_runs_under_gradtrace_run():

@@ -358,7 +358,7 @@ def test_an_unwritable_output_folder_stops_before_the_script(tmp_path, tmpfs):
         targets.append("ro/x.gtrace")
     for target in targets:
         r = gradtrace_cmd("run", "-o", target, "fit.py", cwd=tmp_path)
-        assert r.returncode == 2 and r.stdout == ""  # the script did not run
+        assert r.returncode == 1 and r.stdout == ""  # the script did not run
         assert r.stderr.count("\n") == 1 and r.stderr.startswith(
             f"gradtrace: error: {target}: cannot write the trace file (")
         assert r.stderr.endswith("); choose another path with -o\n")

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..config import parse_step_range
-from ..errors import UsageError
+from ..errors import EXIT_CHECK_FAILED, EXIT_OK, UsageError
 from ..tracefile.model import Step
 from .diagnostics import FINDING_KINDS, Diagnostics, Finding, OptimumTrack
 from .linear import SOFTMAX_CE, SQUARED_ERROR, LinearFit, recognize
@@ -173,8 +173,8 @@ class CheckReport:
         return json.dumps(self.to_dict(), indent=indent)
 
     def exit_code(self, strict: bool = False) -> int:
-        """0, or 3 under ``strict`` when a check failed or there is a finding."""
-        return 3 if strict and (self.failed or self.findings) else 0
+        """3 when a check failed (under ``strict`` also when there is a finding), else 0."""
+        return EXIT_CHECK_FAILED if self.failed or (strict and self.findings) else EXIT_OK
 
     def verdict(self) -> str:
         """One line: what passed, what failed, how many findings."""

@@ -37,7 +37,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..errors import GradtraceError
+from ..errors import NotApplicableError
 from ..tracefile.model import Op, Step
 
 __all__ = [
@@ -53,10 +53,6 @@ _RESHAPES = {"reshape", "view", "squeeze", "unsqueeze", "flatten", "view_as", "r
              "contiguous", "clone", "ravel"}
 _TRANSPOSES = {"t", "T", "mT", "transpose", "permute", "swapaxes", "swapdims", "adjoint"}
 _VIEW_NODES = {"PermuteBackward0", "TransposeBackward0", "TBackward0"}
-
-
-class NotApplicableError(GradtraceError):
-    """Asked a fit for something its model does not have (the optimum of a softmax...)."""
 
 
 @dataclass(frozen=True)

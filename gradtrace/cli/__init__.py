@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
 import click
 
+from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, GradtraceError
 from ..version import __version__
-from ..errors import GradtraceError
 
 __all__ = ["main", "cli"]
 
@@ -44,10 +45,14 @@ _register()
 
 
 def main(argv=None) -> None:
-    """Entry point: errors gradtrace can foresee are one line on stderr and exit code 2.
+    """Entry point: every error is one line on stderr, and the exit code says whose it is.
 
-    Anything else is a gradtrace bug: still one line (exit 1), with the traceback only
-    when ``GRADTRACE_DEBUG`` is set, so a damaged file never shows a user our internals."""
+    0 ok; 1 gradtrace could not do its job (a full disk, an unwritable output, out of
+    memory, a missing program, a bug of ours); 2 usage or bad input (an unknown option, a
+    missing script, a file that is not a trace or is corrupt); 3 a failed check. Each
+    :class:`GradtraceError` carries its code (``exit_code``). A bug still ends in one
+    line, with the traceback only when ``GRADTRACE_DEBUG`` is set, so a damaged file
+    never shows a user our internals. `gradtrace run` exits with the script's own code."""
     try:
         rv = cli.main(args=argv, prog_name="gradtrace", standalone_mode=False)
     except GradtraceError as e:
@@ -56,11 +61,11 @@ def main(argv=None) -> None:
     except RecursionError:
         click.echo("gradtrace: error: the input nests too deeply to process (RecursionError); "
                    "if it is a trace file, it is damaged: record the run again", err=True)
-        sys.exit(2)
+        sys.exit(EXIT_USAGE)
     except MemoryError:
         click.echo("gradtrace: error: out of memory; free some memory, or record fewer values "
                    "(--values stats, --every N)", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_FAILURE)
     except click.exceptions.Abort:
         click.echo("gradtrace: aborted", err=True)
         sys.exit(130)
@@ -72,12 +77,21 @@ def main(argv=None) -> None:
     except Exception as e:
         if os.environ.get("GRADTRACE_DEBUG"):
             raise
+        if isinstance(e, OSError) and e.errno in _CANNOT_WRITE:
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"gradtrace: error: {where}{e.strerror or e}; free some space or choose "
+                       "another path", err=True)
+            sys.exit(EXIT_FAILURE)
         where = _innermost(e)
         click.echo(f"gradtrace: error: internal error ({type(e).__name__}: "
                    f"{' '.join(str(e).split())[:200]}{where}); this is a gradtrace bug, please "
                    "report it (GRADTRACE_DEBUG=1 shows the traceback)", err=True)
-        sys.exit(1)
-    sys.exit(rv if isinstance(rv, int) else 0)
+        sys.exit(EXIT_FAILURE)
+    sys.exit(rv if isinstance(rv, int) else EXIT_OK)
+
+
+#: A full disk or a folder gradtrace may not write to: its failure, not a bug (exit 1).
+_CANNOT_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 def _innermost(e: BaseException) -> str:

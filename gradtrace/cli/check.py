@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from ..analysis.check import CheckOptions, check_trace
 from .common import info, load_trace, trace_argument
 
 
@@ -17,7 +16,8 @@ from .common import info, load_trace, trace_argument
 @click.option("--numeric/--no-numeric", default=None,
               help="Finite-difference check of every selected step / of none "
                    "[default: a sample of 8 steps, first and last included].")
-@click.option("--strict", is_flag=True, help="Exit with 3 when a check failed or there is a finding.")
+@click.option("--strict", is_flag=True,
+              help="Findings fail too: exit with 3 when there is one (a failed check always does).")
 @click.pass_context
 def check(ctx, trace_path, as_json, step_range, numeric, strict):
     """Check autograd's gradients and diagnose the training run recorded in TRACE.
@@ -27,7 +27,12 @@ def check(ctx, trace_path, as_json, step_range, numeric, strict):
     central finite differences of the step's forward, replayed in float64. Findings: a
     forgotten zero_grad(), the first non-finite value, an unstable learning rate, an
     ill-conditioned problem, parameters that never got a gradient, updates through .data.
+
+    Exits with 0 when every check passed, 3 when one failed (and under --strict when there
+    is a finding), 2 for a bad option or a file that is not a readable trace.
     """
+    from ..analysis.check import CheckOptions, check_trace  # torch, numpy: not for --help
+
     trace = load_trace(trace_path)
     options = CheckOptions(steps=step_range, numeric={True: "all", False: "none", None: "sample"}[numeric])
     report = check_trace(trace, options)
@@ -41,6 +46,8 @@ def check(ctx, trace_path, as_json, step_range, numeric, strict):
 
 def after_run(trace, outputs, ctx) -> None:
     """`gradtrace run`: the one-line verdict and the findings, on stderr."""
+    from ..analysis.check import check_trace
+
     report = check_trace(trace)
     info(f"check: {report.verdict()}")
     for c in report.failed[:3]:

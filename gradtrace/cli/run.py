@@ -10,7 +10,6 @@ import click
 
 from ..config import Config, parse_step_range
 from ..errors import GradtraceError, UsageError
-from ..record.session import run_script
 from ..tracefile.lock import TraceLock
 from ..tracefile.outputs import outputs_of
 from .common import info, shown_path
@@ -77,6 +76,8 @@ def run(ctx, module, output, values, max_numel, every, step_range, write_report,
 
 def _run(ctx, config: Config, outputs, script, module, args, write_report) -> int:
     """The run and what is made from it; the script's exit code."""
+    from ..record.session import run_script  # torch: only a run needs it, not --help
+
     out = outputs.trace
     try:
         result = run_script(config, script, module, list(args), outputs=outputs)

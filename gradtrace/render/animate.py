@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from ..analysis.sampling import subsample  # noqa: F401 (re-exported: part of this module's API)
-from ..errors import RenderError, UsageError
+from ..errors import FrameIndexError, RenderError, UsageError
 
 __all__ = [
     "KINDS", "FORMATS", "AnimateOptions", "Animation", "animation_of_trace", "subsample",
@@ -231,7 +231,8 @@ class Animation:
     def frame(self, i: int, dpi: float | None = None):
         """Frame ``i`` as a PIL RGB image."""
         if not -len(self) <= i < len(self):
-            raise IndexError(f"frame {i} of an animation with {len(self)} frames")
+            raise FrameIndexError(f"no frame {i}: the animation has frames 0..{len(self) - 1}"
+                                  f" (or -{len(self)}..-1 from the end)")
         return next(self.images(dpi, [i % len(self)]))
 
     def save_frame(self, i: int, path, dpi: float | None = None) -> Path:

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import RenderError, UsageError
+from ..errors import NothingToDrawError, UsageError
 
 __all__ = ["Scene", "Frame", "Plan", "ParamCell", "backprop_plan", "BackpropRenderer",
            "fmt_num", "fmt_value", "pick_step"]
@@ -369,8 +369,8 @@ def backprop_plan(trace, step, budget: int = 80) -> Plan:
     """The frames that explain ``step`` of ``trace``, at most ``budget`` of them (forward ops
     and backward nodes share frames when there would be more)."""
     if step.backward is None:
-        raise RenderError(f"step {step.index} has no backward pass to explain; pick a step that "
-                          "called backward() (--step N)")
+        raise NothingToDrawError(f"step {step.index} has no backward pass to explain; pick a "
+                                 "step that called backward() (--step N)")
     scene = _scene(step)
     bw = step.backward
     fwd_ops = [o for o in step.ops if o.parent is None and o.outputs

@@ -1070,7 +1070,7 @@ class GraphPicture:
             path.write_bytes(data)
         except OSError as e:
             _remove_partial(path)
-            raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
+            raise RenderError(f"cannot write {path}: {e.strerror or e}") from None
         return path
 
     def _repr_svg_(self):

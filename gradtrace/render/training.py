@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from ..analysis.sampling import subsample
-from ..errors import RenderError
+from ..errors import NothingToDrawError
 from .backprop import fmt_num
 
 __all__ = ["TrainingRenderer"]
@@ -48,8 +48,8 @@ class TrainingRenderer:
 
         self.series = s = training_series(trace)
         if len(s) == 0:
-            raise RenderError(f"{trace.path}: no step ran backward(), so there is no training to "
-                              "animate")
+            raise NothingToDrawError(f"{trace.path}: no step ran backward(), so there is no "
+                                     "training to animate")
         self.surface = loss_surface(trace, s)
         rows = len(s.read)
         self.frames = subsample(rows, options.frames)      # positions into the rows read

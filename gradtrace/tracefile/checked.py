@@ -15,9 +15,7 @@ from array import array
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from .dtypes import DTYPES, itemsize
+from .dtypes import dtype_table, itemsize
 from .model import Stats, Value
 
 __all__ = ["Malformed", "Limits", "json_value", "integer", "opt_integer", "text", "opt_text",
@@ -202,7 +200,10 @@ def parse_values(ints: list[int], blob: bytes, body: dict, limits: Limits,
     counts = body.get("stats_int", [])
     if not isinstance(dtypes, list) or not isinstance(floats, list) or not isinstance(counts, list):
         raise Malformed(f"{where}: the value index's dtypes or statistics are not lists")
-    kinds = [DTYPES.get(d) if isinstance(d, str) else None for d in dtypes]
+    import torch  # reading values builds tensors; the rest of a trace needs no torch
+
+    table = dtype_table()
+    kinds = [table.get(d) if isinstance(d, str) else None for d in dtypes]
     vals: dict[int, Value] = {}
     by_tid: dict[int, Value] = {}
     i = si = built = zeros = 0

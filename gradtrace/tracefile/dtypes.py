@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import torch
+from functools import lru_cache
+from typing import TYPE_CHECKING
 
-__all__ = ["DTYPES", "dtype_from_name", "dtype_name", "itemsize"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["DTYPES", "dtype_table", "dtype_from_name", "dtype_name", "itemsize"]
 
 # Names as gradtrace writes them (``str(dtype)`` without ``torch.``). Only the ones this
 # torch has are kept, so an older torch reads what it can hold and refuses the rest.
@@ -14,13 +18,25 @@ _NAMES = (
     "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu",
 )
 
-#: name -> torch.dtype, for every dtype a trace may hold.
-DTYPES: dict[str, torch.dtype] = {}
-for _name in _NAMES:
-    _dt = getattr(torch, _name, None)  # a literal of ours, not a string from a file
-    if isinstance(_dt, torch.dtype):
-        DTYPES[_name] = _dt
-del _name, _dt
+
+@lru_cache(maxsize=None)
+def dtype_table() -> dict[str, "torch.dtype"]:
+    """name -> torch.dtype, for every dtype a trace may hold (built on first use: importing
+    this module does not import torch). ``DTYPES`` is the same table."""
+    import torch
+
+    table = {}
+    for name in _NAMES:
+        dt = getattr(torch, name, None)  # a literal of ours, not a string from a file
+        if isinstance(dt, torch.dtype):
+            table[name] = dt
+    return table
+
+
+def __getattr__(name: str):
+    if name == "DTYPES":  # PEP 562: the table is made when first asked for
+        return dtype_table()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -29,11 +45,13 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 def dtype_from_name(name: object) -> torch.dtype:
     """The dtype a file names; ``ValueError`` for anything not in :data:`DTYPES`."""
-    dt = DTYPES.get(name) if isinstance(name, str) else None
+    dt = dtype_table().get(name) if isinstance(name, str) else None
     if dt is None:
         raise ValueError(f"unknown dtype {str(name)[:40]!r}")
     return dt
 
 
 def itemsize(dtype: torch.dtype) -> int:
+    import torch
+
     return torch.empty((), dtype=dtype).element_size()

@@ -13,7 +13,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from ..errors import TraceFileError
+from ..errors import TraceFileError, TraceWriteError
 
 try:
     import fcntl
@@ -78,7 +78,7 @@ class TraceLock:
             fd = self._lock() if fcntl is not None else None
         except OSError as e:
             _remove_empty(made)
-            raise TraceFileError(self.trace, f"cannot write the trace file ({e.strerror or e}); "
+            raise TraceWriteError(self.trace, f"cannot write the trace file ({e.strerror or e}); "
                                              "choose another path with -o") from None
         except BaseException:
             _remove_empty(made)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import torch
+from ..errors import NotRecordedError
+
+if TYPE_CHECKING:
+    import torch
 
 from . import conveniences
 
@@ -54,6 +57,8 @@ class Stats:
     @classmethod
     def of(cls, t: torch.Tensor) -> "Stats":
         """Summary statistics, in three passes over the data when all values are finite."""
+        import torch
+
         with torch.no_grad():
             t = t.detach()
             n = t.numel()
@@ -340,7 +345,8 @@ class Step:
         for o in self.ops:
             if o.index == index:
                 return o
-        raise KeyError(f"op {index} is not in step {self.index}")
+        have = f"its ops are {self.ops[0].index}..{self.ops[-1].index}" if self.ops else "it has no ops"
+        raise NotRecordedError(f"op {index} is not in step {self.index}; {have}")
 
     def value(self, tid: int) -> Value | None:
         """The value tensor ``tid`` had in this step (leaves: at first use; op outputs:

@@ -73,12 +73,14 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Iterable
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Iterable
 from urllib.parse import quote
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are written: reading needs none
+    import torch
 
-from ..errors import TraceFileError, UsageError
+from ..errors import NotRecordedError, TraceFileError, TraceWriteError, UsageError
 from . import checked as ck
 from . import conveniences
 from .checked import Limits, Malformed
@@ -117,19 +119,37 @@ _STEP_COLUMNS = {1: _STEP_COLUMNS_V1,
                  2: _STEP_COLUMNS_V1[:-2] + ["tensors", "body", "vidx", "vals"]}
 _LITTLE = sys.byteorder == "little"
 
-# dtypes numpy can hold; the rest (bfloat16, float8...) are written through a byte view.
-_NUMPY_DTYPES = {
-    torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.int16,
-    torch.int8, torch.uint8, torch.bool, torch.complex64, torch.complex128,
-}
+@lru_cache(maxsize=None)
+def numpy_dtypes() -> frozenset:
+    """The dtypes numpy can hold; the rest (bfloat16, float8...) are written through a byte view."""
+    import torch
+
+    return frozenset({
+        torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.int16,
+        torch.int8, torch.uint8, torch.bool, torch.complex64, torch.complex128,
+    })
+
+
+def __getattr__(name: str):
+    if name == "_NUMPY_DTYPES":  # PEP 562: made on first use, so reading needs no torch
+        return numpy_dtypes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def tensor_bytes(t: torch.Tensor) -> bytes:
     """Raw C-order bytes of a CPU tensor (no grad)."""
     flat = t.detach().resolve_conj().resolve_neg().reshape(-1).contiguous()
-    if flat.dtype in _NUMPY_DTYPES:
+    if flat.dtype in numpy_dtypes():
         return flat.numpy().tobytes()
+    import torch
+
     return flat.view(torch.uint8).numpy().tobytes()
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
 
 
 _json = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
@@ -187,7 +207,7 @@ class TraceWriter:
             "format": "gradtrace-trace",
             "version": FORMAT_VERSION,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "torch_version": torch.__version__,
+            "torch_version": _torch_version(),
             "status": "running",
             "exit_code": None,
             "error": None,
@@ -205,7 +225,7 @@ class TraceWriter:
             error = self.error
             self._close()
             _remove_new(path)
-            raise TraceFileError(path, f"cannot write the trace file ({error}); free some space "
+            raise TraceWriteError(path, f"cannot write the trace file ({error}); free some space "
                                        "or choose another path with -o")
 
     @staticmethod
@@ -239,7 +259,7 @@ class TraceWriter:
                     conn.close()
                 _remove_new(path)
             msg = e.strerror if isinstance(e, OSError) and e.strerror else e
-            raise TraceFileError(path, f"cannot write the trace file ({msg}); choose another "
+            raise TraceWriteError(path, f"cannot write the trace file ({msg}); choose another "
                                        "path with -o") from None
 
     def _reset_step(self):
@@ -354,7 +374,7 @@ class TraceWriter:
             self.error = first if failed_before or not ended else None
         self._close()
         if self.error is not None:
-            raise TraceFileError(self.path, self._fault(ended))
+            raise TraceWriteError(self.path, self._fault(ended))
 
     def _close(self) -> None:
         try:
@@ -416,7 +436,7 @@ def is_trace(path, *, replacing: bool = False) -> bool:
         if isinstance(e, IsADirectoryError):
             raise TraceFileError(path, "is a directory; give a file path such as "
                                        f"{Path(path) / 'trace.gtrace'}") from None
-        raise TraceFileError(path, f"cannot write the trace file ({e.strerror or e}); choose "
+        raise TraceWriteError(path, f"cannot write the trace file ({e.strerror or e}); choose "
                                    "another path with -o") from None
     ours = head[:16] == _SQLITE_MAGIC and (int.from_bytes(head[68:72], "big") == APPLICATION_ID
                                            or _wal_says_trace(Path(f"{path}-wal")))
@@ -735,8 +755,16 @@ class Trace:
         was recorded)."""
         pos = bisect.bisect_left(self.steps._indices, index)
         if pos == len(self.steps) or self.steps._indices[pos] != index:
-            raise KeyError(f"step {index} was not recorded")
+            raise NotRecordedError(f"step {index} was not recorded; {self._recorded_steps()}")
         return self.steps[pos]
+
+    def _recorded_steps(self) -> str:
+        """What :meth:`step` can give, for its error: ``recorded steps are 0..9``."""
+        idx = self.steps.indices
+        if not idx:
+            return f"{self.path} has no recorded steps"
+        gaps = f" ({len(idx)} of them)" if len(idx) != idx[-1] - idx[0] + 1 else ""
+        return f"recorded steps are {idx[0]}..{idx[-1]}{gaps}"
 
     def select(self, spec: str | int | None = "first") -> Step:
         """A step by run step number, ``"first"`` or ``"last"`` (the last with a backward
@@ -758,10 +786,7 @@ class Trace:
         try:
             return self.step(n)
         except KeyError:
-            idx = steps.indices
-            gaps = f" ({len(idx)} of them)" if len(idx) != idx[-1] - idx[0] + 1 else ""
-            raise UsageError(f"step {n} was not recorded; recorded steps are {idx[0]}..{idx[-1]}"
-                             f"{gaps}") from None
+            raise UsageError(f"step {n} was not recorded; {self._recorded_steps()}") from None
 
     @property
     def events(self) -> list:
@@ -815,7 +840,7 @@ class Trace:
             rows = [(b, None, v, d) for b, v, d in
                     self._q("SELECT body, vals, ops_dropped FROM step WHERE idx=?", (idx,))]
         if not rows:
-            raise KeyError(f"step {idx} was not recorded")
+            raise NotRecordedError(f"step {idx} was not recorded; {self._recorded_steps()}")
         body_text, vidx, blob, dropped = rows[0]
         where = f"step {idx}"
         try:
