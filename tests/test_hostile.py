@@ -58,7 +58,8 @@ def test_no_traceback_hang_or_memory_blowup(corpus):
             bad.append(f"{what}: grew {r['rss_growth_mb']} MB")
         if "Traceback" in r["stderr"] or "internal error" in r["stderr"]:
             bad.append(f"{what}: {r['stderr'][-400:]}")
-        if r["exit"] not in (0, 2):
+        # 3: the check ran and found the (changed) gradients wrong: a correct result.
+        if r["exit"] not in ((0, 2, 3) if r["command"] == "check" else (0, 2)):
             bad.append(f"{what}: exit {r['exit']}: {r['stderr'][-300:]}")
     assert not bad, "\n".join(bad[:30])
 
