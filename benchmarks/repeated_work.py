@@ -10,7 +10,8 @@ temporary folder) with counting wrappers around:
   read_step       gradtrace.tracefile.store.Trace._read_step (one step parsed from the file)
   graph_of_step   gradtrace.render.graph.graph_of_step (one step's graph built)
   node_label      gradtrace.render.graph.node_label (one node's label made)
-and prints each count with the run's wall time. Counts, not times, are the point: they do
+and prints each count with the run's wall time (read_step and graph_of_step also say the
+most calls any one step got). Counts, not times, are the point: they do
 not depend on the machine.
 """
 
@@ -41,6 +42,19 @@ COUNTED: dict[str, tuple[str, str, str | None]] = {
     "node_label": ("gradtrace.render.graph", "node_label", None),
 }
 
+#: name -> the step number a call is about, from its arguments: also counted per step, as
+#: ``"name@N"``.
+PER_STEP: dict[str, Callable[..., Any]] = {
+    "read_step": lambda trace, idx, *a, **k: idx,
+    "graph_of_step": lambda step, *a, **k: getattr(step, "index", None),
+}
+
+
+def per_step(counts: Counter, name: str) -> dict[int, int]:
+    """Step number -> calls of ``name`` about that step (for the names in :data:`PER_STEP`)."""
+    head = f"{name}@"
+    return {int(k[len(head):]): v for k, v in counts.items() if k.startswith(head)}
+
 
 @contextlib.contextmanager
 def counting() -> Iterator[Counter]:
@@ -53,6 +67,8 @@ def counting() -> Iterator[Counter]:
         @functools.wraps(fn)
         def counted(*args: Any, **kwargs: Any) -> Any:
             counts[name] += 1
+            if name in PER_STEP:
+                counts[f"{name}@{PER_STEP[name](*args, **kwargs)}"] += 1
             return fn(*args, **kwargs)
         return counted
 
@@ -116,7 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"gradtrace run {Path(args.script).name}{' --no-animate' if args.no_animate else ''}: "
           f"{wall:.1f} s")
     for name in COUNTED:
-        print(f"  {name:<14} {counts[name]:>6}")
+        by_step = per_step(counts, name) if name in PER_STEP else {}
+        most = f"  (at most {max(by_step.values())} per step)" if by_step else ""
+        print(f"  {name:<14} {counts[name]:>6}{most}")
 
 
 if __name__ == "__main__":
