@@ -37,7 +37,7 @@ from ..config import parse_step_range
 from ..errors import EXIT_CHECK_FAILED, EXIT_OK, UsageError
 from ..tracefile.model import Step
 from .diagnostics import FINDING_KINDS, Diagnostics, Finding, OptimumTrack
-from .linear import SOFTMAX_CE, SQUARED_ERROR, LinearFit, recognize
+from .linear import SOFTMAX_CE, SQUARED_ERROR, LinearFit, fit_of
 from .numeric import (
     autograd_gradients, blame_functions, finite_differences, replay_of, sample_indices,
 )
@@ -304,7 +304,7 @@ def _finite(*ts: torch.Tensor) -> bool:
 
 def analytic_check(step: Step) -> tuple[list[CheckResult], LinearFit | None]:
     """Closed-form gradients of a recognised linear model against autograd's, per parameter."""
-    fit = recognize(step)
+    fit = fit_of(step)
     if not fit:
         kind = "analytic_softmax" if fit.family == SOFTMAX_CE else "analytic_mse"
         return [CheckResult(kind, step.index, None, "not_applicable", detail=str(fit))], None

@@ -253,9 +253,10 @@ class Diagnostics:
 
     def _scan_non_finite(self, step: Step) -> None:
         ops = {o.index: o for o in step.ops}
+        first_op = min(ops) if ops else None  # once: not per op, which made the scan quadratic
         for item in step.timeline():
             if item.kind == "op":
-                if item.index == min(ops):  # values the step started from
+                if item.index == first_op:  # values the step started from
                     for t in item.inputs:
                         info = step.tensors.get(t)
                         if info is not None and info.role == "param" and not _finite(step.value(t)):

@@ -4,6 +4,7 @@ The recognition reads one recorded :class:`~gradtrace.tracefile.model.Step` (its
 values they saw, the backward graph) and never the script's text::
 
     fit = recognize(step)            # LinearFit, or NotApplicable (falsy, with .reason)
+    fit = fit_of(step)               # the same, recognised once per step object and shared
     fit.X, fit.y                     # float64 (n, d) features as fed to the model, (n, k) targets
     fit.param_tids                   # (weight tid, bias tid or None)
     fit.constant                     # c in L = c * sum((y_hat - y)**2)  (or c * sum(CE_i))
@@ -32,6 +33,7 @@ rounding; otherwise the answer is :class:`NotApplicable` with the reason, never 
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
@@ -41,7 +43,7 @@ from ..errors import NotApplicableError
 from ..tracefile.model import Op, Step
 
 __all__ = [
-    "LinearFit", "NotApplicable", "NotApplicableError", "recognize", "pool", "unrecorded_view",
+    "LinearFit", "NotApplicable", "NotApplicableError", "recognize", "fit_of", "pool", "unrecorded_view",
     "SQUARED_ERROR", "SOFTMAX_CE",
 ]
 
@@ -1009,6 +1011,20 @@ def recognize(step: Step) -> LinearFit | NotApplicable:
         return NotApplicable(f"the loss is neither a squared error nor a softmax cross-entropy "
                              f"({first.reason})")
     return NotApplicable(first.reason, first.family)
+
+
+#: step object -> what :func:`recognize` said of it; a step read again from its file is a new
+#: object and is recognised again, a step nobody holds any more drops out.
+_FITS: "weakref.WeakKeyDictionary[Step, LinearFit | NotApplicable]" = weakref.WeakKeyDictionary()
+
+
+def fit_of(step: Step) -> LinearFit | NotApplicable:
+    """:func:`recognize`, once per step object: the check, the diagnostics and the training
+    analysis of one trace share the answer (treat the fit as read-only)."""
+    fit = _FITS.get(step)
+    if fit is None:
+        fit = _FITS[step] = recognize(step)
+    return fit
 
 
 def _build(rec: _Recognizer, step: Step, root: int, family: str) -> LinearFit:

@@ -266,7 +266,7 @@ def loss_surface(trace, series: TrainingSeries, max_fits: int = 400):
     squared-error loss, or a :class:`~gradtrace.analysis.linear.NotApplicable` saying why not."""
     import torch
 
-    from .linear import NotApplicable, NotApplicableError, SQUARED_ERROR, pool, recognize
+    from .linear import NotApplicable, NotApplicableError, SQUARED_ERROR, fit_of, pool
 
     if len(series) == 0:
         return NotApplicable("the run has no step with a backward pass")
@@ -280,7 +280,7 @@ def loss_surface(trace, series: TrainingSeries, max_fits: int = 400):
     first_reason = None
     for p in pick:
         step = steps_list[index_pos[int(series.steps[p])]]
-        f = recognize(step)
+        f = fit_of(step)
         if f:
             fits.append(f)
         elif first_reason is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -98,7 +99,7 @@ def _options_dict(options: AnimateOptions) -> dict:
     return {k: getattr(options, k) for k in ("step", "fps", "frames", "dpi", "size", "progress")}
 
 
-def after_run(trace, outputs: Outputs, ctx) -> None:
+def after_run(trace, outputs: Outputs, ctx, made: dict[str, Any] | None = None) -> None:
     """`gradtrace run` writes backprop.gif and training.gif next to the trace, named by
     ``outputs`` (small runs; `--no-animate` turns it off)."""
     params = ctx.params if ctx is not None else {}

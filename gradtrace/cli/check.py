@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from .common import info, load_trace, trace_argument
@@ -44,11 +46,14 @@ def check(ctx, trace_path, as_json, step_range, numeric, strict):
     ctx.exit(report.exit_code(strict))
 
 
-def after_run(trace, outputs, ctx) -> None:
-    """`gradtrace run`: the one-line verdict and the findings, on stderr."""
+def after_run(trace, outputs, ctx, made: dict[str, Any] | None = None) -> None:
+    """`gradtrace run`: the one-line verdict and the findings, on stderr; the report is left
+    in ``made["check"]`` for the HTML report."""
     from ..analysis.check import check_trace
 
     report = check_trace(trace)
+    if made is not None:
+        made["check"] = report
     info(f"check: {report.verdict()}")
     for c in report.failed[:3]:
         info(f"  FAIL {c}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -70,9 +71,9 @@ def graph(trace_path, step_spec, view, values, theme, legend, budget, expand, di
     info(f"graph of step {step.index} ({view} view, {len(model)} nodes{extra}): {shown_path(path)}")
 
 
-def after_run(trace, outputs: Outputs, ctx) -> None:
+def after_run(trace, outputs: Outputs, ctx, made: dict[str, Any] | None = None) -> None:
     """`gradtrace run` writes graph.svg (the first step, both views in one) next to the trace
-    (``outputs`` names it)."""
+    (``outputs`` names it); a ``both`` picture is left in ``made["graphs"]`` for the report."""
     steps = trace.steps
     if not len(steps):
         return
@@ -80,5 +81,8 @@ def after_run(trace, outputs: Outputs, ctx) -> None:
 
     step = steps[0]
     view = "both" if step.backward is not None else "forward"
-    path = graph_of_step(step, view=view).save(outputs.graph)
+    picture = graph_of_step(step, view=view)
+    path = picture.save(outputs.graph)
+    if made is not None and view == "both":
+        made["graphs"] = {step.index: picture}
     info(f"graph of step {step.index}: {shown_path(path)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -119,13 +120,15 @@ def _run(ctx, config: Config, outputs, script, module, args, write_report) -> in
         # Ctrl-C means stop now: the checks, pictures and report can be made later.
         info(f"interrupted: no checks, graph or report; `gradtrace report {shown}` makes them")
         return result.exit_code
-    _after_run(trace, outputs, ctx)
+    made = _after_run(trace, outputs, ctx)
     info(f"next: gradtrace summary {shown}")
     if write_report:
         from ..render.report import build_report
 
         try:
-            path = build_report(trace, outputs.report, outputs=outputs, render_missing=False, warn=info)
+            # what the steps above made is reused, not made again: the check, step 0's graph
+            path = build_report(trace, outputs.report, outputs=outputs, render_missing=False, warn=info,
+                                check_result=made.get("check"), step_graphs=made.get("graphs"))
             info(f"report: {shown_path(path)}")  # last: the page to open
         except GradtraceError as e:
             info(f"report skipped: {e}")
@@ -134,21 +137,25 @@ def _run(ctx, config: Config, outputs, script, module, args, write_report) -> in
     return result.exit_code
 
 
-def _after_run(trace, outputs, ctx) -> None:
+def _after_run(trace, outputs, ctx) -> dict[str, Any]:
     """What `run` makes from the trace once the script has finished, named by ``outputs``
     (the trace's). A failure here is reported on one line and never changes the script's
-    exit code."""
+    exit code. Returns what the actions left for the report (``made``: ``"check"``, the
+    check report; ``"graphs"``, step number -> picture drawn in the ``both`` view)."""
+    made: dict[str, Any] = {}
     for name, action in _AFTER_RUN:
         try:
-            action(trace, outputs, ctx)
+            action(trace, outputs, ctx, made)
         except GradtraceError as e:
             info(f"{name} skipped: {e}")
         except Exception as e:  # a bug of ours must not change the script's exit code
             info(f"{name} failed (a gradtrace bug, please report it): {type(e).__name__}: {e}")
+    return made
 
 
-#: (name, action(trace, outputs, ctx)) run in order after the script; each feature adds its own.
+#: (name, action(trace, outputs, ctx, made)) run in order after the script; each feature adds
+#: its own, and may leave in ``made`` what a later one (the report) would otherwise redo.
 _AFTER_RUN: list = []
-_AFTER_RUN.append(("graph", lambda trace, outputs, ctx: __import__("gradtrace.cli.graph", fromlist=["after_run"]).after_run(trace, outputs, ctx)))  # noqa: E501
-_AFTER_RUN.append(("check", lambda trace, outputs, ctx: __import__("gradtrace.cli.check", fromlist=["after_run"]).after_run(trace, outputs, ctx)))  # noqa: E501
-_AFTER_RUN.append(("animate", lambda trace, outputs, ctx: __import__("gradtrace.cli.animate", fromlist=["after_run"]).after_run(trace, outputs, ctx)))  # noqa: E501
+_AFTER_RUN.append(("graph", lambda trace, outputs, ctx, made: __import__("gradtrace.cli.graph", fromlist=["after_run"]).after_run(trace, outputs, ctx, made)))  # noqa: E501
+_AFTER_RUN.append(("check", lambda trace, outputs, ctx, made: __import__("gradtrace.cli.check", fromlist=["after_run"]).after_run(trace, outputs, ctx, made)))  # noqa: E501
+_AFTER_RUN.append(("animate", lambda trace, outputs, ctx, made: __import__("gradtrace.cli.animate", fromlist=["after_run"]).after_run(trace, outputs, ctx, made)))  # noqa: E501

@@ -565,17 +565,26 @@ def _legend_sink(model: GraphModel) -> int | None:
     return sinks[0] if sinks else None
 
 
-def layout(model: GraphModel, options: GraphOptions, fold: bool | None = None) -> Layout:
+def _node_labels(model: GraphModel, options: GraphOptions) -> dict[int, Label]:
+    """Every node's label, made once per drawing (the layout sizes them, the drawing shows them)."""
+    return {n: node_label(a, options, model.view) for n, a in model.graph.nodes(data=True)}
+
+
+def layout(model: GraphModel, options: GraphOptions, fold: bool | None = None,
+           labels: dict[int, Label] | None = None) -> Layout:
     """The rank direction and fold that let the picture, legend included, fill a 16:9
     slide at the largest scale, estimated from the labels' text (no fonts are measured, so
     the DOT text is the same on every machine). A fold is taken only when it gains
-    :data:`FOLD_GAIN` over the best unfolded picture."""
+    :data:`FOLD_GAIN` over the best unfolded picture. ``labels``: the nodes' labels, when
+    the caller has made them already."""
     fold = options.fold if fold is None else fold
     g = model.graph
     if g.number_of_nodes() == 0:
         return Layout(options.direction if options.direction != "auto" else "LR", (), 1.0)
     theme = THEME[options.theme]
-    sizes = {n: _label_size(node_label(a, options, model.view), theme) for n, a in g.nodes(data=True)}
+    if labels is None:
+        labels = _node_labels(model, options)
+    sizes = {n: _label_size(labels[n], theme) for n in g.nodes}
     layers = _layers(model)
     flat_layers = [list(layer) for layer in layers]
     if options.legend:
@@ -608,9 +617,9 @@ def layout(model: GraphModel, options: GraphOptions, fold: bool | None = None) -
     return best
 
 
-def direction(model: GraphModel, options: GraphOptions) -> str:
+def direction(model: GraphModel, options: GraphOptions, labels: dict[int, Label] | None = None) -> str:
     """``TB`` or ``LR`` for an unfolded drawing (the matplotlib fallback does not fold)."""
-    return layout(model, options, fold=False).rankdir
+    return layout(model, options, fold=False, labels=labels).rankdir
 
 
 def _name(n: int) -> str:
@@ -643,7 +652,8 @@ def to_dot(model: GraphModel, options: GraphOptions) -> str:
     """The DOT text of a graph model: deterministic, every label escaped."""
     theme = THEME[options.theme]
     g = model.graph
-    lay = layout(model, options)
+    labels = _node_labels(model, options)
+    lay = layout(model, options, labels=labels)
     out = ["digraph gradtrace {"]
     out.append(f'  graph [rankdir={lay.rankdir}, bgcolor="{theme.background}", '
                f'fontname="{_FONT}", fontsize={theme.font}, fontcolor="{theme.muted}", '
@@ -668,7 +678,7 @@ def to_dot(model: GraphModel, options: GraphOptions) -> str:
 
     def node_line(n: int, indent: str) -> str:
         a = g.nodes[n]
-        lab = node_label(a, options, model.view)
+        lab = labels[n]
         return (f"{indent}n{n} [id=\"n{n}\", label=<{_label_html(lab, a['kind'], theme)}>, "
                 f"tooltip={_q(lab.tooltip)}];")
 
@@ -880,8 +890,8 @@ def draw_layered(model: GraphModel, options: GraphOptions, fmt: str) -> bytes:
 
     theme = THEME[options.theme]
     g = model.graph
-    lr = direction(model, options) == "LR"
-    labels = {n: node_label(a, options, model.view) for n, a in g.nodes(data=True)}
+    labels = _node_labels(model, options)
+    lr = direction(model, options, labels) == "LR"
     lines = {n: _plain_lines(labels[n], theme) for n in g.nodes}
     for n, a in g.nodes(data=True):
         # this layout does not keep a module's nodes together, so each says where it belongs

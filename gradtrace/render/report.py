@@ -10,7 +10,7 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from ..version import __version__
 from ..errors import GradtraceError, RenderError, TraceFileError
@@ -274,11 +274,16 @@ def write_report(trace, path, **sections) -> Path:
 
 def build_report(trace, out, *, outputs: Outputs | None = None, animations: bool = True,
                  render_missing: bool = True, progress: Callable[[int, int], None] | bool | None = None,
-                 warn: Callable[[str], None] | None = None) -> Path:
+                 warn: Callable[[str], None] | None = None, check_result: Any = None,
+                 step_graphs: Mapping[int, Any] | None = None) -> Path:
     """Gather the sections (checks, graphs of the first and last step, both animations, the
-    script's figures) and write the page. Only this trace's files are embedded (``outputs``,
-    by default those named after ``trace.path``): an animation next to it is reused if it is
-    not older than the trace file, a figure if it was written during or after the run;
+    script's figures) and write the page. What the caller has made already is used instead
+    of being made again: ``check_result``, the :class:`~gradtrace.analysis.check.CheckReport`
+    of ``check_trace(trace)`` with its default options; ``step_graphs``, step number ->
+    :class:`~gradtrace.render.graph.GraphPicture` of ``graph_of_step(step, view="both")``.
+    Only this trace's files are embedded (``outputs``, by default those named after
+    ``trace.path``): an animation next to it is reused if it is not older than the trace
+    file, a figure if it was written during or after the run;
     missing animations are rendered only if ``render_missing`` (``progress`` as in
     :class:`~gradtrace.render.animate.AnimateOptions`). A section that cannot be made is left
     out, with a line to ``warn`` (the CLI prints it on stderr)."""
@@ -290,7 +295,7 @@ def build_report(trace, out, *, outputs: Outputs | None = None, animations: bool
     outputs = outputs or outputs_of(trace.path)
     sections: dict = {}
     try:
-        sections["check_result"] = check_trace(trace)
+        sections["check_result"] = check_result if check_result is not None else check_trace(trace)
     except TraceFileError:
         raise  # the file itself is bad: one line for the whole report, not one per section
     except GradtraceError as e:
@@ -301,13 +306,15 @@ def build_report(trace, out, *, outputs: Outputs | None = None, animations: bool
         from .graph import graph_of_step
 
         picks = [("first", steps[0])]
-        with_bw = [i for i in range(len(steps)) if steps[i].backward is not None]
-        if with_bw and with_bw[-1] != 0:
-            picks.append(("last", steps[with_bw[-1]]))
+        # the last step with a backward pass, looked for from the end (not every step read)
+        last_bw = next((i for i in reversed(range(len(steps))) if steps[i].backward is not None), None)
+        if last_bw is not None and last_bw != 0:
+            picks.append(("last", steps[last_bw]))
+        drawn = step_graphs or {}
         for label, step in picks:
             try:
-                graphs[f"Step {step.index} ({label}), forward values and gradients"] = \
-                    graph_of_step(step, view="both").svg()
+                picture = drawn.get(step.index) or graph_of_step(step, view="both")
+                graphs[f"Step {step.index} ({label}), forward values and gradients"] = picture.svg()
             except TraceFileError:
                 raise
             except GradtraceError as e:

@@ -340,11 +340,19 @@ class Step:
     def loss(self) -> float | None:
         return self.backward.loss if self.backward is not None else None
 
+    @cached_property
+    def _op_at(self) -> dict[int, Op]:
+        """Run-wide op index -> op (the first of a repeated index, as a scan would find)."""
+        at: dict[int, Op] = {}
+        for o in self.ops:
+            at.setdefault(o.index, o)
+        return at
+
     def op(self, index: int) -> Op:
         """The op with run-wide index ``index`` (what ``GradNode.op`` and ``Op.parent`` hold)."""
-        for o in self.ops:
-            if o.index == index:
-                return o
+        o = self._op_at.get(index)
+        if o is not None:
+            return o
         have = f"its ops are {self.ops[0].index}..{self.ops[-1].index}" if self.ops else "it has no ops"
         raise NotRecordedError(f"op {index} is not in step {self.index}; {have}")
 

@@ -557,8 +557,13 @@ def load(path, *, limits: Limits | None = None) -> "Trace":
 
 class _StepList(Sequence):
     """The recorded steps, read from the file on demand. Recently read steps are kept, up to
-    64 of them and :data:`CACHE_BYTES` of tensor data, so a pass over the run reads each once."""
+    :data:`CACHE_STEPS` of them and :data:`CACHE_BYTES` of tensor data, so a pass over the run
+    reads each once, and the passes `gradtrace run` makes after a small run (the check, the
+    animations, the report) read each of its steps once between them."""
 
+    #: Steps kept: every step of a run that `gradtrace run` animates by itself is a few
+    #: hundred; the byte bound below is what keeps a run of big steps in check.
+    CACHE_STEPS = 1024
     CACHE_BYTES = 256 << 20
 
     def __init__(self, trace: "Trace", indices: list[int]):
@@ -581,7 +586,7 @@ class _StepList(Sequence):
         step, size = self._trace._read_step(idx)
         self._cache[idx] = (step, size)
         self._bytes += size
-        while len(self._cache) > 64 or (self._bytes > self.CACHE_BYTES and len(self._cache) > 1):
+        while len(self._cache) > self.CACHE_STEPS or (self._bytes > self.CACHE_BYTES and len(self._cache) > 1):
             _, (_, old) = self._cache.popitem(last=False)
             self._bytes -= old
         return step
