@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 
@@ -66,7 +66,7 @@ class NotApplicable:
     reason: str
     family: str | None = None
 
-    def __bool__(self) -> bool:
+    def __bool__(self) -> Literal[False]:  # lets type checkers narrow `if fit:`
         return False
 
     def __str__(self) -> str:
