@@ -164,6 +164,9 @@ class LinearFit:
     recorded_loss: float | None = None
     steps: tuple[int, ...] = ()
 
+    def __bool__(self) -> Literal[True]:  # truthy, as any object: says so to type checkers
+        return True
+
     # -- shapes and names -----------------------------------------------------------------
     @property
     def n(self) -> int:
