@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = ["GradtraceError", "TraceFileError", "TraceWriteError", "UsageError", "RenderError",
            "NothingToDrawError", "NotRecordedError", "FrameIndexError", "NotApplicableError",
            "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_CHECK_FAILED"]
@@ -65,6 +67,8 @@ class NothingToDrawError(UsageError, RenderError):
 
 class _LookupMessage:
     """``str()`` is the message itself (``KeyError`` would quote it)."""
+
+    args: tuple[Any, ...]  # from the exception class it is mixed into
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""

@@ -297,7 +297,7 @@ def _numeric_sample(with_bw: list[int], opts: CheckOptions) -> set[int]:
 
 # -- the analytic check -----------------------------------------------------------------------
 
-def _finite(*ts: torch.Tensor) -> bool:
+def _finite(*ts: torch.Tensor | None) -> bool:
     return all(bool(np.isfinite(t.numpy()).all()) if t.dtype in (torch.float64, torch.float32)
                else bool(torch.isfinite(t).all()) for t in ts if t is not None and t.numel())
 

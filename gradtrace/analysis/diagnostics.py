@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..tracefile.model import Event, Op, Source, Step
+from ..tracefile.model import Backward, Event, Op, Source, Step
 from .linear import SQUARED_ERROR, LinearFit, NotApplicableError, pool
 
 __all__ = ["Finding", "FINDING_KINDS", "Diagnostics", "OptimumTrack", "effective_lr"]
@@ -179,18 +179,18 @@ class Diagnostics:
         self.out: list[Finding] = []
         # forgot_zero_grad
         self.updated_since_acc: dict[int, Event | None] = {}
-        self.forgot: dict[int, list] = {}
+        self.forgot: dict[int, list[tuple[int, Event, Event]]] = {}
         # non_finite
         self.non_finite: Finding | None = None
         # data_update
-        self.first_use: dict[int, tuple[int, Op]] = {}
-        self.data_updates: dict[tuple[int, str | None], list] = {}
+        self.first_use: dict[int, tuple[int, Op | None]] = {}
+        self.data_updates: dict[tuple[int, str | None], list[tuple[int, Event]]] = {}
         # no_grad_received
         self.received: set[int] = set()
         self.grad_api_inputs: set[int] = set()
         # lr and conditioning
         self.fits: list[LinearFit] = []
-        self.fit_key = None
+        self.fit_key: tuple[object, ...] | None = None
         self.lrs: list[tuple[int, float, bool, Event]] = []
         self.grad_now: dict[int, torch.Tensor | None] = {}
         self.n_updates: dict[int, int] = {}
@@ -200,18 +200,19 @@ class Diagnostics:
 
     # -- one step ------------------------------------------------------------------------------
     def see(self, step: Step, fit: LinearFit | None) -> None:
-        has_bw = step.backward is not None
-        if has_bw and step.backward.api == "autograd.grad":
-            self.grad_api_inputs.update(step.backward.inputs)
+        bw = step.backward
+        has_bw = bw is not None
+        if bw is not None and bw.api == "autograd.grad":
+            self.grad_api_inputs.update(bw.inputs)
+        # The classes are the kinds: "op", "backward", and the event kinds.
         for item in step.timeline():
-            kind = item.kind
-            if kind == "op":
+            if isinstance(item, Op):
                 if item.is_graph and item.parent is None and has_bw:
                     for t in item.inputs:
                         info = step.tensors.get(t)
                         if info is not None and info.role == "param" and t not in self.first_use:
                             self.first_use[t] = (step.index, item)
-            elif kind == "backward":
+            elif isinstance(item, Backward):
                 for n in item.nodes:
                     if n.variable is not None and n.variable not in self.first_use:
                         self.first_use[n.variable] = (step.index, None)
@@ -230,8 +231,9 @@ class Diagnostics:
         tid = e.tensor
         if e.kind == "accumulate":
             self.received.add(tid)
-            if e.fresh is False and e.idiom == "added" and self.updated_since_acc.get(tid) is not None:
-                self.forgot.setdefault(tid, []).append((step.index, e, self.updated_since_acc[tid]))
+            prev = self.updated_since_acc.get(tid)
+            if e.fresh is False and e.idiom == "added" and prev is not None:
+                self.forgot.setdefault(tid, []).append((step.index, e, prev))
             self.updated_since_acc[tid] = None
             self.grad_now[tid] = e.after.data if e.after is not None else None
         elif e.kind == "update":
@@ -255,7 +257,7 @@ class Diagnostics:
         ops = {o.index: o for o in step.ops}
         first_op = min(ops) if ops else None  # once: not per op, which made the scan quadratic
         for item in step.timeline():
-            if item.kind == "op":
+            if isinstance(item, Op):
                 if item.index == first_op:  # values the step started from
                     for t in item.inputs:
                         info = step.tensors.get(t)
@@ -273,7 +275,7 @@ class Diagnostics:
                         self._nf(step, f"{item.name} ({item.target}) gave {_bad(v)} in the forward "
                                        f"pass, {how}", None, item.name, item.source)
                         return
-            elif item.kind == "backward":
+            elif isinstance(item, Backward):
                 for n in item.execution_order:
                     for g in n.grad_inputs:
                         if g is not None and not _finite(g):
@@ -305,7 +307,7 @@ class Diagnostics:
                 "forgot_zero_grad", s, self.name(tid), "AccumulateGrad", _src(e.source),
                 f"backward() added {self.name(tid)}'s gradient onto the one from an earlier step "
                 f"although {self.name(tid)} was updated in between ({upd.idiom}"
-                f"{' at ' + _src(upd.source) if upd.source else ''}): .grad accumulates, so the "
+                f"{' at ' + upd.source.short if upd.source else ''}): .grad accumulates, so the "
                 f"update used the sum of old gradients; zero it after each update "
                 f"(param.grad.zero_() or optimizer.zero_grad()){more}"))
         if self.non_finite is not None:
@@ -324,12 +326,12 @@ class Diagnostics:
                 f"{self.name(tid)} requires grad and was used by {where}, but no backward pass "
                 "reached it: it never received a gradient (is it connected to the loss, or "
                 "detached on the way?)"))
-        for (tid, src), hits in self.data_updates.items():
-            s, e = hits[0]
+        for (tid, src), updates in self.data_updates.items():
+            s, e = updates[0]
             out.append(Finding(
                 "data_update", s, self.name(tid), e.idiom, src,
-                f"{self.name(tid)} was updated through .data ({e.idiom}, {len(hits)} time"
-                f"{'s' if len(hits) != 1 else ''}): legal, but invisible to autograd; "
+                f"{self.name(tid)} was updated through .data ({e.idiom}, {len(updates)} time"
+                f"{'s' if len(updates) != 1 else ''}): legal, but invisible to autograd; "
                 f"`with torch.no_grad(): {self.name(tid)} -= ...` says the same and keeps "
                 "autograd's checks"))
         out.sort(key=lambda f: (f.step if f.step is not None else -1, FINDING_KINDS.index(f.kind),
@@ -402,6 +404,7 @@ class Diagnostics:
             dist = []
             for f in fits:
                 if len(f.param_values) == len(f.params):
+                    assert f.step is not None  # each fit is one step's (only a pool has none)
                     d = float(torch.linalg.vector_norm(f.flatten() - flat_star))
                     if math.isfinite(d):
                         dist.append((f.step, d))

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 
@@ -68,7 +68,7 @@ class NotApplicable:
     reason: str
     family: str | None = None
 
-    def __bool__(self) -> bool:
+    def __bool__(self) -> Literal[False]:  # lets type checkers narrow `if fit:`
         return False
 
     def __str__(self) -> str:
@@ -165,6 +165,9 @@ class LinearFit:
     #: the recorded loss value (the root of backward)
     recorded_loss: float | None = None
     steps: tuple[int, ...] = ()
+
+    def __bool__(self) -> Literal[True]:  # truthy, as any object: says so to type checkers
+        return True
 
     # -- shapes and names -----------------------------------------------------------------
     @property

@@ -145,7 +145,8 @@ class Replay:
     def _root_grads(self) -> list[torch.Tensor | None]:
         """The gradient each root was seeded with (1 for a scalar loss)."""
         bw = self.step.backward
-        out = []
+        assert bw is not None  # __post_init__ refused a step without one
+        out: list[torch.Tensor | None] = []
         for r in bw.roots:
             v = self.step.value(r)
             if v is not None and v.numel == 1:
@@ -441,6 +442,7 @@ def blame_functions(replay: Replay, values: dict[int, torch.Tensor], rtol: float
     forward gives d/dt <grad_outputs, f(x + t v)> by central differences."""
     step = replay.step
     bw = step.backward
+    assert bw is not None  # a Replay is only made of a step with a backward pass
     env = replay.forward(values)
     out: list[Blame] = []
     for o in replay.top:
@@ -453,15 +455,17 @@ def blame_functions(replay: Replay, values: dict[int, torch.Tensor], rtol: float
                  for v in node.grad_outputs]
         g_in = [v.data.double() if v is not None and v.data is not None else None
                 for v in node.grad_inputs]
-        xs = [env.get(t) for t in o.inputs]
-        if any(x is None for x in xs) or len(g_in) != len(xs):
+        got = [env.get(t) for t in o.inputs]
+        xs = [x for x in got if x is not None]
+        if len(xs) != len(got) or len(g_in) != len(xs):
             continue
         gen = torch.Generator().manual_seed(step.index * 7919 + o.index)
         dirs = [torch.randn(x.shape, generator=gen, dtype=torch.float64) if
                 (x.is_floating_point() and g is not None) else None for x, g in zip(xs, g_in)]
         if all(d is None for d in dirs):
             continue
-        lhs = sum(float((g.reshape(d.shape) * d).sum()) for g, d in zip(g_in, dirs) if d is not None)
+        lhs = sum(float((g.reshape(d.shape) * d).sum()) for g, d in zip(g_in, dirs)
+                  if g is not None and d is not None)
 
         def phi(t: float) -> float:
             local = {i: (x + t * d if d is not None else x) for i, x, d in zip(o.inputs, xs, dirs)}

@@ -167,10 +167,10 @@ REPLAYABLE.update(_bind("torch.special.", torch.special, _SPECIAL))
 REPLAYABLE.update(_bind("torch.fft.", torch.fft, _FFT))
 # Properties that build the graph (`X @ w.T`): the recorder names their getters.
 REPLAYABLE.update({
-    "Tensor.T.__get__": torch.Tensor.T.__get__,
-    "Tensor.mT.__get__": torch.Tensor.mT.__get__,
-    "Tensor.H.__get__": torch.Tensor.H.__get__,
-    "Tensor.mH.__get__": torch.Tensor.mH.__get__,
+    "Tensor.T.__get__": torch.Tensor.T.__get__,  # type: ignore[attr-defined]
+    "Tensor.mT.__get__": torch.Tensor.mT.__get__,  # type: ignore[attr-defined]
+    "Tensor.H.__get__": torch.Tensor.H.__get__,  # type: ignore[attr-defined]
+    "Tensor.mH.__get__": torch.Tensor.mH.__get__,  # type: ignore[attr-defined]
 })
 # Casts to a float type replay as a cast to float64, the replay's precision.
 REPLAYABLE.update(dict.fromkeys(("Tensor.float", "Tensor.half", "Tensor.bfloat16", "Tensor.double"),

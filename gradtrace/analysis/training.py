@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .sampling import subsample
+
+if TYPE_CHECKING:  # linear needs torch, imported only where a surface is made
+    from ..tracefile.model import TensorInfo
+    from .linear import LinearFit
 
 __all__ = ["TrainingSeries", "training_series", "Surface", "loss_surface", "ACC_KINDS", "sane_rows"]
 
@@ -89,9 +94,9 @@ def training_series(trace, max_read: int = MAX_READ) -> TrainingSeries:
     read = np.asarray(subsample(n, max_read), dtype=np.int64)
     events = {k: np.zeros(n, dtype=np.int32) for k in (*ACC_KINDS, "update", "zero", "grad_write")}
     params_info = {p.tid: p for p in trace.params}
-    seen_params: dict[int, object] = {}
-    raw_vals: dict[int, list] = {}
-    raw_grads: dict[int, list] = {}
+    seen_params: dict[int, TensorInfo] = {}
+    raw_vals: dict[int, dict[int, np.ndarray | None]] = {}
+    raw_grads: dict[int, dict[int, np.ndarray | None]] = {}
     raw_norms: dict[int, np.ndarray] = {}
     final: dict[int, np.ndarray] = {}
     last: dict[int, np.ndarray] = {}
@@ -228,7 +233,7 @@ class Surface:
     exact: bool
     labels: tuple[str, str]
     description: str
-    fit: object = None
+    fit: LinearFit | None = None
     X: np.ndarray | None = None      # unique data rows, for the data panel
     y: np.ndarray | None = None
 
@@ -255,6 +260,7 @@ class Surface:
         from dataclasses import replace
 
         fit = self.fit
+        assert fit is not None  # loss_surface makes every Surface with its fit
         vals = fit.unflatten(torch.as_tensor(np.asarray(theta, dtype=np.float64)))
         if X is not None:
             fit = replace(fit, X=torch.as_tensor(np.asarray(X, dtype=np.float64)))

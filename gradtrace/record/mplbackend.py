@@ -23,7 +23,7 @@ FigureManager = FigureManagerBase
 
 
 def save_open_figures() -> list[Path]:
-    out = []
+    out: list[Path] = []
     if OUTPUTS is None:
         return out
     for manager in Gcf.get_all_fig_managers():

@@ -24,6 +24,7 @@ import linecache
 import os
 import sys
 import weakref
+from types import FrameType
 from typing import Any
 
 import torch
@@ -63,16 +64,16 @@ def _is_user_code(co) -> bool:
 _OP, _GET_DATA, _GET_GRAD, _SET_DATA, _SET_GRAD, _BACKWARD, _INPLACE, _PASS = range(8)
 
 _SPECIAL = {
-    _Tensor.data.__get__: _GET_DATA,
-    _Tensor.grad.__get__: _GET_GRAD,
-    _Tensor.data.__set__: _SET_DATA,
-    _Tensor.grad.__set__: _SET_GRAD,
+    _Tensor.data.__get__: _GET_DATA,  # type: ignore[attr-defined]
+    _Tensor.grad.__get__: _GET_GRAD,  # type: ignore[union-attr]
+    _Tensor.data.__set__: _SET_DATA,  # type: ignore[attr-defined]
+    _Tensor.grad.__set__: _SET_GRAD,  # type: ignore[union-attr]
     _Tensor.backward: _BACKWARD,
     # Properties that build the graph (w.T in `X @ w.T + b`) are ops like any other.
-    _Tensor.T.__get__: _OP,
-    _Tensor.mT.__get__: _OP,
-    _Tensor.H.__get__: _OP,
-    _Tensor.mH.__get__: _OP,
+    _Tensor.T.__get__: _OP,  # type: ignore[attr-defined]
+    _Tensor.mT.__get__: _OP,  # type: ignore[attr-defined]
+    _Tensor.H.__get__: _OP,  # type: ignore[attr-defined]
+    _Tensor.mH.__get__: _OP,  # type: ignore[attr-defined]
     torch.autograd.backward: _BACKWARD,
     torch.autograd.grad: _BACKWARD,
 }
@@ -113,10 +114,10 @@ def _classify(func) -> int:
     return _OP
 
 
-_PROPERTY_OPS = {_Tensor.T.__get__: ("T", "Tensor.T.__get__"),
-                 _Tensor.mT.__get__: ("mT", "Tensor.mT.__get__"),
-                 _Tensor.H.__get__: ("H", "Tensor.H.__get__"),
-                 _Tensor.mH.__get__: ("mH", "Tensor.mH.__get__")}
+_PROPERTY_OPS = {_Tensor.T.__get__: ("T", "Tensor.T.__get__"),  # type: ignore[attr-defined]
+                 _Tensor.mT.__get__: ("mT", "Tensor.mT.__get__"),  # type: ignore[attr-defined]
+                 _Tensor.H.__get__: ("H", "Tensor.H.__get__"),  # type: ignore[attr-defined]
+                 _Tensor.mH.__get__: ("mH", "Tensor.mH.__get__")}  # type: ignore[attr-defined]
 
 
 def _target_of(func) -> tuple[str, str]:
@@ -280,7 +281,7 @@ class Recorder:
         self.module_names: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.param_names = _IdMap()
         self.module_stack: list[str] = []
-        self.top_frame = None
+        self.top_frame: FrameType | None = None
         self.module_ids: list[int] = []
         self.module_classes: dict[str, str] = {}  # module path -> class name
         self.code_user: dict[Any, bool] = {}
@@ -346,7 +347,7 @@ class Recorder:
 
         # The frame that started the trace (the `with gradtrace.trace()` line): names are
         # looked up in the frames of the run, not in whatever called it (pytest, Jupyter).
-        f = sys._getframe(1)
+        f: FrameType | None = sys._getframe(1)
         while f is not None and f.f_code.co_filename.startswith(_OWN_DIR):
             f = f.f_back
         self.top_frame = f

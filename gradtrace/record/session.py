@@ -51,7 +51,7 @@ class trace:
     def __enter__(self) -> "trace":
         if self._writer is not None:
             raise UsageError("this trace() is already recording; make a new one for another run")
-        meta = {"gradtrace_version": __version__, "script": None, "argv": [],
+        meta: dict[str, Any] = {"gradtrace_version": __version__, "script": None, "argv": [],
                 "config": _config_json(self.config)}
         meta.update(self.meta)
         self._writer = TraceWriter(self.config.output, meta)
@@ -217,13 +217,14 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
     old_main = sys.modules.get("__main__")
     old_env = os.environ.get("MPLBACKEND")
     old_term = signal.getsignal(signal.SIGTERM) if _main_thread() else None
-    mpl = None
+    mpl: types.ModuleType | None = None
 
     exit_code, status = 0, "completed"
     replacing = config.output is not None and outputs is not None and is_trace(config.output)
     session.__enter__()  # a trace file that cannot be written stops here, before the script runs
     recorder = session.recorder
     if replacing:
+        assert outputs is not None  # replacing implies it
         outputs.remove()  # the earlier run's: none of them may pass for this run's
 
     def on_signal(exc_type):
@@ -241,11 +242,12 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
             if old_int is signal.default_int_handler:
                 signal.signal(signal.SIGINT, on_signal(KeyboardInterrupt))
         if outputs is not None and "matplotlib.pyplot" not in sys.modules:
-            from . import mplbackend as mpl
+            from . import mplbackend
 
-            mpl.OUTPUTS = outputs
-            mpl.SAVED.clear()
-            mpl.FAILED.clear()
+            mpl = mplbackend
+            mplbackend.OUTPUTS = outputs
+            mplbackend.SAVED.clear()
+            mplbackend.FAILED.clear()
             os.environ["MPLBACKEND"] = "module://gradtrace.record.mplbackend"
             if "matplotlib" in sys.modules:
                 sys.modules["matplotlib"].rcParams["backend"] = "module://gradtrace.record.mplbackend"
@@ -255,7 +257,7 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
                 sys.path[0] = str(Path(script).resolve().parent)
             main = types.ModuleType("__main__")
             main.__file__ = run_name
-            main.__builtins__ = __builtins__
+            main.__dict__["__builtins__"] = __builtins__  # not in ModuleType's stubs
             main.__loader__ = None
             main.__spec__ = None
             sys.modules["__main__"] = main
@@ -266,6 +268,7 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
                 raise
             session.finish(*_outcome(None, None))
         else:
+            assert module is not None  # one of script and module is given
             sys.argv = [module, *args]
             if sys.path:
                 sys.path[0] = os.getcwd()

@@ -36,7 +36,7 @@ FORMATS = {".gif": "gif", ".mp4": "mp4", ".html": "html", ".htm": "html"}
 
 #: Per-kind defaults: a backprop frame is read like a slide (1 per second); a training
 #: frame is one step of a movie. The training budget keeps a 3,000-step run to ~20 s of GIF.
-_DEFAULTS = {
+_DEFAULTS: dict[str, dict[str, Any]] = {
     "backprop": dict(fps=1.0, frames=80, dpi=80, size=(11.0, 6.5)),
     "training": dict(fps=12.0, frames=180, dpi=72, size=(12.0, 6.75)),
 }
@@ -158,6 +158,14 @@ class Animation:
         self.options = options.resolved()
         self.kind = self.options.kind
 
+    def _fps(self) -> float:
+        assert self.options.fps is not None  # resolved() filled it in
+        return float(self.options.fps)
+
+    def _dpi(self) -> float:
+        assert self.options.dpi is not None  # resolved() filled it in
+        return float(self.options.dpi)
+
     def __len__(self) -> int:
         return len(self._renderer)
 
@@ -202,12 +210,12 @@ class Animation:
         """
         from PIL import Image
 
-        fig = self._figure(float(dpi or self.options.dpi))
-        blit = hasattr(self._renderer, "animated")
+        fig = self._figure((float(dpi) if dpi else self._dpi()))
+        animated = getattr(self._renderer, "animated", None)  # optional: not in Renderer
         canvas = fig.canvas
         background = None
-        if blit:
-            for a in self._renderer.animated():
+        if animated is not None:
+            for a in animated():
                 a.set_animated(True)
             canvas.draw()
             background = canvas.copy_from_bbox(fig.bbox)
@@ -215,8 +223,8 @@ class Animation:
         size = canvas.get_width_height()
         for i in (range(len(self)) if frames is None else frames):
             self._renderer.draw(i)
-            if background is not None:
-                moving = self._renderer.animated()
+            if background is not None and animated is not None:  # both or neither
+                moving = animated()
                 for a in moving:
                     a.set_animated(True)
                 canvas.restore_region(background)
@@ -266,8 +274,8 @@ class Animation:
             if fmt == "mp4" and not mp4_available():
                 raise RenderError(f"{path}: MP4 needs ffmpeg, which matplotlib cannot find; "
                                   "install ffmpeg, or save as .gif or .html")
-        fps = float(fps or self.options.fps)
-        dpi = float(dpi or self.options.dpi)
+        fps = (float(fps) if fps else self._fps())
+        dpi = (float(dpi) if dpi else self._dpi())
         progress = self.options.progress if progress is None else progress
         jobs = []
         for path in paths:
@@ -296,8 +304,8 @@ class Animation:
 
         with tempfile.TemporaryDirectory() as d:
             tmp = Path(d) / "anim.html"
-            writer = _html_writer(float(fps or self.options.fps))
-            self._run([(writer, None, tmp)], float(dpi or self.options.dpi), False, "html")
+            writer = _html_writer((float(fps) if fps else self._fps()))
+            self._run([(writer, None, tmp)], (float(dpi) if dpi else self._dpi()), False, "html")
             return _self_contained(tmp.read_text(encoding="utf-8"))
 
     def _repr_html_(self) -> str:
@@ -346,7 +354,7 @@ def animation_of_trace(trace, kind: str = "training", **options: Any) -> Animati
     if opts.kind == "backprop":
         from .backprop import BackpropRenderer
 
-        renderer = BackpropRenderer(trace, opts)
+        renderer: Renderer = BackpropRenderer(trace, opts)
     else:
         from .training import TrainingRenderer
 
@@ -377,7 +385,7 @@ def _gif_writer(fps: float):
                                  append_images=self._frames[1:], duration=duration, loop=0)
             self._frames = []
 
-    return GifWriter(fps=fps)
+    return GifWriter(fps=fps)  # type: ignore[arg-type]  # stubs say int; a float fps works
 
 
 def _html_writer(fps: float):
@@ -399,7 +407,8 @@ def _html_writer(fps: float):
             self._saved_frames.append(base64.encodebytes(buf.getvalue()).decode("ascii"))
 
     # embed_limit (MB) only matters to grab_frame, which is not used
-    return HtmlWriter(fps=fps, embed_frames=True, default_mode="loop", embed_limit=1024)
+    return HtmlWriter(fps=fps, embed_frames=True, default_mode="loop",  # type: ignore[arg-type]
+                      embed_limit=1024)  # matplotlib's stubs say fps: int; a float fps works
 
 
 def _mp4_writer(fps: float):
@@ -412,7 +421,7 @@ def _mp4_writer(fps: float):
             self._proc.stdin.write(im.convert("RGBA").tobytes())
 
     # yuv420p plays everywhere (browsers, QuickTime) and needs even sides: the scale filter
-    return Mp4Writer(fps=fps, codec="h264",
+    return Mp4Writer(fps=fps, codec="h264",  # type: ignore[arg-type]  # stubs say int; float works
                      extra_args=["-pix_fmt", "yuv420p", "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2"])
 
 

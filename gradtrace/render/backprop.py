@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import NothingToDrawError, UsageError
+
+if TYPE_CHECKING:  # the model module is only imported where values are added
+    from ..tracefile.model import GradNode
 
 __all__ = ["Scene", "Frame", "Plan", "ParamCell", "backprop_plan", "BackpropRenderer",
            "fmt_num", "fmt_value", "pick_step"]
@@ -26,7 +29,7 @@ Key = tuple  # ("t", tid) for a tensor, ("o", op index) for an op
 
 # -- numbers in words ---------------------------------------------------------------------------
 
-def fmt_num(x: float) -> str:
+def fmt_num(x: float | None) -> str:
     """A number to 3-4 significant digits, with a real minus sign."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "nan"
@@ -510,7 +513,7 @@ def _forward_caption(chunk, step, upto, total, scene) -> str:
 def _target(bw, nid: int | None):
     """Follow a gradient edge to where it lands: (("leaf", tid) | ("op", index) | None,
     the op-less nodes on the way, such as TBackward0 inside linear)."""
-    hidden = []
+    hidden: list[GradNode] = []
     seen = set()
     while nid is not None and nid not in seen:
         seen.add(nid)
@@ -634,8 +637,8 @@ def _backward_frames(st: Frame, step, scene: Scene, acc_by_tid, per) -> list[Fra
                 names = ", ".join(dict.fromkeys(step.name(t) for t in skipped))
                 dests += (("; " if dests else "") + f"nothing for {names}, which does not need a "
                           "gradient")
-            twice = [t for t in dict.fromkeys(op.inputs if op is not None else ())
-                     if op.inputs.count(t) > 1 and (t, out) in sent]
+            ins = op.inputs if op is not None else ()
+            twice = [t for t in dict.fromkeys(ins) if ins.count(t) > 1 and (t, out) in sent]
             if twice:
                 dests += (f" ({', '.join(step.name(t) for t in twice)} is both inputs, so the two "
                           "gradients it gets are added)")
@@ -1088,7 +1091,7 @@ class BackpropRenderer:
                 full = "[" + ", ".join(_num3(float(x)) for x in v.data.reshape(-1).tolist()) + "]"
                 value = full if len(full) <= self.max_chars else value
         updated = cell is not None and cell.mark == "update"
-        if updated and cell.before is not None:
+        if updated and cell is not None and cell.before is not None:
             value = f"{_short(cell.before)} → {_short(v)}"
         g = frame.grads.get(tid)
         grad = f"grad {_short(g)}" if g is not None else ""

@@ -861,7 +861,8 @@ def _hint_once() -> None:
 # -- the matplotlib fallback -------------------------------------------------------------------
 def _plain_lines(label: Label, theme: Theme) -> list[tuple[str, str, float, str]]:
     """A node label as text lines: (text, colour, size, weight)."""
-    lines = [(f"{label.title}  {label.shape}".rstrip(), theme.text, theme.font, "bold")]
+    lines: list[tuple[str, str, float, str]] = [
+        (f"{label.title}  {label.shape}".rstrip(), theme.text, theme.font, "bold")]
     lines += [(d, theme.muted, theme.small, "normal") for d in label.details]
     for c in label.cells:
         colour = theme.grad if c.kind == "grad" else theme.muted if c.kind == "none" else theme.text

@@ -419,6 +419,7 @@ class TrainingRenderer:
             # point when it points elsewhere: −.grad as recorded, the direction the update
             # used (a minibatch's gradient; or an old one added in, when .grad is not zeroed).
             span = np.array([hi[0] - lo[0], hi[1] - lo[1]])
+            assert self.uv_true is not None  # set with uv
             self.arrow_true = _unit(self.uv_true, span) * span
             self.arrow_rec = _unit(self.uv, span) * span
             cos = (self.arrow_true / span * self.arrow_rec / span).sum(1)
@@ -562,6 +563,7 @@ class TrainingRenderer:
         self.loss_line.set_data(s.steps[:p + 1], s.loss[:p + 1])
         self.loss_dot.set_data([step], [s.loss[p]])
         if self.dist_line is not None:
+            assert self.dist_dot is not None and self.dist is not None  # made with dist_line
             self.dist_line.set_data(xs[:r + 1], self.dist[:r + 1])
             self.dist_dot.set_data([step], [self.dist[r]])
         for line, g in self.grad_lines:
@@ -569,10 +571,12 @@ class TrainingRenderer:
         for c in self.cursors:
             c.set_xdata([step, step])
         if self.traj_line is not None and self.xy is not None:
+            assert self.traj_dot is not None  # made with traj_line
             xy = self.xy
             self.traj_line.set_data(xy[:r + 1, 0], xy[:r + 1, 1])
             self.traj_dot.set_data([xy[r, 0]], [xy[r, 1]])
             if self.quiver is not None:
+                assert self.quiver_now is not None and self.quiver_rec is not None  # made together
                 # the arrows of the points reached so far; the others have no length yet
                 shown = (self.arrow_at <= r)[:, None]
                 uv = np.where(shown, 0.06 * self.arrow_true[self.arrow_at], 0.0)
@@ -583,10 +587,12 @@ class TrainingRenderer:
                 rec = 0.13 * self.arrow_rec[r] if self.rec_differs[r] else np.zeros(2)
                 self.quiver_rec.set_UVC(*rec)
         if self.fit_line is not None:
+            assert self.fit_text is not None  # made with the fit line
             self.fit_line.set_data(self.line_x[:, 0], self._preds[i])
             th = self._theta_row(i)
             self.fit_text.set_text(self._line_words(th))
         elif self.pred_scatter is not None:
+            assert self.fit_text is not None  # made with the scatter
             self.pred_scatter.set_offsets(np.column_stack([self._true_flat, self._preds[i].reshape(-1)]))
             err = self._preds[i] - self.surface.y
             rms = float(np.sqrt((err ** 2).mean()))

@@ -222,9 +222,9 @@ def parse_values(ints: list[int], blob: bytes, body: dict, limits: Limits,
         if any(s < 0 for s in sizes):
             raise Malformed(f"{what} has a negative size")
         numel = _numel(sizes, what, limits)
-        if not 0 <= code < len(kinds) or kinds[code] is None:
+        dt = kinds[code] if 0 <= code < len(kinds) else None
+        if dt is None:
             raise Malformed(f"{what} has an unknown dtype")
-        dt = kinds[code]
         shp = tuple(sizes)
         if kind == 0:
             if offset < 0 or nbytes != numel * itemsize(dt) or offset + nbytes > len(blob):
@@ -244,13 +244,13 @@ def parse_values(ints: list[int], blob: bytes, body: dict, limits: Limits,
         elif kind == 1:
             if 4 * si + 4 > len(floats) or 2 * si + 2 > len(counts):
                 raise Malformed(f"{what}: its statistics are missing")
-            fl = [math.nan if x is None else number(x, f"{what}'s statistics")
-                  for x in floats[4 * si:4 * si + 4]]
+            norm, mean, lo, hi = [math.nan if x is None else number(x, f"{what}'s statistics")
+                                  for x in floats[4 * si:4 * si + 4]]
             cnt, nonfinite = counts[2 * si:2 * si + 2]
             integer(cnt, f"{what}'s element count", 0)
             opt_integer(nonfinite, f"{what}'s non-finite count", 0)
             si += 1
-            v = Value(vid, shp, dtypes[code], None, Stats(cnt, *fl, nonfinite or 0))
+            v = Value(vid, shp, dtypes[code], None, Stats(cnt, norm, mean, lo, hi, nonfinite or 0))
         else:
             raise Malformed(f"{what} has unknown kind {kind}")
         if vid in vals:

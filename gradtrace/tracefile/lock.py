@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from types import ModuleType
 
 from ..errors import TraceFileError, TraceWriteError
 
+fcntl: ModuleType | None
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not on Linux or macOS
@@ -90,6 +92,7 @@ class TraceLock:
         return self
 
     def _lock(self) -> int:
+        assert fcntl is not None  # only called where fcntl exists
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
             try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, cast
 
 from ..errors import NotRecordedError
 
@@ -71,8 +71,8 @@ class Stats:
                 t = t.to(torch.uint8)
             if n <= 64 and t.device.type == "cpu":
                 return cls._of_list(t.reshape(-1).tolist())
-            mn, mx = torch.aminmax(t)
-            mn, mx = float(mn), float(mx)
+            lo, hi = torch.aminmax(t)
+            mn, mx = float(lo), float(hi)
             if math.isfinite(mn) and math.isfinite(mx):  # NaN or inf would show here
                 # Native-dtype reductions (pairwise sums): a float64 copy costs 5x more.
                 f = t if t.is_floating_point() else t.double()
@@ -247,7 +247,7 @@ class Backward:
 
     @property
     def execution_order(self) -> list[GradNode]:
-        return sorted((n for n in self.nodes if n.order is not None), key=lambda n: n.order)
+        return sorted((n for n in self.nodes if n.order is not None), key=lambda n: cast(int, n.order))
 
 
 @dataclass(frozen=True)
