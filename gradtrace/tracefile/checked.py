@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from array import array
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from .model import Stats, Value
 
 __all__ = ["Malformed", "Limits", "json_value", "integer", "opt_integer", "text", "opt_text",
            "flag", "opt_flag", "int_list", "row", "shape", "number", "decode_arg", "parse_values",
-           "from_int64s", "MAX_NDIM", "MAX_DEPTH"]
+           "from_int64s", "to_int64s", "MAX_NDIM", "MAX_DEPTH"]
 
 #: Dimensions a shape may have (torch itself stops at 64).
 MAX_NDIM = 64
@@ -183,11 +184,17 @@ def from_int64s(blob: Any, what: str) -> list[int]:
     a.frombytes(blob)
     if a.itemsize != 8:
         raise Malformed("this platform has no 8-byte array type")
-    import sys
-
     if sys.byteorder != "little":
         a.byteswap()
     return a.tolist()
+
+
+def to_int64s(ints: list[int]) -> bytes:
+    """What :func:`from_int64s` reads: little-endian 8-byte integers (the writer's side)."""
+    a = array("q", ints)
+    if sys.byteorder != "little":
+        a.byteswap()
+    return a.tobytes()
 
 
 def parse_values(ints: list[int], blob: bytes, body: dict, limits: Limits,

@@ -68,8 +68,6 @@ import math
 import os
 import sqlite3
 import stat
-import sys
-from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -117,7 +115,6 @@ _STEP_COLUMNS_V1 = ["idx", "first_seq", "last_seq", "has_backward", "loss", "n_o
                     "ops_dropped", "body", "vals"]
 _STEP_COLUMNS = {1: _STEP_COLUMNS_V1,
                  2: _STEP_COLUMNS_V1[:-2] + ["tensors", "body", "vidx", "vals"]}
-_LITTLE = sys.byteorder == "little"
 
 @lru_cache(maxsize=None)
 def numpy_dtypes() -> frozenset:
@@ -158,13 +155,6 @@ _json = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 def _finite(x: float) -> float | None:
     """JSON has no NaN or infinity: those statistics are stored as null."""
     return x if x == x and x not in (math.inf, -math.inf) else None
-
-
-def _int64s(ints: list[int]) -> bytes:
-    a = array("q", ints)
-    if not _LITTLE:
-        a.byteswap()
-    return a.tobytes()
 
 
 class TraceWriter:
@@ -305,7 +295,7 @@ class TraceWriter:
         if self.tensors or self.renames:
             tensors = _json(self.tensors + [(tid, name) for name, tid in self.renames])
             self.tensors, self.renames = [], []
-        row = head + (tensors, body, _int64s(self.vints), b"".join(self.chunks))
+        row = head + (tensors, body, ck.to_int64s(self.vints), b"".join(self.chunks))
         self._reset_step()
         self._write(step_row=row)
 
