@@ -467,14 +467,6 @@ def _reap(job: dict, timeout: float, block: bool) -> dict | None:
     }
 
 
-def run_one(command: str, trace: Path, outdir: Path, timeout: float, mem_limit: int) -> dict:
-    """Run one command on one file in a forked child and report its exit, output, time, memory."""
-    job = _spawn(command, trace, outdir, mem_limit)
-    while (r := _reap(job, timeout, block=False)) is None:
-        select.select([], [], [], 0.01)
-    return r
-
-
 def run_all(jobs: list[tuple[str, str, Path]], folder: Path, marker: str, workers: int) -> list[dict]:
     """Every (case, command, file), ``workers`` children at a time. All commands of one case
     finish before the next case starts, so a marker file names the case that made it."""
