@@ -36,7 +36,7 @@ def layer_of(module: str) -> str:
     if len(parts) == 1:
         return FACADE
     top = parts[1]
-    if top in ("errors", "config", "version"):
+    if top in ("errors", "config", "version", "formatting"):
         return GROUND
     if top == "__main__":
         return CLI
