@@ -384,11 +384,12 @@ def pool(fits: Sequence[LinearFit]) -> LinearFit:
                                                           first.d, first.k):
             raise NotApplicableError(f"step {f.step} has another model than step {first.step}")
     T = len(fits)
+    preds = [f.pred for f in fits if f.pred is not None]
     return replace(
         first, step=None,
         X=torch.cat([f.X for f in fits]), y=torch.cat([f.y for f in fits]),
         row_weights=torch.cat([f.row_weights / T for f in fits]),
-        pred=None if any(f.pred is None for f in fits) else torch.cat([f.pred for f in fits]),
+        pred=torch.cat(preds) if len(preds) == T else None,
         recorded_loss=None, steps=tuple(f.step for f in fits if f.step is not None),
     )
 
@@ -403,10 +404,10 @@ def _num(x) -> float | None:
     return None
 
 
-def _broadcast(*shapes) -> tuple[int, ...]:
+def _broadcast(*shapes: Sequence[int]) -> tuple[int, ...]:
     """numpy broadcasting of shapes (torch.broadcast_shapes imports sympy: slow)."""
     nd = max(len(s) for s in shapes)
-    out = []
+    out: list[int] = []
     for i in range(nd):
         dims = {s[len(s) - nd + i] for s in shapes if len(s) - nd + i >= 0} - {1}
         if len(dims) > 1:
@@ -415,7 +416,7 @@ def _broadcast(*shapes) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _shape_str(s) -> str:
+def _shape_str(s: Sequence[int]) -> str:
     return "(" + ", ".join(map(str, s)) + ("," if len(s) == 1 else "") + ")"
 
 
@@ -486,8 +487,16 @@ class _Reader:
                     return float(v.data.double().reshape(()).item())
         return None
 
-    def op(self, tid: int) -> Op | None:
-        return self.producer.get(tid)
+    def op(self, tid: int | None) -> Op | None:
+        """The recorded op that made ``tid`` (None for leaves, unseen calls and non-tensors)."""
+        return self.producer.get(tid) if tid is not None else None
+
+    def source(self, op: Op, i: int = 0, family: str | None = None) -> int:
+        """The tensor ``op`` takes as positional argument ``i`` (_NA when it is not a tensor)."""
+        t = self.tensor_args(op)[i]
+        if t is None:
+            raise _NA(f"argument {i} of {op.name} is not a tensor", family)
+        return t
 
     @staticmethod
     def tensor_args(op: Op) -> list[int | None]:
@@ -540,10 +549,14 @@ class _Recognizer:
             return inner.then(("reshape", in_shape, out_shape))
         if op.name in _TRANSPOSES:
             nd = len(in_shape)
+            if nd == 0:  # t(), .T, transpose(0, 0), permute() of a 0-d tensor: itself
+                return inner
             if op.name == "permute":
-                dims = op.args[1:] if len(op.args) > 2 else (op.args[1] if len(op.args) > 1
-                                                              else op.kwargs.get("dims"))
-                dims = [int(x) % nd for x in dims]
+                given = op.args[1:] if len(op.args) > 2 else (op.args[1] if len(op.args) > 1
+                                                               else op.kwargs.get("dims"))
+                if not isinstance(given, (list, tuple)):
+                    raise _NA(f"{what} is a permute without its dims")
+                dims = [int(x) % nd for x in given]
             elif op.name in ("transpose", "swapaxes", "swapdims"):
                 a = [x for x in op.args[1:3]] or [op.kwargs.get("dim0"), op.kwargs.get("dim1")]
                 dims = list(range(nd))
@@ -625,6 +638,8 @@ class _Recognizer:
             if any(_num(op.kwargs.get(k, 1)) != 1.0 for k in ("beta", "alpha")):
                 raise _NA("addmm with beta/alpha is not X @ W + b")
             b, x, w = targs[0], targs[1], targs[2]
+            if b is None:
+                raise _NA("addmm whose first argument is not a tensor")
             core = self._xw(op, x, w, transpose=False, desc="addmm(b, X, W)")
             core["bias"] = self.bias_path(b, op, core)
             return core
@@ -692,9 +707,10 @@ class _Recognizer:
             raise _NA("the loss was not made by a recorded op")
         name, targs = op.name, r.tensor_args(op)
         if name in _RESHAPES or name in ("sum", "nansum"):
-            return self.squared(targs[0], c)
+            return self.squared(r.source(op), c)
         if name == "mean":
-            return self.squared(targs[0], c * r.numel(tid) / max(1, r.numel(targs[0])))
+            src = r.source(op)
+            return self.squared(src, c * r.numel(tid) / max(1, r.numel(src)))
         if name in ("div", "true_divide") and len(op.args) >= 2 and targs[0] is not None:
             s = r.scalar(op.args[1])
             if s is not None and s != 0 and op.kwargs.get("rounding_mode") is None:
@@ -705,23 +721,24 @@ class _Recognizer:
                 return (c, *self.residual(targs[0]), "d * d")
             for i, j in ((0, 1), (1, 0)):
                 s = r.scalar(op.args[j])
-                if s is not None and targs[i] is not None and targs[i] in r.dependent:
-                    return self.squared(targs[i], c * s)
+                t = targs[i]
+                if s is not None and t is not None and t in r.dependent:
+                    return self.squared(t, c * s)
         if name == "neg":
-            return self.squared(targs[0], -c)
+            return self.squared(r.source(op), -c)
         if name in ("pow", "float_power") and len(op.args) >= 2 and _num(op.args[1]) == 2.0:
             self.loss_op = self.loss_op or op
-            return (c, *self.residual(targs[0]), "d ** 2")
+            return (c, *self.residual(r.source(op, 0, SQUARED_ERROR)), "d ** 2")
         if name == "square":
             self.loss_op = self.loss_op or op
-            return (c, *self.residual(targs[0]), "d.square()")
+            return (c, *self.residual(r.source(op, 0, SQUARED_ERROR)), "d.square()")
         if name == "mse_loss":
             red = r.kw(op, "reduction", 2, "mean")
             if op.kwargs.get("weight") is not None:
                 raise _NA("a weighted mse_loss", SQUARED_ERROR)
             a, b = targs[0], targs[1]
             pred, target = self._sides(a, b)
-            n = math.prod(_broadcast(r.shape(a), r.shape(b)))
+            n = math.prod(_broadcast(r.shape(pred), r.shape(target)))
             self.loss_op = self.loss_op or op
             if red == "mean":
                 return (c / n, pred, target, "mse_loss(reduction='mean')")
@@ -765,25 +782,28 @@ class _Recognizer:
             raise _NA("the loss was not made by a recorded op")
         name, targs = op.name, r.tensor_args(op)
         if name in _RESHAPES or name in ("sum", "nansum"):
-            return self.cross_entropy(targs[0], a)
+            return self.cross_entropy(r.source(op), a)
         if name == "mean":
-            return self.cross_entropy(targs[0], a * r.numel(tid) / max(1, r.numel(targs[0])))
+            src = r.source(op)
+            return self.cross_entropy(src, a * r.numel(tid) / max(1, r.numel(src)))
         if name in ("div", "true_divide") and len(op.args) >= 2 and targs[0] is not None:
             s = r.scalar(op.args[1])
             if s is not None and s != 0 and op.kwargs.get("rounding_mode") is None:
                 return self.cross_entropy(targs[0], a / s)
         if name == "neg":
-            return self.cross_entropy(targs[0], -a)
+            return self.cross_entropy(r.source(op), -a)
         if name == "mul" and len(op.args) >= 2:
             for i, j in ((0, 1), (1, 0)):
                 s = r.scalar(op.args[j])
-                if s is not None and targs[i] is not None and targs[i] in r.dependent:
-                    return self.cross_entropy(targs[i], a * s)
+                t = targs[i]
+                if s is not None and t is not None and t in r.dependent:
+                    return self.cross_entropy(t, a * s)
             for i, j in ((0, 1), (1, 0)):  # Y * log(p), Y a constant of the same shape
-                if targs[i] is not None and targs[j] is not None and targs[i] not in r.dependent \
-                        and targs[j] in r.dependent:
-                    z = self.log_softmax_of(targs[j])
-                    Y = r.const(targs[i], "the target distribution").double()
+                const, logp = targs[i], targs[j]
+                if const is not None and logp is not None and const not in r.dependent \
+                        and logp in r.dependent:
+                    z = self.log_softmax_of(logp)
+                    Y = r.const(const, "the target distribution").double()
                     zs = r.shape(z)
                     if tuple(Y.shape) != tuple(zs):
                         Y = Y.expand(zs) if len(Y.shape) <= len(zs) else Y
@@ -799,6 +819,8 @@ class _Recognizer:
                 raise _NA(f"{name} with class weights", SOFTMAX_CE)
             red = op.kwargs.get("reduction", "mean")
             eps = float(op.kwargs.get("label_smoothing", 0.0) or 0.0)
+            if z_in is None:
+                raise _NA(f"{name} of something that is not a tensor", SOFTMAX_CE)
             z = z_in if name == "cross_entropy" else self.log_softmax_of(z_in)
             zs = r.shape(z)
             if len(zs) != 2:
@@ -851,8 +873,7 @@ class _Recognizer:
         r = self.r
         op = r.op(tid)
         while op is not None and op.name in _RESHAPES:
-            tid = r.tensor_args(op)[0]
-            op = r.op(tid)
+            op = r.op(r.tensor_args(op)[0])
         if op is None:
             return None
         targs = r.tensor_args(op)
@@ -910,8 +931,9 @@ class _Recognizer:
         if op is None:
             raise _NA("the probabilities were not made by a recorded op", SOFTMAX_CE)
         targs = r.tensor_args(op)
-        if op.name == "softmax" and targs and self._class_dim_ok(op, targs[0]):
-            return targs[0]
+        z = targs[0] if targs else None
+        if op.name == "softmax" and z is not None and self._class_dim_ok(op, z):
+            return z
         if op.name in ("div", "true_divide") and len(targs) >= 2 and targs[0] is not None \
                 and targs[1] is not None:
             e, s = targs[0], targs[1]
@@ -925,7 +947,7 @@ class _Recognizer:
                     return z
         raise _NA(f"{op.name} is not a softmax over the classes", SOFTMAX_CE)
 
-    def _exp_of(self, tid) -> int | None:
+    def _exp_of(self, tid: int | None) -> int | None:
         op = self.r.op(tid)
         if op is not None and op.name == "exp":
             return self.r.tensor_args(op)[0]
@@ -938,10 +960,11 @@ class _Recognizer:
         if op is None:
             raise _NA("the log-probabilities were not made by a recorded op", SOFTMAX_CE)
         targs = r.tensor_args(op)
-        if op.name == "log_softmax" and targs and self._class_dim_ok(op, targs[0]):
-            return targs[0]
+        z = targs[0] if targs else None
+        if op.name == "log_softmax" and z is not None and self._class_dim_ok(op, z):
+            return z
         if op.name == "log" and targs:
-            return self.softmax_of(targs[0])
+            return self.softmax_of(r.source(op, 0, SOFTMAX_CE))
         if op.name == "sub" and len(targs) >= 2 and targs[0] is not None and targs[1] is not None:
             lop = r.op(targs[1])
             if lop is not None and lop.name == "logsumexp" and r.tensor_args(lop)[0] == targs[0] \
@@ -1063,10 +1086,13 @@ def _build(rec: _Recognizer, step: Step, root: int, family: str) -> LinearFit:
         y = Y
         pred = r.data(z_tid, "the logits").double().reshape(-1, core["k"])
         loss_desc = f"L = {_fmt(c)} * sum_i CE(softmax(z_i), y_i)  [{form}]"
+    if not math.isfinite(c):
+        raise _NA(f"the loss's constant c is {c}, not a finite number", family)
     X = core["X"]
     if pred.shape[0] != X.shape[0] or y.shape != pred.shape:
         raise _NA(f"{X.shape[0]} rows of X but a prediction of shape {_shape_str(pred.shape)}", family)
-    dtype = step.value(pred_side).dtype if step.value(pred_side) is not None else "float32"
+    pv = step.value(pred_side)
+    dtype = pv.dtype if pv is not None else "float32"
     values = {}
     for p in (core["weight"], core["bias"]):
         if p is None:
@@ -1105,8 +1131,9 @@ def _confirm(fit: LinearFit, core: dict, rec: _Recognizer, pred: torch.Tensor) -
     tol = _tolerance(fit.dtype)
     if len(fit.param_values) == len(fit.params):
         z = fit.predict()
-        scale = (fit.X.abs() @ fit.weight.to_eff(fit.param_values[fit.weight.tid].abs())).max()
-        scale = float(scale) + (float(fit.param_values[fit.bias.tid].abs().max()) if fit.bias else 0.0)
+        scale = float((fit.X.abs() @ fit.weight.to_eff(fit.param_values[fit.weight.tid].abs())).max())
+        if fit.bias is not None:
+            scale += float(fit.param_values[fit.bias.tid].abs().max())
         err = float((z - pred).abs().max()) if z.numel() else 0.0
         if not math.isfinite(err) or err > tol * max(scale, 1e-30) + 1e-30:
             if math.isfinite(err) or torch.isfinite(pred).all():
@@ -1130,6 +1157,8 @@ def _fmt(c: float) -> str:
     """1/2, 1/10, 1/6, 2 ... : the constant as a lecture would write it."""
     if c == 0:
         return "0"
+    if not math.isfinite(c):
+        return str(c)
     inv = 1 / c
     if abs(inv - round(inv)) < 1e-9 * abs(inv) and abs(round(inv)) != 1:
         return f"1/{round(inv)}" if inv > 0 else f"-1/{round(-inv)}"
