@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Literal, Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 import torch
 
@@ -43,7 +43,11 @@ class NotApplicable:
 
 # -- how a parameter becomes the matrix the model multiplies ------------------------------------
 
-def _apply_views(t: torch.Tensor, views) -> torch.Tensor:
+#: ("reshape", from shape, to shape) or ("permute", dims): one step from a parameter to W or b
+_View = tuple[Any, ...]
+
+
+def _apply_views(t: torch.Tensor, views: Sequence[_View]) -> torch.Tensor:
     for v in views:
         if v[0] == "reshape":
             t = t.reshape(v[2])
@@ -52,7 +56,7 @@ def _apply_views(t: torch.Tensor, views) -> torch.Tensor:
     return t
 
 
-def _undo_views(t: torch.Tensor, views) -> torch.Tensor:
+def _undo_views(t: torch.Tensor, views: Sequence[_View]) -> torch.Tensor:
     for v in reversed(views):
         if v[0] == "reshape":
             t = t.reshape(v[1])
@@ -70,7 +74,7 @@ class _Param:
 
     tid: int
     shape: tuple[int, ...]
-    views: tuple = ()
+    views: tuple[_View, ...] = ()
 
     def to_eff(self, t: torch.Tensor) -> torch.Tensor:
         return _apply_views(t, self.views)
@@ -78,7 +82,7 @@ class _Param:
     def from_eff(self, t: torch.Tensor) -> torch.Tensor:
         return _undo_views(t, self.views).reshape(self.shape)
 
-    def then(self, *views) -> "_Param":
+    def then(self, *views: _View) -> "_Param":
         return replace(self, views=self.views + tuple(views))
 
     @property
@@ -260,7 +264,7 @@ class LinearFit:
                            X[:, a].view(n, 1, 1).expand(n, k, 1).contiguous())
         return D.reshape(n * k, self.n_params)
 
-    def _chunks(self):
+    def _chunks(self) -> Iterator[slice]:
         step = max(1, 2_000_000 // max(1, self.k * self.n_params))
         for s in range(0, self.n, step):
             yield slice(s, min(self.n, s + step))

@@ -37,7 +37,7 @@ class Affine:
 class ModelMatcher:
     """The model at the loss's prediction (or logits): an :class:`Affine`, or _NA why not."""
 
-    def __init__(self, r: _Reader):
+    def __init__(self, r: _Reader) -> None:
         self.r = r
         self.step = r.step
         #: the op a finding about the model names (set by :meth:`affine`)

@@ -23,14 +23,14 @@ _TRANSPOSES = {"t", "T", "mT", "transpose", "permute", "swapaxes", "swapdims", "
 class _NA(Exception):
     """Internal: recognition stopped, with the reason (becomes a NotApplicable)."""
 
-    def __init__(self, reason: str, family: str | None = None):
+    def __init__(self, reason: str, family: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.family = family
 
 
 
-def _num(x) -> float | None:
+def _num(x: object) -> float | None:
     if isinstance(x, bool):
         return None
     if isinstance(x, (int, float)):
@@ -57,7 +57,7 @@ def _shape_str(s: Sequence[int]) -> str:
 class _Reader:
     """Read one step's ops as an expression graph: producers, constants, parameters."""
 
-    def __init__(self, step: Step):
+    def __init__(self, step: Step) -> None:
         self.step = step
         self.ops = [o for o in step.ops if o.parent is None]
         self.producer: dict[int, Op] = {}
@@ -108,7 +108,7 @@ class _Reader:
             raise _NA(f"{what} ({self.step.name(tid)}) depends on the parameters")
         return self.data(tid, what)
 
-    def scalar(self, arg) -> float | None:
+    def scalar(self, arg: Any) -> float | None:
         """A number, or a one-element constant tensor, as a float."""
         n = _num(arg)
         if n is not None:
@@ -137,7 +137,7 @@ class _Reader:
         return [a["tensor"] if isinstance(a, dict) and "tensor" in a else None for a in op.args]
 
     @staticmethod
-    def kw(op: Op, name: str, pos: int | None = None, default=None):
+    def kw(op: Op, name: str, pos: int | None = None, default: Any = None) -> Any:
         if name in op.kwargs:
             return op.kwargs[name]
         if pos is not None and len(op.args) > pos:

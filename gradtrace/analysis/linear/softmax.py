@@ -21,7 +21,7 @@ from .reader import _NA, _RESHAPES, _Reader, _dims, _shape_str
 class CrossEntropyMatcher:
     """The loss at a tensor as ``a * sum Y log softmax(z)``: (a, z tid, Y, form)."""
 
-    def __init__(self, r: _Reader):
+    def __init__(self, r: _Reader) -> None:
         self.r = r
         #: the op where the cross-entropy is formed (the op a finding about the loss names)
         self.loss_op: Op | None = None

@@ -18,7 +18,7 @@ from .reader import _NA, _RESHAPES, _Reader, _broadcast, _num
 class SquaredErrorMatcher:
     """The loss at a tensor as ``c * sum(d**2)``: (c, prediction tid, target tid, form)."""
 
-    def __init__(self, r: _Reader):
+    def __init__(self, r: _Reader) -> None:
         self.r = r
         #: the op where the squared error is formed (the op a finding about the loss names)
         self.loss_op: Op | None = None
