@@ -26,7 +26,7 @@ from typing import Any
 
 from ..errors import UsageError
 
-__all__ = ["GraphModel", "build_graph", "VIEWS", "BUDGET", "NODE_KINDS"]
+__all__ = ["GraphModel", "build_graph", "layers", "VIEWS", "BUDGET", "NODE_KINDS"]
 
 VIEWS = ("forward", "backward", "both")
 #: Above this many nodes (by default), module calls and repeated sub-graphs collapse.
@@ -437,6 +437,49 @@ def _renumber(g):
     for u, v, a in sorted(g.edges(data=True), key=lambda e: (mapping[e[0]], mapping[e[1]], e[2]["slot"])):
         h.add_edge(mapping[u], mapping[v], **a)
     return h
+
+
+# -- ranking --------------------------------------------------------------------------------------
+def layers(model: GraphModel, nodes=None) -> list[list[int]]:
+    """The graph's layers (ranks), in order, each a list of node ids in id order: the one
+    ranking of a graph that the DOT text, the matplotlib drawing and the backprop scene
+    all use. ``nodes``: rank only the sub-graph of these nodes.
+
+    Ranks follow the edges that set them: data edges, and in the ``both`` view not the
+    gradient edges (drawn against the data's flow, with ``constraint=false``); in the
+    backward view, which has only gradient edges, all of them. Each node starts at its
+    longest path from a source; then a source (a parameter, an input) or a node that feeds
+    more than it reads moves up to just before its first consumer (shorter edges, as
+    graphviz's network simplex prefers). In the ``both`` view each AccumulateGrad stands
+    level with its parameter. Self-loops (an op recorded as its own input) are ignored."""
+    import networkx as nx
+
+    g = model.graph if nodes is None else model.graph.subgraph(nodes)
+    free = model.view == "both"
+    skeleton = nx.DiGraph()
+    skeleton.add_nodes_from(sorted(g.nodes))
+    skeleton.add_edges_from(sorted((u, v) for u, v, a in g.edges(data=True)
+                                   if u != v and not (free and a["kind"] == "grad")))
+    rank: dict[int, int] = {}
+    for depth, layer in enumerate(nx.topological_generations(skeleton)):
+        for n in layer:
+            rank[n] = depth
+    for n in reversed(list(nx.topological_sort(skeleton))):
+        succ, pred = list(skeleton.successors(n)), list(skeleton.predecessors(n))
+        if succ and len(succ) >= len(pred):
+            rank[n] = min(rank[s] for s in succ) - 1
+    if free:
+        for n, a in g.nodes(data=True):
+            if a["kind"] == "accumulate":
+                params = [v for v in g.successors(n) if g.nodes[v]["kind"] == "param"]
+                if params:
+                    rank[n] = rank[params[0]]
+    used = sorted(set(rank.values()))
+    out: list[list[int]] = [[] for _ in used]
+    index = {r: i for i, r in enumerate(used)}
+    for n in sorted(rank):
+        out[index[rank[n]]].append(n)
+    return out
 
 
 # -- collapsing large graphs -------------------------------------------------------------------
