@@ -111,7 +111,8 @@ class SceneNode:
 
 @dataclass(frozen=True)
 class Scene:
-    """The fixed picture: tensor boxes, edges (input tid, output tid) and positions."""
+    """The fixed picture, read off the step's graph model (:func:`_scene`): tensor boxes,
+    edges (input tid, output tid) and positions from the model's layers."""
 
     nodes: dict[int, SceneNode]
     edges: tuple[tuple[int, int], ...]
@@ -123,36 +124,26 @@ class Scene:
         return [e for e in self.edges if e[1] == tid]
 
 
-def _positions(nodes: dict[int, SceneNode], edges) -> dict[int, tuple[float, float]]:
-    """Fixed positions, leaves on the left, the loss on the right.
-
-    Columns by longest path, each leaf pulled next to its first consumer; rows by spreading
-    each box's inputs around it, from the loss backwards. This is the one function that
-    decides where boxes go, so the graph renderer's layout can replace it.
-    """
-    succ: dict[int, list[int]] = {k: [] for k in nodes}
+def _positions(nodes: dict[int, SceneNode], edges, col: dict[int, int]) -> dict[int, tuple[float, float]]:
+    """Fixed positions: ``col`` (from the graph's one ranking, leaves on the left, the loss
+    on the right) across, and rows by spreading each box's inputs around it, from the loss
+    backwards."""
     pred: dict[int, list[int]] = {k: [] for k in nodes}
     for a, b in edges:
-        succ[a].append(b)
         pred[b].append(a)
-    order = list(nodes)  # insertion order is topological: built from the forward ops
-    col: dict[int, int] = {}
-    for k in order:
-        col[k] = max((col[p] + 1 for p in pred[k]), default=0)
-    for k in reversed(order):
-        if not pred[k] and succ[k]:
-            col[k] = min(col[s] for s in succ[k]) - 1
-    lo = min(col.values())
-    col = {k: v - lo for k, v in col.items()}
+    order = list(nodes)  # the graph model's node order: topological
+    rank = {k: i for i, k in enumerate(order)}
     n_cols = max(col.values()) + 1
     want: dict[int, list[float]] = {}
     y: dict[int, float] = {}
     for c in range(n_cols - 1, -1, -1):
         here = [k for k in order if col[k] == c]
+        if not here:
+            continue
         for k in here:
             w = want.get(k)
             y[k] = sum(w) / len(w) if w else 0.0
-        here.sort(key=lambda k: (y[k], order.index(k)))
+        here.sort(key=lambda k: (y[k], rank[k]))
         target = sum(y[k] for k in here) / len(here)
         for j in range(1, len(here)):
             y[here[j]] = max(y[here[j]], y[here[j - 1]] + 1.0)
@@ -167,56 +158,81 @@ def _positions(nodes: dict[int, SceneNode], edges) -> dict[int, tuple[float, flo
 
 
 def _scene(step) -> Scene:
+    """The scene of a step, read off its graph model (the forward view, uncollapsed): one
+    box per tensor (an op's box is its output), the ops the loss depends on and their
+    leaves, placed by the model's layers."""
+    import networkx as nx
+
+    from ..analysis.graph import build_graph, layers
+
     bw = step.backward
-    ops = {o.index: o for o in step.ops if o.parent is None}
-    producer: dict[int, Any] = {}
-    for o in ops.values():
-        if o.seq < bw.seq:
-            for t in o.outputs:
-                producer[t] = o
     loss = bw.roots[0]
+    model = build_graph(step, "forward", expand=True)
+    g = model.graph
+    ops = {o.index: o for o in step.ops if o.parent is None}
     grad_fn = {n.op: n.name for n in bw.nodes if n.op is not None}
-    # Walk back from the loss: every op (graph or prep) whose output it depends on.
-    needed: set[int] = set()
-    stack, seen = [loss], set()
-    while stack:
-        t = stack.pop()
-        if t in seen:
-            continue
-        seen.add(t)
-        o = producer.get(t)
-        if o is not None:
-            needed.add(o.index)
-            stack.extend(o.inputs)
+
+    def op_of(n):
+        kind, x = g.nodes[n]["ref"]
+        return ops.get(x) if kind == "op" else None
+
+    # ops after backward() (the update) are not part of the picture
+    keep = [n for n in g.nodes if (o := op_of(n)) is None or o.seq < bw.seq]
+    h = g.subgraph(keep)
+    start = next((n for n in keep if g.nodes[n]["ref"] == ("loss", loss)), None)
+    needed = sorted(nx.ancestors(h, start)) if start is not None else []
+    # the loss node stands for the tensor the op before it produced
+    tid_of: dict[int, int] = {}
+    for n in needed:
+        kind, x = g.nodes[n]["ref"]
+        if kind == "tensor":
+            tid_of[n] = x
+        elif (o := op_of(n)) is not None and o.outputs:
+            tid_of[n] = o.outputs[0]
+    for n in (h.predecessors(start) if start is not None else ()):
+        if op_of(n) is not None:
+            tid_of[n] = loss
     nodes: dict[int, SceneNode] = {}
-    edges: list[tuple[int, int]] = []
-
-    def leaf(tid: int):
-        if tid not in nodes:
-            info = step.tensors.get(tid)
-            v = step.value(tid)
-            shape = info.shape if info is not None else (v.shape if v is not None else ())
+    node_of: dict[int, int] = {}        # tid -> the model node its box shows
+    for n in needed:
+        if n not in tid_of:
+            continue
+        t = tid_of[n]
+        info = step.tensors.get(t)
+        v = step.value(t)
+        shape = tuple(info.shape if info is not None else (v.shape if v is not None else ()))
+        o = op_of(n)
+        if o is None:
             role = "param" if info is not None and info.requires_grad else "input"
-            nodes[tid] = SceneNode(tid, step.name(tid), "loss" if tid == loss else role, tuple(shape))
-
-    for o in sorted((ops[i] for i in needed), key=lambda o: o.seq):
-        for t in o.inputs:
-            leaf(t)
-        for t in o.outputs:
-            v = step.value(t)
-            info = step.tensors.get(t)
-            shape = info.shape if info is not None else (v.shape if v is not None else ())
-            nodes[t] = SceneNode(t, step.name(t), "loss" if t == loss else "activation", tuple(shape),
+            nodes[t] = SceneNode(t, step.name(t), "loss" if t == loss else role, shape)
+        else:  # an op that writes its input in place takes over that input's box
+            nodes.pop(t, None)
+            nodes[t] = SceneNode(t, step.name(t), "loss" if t == loss else "activation", shape,
                                  o.index, _expr(o, step), grad_fn.get(o.index), not o.is_graph)
-            for a in dict.fromkeys(o.inputs):
-                edges.append((a, t))
-    leaf(loss)
+        node_of[t] = n
+    if loss not in nodes:
+        info = step.tensors.get(loss)
+        v = step.value(loss)
+        nodes[loss] = SceneNode(loss, step.name(loss), "loss",
+                                tuple(info.shape if info is not None else (v.shape if v is not None else ())))
+    # edges between boxes, an op's inputs in order; a tensor fed to its own op (an op
+    # recorded as its own input, such as loss.to('cpu')) is no edge
+    edges: list[tuple[int, int]] = []
+    for n in needed:
+        if op_of(n) is None or n not in tid_of:
+            continue
+        for u, _, a in sorted(h.in_edges(n, data=True), key=lambda e: e[2]["slot"]):
+            if u in tid_of and tid_of[u] != tid_of[n] and (tid_of[u], tid_of[n]) not in edges:
+                edges.append((tid_of[u], tid_of[n]))
+    ranked = [n for n in needed if node_of.get(tid_of.get(n, -1)) == n]
+    col = {tid_of[n]: c for c, layer in enumerate(layers(model, ranked)) for n in layer}
+    col.setdefault(loss, max(col.values(), default=-1) + 1)
     params = [t for t, n in nodes.items() if n.role == "param"]
     for e in step.events:
         info = step.tensors.get(e.tensor)
         if e.tensor not in params and info is not None and info.requires_grad:
             params.append(e.tensor)
-    return Scene(nodes, tuple(edges), _positions(nodes, edges), loss, tuple(params))
+    return Scene(nodes, tuple(edges), _positions(nodes, edges, col), loss, tuple(params))
 
 
 # -- frames ----------------------------------------------------------------------------------------
