@@ -205,6 +205,8 @@ def _scene(step) -> Scene:
         if o is None:
             role = "param" if info is not None and info.requires_grad else "input"
             nodes[t] = SceneNode(t, step.name(t), "loss" if t == loss else role, shape)
+        elif t in nodes and t in o.inputs and o.index not in grad_fn:
+            continue  # an op that returned its input (loss.to('cpu')): the box stays the input's
         else:  # an op that writes its input in place takes over that input's box
             nodes.pop(t, None)
             nodes[t] = SceneNode(t, step.name(t), "loss" if t == loss else "activation", shape,
@@ -224,9 +226,15 @@ def _scene(step) -> Scene:
         for u, _, a in sorted(h.in_edges(n, data=True), key=lambda e: e[2]["slot"]):
             if u in tid_of and tid_of[u] != tid_of[n] and (tid_of[u], tid_of[n]) not in edges:
                 edges.append((tid_of[u], tid_of[n]))
-    ranked = [n for n in needed if node_of.get(tid_of.get(n, -1)) == n]
-    col = {tid_of[n]: c for c, layer in enumerate(layers(model, ranked)) for n in layer}
-    col.setdefault(loss, max(col.values(), default=-1) + 1)
+    # a box's column: the last of its model nodes' layers (an op on its own output, or in
+    # place, puts its box after the op before it); empty columns closed up
+    last: dict[int, int] = {}
+    for c, layer in enumerate(layers(model, [n for n in needed if n in tid_of])):
+        for n in layer:
+            last[tid_of[n]] = max(last.get(tid_of[n], c), c)
+    last.setdefault(loss, max(last.values(), default=-1) + 1)
+    used = {c: i for i, c in enumerate(sorted(set(last.values())))}
+    col = {t: used[c] for t, c in last.items()}
     params = [t for t, n in nodes.items() if n.role == "param"]
     for e in step.events:
         info = step.tensors.get(e.tensor)
