@@ -1168,7 +1168,11 @@ class BackpropRenderer:
                                          lw=(3.0 if lit else 1.4) * self.px * 1.4, alpha=1.0 if lit else 0.6,
                                          shrinkA=0, shrinkB=0, zorder=2))
             mx, my = (p0[0] + p1[0]) / 2, (p0[1] + p1[1]) / 2 - off
-            self._text(ax, mx, my - 0.04, _short(g), edge_fs, color=_C["grad"], ha="center",
+            label = _short(g)
+            weight = "bold" if lit else "normal"
+            if self.fit.width(label, edge_fs, weight) + 0.6 * edge_fs > (p1[0] - p0[0]) * self.ux:
+                continue  # no room between the boxes: the box it reaches shows the gradient
+            self._text(ax, mx, my - 0.04, label, edge_fs, color=_C["grad"], ha="center",
                        va="top", zorder=6, weight="bold" if lit else "normal",
                        bbox=dict(boxstyle="round,pad=0.15", fc="white", ec=_C["grad"] if lit else "none",
                                  lw=0.8, alpha=0.92))
