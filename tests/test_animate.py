@@ -452,7 +452,7 @@ def test_seed_backprop_explainer(demo_trace, seed):
     # drawn: the first frame of each phase and the last one (every frame would take seconds)
     picked = [i for i, f in enumerate(plan.frames) if i == 0 or f.phase != plan.frames[i - 1].phase]
     images = [_pixels(im) for im in anim.images(frames=picked)]
-    assert len(images) == len(picked) == 1 + len(phases) + 1 and images[0].shape == (156, 264, 3)
+    assert len(images) == len(picked) == 1 + len(phases) + 1 and images[0].shape == (324, 576, 3)   # 24x13.5 in (1920x1080 at 80 dpi)
     for a, b in zip(images, images[1:]):
         assert (a != b).any()
 

@@ -137,7 +137,7 @@ def test_gallery_script_records_draws_and_redraws_the_same_bytes(tmp_path, capsy
             opts = gallery.ANIMATE[picture]
             with Image.open(path) as im:
                 assert im.n_frames > 10
-                w, h = (11.0, 6.5) if picture == "backprop" else (12.0, 6.75)
+                w, h = (24.0, 13.5) if picture == "backprop" else (12.0, 6.75)
                 assert im.size == (round(w * opts["dpi"]), round(h * opts["dpi"]))
     with Image.open(files["training"]) as im:
         assert im.n_frames == gallery.ANIMATE["training"]["frames"]  # 200 steps, subsampled

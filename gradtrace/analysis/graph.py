@@ -15,7 +15,10 @@ Three views of the same step:
 Node ids are ``0..n-1`` in a topological order fixed by the recorded op order, never by
 object identity or set order, so the same trace gives the same graph every time. Above a
 node budget, module calls collapse (deepest module level first) and runs of repeated
-identical sub-graphs collapse into one "× N" node; ``expand=True`` turns that off.
+identical sub-graphs collapse into one "× N" node; ``expand=True`` turns that off. A
+folded repetition keeps its parameters and their AccumulateGrad nodes drawn (the same
+parameter of several folded repetitions as one node) unless even then the picture would
+not fit its budget; the "× N" node then holds them and says how many.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 
 from ..errors import UsageError
 
-__all__ = ["GraphModel", "build_graph", "VIEWS", "BUDGET", "NODE_KINDS"]
+__all__ = ["GraphModel", "build_graph", "layers", "VIEWS", "BUDGET", "NODE_KINDS"]
 
 VIEWS = ("forward", "backward", "both")
 #: Above this many nodes (by default), module calls and repeated sub-graphs collapse.
@@ -48,7 +51,8 @@ class GraphModel:
     (:class:`~gradtrace.tracefile.model.Source` or None), ``module`` (the ``nn.Module`` path the
     node belongs to, or None), ``ref`` (``("tensor", tid)``, ``("op", index)``,
     ``("node", nid)``, ``("loss", tid)`` or ``("group", key)``), ``note`` (one line of
-    extra explanation or ""), ``count`` (ops folded into the node, 1 for plain nodes),
+    extra explanation or ""), ``count`` (ops folded into the node, or parameters or
+    AccumulateGrad nodes of folded repetitions folded into a leaf; 1 for plain nodes),
     ``options`` (an op's keyword options, ``reduction='mean'``, or "").
 
     Edge attributes: ``kind`` (``data`` or ``grad``), ``shape`` (or None) and ``slot`` (the
@@ -439,6 +443,49 @@ def _renumber(g):
     return h
 
 
+# -- ranking --------------------------------------------------------------------------------------
+def layers(model: GraphModel, nodes=None) -> list[list[int]]:
+    """The graph's layers (ranks), in order, each a list of node ids in id order: the one
+    ranking of a graph that the DOT text, the matplotlib drawing and the backprop scene
+    all use. ``nodes``: rank only the sub-graph of these nodes.
+
+    Ranks follow the edges that set them: data edges, and in the ``both`` view not the
+    gradient edges (drawn against the data's flow, with ``constraint=false``); in the
+    backward view, which has only gradient edges, all of them. Each node starts at its
+    longest path from a source; then a source (a parameter, an input) or a node that feeds
+    more than it reads moves up to just before its first consumer (shorter edges, as
+    graphviz's network simplex prefers). In the ``both`` view each AccumulateGrad stands
+    level with its parameter. Self-loops (an op recorded as its own input) are ignored."""
+    import networkx as nx
+
+    g = model.graph if nodes is None else model.graph.subgraph(nodes)
+    free = model.view == "both"
+    skeleton = nx.DiGraph()
+    skeleton.add_nodes_from(sorted(g.nodes))
+    skeleton.add_edges_from(sorted((u, v) for u, v, a in g.edges(data=True)
+                                   if u != v and not (free and a["kind"] == "grad")))
+    rank: dict[int, int] = {}
+    for depth, layer in enumerate(nx.topological_generations(skeleton)):
+        for n in layer:
+            rank[n] = depth
+    for n in reversed(list(nx.topological_sort(skeleton))):
+        succ, pred = list(skeleton.successors(n)), list(skeleton.predecessors(n))
+        if succ and len(succ) >= len(pred):
+            rank[n] = min(rank[s] for s in succ) - 1
+    if free:
+        for n, a in g.nodes(data=True):
+            if a["kind"] == "accumulate":
+                params = [v for v in g.successors(n) if g.nodes[v]["kind"] == "param"]
+                if params:
+                    rank[n] = rank[params[0]]
+    used = sorted(set(rank.values()))
+    out: list[list[int]] = [[] for _ in used]
+    index = {r: i for i, r in enumerate(used)}
+    for n in sorted(rank):
+        out[index[rank[n]]].append(n)
+    return out
+
+
 # -- collapsing large graphs -------------------------------------------------------------------
 def _merge(g, members: list[int], attrs: dict) -> None:
     """Replace ``members`` by one node (id = the smallest member) with ``attrs``; edges
@@ -497,10 +544,12 @@ def _module_depth(module: str | None) -> int:
     return 0 if not module else module.count(".") + 1
 
 
-def _collapse_modules(g, depth: int) -> int:
+def _collapse_modules(g, depth: int, around_repeats: bool = True) -> int:
     """Fold every call of a module at ``depth`` (its sub-modules included) into one node.
     A call is a run of consecutive nodes (in id order) under the same module prefix; a
-    parameter joins the call when the call is its only consumer. Returns nodes removed."""
+    parameter joins the call when the call is its only consumer, and the box counts it.
+    Unless ``around_repeats``, a call that holds a "× N" fold is left alone (that fold
+    keeps its parameters drawn). Returns nodes removed."""
     def prefix(m):
         if not m or _module_depth(m) < depth:
             return None
@@ -528,6 +577,8 @@ def _collapse_modules(g, depth: int) -> int:
         if len(members) < 2:
             continue
         n_ops = sum(g.nodes[m]["count"] for m in group)
+        if not around_repeats and any(g.nodes[m]["kind"] == "repeat" for m in group):
+            continue  # its repeats are folded already, and their parameters stay drawn
         n_params = sum(1 for m in extra if g.nodes[m]["kind"] == "param")
         shape, data, grad = _out_value(g, sorted(group))
         parts = [_plural(n_ops, "op")] + ([_plural(n_params, "param")] if n_params else [])
@@ -553,9 +604,10 @@ def _signature(g, n: int) -> tuple:
             a["shape"], tuple(sorted(str(e["shape"]) for _, _, e in g.in_edges(n, data=True))))
 
 
-def _collapse_repeats(g, min_repeats: int = 3, max_period: int = 16) -> int:
+def _collapse_repeats(g, min_repeats: int = 3, max_period: int = 16, budget: int | None = None) -> int:
     """Fold the middle of the longest run of a repeated sub-graph (same signature sequence,
-    period p, r >= min_repeats times in a row) into one "× k" node. Returns nodes removed."""
+    period p, r >= min_repeats times in a row) into one "× k" node. Its parameters stay
+    drawn where the picture then fits ``budget`` (always, without one). Returns nodes removed."""
     order = [n for n in sorted(g.nodes) if g.nodes[n]["kind"] not in _LEAFLIKE]
     sig = [_signature(g, n) for n in order]
     best = None
@@ -572,9 +624,19 @@ def _collapse_repeats(g, min_repeats: int = 3, max_period: int = 16) -> int:
         return 0
     i, p, r = best
     group = set(order[i + p:i + (r - 1) * p])
-    members = sorted(group | _attachments(g, group))
+    leaves = _attachments(g, group)
+    members = sorted(group)
     if len(members) < 2:
         return 0
+    # The folded repetitions' parameters and AccumulateGrad nodes stay drawn (one node per
+    # leaf of the block), unless the picture would not fit the budget even so: then the
+    # fold holds them and says how many. A graph a little over its budget keeps every leaf.
+    kept = len({_leaf_key(g, n) for n in leaves})
+    swallow = budget is not None and \
+        g.number_of_nodes() - (len(group) - 1) - (len(leaves) - kept) > budget
+    n_params = sum(1 for m in leaves if g.nodes[m]["kind"] == "param")
+    if swallow:
+        members = sorted(group | leaves)
     block = [g.nodes[n] for n in order[i:i + p]]
     steps = " → ".join(a["title"] for a in block)
     mods = [g.nodes[m]["module"] for m in group]
@@ -582,12 +644,48 @@ def _collapse_repeats(g, min_repeats: int = 3, max_period: int = 16) -> int:
     shape, data, grad = _out_value(g, sorted(group))
     n_ops = sum(g.nodes[m]["count"] for m in group)
     src = next((g.nodes[m]["source"] for m in members if g.nodes[m]["source"] is not None), None)
+    held = f", {_plural(n_params, 'param')}" if swallow and n_params else ""
     _merge(g, members, dict(kind="repeat", title=f"× {r - 2} more", detail=steps, shape=shape,
                             data=data, grad=grad, source=src, module=common,
                             ref=("group", f"repeat{order[i + p]}"),
-                            note=f"{r - 2} more repetitions of the block before ({_plural(n_ops, 'op')}); "
-                                 "expand to see them", count=n_ops, options=""))
-    return len(members) - 1
+                            note=f"{r - 2} more repetitions of the block before ({_plural(n_ops, 'op')}"
+                                 f"{held}); expand to see them", count=n_ops, options=""))
+    return len(members) - 1 + (0 if swallow else _fold_leaves(g, leaves, r - 2))
+
+
+def _leaf_key(g, n: int) -> tuple:
+    """What the same leaf of two repetitions has in common: kind, name and detail but for
+    their numbers, shape."""
+    a = g.nodes[n]
+    return (a["kind"], _DIGITS.sub("#", a["title"]), _DIGITS.sub("#", a["detail"]), a["shape"])
+
+
+def _fold_leaves(g, leaves: set[int], repeats: int) -> int:
+    """The parameters (and AccumulateGrad nodes) of folded repetitions stay drawn: a
+    picture may fold repeats, never drop a leaf. The same leaf of each repetition (same
+    kind and shape, same name but for its numbers) becomes one node that names the first
+    and the last; a leaf of one repetition stays as it is. Returns nodes removed."""
+    groups: dict[tuple, list[int]] = {}
+    for n in sorted(leaves):
+        groups.setdefault(_leaf_key(g, n), []).append(n)
+    removed = 0
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        first, last = g.nodes[members[0]], g.nodes[members[-1]]
+        attrs = dict(first)
+        what = "AccumulateGrad nodes" if first["kind"] == "accumulate" else "parameters"
+        if first["kind"] == "accumulate":
+            attrs["detail"] = f"{first['detail']} … {last['detail'].removeprefix('→ ')}"
+        else:
+            attrs["title"] = f"{first['title']} … {last['title']}"
+        attrs.update(data=None, grad=None, source=None, ref=("group", f"leaves{members[0]}"),
+                     count=sum(g.nodes[m]["count"] for m in members),
+                     note=f"{len(members)} {what}, one per repetition in the {repeats} folded; "
+                          "expand to see each")
+        _merge(g, members, attrs)
+        removed += len(members) - 1
+    return removed
 
 
 def _common_module(mods: list[str]) -> str | None:
@@ -604,14 +702,18 @@ def _common_module(mods: list[str]) -> str | None:
 def _collapse(model: GraphModel, budget: int) -> None:
     g = model.graph
     before = g.number_of_nodes()
-    depth = max((_module_depth(a["module"]) for _, a in g.nodes(data=True)), default=0)
-    while g.number_of_nodes() > budget:
-        while g.number_of_nodes() > budget and _collapse_repeats(g):
-            pass
-        if g.number_of_nodes() <= budget or depth < 1:
-            break
-        _collapse_modules(g, depth)
-        depth -= 1
+    deepest = max((_module_depth(a["module"]) for _, a in g.nodes(data=True)), default=0)
+    # first module calls around no "× N" fold, deepest first; only if that is not enough,
+    # the calls around one too (their boxes then count the parameters they hold)
+    for around_repeats in (False, True):
+        depth = deepest
+        while g.number_of_nodes() > budget:
+            while g.number_of_nodes() > budget and _collapse_repeats(g, budget=budget):
+                pass
+            if g.number_of_nodes() <= budget or depth < 1:
+                break
+            _collapse_modules(g, depth, around_repeats)
+            depth -= 1
     model.graph = _renumber(g)
     model.collapsed = before - model.graph.number_of_nodes()
     if model.collapsed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,9 @@ RUN_MAX_STEPS = 5000
 @click.option("--dpi", type=click.IntRange(20, 600), default=None,
               help="Pixels per inch [default: 80 for backprop, 72 for training].")
 @click.option("--size", default=None, metavar="WxH",
-              help="Figure size in inches, e.g. 12x6.75 (pixels = size x dpi).")
+              help="Frame size in pixels, e.g. 1920x1080 (a side over 40 is pixels), or in "
+                   "inches, e.g. 12x6.75 (pixels = size x dpi) [default: 1920x1080 for "
+                   "backprop, 12x6.75 inches for training].")
 @click.option("--still", type=int, default=None, metavar="I",
               help="For .png output: the frame to write (negative counts from the end) "
                    "[default: the last].")
@@ -66,7 +69,7 @@ def animate(trace_path, kind, step_spec, outputs, fps, frames, dpi, size, still,
     paths = [Path(o) for o in outputs] or [outputs_of(trace.path).animation(kind)]
     bar = progress_bar(", ".join(p.name for p in paths if p.suffix.lower() in FORMATS)) if progress else False
     options = AnimateOptions(kind=kind, step=step_spec, fps=fps, frames=frames, dpi=dpi,
-                             size=size, progress=bar)
+                             size=_inches(size, kind, dpi), progress=bar)
     for p in paths:
         if p.suffix.lower() not in (*FORMATS, ".png"):
             raise UsageError(f"-o {p}: unknown format; use .gif, .mp4, .html or .png")
@@ -93,6 +96,27 @@ def animate(trace_path, kind, step_spec, outputs, fps, frames, dpi, size, still,
             anim.save_frame(i, p)
             info(f"{kind} frame {i % len(anim)} (of frames 0-{len(anim) - 1}): {shown_path(p)}")
     info(f"rendered in {time.perf_counter() - started:.1f} s")
+
+
+#: A side longer than this is in pixels: sizes in inches go up to 40 (AnimateOptions).
+_MAX_INCHES = 40
+
+
+def _inches(size: str | None, kind: str, dpi: int | None) -> tuple[float, float] | str | None:
+    """``--size``: pixels (``1920x1080``) become inches at the frame's dpi; inches pass on
+    to AnimateOptions, which checks them."""
+    if size is None:
+        return None
+    parts = re.split(r"[x×,]", size.strip().lower().removesuffix("px"))
+    try:
+        w, h = (float(p) for p in parts)
+    except ValueError:
+        return size   # AnimateOptions says what is wrong with it
+    if max(w, h) <= _MAX_INCHES and not size.strip().lower().endswith("px"):
+        return (w, h)
+    per_inch = dpi if dpi is not None else AnimateOptions(kind=kind).resolved().dpi
+    assert per_inch is not None  # resolved() filled it in
+    return (w / per_inch, h / per_inch)
 
 
 def _options_dict(options: AnimateOptions) -> dict:

@@ -37,7 +37,7 @@ FORMATS = {".gif": "gif", ".mp4": "mp4", ".html": "html", ".htm": "html"}
 #: Per-kind defaults: a backprop frame is read like a slide (1 per second); a training
 #: frame is one step of a movie. The training budget keeps a 3,000-step run to ~20 s of GIF.
 _DEFAULTS: dict[str, dict[str, Any]] = {
-    "backprop": dict(fps=1.0, frames=80, dpi=80, size=(11.0, 6.5)),
+    "backprop": dict(fps=1.0, frames=80, dpi=80, size=(24.0, 13.5)),   # 1920x1080, a slide
     "training": dict(fps=12.0, frames=180, dpi=72, size=(12.0, 6.75)),
 }
 

@@ -111,7 +111,8 @@ class SceneNode:
 
 @dataclass(frozen=True)
 class Scene:
-    """The fixed picture: tensor boxes, edges (input tid, output tid) and positions."""
+    """The fixed picture, read off the step's graph model (:func:`_scene`): tensor boxes,
+    edges (input tid, output tid) and positions from the model's layers."""
 
     nodes: dict[int, SceneNode]
     edges: tuple[tuple[int, int], ...]
@@ -123,36 +124,26 @@ class Scene:
         return [e for e in self.edges if e[1] == tid]
 
 
-def _positions(nodes: dict[int, SceneNode], edges) -> dict[int, tuple[float, float]]:
-    """Fixed positions, leaves on the left, the loss on the right.
-
-    Columns by longest path, each leaf pulled next to its first consumer; rows by spreading
-    each box's inputs around it, from the loss backwards. This is the one function that
-    decides where boxes go, so the graph renderer's layout can replace it.
-    """
-    succ: dict[int, list[int]] = {k: [] for k in nodes}
+def _positions(nodes: dict[int, SceneNode], edges, col: dict[int, int]) -> dict[int, tuple[float, float]]:
+    """Fixed positions: ``col`` (from the graph's one ranking, leaves on the left, the loss
+    on the right) across, and rows by spreading each box's inputs around it, from the loss
+    backwards."""
     pred: dict[int, list[int]] = {k: [] for k in nodes}
     for a, b in edges:
-        succ[a].append(b)
         pred[b].append(a)
-    order = list(nodes)  # insertion order is topological: built from the forward ops
-    col: dict[int, int] = {}
-    for k in order:
-        col[k] = max((col[p] + 1 for p in pred[k]), default=0)
-    for k in reversed(order):
-        if not pred[k] and succ[k]:
-            col[k] = min(col[s] for s in succ[k]) - 1
-    lo = min(col.values())
-    col = {k: v - lo for k, v in col.items()}
+    order = list(nodes)  # the graph model's node order: topological
+    rank = {k: i for i, k in enumerate(order)}
     n_cols = max(col.values()) + 1
     want: dict[int, list[float]] = {}
     y: dict[int, float] = {}
     for c in range(n_cols - 1, -1, -1):
         here = [k for k in order if col[k] == c]
+        if not here:
+            continue
         for k in here:
             w = want.get(k)
             y[k] = sum(w) / len(w) if w else 0.0
-        here.sort(key=lambda k: (y[k], order.index(k)))
+        here.sort(key=lambda k: (y[k], rank[k]))
         target = sum(y[k] for k in here) / len(here)
         for j in range(1, len(here)):
             y[here[j]] = max(y[here[j]], y[here[j - 1]] + 1.0)
@@ -167,56 +158,89 @@ def _positions(nodes: dict[int, SceneNode], edges) -> dict[int, tuple[float, flo
 
 
 def _scene(step) -> Scene:
+    """The scene of a step, read off its graph model (the forward view, uncollapsed): one
+    box per tensor (an op's box is its output), the ops the loss depends on and their
+    leaves, placed by the model's layers."""
+    import networkx as nx
+
+    from ..analysis.graph import build_graph, layers
+
     bw = step.backward
-    ops = {o.index: o for o in step.ops if o.parent is None}
-    producer: dict[int, Any] = {}
-    for o in ops.values():
-        if o.seq < bw.seq:
-            for t in o.outputs:
-                producer[t] = o
     loss = bw.roots[0]
+    model = build_graph(step, "forward", expand=True)
+    g = model.graph
+    ops = {o.index: o for o in step.ops if o.parent is None}
     grad_fn = {n.op: n.name for n in bw.nodes if n.op is not None}
-    # Walk back from the loss: every op (graph or prep) whose output it depends on.
-    needed: set[int] = set()
-    stack, seen = [loss], set()
-    while stack:
-        t = stack.pop()
-        if t in seen:
-            continue
-        seen.add(t)
-        o = producer.get(t)
-        if o is not None:
-            needed.add(o.index)
-            stack.extend(o.inputs)
+
+    def op_of(n):
+        kind, x = g.nodes[n]["ref"]
+        return ops.get(x) if kind == "op" else None
+
+    # ops after backward() (the update) are not part of the picture
+    keep = [n for n in g.nodes if (o := op_of(n)) is None or o.seq < bw.seq]
+    h = g.subgraph(keep)
+    start = next((n for n in keep if g.nodes[n]["ref"] == ("loss", loss)), None)
+    needed = sorted(nx.ancestors(h, start)) if start is not None else []
+    # the loss node stands for the tensor the op before it produced
+    tid_of: dict[int, int] = {}
+    for n in needed:
+        kind, x = g.nodes[n]["ref"]
+        if kind == "tensor":
+            tid_of[n] = x
+        elif (o := op_of(n)) is not None and o.outputs:
+            tid_of[n] = o.outputs[0]
+    for n in (h.predecessors(start) if start is not None else ()):
+        if op_of(n) is not None:
+            tid_of[n] = loss
     nodes: dict[int, SceneNode] = {}
-    edges: list[tuple[int, int]] = []
-
-    def leaf(tid: int):
-        if tid not in nodes:
-            info = step.tensors.get(tid)
-            v = step.value(tid)
-            shape = info.shape if info is not None else (v.shape if v is not None else ())
+    node_of: dict[int, int] = {}        # tid -> the model node its box shows
+    for n in needed:
+        if n not in tid_of:
+            continue
+        t = tid_of[n]
+        info = step.tensors.get(t)
+        v = step.value(t)
+        shape = tuple(info.shape if info is not None else (v.shape if v is not None else ()))
+        o = op_of(n)
+        if o is None:
             role = "param" if info is not None and info.requires_grad else "input"
-            nodes[tid] = SceneNode(tid, step.name(tid), "loss" if tid == loss else role, tuple(shape))
-
-    for o in sorted((ops[i] for i in needed), key=lambda o: o.seq):
-        for t in o.inputs:
-            leaf(t)
-        for t in o.outputs:
-            v = step.value(t)
-            info = step.tensors.get(t)
-            shape = info.shape if info is not None else (v.shape if v is not None else ())
-            nodes[t] = SceneNode(t, step.name(t), "loss" if t == loss else "activation", tuple(shape),
+            nodes[t] = SceneNode(t, step.name(t), "loss" if t == loss else role, shape)
+        elif t in nodes and t in o.inputs and o.index not in grad_fn:
+            continue  # an op that returned its input (loss.to('cpu')): the box stays the input's
+        else:  # an op that writes its input in place takes over that input's box
+            nodes.pop(t, None)
+            nodes[t] = SceneNode(t, step.name(t), "loss" if t == loss else "activation", shape,
                                  o.index, _expr(o, step), grad_fn.get(o.index), not o.is_graph)
-            for a in dict.fromkeys(o.inputs):
-                edges.append((a, t))
-    leaf(loss)
+        node_of[t] = n
+    if loss not in nodes:
+        info = step.tensors.get(loss)
+        v = step.value(loss)
+        nodes[loss] = SceneNode(loss, step.name(loss), "loss",
+                                tuple(info.shape if info is not None else (v.shape if v is not None else ())))
+    # edges between boxes, an op's inputs in order; a tensor fed to its own op (an op
+    # recorded as its own input, such as loss.to('cpu')) is no edge
+    edges: list[tuple[int, int]] = []
+    for n in needed:
+        if op_of(n) is None or n not in tid_of:
+            continue
+        for u, _, a in sorted(h.in_edges(n, data=True), key=lambda e: e[2]["slot"]):
+            if u in tid_of and tid_of[u] != tid_of[n] and (tid_of[u], tid_of[n]) not in edges:
+                edges.append((tid_of[u], tid_of[n]))
+    # a box's column: the last of its model nodes' layers (an op on its own output, or in
+    # place, puts its box after the op before it); empty columns closed up
+    last: dict[int, int] = {}
+    for c, layer in enumerate(layers(model, [n for n in needed if n in tid_of])):
+        for n in layer:
+            last[tid_of[n]] = max(last.get(tid_of[n], c), c)
+    last.setdefault(loss, max(last.values(), default=-1) + 1)
+    used = {c: i for i, c in enumerate(sorted(set(last.values())))}
+    col = {t: used[c] for t, c in last.items()}
     params = [t for t, n in nodes.items() if n.role == "param"]
     for e in step.events:
         info = step.tensors.get(e.tensor)
         if e.tensor not in params and info is not None and info.requires_grad:
             params.append(e.tensor)
-    return Scene(nodes, tuple(edges), _positions(nodes, edges), loss, tuple(params))
+    return Scene(nodes, tuple(edges), _positions(nodes, edges, col), loss, tuple(params))
 
 
 # -- frames ----------------------------------------------------------------------------------------
@@ -899,8 +923,80 @@ def _num3(x: float) -> str:
     return (f"{x:.3g}" if 1e-3 <= a < 1e5 else f"{x:.1e}").replace("-", "−")
 
 
+#: Sizes below are in pixels of a frame 1600 pixels wide (a 1920x1080 slide's picture
+#: scaled down) and scale with the figure's width: the same frame at any size or dpi.
+_REF_WIDTH = 1600
+#: The smallest text drawn, in those pixels: legible on a slide from the back of a room.
+MIN_FONT_PX = 14
+
+
+class _Fit:
+    """Text measured with the figure's own renderer (the extents matplotlib will draw),
+    and shortened with an ellipsis to fit a width. Widths are in points."""
+
+    def __init__(self, fig):
+        self.renderer = fig.canvas.get_renderer()
+        self.scale = 72.0 / fig.dpi
+        self.cache: dict[tuple, float] = {}
+
+    def width(self, text: str, size: float, weight: str = "normal", family: str = "sans-serif") -> float:
+        key = (text, size, weight, family)
+        w = self.cache.get(key)
+        if w is None:
+            from matplotlib.font_manager import FontProperties
+
+            prop = FontProperties(family=family, size=size, weight=weight)
+            w = self.renderer.get_text_width_height_descent(text, prop, ismath=False)[0] * self.scale
+            self.cache[key] = w
+        return w
+
+    def shorten(self, text: str, width: float, size: float, weight: str = "normal",
+                family: str = "sans-serif") -> str:
+        """``text``, or its longest start that fits ``width`` with an ellipsis after it."""
+        if self.width(text, size, weight, family) <= width:
+            return text
+        lo, hi = 0, len(text)          # text[:lo] + "…" fits, text[:hi] + "…" does not
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self.width(text[:mid].rstrip() + "…", size, weight, family) <= width:
+                lo = mid
+            else:
+                hi = mid
+        out = text[:lo].rstrip() + "…"
+        return out if self.width(out, size, weight, family) <= width else ""
+
+    def first(self, variants, width: float, size: float, weight: str = "normal",
+              family: str = "sans-serif") -> str:
+        """The first of ``variants`` (longest, most complete first) that fits, else the
+        last one shortened."""
+        for v in variants:
+            if self.width(v, size, weight, family) <= width:
+                return v
+        return self.shorten(variants[-1], width, size, weight, family)
+
+    def wrap(self, text: str, width: float, size: float) -> list[str]:
+        """Greedy word wrap by measured width; a word wider than a line is shortened."""
+        lines: list[str] = []
+        line = ""
+        for word in text.split():
+            cand = f"{line} {word}" if line else word
+            if self.width(cand, size) <= width:
+                line = cand
+                continue
+            if line:
+                lines.append(line)
+            line = word if self.width(word, size) <= width else self.shorten(word, width, size)
+        if line:
+            lines.append(line)
+        return lines
+
+
 class BackpropRenderer:
-    """Draws the frames of a :func:`backprop_plan` on one figure; nothing moves between frames."""
+    """Draws the frames of a :func:`backprop_plan` on one figure; nothing moves between frames.
+
+    Every text is measured and shortened to fit the box it is drawn in, at no less than
+    :data:`MIN_FONT_PX`; every text is plain text (no mathtext: a ``$`` in a name is a
+    ``$``). :attr:`fitted` lists (box, text) pairs: each text drawn inside a box."""
 
     def __init__(self, trace, options):
         step = pick_step(trace, options.step)
@@ -908,6 +1004,7 @@ class BackpropRenderer:
         self.plan = backprop_plan(trace, step, budget=options.frames)
         self.title = self.plan.title
         self.note = self.plan.note
+        self.fitted: list = []
 
     def __len__(self) -> int:
         return len(self.plan.frames)
@@ -915,42 +1012,66 @@ class BackpropRenderer:
     def caption(self, i: int) -> str:
         return self.plan.frames[i].caption
 
+    _HEAD = [0.0, 0.905, 1.0, 0.095]
     _GRAPH = [0.005, 0.385, 0.99, 0.515]
+    _SIDE = [0.0, 0.19, 1.0, 0.19]
+    _CAP = [0.0, 0.0, 1.0, 0.19]
 
     # header (title, phases), graph, parameter cards, caption
     def setup(self, fig) -> None:
         self.fig = fig
         fig.set_facecolor("white")
-        self.ax_head = fig.add_axes([0.0, 0.905, 1.0, 0.095])
+        self.ax_head = fig.add_axes(self._HEAD)
         self.ax_graph = fig.add_axes(self._GRAPH)
-        self.ax_side = fig.add_axes([0.0, 0.19, 1.0, 0.19])
-        self.ax_cap = fig.add_axes([0.0, 0.0, 1.0, 0.19])
+        self.ax_side = fig.add_axes(self._SIDE)
+        self.ax_cap = fig.add_axes(self._CAP)
         for ax in (self.ax_head, self.ax_graph, self.ax_side, self.ax_cap):
             ax.set_axis_off()
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1)
+        self.W, self.H = (float(v) * 72 for v in fig.get_size_inches())   # points
+        self.px = self.W / _REF_WIDTH            # points per reference pixel
+        self.min_fs = MIN_FONT_PX * self.px
+        self.fit = _Fit(fig)
         self._geometry()
         self.ax_graph.set_xlim(*self.xlim)
         self.ax_graph.set_ylim(*self.ylim)
         self._draw_static()
 
+    def _fs(self, ref_px: float) -> float:
+        """A font size in points for ``ref_px`` reference pixels, never below the minimum."""
+        return max(self.min_fs, ref_px * self.px)
+
+    def _text(self, ax, x, y, text, size, box=None, **kw):
+        """ax.text, as plain text (never mathtext); ``box``: the patch it must stay inside."""
+        t = ax.text(x, y, text, fontsize=size, parse_math=False, **kw)
+        if box is not None:
+            self.fitted.append((box, t))
+        return t
+
     def _geometry(self) -> None:
         pos = self.plan.scene.pos
         xs = [p[0] for p in pos.values()]
         ys = [p[1] for p in pos.values()]
-        self.tw, self.th = 0.68, 0.76           # box size in column / row units
-        self.xlim = (min(xs) - 0.37, max(xs) + 0.37)
-        self.ylim = (min(ys) - 0.62, max(ys) + 0.48)   # the legend has the bottom band
-        if self.ylim[1] - self.ylim[0] < 3.0:    # few rows: keep boxes from growing tall
-            mid = (self.ylim[0] + self.ylim[1]) / 2
-            self.ylim = (mid - 1.5, mid + 1.5)
-        w_pt = self.fig.get_size_inches()[0] * self._GRAPH[2] * 72
-        h_pt = self.fig.get_size_inches()[1] * self._GRAPH[3] * 72
-        ux = w_pt / (self.xlim[1] - self.xlim[0])   # points per unit
-        uy = h_pt / (self.ylim[1] - self.ylim[0])
-        # about 15 characters across a box, four lines down it
-        self.fs = max(4.5, min(9.5, self.tw * ux / (16 * 0.62), self.th * uy / 5.0))
-        self.max_chars = max(12, int(self.tw * ux / (self.fs * 0.62)))
+        self.tw, self.th = 0.72, 0.78           # box size in column / row units
+        self.legend_fs = self.min_fs
+        legend_band = 1.9 * self.legend_fs       # points, at the bottom of the graph
+        w_pt = self.W * self._GRAPH[2]
+        h_pt = self.H * self._GRAPH[3]
+        self.xlim = (min(xs) - 0.40, max(xs) + 0.40)
+        rows = max(ys) - min(ys) + 1.0 + 0.2
+        rows = max(rows, 3.0)                    # few rows: keep boxes from growing tall
+        uy = (h_pt - legend_band) / rows        # points per row
+        mid = (min(ys) + max(ys)) / 2
+        self.ylim = (mid - rows / 2 - legend_band / uy, mid + rows / 2)
+        self.ux = w_pt / (self.xlim[1] - self.xlim[0])   # points per unit
+        self.uy = uy
+        self.box_w = self.tw * self.ux           # points
+        self.box_h = self.th * self.uy
+        self.pad = 8 * self.px
+        # the font: four lines in a box, between the minimum and 22 reference pixels
+        self.fs = max(self.min_fs, min(22 * self.px, (self.box_h - self.pad) / (4 * 1.28)))
+        self.lines_fit = max(1, min(4, int((self.box_h - self.pad) / (self.fs * 1.28))))
 
     def draw(self, i: int) -> None:
         frame = self.plan.frames[i]
@@ -960,6 +1081,7 @@ class BackpropRenderer:
             for artist in [*ax.patches, *ax.texts, *ax.lines]:
                 if artist not in self._static:
                     artist.remove()
+        self.fitted = [(b, t) for b, t in self.fitted if t in self._static]
         self._draw_head(frame, i)
         self._draw_graph(frame)
         self._draw_side(frame)
@@ -971,34 +1093,51 @@ class BackpropRenderer:
                 for a in (*ax.patches, *ax.texts, *ax.lines) if a not in self._static]
 
     def _draw_static(self) -> None:
-        self.ax_head.text(0.01, 0.68, self.title, fontsize=11.5, weight="bold", va="center",
-                          ha="left", color=_C["text"])
+        from matplotlib.patches import Rectangle
+
+        # the head's title and counter, and the graph's legend line, each within its band
+        counter_w = self.fit.width(f"frame {len(self)} of {len(self)}", self._fs(17)) + 30 * self.px
+        title_fs = self._fs(26)
+        title = self.fit.shorten(self.title, self.W * 0.99 - counter_w - 16 * self.px, title_fs, "bold")
+        self.head_band = Rectangle((0, 0.5), 1, 0.5, visible=False, transform=self.ax_head.transAxes)
+        self.ax_head.add_artist(self.head_band)
+        self._text(self.ax_head, 0.01, 0.72, title, title_fs, self.head_band, weight="bold",
+                   va="center", ha="left", color=_C["text"])
         legend = ("box = a tensor: name = how it was computed · [shape] value (μ: mean) · grad_fn · "
                   "grad = ∂loss/∂tensor     black arrows: values, forward     red: gradients, backward")
-        self.ax_graph.text(self.xlim[0] + 0.02, self.ylim[0] + 0.02, legend, fontsize=6.5,
-                           color=_C["muted"], ha="left", va="bottom")
-        self._static = {*self.ax_head.texts, *self.ax_graph.texts}
+        legend = self.fit.shorten(legend, self.W * self._GRAPH[2] - 12 * self.px, self.legend_fs)
+        self._text(self.ax_graph, self.xlim[0] + 4 * self.px / self.ux, self.ylim[0] + 0.25 * self.legend_fs / self.uy,
+                   legend, self.legend_fs, color=_C["muted"], ha="left", va="bottom")
+        self._static = {*self.ax_head.texts, *self.ax_graph.texts, self.head_band}
 
     def _draw_head(self, frame: Frame, i: int) -> None:
         ax = self.ax_head
-        ax.text(0.99, 0.68, f"frame {i + 1} of {len(self)}", fontsize=8, color=_C["muted"],
-                va="center", ha="right")
-        width_per_char = 8 * 0.6 / (self.fig.get_size_inches()[0] * 72)
-        x = 0.01
+        self._text(ax, 0.99, 0.72, f"frame {i + 1} of {len(self)}", self._fs(17), color=_C["muted"],
+                   va="center", ha="right")
         phases = self.plan.phases
-        for j, p in enumerate(phases):
-            label = _PHASE_LABEL.get(p, p)
+        labels = [_PHASE_LABEL.get(p, p) for p in phases]
+        pad, arrow = 10 * self.px, 34 * self.px      # points: a chip's padding, the gap with →
+        fs = self._fs(17)
+        for size in (17, 16, 15, MIN_FONT_PX):
+            fs = self._fs(size)
+            total = sum(self.fit.width(lab, fs, "bold" if p == frame.phase else "normal") + 2 * pad
+                        for p, lab in zip(phases, labels)) + arrow * (len(labels) - 1)
+            if total <= self.W * 0.98:
+                break
+        x = 0.01
+        for j, (p, label) in enumerate(zip(phases, labels)):
             lit = p == frame.phase
             bad = lit and frame.alert
-            ax.text(x, 0.2, label, fontsize=8, va="center", ha="left",
-                    color=_C["text"] if lit else _C["muted"], weight="bold" if lit else "normal",
-                    bbox=dict(boxstyle="round,pad=0.3", lw=1.2 if lit else 0.8,
-                              fc=(_C["bad_fill"] if bad else _C["lit"]) if lit else "#f8f9fa",
-                              ec=(_C["bad"] if bad else _C["lit_edge"]) if lit else "#dee2e6"))
-            x += len(label) * width_per_char + 0.022
+            self._text(ax, x + pad / self.W, 0.24, label, fs, va="center", ha="left",
+                       color=_C["text"] if lit else _C["muted"], weight="bold" if lit else "normal",
+                       bbox=dict(boxstyle=f"round,pad={pad / fs:.3f}", lw=1.6 if lit else 1.0,
+                                 fc=(_C["bad_fill"] if bad else _C["lit"]) if lit else "#f8f9fa",
+                                 ec=(_C["bad"] if bad else _C["lit_edge"]) if lit else "#dee2e6"))
+            x += (self.fit.width(label, fs, "bold" if lit else "normal") + 2 * pad) / self.W
             if j < len(phases) - 1:
-                ax.text(x, 0.2, "→", fontsize=9, va="center", ha="center", color="#adb5bd")
-                x += 0.02
+                self._text(ax, x + arrow / 2 / self.W, 0.24, "→", fs, va="center", ha="center",
+                           color="#adb5bd")
+                x += arrow / self.W
 
     def _draw_graph(self, frame: Frame) -> None:
         from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
@@ -1008,30 +1147,37 @@ class BackpropRenderer:
         pos, fs = scene.pos, self.fs
         tw, th = self.tw, self.th
         backward = frame.phase not in ("intro", "forward")
+        edge_fs = max(self.min_fs, fs * 0.85)
         for a, b in scene.edges:
             (xa, ya), (xb, yb) = pos[a], pos[b]
             p0, p1 = (xa + tw / 2, ya), (xb - tw / 2, yb)
             done = b in frame.computed
             lit = (a, b) in frame.current_edges
             prep = scene.nodes[b].prep
-            ax.add_artist(FancyArrowPatch(p0, p1, arrowstyle="-|>", mutation_scale=9,
+            ax.add_artist(FancyArrowPatch(p0, p1, arrowstyle="-|>", mutation_scale=14 * self.px,
                                          color=("#e8590c" if lit and not backward else
                                                 "#495057" if done else _C["dim"]),
-                                         lw=2.0 if lit and not backward else 1.0,
+                                         lw=(2.6 if lit and not backward else 1.3) * self.px * 1.4,
                                          ls="--" if prep else "-", shrinkA=0, shrinkB=0, zorder=1))
             g = frame.grad_edges.get((a, b))
             if g is None:
                 continue
             off = 0.09
             ax.add_artist(FancyArrowPatch((p1[0], p1[1] - off), (p0[0], p0[1] - off),
-                                         arrowstyle="-|>", mutation_scale=10, color=_C["grad"],
-                                         lw=2.4 if lit else 1.1, alpha=1.0 if lit else 0.6,
+                                         arrowstyle="-|>", mutation_scale=15 * self.px, color=_C["grad"],
+                                         lw=(3.0 if lit else 1.4) * self.px * 1.4, alpha=1.0 if lit else 0.6,
                                          shrinkA=0, shrinkB=0, zorder=2))
             mx, my = (p0[0] + p1[0]) / 2, (p0[1] + p1[1]) / 2 - off
-            ax.text(mx, my - 0.04, _short(g), fontsize=fs * 0.85, color=_C["grad"], ha="center",
-                    va="top", zorder=6, weight="bold" if lit else "normal",
-                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec=_C["grad"] if lit else "none",
-                              lw=0.8, alpha=0.92))
+            label = _short(g)
+            weight = "bold" if lit else "normal"
+            if self.fit.width(label, edge_fs, weight) + 0.6 * edge_fs > (p1[0] - p0[0]) * self.ux:
+                continue  # no room between the boxes: the box it reaches shows the gradient
+            self._text(ax, mx, my - 0.04, label, edge_fs, color=_C["grad"], ha="center",
+                       va="top", zorder=6, weight="bold" if lit else "normal",
+                       bbox=dict(boxstyle="round,pad=0.15", fc="white", ec=_C["grad"] if lit else "none",
+                                 lw=0.8, alpha=0.92))
+        inner = self.box_w - 2 * self.pad
+        pitch = fs * 1.28 / self.uy                       # one line, in row units
         for tid, n in scene.nodes.items():
             x, y = pos[tid]
             lit = tid in frame.current
@@ -1050,122 +1196,172 @@ class BackpropRenderer:
                 if cell is not None and cell.mark in _MARK and cell.mark not in ("none",):
                     fc = _MARK[cell.mark][2]
                     ec = _MARK[cell.mark][1]
-            ax.add_artist(FancyBboxPatch((x - tw / 2, y - th / 2), tw, th,
-                                        boxstyle="round,pad=0,rounding_size=0.06", fc=fc, ec=ec,
-                                        lw=2.6 if lit else (1.8 if n.role == "loss" else 1.0),
-                                        ls=(":" if not done else "--" if n.prep else "-"), zorder=3))
-            lines = self._box_lines(n, frame, done)
-            ys = [y + th * f for f in (0.31, 0.1, -0.1, -0.31)]
-            for (text, style), yy in zip(lines, ys):
-                if not text:
-                    continue
-                ax.text(x, yy, text, fontsize=fs * style.get("scale", 1.0), ha="center", va="center",
-                        zorder=4, color=style.get("color", _C["text"]),
-                        weight=style.get("weight", "normal"), clip_on=True)
+            box = FancyBboxPatch((x - tw / 2, y - th / 2), tw, th,
+                                 boxstyle="round,pad=0,rounding_size=0.06", fc=fc, ec=ec,
+                                 lw=(2.6 if lit else (1.8 if n.role == "loss" else 1.0)) * self.px * 1.4,
+                                 ls=(":" if not done else "--" if n.prep else "-"), zorder=3)
+            ax.add_artist(box)
+            lines = [ln for ln in self._box_lines(n, frame, done) if ln[0]]
+            lines = self._keep(lines)
+            top = y + (len(lines) - 1) * pitch / 2
+            for k, (variants, style) in enumerate(lines):
+                size = max(self.min_fs, fs * style.get("scale", 1.0))
+                weight = style.get("weight", "normal")
+                text = self.fit.first(variants, inner, size, weight)
+                if text:
+                    self._text(ax, x, top - k * pitch, text, size, box, ha="center", va="center",
+                               zorder=4, color=style.get("color", _C["text"]), weight=weight)
+
+    def _keep(self, lines):
+        """The lines a box has room for: the name first, then the value and the gradient;
+        the grad_fn line goes first when there is not room for all four."""
+        order = {"head": 0, "grad": 1, "value": 2, "kind": 3}
+        if len(lines) <= self.lines_fit:
+            return lines
+        kept = sorted(lines, key=lambda ln: order[ln[1]["role"]])[:self.lines_fit]
+        return [ln for ln in lines if ln in kept]
 
     def _box_lines(self, n: SceneNode, frame: Frame, done: bool):
+        """The lines of a box: (variants, longest first; style)."""
         tid = n.tid
-        bold = {"weight": "bold"}
-        muted = {"color": _C["muted"], "scale": 0.85}
         if n.op is None:
             head = n.label
             kind = {"param": "parameter", "input": "data", "loss": "loss"}.get(n.role, "tensor")
         else:
             head = f"{n.label} = {n.expr}"
             kind = n.grad_fn or ("no grad_fn" if n.prep else "")
-        if len(head) > self.max_chars:
-            head = head[:self.max_chars - 1] + "…"
         cell = frame.cells.get(tid)
         v = cell.value if cell is not None and cell.value is not None else self._values.get(tid)
         shape = fmt_shape(n.shape)
         if not done:
-            value = f"[{shape}] ?" if n.shape else "?"
+            value: tuple = (f"[{shape}] ?", "?") if n.shape else ("?",)
             kind = "" if n.op is not None else kind   # grad_fn exists once the op has run
         elif v is None:
-            value = f"[{shape}]"
+            value = (f"[{shape}]",)
         elif v.numel == 1:
-            value = _short(v)
+            value = (_short(v),)
         else:
-            value = f"[{shape}] {_short(v)}"
+            value = (f"[{shape}] {_short(v)}", _short(v))
             if v.numel == 2 and v.data is not None:
                 full = "[" + ", ".join(_num3(float(x)) for x in v.data.reshape(-1).tolist()) + "]"
-                value = full if len(full) <= self.max_chars else value
+                value = (full,) + value
         updated = cell is not None and cell.mark == "update"
         if updated and cell is not None and cell.before is not None:
-            value = f"{_short(cell.before)} → {_short(v)}"
+            value = (f"{_short(cell.before)} → {_short(v)}", f"→ {_short(v)}")
         g = frame.grads.get(tid)
-        grad = f"grad {_short(g)}" if g is not None else ""
+        grad = (f"grad {_short(g)}", _short(g)) if g is not None else ("",)
         if n.role == "loss" and g is None:
-            grad = "the loss"
-        return [(head, bold),
-                (value, {"weight": "bold" if updated else "normal",
+            grad = ("the loss",)
+        return [((head,), {"weight": "bold", "role": "head"}),
+                (value, {"weight": "bold" if updated else "normal", "role": "value",
                          "color": "#1971c2" if updated else (_C["text"] if done else _C["muted"])}),
-                (kind, muted),
-                (grad, {"color": _C["grad"] if g is not None else _C["loss_edge"],
+                ((kind,), {"color": _C["muted"], "scale": 0.85, "role": "kind"}),
+                (grad, {"color": _C["grad"] if g is not None else _C["loss_edge"], "role": "grad",
                         "weight": "bold" if tid in frame.current and g is not None else "normal"})]
 
     def _draw_side(self, frame: Frame) -> None:
-        """The parameters' cards, side by side: value and .grad, and what just happened."""
+        """The parameters' cards, side by side (in two rows when there are many): value and
+        .grad, and what just happened."""
         from matplotlib.patches import FancyBboxPatch
 
         ax = self.ax_side
-        cells = frame.cells
+        cells = list(frame.cells.items())
         if not cells:
-            ax.text(0.01, 0.5, "(no leaf requires grad)", fontsize=8, va="center", color=_C["muted"])
+            self._text(ax, 0.01, 0.5, "(no leaf requires grad)", self._fs(18), va="center",
+                       color=_C["muted"])
             return
-        n = len(cells)
-        w = min(0.36, 0.99 / n)
-        fs = 9.0 if w >= 0.3 else 8.0 if w >= 0.2 else 7.0
-        x = 0.006
-        for tid, cell in cells.items():
+        per_row = min(len(cells), 5)
+        rows = 1 if len(cells) <= per_row else 2
+        shown = cells if len(cells) <= per_row * rows else cells[:per_row * rows - 1]
+        more = len(cells) - len(shown)
+        w = min(0.36, 0.99 / per_row)             # axes fraction
+        h = 0.94 / rows
+        card_w, card_h = w * self.W - 0.008 * self.W, h * self.H * self._SIDE[3]
+        lines = 4
+        fs = max(self.min_fs, min(20 * self.px, (card_h - 2 * self.pad) / (lines * 1.3)))
+        pitch = fs * 1.3 / (self.H * self._SIDE[3])   # axes fraction per line
+        inner = card_w - 2 * self.pad
+        for k, (tid, cell) in enumerate(shown + ([(None, None)] if more else [])):
+            x = 0.006 + (k % per_row) * w
+            y0 = 0.03 + (rows - 1 - k // per_row) * h
+            top = y0 + h - 0.03 - pitch * 0.6
+            if tid is None:
+                box = FancyBboxPatch((x, y0), w - 0.008, h - 0.03, boxstyle="round,pad=0,rounding_size=0.02",
+                                     fc="#f8f9fa", ec="#dee2e6", lw=0.8)
+                ax.add_artist(box)
+                self._text(ax, x + self.pad / self.W, y0 + (h - 0.03) / 2,
+                           self.fit.shorten(f"… and {more} more parameters", inner, fs),
+                           fs, box, va="center", color=_C["muted"])
+                continue
+            assert cell is not None
             node = self.plan.scene.nodes.get(tid)
             name = node.label if node is not None else f"t{tid}"
             mark = _MARK.get(cell.mark)
             lit = mark is not None and cell.mark != "none"
-            ax.add_artist(FancyBboxPatch((x, 0.06), w - 0.008, 0.9,
-                                        boxstyle="round,pad=0,rounding_size=0.02",
-                                        fc=mark[2] if mark else "#f8f9fa",
-                                        ec=mark[1] if mark else "#dee2e6", lw=2.2 if lit else 0.8))
-            lx, vx = x + 0.012, x + 0.012 + 0.075 * min(1.0, w / 0.3)
-            ax.text(lx, 0.8, name, fontsize=fs + 1, weight="bold", va="center", color=_C["text"])
-            ax.text(lx + 0.01 + len(name) * (fs + 1) * 0.62 / (self.fig.get_size_inches()[0] * 72),
-                    0.8, "parameter", fontsize=fs - 1.5, va="center", color=_C["muted"])
+            box = FancyBboxPatch((x, y0), w - 0.008, h - 0.03, boxstyle="round,pad=0,rounding_size=0.02",
+                                 fc=mark[2] if mark else "#f8f9fa",
+                                 ec=mark[1] if mark else "#dee2e6", lw=2.2 if lit else 0.8)
+            ax.add_artist(box)
+            lx = x + self.pad / self.W
+            name_fs = fs * 1.08
+            shown_name = self.fit.shorten(name, inner, name_fs, "bold")
+            self._text(ax, lx, top, shown_name, name_fs, box, weight="bold", va="center",
+                       color=_C["text"])
+            tag_x = self.fit.width(shown_name, name_fs, "bold") + 8 * self.px
+            tag = self.fit.shorten("parameter", inner - tag_x, self.min_fs)
+            if tag:
+                self._text(ax, lx + tag_x / self.W, top, tag, self.min_fs, box, va="center",
+                           color=_C["muted"])
+            label_w = max(self.fit.width(t, fs) for t in ("value", ".grad")) + 14 * self.px
+            vx = lx + label_w / self.W
             vtxt = fmt_value(cell.value)
+            variants = (vtxt,)
             if cell.mark == "update" and cell.before is not None:
-                vtxt = f"{fmt_value(cell.before)} → {vtxt}"
-            ax.text(lx, 0.58, "value", fontsize=fs, va="center", color="#495057")
-            ax.text(vx, 0.58, vtxt, fontsize=fs, va="center",
-                    color="#1971c2" if cell.mark == "update" else _C["text"],
-                    weight="bold" if cell.mark == "update" else "normal")
-            ax.text(lx, 0.38, ".grad", fontsize=fs, va="center", color="#495057")
+                variants = (f"{fmt_value(cell.before)} → {vtxt}", f"→ {vtxt}")
+            up = cell.mark == "update"
+            self._text(ax, lx, top - pitch, "value", fs, box, va="center", color="#495057")
+            self._text(ax, vx, top - pitch, self.fit.first(variants, inner - label_w, fs, "bold" if up else "normal"),
+                       fs, box, va="center", color="#1971c2" if up else _C["text"],
+                       weight="bold" if up else "normal")
             gtxt = "None" if cell.grad is None else fmt_value(cell.grad)
             strong = cell.mark in ("fresh", "zeros", "added", "zero", "write")
-            ax.text(vx, 0.38, gtxt, fontsize=fs, va="center",
-                    color=(_C["grad"] if cell.grad is not None and not _is_zero(cell.grad) else "#495057"),
-                    weight="bold" if strong else "normal")
+            self._text(ax, lx, top - 2 * pitch, ".grad", fs, box, va="center", color="#495057")
+            self._text(ax, vx, top - 2 * pitch,
+                       self.fit.shorten(gtxt, inner - label_w, fs, "bold" if strong else "normal"), fs, box,
+                       va="center", weight="bold" if strong else "normal",
+                       color=(_C["grad"] if cell.grad is not None and not _is_zero(cell.grad) else "#495057"))
             if mark is not None:
-                ax.text(lx, 0.18, cell.note or mark[0], fontsize=fs, va="center", color=mark[1],
-                        weight="bold")
-            x += w
+                self._text(ax, lx, top - 3 * pitch, self.fit.shorten(cell.note or mark[0], inner, fs, "bold"),
+                           fs, box, va="center", color=mark[1], weight="bold")
 
     def _draw_caption(self, frame: Frame) -> None:
-        import textwrap
-
         from matplotlib.patches import FancyBboxPatch
 
         ax = self.ax_cap
         alert = frame.alert
-        ax.add_artist(FancyBboxPatch((0.006, 0.05), 0.988, 0.9, boxstyle="round,pad=0,rounding_size=0.03",
-                                    fc="#fff5f5" if alert else "#f8f9fa",
-                                    ec=_C["bad"] if alert else "#dee2e6", lw=1.6 if alert else 0.8))
-        width_pt = self.fig.get_size_inches()[0] * 72 * 0.97
-        fs = 10.0
-        for fs in (10.0, 9.0, 8.0, 7.2):
-            lines = textwrap.wrap(frame.caption, width=int(width_pt / (fs * 0.56)))
-            if len(lines) <= 3:
+        box = FancyBboxPatch((0.006, 0.05), 0.988, 0.9, boxstyle="round,pad=0,rounding_size=0.03",
+                             fc="#fff5f5" if alert else "#f8f9fa",
+                             ec=_C["bad"] if alert else "#dee2e6", lw=1.6 if alert else 0.8)
+        ax.add_artist(box)
+        band = self.H * self._CAP[3]                       # points
+        inner_w = 0.988 * self.W - 2 * 14 * self.px
+        code_fs = self.min_fs
+        code_h = 1.6 * code_fs if frame.code else 0.0
+        room = 0.9 * band - 2 * self.pad - code_h          # points for the caption's lines
+        lines: list[str] = []
+        fs = self.min_fs
+        for ref in (22, 20, 18, 16, 15, MIN_FONT_PX):
+            fs = self._fs(ref)
+            lines = self.fit.wrap(frame.caption, inner_w, fs)
+            if len(lines) * fs * 1.3 <= room:
                 break
-        ax.text(0.015, 0.86, "\n".join(lines[:4]), fontsize=fs, va="top", ha="left", linespacing=1.3,
-                color="#a51111" if alert else _C["text"])
+        most = max(1, int(room / (fs * 1.3)))
+        if len(lines) > most:
+            lines = lines[:most - 1] + [self.fit.shorten(lines[most - 1] + " " + " ".join(lines[most:]),
+                                                         inner_w, fs)]
+        self._text(ax, 0.006 + 14 * self.px / self.W, 0.95 - self.pad / band, "\n".join(lines), fs, box,
+                   va="top", ha="left", linespacing=1.3, color="#a51111" if alert else _C["text"])
         if frame.code:
-            ax.text(0.015, 0.12, frame.code, fontsize=8, family="monospace", color="#495057",
-                    va="bottom", ha="left")
+            self._text(ax, 0.006 + 14 * self.px / self.W, 0.05 + self.pad / band,
+                       self.fit.shorten(frame.code, inner_w, code_fs, family="monospace"), code_fs, box,
+                       family="monospace", color="#495057", va="bottom", ha="left")

@@ -3,7 +3,7 @@
 The DOT text is written here by hand, in node-id order, so the same trace gives the same
 bytes every time. Layout, in order of preference: the ``dot`` program when it is on PATH,
 the graphviz libraries bundled in pygraphviz's wheel, else a layered drawing with
-matplotlib (networkx topological generations) plus a one-line hint.
+matplotlib (the same layers, :func:`gradtrace.analysis.graph.layers`) plus a one-line hint.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..analysis.graph import BUDGET, VIEWS, GraphModel, build_graph
+from ..analysis.graph import BUDGET, VIEWS, GraphModel, build_graph, layers as graph_layers
 from ..errors import RenderError, UsageError
 
 __all__ = ["GraphOptions", "GraphPicture", "graph_of_step", "to_dot", "node_label", "Theme", "THEME",
@@ -401,30 +401,6 @@ def _label_size(label: Label, theme: Theme) -> tuple[float, float]:
     return w + 16, h + 12
 
 
-def _ranks(g) -> dict[int, list[int]]:
-    """Layers of the graph as dot would roughly assign them: networkx's topological
-    generations over the data edges (all edges where there are none), with each source
-    moved next to its first consumer. {rank: [node ids in id order]}."""
-    import networkx as nx
-
-    data = [(u, v) for u, v, a in g.edges(data=True) if a["kind"] == "data"]
-    skeleton = nx.DiGraph()
-    skeleton.add_nodes_from(sorted(g.nodes))
-    skeleton.add_edges_from(data if data else g.edges())
-    rank: dict[int, int] = {}
-    for depth, layer in enumerate(nx.topological_generations(skeleton)):
-        for n in layer:
-            rank[n] = depth
-    for n in sorted(g.nodes, reverse=True):
-        succ = list(skeleton.successors(n))
-        if not list(skeleton.predecessors(n)) and succ:
-            rank[n] = max(0, min(rank[s] for s in succ) - 1)
-    out: dict[int, list[int]] = {}
-    for n in sorted(rank):
-        out.setdefault(rank[n], []).append(n)
-    return dict(sorted(out.items()))
-
-
 #: A fold must make the picture this much larger on a slide to be worth the turn it adds.
 FOLD_GAIN = 1.25
 #: The legend's place in a :class:`Layout` (graph nodes are 0..n-1).
@@ -471,42 +447,6 @@ def _ranks_of(bands) -> list[list[int]]:
         at = out[-1][-1] if out[-1] else at
     low = min((r for ranks in out for r in ranks), default=0)
     return [[r - low for r in ranks] for ranks in out]
-
-
-def _layers(model: GraphModel) -> list[list[int]]:
-    """The graph's layers as the DOT text constrains them (the edges that set ranks, and
-    each AccumulateGrad level with its parameter in the both view), in order; each node as
-    close to its consumers as its inputs allow, as graphviz's own ranking would put it."""
-    import networkx as nx
-
-    g = model.graph
-    free = model.view == "both"   # its gradient edges are drawn with constraint=false
-    skeleton = nx.DiGraph()
-    skeleton.add_nodes_from(sorted(g.nodes))
-    skeleton.add_edges_from(sorted((u, v) for u, v, a in g.edges(data=True)
-                                   if not (free and a["kind"] == "grad")))
-    rank: dict[int, int] = {}
-    for depth, layer in enumerate(nx.topological_generations(skeleton)):
-        for n in layer:
-            rank[n] = depth
-    # a source (a parameter, a label) or a node that feeds more than it reads moves up to
-    # just before its first consumer: shorter edges, as graphviz's network simplex prefers
-    for n in reversed(list(nx.topological_sort(skeleton))):
-        succ, pred = list(skeleton.successors(n)), list(skeleton.predecessors(n))
-        if succ and len(succ) >= len(pred):
-            rank[n] = min(rank[s] for s in succ) - 1
-    if free:
-        for n, a in g.nodes(data=True):
-            if a["kind"] == "accumulate":
-                params = [v for v in g.successors(n) if g.nodes[v]["kind"] == "param"]
-                if params:
-                    rank[n] = rank[params[0]]
-    used = sorted(set(rank.values()))
-    layers: list[list[int]] = [[] for _ in used]
-    index = {r: i for i, r in enumerate(used)}
-    for n in sorted(rank):
-        layers[index[rank[n]]].append(n)
-    return layers
 
 
 def _legend_size(model: GraphModel, theme: Theme, options: GraphOptions) -> tuple[float, float]:
@@ -585,7 +525,7 @@ def layout(model: GraphModel, options: GraphOptions, fold: bool | None = None,
     if labels is None:
         labels = _node_labels(model, options)
     sizes = {n: _label_size(labels[n], theme) for n in g.nodes}
-    layers = _layers(model)
+    layers = graph_layers(model)
     flat_layers = [list(layer) for layer in layers]
     if options.legend:
         sizes[LEGEND_NODE] = _legend_size(model, theme, options)
@@ -883,7 +823,7 @@ def _plain_lines(label: Label, theme: Theme) -> list[tuple[str, str, float, str]
 
 
 def draw_layered(model: GraphModel, options: GraphOptions, fmt: str) -> bytes:
-    """The graph drawn with matplotlib: layers from networkx's topological generations,
+    """The graph drawn with matplotlib: the layers the DOT text asks graphviz for,
     nodes ordered in each layer by the mean position of their inputs (fewer crossings)."""
     import matplotlib
     from matplotlib.figure import Figure
@@ -903,7 +843,7 @@ def draw_layered(model: GraphModel, options: GraphOptions, fmt: str) -> bytes:
         w = max(len(t) * (0.62 if wt == "bold" else 0.6) * sz for t, _, sz, wt in ls) + 18
         h = sum(sz * 1.45 for _, _, sz, _ in ls) + 12
         size[n] = (w, h)
-    ranks = _ranks(g) if len(g) else {}
+    ranks = dict(enumerate(graph_layers(model))) if len(g) else {}
     # order within each layer: two sweeps of the barycentre heuristic
     pos_in: dict[int, float] = {}
     for r, ns in ranks.items():

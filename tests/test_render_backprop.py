@@ -1,0 +1,174 @@
+"""The backprop explainer's scene and frames: one graph model and one ranking, slide-sized
+frames, text that fits its boxes at a legible size, plain text only."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import torch
+from matplotlib.text import Text
+from PIL import Image
+from torch import nn
+
+import gradtrace
+from gradtrace.analysis.graph import build_graph, layers
+from gradtrace.cli.animate import _inches
+from gradtrace.render.animate import AnimateOptions, animation_of_trace
+from gradtrace.render.backprop import MIN_FONT_PX, backprop_plan
+
+from conftest import gradtrace_cmd
+
+
+@pytest.fixture(scope="module")
+def wide():
+    """The hard case for text: four parameters, 256-wide layers, long names."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 1))
+    X, y = torch.randn(64, 256), torch.randn(64, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with gradtrace.trace() as t:
+        for _ in range(2):
+            opt.zero_grad()
+            nn.functional.mse_loss(model(X), y).backward()
+            opt.step()
+    return t.result
+
+
+def _frames(trace, **options):
+    """(renderer, figure) after each frame is drawn."""
+    anim = animation_of_trace(trace, kind="backprop", **options)
+    for _ in anim.images():
+        yield anim.renderer, anim.renderer.fig
+
+
+def _texts(fig) -> list[Text]:
+    return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text()]
+
+
+# -- one graph model, one ranking ------------------------------------------------------------------
+def test_the_scene_is_the_graph_models_forward_view_placed_by_its_layers(wide):
+    step = wide.steps[1]
+    scene = backprop_plan(wide, step).scene
+    model = build_graph(step, "forward", expand=True)
+    g = model.graph
+    boxes = {a["ref"][1] for _, a in g.nodes(data=True) if a["ref"][0] == "tensor"}
+    ops = {o.index: o for o in step.ops}
+    boxes |= {ops[a["ref"][1]].outputs[0] for _, a in g.nodes(data=True) if a["ref"][0] == "op"}
+    assert set(scene.nodes) == boxes          # the same tensors (every op of this step feeds the loss)
+    # every edge of the scene is an edge of the model, between the boxes' nodes
+    node_of = {a["ref"][1]: n for n, a in g.nodes(data=True) if a["ref"][0] == "tensor"}
+    node_of.update({ops[a["ref"][1]].outputs[0]: n for n, a in g.nodes(data=True) if a["ref"][0] == "op"})
+    assert all(g.has_edge(node_of[a], node_of[b]) for a, b in scene.edges)
+    # columns are the model's layers (the loss node of the model aliases its op's box)
+    ranked = [n for n in g.nodes if g.nodes[n]["kind"] != "loss"]
+    column = {n: c for c, layer in enumerate(layers(model, ranked)) for n in layer}
+    for tid, (x, _) in scene.pos.items():
+        assert x == column[node_of[tid]]
+
+
+def test_an_op_fed_its_own_output_draws(tmp_path):
+    """loss.to('cpu') is recorded as an op whose output is its input: no edge, no KeyError."""
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    x = torch.tensor([3.0, 4.0])
+    with gradtrace.trace() as t:
+        (x * w).sum().to("cpu").backward()
+    step = t.result.steps[0]
+    assert any(set(o.outputs) & set(o.inputs) for o in step.ops)
+    plan = backprop_plan(t.result, step)
+    assert all(a != b for a, b in plan.scene.edges)
+    loss = plan.scene.loss
+    assert plan.scene.nodes[loss].expr.startswith("sum(")     # the box keeps the op that made it
+    assert plan.scene.pos[loss][0] == max(x for x, _ in plan.scene.pos.values())
+    anim = animation_of_trace(t.result, kind="backprop", dpi=20)
+    assert anim.save_frame(-1, tmp_path / "f.png").exists()
+
+
+# -- frame size ------------------------------------------------------------------------------------
+def test_backprop_frames_are_slide_sized_by_default(wide):
+    o = AnimateOptions(kind="backprop").resolved()
+    assert o.size[0] * o.dpi >= 1600
+    im = animation_of_trace(wide, kind="backprop").frame(0)
+    assert im.size == (1920, 1080)
+
+
+def test_cli_size_takes_pixels_or_inches():
+    assert _inches("1600x900", "backprop", None) == (20.0, 11.25)       # 80 dpi
+    assert _inches("1000x500", "backprop", 100) == (10.0, 5.0)
+    assert _inches("12x6.75", "training", None) == (12.0, 6.75)          # inches pass through
+    assert _inches("30x20px", "backprop", 10) == (3.0, 2.0)
+    assert _inches("big", "backprop", None) == "big"                      # AnimateOptions says no
+    assert _inches(None, "backprop", None) is None
+
+
+def test_animate_size_is_honoured(tmp_path):
+    (tmp_path / "fit.py").write_text(textwrap.dedent("""\
+        import torch
+        w = torch.tensor([0.5], requires_grad=True)
+        x = torch.tensor([1.0, 2.0])
+        for _ in range(2):
+            ((x * w - 1) ** 2).mean().backward()
+            with torch.no_grad():
+                w -= 0.1 * w.grad
+                w.grad.zero_()
+        """))
+    r = gradtrace_cmd("run", "--no-report", "--no-animate", "-o", "t.gtrace", "fit.py", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    for size, dpi, want in (("1280x720", [], (1280, 720)), ("8x4.5", ["--dpi", "40"], (320, 180))):
+        r = gradtrace_cmd("animate", "t.gtrace", "--kind", "backprop", "--size", size, *dpi,
+                          "-o", "f.png", "--no-progress", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        with Image.open(tmp_path / "f.png") as im:
+            assert im.size == want
+    r = gradtrace_cmd("animate", "t.gtrace", "--kind", "backprop", "--size", "wide",
+                      "-o", "f.png", cwd=tmp_path)
+    assert r.returncode == 2 and "WIDTHxHEIGHT" in r.stderr
+
+
+# -- text that fits --------------------------------------------------------------------------------
+def test_every_text_fits_its_box_at_a_legible_size(wide):
+    """Every frame of the wide case: each text drawn in a box (graph boxes, parameter
+    cards, the caption, the title band) lies inside it, and no text is smaller than
+    MIN_FONT_PX pixels of a 1600-pixel-wide frame."""
+    smallest = float("inf")
+    checked = 0
+    for renderer, fig in _frames(wide, dpi=40):
+        r = fig.canvas.get_renderer()
+        for box, text in renderer.fitted:
+            assert text.figure is fig
+            inner, outer = text.get_window_extent(r), box.get_window_extent(r)
+            assert (inner.x0 >= outer.x0 - 1 and inner.x1 <= outer.x1 + 1
+                    and inner.y0 >= outer.y0 - 1 and inner.y1 <= outer.y1 + 1), (text.get_text(), inner, outer)
+            checked += 1
+        width_px = fig.get_size_inches()[0] * fig.dpi
+        for t in _texts(fig):
+            px = t.get_fontsize() * fig.dpi / 72 * 1600 / width_px
+            smallest = min(smallest, px)
+    assert checked > 500
+    assert smallest >= MIN_FONT_PX - 1e-6
+
+
+def test_long_values_lose_their_shape_then_end_in_an_ellipsis(wide):
+    renderer, fig = next(iter(_frames(wide, dpi=40)))
+    shown = [t.get_text() for t in _texts(fig)]
+    assert any(s.endswith("…") for s in shown)                 # a long head, shortened
+    assert "model.0.weight" in shown and "model.2.bias" in shown
+
+
+def test_text_is_never_mathtext(tmp_path):
+    """A name with dollar signs is drawn as it is written."""
+    torch.manual_seed(0)
+    net = nn.Sequential()
+    net.add_module("cost$1$", nn.Linear(2, 1))
+    X = torch.randn(4, 2)
+    with gradtrace.trace() as t:
+        for _ in range(2):
+            net.zero_grad()
+            net(X).pow(2).mean().backward()
+    texts = []
+    for _, fig in _frames(t.result, dpi=20):
+        texts = _texts(fig)
+    dollars = [x for x in texts if "$" in x.get_text()]
+    assert dollars
+    for x in texts:
+        assert x._preprocess_math(x.get_text()) == (x.get_text(), False)
