@@ -36,6 +36,7 @@ def _script(tmp_path, body, name="script.py"):
     return p
 
 
+@pytest.mark.slow  # a whole demo, with its report and animations
 def test_demo_stdout_and_exit_code_match_python(tmp_path):
     plain = python_cmd(DEMOS / "linreg.py", cwd=tmp_path)
     traced = gradtrace_cmd("run", str(DEMOS / "linreg.py"), cwd=tmp_path)

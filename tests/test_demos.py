@@ -94,6 +94,7 @@ def bits(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous().flatten().view(torch.uint8)
 
 
+@pytest.mark.slow  # every demo end to end, in its own (forked) process
 @pytest.mark.parametrize("name", NAMES)
 def test_runs_with_plain_python(plain_processes, name):
     p = plain_processes[name]
@@ -121,6 +122,7 @@ def test_recorded_parameter_names(recorded, name):
     assert {p.name: p.shape for p in t.params} == DEMO_PARAMS[name]
 
 
+@pytest.mark.slow  # every demo end to end, in its own (forked) process
 def test_gradtrace_run_of_a_diverging_script_exits_0_with_its_own_output(plain_processes, tmp_path):
     """Non-finite values are recorded, not fatal: the script's output and exit code stay its own."""
     p = gradtrace_cmd("run", str(DEMOS / "exploding_lr.py"), cwd=tmp_path)
@@ -428,6 +430,7 @@ def gradtrace_runs(tmp_path_factory, plain_processes):
         return dict(zip(RUN_OUTCOMES, pool.map(run, RUN_OUTCOMES)))
 
 
+@pytest.mark.slow  # every demo end to end, in its own (forked) process
 @pytest.mark.parametrize("name,args,code,strict_code", [
     ("custom_function", (), 3, 3),            # its backward is wrong: the numeric check fails
     ("custom_function", ("--fixed",), 0, 0),
@@ -450,6 +453,7 @@ def test_every_demo_runs_under_gradtrace_run():
     assert {name for name, _ in RUN_OUTCOMES} == set(NAMES)
 
 
+@pytest.mark.slow  # every demo end to end, in its own (forked) process
 @pytest.mark.parametrize("name,args", list(RUN_OUTCOMES),
                          ids=[name + "".join(args) for name, args in RUN_OUTCOMES])
 def test_gradtrace_run_checks_each_demo(gradtrace_runs, name, args):
