@@ -1,4 +1,8 @@
-"""Shared fixtures: demos recorded in-process (once per session), script runners."""
+"""Shared fixtures: demos recorded in-process (once per session), script runners.
+
+``gradtrace_cmd`` and ``python_cmd`` run in a child forked from one warm process
+(tests/runner.py); ``fresh_gradtrace_cmd`` is a real new interpreter, for the tests whose
+point is a fresh process."""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+import runner
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMOS = ROOT / "demos"
@@ -44,23 +50,65 @@ def record_demo(name: str, path=None, *args: str, **options):
     return t, g
 
 
-_CACHE: dict = {}
+class RecordedDemos:
+    """The demos, each (with its arguments) recorded once per session under
+    gradtrace.trace() into one folder. The files are read-only: tests read them, copy them
+    to change them."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._done: dict = {}
+
+    def _get(self, name: str, args: tuple):
+        key = (name, tuple(args))
+        if key not in self._done:
+            path = self.folder / f"{name}{''.join(args)}.gtrace"
+            t, g = record_demo(name, path, *args)
+            os.chmod(path, 0o444)
+            self._done[key] = (path, t.result, g)
+        return self._done[key]
+
+    def path(self, name: str, *args: str) -> Path:
+        """The trace file of `python demos/NAME.py ARGS` recorded."""
+        return self._get(name, args)[0]
+
+    def trace(self, name: str, *args: str):
+        """Its Trace."""
+        return self._get(name, args)[1]
+
+    def globals(self, name: str, *args: str) -> dict:
+        """The globals the demo left (its final parameters among them)."""
+        return self._get(name, args)[2]
 
 
 @pytest.fixture(scope="session")
-def demo_trace():
+def recorded_demos(tmp_path_factory) -> RecordedDemos:
+    """The session's one set of recorded demos (see RecordedDemos)."""
+    return RecordedDemos(tmp_path_factory.mktemp("recorded-demos"))
+
+
+@pytest.fixture(scope="session")
+def demo_trace(recorded_demos):
     """demo_trace("linreg") -> the Trace of that demo, recorded once per test session."""
-
-    def get(name: str):
-        if name not in _CACHE:
-            _CACHE[name] = record_demo(name)[0].result
-        return _CACHE[name]
-
-    return get
+    return recorded_demos.trace
 
 
-def gradtrace_cmd(*args: str, cwd=None, timeout=300, **kw) -> subprocess.CompletedProcess:
-    """`gradtrace ARGS` in a real subprocess (python -m gradtrace, so PATH does not matter)."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
-    return subprocess.run([sys.executable, "-m", "gradtrace", *args], cwd=cwd, env=env,
+def _env(env=None) -> dict:
+    return dict(os.environ if env is None else env, PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
+
+
+def gradtrace_cmd(*args: str, cwd=None, timeout=300, env=None, **kw) -> subprocess.CompletedProcess:
+    """`gradtrace ARGS` as `python -m gradtrace ARGS` runs it, in a child of the warm process
+    (tests/runner.py): its own argv, cwd, environment, streams and exit status."""
+    return runner.gradtrace(*args, cwd=cwd, env=_env(env), timeout=timeout, **kw)
+
+
+def python_cmd(script, *args: str, cwd=None, timeout=300, env=None, **kw) -> subprocess.CompletedProcess:
+    """`python SCRIPT ARGS` in a child of the warm process (for scripts that import torch)."""
+    return runner.python(script, *args, cwd=cwd, env=_env(env), timeout=timeout, **kw)
+
+
+def fresh_gradtrace_cmd(*args: str, cwd=None, timeout=300, **kw) -> subprocess.CompletedProcess:
+    """`gradtrace ARGS` in a real new interpreter (python -m gradtrace, so PATH does not matter)."""
+    return subprocess.run([sys.executable, "-m", "gradtrace", *args], cwd=cwd, env=_env(),
                           capture_output=True, text=True, timeout=timeout, **kw)

@@ -58,7 +58,7 @@ for step in range(4):
 print("final", float(loss))
 '''
 
-MARKER = "HOSTILE_MARKER"  # a crafted op would create this file if it ever ran
+MARKER = "HOSTILE_MARKER"  # a crafted op would create this file (in its cwd) if it ever ran
 
 
 def record_base(folder: Path) -> Path:
@@ -468,31 +468,25 @@ def _reap(job: dict, timeout: float, block: bool) -> dict | None:
 
 
 def run_all(jobs: list[tuple[str, str, Path]], folder: Path, marker: str, workers: int) -> list[dict]:
-    """Every (case, command, file), ``workers`` children at a time. All commands of one case
-    finish before the next case starts, so a marker file names the case that made it."""
+    """Every (case, command, file), ``workers`` children at a time, in the order given.
+    ``marker`` is a relative name and each child runs in its own folder, so a marker file
+    names the one run that made it; no case waits for another."""
     results = []
-    by_case: dict[str, list] = {}
-    for case, command, path in jobs:
-        by_case.setdefault(case, []).append((command, path))
-    for case, todo in by_case.items():
-        running: list[dict] = []
-        todo = list(todo)
-        while todo or running:
-            while todo and len(running) < workers:
-                command, path = todo.pop(0)
-                running.append(_spawn(command, path, folder / "out" / case / command, 1 << 30))
-            for job in list(running):
-                r = _reap(job, 20.0, block=False)
-                if r is not None:
-                    running.remove(job)
-                    r["case"] = case
-                    results.append(r)
-            select.select([], [], [], 0.005)
-        hit = os.path.exists(marker)
-        for r in results[-len(by_case[case]):]:
-            r["marker"] = hit
-        if hit:
-            os.unlink(marker)
+    todo = list(jobs)
+    running: list[tuple[str, dict]] = []
+    while todo or running:
+        while todo and len(running) < workers:
+            case, command, path = todo.pop(0)
+            running.append((case, _spawn(command, path, folder / "out" / case / command, 1 << 30)))
+        for case, job in list(running):
+            r = _reap(job, 20.0, block=False)
+            if r is not None:
+                running.remove((case, job))
+                r["case"] = case
+                hit = folder / "out" / case / job["command"] / marker
+                r["marker"] = hit.exists()
+                results.append(r)
+        select.select([], [], [], 0.002)
     return results
 
 
@@ -514,10 +508,12 @@ def _status_kb(key: str) -> int:
 
 def _warm_up(folder: Path) -> None:
     """Import and draw once here, so children share it (and font caches exist) before forks."""
+    import importlib
+
     import torch
 
     torch.set_num_threads(1)
-    import gradtrace.cli  # noqa: F401
+    importlib.import_module("gradtrace.cli")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -537,7 +533,7 @@ def main(out_json: str, only: str | None = None) -> None:
 
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             base = record_base(folder)
-        marker = str(folder / MARKER)
+        marker = MARKER  # relative: a crafted call that ran makes it in its run's own folder
         cases_dir = folder / "cases"
         cases_dir.mkdir()
         cases = corpus(base, cases_dir, marker)
@@ -549,6 +545,9 @@ def main(out_json: str, only: str | None = None) -> None:
         jobs = [(name, command, path) for name, path in cases for command in COMMANDS]
         results = run_all(jobs, folder, marker, workers=max(1, min(4, os.cpu_count() or 1)))
         after = sorted(p.name for p in folder.iterdir())
+        # A marker anywhere else (an absolute path resolved some other way) is a stray file too.
+        after += sorted(str(p.relative_to(folder)) for p in folder.rglob(MARKER)
+                        if p.parent.parent.parent != folder / "out")
         os.chdir(cwd)
         Path(out_json).write_text(json.dumps({
             "cases": len(cases), "results": results,

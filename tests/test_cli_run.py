@@ -13,7 +13,7 @@ import time
 import pytest
 
 import gradtrace
-from conftest import DEMOS, gradtrace_cmd
+from conftest import DEMOS, gradtrace_cmd, python_cmd
 
 LOOP = """
 import sys, time, torch
@@ -36,10 +36,9 @@ def _script(tmp_path, body, name="script.py"):
     return p
 
 
+@pytest.mark.slow  # a whole demo, with its report and animations
 def test_demo_stdout_and_exit_code_match_python(tmp_path):
-    env = dict(os.environ, MPLBACKEND="Agg")
-    plain = subprocess.run([sys.executable, str(DEMOS / "linreg.py")], capture_output=True,
-                           text=True, env=env, cwd=tmp_path, timeout=300)
+    plain = python_cmd(DEMOS / "linreg.py", cwd=tmp_path)
     traced = gradtrace_cmd("run", str(DEMOS / "linreg.py"), cwd=tmp_path)
     assert traced.returncode == plain.returncode == 0
     assert traced.stdout == plain.stdout

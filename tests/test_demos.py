@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import torch
 
-import conftest
-from conftest import DEMOS, gradtrace_cmd, record_demo, run_demo_plain
+from conftest import DEMOS, gradtrace_cmd, python_cmd, run_demo_plain
 
 #: Every demo and the final parameters it leaves in its globals (name -> shape).
 DEMO_PARAMS = {
@@ -42,9 +38,8 @@ def test_every_demo_is_listed_here_and_in_the_readme():
 # -- running them ------------------------------------------------------------------------------
 
 def _python(name: str, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, str(DEMOS / f"{name}.py"), *args], env=env,
-                          capture_output=True, text=True, timeout=300)
+    """`python demos/NAME.py ARGS` (forked from the warm test process)."""
+    return python_cmd(DEMOS / f"{name}.py", *args)
 
 
 @pytest.fixture(scope="session")
@@ -54,32 +49,16 @@ def plain_processes():
         return dict(zip(NAMES, pool.map(_python, NAMES)))
 
 
-_RECORDED: dict = {}
 _PLAIN: dict = {}
 
 
 @pytest.fixture(scope="session")
-def trace_folder(tmp_path_factory):
-    return tmp_path_factory.mktemp("demo-traces")
-
-
-def _trace_file(folder: Path, name: str, args: tuple) -> Path:
-    return folder / f"{name}{''.join(args)}.gtrace"
-
-
-@pytest.fixture(scope="session")
-def recorded(trace_folder):
+def recorded(recorded_demos):
     """recorded(name, *args) -> (Trace, globals) of the demo run under gradtrace.trace(),
-    saved to a file that the `gradtrace check` tests read again."""
+    saved to a file that the `gradtrace check` tests read again (conftest's recorded_demos)."""
 
     def get(name: str, *args: str):
-        key = (name, args)
-        if key not in _RECORDED:
-            t, g = record_demo(name, _trace_file(trace_folder, name, args), *args)
-            _RECORDED[key] = (t.result, g)
-            if not args:
-                conftest._CACHE.setdefault(name, t.result)  # share with demo_trace
-        return _RECORDED[key]
+        return recorded_demos.trace(name, *args), recorded_demos.globals(name, *args)
 
     return get
 
@@ -115,6 +94,7 @@ def bits(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous().flatten().view(torch.uint8)
 
 
+@pytest.mark.slow  # every demo end to end, in its own (forked) process
 @pytest.mark.parametrize("name", NAMES)
 def test_runs_with_plain_python(plain_processes, name):
     p = plain_processes[name]
@@ -142,6 +122,7 @@ def test_recorded_parameter_names(recorded, name):
     assert {p.name: p.shape for p in t.params} == DEMO_PARAMS[name]
 
 
+@pytest.mark.slow  # every demo end to end, in its own (forked) process
 def test_gradtrace_run_of_a_diverging_script_exits_0_with_its_own_output(plain_processes, tmp_path):
     """Non-finite values are recorded, not fatal: the script's output and exit code stay its own."""
     p = gradtrace_cmd("run", str(DEMOS / "exploding_lr.py"), cwd=tmp_path)
@@ -340,7 +321,7 @@ def _check_json(trace_path) -> dict:
 
 
 @pytest.fixture(scope="session")
-def checked(recorded, trace_folder):
+def checked(recorded_demos):
     """checked(name, *args) -> the `gradtrace check --json` document of the demo's trace."""
     from gradtrace.cli import cli
 
@@ -350,8 +331,7 @@ def checked(recorded, trace_folder):
     def get(name: str, *args: str) -> dict:
         key = (name, args)
         if key not in cache:
-            recorded(name, *args)
-            cache[key] = _check_json(_trace_file(trace_folder, name, args))
+            cache[key] = _check_json(recorded_demos.path(name, *args))
         return cache[key]
 
     return get
@@ -450,6 +430,7 @@ def gradtrace_runs(tmp_path_factory, plain_processes):
         return dict(zip(RUN_OUTCOMES, pool.map(run, RUN_OUTCOMES)))
 
 
+@pytest.mark.slow  # every demo end to end, in its own (forked) process
 @pytest.mark.parametrize("name,args,code,strict_code", [
     ("custom_function", (), 3, 3),            # its backward is wrong: the numeric check fails
     ("custom_function", ("--fixed",), 0, 0),
@@ -472,6 +453,7 @@ def test_every_demo_runs_under_gradtrace_run():
     assert {name for name, _ in RUN_OUTCOMES} == set(NAMES)
 
 
+@pytest.mark.slow  # every demo end to end, in its own (forked) process
 @pytest.mark.parametrize("name,args", list(RUN_OUTCOMES),
                          ids=[name + "".join(args) for name, args in RUN_OUTCOMES])
 def test_gradtrace_run_checks_each_demo(gradtrace_runs, name, args):

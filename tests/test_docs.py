@@ -115,6 +115,7 @@ def test_gallery_covers_every_demo_and_shows_every_picture():
         assert f"![{name}: back-propagation" in text and f"![{name}: training" in text
 
 
+@pytest.mark.slow  # records a demo and draws its GIFs, twice
 def test_gallery_script_records_draws_and_redraws_the_same_bytes(tmp_path, capsys):
     """One demo end to end: recorded by `gradtrace run` in a subprocess, drawn from the
     trace; a second run reuses the trace (--traces) and writes the same bytes."""

@@ -296,13 +296,10 @@ def test_one_version_everywhere():
     assert r.returncode == 0 and __version__ in r.stdout, r.stdout + r.stderr
 
 
-def test_conveniences_dispatch_through_the_facade(tmp_path):
+def test_conveniences_dispatch_through_the_facade(recorded_demos):
     """trace.check(), trace.animate() and step.graph() work on a Trace from the trace file
     layer alone (the facade, imported first as the parent package, registers them)."""
-    from conftest import record_demo
-
-    path = tmp_path / "t.gtrace"
-    record_demo("linreg", path)
+    path = recorded_demos.path("linreg")
     code = (
         "import gradtrace.tracefile.store as s, sys\n"
         "t = s.load(sys.argv[1])\n"

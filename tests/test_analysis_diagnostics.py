@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 import gradtrace
 from gradtrace.analysis.diagnostics import effective_lr
+
+HERE = Path(__file__).name  # the source lines recorded here name this file
 
 torch.manual_seed(0)
 X = torch.randn(20, 2)
@@ -50,7 +54,7 @@ def test_forgot_zero_grad_is_flagged_at_the_second_step_for_each_parameter():
     found = _findings(_train(zero=False), "forgot_zero_grad")
     assert sorted((f.step, f.param) for f in found) == [(1, "b"), (1, "w")]
     f = found[0]
-    assert f.op == "AccumulateGrad" and f.source.startswith("test_diagnostics.py:")
+    assert f.op == "AccumulateGrad" and f.source.startswith(f"{HERE}:")
     assert "updated in between" in f.message and "2 steps" in f.message
 
 
@@ -94,7 +98,7 @@ def test_lr_past_the_bound_is_unstable_and_the_first_non_finite_op_is_named():
     first_inf = next(s.index for s in t.steps if s.loss is not None and s.loss == float("inf"))
     assert nf.step <= first_inf
     assert nf.op == "pow" and "inf" in nf.message and "in the forward pass" in nf.message
-    assert nf.source.startswith("test_diagnostics.py:")
+    assert nf.source.startswith(f"{HERE}:")
 
 
 def test_lr_below_the_bound_is_quiet():

@@ -16,7 +16,7 @@ from gradtrace.record.recorder import _target_of
 from gradtrace.tracefile.dtypes import DTYPES, dtype_from_name
 from gradtrace.tracefile.store import dtype_name
 
-from conftest import gradtrace_cmd, record_demo
+from conftest import gradtrace_cmd
 
 N_STEPS = 12
 
@@ -349,7 +349,7 @@ def test_custom_function_still_fails_at_its_function_and_passes_fixed(demo_trace
     checks = demo_trace("custom_function").check(analytic=False, diagnostics=False).of("numeric")
     assert len(checks) == 16 and all(c.status == "fail" for c in checks)
     assert all("autograd.Function:Square" in c.detail for c in checks)
-    fixed = record_demo("custom_function", None, "--fixed")[0].result
+    fixed = demo_trace("custom_function", "--fixed")
     checks = fixed.check(analytic=False, diagnostics=False).of("numeric")
     assert len(checks) == 16 and all(c.status == "pass" for c in checks)
 
