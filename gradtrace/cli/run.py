@@ -21,8 +21,42 @@ def default_output(script: str | None, module: str | None) -> Path:
     return Path("gradtrace-out") / stem / "trace.gtrace"
 
 
-@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.option("-m", "module", metavar="MODULE", help="Run a library module as a script (like python -m).")
+class _RunCommand(click.Command):
+    """Parses like python: options of ours come first; the first word that is not one of
+    them is the script, and ``-m MODULE`` ends our options too. Everything after the
+    script or the module is the script's, options included; an unknown option before it
+    is a usage error naming it (exit 2)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _module_ends_options(args, self.get_params(ctx)))
+
+
+def _module_ends_options(args: list[str], params) -> list[str]:
+    """``args`` with a ``--`` put after ``-m MODULE`` (or ``-mMODULE``), so that click
+    parses nothing after it: what follows goes to the module, as after a script."""
+    valued = {name for p in params if isinstance(p, click.Option) and not p.is_flag
+              and not p.count for name in (*p.opts, *p.secondary_opts)}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--" or not arg.startswith("-") or arg == "-":
+            break  # the script (or an explicit end of our options): click handles the rest
+        if arg == "-m":
+            if i + 1 == len(args):
+                break  # click says that -m needs a value
+            return [*args[:i + 2], "--", *args[i + 2:]]
+        if arg.startswith("-m") and not arg.startswith("--"):
+            return [*args[:i], "-m", arg[2:], "--", *args[i + 1:]]
+        if arg.startswith("--"):
+            i += 2 if "=" not in arg and arg in valued else 1
+        else:
+            i += 2 if arg[:2] in valued and len(arg) == 2 else 1
+    return args
+
+
+@click.command(cls=_RunCommand, context_settings={"allow_interspersed_args": False})
+@click.option("-m", "module", metavar="MODULE", help="Run a library module as a script (like python -m): everything after "
+                   "MODULE goes to it, as everything after SCRIPT goes to the script.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="The trace file to write [default: gradtrace-out/<script>/trace.gtrace]; a "
                    "file there that is not a trace is never overwritten.")
