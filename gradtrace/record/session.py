@@ -14,7 +14,7 @@ from typing import Any
 
 from ..version import __version__
 from ..config import Config
-from ..errors import TraceFileError, UsageError
+from ..errors import NoSuchModuleError, TraceFileError, UsageError
 from ..tracefile.outputs import Outputs
 from ..tracefile.store import Trace, TraceWriter, is_trace
 from .recorder import Recorder
@@ -196,17 +196,11 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
         run_name = str(path.resolve())
     else:
         assert module is not None
-        import importlib.util
-
         sys.path.insert(0, os.getcwd())
         try:
-            spec = importlib.util.find_spec(module)
-        except (ImportError, ValueError):
-            spec = None
+            spec = _module_spec(module)
         finally:
             sys.path.pop(0)
-        if spec is None:
-            raise UsageError(f"no module named {module!r}")
         run_name = spec.origin or module
 
     session = trace(config=config)
@@ -313,6 +307,33 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
             with contextlib.suppress(Exception):
                 mpl.save_open_figures()
     return RunResult(exit_code, status, session)
+
+
+class _NoModule(Exception):
+    """What runpy says when ``python -m`` cannot run a module."""
+
+
+def _module_spec(module: str):
+    """The spec of ``module`` as ``python -m`` finds it (a package runs its ``__main__``),
+    or :class:`NoSuchModuleError` with python's own message (exit 1, as python)."""
+    # runpy's lookup is the one python -m itself makes, so the messages are python's
+    # (a package without __main__, a parent that does not import, a name ending in .py).
+    details = getattr(runpy, "_get_module_details", None)
+    if details is not None:
+        try:
+            return details(module, _NoModule)[1]
+        except _NoModule as e:
+            raise NoSuchModuleError(str(e)) from None
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError) as e:
+        raise NoSuchModuleError(f"Error while finding module specification for {module!r} "
+                                f"({type(e).__name__}: {e})") from None
+    if spec is None:
+        raise NoSuchModuleError(f"No module named {module}")
+    return spec
 
 
 def _main_thread() -> bool:
