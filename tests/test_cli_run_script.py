@@ -4,10 +4,14 @@ ways gives the same output, the same exit status, the same traceback and warning
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 
+import pytest
+
+import gradtrace
 from conftest import gradtrace_cmd
 
 QUIET = ("--no-report", "--no-animate")
@@ -81,3 +85,87 @@ def test_module_that_cannot_run_exits_1_with_pythons_message(tmp_path):
         assert traced.stderr == f"gradtrace: error: {said}\n"  # one line, nothing recorded
         assert traced.stdout == plain.stdout == ""
     assert not (tmp_path / "gradtrace-out").exists()
+
+
+SLEEPS = """
+import atexit, time, torch
+atexit.register(lambda: print("atexit ran", flush=True))
+w = torch.ones(2, requires_grad=True)
+for i in range(100000):
+    (w * 2).sum().backward()
+    with torch.no_grad():
+        w -= 0.1 * w.grad
+    w.grad = None
+    if i == 3:
+        print("ready", flush=True)
+    if i >= 3:
+        time.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_the_trace_then_dies_by_it_as_python(tmp_path, sig):
+    p = _script(tmp_path, SLEEPS)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    ran = {}
+    for way, cmd in [("python", [sys.executable, str(p)]),
+                     ("gradtrace", [sys.executable, "-m", "gradtrace", "run", *QUIET, "-o",
+                                    "out.gtrace", str(p)])]:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env)
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+        ran[way] = (proc.returncode, out, _theirs(err))
+    assert ran["gradtrace"] == ran["python"]
+    code, out, err = ran["python"]
+    assert code == -sig  # died by the signal, not exit(128 + n)
+    if sig == signal.SIGINT:  # the traceback, then the exit handlers, then death by SIGINT
+        assert out == "atexit ran\n"
+        assert err.startswith("Traceback (most recent call last):\n")
+        assert err.endswith("    time.sleep(0.05)\nKeyboardInterrupt\n")
+    else:  # at once and without a word
+        assert out == "" and err == ""
+    t = gradtrace.load(tmp_path / "out.gtrace")
+    assert t.info.status == "interrupted"
+    # "ready" is printed in step 3, which may still be the one recording (then dropped)
+    assert len(t.steps) >= 3 and t.steps.indices == list(range(len(t.steps)))
+    assert {"accumulate", "update"} <= {e.kind for e in t.steps[2].events}
+
+
+RAISES = {
+    # inside a torch op the recorder dispatched, then chained to the user's own exception
+    "chained.py": """
+        import torch
+        def f(a):
+            try:
+                return a @ torch.ones(4, 5)
+            except RuntimeError as e:
+                raise ValueError("wrapped") from e
+        f(torch.ones(2, 3))
+    """,
+    # a torch function written in python, which hands itself to the mode and is called again
+    "einsum.py": """
+        import torch
+        torch.einsum("ij,jk->ik", torch.ones(2, 3), torch.ones(4, 5))
+    """,
+    "syntax.py": "x = 1\ndef (:\n",
+    "imports_bad.py": "import bad_syntax\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(RAISES))
+def test_traceback_is_pythons_with_the_users_frames_only(tmp_path, name):
+    p = _script(tmp_path, RAISES[name], name)
+    (tmp_path / "bad_syntax.py").write_text("y = (\n")
+    plain = _python(str(p), cwd=tmp_path)
+    traced = gradtrace_cmd("run", *QUIET, "-o", "t.gtrace", str(p), cwd=tmp_path)
+    assert traced.returncode == plain.returncode == 1
+    assert traced.stdout == plain.stdout == ""
+    assert _theirs(traced.stderr) == plain.stderr
+    assert "gradtrace" not in plain.stderr and "click" not in plain.stderr
+    if name == "syntax.py":  # file, line, caret, message: no frames at all
+        assert plain.stderr.startswith(f'  File "{p}", line 2\n')
+        assert plain.stderr.endswith("SyntaxError: invalid syntax\n")
+    else:
+        assert plain.stderr.startswith("Traceback (most recent call last):\n")

@@ -7,7 +7,6 @@ import os
 import runpy
 import signal
 import sys
-import traceback
 import types
 from pathlib import Path
 from typing import Any
@@ -149,10 +148,14 @@ class _Terminated(BaseException):
 
 
 class RunResult:
-    def __init__(self, exit_code: int, status: str, session: trace):
+    def __init__(self, exit_code: int, status: str, session: trace, signal: int | None = None):
         self.exit_code = exit_code
         self.status = status
         self.session = session
+        #: The signal that stopped the script (SIGINT, SIGTERM), or None. python would have
+        #: died by it: `gradtrace run` does too, once the trace is saved (``exit_code`` is
+        #: then the shell's 128 + signal).
+        self.signal = signal
 
     @property
     def fault(self) -> TraceFileError | None:
@@ -160,12 +163,61 @@ class RunResult:
         return self.session.fault
 
 
-def _print_user_traceback(exc: BaseException, keep) -> None:
-    """Print the traceback from the first frame ``keep`` accepts (the user's script)."""
-    tb = exc.__traceback__
-    while tb is not None and not keep(tb.tb_frame.f_code.co_filename):
-        tb = tb.tb_next
-    traceback.print_exception(type(exc), exc, tb if tb is not None else exc.__traceback__)
+#: Where the code of the runner lives: gradtrace itself, click (the command line) and
+#: runpy (``-m``). A frame of theirs is never the user's (the script's own file excepted).
+_OURS = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _ours(filename: str) -> bool:
+    if filename.startswith(_OURS) or filename in ("<frozen runpy>", runpy.__file__):
+        return True
+    click = sys.modules.get("click")
+    return click is not None and bool(click.__file__) and \
+        filename.startswith(os.path.dirname(click.__file__) + os.sep)
+
+
+def _drop_our_frames(exc: BaseException, script: str | None) -> None:
+    """Unlink from ``exc``'s traceback (and those of the exceptions chained to it) every
+    frame of the runner (:func:`_ours`), wherever it sits: above the script (the runner
+    that called it) or inside a torch call (the recorder's dispatch mode). What is left is
+    the traceback python would have shown. A traceback with no frame of the user's is
+    left whole (then the error is ours, and its frames say where)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        todo += [e.__cause__, e.__context__]
+        tbs = []
+        tb = e.__traceback__
+        while tb is not None:
+            tbs.append(tb)
+            tb = tb.tb_next
+        codes = [t.tb_frame.f_code for t in tbs]
+        drop = {i for i, c in enumerate(codes) if c.co_filename != script and _ours(c.co_filename)}
+        for i in sorted(drop):
+            # A torch function written in python hands itself to the recorder's mode through
+            # torch.overrides.handle_torch_function, and the mode calls it again: the first
+            # call and the hand-over are the mode's doing (python shows the second call only).
+            if i >= 2 and codes[i - 1].co_name == "handle_torch_function" and \
+                    codes[i - 2] in codes[i:]:
+                drop |= {i - 1, i - 2}
+        kept = [t for i, t in enumerate(tbs) if i not in drop]
+        if not kept:
+            continue
+        for a, b in zip(kept, kept[1:] + [None]):
+            a.tb_next = b
+        e.__traceback__ = kept[0]
+
+
+def _print_user_traceback(exc: BaseException, script: str | None) -> None:
+    """Show the script's uncaught exception as python would: only the user's frames,
+    through ``sys.excepthook`` (which the script may have replaced)."""
+    _drop_our_frames(exc, script)
+    sys.stderr.flush()
+    sys.excepthook(type(exc), exc, exc.__traceback__)
 
 
 def run_script(config: Config, script: str | None, module: str | None, args: list[str],
@@ -173,7 +225,8 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
     """Run a script (or ``-m module``) as ``python`` would, recording it.
 
     Returns the exit code python would have given: ``sys.exit(n)`` -> n, an exception -> 1
-    (with the user's traceback, without gradtrace's frames), Ctrl-C -> 130, SIGTERM -> 143;
+    (with the user's traceback, without gradtrace's frames), Ctrl-C -> 130 and SIGTERM ->
+    143 with ``RunResult.signal`` set (python dies by those: the caller should too);
     a trace file that could not be written to the end (a full disk) does not change it
     (``RunResult.fault`` says what the file keeps). With ``outputs`` (those of the trace),
     the outputs of an earlier run of the same trace are removed before the script starts
@@ -214,6 +267,7 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
     mpl: types.ModuleType | None = None
 
     exit_code, status = 0, "completed"
+    killed_by: int | None = None
     replacing = config.output is not None and outputs is not None and is_trace(config.output)
     session.__enter__()  # a trace file that cannot be written stops here, before the script runs
     recorder = session.recorder
@@ -276,18 +330,14 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
         exit_code, status = _exit_code(e), "exited"
         if e.code is not None and not isinstance(e.code, int):
             print(e.code, file=sys.stderr)
-    except KeyboardInterrupt:
-        exit_code, status = 130, "interrupted"
-        print("KeyboardInterrupt", file=sys.stderr)
-    except _Terminated:
-        exit_code, status = 143, "interrupted"
+    except KeyboardInterrupt as e:  # python shows its traceback, then dies by SIGINT
+        exit_code, status, killed_by = 128 + signal.SIGINT, "interrupted", signal.SIGINT
+        _print_user_traceback(e, run_name)
+    except _Terminated:  # python dies by SIGTERM at once, without a word
+        exit_code, status, killed_by = 128 + signal.SIGTERM, "interrupted", signal.SIGTERM
     except BaseException as e:  # the user's exception: shown as theirs
         exit_code, status = 1, "raised"
-        own = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        if script is not None:
-            _print_user_traceback(e, lambda fn: fn == run_name)
-        else:
-            _print_user_traceback(e, lambda fn: not fn.startswith(own) and "runpy" not in fn)
+        _print_user_traceback(e, run_name)
     finally:
         sys.argv = old_argv
         if old_path0 is not None and sys.path:
@@ -306,7 +356,7 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
         if mpl is not None:
             with contextlib.suppress(Exception):
                 mpl.save_open_figures()
-    return RunResult(exit_code, status, session)
+    return RunResult(exit_code, status, session, killed_by)
 
 
 class _NoModule(Exception):
