@@ -169,3 +169,36 @@ def test_traceback_is_pythons_with_the_users_frames_only(tmp_path, name):
         assert plain.stderr.endswith("SyntaxError: invalid syntax\n")
     else:
         assert plain.stderr.startswith("Traceback (most recent call last):\n")
+
+
+WARNS = """
+import warnings, torch
+t = torch.ones(3)
+for i in range(2):
+    u = torch.tensor(t)  # torch's C++ warning, raised inside the op: shown once for this line
+v = torch.tensor(t)  # the same warning from another line: shown again
+with warnings.catch_warnings(record=True) as got:
+    warnings.simplefilter("always")
+    torch.tensor(t)
+print([(w.filename, w.lineno, w.category.__name__) for w in got])
+warnings.filterwarnings("ignore", module="__main__")  # a filter on the user's module
+torch.tensor(t + 1)
+warnings.resetwarnings()
+warnings.filterwarnings("error", message="To copy")
+try:
+    torch.tensor(t)
+except UserWarning as e:
+    print("raised at line", e.__traceback__.tb_lineno)
+"""
+
+
+def test_warnings_from_torch_ops_point_at_the_users_line(tmp_path):
+    p = _script(tmp_path, WARNS)
+    plain = _python(str(p), cwd=tmp_path)
+    traced = gradtrace_cmd("run", *QUIET, "-o", "t.gtrace", str(p), cwd=tmp_path)
+    assert traced.returncode == plain.returncode == 0, traced.stderr
+    assert traced.stdout == plain.stdout
+    assert plain.stdout == f"[({str(p)!r}, 9, 'UserWarning')]\nraised at line 16\n"
+    assert _theirs(traced.stderr) == plain.stderr
+    shown = [line for line in plain.stderr.splitlines() if "UserWarning: To copy" in line]
+    assert [line.split(": ")[0] for line in shown] == [f"{p}:5", f"{p}:6"]

@@ -42,6 +42,7 @@ class trace:
         self._writer: TraceWriter | None = None
         self._recorder: Recorder | None = None
         self._trace: Trace | None = None
+        self._warnings: _WarningsAtUserLine | None = None
         self._finished = False
         self.meta: dict[str, Any] = {}
         #: Set when the trace file could not be written to the end (a full disk): what it keeps.
@@ -56,6 +57,8 @@ class trace:
         self._writer = TraceWriter(self.config.output, meta)
         self._recorder = Recorder(self.config, self._writer)
         self._recorder.start()
+        self._warnings = _WarningsAtUserLine()
+        self._warnings.install()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -70,6 +73,8 @@ class trace:
             return
         self._finished = True
         try:
+            if self._warnings is not None:
+                self._warnings.remove()
             # An interrupt can land in the middle of recording a step: keep finished steps only.
             self._recorder.stop(keep_current_step=status != "interrupted")
         finally:
@@ -109,6 +114,75 @@ class trace:
         if self._trace is None:
             return "<gradtrace.trace (recording)>"
         return repr(self._trace)
+
+
+class _WarningsAtUserLine:
+    """While recording, a warning raised inside a torch op points at the user's line, as
+    under python, instead of at the recorder's dispatch mode.
+
+    Why it is needed: the mode calls each op from its own frame, so a warning the op
+    raises (torch's C++ TORCH_WARN, a ``warnings.warn`` with stacklevel 1 or 2) is located
+    by python in gradtrace. Python also *filters* it there, before anything is shown: by
+    the recorder's module name (so ``-W``/``filterwarnings`` filters on the user's module
+    miss it, and DeprecationWarning, shown by default in ``__main__``, is hidden) and with
+    the recorder's ``__warningregistry__`` (so "once per location" means once per line of
+    the recorder: a warning raised by two different lines of the script is shown once).
+
+    What this does, without touching the recorder: an ``always`` filter for gradtrace's
+    own modules (so nothing is decided, nor remembered, at the recorder's line) and a
+    wrapper around ``warnings._showwarnmsg`` that sends a warning located in gradtrace
+    again through ``warnings.warn_explicit`` at the innermost frame outside gradtrace,
+    with that frame's module name, registry and globals, exactly where python would have
+    located it. The user's filters, registries and ``showwarning`` (or
+    ``catch_warnings(record=True)``) then see what they see under python. Both are taken
+    out when the recording ends (a filter the script added stays). A warning from
+    gradtrace's own code while recording would be re-located too (there is none).
+    """
+
+    _MODULES = r"gradtrace\."
+
+    def __init__(self) -> None:
+        self._entry: Any = None
+        self._show: Any = None
+
+    def install(self) -> None:
+        import warnings
+
+        self._show = getattr(warnings, "_showwarnmsg", None)
+        if self._show is None:  # not CPython's warnings module: leave it as it is
+            return
+        warnings.filterwarnings("always", module=self._MODULES)
+        self._entry = warnings.filters[0]
+        warnings._showwarnmsg = self._showwarnmsg  # type: ignore[attr-defined]
+
+    def remove(self) -> None:
+        import warnings
+
+        if self._show is None:
+            return
+        if getattr(warnings, "_showwarnmsg", None) == self._showwarnmsg:
+            warnings._showwarnmsg = self._show  # type: ignore[attr-defined]
+        with contextlib.suppress(ValueError):  # the script may have reset the filters
+            warnings.filters.remove(self._entry)
+        mutated = getattr(warnings, "_filters_mutated", None)
+        if mutated is not None:
+            mutated()  # registries filled under our filter are stale now
+        self._show = None
+
+    def _showwarnmsg(self, msg) -> None:
+        import warnings
+
+        frame = sys._getframe(1) if msg.filename.startswith(_OURS) else None
+        while frame is not None and frame.f_code.co_filename.startswith(_OURS):
+            frame = frame.f_back
+        if frame is None:
+            self._show(msg)
+            return
+        g = frame.f_globals
+        warnings.warn_explicit(msg.message, msg.category, frame.f_code.co_filename, frame.f_lineno,
+                               module=g.get("__name__", "<string>"),
+                               registry=g.setdefault("__warningregistry__", {}), module_globals=g,
+                               source=msg.source)
 
 
 def _config_json(config: Config) -> dict[str, Any]:
