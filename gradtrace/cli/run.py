@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -56,7 +57,8 @@ def _module_ends_options(args: list[str], params) -> list[str]:
 
 
 @click.command(cls=_RunCommand, context_settings={"allow_interspersed_args": False})
-@click.option("-m", "module", metavar="MODULE", help="Run a library module as a script (like python -m): everything after "
+@click.option("-m", "module", metavar="MODULE",
+              help="Run a library module as a script (like python -m): everything after "
                    "MODULE goes to it, as everything after SCRIPT goes to the script.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="The trace file to write [default: gradtrace-out/<script>/trace.gtrace]; a "
@@ -135,8 +137,6 @@ def die_by(signum: int) -> None:
     raised to the interpreter with an excepthook that prints nothing for it (the script's
     traceback is already shown). Other signals (SIGTERM): python dies at once, exit
     handlers unrun; so does this, once stdout and stderr are flushed."""
-    import signal
-
     sys.stdout.flush()
     sys.stderr.flush()
     if signum == signal.SIGINT:
@@ -179,8 +179,6 @@ def _run(ctx, config: Config, outputs, script, module, args, write_report) -> in
          f"backward passes, {acc} accumulations ({totals.get('accumulate_fresh', 0)} fresh, "
          f"{added}), {totals.get('zero', 0)} zeroings, {totals.get('update', 0)} updates")
     if result.signal is not None:
-        import signal
-
         info(f"the script was stopped by {signal.Signals(result.signal).name}; the trace keeps "
              "every finished step")
     elif result.status != "completed":
