@@ -9,7 +9,7 @@ import signal
 import sys
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ..version import __version__
 from ..config import Config
@@ -163,7 +163,7 @@ class _WarningsAtUserLine:
         if getattr(warnings, "_showwarnmsg", None) == self._showwarnmsg:
             warnings._showwarnmsg = self._show  # type: ignore[attr-defined]
         with contextlib.suppress(ValueError):  # the script may have reset the filters
-            warnings.filters.remove(self._entry)
+            cast(list, warnings.filters).remove(self._entry)  # a list, typed a Sequence
         mutated = getattr(warnings, "_filters_mutated", None)
         if mutated is not None:
             mutated()  # registries filled under our filter are stale now
@@ -245,9 +245,8 @@ _OURS = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 def _ours(filename: str) -> bool:
     if filename.startswith(_OURS) or filename in ("<frozen runpy>", runpy.__file__):
         return True
-    click = sys.modules.get("click")
-    return click is not None and bool(click.__file__) and \
-        filename.startswith(os.path.dirname(click.__file__) + os.sep)
+    click = getattr(sys.modules.get("click"), "__file__", None)
+    return click is not None and filename.startswith(os.path.dirname(click) + os.sep)
 
 
 def _drop_our_frames(exc: BaseException, script: str | None) -> None:
