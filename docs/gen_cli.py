@@ -41,13 +41,38 @@ EXIT_CODES = """\
 | 1 | gradtrace could not do its job: an internal error (a bug, please report it), a full disk, an unwritable folder or output file, out of memory, a missing program (graphviz's `dot`, ffmpeg). |
 | 2 | Usage or bad input: an unknown option, a missing script, a step that was not recorded, a file that is not a trace, a corrupt or newer trace. |
 | 3 | `gradtrace check`: a gradient check failed; with `--strict`, also a finding (a forgotten `zero_grad()`, a non-finite value...). |
-| 130 | Interrupted (Ctrl-C). |
+| 130 | Interrupted (Ctrl-C); `gradtrace run` instead dies by the signal, as python does (see below). |
 
 `gradtrace run` is the exception: once the script has started, gradtrace exits with the
 script's own exit code, as `python SCRIPT` would, and anything gradtrace could not do
 afterwards (write the whole trace, a picture, the report) is one line on stderr. Before
 the script starts (a missing script: 2; an unwritable trace folder: 1) the codes above
-apply.
+apply, except for `-m MODULE` naming a module python cannot run: 1, with python's own
+message (`No module named MODULE`), as `python -m MODULE` exits.
+
+### `gradtrace run` as `python`
+
+- **Arguments.** gradtrace's options come before the script; everything after `SCRIPT`,
+  or after `-m MODULE`, is the script's (`gradtrace run -m pkg.train --every 3` gives
+  `--every 3` to `pkg.train`). An unknown option before the script is a usage error that
+  names it (exit 2).
+- **Signals.** On Ctrl-C (SIGINT) or SIGTERM the trace is saved with every finished step,
+  then gradtrace dies by that same signal, as python does: a shell sees 130 or 143, a
+  parent process a return code of -2 or -15. For SIGINT the script's traceback is printed
+  and its `atexit` handlers run first, as under python; for SIGTERM neither, as under
+  python.
+- **Tracebacks.** An uncaught exception is shown as python shows it, through
+  `sys.excepthook`, with the user's frames only: those of gradtrace (its dispatch mode
+  inside a torch call), click and runpy are left out, wherever they sit. A `SyntaxError`
+  in the script is file, line, caret and message, as python prints it; the exit code is 1.
+  Two differences remain: under `-m`, python also shows its own `<frozen runpy>` frames,
+  which gradtrace leaves out; and an exception raised inside an `nn.Module` call shows
+  torch's `_call_impl`/`inner` frames, the path torch takes when module hooks (the
+  recorder's) are installed.
+- **Warnings** raised inside a torch op (torch's C++ warnings, such as copy-constructing
+  with `torch.tensor(t)`) point at the user's line, as under python, not at gradtrace's
+  dispatch mode; `-W` and `warnings.filterwarnings` filters apply to the user's module, and
+  "once per location" means per user line, as under python.
 """
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["GradtraceError", "TraceFileError", "TraceWriteError", "UsageError", "RenderError",
-           "NothingToDrawError", "NotRecordedError", "FrameIndexError", "NotApplicableError",
+           "NoSuchModuleError", "NothingToDrawError", "NotRecordedError", "FrameIndexError", "NotApplicableError",
            "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_CHECK_FAILED"]
 
 # The exit codes of the `gradtrace` command (docs/cli.md lists them; `gradtrace run` is
@@ -51,6 +51,13 @@ class UsageError(GradtraceError):
     """Bad options or arguments (a missing script, a step that does not exist...)."""
 
     exit_code = EXIT_USAGE
+
+
+class NoSuchModuleError(UsageError):
+    """`gradtrace run -m MODULE` cannot run MODULE (not found, a package without
+    ``__main__``...): python's own message, and python's exit code 1."""
+
+    exit_code = EXIT_FAILURE
 
 
 class RenderError(GradtraceError):

@@ -53,8 +53,12 @@ def main(argv=None) -> None:
     :class:`GradtraceError` carries its code (``exit_code``). A bug still ends in one
     line, with the traceback only when ``GRADTRACE_DEBUG`` is set, so a damaged file
     never shows a user our internals. `gradtrace run` exits with the script's own code."""
+    from .run import ScriptKilled, die_by
+
     try:
         rv = cli.main(args=argv, prog_name="gradtrace", standalone_mode=False)
+    except ScriptKilled as e:  # `gradtrace run`: the script died by a signal, and so do we
+        die_by(e.signum)
     except GradtraceError as e:
         click.echo(f"gradtrace: error: {e}", err=True)
         sys.exit(e.exit_code)

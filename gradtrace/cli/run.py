@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -21,8 +23,43 @@ def default_output(script: str | None, module: str | None) -> Path:
     return Path("gradtrace-out") / stem / "trace.gtrace"
 
 
-@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.option("-m", "module", metavar="MODULE", help="Run a library module as a script (like python -m).")
+class _RunCommand(click.Command):
+    """Parses like python: options of ours come first; the first word that is not one of
+    them is the script, and ``-m MODULE`` ends our options too. Everything after the
+    script or the module is the script's, options included; an unknown option before it
+    is a usage error naming it (exit 2)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _module_ends_options(args, self.get_params(ctx)))
+
+
+def _module_ends_options(args: list[str], params) -> list[str]:
+    """``args`` with a ``--`` put after ``-m MODULE`` (or ``-mMODULE``), so that click
+    parses nothing after it: what follows goes to the module, as after a script."""
+    valued = {name for p in params if isinstance(p, click.Option) and not p.is_flag
+              and not p.count for name in (*p.opts, *p.secondary_opts)}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--" or not arg.startswith("-") or arg == "-":
+            break  # the script (or an explicit end of our options): click handles the rest
+        if arg == "-m":
+            if i + 1 == len(args):
+                break  # click says that -m needs a value
+            return [*args[:i + 2], "--", *args[i + 2:]]
+        if arg.startswith("-m") and not arg.startswith("--"):
+            return [*args[:i], "-m", arg[2:], "--", *args[i + 1:]]
+        if arg.startswith("--"):
+            i += 2 if "=" not in arg and arg in valued else 1
+        else:
+            i += 2 if arg[:2] in valued and len(arg) == 2 else 1
+    return args
+
+
+@click.command(cls=_RunCommand, context_settings={"allow_interspersed_args": False})
+@click.option("-m", "module", metavar="MODULE",
+              help="Run a library module as a script (like python -m): everything after "
+                   "MODULE goes to it, as everything after SCRIPT goes to the script.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="The trace file to write [default: gradtrace-out/<script>/trace.gtrace]; a "
                    "file there that is not a trace is never overwritten.")
@@ -72,7 +109,51 @@ def run(ctx, module, output, values, max_numel, every, step_range, write_report,
     # second run on the same path stops here with one line, before its script starts.
     with TraceLock(out):
         code = _run(ctx, config, outputs, script, module, args, write_report)
+    if ctx.meta.get(_KILLED_BY):
+        raise ScriptKilled(ctx.meta[_KILLED_BY])  # the trace is saved and its lock let go
     ctx.exit(code)
+
+
+#: ``ctx.meta`` key: the signal that stopped the script, when one did.
+_KILLED_BY = "gradtrace.run.killed_by"
+
+
+class ScriptKilled(BaseException):
+    """The script was stopped by a signal (SIGINT, SIGTERM) that python would have died
+    by: raised past click (a BaseException, not a KeyboardInterrupt, so click does not
+    turn it into "Aborted!") to :func:`gradtrace.cli.main`, which calls :func:`die_by`."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def die_by(signum: int) -> None:
+    """End this process the way python ends on ``signum``, so that whoever started it
+    sees death by that signal (returncode -N, a shell's 128+N).
+
+    SIGINT: python lets its KeyboardInterrupt reach the top, runs its exit handlers
+    (atexit), then kills itself by SIGINT. So does this: a bare KeyboardInterrupt is
+    raised to the interpreter with an excepthook that prints nothing for it (the script's
+    traceback is already shown). Other signals (SIGTERM): python dies at once, exit
+    handlers unrun; so does this, once stdout and stderr are flushed."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if signum == signal.SIGINT:
+        hook = sys.excepthook
+
+        def quiet(typ, value, tb):
+            if typ is not KeyboardInterrupt:
+                hook(typ, value, tb)
+
+        sys.excepthook = quiet
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt
+    signal.signal(signum, signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+    os.kill(os.getpid(), signum)
+    sys.exit(128 + signum)  # only where the signal did not kill (a platform without it)
 
 
 def _run(ctx, config: Config, outputs, script, module, args, write_report) -> int:
@@ -85,6 +166,7 @@ def _run(ctx, config: Config, outputs, script, module, args, write_report) -> in
     except SyntaxError as e:  # the script's own error, shown as python shows it
         traceback.print_exception(type(e), e, None)
         return 1
+    ctx.meta[_KILLED_BY] = result.signal
     session = result.session
     totals = session.totals
     sys.stdout.flush()
@@ -96,7 +178,10 @@ def _run(ctx, config: Config, outputs, script, module, args, write_report) -> in
     info(f"{totals.get('steps', 0)} steps, {totals.get('ops', 0)} ops, {totals.get('backward', 0)} "
          f"backward passes, {acc} accumulations ({totals.get('accumulate_fresh', 0)} fresh, "
          f"{added}), {totals.get('zero', 0)} zeroings, {totals.get('update', 0)} updates")
-    if result.status != "completed":
+    if result.signal is not None:
+        info(f"the script was stopped by {signal.Signals(result.signal).name}; the trace keeps "
+             "every finished step")
+    elif result.status != "completed":
         info(f"the script {result.status} (exit code {result.exit_code}); the trace keeps every "
              "finished step")
     from ..record import mplbackend

@@ -7,14 +7,13 @@ import os
 import runpy
 import signal
 import sys
-import traceback
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ..version import __version__
 from ..config import Config
-from ..errors import TraceFileError, UsageError
+from ..errors import NoSuchModuleError, TraceFileError, UsageError
 from ..tracefile.outputs import Outputs
 from ..tracefile.store import Trace, TraceWriter, is_trace
 from .recorder import Recorder
@@ -43,6 +42,7 @@ class trace:
         self._writer: TraceWriter | None = None
         self._recorder: Recorder | None = None
         self._trace: Trace | None = None
+        self._warnings: _WarningsAtUserLine | None = None
         self._finished = False
         self.meta: dict[str, Any] = {}
         #: Set when the trace file could not be written to the end (a full disk): what it keeps.
@@ -57,6 +57,8 @@ class trace:
         self._writer = TraceWriter(self.config.output, meta)
         self._recorder = Recorder(self.config, self._writer)
         self._recorder.start()
+        self._warnings = _WarningsAtUserLine()
+        self._warnings.install()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -71,6 +73,8 @@ class trace:
             return
         self._finished = True
         try:
+            if self._warnings is not None:
+                self._warnings.remove()
             # An interrupt can land in the middle of recording a step: keep finished steps only.
             self._recorder.stop(keep_current_step=status != "interrupted")
         finally:
@@ -112,6 +116,75 @@ class trace:
         return repr(self._trace)
 
 
+class _WarningsAtUserLine:
+    """While recording, a warning raised inside a torch op points at the user's line, as
+    under python, instead of at the recorder's dispatch mode.
+
+    Why it is needed: the mode calls each op from its own frame, so a warning the op
+    raises (torch's C++ TORCH_WARN, a ``warnings.warn`` with stacklevel 1 or 2) is located
+    by python in gradtrace. Python also *filters* it there, before anything is shown: by
+    the recorder's module name (so ``-W``/``filterwarnings`` filters on the user's module
+    miss it, and DeprecationWarning, shown by default in ``__main__``, is hidden) and with
+    the recorder's ``__warningregistry__`` (so "once per location" means once per line of
+    the recorder: a warning raised by two different lines of the script is shown once).
+
+    What this does, without touching the recorder: an ``always`` filter for gradtrace's
+    own modules (so nothing is decided, nor remembered, at the recorder's line) and a
+    wrapper around ``warnings._showwarnmsg`` that sends a warning located in gradtrace
+    again through ``warnings.warn_explicit`` at the innermost frame outside gradtrace,
+    with that frame's module name, registry and globals, exactly where python would have
+    located it. The user's filters, registries and ``showwarning`` (or
+    ``catch_warnings(record=True)``) then see what they see under python. Both are taken
+    out when the recording ends (a filter the script added stays). A warning from
+    gradtrace's own code while recording would be re-located too (there is none).
+    """
+
+    _MODULES = r"gradtrace\."
+
+    def __init__(self) -> None:
+        self._entry: Any = None
+        self._show: Any = None
+
+    def install(self) -> None:
+        import warnings
+
+        self._show = getattr(warnings, "_showwarnmsg", None)
+        if self._show is None:  # not CPython's warnings module: leave it as it is
+            return
+        warnings.filterwarnings("always", module=self._MODULES)
+        self._entry = warnings.filters[0]
+        warnings._showwarnmsg = self._showwarnmsg  # type: ignore[attr-defined]
+
+    def remove(self) -> None:
+        import warnings
+
+        if self._show is None:
+            return
+        if getattr(warnings, "_showwarnmsg", None) == self._showwarnmsg:
+            warnings._showwarnmsg = self._show  # type: ignore[attr-defined]
+        with contextlib.suppress(ValueError):  # the script may have reset the filters
+            cast(list, warnings.filters).remove(self._entry)  # a list, typed a Sequence
+        mutated = getattr(warnings, "_filters_mutated", None)
+        if mutated is not None:
+            mutated()  # registries filled under our filter are stale now
+        self._show = None
+
+    def _showwarnmsg(self, msg) -> None:
+        import warnings
+
+        frame = sys._getframe(1) if msg.filename.startswith(_OURS) else None
+        while frame is not None and frame.f_code.co_filename.startswith(_OURS):
+            frame = frame.f_back
+        if frame is None:
+            self._show(msg)
+            return
+        g = frame.f_globals
+        warnings.warn_explicit(msg.message, msg.category, frame.f_code.co_filename, frame.f_lineno,
+                               module=g.get("__name__", "<string>"),
+                               registry=g.setdefault("__warningregistry__", {}), module_globals=g,
+                               source=msg.source)
+
+
 def _config_json(config: Config) -> dict[str, Any]:
     return {
         "output": str(config.output) if config.output else None,
@@ -149,10 +222,14 @@ class _Terminated(BaseException):
 
 
 class RunResult:
-    def __init__(self, exit_code: int, status: str, session: trace):
+    def __init__(self, exit_code: int, status: str, session: trace, signal: int | None = None):
         self.exit_code = exit_code
         self.status = status
         self.session = session
+        #: The signal that stopped the script (SIGINT, SIGTERM), or None. python would have
+        #: died by it: `gradtrace run` does too, once the trace is saved (``exit_code`` is
+        #: then the shell's 128 + signal).
+        self.signal = signal
 
     @property
     def fault(self) -> TraceFileError | None:
@@ -160,12 +237,60 @@ class RunResult:
         return self.session.fault
 
 
-def _print_user_traceback(exc: BaseException, keep) -> None:
-    """Print the traceback from the first frame ``keep`` accepts (the user's script)."""
-    tb = exc.__traceback__
-    while tb is not None and not keep(tb.tb_frame.f_code.co_filename):
-        tb = tb.tb_next
-    traceback.print_exception(type(exc), exc, tb if tb is not None else exc.__traceback__)
+#: Where the code of the runner lives: gradtrace itself, click (the command line) and
+#: runpy (``-m``). A frame of theirs is never the user's (the script's own file excepted).
+_OURS = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _ours(filename: str) -> bool:
+    if filename.startswith(_OURS) or filename in ("<frozen runpy>", runpy.__file__):
+        return True
+    click = getattr(sys.modules.get("click"), "__file__", None)
+    return click is not None and filename.startswith(os.path.dirname(click) + os.sep)
+
+
+def _drop_our_frames(exc: BaseException, script: str | None) -> None:
+    """Unlink from ``exc``'s traceback (and those of the exceptions chained to it) every
+    frame of the runner (:func:`_ours`), wherever it sits: above the script (the runner
+    that called it) or inside a torch call (the recorder's dispatch mode). What is left is
+    the traceback python would have shown. A traceback with no frame of the user's is
+    left whole (then the error is ours, and its frames say where)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        todo += [e.__cause__, e.__context__]
+        tbs = []
+        tb = e.__traceback__
+        while tb is not None:
+            tbs.append(tb)
+            tb = tb.tb_next
+        codes = [t.tb_frame.f_code for t in tbs]
+        drop = {i for i, c in enumerate(codes) if c.co_filename != script and _ours(c.co_filename)}
+        for i in sorted(drop):
+            # A torch function written in python hands itself to the recorder's mode through
+            # torch.overrides.handle_torch_function, and the mode calls it again: the first
+            # call and the hand-over are the mode's doing (python shows the second call only).
+            if i >= 2 and codes[i - 1].co_name == "handle_torch_function" and \
+                    codes[i - 2] in codes[i:]:
+                drop |= {i - 1, i - 2}
+        kept = [t for i, t in enumerate(tbs) if i not in drop]
+        if not kept:
+            continue
+        for a, b in zip(kept, kept[1:] + [None]):
+            a.tb_next = b
+        e.__traceback__ = kept[0]
+
+
+def _print_user_traceback(exc: BaseException, script: str | None) -> None:
+    """Show the script's uncaught exception as python would: only the user's frames,
+    through ``sys.excepthook`` (which the script may have replaced)."""
+    _drop_our_frames(exc, script)
+    sys.stderr.flush()
+    sys.excepthook(type(exc), exc, exc.__traceback__)
 
 
 def run_script(config: Config, script: str | None, module: str | None, args: list[str],
@@ -173,7 +298,8 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
     """Run a script (or ``-m module``) as ``python`` would, recording it.
 
     Returns the exit code python would have given: ``sys.exit(n)`` -> n, an exception -> 1
-    (with the user's traceback, without gradtrace's frames), Ctrl-C -> 130, SIGTERM -> 143;
+    (with the user's traceback, without gradtrace's frames), Ctrl-C -> 130 and SIGTERM ->
+    143 with ``RunResult.signal`` set (python dies by those: the caller should too);
     a trace file that could not be written to the end (a full disk) does not change it
     (``RunResult.fault`` says what the file keeps). With ``outputs`` (those of the trace),
     the outputs of an earlier run of the same trace are removed before the script starts
@@ -196,17 +322,11 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
         run_name = str(path.resolve())
     else:
         assert module is not None
-        import importlib.util
-
         sys.path.insert(0, os.getcwd())
         try:
-            spec = importlib.util.find_spec(module)
-        except (ImportError, ValueError):
-            spec = None
+            spec = _module_spec(module)
         finally:
             sys.path.pop(0)
-        if spec is None:
-            raise UsageError(f"no module named {module!r}")
         run_name = spec.origin or module
 
     session = trace(config=config)
@@ -220,6 +340,7 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
     mpl: types.ModuleType | None = None
 
     exit_code, status = 0, "completed"
+    killed_by: int | None = None
     replacing = config.output is not None and outputs is not None and is_trace(config.output)
     session.__enter__()  # a trace file that cannot be written stops here, before the script runs
     recorder = session.recorder
@@ -282,18 +403,14 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
         exit_code, status = _exit_code(e), "exited"
         if e.code is not None and not isinstance(e.code, int):
             print(e.code, file=sys.stderr)
-    except KeyboardInterrupt:
-        exit_code, status = 130, "interrupted"
-        print("KeyboardInterrupt", file=sys.stderr)
-    except _Terminated:
-        exit_code, status = 143, "interrupted"
+    except KeyboardInterrupt as e:  # python shows its traceback, then dies by SIGINT
+        exit_code, status, killed_by = 128 + signal.SIGINT, "interrupted", signal.SIGINT
+        _print_user_traceback(e, run_name)
+    except _Terminated:  # python dies by SIGTERM at once, without a word
+        exit_code, status, killed_by = 128 + signal.SIGTERM, "interrupted", signal.SIGTERM
     except BaseException as e:  # the user's exception: shown as theirs
         exit_code, status = 1, "raised"
-        own = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        if script is not None:
-            _print_user_traceback(e, lambda fn: fn == run_name)
-        else:
-            _print_user_traceback(e, lambda fn: not fn.startswith(own) and "runpy" not in fn)
+        _print_user_traceback(e, run_name)
     finally:
         sys.argv = old_argv
         if old_path0 is not None and sys.path:
@@ -312,7 +429,34 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
         if mpl is not None:
             with contextlib.suppress(Exception):
                 mpl.save_open_figures()
-    return RunResult(exit_code, status, session)
+    return RunResult(exit_code, status, session, killed_by)
+
+
+class _NoModule(Exception):
+    """What runpy says when ``python -m`` cannot run a module."""
+
+
+def _module_spec(module: str):
+    """The spec of ``module`` as ``python -m`` finds it (a package runs its ``__main__``),
+    or :class:`NoSuchModuleError` with python's own message (exit 1, as python)."""
+    # runpy's lookup is the one python -m itself makes, so the messages are python's
+    # (a package without __main__, a parent that does not import, a name ending in .py).
+    details = getattr(runpy, "_get_module_details", None)
+    if details is not None:
+        try:
+            return details(module, _NoModule)[1]
+        except _NoModule as e:
+            raise NoSuchModuleError(str(e)) from None
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError) as e:
+        raise NoSuchModuleError(f"Error while finding module specification for {module!r} "
+                                f"({type(e).__name__}: {e})") from None
+    if spec is None:
+        raise NoSuchModuleError(f"No module named {module}")
+    return spec
 
 
 def _main_thread() -> bool:

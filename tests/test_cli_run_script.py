@@ -1,0 +1,204 @@
+"""`gradtrace run` against `python` itself, in real subprocesses: the same script run both
+ways gives the same output, the same exit status, the same traceback and warnings."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import gradtrace
+from conftest import gradtrace_cmd
+
+QUIET = ("--no-report", "--no-animate")
+
+
+def _script(tmp_path, body, name="script.py"):
+    p = tmp_path / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(textwrap.dedent(body))
+    return p
+
+
+def _python(*args, cwd):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def _theirs(stderr: str) -> str:
+    """stderr without gradtrace's own lines: what the script (or python) wrote."""
+    return "".join(line for line in stderr.splitlines(keepends=True)
+                   if not line.startswith("gradtrace: "))
+
+
+def _package(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "show.py").write_text("import sys\nprint(sys.argv[1:])\n")
+
+
+def test_module_gets_every_argument_after_its_name(tmp_path):
+    _package(tmp_path)
+    args = ["--every", "3", "-o", "x", "--", "-m", "y"]
+    plain = _python("-m", "pkg.show", *args, cwd=tmp_path)
+    for traced in (gradtrace_cmd("run", *QUIET, "-m", "pkg.show", *args, cwd=tmp_path),
+                   gradtrace_cmd("run", "--every", "2", "-mpkg.show", *args, cwd=tmp_path)):
+        assert traced.returncode == plain.returncode == 0, traced.stderr
+        assert traced.stdout == plain.stdout == f"{args}\n"
+    # --every 3 went to the module, not to us: the default trace path, every step recorded
+    assert (tmp_path / "gradtrace-out" / "show" / "trace.gtrace").is_file()
+    assert not (tmp_path / "x").exists()
+
+
+def test_unknown_option_before_the_script_is_a_usage_error(tmp_path):
+    p = _script(tmp_path, "print('ran')\n")
+    r = gradtrace_cmd("run", "--evry", "3", str(p), cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stdout == ""  # the script did not run
+    assert "No such option '--evry'" in r.stderr and "Did you mean '--every'?" in r.stderr
+    assert "no such script" not in r.stderr
+    r = gradtrace_cmd("run", "-x", str(p), cwd=tmp_path)
+    assert r.returncode == 2 and "No such option '-x'" in r.stderr
+    # after the script, the same option is the script's
+    r = gradtrace_cmd("run", *QUIET, "-o", "t.gtrace", str(p), "--evry", "3", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout == "ran\n", r.stderr
+
+
+def test_module_that_cannot_run_exits_1_with_pythons_message(tmp_path):
+    _package(tmp_path)
+    for module, said in [("no_such_module", "No module named no_such_module"),
+                         ("pkg", "No module named pkg.__main__; 'pkg' is a package and cannot "
+                                 "be directly executed"),
+                         ("nosuch.sub", "Error while finding module specification for "
+                                        "'nosuch.sub' (ModuleNotFoundError: No module named "
+                                        "'nosuch')")]:
+        plain = _python("-m", module, cwd=tmp_path)
+        traced = gradtrace_cmd("run", "-m", module, cwd=tmp_path)
+        assert traced.returncode == plain.returncode == 1
+        assert plain.stderr == f"{sys.executable}: {said}\n"
+        assert traced.stderr == f"gradtrace: error: {said}\n"  # one line, nothing recorded
+        assert traced.stdout == plain.stdout == ""
+    assert not (tmp_path / "gradtrace-out").exists()
+
+
+SLEEPS = """
+import atexit, time, torch
+atexit.register(lambda: print("atexit ran", flush=True))
+w = torch.ones(2, requires_grad=True)
+for i in range(100000):
+    (w * 2).sum().backward()
+    with torch.no_grad():
+        w -= 0.1 * w.grad
+    w.grad = None
+    if i == 3:
+        print("ready", flush=True)
+    if i >= 3:
+        time.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_the_trace_then_dies_by_it_as_python(tmp_path, sig):
+    p = _script(tmp_path, SLEEPS)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    ran = {}
+    for way, cmd in [("python", [sys.executable, str(p)]),
+                     ("gradtrace", [sys.executable, "-m", "gradtrace", "run", *QUIET, "-o",
+                                    "out.gtrace", str(p)])]:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env)
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+        ran[way] = (proc.returncode, out, _theirs(err))
+    assert ran["gradtrace"] == ran["python"]
+    code, out, err = ran["python"]
+    assert code == -sig  # died by the signal, not exit(128 + n)
+    if sig == signal.SIGINT:  # the traceback, then the exit handlers, then death by SIGINT
+        assert out == "atexit ran\n"
+        assert err.startswith("Traceback (most recent call last):\n")
+        assert err.endswith("    time.sleep(0.05)\nKeyboardInterrupt\n")
+    else:  # at once and without a word
+        assert out == "" and err == ""
+    t = gradtrace.load(tmp_path / "out.gtrace")
+    assert t.info.status == "interrupted"
+    # "ready" is printed in step 3, which may still be the one recording (then dropped)
+    assert len(t.steps) >= 3 and t.steps.indices == list(range(len(t.steps)))
+    assert {"accumulate", "update"} <= {e.kind for e in t.steps[2].events}
+
+
+RAISES = {
+    # inside a torch op the recorder dispatched, then chained to the user's own exception
+    "chained.py": """
+        import torch
+        def f(a):
+            try:
+                return a @ torch.ones(4, 5)
+            except RuntimeError as e:
+                raise ValueError("wrapped") from e
+        f(torch.ones(2, 3))
+    """,
+    # a torch function written in python, which hands itself to the mode and is called again
+    "einsum.py": """
+        import torch
+        torch.einsum("ij,jk->ik", torch.ones(2, 3), torch.ones(4, 5))
+    """,
+    "syntax.py": "x = 1\ndef (:\n",
+    "imports_bad.py": "import bad_syntax\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(RAISES))
+def test_traceback_is_pythons_with_the_users_frames_only(tmp_path, name):
+    p = _script(tmp_path, RAISES[name], name)
+    (tmp_path / "bad_syntax.py").write_text("y = (\n")
+    plain = _python(str(p), cwd=tmp_path)
+    traced = gradtrace_cmd("run", *QUIET, "-o", "t.gtrace", str(p), cwd=tmp_path)
+    assert traced.returncode == plain.returncode == 1
+    assert traced.stdout == plain.stdout == ""
+    assert _theirs(traced.stderr) == plain.stderr
+    assert "gradtrace" not in plain.stderr and "click" not in plain.stderr
+    if name == "syntax.py":  # file, line, caret, message: no frames at all
+        assert plain.stderr.startswith(f'  File "{p}", line 2\n')
+        assert plain.stderr.endswith("SyntaxError: invalid syntax\n")
+    else:
+        assert plain.stderr.startswith("Traceback (most recent call last):\n")
+
+
+WARNS = """
+import warnings, torch
+t = torch.ones(3)
+for i in range(2):
+    u = torch.tensor(t)  # torch's C++ warning, raised inside the op: shown once for this line
+v = torch.tensor(t)  # the same warning from another line: shown again
+with warnings.catch_warnings(record=True) as got:
+    warnings.simplefilter("always")
+    torch.tensor(t)
+print([(w.filename, w.lineno, w.category.__name__) for w in got])
+warnings.filterwarnings("ignore", module="__main__")  # a filter on the user's module
+torch.tensor(t + 1)
+warnings.resetwarnings()
+warnings.filterwarnings("error", message="To copy")
+try:
+    torch.tensor(t)
+except UserWarning as e:
+    print("raised at line", e.__traceback__.tb_lineno)
+"""
+
+
+def test_warnings_from_torch_ops_point_at_the_users_line(tmp_path):
+    p = _script(tmp_path, WARNS)
+    plain = _python(str(p), cwd=tmp_path)
+    traced = gradtrace_cmd("run", *QUIET, "-o", "t.gtrace", str(p), cwd=tmp_path)
+    assert traced.returncode == plain.returncode == 0, traced.stderr
+    assert traced.stdout == plain.stdout
+    assert plain.stdout == f"[({str(p)!r}, 9, 'UserWarning')]\nraised at line 16\n"
+    assert _theirs(traced.stderr) == plain.stderr
+    shown = [line for line in plain.stderr.splitlines() if "UserWarning: To copy" in line]
+    assert [line.split(": ")[0] for line in shown] == [f"{p}:5", f"{p}:6"]

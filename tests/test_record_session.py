@@ -1,0 +1,28 @@
+"""gradtrace/record/session.py in-process: what a recording puts in place is taken out."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+import gradtrace
+
+
+def _copy_construct():
+    return torch.tensor(torch.ones(2))  # torch warns: copy-construct from a tensor
+
+
+def test_warning_inside_a_recorded_op_is_located_at_the_callers_line():
+    show, filters = warnings._showwarnmsg, list(warnings.filters)
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        with gradtrace.trace():
+            _copy_construct()
+        _copy_construct()  # and outside a recording, as before
+    assert [(w.filename, w.category) for w in got] == [(__file__, UserWarning)] * 2
+    line = _copy_construct.__code__.co_firstlineno + 1
+    assert [w.lineno for w in got] == [line, line]
+    assert "To copy construct from a tensor" in str(got[0].message)
+    # the wrapper and the filter are gone once the recording ends
+    assert warnings._showwarnmsg is show and warnings.filters == filters
