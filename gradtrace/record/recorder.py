@@ -32,6 +32,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..config import Config
 from ..tracefile.model import Stats
+from ..tracefile.rows import BackwardRow, EventRow, NodeRow, OpRow, SourceRow, StepHead, TensorRow
 from ..tracefile.store import _NUMPY_DTYPES, TraceWriter, dtype_name, tensor_bytes
 
 __all__ = ["Recorder"]
@@ -536,7 +537,7 @@ class Recorder:
         dname = _DTYPE_NAMES.get(dt)
         if dname is None:
             dname = _DTYPE_NAMES[dt] = dtype_name(dt)
-        self.w.tensors.append((tid, name, role, tuple(t.shape), dname, int(t.requires_grad)))
+        self.w.add_tensor(TensorRow(tid, name, role, tuple(t.shape), dname, int(t.requires_grad)))
         return tid
 
     def _user_frame(self, f):
@@ -573,8 +574,8 @@ class Recorder:
         if sid is None:
             sid = self.sids[key] = len(self.sids)
             fn = co.co_filename
-            self.w.sources.append((sid, fn, line, linecache.getline(fn, line).strip(),
-                                   getattr(co, "co_qualname", co.co_name)))
+            self.w.add_source(SourceRow(sid, fn, line, linecache.getline(fn, line).strip(),
+                                        getattr(co, "co_qualname", co.co_name)))
         self.site_sid[site] = sid
         return sid
 
@@ -664,15 +665,7 @@ class Recorder:
                     pass
             if payload is None:
                 payload = tensor_bytes(t.detach().cpu())
-            w = self.w  # a kind-0 entry of the value index (see TraceWriter): ~20 a step
-            code = w.codes.get(dname)
-            if code is None:
-                code = w.code(dname)
-            shape = t.shape
-            n = len(payload)
-            w.vints += (vid, -1 if tid is None else tid, 0, code, w.offset, n, len(shape), *shape)
-            w.chunks.append(payload)
-            w.offset += n
+            self.w.add_bytes(vid, tid, t.shape, dname, payload)
         else:
             self.w.add_stats(vid, tid, t.shape, dname, Stats.of(t))
         return vid
@@ -706,10 +699,11 @@ class Recorder:
         self._flush_snaps()
         c = self.counts
         graph_ops = self.step_graph_ops
-        self.w.commit_step((self.step, self.step_first_seq, self.seq - 1, int(self.step_has_backward),
-                            self.step_loss, graph_ops, self.step_nodes, c["accumulate_fresh"],
-                            c["accumulate_added"], c["accumulate_on_top"], c["zero"], c["update"],
-                            c["grad_write"], self.step_dropped))
+        self.w.commit_step(StepHead(
+            self.step, self.step_first_seq, self.seq - 1, int(self.step_has_backward),
+            self.step_loss, graph_ops, self.step_nodes, c["accumulate_fresh"],
+            c["accumulate_added"], c["accumulate_on_top"], c["zero"], c["update"],
+            c["grad_write"], self.step_dropped))
         self.totals["steps"] += 1
 
     def _begin_next_step(self):
@@ -790,7 +784,7 @@ class Recorder:
                 leaf_name = self._leaf_name(f, t, (f.f_code, f.f_lasti, func, k))
                 if leaf_name is not None:
                     self.named.add(tid)
-                    self.w.renames.append((leaf_name, tid))
+                    self.w.name_tensor(tid, leaf_name)
             inputs.append(tid)
             self._want_value(t, tid)
         # Numbered after the prep ops its inputs pulled in: op order stays topological.
@@ -821,8 +815,8 @@ class Recorder:
         if module is _CURRENT:
             module = self.module_stack[-1] if self.module_stack else None
         parent = self.parents[-1] if self.parents else None
-        self.w.ops.append([idx, seq, name, target, inputs, outputs, enc_args, enc_kwargs, gf_name,
-                           module, parent, int(is_graph), sid])
+        self.w.add_op(OpRow(idx, seq, name, target, inputs, outputs, enc_args, enc_kwargs, gf_name,
+                            module, parent, int(is_graph), sid))
         if is_graph and parent is None:
             self.totals["ops"] += 1
             self.step_graph_ops += 1
@@ -899,10 +893,10 @@ class Recorder:
         parent = self.parents[-1] if self.parents else None
         if gf_name is not None and parent is None:
             self.step_graph_ops += 1
-        self.w.ops.append([idx, seq, cls.__name__, f"autograd.Function:{cls.__qualname__}",
-                           inputs, outputs, [_encode(a, tid_of) for a in args],
-                           {k: _encode(v, tid_of) for k, v in kwargs.items()},
-                           gf_name, module, parent, int(gf_name is not None), sid])
+        self.w.add_op(OpRow(idx, seq, cls.__name__, f"autograd.Function:{cls.__qualname__}",
+                            inputs, outputs, [_encode(a, tid_of) for a in args],
+                            {k: _encode(v, tid_of) for k, v in kwargs.items()},
+                            gf_name, module, parent, int(gf_name is not None), sid))
 
     # -- .data/.grad, in-place calls, backward -----------------------------------------------
     def on_special(self, kind, func, args, kwargs):
@@ -946,8 +940,8 @@ class Recorder:
     def _event(self, kind, tid, idiom, before, after, f, via, fresh=None, incoming=None):
         seq = self.seq
         self.seq += 1
-        self.w.events.append([seq, kind, tid, idiom, before, after, incoming,
-                              None if fresh is None else int(fresh), via, 0, self._sid(f)])
+        self.w.add_event(EventRow(seq, kind, tid, idiom, before, after, incoming,
+                                  None if fresh is None else int(fresh), via, 0, self._sid(f)))
         key = kind if kind != "accumulate" else ("accumulate_fresh" if fresh else "accumulate_added")
         self.totals[key] += 1
         self.counts[key] += 1
@@ -1198,15 +1192,14 @@ class Recorder:
         acc_events = []
         ran = self.bw_ran
         node_op = self.node_op
-        rows = w.nodes
         not_run = (None, (), (), None)
         for nid, node in enumerate(nodes):
             order, g_in, g_out, acc = ran.get(nid, not_run)
             variable = None
             if names[nid] == "AccumulateGrad":
                 variable = self.tid_of(node.variable)
-            rows.append((nid, names[nid], node_op.get(id(node)), variable, nexts[nid], order,
-                         [snap(g) for g in g_out], [snap(g) for g in g_in]))
+            w.add_node(NodeRow(nid, names[nid], node_op.get(id(node)), variable, nexts[nid], order,
+                               [snap(g) for g in g_out], [snap(g) for g in g_in]))
             if acc is not None and variable is not None:
                 fresh, before, zeros = acc
                 g = node.variable.grad
@@ -1221,8 +1214,9 @@ class Recorder:
         results = []
         if api == "autograd.grad" and isinstance(out, tuple):
             results = [snap(g) if isinstance(g, _Tensor) else None for g in out]
-        w.backward = [bseq, api, root_tids, root_vid,
-                      [self.tid_of(t) for t in grad_inputs if isinstance(t, _Tensor)], results, sid]
+        w.set_backward(BackwardRow(bseq, api, root_tids, root_vid,
+                                   [self.tid_of(t) for t in grad_inputs if isinstance(t, _Tensor)],
+                                   results, sid))
         for _, variable, fresh, before, after, incoming, idiom in sorted(acc_events):
             self._event("accumulate", variable, idiom, before, after, f, None, fresh=fresh,
                         incoming=incoming)
@@ -1264,7 +1258,7 @@ class Recorder:
             tid = self.tids.get(p)
             if tid is not None and tid not in self.named:
                 self.named.add(tid)
-                self.w.renames.append((full, tid))
+                self.w.name_tensor(tid, full)
         return self.module_names[module]
 
     def _opt_pre(self, optimizer, args, kwargs):
