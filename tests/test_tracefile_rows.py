@@ -34,7 +34,7 @@ def _write_one_step(path=None):
     w.set_backward(BackwardRow(1, "Tensor.backward", [1], 1, [], [], 0))
     w.add_node(NodeRow(0, "SumBackward0", 0, None, [1], 0, [1], [3]))
     w.add_node(NodeRow(1, "AccumulateGrad", None, 0, [], 1, [4], []))
-    w.add_event(EventRow(2, "accumulate", 0, "added onto zeros", 2, 3, 3, 0, None, 0, 0))
+    w.add_event(EventRow(2, "accumulate", 0, "added onto zeros", 2, 3, 3, 0, None, 0, 0, "zeros", 0))
     w.commit_step(StepHead(0, 0, 2, 1, 3.0, 1, 2, 0, 1, 0, 0, 0, 0, 0))
     return w
 
@@ -64,6 +64,7 @@ def test_rows_round_trip_through_the_writer_and_the_reader(tmp_path, on_disk):
     (e,) = s.events
     assert (e.seq, e.kind, e.tensor, e.idiom, e.fresh, e.via, e.inferred) == \
         (2, "accumulate", 0, "added onto zeros", False, None, False)
+    assert (e.accumulation, e.through_data) == ("zeros", False)
     assert e.before.data.tolist() == [0.0, 0.0] and e.after.data.tolist() == [0.5, 0.25]
     assert e.incoming is e.after
     assert s.value(0).data.tolist() == [1.5, -2.0]
@@ -103,3 +104,94 @@ def test_decode_checks_the_width_of_each_format():
     for row_type in (SourceRow, TensorRow, StepHead, OpRow, BackwardRow, NodeRow, EventRow):
         assert rows.width(row_type, FORMAT_VERSION) == len(row_type._fields)
         assert 0 < rows.width(row_type, 1) <= len(row_type._fields)
+
+
+def _as_format_2(path):
+    """Rewrite a trace as format 2 wrote it: event rows without their last two fields."""
+    import json
+
+    c = sqlite3.connect(path)
+    for idx, body in c.execute("SELECT idx, body FROM step").fetchall():
+        b = json.loads(body)
+        b["events"] = [r[:11] for r in b["events"]]
+        c.execute("UPDATE step SET body=? WHERE idx=?", (json.dumps(b), idx))
+    c.execute("UPDATE meta SET value='2' WHERE key='version'")
+    c.execute("PRAGMA user_version=2")
+    c.commit()
+    c.close()
+
+
+def _loop(zero: bool, via_data: bool):
+    torch.manual_seed(0)
+    w = torch.randn(3, 1, requires_grad=True)
+    X = torch.randn(8, 3)
+    for _ in range(3):
+        (X @ w).pow(2).mean().backward()
+        if via_data:
+            w.data -= 0.1 * w.grad.data
+        else:
+            with torch.no_grad():
+                w -= 0.1 * w.grad
+        if zero:
+            w.grad.zero_()
+
+
+@pytest.mark.parametrize("zero, via_data, kinds", [
+    (True, False, ["fresh", "zeros", "zeros"]),
+    (False, True, ["fresh", "added", "added"]),
+])
+def test_format_2_files_are_read_with_the_fields_derived(tmp_path, zero, via_data, kinds):
+    import gradtrace
+
+    path = tmp_path / "run.gtrace"
+    with gradtrace.trace(path):
+        _loop(zero, via_data)
+    new = gradtrace.load(path)
+    new_events = [(e.kind, e.idiom, e.accumulation, e.through_data) for s in new.steps for e in s.events]
+    assert [a for k, _, a, _ in new_events if k == "accumulate"] == kinds
+    assert [d for k, _, _, d in new_events if k == "update"] == [via_data] * 3
+    new.close()
+    _as_format_2(path)
+    old = gradtrace.load(path)
+    assert old.info.format_version == 2
+    assert [(e.kind, e.idiom, e.accumulation, e.through_data) for s in old.steps for e in s.events] \
+        == new_events
+
+
+def test_format_1_accumulations_have_their_kind():
+    from pathlib import Path
+
+    import gradtrace
+
+    t = gradtrace.load(Path(__file__).parent / "data" / "format1.gtrace")
+    assert [(s.index, e.accumulation) for s in t.steps for e in s.accumulations] == [
+        (0, "fresh"), (1, "zeros")]
+    assert not any(e.through_data for s in t.steps for e in s.events)
+
+
+def test_format_3_checks_the_new_fields(tmp_path):
+    import json
+
+    import gradtrace
+    from gradtrace.errors import TraceFileError
+
+    path = tmp_path / "run.gtrace"
+    with gradtrace.trace(path):
+        _loop(True, False)
+    for field, value, fragment in ((11, "maybe", "accumulation"), (11, None, "accumulation"),
+                                   (12, "yes", "through_data")):
+        c = sqlite3.connect(path)
+        (body,) = c.execute("SELECT body FROM step WHERE idx=0").fetchone()
+        b = json.loads(body)
+        acc = next(r for r in b["events"] if r[1] == "accumulate")
+        kept = acc[field]
+        acc[field] = value
+        c.execute("UPDATE step SET body=? WHERE idx=0", (json.dumps(b),))
+        c.commit()
+        with pytest.raises(TraceFileError, match=fragment):
+            gradtrace.load(path).steps[0]
+        acc[field] = kept
+        c.execute("UPDATE step SET body=? WHERE idx=0", (json.dumps(b),))
+        c.commit()
+        c.close()
+    assert gradtrace.load(path).steps[0].accumulations[0].accumulation == "fresh"

@@ -43,6 +43,8 @@ _DTYPE_NAMES: dict[Any, str] = {}
 _PLAIN_DTYPES = _NUMPY_DTYPES - {torch.complex64, torch.complex128}
 
 _CURRENT = object()  # "the module running now", for ops recorded as they happen
+# How an accumulation reads in the trace, by its kind (model.ACCUMULATIONS).
+_ACC_IDIOMS = {"fresh": "fresh", "zeros": "added onto zeros", "added": "added"}
 
 
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
@@ -937,15 +939,17 @@ class Recorder:
             return ("param", self.tid_of(t), "")
         return None
 
-    def _event(self, kind, tid, idiom, before, after, f, via, fresh=None, incoming=None):
+    def _event(self, kind, tid, idiom, before, after, f, via, fresh=None, incoming=None,
+               accumulation=None, through_data=False):
         seq = self.seq
         self.seq += 1
         self.w.add_event(EventRow(seq, kind, tid, idiom, before, after, incoming,
-                                  None if fresh is None else int(fresh), via, 0, self._sid(f)))
+                                  None if fresh is None else int(fresh), via, 0, self._sid(f),
+                                  accumulation, int(through_data)))
         key = kind if kind != "accumulate" else ("accumulate_fresh" if fresh else "accumulate_added")
         self.totals[key] += 1
         self.counts[key] += 1
-        if idiom == "added":
+        if accumulation == "added":
             self.totals["accumulate_on_top"] += 1
             self.counts["accumulate_on_top"] += 1
         if kind == "zero":
@@ -985,12 +989,15 @@ class Recorder:
             idiom = self.idioms.get(key)
             if idiom is None:
                 idiom = self.idioms[key] = self._inplace_idiom(*key)
+            through_data = "data" in path.split(".")
             if role == "param":
-                self._event("update", tid, idiom, b, self._snap_now(t), f, via)
+                self._event("update", tid, idiom, b, self._snap_now(t), f, via,
+                            through_data=through_data)
             else:
                 zero = name == "zero_" or not (bool(torch.any(t)) if t.numel() else False)
                 after = self._snap_zeros(t) if zero else self._snap_now(t)
-                self._event("zero" if zero else "grad_write", tid, idiom, b, after, f, via)
+                self._event("zero" if zero else "grad_write", tid, idiom, b, after, f, via,
+                            through_data=through_data)
         return out
 
     def _inplace_idiom(self, name, role, path, no_grad, via) -> str:
@@ -1047,7 +1054,8 @@ class Recorder:
         f, via = self._user_frame(sys._getframe(1))
         before = self._snap_now(t)
         out = func(*args, **kwargs)
-        self._event("update", role[1], "p.data = …", before, self._snap_now(t), f, via)
+        self._event("update", role[1], "p.data = …", before, self._snap_now(t), f, via,
+                    through_data=True)
         return out
 
     def on_backward(self, func, args, kwargs):
@@ -1208,8 +1216,8 @@ class Recorder:
                     self.grad_vid[variable] = (after, id(g), g._version)
                 incoming = snap(g_out[0]) if g_out else None
                 # Onto a zeroed .grad (grad.zero_() style) is not the forgot-to-zero case.
-                idiom = "fresh" if fresh else ("added onto zeros" if zeros else "added")
-                acc_events.append((order, variable, fresh, before, after, incoming, idiom))
+                kind = "fresh" if fresh else ("zeros" if zeros else "added")
+                acc_events.append((order, variable, fresh, before, after, incoming, kind))
         self.step_nodes += len(nodes)
         results = []
         if api == "autograd.grad" and isinstance(out, tuple):
@@ -1217,9 +1225,9 @@ class Recorder:
         w.set_backward(BackwardRow(bseq, api, root_tids, root_vid,
                                    [self.tid_of(t) for t in grad_inputs if isinstance(t, _Tensor)],
                                    results, sid))
-        for _, variable, fresh, before, after, incoming, idiom in sorted(acc_events):
-            self._event("accumulate", variable, idiom, before, after, f, None, fresh=fresh,
-                        incoming=incoming)
+        for _, variable, fresh, before, after, incoming, kind in sorted(acc_events):
+            self._event("accumulate", variable, _ACC_IDIOMS[kind], before, after, f, None,
+                        fresh=fresh, incoming=incoming, accumulation=kind)
 
     # -- module names and optimizer steps (global hooks) ------------------------------------------
     def _module_pre(self, module, args):

@@ -132,6 +132,8 @@ class EventRow(NamedTuple):
     via: str | None     # the torch function the user's line called (Optimizer.zero_grad)
     inferred: int       # 1 if deduced rather than seen (reserved: always 0)
     sid: int | None
+    accumulation: str | None = None  # accumulate: fresh | zeros | added (model.ACCUMULATIONS); else null
+    through_data: int = 0  # 1: the change went through a .data alias (p.data.sub_(), p.data = …)
 
 
 def step_columns(version: int) -> tuple[str, ...]:
@@ -140,7 +142,8 @@ def step_columns(version: int) -> tuple[str, ...]:
 
 
 #: Fields added after format 1: (row type, field) -> the format that added it.
-ADDED_IN: dict[tuple[type, str], int] = {}
+ADDED_IN: dict[tuple[type, str], int] = {(EventRow, "accumulation"): 3,
+                                         (EventRow, "through_data"): 3}
 
 
 def width(row_type: type, version: int) -> int:

@@ -5,7 +5,7 @@ moment it ends), a reader never executes anything from the file (tensors are raw
 with a dtype and a shape), the schema is self-describing for anyone with ``sqlite3``,
 and it comes with Python. coverage.py keeps its data the same way.
 
-Schema (format version 2). Ids are the sequential integers the recorder assigned:
+Schema (format version 3). Ids are the sequential integers the recorder assigned:
 ``tid`` a tensor object, ``vid`` a snapshot of a value, ``seq`` a position in the run's
 event order, ``sid`` a source line. Everything a step adds goes into its one row (its new
 tensors too), so writing a step costs one INSERT and one COMMIT (about 25 us): that is
@@ -49,8 +49,14 @@ other non-JSON values are ``{"dtype": ...}``, ``{"slice": [start, stop, step]}``
   Per kind-1 value in order, ``stats`` holds norm, mean, min, max (null when not finite)
   and ``stats_int`` numel and the count of non-finite elements.
 
-Format 1 (gradtrace 0.1.0 development versions) had no ``tensors`` or ``vidx`` columns: all
-tensors were rows of ``tensor`` and the value index was ``body["values"]``. It is still read.
+Version history (each still read):
+
+- 1 (gradtrace 0.1.0 development versions): no ``tensors`` or ``vidx`` columns: all tensors
+  were rows of ``tensor`` and the value index was ``body["values"]``.
+- 2: a step's new tensors in its ``tensors`` column, the value index in ``vidx``.
+- 3: event rows end with ``accumulation`` (fresh | zeros | added, as the recorder saw the
+  ``.grad`` before backward wrote into it) and ``through_data``. For format 1 and 2 files
+  the reader derives both from the idiom (and the value before) in ``_old_event_fields``.
 
 The SQLite header carries ``application_id`` = 0x47545243 ("GTRC") and ``user_version`` =
 the format version, so a foreign or newer file is told apart before any table is read.
@@ -84,7 +90,8 @@ from .checked import Limits, Malformed
 from .dtypes import dtype_name
 from .lock import TraceLock
 from .model import (
-    EVENT_KINDS, Backward, Event, GradNode, Op, RunInfo, Source, Stats, Step, TensorInfo,
+    ACCUMULATIONS, EVENT_KINDS, Backward, Event, GradNode, Op, RunInfo, Source, Stats, Step,
+    TensorInfo, Value,
 )
 from .rows import (
     BackwardRow, EventRow, NodeRow, OpRow, SourceRow, StepHead, TensorRow, decode, step_columns,
@@ -94,7 +101,7 @@ __all__ = ["FORMAT_VERSION", "OLDEST_READABLE", "TraceWriter", "Trace", "load", 
            "APPLICATION_ID", "Limits", "dtype_name"]
 
 #: Bump when the schema changes; record the change in docs/trace-format.md.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: The oldest format this version of gradtrace still reads.
 OLDEST_READABLE = 1
 APPLICATION_ID = 0x47545243  # "GTRC"
@@ -971,14 +978,24 @@ class Trace:
             w = f"{where}: event {r.seq!r:.20}"
             if r.kind not in EVENT_KINDS:
                 raise Malformed(f"{w} has kind {str(r.kind)[:20]!r}, not one of {', '.join(EVENT_KINDS)}")
+            idiom = ck.opt_text(r.idiom, f"{w}'s idiom") or ""
+            before = vv(r.before_vid, f"{w}'s value before")
+            fresh = ck.opt_flag(r.fresh, f"{w}'s fresh")
+            if version >= 3:
+                acc, through_data = r.accumulation, ck.flag(r.through_data, f"{w}'s through_data")
+                if acc not in (ACCUMULATIONS if r.kind == "accumulate" else (None,)):
+                    raise Malformed(f"{w}'s accumulation is {str(acc)[:20]!r}, not "
+                                    + (", ".join(ACCUMULATIONS) if r.kind == "accumulate" else "null"))
+            else:
+                acc, through_data = _old_event_fields(r.kind, idiom, fresh, before)
             events.append(Event(
                 seq=ck.integer(r.seq, f"{w}'s seq"), step=idx, kind=r.kind,
-                tensor=ck.integer(r.tensor, f"{w}'s tensor"), idiom=ck.opt_text(r.idiom, f"{w}'s idiom") or "",
-                before=vv(r.before_vid, f"{w}'s value before"), after=vv(r.after_vid, f"{w}'s value after"),
-                source=src(r.sid, w), via=ck.opt_text(r.via, f"{w}'s via"),
-                fresh=ck.opt_flag(r.fresh, f"{w}'s fresh"),
+                tensor=ck.integer(r.tensor, f"{w}'s tensor"), idiom=idiom,
+                before=before, after=vv(r.after_vid, f"{w}'s value after"),
+                source=src(r.sid, w), via=ck.opt_text(r.via, f"{w}'s via"), fresh=fresh,
                 incoming=vv(r.incoming_vid, f"{w}'s incoming gradient"),
-                inferred=ck.flag(r.inferred or 0, f"{w}'s inferred")))
+                inferred=ck.flag(r.inferred or 0, f"{w}'s inferred"),
+                accumulation=acc, through_data=through_data))
         return Step(index=idx, ops=tuple(ops), backward=backward, events=tuple(events), values=by_tid,
                     tensors=self.tensors, ops_dropped=dropped)
 
@@ -1000,6 +1017,26 @@ class Trace:
 
 _COUNT_NAMES = ("ops", "nodes", "fresh", "added", "on-top", "zeroing", "update", "grad-write",
                 "dropped-ops")
+
+
+def _old_event_fields(kind: str, idiom: str, fresh: bool | None,
+                      before: Value | None) -> tuple[str | None, bool]:
+    """An event's ``accumulation`` and ``through_data`` in files of formats 1 and 2, which did
+    not store them: the recorder's idiom says both (``fresh``, ``added onto zeros``,
+    ``added``; ``p.data.sub_()``); an accumulation with another idiom is told by its value."""
+    through_data = ".data" in idiom
+    if kind != "accumulate":
+        return None, through_data
+    if fresh or before is None:
+        return "fresh", through_data
+    known = {"added onto zeros": "zeros", "added": "added"}.get(idiom)
+    if known is not None:
+        return known, through_data
+    if before.data is not None:
+        zeros = bool((before.data == 0).all())
+    else:
+        zeros = before.stats.numel > 0 and before.stats.min == 0 and before.stats.max == 0
+    return ("zeros" if zeros else "added"), through_data
 
 
 def _obj(v: Any, what: str) -> dict:
