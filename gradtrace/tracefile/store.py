@@ -728,8 +728,8 @@ class Trace:
         for r in self._q(f"SELECT {', '.join(TensorRow._fields)} FROM tensor"):
             tid = ck.integer(r[0], "a tensor id")
             row = TensorRow(*r)
-            rows[tid] = self._tensor_info(row._replace(shape=ck.json_value(row.shape, f"tensor {tid}'s shape")),
-                                          f"tensor {tid}")
+            shape = ck.json_value(row.shape, f"tensor {tid}'s shape")
+            rows[tid] = self._tensor_info(row._replace(shape=shape), f"tensor {tid}")
         if self._version >= 2:
             for idx, raw in self._q("SELECT idx, tensors FROM step WHERE tensors IS NOT NULL "
                                     "ORDER BY idx"):
@@ -929,8 +929,10 @@ class Trace:
                 outputs=ck.int_list(r.outputs, f"{w}'s outputs"),
                 args=tuple(ck.decode_arg(a, f"{w}'s arguments") for a in r.args),
                 kwargs={k: ck.decode_arg(a, f"{w}'s arguments") for k, a in r.kwargs.items()},
-                grad_fn=ck.opt_text(r.grad_fn, f"{w}'s grad_fn"), module=ck.opt_text(r.module, f"{w}'s module"),
-                parent=ck.opt_integer(r.parent, f"{w}'s parent"), is_graph=ck.flag(r.is_graph, f"{w}'s is_graph"),
+                grad_fn=ck.opt_text(r.grad_fn, f"{w}'s grad_fn"),
+                module=ck.opt_text(r.module, f"{w}'s module"),
+                parent=ck.opt_integer(r.parent, f"{w}'s parent"),
+                is_graph=ck.flag(r.is_graph, f"{w}'s is_graph"),
                 source=src(r.sid, w)))
         ops.sort(key=lambda o: o.index)
         parent_of = {o.index: o.parent for o in ops}
@@ -967,7 +969,8 @@ class Trace:
                     grad_inputs=tuple(vv(x, f"{wn}'s gradient") for x in r.grad_in_vids)))
             if not isinstance(b.result_vids, list):
                 raise Malformed(f"{w}'s results are not a list")
-            backward = Backward(seq=ck.integer(b.seq, f"{w}'s seq"), step=idx, api=ck.text(b.api, f"{w}'s api"),
+            backward = Backward(seq=ck.integer(b.seq, f"{w}'s seq"), step=idx,
+                                api=ck.text(b.api, f"{w}'s api"),
                                 roots=ck.int_list(b.roots, f"{w}'s roots"), nodes=tuple(nodes),
                                 source=src(b.sid, w), root_value=vv(b.root_vid, f"{w}'s root value"),
                                 inputs=ck.int_list(b.inputs, f"{w}'s inputs"),
