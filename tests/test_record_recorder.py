@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import gradtrace
-from gradtrace.record.recorder import Recorder
+from gradtrace.record.backward import BackwardPass
 
 
 # -- the d2l step, exactly ----------------------------------------------------------------------
@@ -387,12 +387,12 @@ def test_nothing_left_installed_after_a_trace_that_raised(options):
     assert "ZeroDivisionError" in t.info.error
     # and later backward passes run no gradtrace code
     calls = []
-    orig = Recorder._write_backward
-    Recorder._write_backward = lambda *a, **k: calls.append(1)
+    orig = BackwardPass.write
+    BackwardPass.write = lambda *a, **k: calls.append(1)
     try:
         _loop(2, w, X)
     finally:
-        Recorder._write_backward = orig
+        BackwardPass.write = orig
     assert calls == []
 
 

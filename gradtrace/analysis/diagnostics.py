@@ -232,13 +232,13 @@ class Diagnostics:
         if e.kind == "accumulate":
             self.received.add(tid)
             prev = self.updated_since_acc.get(tid)
-            if e.fresh is False and e.idiom == "added" and prev is not None:
+            if e.accumulation == "added" and prev is not None:
                 self.forgot.setdefault(tid, []).append((step.index, e, prev))
             self.updated_since_acc[tid] = None
             self.grad_now[tid] = e.after.data if e.after is not None else None
         elif e.kind == "update":
             self.updated_since_acc[tid] = e
-            if ".data" in e.idiom and tid in self.first_use:
+            if e.through_data and tid in self.first_use:
                 self.data_updates.setdefault((tid, _src(e.source)), []).append((step.index, e))
             g = self.grad_now.get(tid)
             n = self.n_updates[tid] = self.n_updates.get(tid, 0) + 1

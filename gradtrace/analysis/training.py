@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..tracefile.model import ACCUMULATIONS
 from .sampling import subsample
 
 if TYPE_CHECKING:  # linear needs torch, imported only where a surface is made
@@ -25,7 +26,7 @@ if TYPE_CHECKING:  # linear needs torch, imported only where a surface is made
 __all__ = ["TrainingSeries", "training_series", "Surface", "loss_surface", "ACC_KINDS", "sane_rows"]
 
 #: How an accumulation met ``.grad``: None before, cleared (zeros), or holding an old gradient.
-ACC_KINDS = ("fresh", "zeros", "added")
+ACC_KINDS = ACCUMULATIONS
 
 #: Steps read in full at most; a longer run is read at evenly spaced steps (losses and event
 #: counts still come from every step: they are in the step table).
@@ -113,9 +114,7 @@ def training_series(trace, max_read: int = MAX_READ) -> TrainingSeries:
         row_grads: dict[int, np.ndarray | None] = {}
         for e in step.events:
             if e.kind == "accumulate":
-                kind = "fresh" if (e.fresh or e.before is None) else (
-                    "zeros" if _all_zero(e.before) else "added")
-                events[kind][p] += 1
+                events[e.accumulation][p] += 1
                 info = params_info.get(e.tensor) or step.tensors.get(e.tensor)
                 if info is not None and e.tensor not in seen_params:
                     seen_params[e.tensor] = info
@@ -187,13 +186,6 @@ def training_series(trace, max_read: int = MAX_READ) -> TrainingSeries:
                           grads=grads, grad_norm=norms, events=events,
                           read=np.array(rows_read, dtype=np.int64),
                           names={p.tid: trace.name(p.tid) for p in params}, full_values=full)
-
-
-def _all_zero(v) -> bool:
-    if v.data is not None:
-        return bool((v.data == 0).all())
-    s = v.stats
-    return s.numel > 0 and s.min == 0 and s.max == 0
 
 
 def _fill(a: np.ndarray) -> np.ndarray:

@@ -686,9 +686,7 @@ def _backward_frames(st: Frame, step, scene: Scene, acc_by_tid, per) -> list[Fra
 
 def _acc_mark(e) -> str:
     """fresh (.grad was None), zeros (added onto a cleared .grad) or added (the bug case)."""
-    if e.fresh or e.before is None:
-        return "fresh"
-    return "zeros" if _is_zero(e.before) else "added"
+    return e.accumulation
 
 
 def _acc_note(e) -> str:

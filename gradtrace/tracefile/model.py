@@ -16,11 +16,15 @@ from . import conveniences
 
 __all__ = [
     "Source", "Stats", "Value", "TensorInfo", "Op", "GradNode", "Backward", "Event",
-    "Step", "RunInfo", "EVENT_KINDS", "FUNCTION_PREFIX",
+    "Step", "RunInfo", "EVENT_KINDS", "ACCUMULATIONS", "FUNCTION_PREFIX",
 ]
 
 #: The kinds of :class:`Event` (besides ops and backward passes, which have their own types).
 EVENT_KINDS = ("accumulate", "zero", "update", "grad_write")
+#: How a ``.grad`` accumulation landed (:attr:`Event.accumulation`): on a ``.grad`` that was
+#: None, onto one that held only zeros (the ``grad.zero_()`` style), or added on top of a
+#: gradient that was never cleared (the forgot-to-zero case).
+ACCUMULATIONS = ("fresh", "zeros", "added")
 #: How an op's ``target`` names a custom ``autograd.Function``: this, then the class name.
 FUNCTION_PREFIX = "autograd.Function:"
 
@@ -256,17 +260,20 @@ class Event:
 
     ``kind`` is one of :data:`EVENT_KINDS`:
 
-    - ``accumulate``: backward wrote into ``tensor.grad``; ``fresh`` is True when ``.grad``
-      was None before (False: added on top of an existing gradient). ``incoming`` is the
-      gradient that arrived.
+    - ``accumulate``: backward wrote into ``tensor.grad``; ``accumulation`` says how, one
+      of :data:`ACCUMULATIONS` (``fresh``: ``.grad`` was None; ``zeros``: it held only
+      zeros; ``added``: on top of a gradient that was not cleared), as the recorder saw it;
+      ``fresh`` is True for ``fresh``. ``incoming`` is the gradient that arrived.
     - ``zero``: ``.grad`` was cleared; ``idiom`` says how (``grad.zero_()``,
       ``grad = None``, ``optimizer.zero_grad()``...).
     - ``update``: the leaf's value changed (``p -= lr * g`` under no_grad, ``p.data -= ...``,
       ``optimizer.step()``...).
     - ``grad_write``: ``.grad`` was changed without clearing it (clipping, scaling).
 
-    ``inferred`` marks events gradtrace deduced by comparing values (in sampled recording)
-    rather than seeing the call that caused them.
+    ``through_data`` marks a change made through a ``.data`` alias (``p.data -= …``,
+    ``p.data = …``, ``p.grad.data.zero_()``): invisible to autograd. ``inferred`` marks
+    events gradtrace deduced by comparing values (in sampled recording) rather than seeing
+    the call that caused them.
     """
 
     seq: int
@@ -281,6 +288,8 @@ class Event:
     fresh: bool | None = None
     incoming: Value | None = None
     inferred: bool = False
+    accumulation: str | None = None
+    through_data: bool = False
 
 
 @dataclass(frozen=True)

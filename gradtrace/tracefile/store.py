@@ -5,7 +5,7 @@ moment it ends), a reader never executes anything from the file (tensors are raw
 with a dtype and a shape), the schema is self-describing for anyone with ``sqlite3``,
 and it comes with Python. coverage.py keeps its data the same way.
 
-Schema (format version 2). Ids are the sequential integers the recorder assigned:
+Schema (format version 3). Ids are the sequential integers the recorder assigned:
 ``tid`` a tensor object, ``vid`` a snapshot of a value, ``seq`` a position in the run's
 event order, ``sid`` a source line. Everything a step adds goes into its one row (its new
 tensors too), so writing a step costs one INSERT and one COMMIT (about 25 us): that is
@@ -30,18 +30,17 @@ what makes per-step durability cheap.
   little-endian int64s; ``vals`` the raw little-endian C-order bytes of the values kept in
   full, concatenated.
 
-``body`` holds lists of rows (each a JSON array, fields in this order):
+``body`` holds lists of rows, each a JSON array: ``ops``, ``backward`` (one row, or null),
+``nodes`` and ``events``; their fields, in order, are the named tuples of
+:mod:`gradtrace.tracefile.rows` (``OpRow``, ``BackwardRow``, ``NodeRow``, ``EventRow``), which
+the writer writes and the reader reads (so are the ``source``, ``tensor`` and step-head
+columns: ``SourceRow``, ``TensorRow``, ``StepHead``). In an op's ``args``/``kwargs`` a tensor
+is the string ``"$t<tid>"`` and a string argument that starts with ``$`` has one more ``$``
+in front (readers turn them back into ``{"tensor": tid}`` and the original string); a tuple
+(a ``torch.Size`` too) is ``{"tuple": [...]}`` (read back as a tuple), a list a JSON list;
+other non-JSON values are ``{"dtype": ...}``, ``{"slice": [start, stop, step]}``,
+``{"repr": ...}``. Besides the rows:
 
-- ``ops``: idx, seq, name, target, inputs, outputs, args, kwargs, grad_fn, module,
-  parent, is_graph, sid. In ``args``/``kwargs`` a tensor is the string ``"$t<tid>"`` and a
-  string argument that starts with ``$`` has one more ``$`` in front (readers turn them
-  back into ``{"tensor": tid}`` and the original string); a tuple (a ``torch.Size`` too) is
-  ``{"tuple": [...]}`` (read back as a tuple), a list a JSON list; other non-JSON values are
-  ``{"dtype": ...}``, ``{"slice": [start, stop, step]}``, ``{"repr": ...}``.
-- ``backward``: seq, api, roots, root_vid, inputs, result_vids, sid (or null).
-- ``nodes``: nid, name, op, variable, next, exec_order, grad_out_vids, grad_in_vids.
-- ``events``: seq, kind, tensor, idiom, before_vid, after_vid, incoming_vid, fresh, via,
-  inferred, sid.
 - ``stats``, ``stats_int``, ``dtypes``: with the ``vidx`` column, the index of the step's
   values (see docs/trace-format.md): ``vidx`` is a flat list of ints, per value vid, tid
   (-1: an event or gradient snapshot, else the tensor whose forward value this is), kind
@@ -50,8 +49,14 @@ what makes per-step durability cheap.
   Per kind-1 value in order, ``stats`` holds norm, mean, min, max (null when not finite)
   and ``stats_int`` numel and the count of non-finite elements.
 
-Format 1 (gradtrace 0.1.0 development versions) had no ``tensors`` or ``vidx`` columns: all
-tensors were rows of ``tensor`` and the value index was ``body["values"]``. It is still read.
+Version history (each still read):
+
+- 1 (gradtrace 0.1.0 development versions): no ``tensors`` or ``vidx`` columns: all tensors
+  were rows of ``tensor`` and the value index was ``body["values"]``.
+- 2: a step's new tensors in its ``tensors`` column, the value index in ``vidx``.
+- 3: event rows end with ``accumulation`` (fresh | zeros | added, as the recorder saw the
+  ``.grad`` before backward wrote into it) and ``through_data``. For format 1 and 2 files
+  the reader derives both from the idiom (and the value before) in ``_old_event_fields``.
 
 The SQLite header carries ``application_id`` = 0x47545243 ("GTRC") and ``user_version`` =
 the format version, so a foreign or newer file is told apart before any table is read.
@@ -85,14 +90,18 @@ from .checked import Limits, Malformed
 from .dtypes import dtype_name
 from .lock import TraceLock
 from .model import (
-    EVENT_KINDS, Backward, Event, GradNode, Op, RunInfo, Source, Stats, Step, TensorInfo,
+    ACCUMULATIONS, EVENT_KINDS, Backward, Event, GradNode, Op, RunInfo, Source, Stats, Step,
+    TensorInfo, Value,
+)
+from .rows import (
+    BackwardRow, EventRow, NodeRow, OpRow, SourceRow, StepHead, TensorRow, decode, step_columns,
 )
 
 __all__ = ["FORMAT_VERSION", "OLDEST_READABLE", "TraceWriter", "Trace", "load", "is_trace",
            "APPLICATION_ID", "Limits", "dtype_name"]
 
 #: Bump when the schema changes; record the change in docs/trace-format.md.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: The oldest format this version of gradtrace still reads.
 OLDEST_READABLE = 1
 APPLICATION_ID = 0x47545243  # "GTRC"
@@ -110,11 +119,6 @@ CREATE TABLE step (idx INTEGER PRIMARY KEY, first_seq INTEGER, last_seq INTEGER,
 """
 
 _TABLES = {"meta", "source", "tensor", "step"}
-_STEP_COLUMNS_V1 = ["idx", "first_seq", "last_seq", "has_backward", "loss", "n_ops", "n_nodes",
-                    "n_fresh", "n_added", "n_on_top", "n_zero", "n_update", "n_grad_write",
-                    "ops_dropped", "body", "vals"]
-_STEP_COLUMNS = {1: _STEP_COLUMNS_V1,
-                 2: _STEP_COLUMNS_V1[:-2] + ["tensors", "body", "vidx", "vals"]}
 
 @lru_cache(maxsize=None)
 def numpy_dtypes() -> frozenset:
@@ -160,11 +164,11 @@ def _finite(x: float) -> float | None:
 class TraceWriter:
     """Appends a run to a trace file (or to an in-memory database), one step per commit.
 
-    The recorder appends plain rows to the buffers (``sources``, ``tensors``, ``renames``,
-    ``ops``, ``nodes``, ``events``, ``backward``), adds values with :meth:`add_stats` and
-    :meth:`add_zeros` or, for bytes, appends to ``vints``/``chunks`` itself (its hot path:
-    vid, tid or -1, 0, :meth:`code` of the dtype, ``offset``, nbytes, ndim, sizes), and calls
-    :meth:`commit_step` when a step ends; nothing of a step is visible to readers before that.
+    The recorder adds the rows of :mod:`gradtrace.tracefile.rows` (:meth:`add_source`,
+    :meth:`add_tensor`, :meth:`name_tensor`, :meth:`add_op`, :meth:`add_node`,
+    :meth:`set_backward`, :meth:`add_event`) and values (:meth:`add_bytes`, :meth:`add_stats`,
+    :meth:`add_zeros`), and calls :meth:`commit_step` when a step ends; nothing of a step is
+    visible to readers before that.
 
     Opening takes the trace's lock (see :mod:`gradtrace.tracefile.lock`) and replaces an earlier
     trace at the path, never a file of anything else. A write that fails (a full disk) does
@@ -205,9 +209,9 @@ class TraceWriter:
             "ops_dropped": 0,
         }
         base.update(meta)
-        self.sources: list[tuple] = []
-        self.tensors: list[tuple] = []
-        self.renames: list[tuple] = []
+        self._sources: list[SourceRow] = []
+        self._tensors: list[TensorRow] = []
+        self._renames: list[tuple[str, int]] = []
         self._write(meta=base)
         self._reset_step()
         self.closed = False
@@ -253,55 +257,88 @@ class TraceWriter:
                                        "path with -o") from None
 
     def _reset_step(self):
-        self.ops: list[list] = []
-        self.nodes: list[list] = []
-        self.events: list[list] = []
-        self.backward: list | None = None
+        self._ops: list[OpRow] = []
+        self._nodes: list[NodeRow] = []
+        self._events: list[EventRow] = []
+        self._backward: BackwardRow | None = None
         # The value index, built as values arrive (see the schema: vidx, stats, dtypes).
-        self.vints: list[int] = []
-        self.chunks: list[bytes] = []
-        self.offset = 0
-        self.stats: list = []
-        self.stats_int: list[int] = []
-        self.codes: dict[str, int] = {}
+        self._vints: list[int] = []
+        self._chunks: list[bytes] = []
+        self._offset = 0
+        self._stats: list = []
+        self._stats_int: list[int] = []
+        self._codes: dict[str, int] = {}
 
-    def code(self, dtype: str) -> int:
-        c = self.codes.get(dtype)
+    # -- what the recorder writes: rows of gradtrace.tracefile.rows, and values -------------
+    def add_source(self, row: SourceRow) -> None:
+        """A line of the user's code (written with the next transaction)."""
+        self._sources.append(row)
+
+    def add_tensor(self, row: TensorRow) -> None:
+        """A tensor first seen now: in the step being recorded, or in the ``tensor`` table."""
+        self._tensors.append(row)
+
+    def name_tensor(self, tid: int, name: str) -> None:
+        """A name found now for a tensor added earlier."""
+        self._renames.append((name, tid))
+
+    def add_op(self, row: OpRow) -> None:
+        self._ops.append(row)
+
+    def add_node(self, row: NodeRow) -> None:
+        self._nodes.append(row)
+
+    def set_backward(self, row: BackwardRow) -> None:
+        self._backward = row
+
+    def add_event(self, row: EventRow) -> None:
+        self._events.append(row)
+
+    def _code(self, dtype: str) -> int:
+        c = self._codes.get(dtype)
         if c is None:
-            c = self.codes[dtype] = len(self.codes)
+            c = self._codes[dtype] = len(self._codes)
         return c
 
+    def add_bytes(self, vid: int, tid: int | None, shape, dtype: str, payload: bytes) -> None:
+        """A value kept in full: its raw little-endian C-order bytes (kind 0 of the index)."""
+        n = len(payload)
+        self._vints += (vid, -1 if tid is None else tid, 0, self._code(dtype), self._offset, n,
+                        len(shape), *shape)
+        self._chunks.append(payload)
+        self._offset += n
+
     def add_stats(self, vid: int, tid: int | None, shape, dtype: str, stats: Stats) -> None:
-        self.vints += (vid, -1 if tid is None else tid, 1, self.code(dtype), 0, 0, len(shape), *shape)
-        self.stats += (_finite(stats.norm), _finite(stats.mean), _finite(stats.min),
-                       _finite(stats.max))
-        self.stats_int += (stats.numel, stats.nonfinite)
+        """A value kept as statistics only (kind 1)."""
+        self._vints += (vid, -1 if tid is None else tid, 1, self._code(dtype), 0, 0, len(shape), *shape)
+        self._stats += (_finite(stats.norm), _finite(stats.mean), _finite(stats.min),
+                        _finite(stats.max))
+        self._stats_int += (stats.numel, stats.nonfinite)
 
     def add_zeros(self, vid: int, shape, dtype: str) -> None:
-        self.vints += (vid, -1, 2, self.code(dtype), 0, 0, len(shape), *shape)
+        """A value known to be all zeros: its shape and dtype only (kind 2)."""
+        self._vints += (vid, -1, 2, self._code(dtype), 0, 0, len(shape), *shape)
 
-    def commit_step(self, head: tuple) -> None:
-        """Write one step. ``head`` = (idx, first_seq, last_seq, has_backward, loss, n_ops,
-        n_nodes, n_fresh, n_added, n_on_top, n_zero, n_update, n_grad_write, ops_dropped)."""
+    def commit_step(self, head: StepHead) -> None:
+        """Write the step whose rows were added since the last commit, in one transaction."""
         if self.closed:
             return
-        loss = head[4]
-        if loss is not None and loss != loss:
-            head = head[:4] + ("nan",) + head[5:]  # SQLite would store a NaN REAL as NULL
-        body = _json({"ops": self.ops, "backward": self.backward, "nodes": self.nodes,
-                      "events": self.events, "stats": self.stats, "stats_int": self.stats_int,
-                      "dtypes": list(self.codes)})
+        if head.loss is not None and head.loss != head.loss:
+            head = head._replace(loss="nan")  # SQLite would store a NaN REAL as NULL
+        body = _json({"ops": self._ops, "backward": self._backward, "nodes": self._nodes,
+                      "events": self._events, "stats": self._stats, "stats_int": self._stats_int,
+                      "dtypes": list(self._codes)})
         tensors = None
-        if self.tensors or self.renames:
-            tensors = _json(self.tensors + [(tid, name) for name, tid in self.renames])
-            self.tensors, self.renames = [], []
-        row = head + (tensors, body, ck.to_int64s(self.vints), b"".join(self.chunks))
+        if self._tensors or self._renames:
+            tensors = _json(self._tensors + [(tid, name) for name, tid in self._renames])
+            self._tensors, self._renames = [], []
+        row = tuple(head) + (tensors, body, ck.to_int64s(self._vints), b"".join(self._chunks))
         self._reset_step()
         self._write(step_row=row)
 
     def _write(self, step_row: tuple | None = None, meta: dict | None = None) -> bool:
         """One transaction; False if it was not written (now or at an earlier failure)."""
-        sources, self.sources = self.sources, []
+        sources, self._sources = self._sources, []
         if self.error is not None or os.getpid() != self.pid:
             return False  # a write failed before, or this is a forked child (DataLoader workers)
         c = self.conn
@@ -314,12 +351,11 @@ class TraceWriter:
                     c.execute("INSERT INTO step VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                               step_row)
                 if meta:
-                    if self.tensors:  # seen outside a recorded step
+                    if self._tensors:  # seen outside a recorded step
                         c.executemany("INSERT INTO tensor VALUES (?,?,?,?,?,?)",
-                                      [(tid, name, role, _json(shape), dtype, rg)
-                                       for tid, name, role, shape, dtype, rg in self.tensors])
-                    if self.renames:
-                        c.executemany("UPDATE tensor SET name=? WHERE tid=?", self.renames)
+                                      [r._replace(shape=_json(r.shape)) for r in self._tensors])
+                    if self._renames:
+                        c.executemany("UPDATE tensor SET name=? WHERE tid=?", self._renames)
                     c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                   [(k, _json(v)) for k, v in meta.items()])
                 c.execute("COMMIT")
@@ -479,19 +515,14 @@ def _check_header(conn: sqlite3.Connection, path: str) -> int:
     if missing:
         raise TraceFileError(path, f"truncated or corrupt: tables {', '.join(sorted(missing))} "
                                    "are missing; record the run again")
-    for table, want in (("meta", _COLUMNS["meta"]), ("source", _COLUMNS["source"]),
-                        ("tensor", _COLUMNS["tensor"]), ("step", _STEP_COLUMNS[version])):
+    for table, want in (("meta", ("key", "value")), ("source", SourceRow._fields),
+                        ("tensor", TensorRow._fields), ("step", step_columns(version))):
         # table_xinfo lists generated and hidden columns too: a reader computes nothing.
         cols = [(r[1], r[6]) for r in conn.execute(f"PRAGMA table_xinfo({table})")]
         if cols != [(c, 0) for c in want]:
             raise TraceFileError(path, f"the {table} table does not have the columns gradtrace "
                                        f"writes (format {version}); record the run again")
     return version
-
-
-#: The columns of the tables other than ``step``, in order (the writer's _SCHEMA).
-_COLUMNS = {"meta": ["key", "value"], "source": ["sid", "file", "line", "code", "function"],
-            "tensor": ["tid", "name", "role", "shape", "dtype", "requires_grad"]}
 
 
 def _sqlite_uri(p: Path, mode: str) -> str:
@@ -670,11 +701,13 @@ class Trace:
         if self._sources is None:
             out = {}
             try:
-                for sid, f, line, code, fn in self._q("SELECT sid, file, line, code, function FROM source"):
-                    w = f"source line {sid}"
-                    out[ck.integer(sid, "a source id")] = Source(
-                        ck.text(f, f"{w}'s file"), ck.integer(line, f"{w}'s line number"),
-                        ck.opt_text(code, f"{w}'s code") or "", ck.opt_text(fn, f"{w}'s function") or "")
+                for r in self._q(f"SELECT {', '.join(SourceRow._fields)} FROM source"):
+                    r = SourceRow(*r)
+                    w = f"source line {r.sid}"
+                    out[ck.integer(r.sid, "a source id")] = Source(
+                        ck.text(r.file, f"{w}'s file"), ck.integer(r.line, f"{w}'s line number"),
+                        ck.opt_text(r.code, f"{w}'s code") or "",
+                        ck.opt_text(r.function, f"{w}'s function") or "")
             except Malformed as e:
                 raise self._bad(e) from None
             self._sources = out
@@ -692,10 +725,11 @@ class Trace:
 
     def _read_tensors(self) -> dict[int, TensorInfo]:
         rows: dict[int, TensorInfo] = {}
-        for r in self._q("SELECT tid, name, role, shape, dtype, requires_grad FROM tensor"):
+        for r in self._q(f"SELECT {', '.join(TensorRow._fields)} FROM tensor"):
             tid = ck.integer(r[0], "a tensor id")
-            rows[tid] = self._tensor_info(list(r[:3]) + [ck.json_value(r[3], f"tensor {tid}'s shape")]
-                                          + list(r[4:]), f"tensor {tid}")
+            row = TensorRow(*r)
+            shape = ck.json_value(row.shape, f"tensor {tid}'s shape")
+            rows[tid] = self._tensor_info(row._replace(shape=shape), f"tensor {tid}")
         if self._version >= 2:
             for idx, raw in self._q("SELECT idx, tensors FROM step WHERE tensors IS NOT NULL "
                                     "ORDER BY idx"):
@@ -710,19 +744,19 @@ class Trace:
                         if tid in rows:
                             rows[tid] = dataclasses.replace(rows[tid], name=name)
                     else:
-                        info = self._tensor_info(ck.row(row, 6, f"{where}: a row"), where)
+                        info = self._tensor_info(decode(TensorRow, row, f"{where}: a row", self._version),
+                                                 where)
                         rows[info.tid] = info
         return {tid: rows[tid] for tid in sorted(rows)}
 
-    def _tensor_info(self, r: list, where: str) -> TensorInfo:
-        tid, name, role, shape, dtype, rg = r
-        tid = ck.integer(tid, f"{where}: a tensor id")
+    def _tensor_info(self, r: TensorRow, where: str) -> TensorInfo:
+        tid = ck.integer(r.tid, f"{where}: a tensor id")
         w = f"{where}: tensor {tid}"
-        if role not in ("param", "input", "activation"):
-            raise Malformed(f"{w} has role {str(role)[:20]!r}, not param, input or activation")
-        return TensorInfo(tid, ck.opt_text(name, f"{w}'s name"), role,
-                          ck.shape(shape, f"{w}'s shape", self.limits), ck.text(dtype, f"{w}'s dtype"),
-                          ck.flag(rg, f"{w}'s requires_grad"))
+        if r.role not in ("param", "input", "activation"):
+            raise Malformed(f"{w} has role {str(r.role)[:20]!r}, not param, input or activation")
+        return TensorInfo(tid, ck.opt_text(r.name, f"{w}'s name"), r.role,
+                          ck.shape(r.shape, f"{w}'s shape", self.limits), ck.text(r.dtype, f"{w}'s dtype"),
+                          ck.flag(r.requires_grad, f"{w}'s requires_grad"))
 
     def name(self, tid: int) -> str:
         info = self.tensors.get(tid)
@@ -877,27 +911,29 @@ class Trace:
                 raise Malformed(f"{what} refers to value {x}, which the step does not hold")
             return v
 
+        version = self._version
         ops = []
         seen: set[int] = set()
-        for r in _rows(body, "ops", where):
-            (i, seq, name, target, inputs, outputs, args, kwargs, grad_fn, module, parent,
-             is_graph, sid) = ck.row(r, 13, f"{where}: an op")
-            w = f"{where}: op {i!r:.20}"
-            i = ck.integer(i, f"{where}: an op's index", 0)
+        for raw in _rows(body, "ops", where):
+            r = decode(OpRow, raw, f"{where}: an op", version)
+            w = f"{where}: op {r.idx!r:.20}"
+            i = ck.integer(r.idx, f"{where}: an op's index", 0)
             if i in seen:
                 raise Malformed(f"{w} appears twice")
             seen.add(i)
-            if not isinstance(args, list) or not isinstance(kwargs, dict):
+            if not isinstance(r.args, list) or not isinstance(r.kwargs, dict):
                 raise Malformed(f"{w}'s arguments are not a list and an object")
             ops.append(Op(
-                index=i, seq=ck.integer(seq, f"{w}'s seq"), step=idx, name=ck.text(name, f"{w}'s name"),
-                target=ck.text(target, f"{w}'s target"), inputs=ck.int_list(inputs, f"{w}'s inputs"),
-                outputs=ck.int_list(outputs, f"{w}'s outputs"),
-                args=tuple(ck.decode_arg(a, f"{w}'s arguments") for a in args),
-                kwargs={k: ck.decode_arg(a, f"{w}'s arguments") for k, a in kwargs.items()},
-                grad_fn=ck.opt_text(grad_fn, f"{w}'s grad_fn"), module=ck.opt_text(module, f"{w}'s module"),
-                parent=ck.opt_integer(parent, f"{w}'s parent"), is_graph=ck.flag(is_graph, f"{w}'s is_graph"),
-                source=src(sid, w)))
+                index=i, seq=ck.integer(r.seq, f"{w}'s seq"), step=idx, name=ck.text(r.name, f"{w}'s name"),
+                target=ck.text(r.target, f"{w}'s target"), inputs=ck.int_list(r.inputs, f"{w}'s inputs"),
+                outputs=ck.int_list(r.outputs, f"{w}'s outputs"),
+                args=tuple(ck.decode_arg(a, f"{w}'s arguments") for a in r.args),
+                kwargs={k: ck.decode_arg(a, f"{w}'s arguments") for k, a in r.kwargs.items()},
+                grad_fn=ck.opt_text(r.grad_fn, f"{w}'s grad_fn"),
+                module=ck.opt_text(r.module, f"{w}'s module"),
+                parent=ck.opt_integer(r.parent, f"{w}'s parent"),
+                is_graph=ck.flag(r.is_graph, f"{w}'s is_graph"),
+                source=src(r.sid, w)))
         ops.sort(key=lambda o: o.index)
         parent_of = {o.index: o.parent for o in ops}
         for o in ops:  # a custom Function's inner ops point at it; the chain must end
@@ -909,48 +945,60 @@ class Trace:
                 p, hops = parent_of[p], hops + 1
         backward = None
         if body.get("backward"):
-            seq, api, roots, root_vid, inputs, result_vids, sid = ck.row(
-                body["backward"], 7, f"{where}'s backward pass")
             w = f"{where}'s backward pass"
+            b = decode(BackwardRow, body["backward"], w, version)
             raw_nodes = _rows(body, "nodes", where)
             n = len(raw_nodes)
             nodes = []
-            for pos, r in enumerate(raw_nodes):
-                nid, name, op, variable, nxt, order, go, gi = ck.row(r, 8, f"{w}: a node")
+            for pos, raw in enumerate(raw_nodes):
+                r = decode(NodeRow, raw, f"{w}: a node", version)
                 wn = f"{w}: node {pos}"
-                if nid != pos:
-                    raise Malformed(f"{wn} has id {nid!r:.20}; nodes are numbered in order")
-                if not isinstance(nxt, list) or not isinstance(go, list) or not isinstance(gi, list):
+                if r.nid != pos:
+                    raise Malformed(f"{wn} has id {r.nid!r:.20}; nodes are numbered in order")
+                if not isinstance(r.next, list) or not isinstance(r.grad_out_vids, list) \
+                        or not isinstance(r.grad_in_vids, list):
                     raise Malformed(f"{wn}'s next nodes or gradients are not lists")
-                for x in nxt:  # topological from the root: every edge points further on
+                for x in r.next:  # topological from the root: every edge points further on
                     if x is not None and (type(x) is not int or not pos < x < n):
                         raise Malformed(f"{wn} points back to node {x!r:.20} (the graph must not loop)")
                 nodes.append(GradNode(
-                    nid=pos, name=ck.text(name, f"{wn}'s name"), op=ck.opt_integer(op, f"{wn}'s op"),
-                    variable=ck.opt_integer(variable, f"{wn}'s variable"), next=tuple(nxt),
-                    order=ck.opt_integer(order, f"{wn}'s execution order", 0),
-                    grad_outputs=tuple(vv(x, f"{wn}'s gradient") for x in go),
-                    grad_inputs=tuple(vv(x, f"{wn}'s gradient") for x in gi)))
-            if not isinstance(result_vids, list):
+                    nid=pos, name=ck.text(r.name, f"{wn}'s name"), op=ck.opt_integer(r.op, f"{wn}'s op"),
+                    variable=ck.opt_integer(r.variable, f"{wn}'s variable"), next=tuple(r.next),
+                    order=ck.opt_integer(r.exec_order, f"{wn}'s execution order", 0),
+                    grad_outputs=tuple(vv(x, f"{wn}'s gradient") for x in r.grad_out_vids),
+                    grad_inputs=tuple(vv(x, f"{wn}'s gradient") for x in r.grad_in_vids)))
+            if not isinstance(b.result_vids, list):
                 raise Malformed(f"{w}'s results are not a list")
-            backward = Backward(seq=ck.integer(seq, f"{w}'s seq"), step=idx, api=ck.text(api, f"{w}'s api"),
-                                roots=ck.int_list(roots, f"{w}'s roots"), nodes=tuple(nodes),
-                                source=src(sid, w), root_value=vv(root_vid, f"{w}'s root value"),
-                                inputs=ck.int_list(inputs, f"{w}'s inputs"),
-                                results=tuple(vv(x, f"{w}'s result") for x in result_vids))
+            backward = Backward(seq=ck.integer(b.seq, f"{w}'s seq"), step=idx,
+                                api=ck.text(b.api, f"{w}'s api"),
+                                roots=ck.int_list(b.roots, f"{w}'s roots"), nodes=tuple(nodes),
+                                source=src(b.sid, w), root_value=vv(b.root_vid, f"{w}'s root value"),
+                                inputs=ck.int_list(b.inputs, f"{w}'s inputs"),
+                                results=tuple(vv(x, f"{w}'s result") for x in b.result_vids))
         events = []
-        for r in _rows(body, "events", where):
-            seq, kind, tensor, idiom, b, a, inc, fresh, via, inferred, sid = ck.row(r, 11, f"{where}: an event")
-            w = f"{where}: event {seq!r:.20}"
-            if kind not in EVENT_KINDS:
-                raise Malformed(f"{w} has kind {str(kind)[:20]!r}, not one of {', '.join(EVENT_KINDS)}")
+        for raw in _rows(body, "events", where):
+            r = decode(EventRow, raw, f"{where}: an event", version)
+            w = f"{where}: event {r.seq!r:.20}"
+            if r.kind not in EVENT_KINDS:
+                raise Malformed(f"{w} has kind {str(r.kind)[:20]!r}, not one of {', '.join(EVENT_KINDS)}")
+            idiom = ck.opt_text(r.idiom, f"{w}'s idiom") or ""
+            before = vv(r.before_vid, f"{w}'s value before")
+            fresh = ck.opt_flag(r.fresh, f"{w}'s fresh")
+            if version >= 3:
+                acc, through_data = r.accumulation, ck.flag(r.through_data, f"{w}'s through_data")
+                if acc not in (ACCUMULATIONS if r.kind == "accumulate" else (None,)):
+                    raise Malformed(f"{w}'s accumulation is {str(acc)[:20]!r}, not "
+                                    + (", ".join(ACCUMULATIONS) if r.kind == "accumulate" else "null"))
+            else:
+                acc, through_data = _old_event_fields(r.kind, idiom, fresh, before)
             events.append(Event(
-                seq=ck.integer(seq, f"{w}'s seq"), step=idx, kind=kind,
-                tensor=ck.integer(tensor, f"{w}'s tensor"), idiom=ck.opt_text(idiom, f"{w}'s idiom") or "",
-                before=vv(b, f"{w}'s value before"), after=vv(a, f"{w}'s value after"),
-                source=src(sid, w), via=ck.opt_text(via, f"{w}'s via"),
-                fresh=ck.opt_flag(fresh, f"{w}'s fresh"), incoming=vv(inc, f"{w}'s incoming gradient"),
-                inferred=ck.flag(inferred or 0, f"{w}'s inferred")))
+                seq=ck.integer(r.seq, f"{w}'s seq"), step=idx, kind=r.kind,
+                tensor=ck.integer(r.tensor, f"{w}'s tensor"), idiom=idiom,
+                before=before, after=vv(r.after_vid, f"{w}'s value after"),
+                source=src(r.sid, w), via=ck.opt_text(r.via, f"{w}'s via"), fresh=fresh,
+                incoming=vv(r.incoming_vid, f"{w}'s incoming gradient"),
+                inferred=ck.flag(r.inferred or 0, f"{w}'s inferred"),
+                accumulation=acc, through_data=through_data))
         return Step(index=idx, ops=tuple(ops), backward=backward, events=tuple(events), values=by_tid,
                     tensors=self.tensors, ops_dropped=dropped)
 
@@ -972,6 +1020,26 @@ class Trace:
 
 _COUNT_NAMES = ("ops", "nodes", "fresh", "added", "on-top", "zeroing", "update", "grad-write",
                 "dropped-ops")
+
+
+def _old_event_fields(kind: str, idiom: str, fresh: bool | None,
+                      before: Value | None) -> tuple[str | None, bool]:
+    """An event's ``accumulation`` and ``through_data`` in files of formats 1 and 2, which did
+    not store them: the recorder's idiom says both (``fresh``, ``added onto zeros``,
+    ``added``; ``p.data.sub_()``); an accumulation with another idiom is told by its value."""
+    through_data = ".data" in idiom
+    if kind != "accumulate":
+        return None, through_data
+    if fresh or before is None:
+        return "fresh", through_data
+    known = {"added onto zeros": "zeros", "added": "added"}.get(idiom)
+    if known is not None:
+        return known, through_data
+    if before.data is not None:
+        zeros = bool((before.data == 0).all())
+    else:
+        zeros = before.stats.numel > 0 and before.stats.min == 0 and before.stats.max == 0
+    return ("zeros" if zeros else "added"), through_data
 
 
 def _obj(v: Any, what: str) -> dict:

@@ -1,0 +1,222 @@
+"""The backward pass: its grad_fn nodes, their gradients, and how each ``.grad`` was met.
+
+The graph is walked from the root and a hook is put on each node for the one call (each
+closure holds the node's number, never the node); an ``AccumulateGrad`` node's hook sees
+the ``.grad`` before it is written: None (fresh), zeros, or an old gradient (added).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+import torch
+
+from ..tracefile.rows import BackwardRow, NodeRow
+from .events import Events
+from .naming import Naming
+from .state import Run, StepState
+from .values import Values
+
+__all__ = ["Backward", "BackwardPass", "walk"]
+
+_Tensor = torch.Tensor
+# How an accumulation reads in the trace, by its kind (model.ACCUMULATIONS).
+_ACC_IDIOMS = {"fresh": "fresh", "zeros": "added onto zeros", "added": "added"}
+
+
+def walk(roots):
+    """grad_fn nodes reachable from the roots, in a stable topological order; their class
+    names; and per node, per input of its forward op, the nid the gradient flows on to."""
+    post: list[Any] = []
+    children: dict[int, list] = {}
+    seen: set[int] = set()
+    for root in roots:
+        if root is None or id(root) in seen:
+            continue
+        seen.add(id(root))
+        kids = children[id(root)] = [n for n, _ in root.next_functions]
+        stack = [(root, iter(kids))]
+        while stack:
+            node, it = stack[-1]
+            for nxt in it:
+                if nxt is not None and id(nxt) not in seen:
+                    seen.add(id(nxt))
+                    kids = children[id(nxt)] = [n for n, _ in nxt.next_functions]
+                    stack.append((nxt, iter(kids)))
+                    break
+            else:
+                stack.pop()
+                post.append(node)
+    nodes = post[::-1]
+    index = {id(n): i for i, n in enumerate(nodes)}
+    nexts = [[None if c is None else index[id(c)] for c in children[id(n)]] for n in nodes]
+    return nodes, [type(n).__name__ for n in nodes], nexts
+
+
+class Backward:
+    """Sees ``backward()`` / ``torch.autograd.backward`` / ``torch.autograd.grad`` calls."""
+
+    def __init__(self, run: Run, step: StepState, naming: Naming, values: Values, events: Events,
+                 begin_next_step: Callable[[], None]):
+        self.run = run
+        self.step = step
+        self.naming = naming
+        self.values = values
+        self.events = events
+        self.begin_next_step = begin_next_step
+
+    def on_backward(self, func, args, kwargs):
+        run = self.run
+        if run.after_backward:
+            # Two backward passes in a row (gradient accumulation, or autograd.grad): each is a step.
+            self.begin_next_step()
+            if run.dormant:
+                return func(*args, **kwargs)
+        if not run.recording:
+            # Only in sampled recording: the patched torch.autograd entry points count the step.
+            return func(*args, **kwargs)
+        name = getattr(func, "__name__", "backward")
+        if func is _Tensor.backward:
+            api, roots = "Tensor.backward", [args[0]]
+        else:
+            first = args[0] if args else kwargs.get("tensors", kwargs.get("outputs"))
+            roots = list(first) if isinstance(first, (list, tuple)) else [first]
+            api = "autograd.grad" if name == "grad" else "autograd.backward"
+        grad_inputs = []
+        if api == "autograd.grad":
+            inp = args[1] if len(args) > 1 else kwargs.get("inputs")
+            grad_inputs = list(inp) if isinstance(inp, (list, tuple)) else [inp]
+        f, _ = self.naming.user_frame(sys._getframe(1))
+        sid = self.naming.sid(f)
+        root_tids = [run.tid_of(r) for r in roots if isinstance(r, _Tensor)]
+        for r, tid in zip(roots, root_tids):
+            self.values.want(r, tid)
+        bw = BackwardPass(self, api, roots, root_tids, grad_inputs, sid, f)
+        with bw:  # the hooks are on for this one call
+            bw.seq = run.take_seq()
+            out = func(*args, **kwargs)
+        with torch._C.DisableTorchFunction():
+            bw.write(out)
+        run.after_backward = True
+        self.step.has_backward = True
+        run.totals["backward"] += 1
+        return out
+
+
+class BackwardPass:
+    """One backward call: its nodes, the hook handles it holds while the call runs (removed on
+    exit, whatever happens), what each hook saw, and writing it all as rows."""
+
+    def __init__(self, owner: Backward, api, roots, root_tids, grad_inputs, sid, frame):
+        self.owner = owner
+        self.api, self.roots, self.root_tids, self.grad_inputs = api, roots, root_tids, grad_inputs
+        self.sid, self.frame = sid, frame
+        self.seq = -1
+        self.nodes, self.names, self.nexts = walk([r.grad_fn for r in roots if isinstance(r, _Tensor)])
+        self.ran: dict[int, tuple] = {}  # nid -> (order, grad_inputs, grad_outputs, accumulation)
+        self.order = 0
+        self.handles: list[Any] = []
+
+    def __enter__(self) -> "BackwardPass":
+        try:
+            for nid, node in enumerate(self.nodes):
+                # One hook per node. AccumulateGrad: before it runs (was .grad None?).
+                if self.names[nid] == "AccumulateGrad":
+                    self.handles.append(node.register_prehook(self._acc_pre_hook(nid)))
+                else:
+                    self.handles.append(node.register_hook(self._post_hook(nid)))
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+    def _post_hook(self, nid):
+        def hook(grad_inputs, grad_outputs):
+            self.ran[nid] = (self.order, grad_inputs, grad_outputs, None)
+            self.order += 1
+
+        return hook
+
+    def _acc_pre_hook(self, nid):
+        run, values = self.owner.run, self.owner.values
+
+        def hook(grad_outputs):
+            try:
+                var = self.nodes[nid].variable
+                g = var.grad
+                if g is None:
+                    acc = (True, None, False)
+                else:
+                    tid = run.tid_of(var)
+                    if tid in run.grad_zeroed:
+                        zeros = True
+                    else:
+                        zeros = not bool(torch.any(g)) if g.numel() else True
+                    acc = (False, values.before(g, ("grad", tid, "grad")), zeros)
+                self.ran[nid] = (self.order, (), grad_outputs, acc)
+                self.order += 1
+            except Exception as e:  # never break the user's backward
+                run.internal(e)
+
+        return hook
+
+    def write(self, out) -> None:
+        """The backward row, its nodes with their gradients, and an accumulate event per leaf."""
+        owner = self.owner
+        run, step, values = owner.run, owner.step, owner.values
+        w = run.w
+        roots, root_tids = self.roots, self.root_tids
+        # Forward values first (before an update changes the leaves), then the gradients.
+        values.flush()
+        root_vid = None
+        if len(roots) == 1 and isinstance(roots[0], _Tensor) and roots[0].numel() == 1:
+            known = step.fwd_vid.get(root_tids[0])
+            root_vid = known[0] if known is not None else values.snap_now(roots[0])
+            step.loss = float(roots[0].detach().reshape(()).item())
+        snapped: dict[int, int] = {}  # a node's input gradient is the next one's output gradient
+
+        def snap(g):
+            if g is None:
+                return None
+            v = snapped.get(id(g))
+            if v is None:
+                v = snapped[id(g)] = values.snap_now(g)
+            return v
+
+        acc_events = []
+        node_op = step.node_op
+        names = self.names
+        not_run = (None, (), (), None)
+        for nid, node in enumerate(self.nodes):
+            order, g_in, g_out, acc = self.ran.get(nid, not_run)
+            variable = None
+            if names[nid] == "AccumulateGrad":
+                variable = run.tid_of(node.variable)
+            w.add_node(NodeRow(nid, names[nid], node_op.get(id(node)), variable, self.nexts[nid],
+                               order, [snap(g) for g in g_out], [snap(g) for g in g_in]))
+            if acc is not None and variable is not None:
+                fresh, before, zeros = acc
+                g = node.variable.grad
+                after = snap(g) if g is not None else None
+                if after is not None:
+                    step.grad_vid[variable] = (after, id(g), g._version)
+                incoming = snap(g_out[0]) if g_out else None
+                # Onto a zeroed .grad (grad.zero_() style) is not the forgot-to-zero case.
+                kind = "fresh" if fresh else ("zeros" if zeros else "added")
+                acc_events.append((order, variable, fresh, before, after, incoming, kind))
+        step.nodes += len(self.nodes)
+        results = []
+        if self.api == "autograd.grad" and isinstance(out, tuple):
+            results = [snap(g) if isinstance(g, _Tensor) else None for g in out]
+        w.set_backward(BackwardRow(self.seq, self.api, root_tids, root_vid,
+                                   [run.tid_of(t) for t in self.grad_inputs if isinstance(t, _Tensor)],
+                                   results, self.sid))
+        for _, variable, fresh, before, after, incoming, kind in sorted(acc_events):
+            owner.events.event("accumulate", variable, _ACC_IDIOMS[kind], before, after, self.frame,
+                               None, fresh=fresh, incoming=incoming, accumulation=kind)

@@ -1,0 +1,189 @@
+"""Events outside the forward ops: updates, zeroings and grad writes of leaves and their ``.grad``.
+
+They are seen as in-place calls (on a leaf, its ``.grad`` or a ``.data`` alias of either),
+``.grad = …``, ``.data = …`` and ``optimizer.step()``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from ..tracefile.rows import EventRow
+from .calls import GET_GRAD, INPLACE, INPLACE_SYMBOLS, SET_DATA, SET_GRAD
+from .forward import Forward
+from .naming import Naming
+from .state import Run, StepState
+from .values import Values
+
+__all__ = ["Events"]
+
+_Tensor = torch.Tensor
+
+
+def _idiom(via, default):
+    if via:
+        if via.endswith("zero_grad"):
+            owner = "optimizer" if "Optimizer" in via or "optim" in via else "module"
+            return f"{owner}.zero_grad()"
+    return default
+
+
+def _inplace_idiom(name, role, path, no_grad, via) -> str:
+    """How an in-place call reads in the trace: ``p.grad.zero_()``, ``p -= …`` ..."""
+    sym = INPLACE_SYMBOLS.get(name)
+    lhs = f"p.{path}" if path else "p"
+    op = (f"{lhs}[...] = …" if name == "__setitem__" else f"{lhs} {sym} …") if sym \
+        else f"{lhs}.{name}()"
+    if role == "param" and not path and no_grad:
+        op += " (no_grad)"
+    return _idiom(via, op)
+
+
+class Events:
+    """Sees what happens to leaves and their ``.grad`` and writes it as events."""
+
+    def __init__(self, run: Run, step: StepState, naming: Naming, values: Values, forward: Forward):
+        self.run = run
+        self.step = step
+        self.naming = naming
+        self.values = values
+        self.forward = forward
+        self.idioms: dict[tuple, str] = {}
+
+    def event(self, kind, tid, idiom, before, after, f, via, fresh=None, incoming=None,
+              accumulation=None, through_data=False):
+        run, step = self.run, self.step
+        run.w.add_event(EventRow(run.take_seq(), kind, tid, idiom, before, after, incoming,
+                                 None if fresh is None else int(fresh), via, 0, self.naming.sid(f),
+                                 accumulation, int(through_data)))
+        step.count(kind if kind != "accumulate" else
+                   ("accumulate_fresh" if fresh else "accumulate_added"))
+        if accumulation == "added":
+            step.count("accumulate_on_top")
+        if kind == "zero":
+            run.grad_zeroed.add(tid)
+        else:
+            run.grad_zeroed.discard(tid)
+
+    def on_get(self, kind, func, args, kwargs):
+        """``p.data`` / ``p.grad``: the result is noted as an alias of the leaf or its gradient."""
+        out = func(*args, **kwargs)
+        if out is not None:
+            alias = self.run.alias
+            src = args[0]
+            role = alias.get(src)
+            if kind == GET_GRAD:
+                # p.grad is the same tensor on every read: note it once.
+                if role is None and src.requires_grad and src.grad_fn is None \
+                        and alias.get(out) is None:
+                    alias.set(out, ("grad", self.run.tid_of(src), "grad"))
+            elif role is not None:
+                alias.set(out, (role[0], role[1], role[2] + ".data"))
+            elif src.requires_grad and src.grad_fn is None:
+                alias.set(out, ("param", self.run.tid_of(src), "data"))
+        return out
+
+    def on_change(self, kind, func, args, kwargs):
+        """An in-place call, ``.grad = …`` or ``.data = …``."""
+        run = self.run
+        if not run.recording or run.in_optimizer_step or run.awaiting_forward:
+            return func(*args, **kwargs)
+        if kind == INPLACE:
+            return self._on_inplace(func, args, kwargs)
+        if kind == SET_GRAD:
+            return self._on_set_grad(func, args, kwargs)
+        if kind == SET_DATA:
+            return self._on_set_data(func, args, kwargs)
+        return func(*args, **kwargs)
+
+    def _role(self, t):
+        if not isinstance(t, _Tensor):
+            return None
+        r = self.run.alias.get(t)
+        if r is not None:
+            return r
+        if t.requires_grad and t.grad_fn is None:
+            return ("param", self.run.tid_of(t), "")
+        return None
+
+    def _on_inplace(self, func, args, kwargs):
+        if args:
+            target = args[0]
+        else:  # Python-level initialisers (nn.init.*_) pass the tensor by keyword
+            target = next((v for v in kwargs.values() if isinstance(v, _Tensor)), None)
+        if isinstance(target, _Tensor):
+            role = self._role(target)
+            if role is None:
+                return self.forward.on_op(func, args, kwargs)
+            roles = ((target, role),)
+        else:  # torch._foreach_*_ take lists of tensors
+            targets = target if isinstance(target, (list, tuple)) else ()
+            roles = [(t, r) for t in targets for r in (self._role(t),) if r is not None]
+            if not roles:
+                return self.forward.on_op(func, args, kwargs)
+        f, via = self.naming.user_frame(sys._getframe(1))
+        no_grad = not torch.is_grad_enabled()
+        values = self.values
+        before = [values.before(t, r) for t, r in roles]
+        out = func(*args, **kwargs)
+        name = getattr(func, "__name__", "")
+        for (t, (role, tid, path)), b in zip(roles, before):
+            key = (name, role, path, no_grad, via)
+            idiom = self.idioms.get(key)
+            if idiom is None:
+                idiom = self.idioms[key] = _inplace_idiom(*key)
+            through_data = "data" in path.split(".")
+            if role == "param":
+                self.event("update", tid, idiom, b, values.snap_now(t), f, via,
+                           through_data=through_data)
+            else:
+                zero = name == "zero_" or not (bool(torch.any(t)) if t.numel() else False)
+                after = values.snap_zeros(t) if zero else values.snap_now(t)
+                self.event("zero" if zero else "grad_write", tid, idiom, b, after, f, via,
+                           through_data=through_data)
+        return out
+
+    def _on_set_grad(self, func, args, kwargs):
+        t, new = args[0], args[1]
+        old = t.grad
+        if old is None and new is None:
+            return func(*args, **kwargs)
+        f, via = self.naming.user_frame(sys._getframe(1))
+        tid = self.run.tid_of(t)
+        # Usually the gradient the last backward left, already copied then.
+        before = self.values.before(old, ("grad", tid, "grad")) if old is not None else None
+        out = func(*args, **kwargs)
+        if new is None:
+            idiom = "p.grad = None"
+            if via and via.endswith("zero_grad"):
+                idiom = _idiom(via, idiom).replace("()", "(set_to_none=True)")
+            self.event("zero", tid, idiom, before, None, f, via)
+        else:
+            self.event("grad_write", tid, "p.grad = …", before, self.values.snap_now(new), f, via)
+        return out
+
+    def _on_set_data(self, func, args, kwargs):
+        t, new = args[0], args[1]
+        role = self._role(t)
+        if role is None or role[0] != "param":
+            return func(*args, **kwargs)
+        same = self.run.alias.get(new) if isinstance(new, _Tensor) else None
+        if same is not None and same[0] == "param" and same[1] == role[1]:
+            # `p.data -= x` is an in-place call on the alias (recorded) then `p.data = alias`.
+            return func(*args, **kwargs)
+        f, via = self.naming.user_frame(sys._getframe(1))
+        before = self.values.snap_now(t)
+        out = func(*args, **kwargs)
+        self.event("update", role[1], "p.data = …", before, self.values.snap_now(t), f, via,
+                   through_data=True)
+        return out
+
+    def optimizer_step(self, optimizer, before, frame) -> None:
+        """``optimizer.step()`` has run: an update for each parameter it changed."""
+        f, via = self.naming.user_frame(frame)
+        idiom = f"{type(optimizer).__name__}.step()"
+        for tid, p, version, b in before:
+            if p._version != version:
+                self.event("update", tid, idiom, b, self.values.snap_now(p), f, via or idiom)

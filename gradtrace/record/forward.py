@@ -1,0 +1,225 @@
+"""Forward ops: the calls that build the graph, the prep ops that fed them, custom Functions.
+
+A "prep" op's output fed the graph without being a named tensor (``y.reshape(...)``); a
+custom ``autograd.Function`` is one op, with the ops of its forward inside it.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+import torch
+
+from ..tracefile.model import FUNCTION_PREFIX
+from ..tracefile.rows import OpRow
+from .calls import encode, outputs_of, target_of, tensors_in
+from .naming import Naming
+from .state import Run, StepState
+from .values import Values
+
+__all__ = ["Forward"]
+
+_Tensor = torch.Tensor
+_CURRENT = object()  # "the module running now", for ops recorded as they happen
+
+
+class Forward:
+    """Records forward ops into the step. ``begin_next_step`` is called by the first graph op
+    after a backward pass."""
+
+    def __init__(self, run: Run, step: StepState, naming: Naming, values: Values,
+                 begin_next_step: Callable[[], None]):
+        self.run = run
+        self.step = step
+        self.naming = naming
+        self.values = values
+        self.begin_next_step = begin_next_step
+        self.targets: dict[Any, tuple[str, str]] = {}
+
+    def on_op(self, func, args, kwargs):
+        run = self.run
+        out = func(*args, **kwargs)
+        if isinstance(out, _Tensor):
+            outs = (out,)
+            graph = out.grad_fn is not None
+        else:
+            outs = outputs_of(out)
+            graph = False
+            for o in outs:
+                if o.grad_fn is not None:
+                    graph = True
+                    break
+        if not graph:
+            pending = self.step.pending
+            if run.parents:
+                if run.recording:
+                    self.record(func, args, kwargs, outs, False, sys._getframe(1))
+            elif len(outs) == 1 and run.recording and torch.is_grad_enabled() \
+                    and len(pending) < 4096:
+                # Kept until the step ends, in case this tensor feeds a graph op unnamed.
+                f, _ = self.naming.user_frame(sys._getframe(1))
+                pending.set(outs[0], (func, args, kwargs, self.naming.sid(f), self.naming.module))
+            return out
+        if run.after_backward:
+            self.begin_next_step()
+            if run.dormant:
+                return out
+        if not run.recording:
+            return out
+        run.awaiting_forward = False
+        self.record(func, args, kwargs, outs, True, sys._getframe(1))
+        return out
+
+    def record(self, func, args, kwargs, outs, is_graph, frame, sid=None, name=None,
+               target=None, name_frame=None, module=_CURRENT):
+        run, step, naming = self.run, self.step, self.naming
+        if step.ops >= run.config.max_ops_per_step:
+            step.dropped += 1
+            run.ops_dropped_total += 1
+            return None
+        step.ops += 1
+        f = name_frame
+        if frame is not None:
+            f, _ = naming.user_frame(frame)
+            sid = naming.sid(f)
+        if name is None:
+            nt = self.targets.get(func)
+            if nt is None:
+                nt = self.targets[func] = target_of(func)
+            name, target = nt
+        tids = run.tids
+        inputs = []
+        for k, t in enumerate(tensors_in(args, kwargs)):
+            tid = tids.get(t)
+            if tid is None:
+                leaf_name = None
+                if f is not None and t.grad_fn is None:
+                    leaf_name = naming.leaf_name(f, t, (f.f_code, f.f_lasti, func, k))
+                    if leaf_name is None and is_graph and self._is_prep(t):
+                        tid = self._pull_prep(t, step.pending.get(t), f)
+                if tid is None:
+                    tid = run.new_tid(t, name=leaf_name)
+            elif tid not in run.named and f is not None and t.grad_fn is None \
+                    and tid not in step.name_tried:
+                step.name_tried.add(tid)
+                leaf_name = naming.leaf_name(f, t, (f.f_code, f.f_lasti, func, k))
+                if leaf_name is not None:
+                    run.name(tid, leaf_name)
+            inputs.append(tid)
+            self.values.want(t, tid)
+        # Numbered after the prep ops its inputs pulled in: op order stays topological.
+        idx = run.take_op()
+        seq = run.take_seq()
+        outputs, gf_name = self._outputs(outs, idx)
+        tid_of = run.tid_of
+        enc_args = [encode(a, tid_of) for a in args]
+        enc_kwargs = {k: encode(v, tid_of) for k, v in kwargs.items()} if kwargs else {}
+        if module is _CURRENT:
+            module = naming.module
+        parent = run.parents[-1] if run.parents else None
+        run.w.add_op(OpRow(idx, seq, name, target, inputs, outputs, enc_args, enc_kwargs, gf_name,
+                           module, parent, int(is_graph), sid))
+        if is_graph and parent is None:
+            run.totals["ops"] += 1
+            step.graph_ops += 1
+        return idx
+
+    def _outputs(self, outs, idx) -> tuple[list[int], str | None]:
+        """The outputs' tids (noting their values) and the grad_fn class of the first with one;
+        each new grad_fn is remembered as op ``idx``'s."""
+        run, step = self.run, self.step
+        outputs = []
+        gf_name = None
+        for o in outs:
+            tid = run.tids.get(o)
+            if tid is None:
+                tid = run.new_tid(o, role="activation" if o.grad_fn is not None or not o.requires_grad
+                                  else None)
+            outputs.append(tid)
+            self.values.want(o, tid)
+            gf = o.grad_fn
+            if gf is not None:
+                if gf_name is None:
+                    gf_name = type(gf).__name__
+                key = id(gf)
+                if key not in step.node_op:
+                    step.node_op[key] = idx
+                    step.node_refs.append(gf)
+        return outputs, gf_name
+
+    def _is_prep(self, t) -> bool:
+        """Whether unnamed, untracked leaf ``t`` came from a recent non-graph op. A parameter
+        is a leaf of the drawing, not a computation: in-place initialisers like
+        kaiming_uniform_ are not its history."""
+        return not t.requires_grad and self.step.pending.get(t) is not None \
+            and self.run.param_names.get(t) is None
+
+    def _pull_prep(self, t, prep, f):
+        """Record the non-graph op that made unnamed tensor ``t`` (e.g. ``y.reshape(...)``)."""
+        func, args, kwargs, sid, module = prep
+        self.step.pending.d.pop(id(t), None)
+        outs = (t,)
+        # Inputs of the prep op may themselves be unnamed prep outputs: pull those first.
+        for k, a in enumerate(tensors_in(args, kwargs)):
+            if self.run.tids.get(a) is None and a.grad_fn is None and self._is_prep(a) \
+                    and self.naming.leaf_name(f, a, (f.f_code, f.f_lasti, func, k)) is None:
+                self._pull_prep(a, self.step.pending.get(a), f)
+        self.record(func, args, kwargs, outs, False, None, sid=sid, name_frame=f, module=module)
+        return self.run.tids.get(t)
+
+    # -- custom autograd.Function -------------------------------------------------------------
+    def on_function(self, orig_func, cls, args, kwargs):
+        """A custom autograd.Function: record it as one op, its forward's calls as inner ops."""
+        run = self.run
+        if run.after_backward:
+            with torch._C.DisableTorchFunction():
+                self.begin_next_step()
+        if not run.recording or run.dormant:
+            return orig_func(cls, *args, **kwargs)
+        run.awaiting_forward = False
+        frame = sys._getframe(1)
+        idx = run.take_op()  # the inner ops come after the Function's own row
+        run.parents.append(idx)
+        seq = run.take_seq()
+        try:
+            out = orig_func(cls, *args, **kwargs)
+        finally:
+            run.parents.pop()
+        with torch._C.DisableTorchFunction():
+            self._record_function_row(idx, seq, cls, args, kwargs, out, frame)
+        return out
+
+    def _record_function_row(self, idx, seq, cls, args, kwargs, out, frame):
+        run, step, naming = self.run, self.step, self.naming
+        f, _ = naming.user_frame(frame)
+        sid = naming.sid(f)
+        inputs = []
+        for k, t in enumerate(tensors_in(args, kwargs)):
+            tid = run.tids.get(t)
+            if tid is None:
+                name = naming.leaf_name(f, t, (f.f_code, f.f_lasti, cls, k)) \
+                    if t.grad_fn is None and f is not None else None
+                tid = run.new_tid(t, name=name)
+            inputs.append(tid)
+            self.values.want(t, tid)
+        outputs, gf_name = [], None
+        for o in outputs_of(out):
+            tid = run.tid_of(o)
+            outputs.append(tid)
+            self.values.want(o, tid)
+            if o.grad_fn is not None:
+                gf_name = gf_name or type(o.grad_fn).__name__
+                if id(o.grad_fn) not in step.node_op:
+                    step.node_op[id(o.grad_fn)] = idx
+                    step.node_refs.append(o.grad_fn)
+        tid_of = run.tid_of
+        step.ops += 1
+        run.totals["ops"] += 1
+        parent = run.parents[-1] if run.parents else None
+        if gf_name is not None and parent is None:
+            step.graph_ops += 1
+        run.w.add_op(OpRow(idx, seq, cls.__name__, f"{FUNCTION_PREFIX}{cls.__qualname__}",
+                           inputs, outputs, [encode(a, tid_of) for a in args],
+                           {k: encode(v, tid_of) for k, v in kwargs.items()},
+                           gf_name, naming.module, parent, int(gf_name is not None), sid))

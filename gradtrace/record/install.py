@@ -1,0 +1,173 @@
+"""Everything the recorder installs, entered on one ``contextlib.ExitStack``: one close removes it.
+
+That is the global module and optimizer hooks, the patches of ``Function.apply``, of the
+DataLoader iterator and (sampled recording) of ``torch.autograd.backward/grad``, and the mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Callable
+
+import torch
+
+from .events import Events
+from .forward import Forward
+from .mode import Mode
+from .naming import Naming
+from .state import Run, StepState
+from .values import Values
+
+__all__ = ["install"]
+
+
+def install(run: Run, step: StepState, naming: Naming, values: Values, forward: Forward,
+            events: Events, mode: Mode, new_step: Callable[[], None]) -> contextlib.ExitStack:
+    """Install every hook, patch and (when step 0 is recorded) the mode; the stack that
+    removes them. ``new_step`` starts a recorded step that sampling reached."""
+    from torch.nn.modules import module as _module
+    from torch.optim import optimizer as _optimizer
+
+    stack = contextlib.ExitStack()
+    try:
+        hooks = _Hooks(run, naming, values, events)
+        for register, hook, kw in (
+                (_module.register_module_forward_pre_hook, hooks.module_pre, {}),
+                (_module.register_module_forward_hook, hooks.module_post, {"always_call": True}),
+                (_optimizer.register_optimizer_step_pre_hook, hooks.opt_pre, {}),
+                (_optimizer.register_optimizer_step_post_hook, hooks.opt_post, {})):
+            stack.callback(register(hook, **kw).remove)
+        stack.callback(hooks.opt_before.clear)
+        _patch_function_apply(stack, run, mode, forward)
+        _patch_dataloader(stack, run, mode)
+        if run.config.samples:
+            _patch_backward(stack, run, mode, new_step)
+        stack.callback(mode.remove)  # the last in is the first out: the mode comes off first
+        if run.recording:
+            mode.push()
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
+def _patch(stack: contextlib.ExitStack, obj, attr, new) -> None:
+    stack.callback(setattr, obj, attr, obj.__dict__[attr])
+    setattr(obj, attr, new)
+
+
+def _patch_function_apply(stack, run: Run, mode: Mode, forward: Forward) -> None:
+    Function = torch.autograd.Function
+    orig_func = Function.__dict__["apply"].__func__
+
+    def apply(cls, *args, **kwargs):
+        if not run.mode_on or run.dormant or not mode.on_top():
+            return orig_func(cls, *args, **kwargs)
+        return forward.on_function(orig_func, cls, args, kwargs)
+
+    _patch(stack, Function, "apply", classmethod(apply))
+
+
+def _patch_dataloader(stack, run: Run, mode: Mode) -> None:
+    """Data loading runs with the mode off."""
+    from torch.utils.data import dataloader as _dl
+
+    cls = _dl._BaseDataLoaderIter
+    orig = cls.__dict__["__next__"]
+
+    def __next__(it):
+        if run.mode_on and mode.on_top():
+            torch._C._pop_torch_function_stack()
+            try:
+                return orig(it)
+            finally:
+                torch._C._push_on_torch_function_stack(mode)
+        return orig(it)
+
+    _patch(stack, cls, "__next__", __next__)
+
+
+def _patch_backward(stack, run: Run, mode: Mode, new_step: Callable[[], None]) -> None:
+    """For sampled recording: count steps while no mode is installed."""
+    import torch.autograd as ag
+
+    for name in ("backward", "grad"):
+        orig = ag.__dict__[name]
+
+        def wrapper(*args, _orig=orig, **kwargs):
+            if run.mode_on and not run.dormant:
+                return _orig(*args, **kwargs)  # the mode sees it and records it
+            try:
+                return _orig(*args, **kwargs)
+            finally:
+                run.step += 1
+                run.after_backward = False
+                if run.config.records(run.step):
+                    run.recording = True
+                    new_step()
+                    # What follows until the first forward op (the update and zeroing
+                    # of the unrecorded step before) belongs to that step: not recorded.
+                    run.awaiting_forward = True
+                    mode.activate()
+
+        wrapper.__wrapped__ = orig  # type: ignore[attr-defined]
+        wrapper.__name__ = orig.__name__
+        wrapper.__doc__ = orig.__doc__
+        _patch(stack, ag, name, wrapper)
+        # Tensor.backward looks torch.autograd.backward up at call time.
+
+
+class _Hooks:
+    """The global module hooks (module names) and optimizer hooks (``optimizer.step()``)."""
+
+    def __init__(self, run: Run, naming: Naming, values: Values, events: Events):
+        self.run = run
+        self.naming = naming
+        self.values = values
+        self.events = events
+        self.opt_before: dict[int, list] = {}
+
+    def module_pre(self, module, args):
+        if not self.run.mode_on:
+            return None
+        try:
+            with torch._C.DisableTorchFunction():
+                self.naming.enter_module(module)
+        except Exception as e:
+            self.run.internal(e)
+        return None
+
+    def module_post(self, module, args, output):
+        self.naming.leave_module(module)
+        return None
+
+    def opt_pre(self, optimizer, args, kwargs):
+        run = self.run
+        run.in_optimizer_step += 1
+        if not (run.mode_on and run.recording and not run.dormant):
+            return None
+        try:
+            with torch._C.DisableTorchFunction():
+                before = []
+                for group in optimizer.param_groups:
+                    for p in group["params"]:
+                        if p.grad is not None:
+                            before.append((run.tid_of(p), p, p._version, self.values.snap_now(p)))
+                self.opt_before[id(optimizer)] = before
+        except Exception as e:
+            run.internal(e)
+        return None
+
+    def opt_post(self, optimizer, args, kwargs):
+        run = self.run
+        run.in_optimizer_step = max(0, run.in_optimizer_step - 1)
+        before = self.opt_before.pop(id(optimizer), None)
+        if not before:
+            return None
+        try:
+            with torch._C.DisableTorchFunction():
+                self.events.optimizer_step(optimizer, before, sys._getframe(1))
+        except Exception as e:
+            run.internal(e)
+        return None

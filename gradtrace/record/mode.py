@@ -1,0 +1,110 @@
+"""The ``TorchFunctionMode`` that sees every torch call from Python, and its dispatch.
+
+Also putting it on the stack, taking it off, and going idle between sampled steps.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from .backward import Backward
+from .calls import BACKWARD, GET_DATA, GET_GRAD, OP, PASS, classify
+from .events import Events
+from .forward import Forward
+from .state import Run
+
+__all__ = ["Mode"]
+
+
+class Mode(TorchFunctionMode):
+    """Forwards every torch call to the room that records its kind."""
+
+    def __init__(self, run: Run, forward: Forward, events: Events, backward: Backward):
+        super().__init__()
+        self.run = run
+        self.forward = forward
+        self.events = events
+        self.backward = backward
+        self.kinds: dict[Any, int] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        run = self.run
+        if run.dormant:
+            return func(*args, **(kwargs or {}))
+        kind = self.kinds.get(func)
+        if kind is None:
+            kind = self.kinds[func] = classify(func)
+        if kind == PASS:
+            return func(*args, **(kwargs or {}))
+        # A signal that arrives while gradtrace is writing waits until it is done (see
+        # session.run_script), so a step is never left half-recorded.
+        run.busy += 1
+        try:
+            if kind == OP:
+                return self.forward.on_op(func, args, kwargs or {})
+            if kind == BACKWARD:
+                return self.backward.on_backward(func, args, kwargs or {})
+            if kind == GET_DATA or kind == GET_GRAD:
+                return self.events.on_get(kind, func, args, kwargs or {})
+            return self.events.on_change(kind, func, args, kwargs or {})
+        finally:
+            run.busy -= 1
+            if run.pending_signal is not None and not run.busy:
+                run.raise_pending_signal()
+
+    # -- on and off the stack ---------------------------------------------------------------
+    def on_top(self) -> bool:
+        n = torch._C._len_torch_function_stack()
+        return n > 0 and torch._C._get_function_stack_at(n - 1) is self
+
+    def push(self) -> None:
+        torch._C._push_on_torch_function_stack(self)
+        self.run.mode_on = True
+        self.run.dormant = False
+
+    def pop(self) -> None:
+        """Take the mode off the stack, wherever it is (modes pushed above it stay)."""
+        n = torch._C._len_torch_function_stack()
+        above = []
+        while n > 0:
+            top = torch._C._get_function_stack_at(n - 1)
+            torch._C._pop_torch_function_stack()
+            n -= 1
+            if top is self:
+                break
+            above.append(top)
+        for m in reversed(above):
+            torch._C._push_on_torch_function_stack(m)
+        self.run.mode_on = False
+
+    def _profile_pop(self, frame, event, arg):
+        """Set for a moment to take the mode off as soon as no handler is running."""
+        if self.on_top():
+            torch._C._pop_torch_function_stack()
+            self.run.mode_on = False
+            sys.setprofile(None)
+
+    def go_idle(self) -> None:
+        """Stop seeing calls until the next recorded step (sampled recording)."""
+        self.run.dormant = True
+        if sys.getprofile() is None:
+            sys.setprofile(self._profile_pop)
+
+    def activate(self) -> None:
+        """Start seeing calls again (sampled recording, at a recorded step's start)."""
+        if sys.getprofile() == self._profile_pop:
+            sys.setprofile(None)
+        if not self.run.mode_on:
+            self.push()
+        self.run.dormant = False
+
+    def remove(self) -> None:
+        """Off the stack, and the idle profile function gone, whatever state it was in."""
+        if self.run.mode_on:
+            self.pop()
+        if sys.getprofile() == self._profile_pop:
+            sys.setprofile(None)

@@ -1,0 +1,207 @@
+"""Names and places: user frames, source lines, the variables that hold leaves, module paths.
+
+Names come from the user's frames, never from ``id()``.
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+import sys
+import weakref
+from types import FrameType
+from typing import Any
+
+import torch
+
+from ..tracefile.rows import SourceRow
+from .state import Run, StepState
+
+__all__ = ["Naming", "OWN_DIR", "TORCH_DIR"]
+
+TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _bound_name(scope: dict, obj) -> str | None:
+    """The first public name in ``scope`` bound to ``obj`` itself."""
+    for k, v in scope.items():
+        if v is obj and not k.startswith("_"):
+            return k
+    return None
+
+
+def _is_user_code(co) -> bool:
+    fn = co.co_filename
+    return not (fn.startswith(TORCH_DIR) or fn.startswith(OWN_DIR) or fn.startswith("<frozen"))
+
+
+class Naming:
+    """Frames, source lines and names, with the caches that keep looking them up cheap."""
+
+    def __init__(self, run: Run, step: StepState):
+        self.run = run
+        self.step = step
+        self.top_frame: FrameType | None = None  # the frame that started the trace
+        self.code_user: dict[Any, bool] = {}
+        self.name_sites: dict[tuple, tuple] = {}  # (code, lasti, func, argument) -> where named
+        self.sids: dict[tuple, int] = {}
+        self.site_sid: dict[tuple, int] = {}
+        self.module_names: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.module_classes: dict[str, str] = {}  # module path -> class name
+        self.module_stack: list[str] = []  # the paths of the modules running now
+        self.module_ids: list[int] = []
+
+    def find_top_frame(self, f: FrameType | None) -> None:
+        """Names are looked up in the frames of the run (from ``f``, the `with gradtrace.trace()`
+        line, down), not in whatever called it (pytest, Jupyter)."""
+        while f is not None and f.f_code.co_filename.startswith(OWN_DIR):
+            f = f.f_back
+        self.top_frame = f
+
+    @property
+    def module(self) -> str | None:
+        """The path of the module running now."""
+        return self.module_stack[-1] if self.module_stack else None
+
+    def user_frame(self, f):
+        """The innermost frame of user code (not torch, not gradtrace), and the qualname of
+        the outermost torch function it called (the 'via', e.g. Optimizer.zero_grad)."""
+        cu = self.code_user
+        via = None
+        while f is not None:
+            co = f.f_code
+            u = cu.get(co)
+            if u is None:
+                u = cu[co] = _is_user_code(co)
+            if u:
+                return f, via
+            if co.co_filename.startswith(TORCH_DIR):
+                q = getattr(co, "co_qualname", co.co_name)
+                if "<locals>" not in q and not q.startswith("handle_torch_function"):
+                    via = q
+            f = f.f_back
+        return None, via
+
+    def sid(self, f) -> int | None:
+        if f is None:
+            return None
+        co = f.f_code
+        site = (co, f.f_lasti)  # cheaper than f_lineno, which decodes the line table
+        sid = self.site_sid.get(site)
+        if sid is not None:
+            return sid
+        line = f.f_lineno
+        key = (co, line)
+        sid = self.sids.get(key)
+        if sid is None:
+            sid = self.sids[key] = len(self.sids)
+            fn = co.co_filename
+            self.run.w.add_source(SourceRow(sid, fn, line, linecache.getline(fn, line).strip(),
+                                            getattr(co, "co_qualname", co.co_name)))
+        self.site_sid[site] = sid
+        return sid
+
+    @staticmethod
+    def find_name(f, obj) -> str | None:
+        """The variable that holds ``obj`` in frame ``f`` (locals first, then globals)."""
+        if f is None:
+            return None
+        return _bound_name(f.f_locals, obj) or (
+            None if f.f_globals is f.f_locals else _bound_name(f.f_globals, obj))
+
+    def leaf_name(self, f, t, site=None) -> str | None:
+        """The variable that holds leaf ``t``, looked up once a step. The outermost user frame
+        that binds it wins: in ``mse(preds, y)`` the targets are the loop's ``y``, not mse's
+        ``t2``. ``site`` (the call and the argument's position) remembers where the name was
+        found, so that the next step checks one variable instead of scanning every frame."""
+        leaf_names = self.step.leaf_names
+        cached = leaf_names.get(t)
+        if cached is not None:
+            return cached or None
+        hint = self.name_sites.get(site) if site is not None else None
+        if hint is not None:
+            depth, name, uses = hint
+            if name is None:
+                # An expression, never a variable: trust it, with a full look now and then.
+                if uses < 32:
+                    self.name_sites[site] = (depth, None, uses + 1)
+                    leaf_names.set(t, "")
+                    return None
+            else:
+                g = f
+                for _ in range(depth):
+                    g = g.f_back if g is not None else None
+                # depth -1: the name was one of the innermost frame's globals
+                scope = None if g is None else g.f_globals if depth < 0 else g.f_locals
+                if scope is not None and scope.get(name) is t:
+                    leaf_names.set(t, name)
+                    return name
+        name, depth = self._scan_frames(f, t)
+        if site is not None:
+            self.name_sites[site] = (depth, name, 0)
+        leaf_names.set(t, name or "")
+        return name
+
+    def _scan_frames(self, f, t) -> tuple[str | None, int]:
+        """The outermost user frame's variable bound to ``t`` and that frame's depth above
+        ``f`` (-1 when only the innermost frame's globals hold it, or nothing does)."""
+        name, depth = None, -1
+        inner_globals = f.f_globals
+        cu = self.code_user
+        top = self.top_frame
+        d = 0
+        while f is not None:
+            co = f.f_code
+            u = cu.get(co)
+            if u is None:
+                u = cu[co] = _is_user_code(co)
+            if u:
+                found = _bound_name(f.f_locals, t)
+                if found is not None:
+                    name, depth = found, d
+            elif co.co_filename.startswith(OWN_DIR):
+                break  # gradtrace's script runner: the user's program starts below it
+            if f is top:
+                break  # the frame that started the trace: what is above it is not the run
+            f = f.f_back
+            d += 1
+        if name is None:
+            name = _bound_name(inner_globals, t)
+        return name, depth
+
+    # -- modules ------------------------------------------------------------------------------
+    def enter_module(self, module) -> None:
+        name = self.module_names.get(module)
+        if name is None:
+            name = self._name_module(module, sys._getframe(1))
+        self.module_stack.append(name)
+        self.module_ids.append(id(module))
+
+    def leave_module(self, module) -> None:
+        if self.module_ids and self.module_ids[-1] == id(module):
+            self.module_ids.pop()
+            self.module_stack.pop()
+
+    def _name_module(self, module, frame) -> str:
+        """Name ``module`` (its variable, else its parent's path and class) and everything in it."""
+        run = self.run
+        f, _ = self.user_frame(frame)
+        root = self.find_name(f, module)
+        if root is None:
+            root = self.module_stack[-1] + "." + type(module).__name__ if self.module_stack \
+                else type(module).__name__
+        for sub, m in module.named_modules():
+            if m not in self.module_names:
+                self.module_names[m] = path = f"{root}.{sub}" if sub else root
+                self.module_classes[path] = type(m).__name__
+        for pname, p in module.named_parameters():
+            full = f"{root}.{pname}"
+            run.param_names.set(p, full)
+            tid = run.tids.get(p)
+            if tid is not None and tid not in run.named:
+                run.name(tid, full)
+        return self.module_names[module]
+
+    def clear(self) -> None:
+        self.top_frame = None

@@ -1,0 +1,151 @@
+"""The recorder's shared state: one object for the run (ids, flags, counts), one for the step."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from ..config import Config
+from ..tracefile.rows import TensorRow
+from ..tracefile.store import TraceWriter
+from .calls import IdMap, dtype_name_of
+
+__all__ = ["Run", "StepState"]
+
+
+class Run:
+    """What every room of the recorder shares for the whole run: the writer, the sequential
+    ids it hands out, where the run is (step number, recording or not) and the totals."""
+
+    def __init__(self, config: Config, writer: TraceWriter):
+        self.config = config
+        self.w = writer
+        # ids: sequential, never id()
+        self.tids = IdMap()         # tensor -> tid
+        self.named: set[int] = set()  # tids that have a name
+        self.param_names = IdMap()  # parameter -> its module path (net.0.weight)
+        self.alias = IdMap()        # alias tensor -> (role, tid, path): role 'param' | 'grad'
+        self.next_tid = 0
+        self.next_vid = 0
+        self.next_op = 0
+        self.seq = 0
+        # where the run is
+        self.step = 0               # the run's current step number
+        self.recording = config.records(0)
+        self.after_backward = False  # the next forward op starts a new step
+        self.dormant = False         # sampled recording between recorded steps: see nothing
+        self.awaiting_forward = False  # a recorded step's first forward op has not come yet
+        self.mode_on = False
+        self.parents: list[int] = []  # the custom Functions whose forward is running
+        self.in_optimizer_step = 0
+        self.grad_zeroed: set[int] = set()  # tids whose .grad is known to hold zeros
+        # what the run did
+        self.totals = {"steps": 0, "ops": 0, "backward": 0, "accumulate_fresh": 0,
+                       "accumulate_added": 0, "accumulate_on_top": 0, "zero": 0, "update": 0,
+                       "grad_write": 0}
+        self.ops_dropped_total = 0
+        self.errors: list[str] = []
+        # signals: one that arrives while gradtrace is writing waits until it is done
+        self.busy = 0
+        self.pending_signal: Any = None  # an exception class to raise once not busy
+
+    def tid_of(self, t) -> int:
+        tid = self.tids.get(t)
+        if tid is None:
+            tid = self.new_tid(t)
+        return tid
+
+    def new_tid(self, t, role=None, name=None) -> int:
+        tid = self.next_tid
+        self.next_tid += 1
+        self.tids.set(t, tid)
+        if role is None:
+            if t.grad_fn is not None:
+                role = "activation"
+            elif t.requires_grad:
+                role = "param"
+            else:
+                role = "input"
+        if name is None and role == "param":
+            name = self.param_names.get(t)
+        if name is not None:
+            self.named.add(tid)
+        self.w.add_tensor(TensorRow(tid, name, role, tuple(t.shape), dtype_name_of(t.dtype),
+                                    int(t.requires_grad)))
+        return tid
+
+    def name(self, tid: int, name: str) -> None:
+        """A name found for a tensor that had none."""
+        self.named.add(tid)
+        self.w.name_tensor(tid, name)
+
+    def take_seq(self) -> int:
+        seq = self.seq
+        self.seq += 1
+        return seq
+
+    def take_op(self) -> int:
+        idx = self.next_op
+        self.next_op += 1
+        return idx
+
+    def raise_pending_signal(self):
+        exc, self.pending_signal = self.pending_signal, None
+        raise exc()
+
+    def internal(self, e: BaseException) -> None:
+        """A bug in gradtrace's own hook code: said once, swallowed (the user's run goes on)."""
+        msg = f"{type(e).__name__}: {e}"
+        if msg not in self.errors:
+            self.errors.append(msg)
+            print(f"gradtrace: internal error while recording ({msg}); the run goes on, "
+                  "this part of the trace may be missing", file=sys.stderr)
+
+    def clear(self) -> None:
+        """Let go of every tensor (the run has ended)."""
+        self.tids.clear()
+        self.alias.clear()
+        self.param_names.clear()
+
+
+class StepState:
+    """What the step being recorded has gathered; :meth:`reset` when the next one begins."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.pending = IdMap()  # output of a recent non-graph op -> its call, for prep ops
+        self.reset()
+
+    def reset(self) -> None:
+        self.ops = 0
+        self.graph_ops = 0
+        self.dropped = 0
+        self.first_seq = self.run.seq
+        self.snaps: list[tuple] = []          # (tid, tensor, version) to snapshot
+        self.snapped: set[int] = set()        # tids with a value in this step
+        self.node_op: dict[int, int] = {}     # id(grad_fn) -> op index
+        self.node_refs: list[Any] = []        # keeps those grad_fn objects (and ids) valid
+        self.loss: float | None = None
+        self.has_backward = False
+        self.nodes = 0
+        self.counts = {"accumulate_fresh": 0, "accumulate_added": 0, "accumulate_on_top": 0,
+                       "zero": 0, "update": 0, "grad_write": 0}
+        self.fwd_vid: dict[int, tuple[int, int]] = {}   # tid -> (vid, version) of its forward value
+        self.leaf_names = IdMap()    # leaf -> the variable name that holds it ("" for none)
+        self.name_tried: set[int] = set()  # tids looked up for a name in this step
+        self.grad_vid: dict[int, tuple[int, int, int]] = {}  # tid -> (vid, id(grad), version)
+        self.pending.clear()
+
+    def count(self, key: str) -> None:
+        self.run.totals[key] += 1
+        self.counts[key] += 1
+
+    def is_empty(self) -> bool:
+        return self.ops == 0 and not self.has_backward and self.run.seq == self.first_seq
+
+    def clear(self) -> None:
+        """Let go of every tensor and grad_fn (the run has ended)."""
+        self.pending.clear()
+        self.node_refs = []
+        self.node_op = {}
+        self.snaps = []
