@@ -32,12 +32,10 @@ def install(run: Run, step: StepState, naming: Naming, values: Values, forward: 
     stack = contextlib.ExitStack()
     try:
         hooks = _Hooks(run, naming, values, events)
-        for register, hook, kw in (
-                (_module.register_module_forward_pre_hook, hooks.module_pre, {}),
-                (_module.register_module_forward_hook, hooks.module_post, {"always_call": True}),
-                (_optimizer.register_optimizer_step_pre_hook, hooks.opt_pre, {}),
-                (_optimizer.register_optimizer_step_post_hook, hooks.opt_post, {})):
-            stack.callback(register(hook, **kw).remove)
+        stack.callback(_module.register_module_forward_pre_hook(hooks.module_pre).remove)
+        stack.callback(_module.register_module_forward_hook(hooks.module_post, always_call=True).remove)
+        stack.callback(_optimizer.register_optimizer_step_pre_hook(hooks.opt_pre).remove)
+        stack.callback(_optimizer.register_optimizer_step_post_hook(hooks.opt_post).remove)
         stack.callback(hooks.opt_before.clear)
         _patch_function_apply(stack, run, mode, forward)
         _patch_dataloader(stack, run, mode)
@@ -45,7 +43,7 @@ def install(run: Run, step: StepState, naming: Naming, values: Values, forward: 
             _patch_backward(stack, run, mode, new_step)
         stack.callback(mode.remove)  # the last in is the first out: the mode comes off first
         if run.recording:
-            mode.push()
+            mode.put_on_stack()
     except BaseException:
         stack.close()
         raise

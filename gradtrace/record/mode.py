@@ -61,12 +61,12 @@ class Mode(TorchFunctionMode):
         n = torch._C._len_torch_function_stack()
         return n > 0 and torch._C._get_function_stack_at(n - 1) is self
 
-    def push(self) -> None:
+    def put_on_stack(self) -> None:
         torch._C._push_on_torch_function_stack(self)
         self.run.mode_on = True
         self.run.dormant = False
 
-    def pop(self) -> None:
+    def take_off_stack(self) -> None:
         """Take the mode off the stack, wherever it is (modes pushed above it stay)."""
         n = torch._C._len_torch_function_stack()
         above = []
@@ -99,12 +99,12 @@ class Mode(TorchFunctionMode):
         if sys.getprofile() == self._profile_pop:
             sys.setprofile(None)
         if not self.run.mode_on:
-            self.push()
+            self.put_on_stack()
         self.run.dormant = False
 
     def remove(self) -> None:
         """Off the stack, and the idle profile function gone, whatever state it was in."""
         if self.run.mode_on:
-            self.pop()
+            self.take_off_stack()
         if sys.getprofile() == self._profile_pop:
             sys.setprofile(None)

@@ -77,7 +77,7 @@ class Values:
             if known is not None and known[1] == t._version:
                 return known[0]
         else:
-            known = self.step.grad_vid.get(tid)
-            if known is not None and known[1] == id(t) and known[2] == t._version:
-                return known[0]
+            seen = self.step.grad_vid.get(tid)
+            if seen is not None and seen[1] == id(t) and seen[2] == t._version:
+                return seen[0]
         return self.snap_now(t)

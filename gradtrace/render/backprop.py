@@ -1313,7 +1313,7 @@ class BackpropRenderer:
             label_w = max(self.fit.width(t, fs) for t in ("value", ".grad")) + 14 * self.px
             vx = lx + label_w / self.W
             vtxt = fmt_value(cell.value)
-            variants = (vtxt,)
+            variants: tuple[str, ...] = (vtxt,)
             if cell.mark == "update" and cell.before is not None:
                 variants = (f"{fmt_value(cell.before)} → {vtxt}", f"→ {vtxt}")
             up = cell.mark == "update"
