@@ -119,11 +119,12 @@ def short_value(v: Any) -> str:
     if v is None:
         return "None"
     if v.data is not None and v.numel == 1:
-        return _three(float(v.data.reshape(-1)[0]))
-    return "μ " + _three(shown_mean(v.stats))
+        return short_number(float(v.data.reshape(-1)[0]))
+    return "μ " + short_number(shown_mean(v.stats))
 
 
-def _three(x: float) -> str:
+def short_number(x: float) -> str:
+    """3 significant digits (1 in exponent form far from one), a real minus sign."""
     if x == 0 or math.isnan(x) or math.isinf(x):
         return slide_number(x)
     return (f"{x:.3g}" if 1e-3 <= abs(x) < 1e5 else f"{x:.1e}").replace("-", MINUS)

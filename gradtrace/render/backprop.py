@@ -17,6 +17,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NothingToDrawError, UsageError
+from ..formatting import shape_times as fmt_shape
+from ..formatting import short_value as _short
+from ..formatting import short_number as _num3
+from ..formatting import slide_number as fmt_num
+from ..formatting import value as fmt_value
 
 if TYPE_CHECKING:  # the model module is only imported where values are added
     from ..tracefile.model import GradNode
@@ -28,49 +33,6 @@ Key = tuple  # ("t", tid) for a tensor, ("o", op index) for an op
 
 
 # -- numbers in words ---------------------------------------------------------------------------
-
-def fmt_num(x: float | None) -> str:
-    """A number to 3-4 significant digits, with a real minus sign."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "nan"
-    if math.isinf(x):
-        return "∞" if x > 0 else "−∞"
-    if x == 0:
-        return "0"
-    a = abs(x)
-    s = f"{x:.4g}" if 1e-3 <= a < 1e5 else f"{x:.3g}"
-    return s.replace("-", "−")
-
-
-def fmt_shape(shape) -> str:
-    return "×".join(str(s) for s in shape) if shape else "scalar"
-
-
-def fmt_value(v, *, max_items: int = 3) -> str:
-    """A Value as a reader wants it: the number, a short list, or shape and mean."""
-    if v is None:
-        return "None"
-    if v.data is not None and v.numel > max_items and v.numel and bool((v.data == 0).all()):
-        return "zeros"
-    if v.data is not None and v.numel <= max_items:
-        flat = [float(x) for x in v.data.reshape(-1).tolist()]
-        if len(flat) == 1:
-            return fmt_num(flat[0])
-        return "[" + ", ".join(fmt_num(x) for x in flat) + "]"
-    s = v.stats
-    if s.numel == 0:
-        return f"{fmt_shape(v.shape)} (empty)"
-    mean = shown_mean(s)
-    if mean == 0 and s.min != s.max:  # the mean says nothing here; the range does
-        return f"mean 0, {fmt_num(s.min)} … {fmt_num(s.max)}"
-    return f"mean {fmt_num(mean)}"
-
-
-def shown_mean(s) -> float:
-    """The mean of a Stats, or 0 when it is float noise next to the spread (a softmax
-    gradient sums to zero, so its mean comes out as 1e-11): the graph's rule too."""
-    return 0.0 if abs(s.mean) < 1e-6 * max(abs(s.min), abs(s.max)) else s.mean
-
 
 def _is_zero(v) -> bool:
     if v is None:
@@ -903,22 +865,6 @@ _MARK = {  # mark -> (default words, text/edge colour, fill)
     "write": (".grad changed", "#e67700", "#fff3bf"),
     "none": ("not cleared", "#868e96", "#f1f3f5"),
 }
-
-
-def _short(v) -> str:
-    """A value for a box or an edge: 3 significant digits."""
-    if v is None:
-        return "None"
-    if v.data is not None and v.numel == 1:
-        return _num3(float(v.data.reshape(-1)[0]))
-    return "μ " + _num3(shown_mean(v.stats))
-
-
-def _num3(x: float) -> str:
-    if x == 0 or math.isnan(x) or math.isinf(x):
-        return fmt_num(x)
-    a = abs(x)
-    return (f"{x:.3g}" if 1e-3 <= a < 1e5 else f"{x:.1e}").replace("-", "−")
 
 
 #: Sizes below are in pixels of a frame 1600 pixels wide (a 1920x1080 slide's picture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import io
-import math
 import os
 import shutil
 import subprocess
@@ -20,6 +19,9 @@ from pathlib import Path
 
 from ..analysis.graph import BUDGET, VIEWS, GraphModel, build_graph, layers as graph_layers
 from ..errors import RenderError, UsageError
+from ..formatting import number as fmt_number
+from ..formatting import shape as fmt_shape
+from ..formatting import shown_mean
 
 __all__ = ["GraphOptions", "GraphPicture", "graph_of_step", "to_dot", "node_label", "Theme", "THEME",
            "FORMATS", "available_engine", "HINT", "VIEWS", "THEMES", "ENGINES"]
@@ -152,32 +154,6 @@ LEGEND = {"param": "leaf parameter", "input": "input / data", "op": "op",
 
 
 # -- numbers and labels (shared by the DOT and matplotlib routes) ------------------------------
-def fmt_number(x: float, digits: int = 4) -> str:
-    """A number as a lecturer would write it: 4 significant digits, short exponents."""
-    if isinstance(x, bool):
-        return str(x)
-    if isinstance(x, int):
-        return str(x)
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    if x == 0:
-        return "0"
-    s = f"{x:.{digits}g}"
-    if "e" in s:
-        mant, exp = s.split("e")
-        s = f"{mant}e{int(exp)}"
-    return s
-
-
-def fmt_shape(shape) -> str:
-    if shape is None:
-        return ""
-    shape = tuple(shape)
-    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
-
-
 @dataclass(frozen=True)
 class Cell:
     """One value block of a node label: a caption (``data``, ``grad``) and rows of text.
@@ -221,8 +197,7 @@ def value_rows(value, options: GraphOptions) -> tuple[tuple[tuple[str, ...], ...
         return (("empty",),), False
     if st.min == st.max and not st.nonfinite:
         return ((f"all {fmt_number(st.min)}",),), False
-    # a mean that is float noise next to the spread (softmax gradients sum to zero) reads as 0
-    mean = 0.0 if abs(st.mean) < 1e-6 * max(abs(st.min), abs(st.max)) else st.mean
+    mean = shown_mean(st)  # float noise next to the spread (a softmax gradient) reads as 0
     return ((f"mean {fmt_number(mean, 3)}",),
             (f"{fmt_number(st.min, 3)} … {fmt_number(st.max, 3)}",)), False
 
