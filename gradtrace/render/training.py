@@ -66,7 +66,7 @@ class TrainingRenderer:
             notes.append(f"{rows} {kind} shown in {len(self.frames)} frames (about one frame every "
                          f"{every:.3g} {kind}) to keep within the {options.frames}-frame budget")
         self.note = "; ".join(notes) or None
-        self._theta = s.theta() if s.params and s.values else None
+        self._theta = s.theta() if s.tracked else None
         with _quiet():
             self._prepare()
 
@@ -106,12 +106,15 @@ class TrainingRenderer:
             d = theta - end
             if theta.shape[1] == 2:
                 axes = np.eye(2)
-                self._plane_labels = tuple(self._flat_names()[:2])
+                self._plane_labels = tuple(s.flat_names()[:2])
+            elif theta.shape[1] == 1:      # one number: its path along a line
+                axes = np.array([[1.0], [0.0]])
+                self._plane_labels = (s.flat_names()[0], "")
             else:
                 _, _, vt = np.linalg.svd(d, full_matrices=False)
                 axes = vt[:2] if len(vt) >= 2 else np.vstack([vt[0], np.zeros_like(vt[0])])
                 self._plane_labels = ("direction 1", "direction 2")
-            self.xy = (theta - (0 if theta.shape[1] == 2 else end)) @ axes.T
+            self.xy = (theta - (0 if theta.shape[1] <= 2 else end)) @ axes.T
             g = s.grad_theta()
             self.uv = -(g @ axes.T)
         if self.uv is not None:
@@ -132,14 +135,6 @@ class TrainingRenderer:
 
     def _has_surface(self) -> bool:
         return bool(self.surface)
-
-    def _flat_names(self) -> list[str]:
-        names = []
-        for p in self.series.params:
-            n = math.prod(p.shape) or 1
-            label = self.series.names.get(p.tid, f"t{p.tid}")
-            names.extend([label] if n == 1 else [f"{label}[{j}]" for j in range(n)])
-        return names
 
     # -- figure ----------------------------------------------------------------------------------------
     def setup(self, fig) -> None:
@@ -319,9 +314,9 @@ class TrainingRenderer:
         self.quiver = self.quiver_now = self.quiver_rec = None
         if self.xy is None or not np.isfinite(self.xy).all(axis=1).any():
             ax.set_title("parameters", fontsize=fs + 0.5, loc="left")
-            ax.text(0.5, 0.5, "no trajectory: parameter values were not\nkept in full "
-                    "(recorded with --values stats?)", ha="center", va="center", fontsize=fs,
-                    color="#868e96", transform=ax.transAxes)
+            ax.text(0.5, 0.5, "no trajectory: parameter values were not kept in full\n"
+                    + _wrap(_left_out_words(self.series), 52), ha="center", va="center",
+                    fontsize=fs - 0.5, color="#868e96", transform=ax.transAxes)
             ax.set_xticks([])
             ax.set_yticks([])
             self.xy = None
@@ -398,9 +393,12 @@ class TrainingRenderer:
             labels = getattr(self, "_plane_labels", ("direction 1", "direction 2"))
             ax.set_xlabel(labels[0], fontsize=fs)
             ax.set_ylabel(labels[1], fontsize=fs)
-            self._panel_title(ax, "parameter trajectory",
-                              f"no loss surface ({_reason(S)}); the path on the plane of its two "
-                              "directions of largest movement")
+            sub = (f"no loss surface ({_reason(S)}); the path on the plane of its two "
+                   "directions of largest movement")
+            if self.series.left_out:
+                kept = ", ".join(self.series.names.get(p.tid, f"t{p.tid}") for p in self.series.tracked)
+                sub += f"; of {kept} only ({_left_out_words(self.series)})"
+            self._panel_title(ax, "parameter trajectory", sub)
         if not inside.all():
             out = int(np.argmin(inside[int(np.argmax(inside)):])) + int(np.argmax(inside))
             step = int(self.series.steps[self.series.read[out]])
@@ -512,18 +510,20 @@ class TrainingRenderer:
         self.fit_text = None
         if self._theta is None or not np.isfinite(self._theta).all():
             ax.set_title("parameter values", fontsize=fs + 0.5, loc="left", pad=3)
-            ax.text(0.5, 0.5, "not kept in full", ha="center", va="center", fontsize=fs,
-                    color="#868e96", transform=ax.transAxes)
+            ax.text(0.5, 0.5, "not kept in full\n" + _wrap(_left_out_words(s), 36), ha="center",
+                    va="center", fontsize=fs - 1, color="#868e96", transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
             return
         xs = self._steps_read()
         theta = self._theta
         if theta.shape[1] <= 8:
             ax.set_title("parameter values", fontsize=fs + 0.5, loc="left", pad=3)
-            curves = list(zip(self._flat_names(), theta.T))
+            curves = list(zip(s.flat_names(), theta.T))
         else:
             ax.set_title("parameter sizes ‖p‖", fontsize=fs + 0.5, loc="left", pad=3)
             curves = [(s.names.get(p.tid, f"t{p.tid}"), np.linalg.norm(s.values[p.tid], axis=1))
-                      for p in s.params]
+                      for p in s.tracked]
         self.value_lines = []
         for j, (name, v) in enumerate(curves):
             color = _PARAM_COLORS[j % len(_PARAM_COLORS)]
@@ -644,6 +644,17 @@ def _unit(uv: np.ndarray, span: np.ndarray) -> np.ndarray:
     rel = uv / span
     norm = np.hypot(rel[:, 0], rel[:, 1])[:, None]
     return np.divide(rel, norm, out=np.zeros_like(rel), where=norm > 0)
+
+
+def _left_out_words(series) -> str:
+    """Which parameters have no values and why, with the option that would keep them."""
+    if not series.left_out:
+        return "(recorded with --values stats?)"
+    parts = [f"{series.names.get(t, f't{t}')}: {why}" for t, why in sorted(series.left_out.items())]
+    sizes = [math.prod(p.shape) for p in series.params
+             if "statistics" in series.left_out.get(p.tid, "")]
+    parts.append(f"record with --values full --max-numel {max(sizes)} to keep them" if sizes else "")
+    return "; ".join(p for p in parts if p)
 
 
 def _reason(S) -> str:
