@@ -197,9 +197,13 @@ class Animation:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
+        from .text import fit_texts, no_mathtext
+
         fig = Figure(figsize=self.options.size, dpi=dpi)
         FigureCanvasAgg(fig)
-        self._renderer.setup(fig)
+        with no_mathtext():
+            self._renderer.setup(fig)
+        fit_texts([fig])  # user text: a font that has its glyphs, never mathtext
         return fig
 
     def images(self, dpi: float | None = None, frames=None):
@@ -209,6 +213,8 @@ class Animation:
         (``animated()``) has only those redrawn on a copy of that background each frame.
         """
         from PIL import Image
+
+        from .text import fit_texts, no_mathtext
 
         fig = self._figure((float(dpi) if dpi else self._dpi()))
         animated = getattr(self._renderer, "animated", None)  # optional: not in Renderer
@@ -222,9 +228,11 @@ class Animation:
             order = {id(ax): j for j, ax in enumerate(fig.axes)}
         size = canvas.get_width_height()
         for i in (range(len(self)) if frames is None else frames):
-            self._renderer.draw(i)
+            with no_mathtext():
+                self._renderer.draw(i)
             if background is not None and animated is not None:  # both or neither
                 moving = animated()
+                fit_texts(moving)
                 for a in moving:
                     a.set_animated(True)
                 canvas.restore_region(background)
@@ -232,6 +240,7 @@ class Animation:
                 for a in sorted(moving, key=lambda a: (order.get(id(a.axes), -1), a.get_zorder())):
                     fig.draw_artist(a)
             else:
+                fit_texts([fig])
                 canvas.draw()
             rgba = Image.frombuffer("RGBA", size, bytes(canvas.buffer_rgba()), "raw", "RGBA", 0, 1)
             yield rgba.convert("RGB")

@@ -24,6 +24,7 @@ import numpy as np
 from ..analysis.sampling import subsample
 from ..errors import NothingToDrawError
 from .backprop import fmt_num
+from .text import fit_texts
 
 __all__ = ["TrainingRenderer"]
 
@@ -153,6 +154,7 @@ class TrainingRenderer:
         # most to draw, and only the animated artists are drawn again for every frame
         head = self.ax_title.text(0.01, 0.62, f"{self.title}:  ", fontsize=fs + 3, weight="bold",
                                   va="center", ha="left")
+        fit_texts([head])  # the script's name: user text
         fig.canvas.draw()  # to measure the static title
         bb = head.get_window_extent().transformed(self.ax_title.transAxes.inverted())
         self.title_text = self.ax_title.text(bb.x1, 0.62, "", fontsize=fs + 3, weight="bold",
