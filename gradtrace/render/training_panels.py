@@ -233,7 +233,7 @@ class Trajectory:
         self.run, self.look, self.ax = run, look, ax
         ax.tick_params(labelsize=look.fs - 1, length=2, pad=1.5)
         self.line = self.dot = self.opt_marker = None
-        self.quiver = self.quiver_now = self.quiver_rec = None
+        self.arrows: Arrows | None = None
         xy = run.path.xy
         if xy is None or not np.isfinite(xy).all(axis=1).any():
             ax.set_title("parameters", fontsize=look.fs + 0.5, loc="left")
@@ -261,7 +261,8 @@ class Trajectory:
         self.line, = ax.plot([], [], color=_BLUE, lw=1.2, zorder=4, marker="o", ms=1.6)
         self.dot, = ax.plot([], [], "o", color=_BLUE, ms=6, zorder=7)
         if run.path.uv is not None:
-            self._arrows(lo, hi)
+            self.arrows = Arrows(ax, xy, run.path, np.array([hi[0] - lo[0], hi[1] - lo[1]]),
+                                 bool(run.surface))
         ax.legend(fontsize=look.fs - 1.5, loc="upper right", framealpha=0.85, handlelength=1.4,
                   borderpad=0.3, labelspacing=0.3)
 
@@ -346,16 +347,33 @@ class Trajectory:
             sub += f"; of {kept} only ({left_out_words(s)})"
         self.look.panel_title(ax, "parameter trajectory", sub)
 
-    def _arrows(self, lo, hi) -> None:
-        # Arrows give directions at a fixed length: gradients shrink by orders of magnitude
-        # over a run (their sizes are in the gradient-norm panel). Red: steepest descent on
-        # the drawn surface, −∇loss, at right angles to its contours. Orange, at the current
-        # point when it points elsewhere: −.grad as recorded, the direction the update
-        # used (a minibatch's gradient; or an old one added in, when .grad is not zeroed).
-        ax, xy, path = self.ax, self.xy, self.run.path
-        has_surface = bool(self.run.surface)
-        span = np.array([hi[0] - lo[0], hi[1] - lo[1]])
+    def artists(self) -> list:
+        a = self.arrows
+        return [x for x in (a and a.quiver, self.line, a and a.quiver_rec, a and a.quiver_now,
+                            self.dot, self.opt_marker) if x is not None]
+
+    def draw(self, f) -> None:
+        if self.line is None or self.xy is None:
+            return
+        assert self.dot is not None  # made with the line
+        xy, r = self.xy, f.r
+        self.line.set_data(xy[:r + 1, 0], xy[:r + 1, 1])
+        self.dot.set_data([xy[r, 0]], [xy[r, 1]])
+        if self.arrows is not None:
+            self.arrows.draw(r)
+
+
+class Arrows:
+    """Arrows on the path, giving directions at a fixed length: gradients shrink by orders
+    of magnitude over a run (their sizes are in the gradient-norm panel). Red: steepest
+    descent on the drawn surface, −∇loss, at right angles to its contours (a sample of the
+    points reached, and bold at the current one). Orange, at the current point when it
+    points elsewhere: −.grad as recorded, the direction the update used (a minibatch's
+    gradient; or an old one added in, when .grad is not zeroed)."""
+
+    def __init__(self, ax, xy, path, span, has_surface: bool):
         assert path.uv_true is not None and path.uv is not None  # set together
+        self.xy = xy
         self.arrow_true = _unit(path.uv_true, span) * span
         self.arrow_rec = _unit(path.uv, span) * span
         cos = (self.arrow_true / span * self.arrow_rec / span).sum(1)
@@ -372,27 +390,16 @@ class Trajectory:
                                     scale=1, color=_RED, width=0.008, minlength=0, zorder=8,
                                     label=true_label)
 
-    def artists(self) -> list:
-        return [a for a in (self.quiver, self.line, self.quiver_rec, self.quiver_now, self.dot,
-                            self.opt_marker) if a is not None]
-
-    def draw(self, f) -> None:
-        if self.line is None or self.xy is None:
-            return
-        assert self.dot is not None  # made with the line
-        xy, r = self.xy, f.r
-        self.line.set_data(xy[:r + 1, 0], xy[:r + 1, 1])
-        self.dot.set_data([xy[r, 0]], [xy[r, 1]])
-        if self.quiver is not None:
-            assert self.quiver_now is not None and self.quiver_rec is not None  # made together
-            # the arrows of the points reached so far; the others have no length yet
-            shown = (self.arrow_at <= r)[:, None]
-            uv = np.where(shown, 0.06 * self.arrow_true[self.arrow_at], 0.0)
-            self.quiver.set_UVC(uv[:, 0], uv[:, 1])
-            self.quiver_now.set_offsets(xy[r:r + 1])
-            self.quiver_now.set_UVC(*(0.13 * self.arrow_true[r]))
-            self.quiver_rec.set_offsets(xy[r:r + 1])
-            self.quiver_rec.set_UVC(*(0.13 * self.arrow_rec[r] if self.rec_differs[r] else np.zeros(2)))
+    def draw(self, r: int) -> None:
+        xy = self.xy
+        # the arrows of the points reached so far; the others have no length yet
+        shown = (self.arrow_at <= r)[:, None]
+        uv = np.where(shown, 0.06 * self.arrow_true[self.arrow_at], 0.0)
+        self.quiver.set_UVC(uv[:, 0], uv[:, 1])
+        self.quiver_now.set_offsets(xy[r:r + 1])
+        self.quiver_now.set_UVC(*(0.13 * self.arrow_true[r]))
+        self.quiver_rec.set_offsets(xy[r:r + 1])
+        self.quiver_rec.set_UVC(*(0.13 * self.arrow_rec[r] if self.rec_differs[r] else np.zeros(2)))
 
 
 def data_panel(run, look, ax):
