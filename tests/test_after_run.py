@@ -92,6 +92,7 @@ def test_gradtrace_run_of_a_bias_free_model_with_cjk_and_dollars(tmp_path):
     r = gradtrace_cmd("run", "-o", "out/trace.gtrace", "fit.py", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "Glyph" not in r.stderr and "Warning" not in r.stderr, r.stderr
+    assert "findfont" not in r.stderr, r.stderr
     assert "failed" not in r.stderr and "skipped" not in r.stderr, r.stderr
     for kind in ("backprop", "training"):
         assert f"gradtrace: {kind} animation: out/{kind}.gif" in r.stderr

@@ -100,12 +100,14 @@ def test_fit_text_without_a_font_drops_the_comment_then_replaces(no_fallback_fon
     assert fit_text("w = 1.5 · x", path) == ("w = 1.5 · x", [])     # DejaVu has these
 
 
-def test_cjk_comment_and_name_are_drawn_with_a_fallback_font(tmp_path):
+def test_cjk_comment_and_name_are_drawn_with_a_fallback_font(tmp_path, caplog):
     assert fallback_fonts([ord(c) for c in "损失函数均方误差权重"]), (
         "no installed font has CJK glyphs: apt-get install fonts-wqy-microhei (.ci/run does)")
     trace = _record(tmp_path, CJK_SCRIPT, "cjk_fit.py")
     anims, caught = _render_all(trace)
     assert not caught, caught[:3]
+    # the fallback font has no bold face: drawn at its own weight without a note per text
+    assert not [r for r in caplog.records if "findfont" in r.getMessage()]
     bp = anims["backprop"]
     list(bp.images(frames=[_last_code_frame(bp)]))
     (code,) = _code_texts(bp)

@@ -197,11 +197,11 @@ class Animation:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        from .text import fit_texts, no_mathtext
+        from .text import fit_texts, user_text
 
         fig = Figure(figsize=self.options.size, dpi=dpi)
         FigureCanvasAgg(fig)
-        with no_mathtext():
+        with user_text():
             self._renderer.setup(fig)
         fit_texts([fig])  # user text: a font that has its glyphs, never mathtext
         return fig
@@ -214,34 +214,36 @@ class Animation:
         """
         from PIL import Image
 
-        from .text import fit_texts, no_mathtext
+        from .text import fit_texts, quiet_fonts, user_text
 
-        fig = self._figure((float(dpi) if dpi else self._dpi()))
+        with quiet_fonts():
+            fig = self._figure((float(dpi) if dpi else self._dpi()))
         animated = getattr(self._renderer, "animated", None)  # optional: not in Renderer
         canvas = fig.canvas
         background = None
         if animated is not None:
             for a in animated():
                 a.set_animated(True)
-            canvas.draw()
+            with quiet_fonts():
+                canvas.draw()
             background = canvas.copy_from_bbox(fig.bbox)
             order = {id(ax): j for j, ax in enumerate(fig.axes)}
         size = canvas.get_width_height()
         for i in (range(len(self)) if frames is None else frames):
-            with no_mathtext():
+            with user_text():
                 self._renderer.draw(i)
-            if background is not None and animated is not None:  # both or neither
-                moving = animated()
-                fit_texts(moving)
-                for a in moving:
-                    a.set_animated(True)
-                canvas.restore_region(background)
-                # as matplotlib would: axes in order, artists by zorder (stable)
-                for a in sorted(moving, key=lambda a: (order.get(id(a.axes), -1), a.get_zorder())):
-                    fig.draw_artist(a)
-            else:
-                fit_texts([fig])
-                canvas.draw()
+                if background is not None and animated is not None:  # both or neither
+                    moving = animated()
+                    fit_texts(moving)
+                    for a in moving:
+                        a.set_animated(True)
+                    canvas.restore_region(background)
+                    # as matplotlib would: axes in order, artists by zorder (stable)
+                    for a in sorted(moving, key=lambda a: (order.get(id(a.axes), -1), a.get_zorder())):
+                        fig.draw_artist(a)
+                else:
+                    fit_texts([fig])
+                    canvas.draw()
             rgba = Image.frombuffer("RGBA", size, bytes(canvas.buffer_rgba()), "raw", "RGBA", 0, 1)
             yield rgba.convert("RGB")
 

@@ -18,13 +18,15 @@ process (installed fonts matplotlib's font cache does not know yet are added to 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
+import logging
 import tokenize
 from typing import Iterable
 
 __all__ = ["fit_texts", "fit_text", "fit_source", "code_line", "fallback_fonts", "has_glyphs",
-           "no_mathtext"]
+           "no_mathtext", "quiet_fonts", "user_text"]
 
 #: Families tried first for characters the default fonts lack (CJK mostly), in this order;
 #: any other installed font that has the glyphs comes after them, by name.
@@ -108,6 +110,36 @@ def no_mathtext():
     import matplotlib
 
     return matplotlib.rc_context({"text.parse_math": False})
+
+
+class _NoWeightNotes(logging.Filter):
+    """A fallback font without a bold face is drawn at its own weight, quietly (matplotlib
+    says so once per text otherwise)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Failed to find font weight" not in str(record.msg)
+
+
+_FILTER = _NoWeightNotes()
+
+
+@contextlib.contextmanager
+def quiet_fonts():
+    """While drawing: no note that a fallback font lacks a bold face (the filter is
+    removed on leaving)."""
+    log = logging.getLogger("matplotlib.font_manager")
+    log.addFilter(_FILTER)
+    try:
+        yield
+    finally:
+        log.removeFilter(_FILTER)
+
+
+@contextlib.contextmanager
+def user_text():
+    """Making and drawing a picture's texts: no mathtext, no notes about font weights."""
+    with no_mathtext(), quiet_fonts():
+        yield
 
 
 def fit_source(code: str, family: str = "monospace") -> str:
