@@ -49,6 +49,8 @@ class TrainingSeries:
       added), ``update``, ``zero`` and ``grad_write``.
     - ``read``: positions (into ``steps``) of the steps whose bodies were read; the value
       arrays hold only those rows when the run was longer than :data:`MAX_READ` steps.
+    - ``left_out[tid]``: why a parameter has no ``values`` (kept as statistics only, or too
+      many numbers to plot); ``tracked`` lists the parameters that have them.
     """
 
     steps: np.ndarray
@@ -62,6 +64,7 @@ class TrainingSeries:
     read: np.ndarray | None = None
     names: dict = field(default_factory=dict)
     full_values: bool = True
+    left_out: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -70,14 +73,37 @@ class TrainingSeries:
     def sampled(self) -> bool:
         return self.read is not None and len(self.read) < len(self.steps)
 
+    @property
+    def tracked(self) -> list:
+        """The parameters whose values were kept (``values`` has them), in tid order."""
+        return [p for p in self.params if p.tid in self.values]
+
     def theta(self, tids=None) -> np.ndarray:
-        """(rows read, P): the parameters flattened and concatenated in ``tids`` order."""
-        tids = [p.tid for p in self.params] if tids is None else list(tids)
-        return np.concatenate([self.values[t].reshape(len(self.values[t]), -1) for t in tids], axis=1)
+        """(rows read, P): the parameters flattened and concatenated in ``tids`` order
+        (by default the :attr:`tracked` ones; (rows read, 0) when there are none)."""
+        tids = [p.tid for p in self.tracked] if tids is None else list(tids)
+        return _concat([self.values[t] for t in tids], len(self.read) if self.read is not None else 0)
 
     def grad_theta(self, tids=None) -> np.ndarray:
-        tids = [p.tid for p in self.params] if tids is None else list(tids)
-        return np.concatenate([self.grads[t].reshape(len(self.grads[t]), -1) for t in tids], axis=1)
+        tids = [p.tid for p in self.tracked] if tids is None else list(tids)
+        return _concat([self.grads[t] for t in tids], len(self.read) if self.read is not None else 0)
+
+    def flat_names(self, tids=None) -> list[str]:
+        """A name per number of :meth:`theta`: ``w`` for a scalar, ``w[0]``, ``w[1]``... else."""
+        info = {p.tid: p for p in self.params}
+        tids = [p.tid for p in self.tracked] if tids is None else list(tids)
+        names = []
+        for t in tids:
+            n = math.prod(info[t].shape) if t in info else self.values[t].shape[1]
+            label = self.names.get(t, f"t{t}")
+            names.extend([label] if n == 1 else [f"{label}[{j}]" for j in range(n)])
+        return names
+
+
+def _concat(arrays: list, rows: int) -> np.ndarray:
+    if not arrays:
+        return np.zeros((rows, 0))
+    return np.concatenate([a.reshape(len(a), -1) for a in arrays], axis=1)
 
 
 def _flat(v) -> np.ndarray | None:
@@ -160,12 +186,17 @@ def training_series(trace, max_read: int = MAX_READ) -> TrainingSeries:
             events["zeros"][i] = r["accumulate_added"] - on_top
     params = [seen_params[t] for t in sorted(seen_params)]
     values, grads, norms = {}, {}, {}
+    left_out: dict[int, str] = {}
     rows_read = list(positions)
     for info in params:
         tid = info.tid
         numel = max(1, math.prod(info.shape))
+        # every parameter's gradient norm is known (the statistics have it)
+        norms[tid] = raw_norms.get(tid, np.full(n, np.nan))
         if numel * len(params) > MAX_TRACKED_NUMEL:
             full = False
+            left_out[tid] = (f"{numel:,} numbers, too many to plot (at most "
+                             f"{MAX_TRACKED_NUMEL:,} over all parameters)")
             continue
         vals = np.full((len(rows_read), numel), np.nan)
         gr = np.full((len(rows_read), numel), np.nan)
@@ -176,16 +207,21 @@ def training_series(trace, max_read: int = MAX_READ) -> TrainingSeries:
             g = raw_grads.get(tid, {}).get(p)
             if g is not None and g.size == numel:
                 gr[j] = g
+        if len(vals) and np.isnan(vals).all():
+            full = False
+            left_out[tid] = (f"its {numel:,} numbers were kept as statistics only (larger than "
+                             "--max-numel, or recorded with --values stats)")
+            continue
         # a value missing at the start (the parameter not yet used) takes the first known one
         values[tid] = _fill(vals)
         grads[tid] = gr
-        norms[tid] = raw_norms.get(tid, np.full(n, np.nan))
         if tid not in final and len(vals):
             final[tid] = values[tid][-1].copy()
     return TrainingSeries(steps=steps, loss=loss, params=params, values=values, final=final,
                           grads=grads, grad_norm=norms, events=events,
                           read=np.array(rows_read, dtype=np.int64),
-                          names={p.tid: trace.name(p.tid) for p in params}, full_values=full)
+                          names={p.tid: trace.name(p.tid) for p in params}, full_values=full,
+                          left_out=left_out)
 
 
 def _fill(a: np.ndarray) -> np.ndarray:
@@ -303,8 +339,11 @@ def loss_surface(trace, series: TrainingSeries, max_fits: int = 400):
         return NotApplicable(str(e))
     l_opt = fit.loss(fit.unflatten(torch.as_tensor(opt)))
     P = len(opt)
-    names = [series.names.get(t, f"t{t}") for t in tids]
+    names = series.flat_names(tids)      # one per number: w[0], w[1] for a weight of two
     X, y = _unique_rows(fit.X.numpy(), fit.y.numpy())
+    if P == 1:
+        return NotApplicable(f"the model has one number to learn ({names[0]}): there is no plane "
+                             "of parameters to draw the loss on")
     if P == 2:
         return Surface(tids, np.zeros(2), opt, np.eye(2), H, l_opt, True, (names[0], names[1]),
                        f"the loss over ({names[0]}, {names[1]}): exact", fit, X, y)

@@ -125,16 +125,23 @@ def _options_dict(options: AnimateOptions) -> dict:
 
 def after_run(trace, outputs: Outputs, ctx, made: dict[str, Any] | None = None) -> None:
     """`gradtrace run` writes backprop.gif and training.gif next to the trace, named by
-    ``outputs`` (small runs; `--no-animate` turns it off)."""
+    ``outputs`` (small runs; `--no-animate` turns it off). Each kind is made on its own: one
+    that cannot be made is one line, and its reason is left in ``made["animations_missing"]``
+    (kind -> reason) for the report."""
     params = ctx.params if ctx is not None else {}
     if not params.get("animate", True):
         return
+    missing: dict[str, str] = {} if made is None else made.setdefault("animations_missing", {})
     rows = trace.step_rows()
     if not any(r["has_backward"] for r in rows):
         return
     if len(rows) > RUN_MAX_STEPS:
+        shown = shown_path(Path(trace.path))
         info(f"animations skipped: {len(rows)} steps recorded (more than {RUN_MAX_STEPS}); "
-             f"make them with: gradtrace animate {shown_path(Path(trace.path))}")
+             f"make them with: gradtrace animate {shown}")
+        for kind in ("backprop", "training"):
+            missing[kind] = (f"skipped: {len(rows)} steps recorded (more than {RUN_MAX_STEPS}), "
+                             f"use gradtrace animate {shown} --kind {kind}")
         return
     for kind in ("backprop", "training"):
         path = outputs.animation(kind)
@@ -143,5 +150,11 @@ def after_run(trace, outputs: Outputs, ctx, made: dict[str, Any] | None = None) 
             anim.save(path)
         except GradtraceError as e:
             info(f"{kind} animation skipped: {e}")
+            missing[kind] = f"skipped: {e}"
+            continue
+        except Exception as e:  # a bug of ours: the other kind is still made
+            info(f"{kind} animation failed (a gradtrace bug, please report it): "
+                 f"{type(e).__name__}: {e}")
+            missing[kind] = f"failed (a gradtrace bug, please report it): {type(e).__name__}: {e}"
             continue
         info(f"{kind} animation: {shown_path(path)}")

@@ -213,7 +213,8 @@ def _run(ctx, config: Config, outputs, script, module, args, write_report) -> in
         try:
             # what the steps above made is reused, not made again: the check, step 0's graph
             path = build_report(trace, outputs.report, outputs=outputs, render_missing=False, warn=info,
-                                check_result=made.get("check"), step_graphs=made.get("graphs"))
+                                check_result=made.get("check"), step_graphs=made.get("graphs"),
+                                missing_animations=made.get("animations_missing"))
             info(f"report: {shown_path(path)}")  # last: the page to open
         except GradtraceError as e:
             info(f"report skipped: {e}")

@@ -197,9 +197,13 @@ class Animation:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
+        from .text import fit_texts, user_text
+
         fig = Figure(figsize=self.options.size, dpi=dpi)
         FigureCanvasAgg(fig)
-        self._renderer.setup(fig)
+        with user_text():
+            self._renderer.setup(fig)
+        fit_texts([fig])  # user text: a font that has its glyphs, never mathtext
         return fig
 
     def images(self, dpi: float | None = None, frames=None):
@@ -210,29 +214,36 @@ class Animation:
         """
         from PIL import Image
 
-        fig = self._figure((float(dpi) if dpi else self._dpi()))
+        from .text import fit_texts, quiet_fonts, user_text
+
+        with quiet_fonts():
+            fig = self._figure((float(dpi) if dpi else self._dpi()))
         animated = getattr(self._renderer, "animated", None)  # optional: not in Renderer
         canvas = fig.canvas
         background = None
         if animated is not None:
             for a in animated():
                 a.set_animated(True)
-            canvas.draw()
+            with quiet_fonts():
+                canvas.draw()
             background = canvas.copy_from_bbox(fig.bbox)
             order = {id(ax): j for j, ax in enumerate(fig.axes)}
         size = canvas.get_width_height()
         for i in (range(len(self)) if frames is None else frames):
-            self._renderer.draw(i)
-            if background is not None and animated is not None:  # both or neither
-                moving = animated()
-                for a in moving:
-                    a.set_animated(True)
-                canvas.restore_region(background)
-                # as matplotlib would: axes in order, artists by zorder (stable)
-                for a in sorted(moving, key=lambda a: (order.get(id(a.axes), -1), a.get_zorder())):
-                    fig.draw_artist(a)
-            else:
-                canvas.draw()
+            with user_text():
+                self._renderer.draw(i)
+                if background is not None and animated is not None:  # both or neither
+                    moving = animated()
+                    fit_texts(moving)
+                    for a in moving:
+                        a.set_animated(True)
+                    canvas.restore_region(background)
+                    # as matplotlib would: axes in order, artists by zorder (stable)
+                    for a in sorted(moving, key=lambda a: (order.get(id(a.axes), -1), a.get_zorder())):
+                        fig.draw_artist(a)
+                else:
+                    fit_texts([fig])
+                    canvas.draw()
             rgba = Image.frombuffer("RGBA", size, bytes(canvas.buffer_rgba()), "raw", "RGBA", 0, 1)
             yield rgba.convert("RGB")
 

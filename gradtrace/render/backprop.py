@@ -254,9 +254,11 @@ class Plan:
 
 def _code(*sources) -> str:
     """``file.py:12   code`` for up to two distinct source lines."""
+    from .text import fit_source
+
     parts = []
     for src in dict.fromkeys(s for s in sources if s is not None):
-        code = (src.code or "").strip()
+        code = fit_source((src.code or "").strip())  # a comment no font can draw is dropped
         parts.append(f"{src.short}   {code}" if code else src.short)
         if len(parts) == 2:
             break

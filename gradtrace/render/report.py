@@ -133,8 +133,10 @@ def _loss_and_timeline(trace) -> tuple[str | None, str | None]:
 
 
 def report_html(trace, *, check_result=None, graphs: dict[str, str] | None = None,
-                animations: dict[str, Path] | None = None, figures: list[Path] | None = None) -> str:
-    """The report page. ``graphs``: title -> SVG text; ``animations``: title -> GIF path."""
+                animations: dict[str, Path] | None = None, figures: list[Path] | None = None,
+                missing_animations: Mapping[str, str] | None = None) -> str:
+    """The report page. ``graphs``: title -> SVG text; ``animations``: title -> GIF path;
+    ``missing_animations``: title -> why that animation is not there."""
     info = trace.info
     rows = trace.step_rows()
     parts: list[str] = []
@@ -218,12 +220,15 @@ def report_html(trace, *, check_result=None, graphs: dict[str, str] | None = Non
         parts.append("</div>")
 
     # -- animations and figures ---------------------------------------------------------------------
-    if animations:
+    if animations or missing_animations:
         parts.append("<h2>Animations</h2><div class='row'>")
-        for name, path in animations.items():
+        for name, path in (animations or {}).items():
             parts.append(f"<div><h3>{_e(name)}</h3><img class='anim' alt=\"{_e(name)}\" "
                          f"src=\"{_img_data(Path(path), 'image/gif')}\"></div>")
         parts.append("</div>")
+        for name, why in (missing_animations or {}).items():
+            parts.append(f"<p class='muted missing-animation'><b>{_e(name)}</b>: not made — "
+                         f"{_e(why)}</p>")
     if figures:
         parts.append("<h2>The script's figures</h2><div class='row'>")
         for path in figures:
@@ -275,7 +280,8 @@ def write_report(trace, path, **sections) -> Path:
 def build_report(trace, out, *, outputs: Outputs | None = None, animations: bool = True,
                  render_missing: bool = True, progress: Callable[[int, int], None] | bool | None = None,
                  warn: Callable[[str], None] | None = None, check_result: Any = None,
-                 step_graphs: Mapping[int, Any] | None = None) -> Path:
+                 step_graphs: Mapping[int, Any] | None = None,
+                 missing_animations: Mapping[str, str] | None = None) -> Path:
     """Gather the sections (checks, graphs of the first and last step, both animations, the
     script's figures) and write the page. What the caller has made already is used instead
     of being made again: ``check_result``, the :class:`~gradtrace.analysis.check.CheckReport`
@@ -286,7 +292,9 @@ def build_report(trace, out, *, outputs: Outputs | None = None, animations: bool
     file, a figure if it was written during or after the run;
     missing animations are rendered only if ``render_missing`` (``progress`` as in
     :class:`~gradtrace.render.animate.AnimateOptions`). A section that cannot be made is left
-    out, with a line to ``warn`` (the CLI prints it on stderr)."""
+    out, with a line to ``warn`` (the CLI prints it on stderr); an animation left out says
+    why on the page: the reason in ``missing_animations`` (kind -> reason, from the caller
+    that tried to make it) or the error that stopped its rendering here."""
     from ..analysis.check import check_trace
     from .animate import animation_of_trace
 
@@ -322,10 +330,14 @@ def build_report(trace, out, *, outputs: Outputs | None = None, animations: bool
     sections["graphs"] = graphs
     if animations and len(steps):
         anims = {}
+        missing = {}
+        told = missing_animations or {}
         for kind, title in (("backprop", "Back-propagation, one step"), ("training", "Training over time")):
             path = outputs.current_animation(kind)
             if path is None:
                 if not render_missing:
+                    if kind in told:
+                        missing[title] = told[kind]
                     continue
                 path = outputs.animation(kind)
                 try:
@@ -334,9 +346,16 @@ def build_report(trace, out, *, outputs: Outputs | None = None, animations: bool
                     raise
                 except GradtraceError as e:
                     warn(f"report: {kind} animation left out ({e})")
+                    missing[title] = f"skipped: {e}"
+                    continue
+                except Exception as e:  # a bug of ours: the rest of the report still comes
+                    why = f"failed (a gradtrace bug, please report it): {type(e).__name__}: {e}"
+                    warn(f"report: {kind} animation {why}")
+                    missing[title] = why
                     continue
             anims[title] = path
         sections["animations"] = anims
+        sections["missing_animations"] = missing
     sections["figures"] = outputs.figures(since=_started(trace))
     return write_report(trace, out, **sections)
 
