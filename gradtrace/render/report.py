@@ -12,8 +12,9 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..version import __version__
 from ..errors import GradtraceError, RenderError, TraceFileError
+from ..formatting import table_number
+from ..version import __version__
 from ..tracefile.outputs import Outputs, outputs_of
 
 __all__ = ["build_report", "write_report", "report_html"]
@@ -54,16 +55,6 @@ def _page_for_svg(svg: str) -> str:
 
 def _e(x: Any) -> str:
     return html.escape("" if x is None else str(x), quote=True)
-
-
-def _num(x, digits: int = 6) -> str:
-    if x is None:
-        return ""
-    if isinstance(x, float):
-        if math.isnan(x) or math.isinf(x):
-            return str(x)
-        return f"{x:.{digits}g}"
-    return str(x)
 
 
 def _svg_of(fig) -> str:
@@ -186,8 +177,8 @@ def report_html(trace, *, check_result=None, graphs: dict[str, str] | None = Non
                 parts.append(
                     f"<tr><td class='l'>{_e(kind)}</td><td class='l'>{_e(param)}</td><td>{len(cs)}</td>"
                     f"<td class='pass'>{n['pass']}</td><td class='{'fail' if n['fail'] else ''}'>{n['fail']}</td>"
-                    f"<td>{n['not_applicable']}</td><td>{_num(worst.get('max_abs_err'), 3)}</td>"
-                    f"<td>{_num(worst.get('max_rel_err'), 3)}</td><td>{_num(worst.get('tolerance'), 3)}</td>"
+                    f"<td>{n['not_applicable']}</td><td>{table_number(worst.get('max_abs_err'), 3)}</td>"
+                    f"<td>{table_number(worst.get('max_rel_err'), 3)}</td><td>{table_number(worst.get('tolerance'), 3)}</td>"
                     f"<td class='l'>step {_e(worst.get('step'))}: {_e(worst.get('detail'))}</td></tr>")
             parts.append("</table><p class='muted'>Every check, step by step: "
                          "<code>gradtrace check TRACE --json</code>.</p>")
@@ -248,7 +239,7 @@ def report_html(trace, *, check_result=None, graphs: dict[str, str] | None = Non
             continue
         parts.append(f"<tr><td>{r['index']}</td><td>{r['ops']}</td><td>{r['backward_nodes']}</td>"
                      f"<td>{r['accumulate_fresh']}</td><td>{r['accumulate_added']}</td>"
-                     f"<td>{r['zeroings']}</td><td>{r['updates']}</td><td>{_num(r['loss'])}</td></tr>")
+                     f"<td>{r['zeroings']}</td><td>{r['updates']}</td><td>{table_number(r['loss'])}</td></tr>")
     parts.append("</table>")
     parts.append(f"<p class='muted'>Made by gradtrace {_e(__version__)} from {_e(trace.path)}. "
                  "Regenerate with <code>gradtrace report TRACE</code>.</p></main>")

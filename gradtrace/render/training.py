@@ -26,7 +26,7 @@ import numpy as np
 
 from ..analysis.sampling import subsample
 from ..errors import NothingToDrawError
-from .backprop import fmt_num
+from ..formatting import slide_number as fmt_num
 
 __all__ = ["TrainingRenderer", "Run", "Look", "Frame", "Path"]
 

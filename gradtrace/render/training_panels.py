@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from ..analysis.sampling import subsample
-from .backprop import fmt_num
+from ..formatting import slide_number as fmt_num
 from .text import fit_texts
 from .training import wrap
 
