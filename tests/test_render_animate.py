@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import os
 import stat
 import sys
 import re
