@@ -205,10 +205,24 @@ class CheckReport:
             head = (f"gradients WRONG at step {first.step}"
                     + (f" ({first.param})" if first.param else ""))
         elif all(c.status == "not_applicable" for c in self.checks):
-            head = "no check applies"
+            head = f"no check applies ({self._why_not('numeric') or self._why_not(None)})"
         else:
             head = "gradients ok"
+            numeric = self.of("numeric")
+            if not any(c.passed for c in numeric):
+                analytic = [k for k in CHECK_KINDS[:2] if any(c.passed for c in self.of(k))]
+                by = " and ".join(analytic)
+                head = (f"gradients ok by the {by} check only (the numeric check did not apply: "
+                        f"{self._why_not('numeric')})" if numeric else
+                        f"gradients ok by the {by} check (the numeric check was not run)")
         return f"{head}: " + "; ".join(parts + [found]) if parts else f"{head}; {found}"
+
+    def _why_not(self, kind: str | None) -> str:
+        """The first reason a check of ``kind`` (None: any) did not apply, and how to make it."""
+        for c in self.checks:
+            if c.status == "not_applicable" and (kind is None or c.kind == kind):
+                return c.detail.removeprefix("not applicable: ")
+        return ""
 
     def summary_lines(self) -> list[str]:
         """The verdict, then per kind and parameter one line, then failures and findings."""
@@ -231,9 +245,14 @@ class CheckReport:
             if st["fail"]:
                 s += f", {st['fail']} failed"
             if st["not_applicable"]:
-                s += f", {st['not_applicable']} not applicable"
+                why = next(c.detail for c in cs if c.status == "not_applicable")
+                s += f", {st['not_applicable']} not applicable ({why.removeprefix('not applicable: ')})"
             if rel:
                 s += f", max rel err {max(rel):.2g}"
+            shares = [c.max_rel_err / c.tolerance for c in cs if c.status != "not_applicable"
+                      and c.max_rel_err is not None and c.tolerance]
+            if shares:
+                s += f", largest error {max(shares):.2g} of its bound"
             lines.append(s + f" ({rng})")
         for c in self.failed[:10]:
             lines.append(f"  FAIL {c}")
@@ -469,8 +488,8 @@ def numeric_check(step: Step, elements: int = 32) -> list[CheckResult]:
         backward = B_all[tid].reshape(-1)[idx]
         forward = model.forward_bound(tid, idx)
         stored = unit_roundoff(dtype) * a.abs()          # .grad itself is rounded to its dtype
-        fd_err = (fd.truncation + loss_err / fd.h
-                  + fd.fd.abs() * UNIT_ROUNDOFF["float64"] * (theta + fd.h) / fd.h)
+        fd_err = (fd.truncation + fd.CANCELLATION * loss_err / fd.h
+                  + fd.fd.abs() * UNIT_ROUNDOFF["float64"] * (theta + 4 * fd.h) / fd.h)
         bound = SAFETY * (backward + forward + stored + fd_err)
         max_abs = float(diff.max())
         gm = max(float(fd.fd.abs().max()), float(a.abs().max()), 1e-300)
@@ -484,7 +503,7 @@ def numeric_check(step: Step, elements: int = 32) -> list[CheckResult]:
                  "finite differences": float(fd_err[at])}
         biggest = max(parts, key=parts.__getitem__)
         detail = (f"central differences of the float64 replay of {n_ops} op{'s' if n_ops != 1 else ''} "
-                  f"at {what} (h = 6e-6 * max(1, |theta|)); bound {float(bound[at]):.2g} at element "
+                  f"at {what} (steps h, 2h, 4h, h = 6e-6 * max(1, |theta|), extrapolated); bound {float(bound[at]):.2g} at element "
                   f"{idx[at]} ({dtype} rounding of autograd's backward {parts['backward']:.2g} + "
                   f"forward {parts['forward']:.2g}, finite-difference error "
                   f"{parts['finite differences']:.2g}; times {SAFETY:g}; mostly {biggest}); "
