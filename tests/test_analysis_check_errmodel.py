@@ -384,3 +384,10 @@ def test_gradtrace_check_exit_codes(tmp_path):
     r = runner.invoke(cli, ["check", str(bad)])
     assert r.exit_code == 3 and r.output.startswith("gradients WRONG at step 0 (d)"), r.output
     assert "bound" in r.output and "Legendre3" in r.output
+
+
+def test_a_small_backward_error_is_still_blamed_on_its_function():
+    trace = legendre_fit(torch.float64, steps=1, mutation="factor", factor=1 + 1e-4)
+    [fail] = [c for c in numeric_check(trace.steps[0]) if c.failed]
+    assert fail.param == "d" and "Legendre3" in fail.detail, fail.detail
+    assert "1.0001 x the derivative of its forward" in fail.detail, fail.detail

@@ -514,16 +514,20 @@ def numeric_check(step: Step, elements: int = 32) -> list[CheckResult]:
         if status == "fail":
             ratio_fd = float((a * fd.fd).sum() / (fd.fd * fd.fd).sum()) if float((fd.fd * fd.fd).sum()) else None
             if ratio_fd is not None:
-                detail += f"; autograd's gradient is {ratio_fd:.4g} x the finite differences"
+                detail += f"; autograd's gradient is {_times(ratio_fd)} x the finite differences"
         out.append(CheckResult("numeric", step.index, step.name(tid), status, max_abs, rel, tol,
                                detail, tid, bound=float(bound[at])))
     if failed:
-        blamed = blame_functions(rp, values, 1e-3)
+        # A Function to blame is off by about as much as the failure; correct ones in
+        # float32 agree with their forward to far less than 1e-3 of the terms.
+        worst = max(c.max_rel_err or 0.0 for c in out if c.failed)
+        u = max(unit_roundoff(_dtype_of(step, c.tid)) for c in out if c.failed and c.tid is not None)
+        blamed = blame_functions(rp, values, min(1e-3, max(worst / 4, 64 * u)))
         if blamed:
             text = "; ".join(
                 f"{b.op.target} ({b.name}, op {b.op.index}"
                 f"{' at ' + b.op.source.short if b.op.source else ''}): its backward gives "
-                + (f"{b.ratio:.4g} x" if b.ratio is not None else "something other than")
+                + (f"{_times(b.ratio)} x" if b.ratio is not None else "something other than")
                 + " the derivative of its forward" for b in blamed)
         else:
             funcs = [o for o in rp.top if o.is_function]
@@ -547,6 +551,13 @@ def numeric_hint(step: Step, reason: str) -> str:
         return reason
     return (f"{reason}; no recording option makes the numeric check apply to this step "
             "(the analytic check still covers linear models)")
+
+
+def _times(r: float) -> str:
+    """A factor with the digits that tell it from 1 (1.0001, not 1)."""
+    if r != 1 and abs(r - 1) < 1e-3:
+        return f"{r:.{min(3 - math.floor(math.log10(abs(r - 1))), 15)}g}"
+    return f"{r:.4g}"
 
 
 def _dtype_of(step: Step, tid: int) -> str:
