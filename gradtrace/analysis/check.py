@@ -481,13 +481,14 @@ def numeric_check(step: Step, elements: int = 32) -> list[CheckResult]:
         g = got[tid].reshape(-1)
         dtype = _dtype_of(step, tid)
         idx = sample_indices(g.numel(), elements, step.index)
-        fd = finite_differences(rp, values, tid, idx)
         a = g[idx]
-        diff = (a - fd.fd).abs()
-        theta = values[tid].reshape(-1)[idx].abs()
         backward = B_all[tid].reshape(-1)[idx]
         forward = model.forward_bound(tid, idx)
         stored = unit_roundoff(dtype) * a.abs()          # .grad itself is rounded to its dtype
+        # finite differences good to a tenth of autograd's own bound need no smaller step
+        fd = finite_differences(rp, values, tid, idx, loss_err, 0.1 * (backward + forward + stored))
+        diff = (a - fd.fd).abs()
+        theta = values[tid].reshape(-1)[idx].abs()
         fd_err = (fd.truncation + fd.CANCELLATION * loss_err / fd.h
                   + fd.fd.abs() * UNIT_ROUNDOFF["float64"] * (theta + 4 * fd.h) / fd.h)
         bound = SAFETY * (backward + forward + stored + fd_err)
@@ -503,7 +504,7 @@ def numeric_check(step: Step, elements: int = 32) -> list[CheckResult]:
                  "finite differences": float(fd_err[at])}
         biggest = max(parts, key=parts.__getitem__)
         detail = (f"central differences of the float64 replay of {n_ops} op{'s' if n_ops != 1 else ''} "
-                  f"at {what} (steps h, 2h, 4h, h = 6e-6 * max(1, |theta|), extrapolated); bound {float(bound[at]):.2g} at element "
+                  f"at {what} (steps h, 2h, 4h, h = 6e-6 * max(1, |theta|) or down to 1/256 of it, extrapolated); bound {float(bound[at]):.2g} at element "
                   f"{idx[at]} ({dtype} rounding of autograd's backward {parts['backward']:.2g} + "
                   f"forward {parts['forward']:.2g}, finite-difference error "
                   f"{parts['finite differences']:.2g}; times {SAFETY:g}; mostly {biggest}); "

@@ -425,9 +425,15 @@ class FDResult:
 
 
 def finite_differences(replay: Replay, values: dict[int, torch.Tensor], tid: int,
-                       indices: list[int]) -> FDResult:
+                       indices: list[int], loss_error: float = 0.0,
+                       target: torch.Tensor | None = None) -> FDResult:
     """dL/dtheta_i for the given flat indices of parameter ``tid`` by central differences
-    with steps h, 2h and 4h (h = FD_EPS * max(1, |theta_i|)), extrapolated (see FDResult)."""
+    with steps h, 2h and 4h (h = FD_EPS * max(1, |theta_i|)), extrapolated (see FDResult).
+
+    With a ``target`` (per element: the error that would not matter), a step whose
+    estimated error (truncation + ``1.5 * loss_error / h``) is above it is retried with
+    h / 16, twice at most, and the estimate that is smallest is kept: a parameter of
+    1e-5 multiplying features of 1e4 needs a smaller step than max(1, |theta|) gives."""
     base = values[tid].reshape(-1)
     ds = torch.empty(3, len(indices), dtype=torch.float64)
     hs = torch.empty(len(indices), dtype=torch.float64)
@@ -441,9 +447,20 @@ def finite_differences(replay: Replay, values: dict[int, torch.Tensor], tid: int
 
     for j, i in enumerate(indices):
         h = FD_EPS * max(1.0, abs(float(base[i])))
+        best = None
+        for _ in range(3 if target is not None else 1):
+            d = [(at(i, s * h) - at(i, -s * h)) / (2 * s * h) for s in (1, 2, 4)]
+            r1, r2 = (4 * d[0] - d[1]) / 3, (4 * d[1] - d[2]) / 3
+            err = abs(r1 - r2) / 15 + FDResult.CANCELLATION * loss_error / h
+            if best is None or err < best[0]:
+                best = (err, d, h)
+            if target is None or err <= float(target[j]):
+                break
+            h /= 16
+        _, d, h = best
         hs[j] = h
-        for m, s in enumerate((1, 2, 4)):
-            ds[m, j] = (at(i, s * h) - at(i, -s * h)) / (2 * s * h)
+        for m in range(3):
+            ds[m, j] = d[m]
     fd = (4 * ds[0] - ds[1]) / 3
     return FDResult(tid, indices, fd, ds[0], ds[1], ds[2], hs)
 
