@@ -177,6 +177,8 @@ def test_correct_scripts_pass_every_check_at_every_step(name):
     for c in numeric:                                # the bound is shown and decided the check
         assert c.bound is not None and c.bound > 0 and c.to_dict()["bound"] > 0
         assert c.max_rel_err <= c.tolerance
+        # with room to spare: a correct gradient uses a small share of its bound
+        assert c.max_rel_err <= 0.25 * c.tolerance, str(c)
 
 
 def test_a_true_zero_gradient_is_compared_with_float32_noise_and_passes():
