@@ -465,11 +465,13 @@ def numeric_check(step: Step, elements: int = 32) -> list[CheckResult]:
                             detail="not applicable: non-finite values in this step (see the "
                                    "non_finite finding); an inf or nan gradient cannot be "
                                    "compared, and no option changes that") for t in sorted(got)]
+    samples = {tid: sample_indices(got[tid].numel(), elements, step.index) for tid in sorted(got)}
     try:
         model = ErrorModel(rp, values)
         B_all = model.backward_bounds()
         loss_err = model.loss_error()
-    except (ReplayError, RuntimeError) as e:
+        forwards = {tid: model.forward_bound(tid, idx) for tid, idx in samples.items()}
+    except (ReplayError, RuntimeError, ValueError, TypeError, IndexError) as e:
         reason = str(e) if isinstance(e, ReplayError) else f"{type(e).__name__}: {str(e)[:120]}"
         return [CheckResult("numeric", step.index, None, "not_applicable",
                             detail=f"not applicable: the error bound of this step could not be "
@@ -480,10 +482,10 @@ def numeric_check(step: Step, elements: int = 32) -> list[CheckResult]:
     for tid in sorted(got):
         g = got[tid].reshape(-1)
         dtype = _dtype_of(step, tid)
-        idx = sample_indices(g.numel(), elements, step.index)
+        idx = samples[tid]
         a = g[idx]
         backward = B_all[tid].reshape(-1)[idx]
-        forward = model.forward_bound(tid, idx)
+        forward = forwards[tid]
         stored = unit_roundoff(dtype) * a.abs()          # .grad itself is rounded to its dtype
         # finite differences good to a tenth of autograd's own bound need no smaller step
         fd = finite_differences(rp, values, tid, idx, loss_err, 0.1 * (backward + forward + stored))
