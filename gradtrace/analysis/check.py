@@ -16,10 +16,13 @@
 Errors are measured against what autograd had to work with: the analytic gradient is
 computed in float64 from the recorded float forward values, and ``max_rel_err`` is the
 largest ``|autograd - closed form|`` divided by the sum of the magnitudes of the terms
-that gradient adds up (``2|c| |X|^T |y_hat - y|``); a sum of n float32 terms is only
-exact to that scale, which is what makes the number meaningful when the terms cancel
-(a gradient near zero at the optimum). The numeric check uses ``max|diff| / max|fd|``,
-with the tolerance widened by the rounding of the forward values (``eps * |H theta|``).
+that gradient adds up (``2|c| |X|^T |y_hat - y|``). The numeric check's ``max_rel_err`` is
+``max|diff| / max|fd|``. Neither is compared with a fixed number: each element must be
+within the bound of the error model (:mod:`.errmodel`, docs/gradients.md), worked out from
+the dtype each op ran in, the terms it summed and their magnitudes, and (numeric) the
+finite differences' own error. ``bound`` is that bound at the element that decided the
+check; ``tolerance`` is the relative error it allows, so that ``max_rel_err <= tolerance``
+exactly when the check passed.
 """
 
 from __future__ import annotations
