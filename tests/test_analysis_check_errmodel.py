@@ -393,3 +393,37 @@ def test_a_small_backward_error_is_still_blamed_on_its_function():
     [fail] = [c for c in numeric_check(trace.steps[0]) if c.failed]
     assert fail.param == "d" and "Legendre3" in fail.detail, fail.detail
     assert "1.0001 x the derivative of its forward" in fail.detail, fail.detail
+
+
+class ScaledSoftsign(torch.autograd.Function):
+    """Softsign with a backward multiplied by ``factor`` (2: the 2x twin)."""
+
+    factor = 2.0
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x / (1 + x.abs())
+
+    @staticmethod
+    def backward(ctx, g):
+        x, = ctx.saved_tensors
+        return ScaledSoftsign.factor * g / (1 + x.abs()) ** 2
+
+
+def test_a_wrong_backward_under_bfloat16_autocast_is_still_caught():
+    g = torch.Generator().manual_seed(7)
+    X = torch.randn(32, 4, generator=g)
+    Y = torch.randn(32, 1, generator=g)
+    lin1, lin2 = torch.nn.Linear(4, 8), torch.nn.Linear(8, 1)
+    with gradtrace.trace() as t:
+        with torch.autocast("cpu", torch.bfloat16):
+            h = lin1(X)
+        out = lin2(ScaledSoftsign.apply(h.float()))
+        F.mse_loss(out, Y).backward()
+    results = {c.param: c for c in numeric_check(t.result.steps[0])}
+    # lin1's gradient goes through the wrong backward, lin2's does not
+    assert results["lin1.weight"].failed and results["lin1.bias"].failed, results["lin1.weight"]
+    assert results["lin2.weight"].passed and results["lin2.bias"].passed, results["lin2.weight"]
+    assert "ScaledSoftsign" in results["lin1.weight"].detail
+    assert "bfloat16" in results["lin1.weight"].detail

@@ -510,7 +510,7 @@ def numeric_check(step: Step, elements: int = 32) -> list[CheckResult]:
         biggest = max(parts, key=parts.__getitem__)
         detail = (f"central differences of the float64 replay of {n_ops} op{'s' if n_ops != 1 else ''} "
                   f"at {what} (steps h, 2h, 4h, h = 6e-6 * max(1, |theta|) or down to 1/256 of it, extrapolated); bound {float(bound[at]):.2g} at element "
-                  f"{idx[at]} ({dtype} rounding of autograd's backward {parts['backward']:.2g} + "
+                  f"{idx[at]} ({_dtypes(model.dtypes, dtype)} rounding of autograd's backward {parts['backward']:.2g} + "
                   f"forward {parts['forward']:.2g}, finite-difference error "
                   f"{parts['finite differences']:.2g}; times {SAFETY:g}; mostly {biggest}); "
                   f"largest error {ratio:.2g} of its bound")
@@ -557,6 +557,12 @@ def numeric_hint(step: Step, reason: str) -> str:
         return reason
     return (f"{reason}; no recording option makes the numeric check apply to this step "
             "(the analytic check still covers linear models)")
+
+
+def _dtypes(ran_in: list[str], grad: str) -> str:
+    """The dtypes a step's ops ran in, least precise first (``bfloat16/float32``)."""
+    names = sorted(set(ran_in) | {grad}, key=lambda d: -UNIT_ROUNDOFF.get(d, 0.0))
+    return "/".join(names)
 
 
 def _times(r: float) -> str:

@@ -131,6 +131,8 @@ class ErrorModel:
     values: dict[int, torch.Tensor]
     records: list[_OpRecord] = field(default_factory=list)
     approximate: list[str] = field(default_factory=list)
+    #: the dtypes the step's ops ran in (autocast shows here), in order of first use
+    dtypes: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         rp = self.replay
@@ -207,6 +209,8 @@ class ErrorModel:
                 w = env[ins[1]]
                 terms = float(max(n_out * (w.numel() // max(w.shape[0], 1)), n_in))
         self.records.append(_OpRecord(o, kind, ins, outs, u_acc, u_out, terms))
+        if dt not in self.dtypes:
+            self.dtypes.append(dt)
 
     def _dtype(self, tid: int) -> str:
         step = self.replay.step
