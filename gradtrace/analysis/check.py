@@ -16,10 +16,13 @@
 Errors are measured against what autograd had to work with: the analytic gradient is
 computed in float64 from the recorded float forward values, and ``max_rel_err`` is the
 largest ``|autograd - closed form|`` divided by the sum of the magnitudes of the terms
-that gradient adds up (``2|c| |X|^T |y_hat - y|``); a sum of n float32 terms is only
-exact to that scale, which is what makes the number meaningful when the terms cancel
-(a gradient near zero at the optimum). The numeric check uses ``max|diff| / max|fd|``,
-with the tolerance widened by the rounding of the forward values (``eps * |H theta|``).
+that gradient adds up (``2|c| |X|^T |y_hat - y|``). The numeric check's ``max_rel_err`` is
+``max|diff| / max|fd|``. Neither is compared with a fixed number: each element must be
+within the bound of the error model (:mod:`.errmodel`, docs/gradients.md), worked out from
+the dtype each op ran in, the terms it summed and their magnitudes, and (numeric) the
+finite differences' own error. ``bound`` is that bound at the element that decided the
+check; ``tolerance`` is the relative error it allows, so that ``max_rel_err <= tolerance``
+exactly when the check passed.
 """
 
 from __future__ import annotations
@@ -38,8 +41,10 @@ from ..errors import EXIT_CHECK_FAILED, EXIT_OK, UsageError
 from ..tracefile.model import Step
 from .diagnostics import FINDING_KINDS, Diagnostics, Finding, OptimumTrack
 from .linear import SOFTMAX_CE, SQUARED_ERROR, LinearFit, fit_of
+from .errmodel import SAFETY, UNIT_ROUNDOFF, ErrorModel, gamma, unit_roundoff
 from .numeric import (
-    autograd_gradients, blame_functions, finite_differences, replay_of, sample_indices,
+    ReplayError, autograd_gradients, blame_functions, finite_differences, replay_of,
+    sample_indices,
 )
 
 __all__ = ["CheckOptions", "CheckResult", "CheckReport", "Finding", "OptimumTrack",
@@ -47,13 +52,6 @@ __all__ = ["CheckOptions", "CheckResult", "CheckReport", "Finding", "OptimumTrac
 
 CHECK_KINDS = ("analytic_mse", "analytic_softmax", "numeric")
 STATUSES = ("pass", "fail", "not_applicable")
-
-#: Analytic check: largest error relative to the summed magnitudes, per dtype.
-ANALYTIC_RTOL = {"float64": 1e-10, "float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
-#: Numeric check: relative tolerance, and the unit roundoff behind the noise floor.
-NUMERIC_RTOL = {"float64": 1e-6, "float32": 1e-3, "float16": 3e-2, "bfloat16": 1e-1}
-UNIT_ROUNDOFF = {"float64": 1.1e-16, "float32": 6e-8, "float16": 4.9e-4, "bfloat16": 3.9e-3}
-
 
 @dataclass(frozen=True)
 class CheckOptions:
@@ -111,6 +109,9 @@ class CheckResult:
     tolerance: float | None = None
     detail: str = ""
     tid: int | None = field(default=None, compare=False)
+    #: the error bound of the model (docs/gradients.md), absolute, at the element that
+    #: decided the check (the one whose error is the largest share of its bound)
+    bound: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -123,14 +124,16 @@ class CheckResult:
     def to_dict(self) -> dict:
         return {"kind": self.kind, "step": self.step, "param": self.param, "status": self.status,
                 "max_abs_err": _json_num(self.max_abs_err), "max_rel_err": _json_num(self.max_rel_err),
-                "tolerance": _json_num(self.tolerance), "detail": self.detail}
+                "tolerance": _json_num(self.tolerance), "bound": _json_num(self.bound),
+                "detail": self.detail}
 
     def __str__(self) -> str:
         head = f"{self.kind} step {self.step}" + (f" {self.param}" if self.param else "")
         if self.status == "not_applicable":
             return f"{head}: {self.detail}"
+        bound = f", bound {self.bound:.2g}" if self.bound is not None else ""
         return (f"{head}: {self.status} (max rel err {self.max_rel_err:.2g}, tolerance "
-                f"{self.tolerance:.2g}): {self.detail}")
+                f"{self.tolerance:.2g}{bound}): {self.detail}")
 
 
 def _json_num(x: float | None):
@@ -205,10 +208,24 @@ class CheckReport:
             head = (f"gradients WRONG at step {first.step}"
                     + (f" ({first.param})" if first.param else ""))
         elif all(c.status == "not_applicable" for c in self.checks):
-            head = "no check applies"
+            head = f"no check applies ({self._why_not('numeric') or self._why_not(None)})"
         else:
             head = "gradients ok"
+            numeric = self.of("numeric")
+            if not any(c.passed for c in numeric):
+                analytic = [k for k in CHECK_KINDS[:2] if any(c.passed for c in self.of(k))]
+                by = " and ".join(analytic)
+                head = (f"gradients ok by the {by} check only (the numeric check did not apply: "
+                        f"{self._why_not('numeric')})" if numeric else
+                        f"gradients ok by the {by} check (the numeric check was not run)")
         return f"{head}: " + "; ".join(parts + [found]) if parts else f"{head}; {found}"
+
+    def _why_not(self, kind: str | None) -> str:
+        """The first reason a check of ``kind`` (None: any) did not apply, and how to make it."""
+        for c in self.checks:
+            if c.status == "not_applicable" and (kind is None or c.kind == kind):
+                return c.detail.removeprefix("not applicable: ")
+        return ""
 
     def summary_lines(self) -> list[str]:
         """The verdict, then per kind and parameter one line, then failures and findings."""
@@ -231,9 +248,14 @@ class CheckReport:
             if st["fail"]:
                 s += f", {st['fail']} failed"
             if st["not_applicable"]:
-                s += f", {st['not_applicable']} not applicable"
+                why = next(c.detail for c in cs if c.status == "not_applicable")
+                s += f", {st['not_applicable']} not applicable ({why.removeprefix('not applicable: ')})"
             if rel:
                 s += f", max rel err {max(rel):.2g}"
+            shares = [c.max_rel_err / c.tolerance for c in cs if c.status != "not_applicable"
+                      and c.max_rel_err is not None and c.tolerance]
+            if shares:
+                s += f", largest error {max(shares):.2g} of its bound"
             lines.append(s + f" ({rng})")
         for c in self.failed[:10]:
             lines.append(f"  FAIL {c}")
@@ -295,6 +317,12 @@ def _numeric_sample(with_bw: list[int], opts: CheckOptions) -> set[int]:
     return {with_bw[round(j * (len(with_bw) - 1) / (m - 1))] for j in range(m)} if m > 1 else {with_bw[0]}
 
 
+#: What makes the analytic check apply, said with every step it does not apply to.
+ANALYTIC_SCOPE = ("the closed form is known only for a linear model (X @ W + b) under squared "
+                  "error or softmax cross-entropy; the numeric check covers any other step "
+                  "(`gradtrace check --numeric` runs it on every step)")
+
+
 # -- the analytic check -----------------------------------------------------------------------
 
 def _finite(*ts: torch.Tensor | None) -> bool:
@@ -307,7 +335,8 @@ def analytic_check(step: Step) -> tuple[list[CheckResult], LinearFit | None]:
     fit = fit_of(step)
     if not fit:
         kind = "analytic_softmax" if fit.family == SOFTMAX_CE else "analytic_mse"
-        return [CheckResult(kind, step.index, None, "not_applicable", detail=str(fit))], None
+        return [CheckResult(kind, step.index, None, "not_applicable",
+                            detail=f"{fit}; {ANALYTIC_SCOPE}")], None
     kind = "analytic_mse" if fit.loss_kind == SQUARED_ERROR else "analytic_softmax"
     got = autograd_gradients(step)
     out = []
@@ -317,33 +346,82 @@ def analytic_check(step: Step) -> tuple[list[CheckResult], LinearFit | None]:
                                    "non_finite finding)") for p in fit.params], fit
     ref = fit.gradient()
     scale = fit.gradient_scale()
-    rtol = ANALYTIC_RTOL.get(fit.dtype, 1e-4)
+    bounds, terms = _analytic_bounds(fit, scale)
     base = _analytic_detail(fit)
     for p in fit.params:
         name = step.name(p.tid)
         if p.tid not in got:
             kept = any(e.tensor == p.tid and e.incoming is not None for e in step.accumulations)
-            why = ("was kept as statistics only (record with --values full)" if kept else
-                   "was not recorded in this step")
+            why = (f"was kept as statistics only, so there is nothing to compare; record with "
+                   f"`gradtrace run --values full --max-numel {max(p.numel, 1)}` to check it" if kept else
+                   "was not recorded in this step (no option brings it back: autograd gave it "
+                   "no gradient that gradtrace saw)")
             out.append(CheckResult(kind, step.index, name, "not_applicable", tid=p.tid,
                                    detail=f"not applicable: autograd's gradient of {name} {why}"))
             continue
         g = got[p.tid].reshape(p.shape)
         diff = (g - ref[p.tid]).abs()
+        bound = bounds[p.tid] + SAFETY * unit_roundoff(fit.dtype) * g.abs()
         max_abs = float(diff.max()) if diff.numel() else 0.0
         rel = diff / scale[p.tid].clamp_min(1e-300)
         rel = torch.where(diff == 0, torch.zeros_like(rel), rel)
         max_rel = float(rel.max()) if rel.numel() else 0.0
-        status = "pass" if max_rel <= rtol else "fail"
+        ratio, at = _share_of_bound(diff, bound)
+        status = "pass" if ratio <= 1 else "fail"
+        tol = _tolerance(max_rel, ratio, float((bound / scale[p.tid].clamp_min(1e-300)).max())
+                         if bound.numel() else 0.0)
         detail = base + f"; {_formula(fit, p is fit.weight, name)}"
+        detail += (f"; bound {SAFETY:g} gamma_{terms} |terms| in {fit.dtype} "
+                   f"(largest error {ratio:.2g} of its bound)")
         note = _update_note(step, fit, p.tid)
         if note:
             detail += f"; {note}"
         if status == "fail":
             detail += (f"; autograd's gradient differs from the closed form (largest at element "
                        f"{tuple(int(x) for x in torch.nonzero(diff == diff.max())[0].tolist())})")
-        out.append(CheckResult(kind, step.index, name, status, max_abs, max_rel, rtol, detail, p.tid))
+        out.append(CheckResult(kind, step.index, name, status, max_abs, max_rel, tol, detail, p.tid,
+                               bound=float(bound.reshape(-1)[at]) if bound.numel() else 0.0))
     return out, fit
+
+
+def _analytic_bounds(fit: LinearFit, scale: dict[int, torch.Tensor]) -> tuple[dict[int, torch.Tensor], int]:
+    """The rounding bound of autograd's gradient of a linear model, elementwise.
+
+    From the recorded forward values the backward computes ``G = 2c (y_hat - y)`` (or
+    ``c (softmax(z) - Y)``) and then ``X^T G`` and the sum of ``G`` over the rows: at most
+    ``n k + k + 6`` roundings in a row, each relative to the magnitudes of the terms. For
+    squared error those are ``|X|^T |G|`` (``scale``); a softmax's probabilities are
+    rounded relative to themselves, so its terms are ``|c| |X|^T (p + Y)``."""
+    u = unit_roundoff(fit.dtype)
+    terms = fit.n * fit.k + fit.k + 6
+    g = SAFETY * gamma(terms, u)
+    if fit.loss_kind == SQUARED_ERROR or fit.pred is None:
+        return {t: g * v for t, v in scale.items()}, terms
+    p = torch.softmax(fit.pred, 1)
+    w = fit.row_weights.reshape(-1, 1).abs()
+    G = w * (p * fit.y.sum(1, keepdim=True).abs() + fit.y.abs())
+    out = {fit.weight.tid: g * fit.weight.from_eff(fit.X.abs().T @ G)}
+    if fit.bias is not None:
+        gb = G.sum(0)
+        out[fit.bias.tid] = g * fit.bias.from_eff(gb.sum().reshape(1) if fit.bias.numel == 1 else gb)
+    return out, terms
+
+
+def _share_of_bound(diff: torch.Tensor, bound: torch.Tensor) -> tuple[float, int]:
+    """The largest ``diff / bound`` over the elements (0/0 counts as 0) and where it is."""
+    if not diff.numel():
+        return 0.0, 0
+    d = diff.reshape(-1)
+    b = bound.reshape(-1)
+    share = torch.where(d == 0, torch.zeros_like(d), d / b.clamp_min(1e-300))
+    at = int(share.argmax())
+    return float(share[at]), at
+
+
+def _tolerance(max_rel: float, ratio: float, fallback: float) -> float:
+    """The relative tolerance that gives the same verdict as the bound: ``max_rel_err <=
+    tolerance`` exactly when every element is within its bound."""
+    return max_rel / ratio if ratio > 0 else fallback
 
 
 def _analytic_detail(fit: LinearFit) -> str:
@@ -377,51 +455,85 @@ def _update_note(step: Step, fit: LinearFit, tid: int) -> str | None:
 # -- the numeric check --------------------------------------------------------------------------
 
 def numeric_check(step: Step, elements: int = 32) -> list[CheckResult]:
-    """autograd's gradients against central finite differences of the float64 replay."""
+    """autograd's gradients against central finite differences of the float64 replay,
+    each element within the bound of the error model (:mod:`.errmodel`)."""
     r = replay_of(step)
     if not r:
-        return [CheckResult("numeric", step.index, None, "not_applicable", detail=str(r))]
+        return [CheckResult("numeric", step.index, None, "not_applicable",
+                            detail=f"not applicable: {numeric_hint(step, r.reason)}")]
     rp, values = r
     got = autograd_gradients(step)
     if not _finite(*values.values(), *got.values()) or not math.isfinite(rp(values)):
         return [CheckResult("numeric", step.index, step.name(t), "not_applicable", tid=t,
                             detail="not applicable: non-finite values in this step (see the "
-                                   "non_finite finding)") for t in sorted(got)]
-    n_ops = sum(1 for o in rp.runs)
+                                   "non_finite finding); an inf or nan gradient cannot be "
+                                   "compared, and no option changes that") for t in sorted(got)]
+    samples = {tid: sample_indices(got[tid].numel(), elements, step.index) for tid in sorted(got)}
+    try:
+        model = ErrorModel(rp, values)
+        B_all = model.backward_bounds()
+        loss_err = model.loss_error()
+        forwards = {tid: model.forward_bound(tid, idx) for tid, idx in samples.items()}
+    except (ReplayError, RuntimeError, ValueError, TypeError, IndexError) as e:
+        reason = str(e) if isinstance(e, ReplayError) else f"{type(e).__name__}: {str(e)[:120]}"
+        return [CheckResult("numeric", step.index, None, "not_applicable",
+                            detail=f"not applicable: the error bound of this step could not be "
+                                   f"worked out ({reason}); no option changes that")]
+    n_ops = len(rp.runs)
     out = []
     failed = False
     for tid in sorted(got):
         g = got[tid].reshape(-1)
         dtype = _dtype_of(step, tid)
-        idx = sample_indices(g.numel(), elements, step.index)
-        fd = finite_differences(rp, values, tid, idx)
+        idx = samples[tid]
         a = g[idx]
+        backward = B_all[tid].reshape(-1)[idx]
+        forward = forwards[tid]
+        stored = unit_roundoff(dtype) * a.abs()          # .grad itself is rounded to its dtype
+        # finite differences good to a tenth of autograd's own bound need no smaller step
+        fd = finite_differences(rp, values, tid, idx, loss_err, 0.1 * (backward + forward + stored))
         diff = (a - fd.fd).abs()
+        theta = values[tid].reshape(-1)[idx].abs()
+        fd_err = (fd.truncation + fd.CANCELLATION * loss_err / fd.h
+                  + fd.fd.abs() * UNIT_ROUNDOFF["float64"] * (theta + 4 * fd.h) / fd.h)
+        bound = SAFETY * (backward + forward + stored + fd_err)
         max_abs = float(diff.max())
         gm = max(float(fd.fd.abs().max()), float(a.abs().max()), 1e-300)
-        atol = 32 * UNIT_ROUNDOFF.get(dtype, 6e-8) * float(fd.curvature.abs().max())
-        rtol = NUMERIC_RTOL.get(dtype, 1e-3)
-        tol = rtol + atol / gm
+        ratio, at = _share_of_bound(diff, bound)
         rel = max_abs / gm
-        status = "pass" if rel <= tol else "fail"
+        status = "pass" if ratio <= 1 else "fail"
         failed |= status == "fail"
+        tol = _tolerance(rel, ratio, float(bound.max()) / gm)
         what = f"{len(idx)} of {g.numel()} element{'s' if g.numel() != 1 else ''}"
+        parts = {"backward": float(backward[at]), "forward": float(forward[at]),
+                 "finite differences": float(fd_err[at])}
+        biggest = max(parts, key=parts.__getitem__)
         detail = (f"central differences of the float64 replay of {n_ops} op{'s' if n_ops != 1 else ''} "
-                  f"at {what} (h = 6e-6 * max(1, |theta|)); tolerance {rtol:g} + rounding floor "
-                  f"{atol / gm:.2g}")
+                  f"at {what} (steps h, 2h, 4h, h = 6e-6 * max(1, |theta|) or down to 1/256 of it, extrapolated); bound {float(bound[at]):.2g} at element "
+                  f"{idx[at]} ({_dtypes(model.dtypes, dtype)} rounding of autograd's backward {parts['backward']:.2g} + "
+                  f"forward {parts['forward']:.2g}, finite-difference error "
+                  f"{parts['finite differences']:.2g}; times {SAFETY:g}; mostly {biggest}); "
+                  f"largest error {ratio:.2g} of its bound")
+        if model.approximate:
+            detail += (f"; |J| of {', '.join(model.approximate[:3])} estimated from one "
+                       "vector-Jacobian product")
         if status == "fail":
-            ratio = float((a * fd.fd).sum() / (fd.fd * fd.fd).sum()) if float((fd.fd * fd.fd).sum()) else None
-            if ratio is not None:
-                detail += f"; autograd's gradient is {ratio:.4g} x the finite differences"
+            ratio_fd = float((a * fd.fd).sum() / (fd.fd * fd.fd).sum()) if float((fd.fd * fd.fd).sum()) else None
+            if ratio_fd is not None:
+                detail += f"; autograd's gradient is {_times(ratio_fd)} x the finite differences"
         out.append(CheckResult("numeric", step.index, step.name(tid), status, max_abs, rel, tol,
-                               detail, tid))
+                               detail, tid, bound=float(bound[at])))
     if failed:
-        blamed = blame_functions(rp, values, 1e-3)
+        # A Function to blame is off by about as much as the failure; correct ones in
+        # float32 agree with their forward to far less than 1e-3 of the terms.
+        worst = max(c.max_rel_err or 0.0 for c in out if c.failed)
+        u = max(unit_roundoff(_dtype_of(step, c.tid)) for c in out if c.failed and c.tid is not None)
+        blamed = blame_functions(rp, values, min(1e-3, max(worst / 4, 64 * u)))
         if blamed:
             text = "; ".join(
                 f"{b.op.target} ({b.name}, op {b.op.index}"
                 f"{' at ' + b.op.source.short if b.op.source else ''}): its backward gives "
-                + (f"{b.ratio:.4g} x" if b.ratio is not None else "something other than")
+                + (f"{_times(b.ratio)} x" if b.ratio is not None else "something other than")
                 + " the derivative of its forward" for b in blamed)
         else:
             funcs = [o for o in rp.top if o.is_function]
@@ -431,6 +543,33 @@ def numeric_check(step: Step, elements: int = 32) -> list[CheckResult]:
         out = [replace(c, detail=c.detail + f"; wrong backward: {text}") if c.failed else c
                for c in out]
     return out
+
+
+#: Where a reason for "not applicable" already says how to make the check apply.
+_HAS_OPTION = ("--max-numel", "--values", "gradtrace.trace(", "model.eval()")
+
+
+def numeric_hint(step: Step, reason: str) -> str:
+    """The reason a step cannot be replayed, and what would make the numeric check apply."""
+    if step.backward is None:
+        return f"{reason} (nothing to check: the step computed no gradient)"
+    if any(s in reason for s in _HAS_OPTION):
+        return reason
+    return (f"{reason}; no recording option makes the numeric check apply to this step "
+            "(the analytic check still covers linear models)")
+
+
+def _dtypes(ran_in: list[str], grad: str) -> str:
+    """The dtypes a step's ops ran in, least precise first (``bfloat16/float32``)."""
+    names = sorted(set(ran_in) | {grad}, key=lambda d: -UNIT_ROUNDOFF.get(d, 0.0))
+    return "/".join(names)
+
+
+def _times(r: float) -> str:
+    """A factor with the digits that tell it from 1 (1.0001, not 1)."""
+    if r != 1 and abs(r - 1) < 1e-3:
+        return f"{r:.{min(3 - math.floor(math.log10(abs(r - 1))), 15)}g}"
+    return f"{r:.4g}"
 
 
 def _dtype_of(step: Step, tid: int) -> str:

@@ -98,7 +98,9 @@ class Replay:
         if bw is None:
             raise ReplayError("the step has no backward pass")
         if step.ops_dropped:
-            raise ReplayError(f"{step.ops_dropped} ops of this step were not recorded (max_ops_per_step)")
+            raise ReplayError(f"{step.ops_dropped} ops of this step were not recorded (max_ops_per_step); "
+                              f"record with gradtrace.trace(max_ops_per_step="
+                              f"{len(step.ops) + step.ops_dropped}) to check it")
         self.top = [o for o in step.ops if o.parent is None]
         self.inner: dict[int, list[Op]] = {}
         for o in step.ops:
@@ -132,7 +134,8 @@ class Replay:
         if (name in _RANDOM or base in _RANDOM) and not self._harmless_random(o, name):
             raise ReplayError(f"the step draws random numbers ({name}"
                               f"{' at ' + o.source.short if o.source else ''}); "
-                              "a replay would draw different ones")
+                              "a replay would draw different ones; to check it, record a run "
+                              "that draws none (model.eval(), dropout p=0)")
 
     @staticmethod
     def _harmless_random(o: Op, name: str) -> bool:
@@ -155,7 +158,8 @@ class Replay:
             node = next((n for n in bw.nodes if n.op is not None and r in self._op(n.op).outputs), None)
             g = node.grad_outputs[0] if node is not None and node.grad_outputs else None
             if g is None or g.data is None:
-                raise ReplayError("backward from a tensor whose incoming gradient was not kept")
+                raise ReplayError("backward from a tensor whose incoming gradient was not kept; "
+                                  "record with --values full and a --max-numel as large as it")
             out.append(g.data.double())
         return out
 
@@ -172,7 +176,8 @@ class Replay:
             return c
         v = self.step.value(tid)
         if v is None or v.data is None:
-            what = "was not recorded" if v is None else f"was kept as statistics only ({v.numel} elements)"
+            what = ("was not recorded" if v is None else f"was kept as statistics only ({v.numel} "
+                    f"elements); record with `gradtrace run --max-numel {v.numel}` to check it")
             raise ReplayError(f"the value of {self.step.name(tid)} (used by {consumer.name}) {what}")
         t = v.data
         if t.is_floating_point():
@@ -260,6 +265,19 @@ class Replay:
                 raise ReplayError(f"{self.step.name(i)} (an input of {o.name}"
                                   f"{' at ' + o.source.short if o.source else ''}) was made by a "
                                   "call gradtrace did not record")
+        outs = _outputs(self.call(o, env))
+        if len(outs) < len(o.outputs):
+            raise ReplayError(f"{o.target} gave {len(outs)} tensors on replay, {len(o.outputs)} recorded")
+        for tid, t in zip(o.outputs, outs):
+            if t.is_floating_point() and t.dtype != torch.float64:
+                t = t.double()
+            env[tid] = t
+
+    def call(self, o: Op, env: dict[int, torch.Tensor]):
+        """Op ``o`` (not a custom Function) called on its arguments, tensors taken from
+        ``env`` (float64); what its function returned. The error model
+        (:mod:`.errmodel`) calls it with other tensors in ``env`` (magnitudes, expanded
+        copies) to get the op's local derivatives."""
         args = [self._arg(a, env, o, i) for i, a in enumerate(o.args)]
         if o.name == "getitem" and len(args) == 2 and isinstance(args[1], list):
             args[1] = tuple(args[1])  # the recorder keeps tuples as lists; x[a, b] is a tuple
@@ -269,16 +287,9 @@ class Replay:
         if o.index not in self.sized:
             self._size_first(o, args, kwargs)
         try:
-            out = self.funcs[o.index](*args, **kwargs)
+            return self.funcs[o.index](*args, **kwargs)
         except Exception as e:  # a recorded call that does not run again: say which
             raise ReplayError(f"replaying {o.target} failed ({type(e).__name__}: {e})") from None
-        outs = _outputs(out)
-        if len(outs) < len(o.outputs):
-            raise ReplayError(f"{o.target} gave {len(outs)} tensors on replay, {len(o.outputs)} recorded")
-        for tid, t in zip(o.outputs, outs):
-            if t.is_floating_point() and t.dtype != torch.float64:
-                t = t.double()
-            env[tid] = t
 
     def _size_first(self, o: Op, args: list, kwargs: dict) -> None:
         """Before an op first runs, run it on the meta device (shapes, no data): its outputs
@@ -325,8 +336,9 @@ def leaf_values(step: Step, leaves: tuple[int, ...], replay: Replay | None = Non
             out[tid] = v.data.double()
             continue
         if v is not None:
-            raise ReplayError(f"only statistics of {step.name(tid)} were kept ({v.numel} elements); "
-                              "record with a larger --max-numel to check it")
+            raise ReplayError(f"only statistics of {step.name(tid)} were kept ({v.numel} elements), "
+                              "so the replay has no value to start from; record with "
+                              f"`gradtrace run --max-numel {v.numel}` to check it")
         found = _find_view_of(step, tid)
         if found is None:
             raise ReplayError(f"the value of {step.name(tid)} was not recorded")
@@ -388,26 +400,46 @@ def sample_indices(numel: int, limit: int, seed: int) -> list[int]:
 
 @dataclass
 class FDResult:
-    """Central differences of one parameter at the sampled elements (flat indices)."""
+    """Central differences of one parameter at the sampled elements (flat indices).
+
+    ``D(h) = (L(x + h) - L(x - h)) / 2h = f' + a h^2 + b h^4 + ...``, taken with steps h, 2h
+    and 4h. ``fd`` is Richardson's extrapolation ``R(h) = (4 D(h) - D(2h)) / 3 = f' - 4 b h^4``;
+    with ``R(2h) = f' - 64 b h^4``, ``|R(h) - R(2h)| / 15`` estimates its truncation error."""
 
     tid: int
     indices: list[int]
-    fd: torch.Tensor        # dL/dtheta_i by central differences, float64
-    curvature: torch.Tensor  # (H theta)_i, the noise floor of a float gradient
+    fd: torch.Tensor        # dL/dtheta_i, R(h), float64
+    d_h: torch.Tensor       # the plain central differences D(h), D(2h), D(4h)
+    d_2h: torch.Tensor
+    d_4h: torch.Tensor
+    h: torch.Tensor         # the step used at each element
+
+    @property
+    def truncation(self) -> torch.Tensor:
+        """The estimated truncation error of ``fd`` at each element."""
+        r2 = (4 * self.d_2h - self.d_4h) / 3
+        return (self.fd - r2).abs() / 15
+
+    #: how much of the loss's own rounding error, divided by h, reaches ``fd``
+    CANCELLATION = (4 * 1 + 1 / 2) / 3
 
 
 def finite_differences(replay: Replay, values: dict[int, torch.Tensor], tid: int,
-                       indices: list[int], curvature: bool = True) -> FDResult:
-    """dL/dtheta_i for the given flat indices of parameter ``tid`` by central differences,
-    and (H theta)_i: how much the gradient moves when every parameter is scaled by
-    (1 + s), which is what rounding the forward to the parameters' precision does."""
-    base = values[tid].reshape(-1)
-    fd = torch.empty(len(indices), dtype=torch.float64)
-    cur = torch.zeros(len(indices), dtype=torch.float64)
-    s = 1e-4
+                       indices: list[int], loss_error: float = 0.0,
+                       target: torch.Tensor | None = None) -> FDResult:
+    """dL/dtheta_i for the given flat indices of parameter ``tid`` by central differences
+    with steps h, 2h and 4h (h = FD_EPS * max(1, |theta_i|)), extrapolated (see FDResult).
 
-    def at(scale: float, i: int, delta: float) -> float:
-        vals = {t: (v * scale if scale != 1.0 else v) for t, v in values.items()}
+    With a ``target`` (per element: the error that would not matter), a step whose
+    estimated error (truncation + ``1.5 * loss_error / h``) is above it is retried with
+    h / 16, twice at most, and the estimate that is smallest is kept: a parameter of
+    1e-5 multiplying features of 1e4 needs a smaller step than max(1, |theta|) gives."""
+    base = values[tid].reshape(-1)
+    ds = torch.empty(3, len(indices), dtype=torch.float64)
+    hs = torch.empty(len(indices), dtype=torch.float64)
+
+    def at(i: int, delta: float) -> float:
+        vals = dict(values)
         flat = vals[tid].reshape(-1).clone()
         flat[i] += delta
         vals[tid] = flat.reshape(values[tid].shape)
@@ -415,12 +447,22 @@ def finite_differences(replay: Replay, values: dict[int, torch.Tensor], tid: int
 
     for j, i in enumerate(indices):
         h = FD_EPS * max(1.0, abs(float(base[i])))
-        fd[j] = (at(1.0, i, h) - at(1.0, i, -h)) / (2 * h)
-        if curvature:
-            up = (at(1 + s, i, h) - at(1 + s, i, -h)) / (2 * h)
-            down = (at(1 - s, i, h) - at(1 - s, i, -h)) / (2 * h)
-            cur[j] = (up - down) / (2 * s)
-    return FDResult(tid, indices, fd, cur)
+        best = None
+        for _ in range(3 if target is not None else 1):
+            d = [(at(i, s * h) - at(i, -s * h)) / (2 * s * h) for s in (1, 2, 4)]
+            r1, r2 = (4 * d[0] - d[1]) / 3, (4 * d[1] - d[2]) / 3
+            err = abs(r1 - r2) / 15 + FDResult.CANCELLATION * loss_error / h
+            if best is None or err < best[0]:
+                best = (err, d, h)
+            if target is None or err <= float(target[j]):
+                break
+            h /= 16
+        _, d, h = best
+        hs[j] = h
+        for m in range(3):
+            ds[m, j] = d[m]
+    fd = (4 * ds[0] - ds[1]) / 3
+    return FDResult(tid, indices, fd, ds[0], ds[1], ds[2], hs)
 
 
 @dataclass(frozen=True)
@@ -497,8 +539,10 @@ def replay_of(step: Step) -> tuple[Replay, dict[int, torch.Tensor]] | NotApplica
         leaves = tuple(sorted(autograd_gradients(step)))
         if not leaves:
             if any(e.incoming is not None for e in step.accumulations):
-                return NotApplicable("autograd's gradients were kept as statistics only; record "
-                                     "with --values full (and a large enough --max-numel)")
+                n = max(e.incoming.numel for e in step.accumulations if e.incoming is not None)
+                return NotApplicable("autograd's gradients were kept as statistics only, so there is "
+                                     "nothing to compare; record with `gradtrace run --values full "
+                                     f"--max-numel {n}` to check them")
             return NotApplicable("no parameter received a gradient in this step")
         rp = Replay(step, leaves)
         values = leaf_values(step, leaves, rp)

@@ -30,8 +30,17 @@ def check(ctx, trace_path, as_json, step_range, numeric, strict):
     forgotten zero_grad(), the first non-finite value, an unstable learning rate, an
     ill-conditioned problem, parameters that never got a gradient, updates through .data.
 
-    Exits with 0 when every check passed, 3 when one failed (and under --strict when there
-    is a finding), 2 for a bad option or a file that is not a readable trace.
+    Each comparison passes when autograd's gradient is within the bound of an error model
+    worked out from the arithmetic that produced it (the dtype each op ran in, autocast
+    included; the number of terms summed; their magnitudes; the finite differences' own
+    error): a gradient that is zero by symmetry passes as float32 noise, a backward off by
+    2 % fails where float32 can tell. Each check shows its bound and the tolerance it
+    amounts to (docs/gradients.md). A check that does not apply says why and which
+    recording option would make it apply.
+
+    Exits with 0 when every check passed (or none applied), 3 when one failed (and under
+    --strict when there is a finding), 2 for a bad option or a file that is not a readable
+    trace.
     """
     from ..analysis.check import CheckOptions, check_trace  # torch, numpy: not for --help
 

@@ -167,7 +167,7 @@ def report_html(trace, *, check_result=None, graphs: dict[str, str] | None = Non
         if groups:
             parts.append("<table><tr><th class='l'>check</th><th class='l'>param</th><th>steps</th>"
                          "<th>passed</th><th>failed</th><th>n/a</th><th>worst abs err</th>"
-                         "<th>worst rel err</th><th>tolerance</th><th class='l'>detail (worst step)</th></tr>")
+                         "<th>worst rel err</th><th>tolerance (bound)</th><th class='l'>detail (worst step)</th></tr>")
             for (kind, param), cs in groups.items():
                 n = {s: sum(1 for c in cs if c.get("status") == s) for s in ("pass", "fail", "not_applicable")}
                 errs = [c for c in cs if c.get("max_rel_err") is not None]
@@ -178,7 +178,7 @@ def report_html(trace, *, check_result=None, graphs: dict[str, str] | None = Non
                     f"<tr><td class='l'>{_e(kind)}</td><td class='l'>{_e(param)}</td><td>{len(cs)}</td>"
                     f"<td class='pass'>{n['pass']}</td><td class='{'fail' if n['fail'] else ''}'>{n['fail']}</td>"
                     f"<td>{n['not_applicable']}</td><td>{table_number(worst.get('max_abs_err'), 3)}</td>"
-                    f"<td>{table_number(worst.get('max_rel_err'), 3)}</td><td>{table_number(worst.get('tolerance'), 3)}</td>"
+                    f"<td>{table_number(worst.get('max_rel_err'), 3)}</td><td>{table_number(worst.get('tolerance'), 3)} ({table_number(worst.get('bound'), 3)})</td>"
                     f"<td class='l'>step {_e(worst.get('step'))}: {_e(worst.get('detail'))}</td></tr>")
             parts.append("</table><p class='muted'>Every check, step by step: "
                          "<code>gradtrace check TRACE --json</code>.</p>")

@@ -1,0 +1,429 @@
+"""analysis.errmodel and the checks' bounds: correct scripts never fail, mutated twins do.
+
+The corpus below is written for these tests: each correct script is recorded in-process
+with ``gradtrace.trace()`` and checked numerically at every step; each mutated twin has a
+backward that is wrong by a known factor or term, and must be caught with the parameter
+and the step named.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import gradtrace
+from gradtrace.analysis.check import check_trace, numeric_check
+from gradtrace.analysis.errmodel import UNIT_ROUNDOFF, ErrorModel, gamma
+from gradtrace.analysis.numeric import finite_differences, replay_of
+
+
+class Legendre3(torch.autograd.Function):
+    """P3(x) = (5x^3 - 3x) / 2 with the backward 1.5 (5x^2 - 1), or a mutated one."""
+
+    mutation = "none"
+    factor = 1.0
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return 0.5 * (5 * x ** 3 - 3 * x)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, = ctx.saved_tensors
+        m = Legendre3.mutation
+        if m == "dropped_term":
+            return g * 1.5 * 5 * x ** 2          # forgot the "- 1"
+        d = g * 1.5 * (5 * x ** 2 - 1)
+        return d * (Legendre3.factor if m == "factor" else 1.0)
+
+
+def legendre_fit(dtype=torch.float32, steps=40, mutation="none", factor=1.0, n=2000):
+    """y = a + b P3(c + d x) fit to sin on [-pi, pi] (the PyTorch custom-Function lesson).
+    a and c start at 0 and sin is odd, so their true gradient is exactly 0 at every step."""
+    Legendre3.mutation, Legendre3.factor = mutation, factor
+    x = torch.linspace(-math.pi, math.pi, n, dtype=dtype)
+    y = torch.sin(x)
+    a, b, c, d = (torch.tensor(v, dtype=dtype, requires_grad=True) for v in (0.0, -1.0, 0.0, 0.3))
+    try:
+        with gradtrace.trace() as t:
+            for _ in range(steps):
+                y_pred = a + b * Legendre3.apply(c + d * x)
+                loss = (y_pred - y).pow(2).sum()
+                loss.backward()
+                with torch.no_grad():
+                    for p in (a, b, c, d):
+                        p -= 5e-6 * p.grad
+                        p.grad = None
+    finally:
+        Legendre3.mutation, Legendre3.factor = "none", 1.0
+    return t.result
+
+
+def mlp_fit(steps=3, dtype=torch.float32, scale=1.0, reduction="mean", autocast=False, seed=0):
+    """A two-layer tanh network, inputs scaled by ``scale``, loss reduced as asked."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(64, 5, generator=g, dtype=dtype) * scale
+    Y = torch.randn(64, 2, generator=g, dtype=dtype)
+    lin1 = torch.nn.Linear(5, 16).to(dtype)
+    lin2 = torch.nn.Linear(16, 2).to(dtype)
+    with torch.no_grad():
+        lin1.weight /= scale
+    params = list(lin1.parameters()) + list(lin2.parameters())
+    with gradtrace.trace() as t:
+        for _ in range(steps):
+            ctx = torch.autocast("cpu", torch.bfloat16) if autocast else _nothing()
+            with ctx:
+                out = lin2(torch.tanh(lin1(X)))
+            out = out.to(dtype)
+            if reduction == "none":
+                loss = F.mse_loss(out, Y, reduction="none").mean(1).sum()
+            else:
+                loss = F.mse_loss(out, Y, reduction=reduction)
+            loss.backward()
+            with torch.no_grad():
+                for p in params:
+                    p -= 0.01 * p.grad
+                    p.grad = None
+    return t.result
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+class Softsign(torch.autograd.Function):
+    """x / (1 + |x|), a correct custom Function with a hand-written backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x / (1 + x.abs())
+
+    @staticmethod
+    def backward(ctx, g):
+        x, = ctx.saved_tensors
+        return g / (1 + x.abs()) ** 2
+
+
+def symmetric_linear(steps=20):
+    """A linear model on data symmetric about 0 with an odd target: the bias's true
+    gradient is exactly 0 at every step (analytic and numeric checks)."""
+    x = torch.linspace(-2, 2, 401).reshape(-1, 1)
+    y = x ** 3
+    w = torch.zeros(1, 1, requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    with gradtrace.trace() as t:
+        for _ in range(steps):
+            loss = ((x @ w + b - y) ** 2).mean()
+            loss.backward()
+            with torch.no_grad():
+                w -= 0.1 * w.grad
+                b -= 0.1 * b.grad
+                w.grad = None
+                b.grad = None
+    return t.result
+
+
+def custom_function_fit(steps=3):
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(50, 4, generator=g)
+    Y = torch.randn(50, 1, generator=g)
+    w1 = torch.randn(4, 8, generator=g).requires_grad_()
+    w2 = torch.randn(8, 1, generator=g).requires_grad_()
+    with gradtrace.trace() as t:
+        for _ in range(steps):
+            loss = F.mse_loss(Softsign.apply(X @ w1) @ w2, Y, reduction="sum")
+            loss.backward()
+            with torch.no_grad():
+                for p in (w1, w2):
+                    p -= 1e-3 * p.grad
+                    p.grad = None
+    return t.result
+
+
+CORRECT = {
+    "legendre_float32": lambda: legendre_fit(torch.float32),
+    "legendre_float64": lambda: legendre_fit(torch.float64),
+    "symmetric_zero_bias": symmetric_linear,
+    "mlp_mean": lambda: mlp_fit(reduction="mean"),
+    "mlp_sum": lambda: mlp_fit(reduction="sum"),
+    "mlp_none": lambda: mlp_fit(reduction="none"),
+    "mlp_features_1e4": lambda: mlp_fit(scale=1e4),
+    "mlp_features_1e-4": lambda: mlp_fit(scale=1e-4),
+    "mlp_float64": lambda: mlp_fit(dtype=torch.float64),
+    "mlp_autocast_bfloat16": lambda: mlp_fit(autocast=True),
+    "custom_function": custom_function_fit,
+}
+
+
+@pytest.mark.parametrize("name", sorted(CORRECT))
+def test_correct_scripts_pass_every_check_at_every_step(name):
+    trace = CORRECT[name]()
+    report = check_trace(trace, numeric="all", diagnostics=False)
+    numeric = report.of("numeric")
+    assert numeric and all(c.status == "pass" for c in numeric), [str(c) for c in report.failed][:3]
+    assert not report.failed and report.exit_code() == 0
+    assert report.verdict().startswith("gradients ok"), report.verdict()
+    steps = {c.step for c in numeric}
+    assert len(steps) == len(trace.steps)            # every step, not a sample
+    for c in numeric:                                # the bound is shown and decided the check
+        assert c.bound is not None and c.bound > 0 and c.to_dict()["bound"] > 0
+        assert c.max_rel_err <= c.tolerance
+        # with room to spare: a correct gradient uses a small share of its bound
+        assert c.max_rel_err <= 0.25 * c.tolerance, str(c)
+
+
+def test_a_true_zero_gradient_is_compared_with_float32_noise_and_passes():
+    trace = legendre_fit(torch.float32, steps=3)
+    for step in trace.steps:
+        results = {c.param: c for c in numeric_check(step)}
+        for p in ("a", "c"):
+            c = results[p]
+            # autograd's value is rounding noise (no relative error is small) ...
+            assert c.max_rel_err > 0.5, str(c)
+            # ... but it is within the bound of what float32 can resolve
+            assert c.passed and c.max_abs_err <= c.bound, str(c)
+
+
+def test_the_bound_follows_the_dtype_the_ops_ran_in():
+    plain = check_trace(mlp_fit(steps=1), numeric="all", diagnostics=False).of("numeric")
+    auto = check_trace(mlp_fit(steps=1, autocast=True), numeric="all", diagnostics=False).of("numeric")
+    double = check_trace(mlp_fit(steps=1, dtype=torch.float64), numeric="all",
+                         diagnostics=False).of("numeric")
+    by = {k: {c.param: c.tolerance for c in cs} for k, cs in
+          (("f32", plain), ("bf16", auto), ("f64", double))}
+    for p in by["f32"]:
+        assert by["bf16"][p] > 10 * by["f32"][p] > 10 * by["f64"][p], (p, by)
+    assert all("bfloat16" not in c.detail for c in plain)
+
+
+def test_the_bound_is_computed_the_same_way_at_every_step():
+    trace = legendre_fit(torch.float32, steps=3)
+    first = numeric_check(trace.steps[0])
+    again = numeric_check(trace.steps[0])
+    assert [c.bound for c in first] == [c.bound for c in again]
+    # a later step's bound comes from its own magnitudes, never from a constant floor
+    later = numeric_check(trace.steps[2])
+    assert all(a.bound != b.bound for a, b in zip(first, later))
+
+
+def test_gamma_and_the_magnitudes_of_a_reduction():
+    u = UNIT_ROUNDOFF["float32"]
+    assert gamma(1000, u) == pytest.approx(1000 * u / (1 - 1000 * u))
+    # sum of n terms of a broadcast scalar: the bound is gamma_k * sum|terms|
+    x = torch.linspace(-1, 1, 1001)
+    a = torch.tensor(0.0, requires_grad=True)
+    with gradtrace.trace() as t:
+        ((a + x) ** 2).sum().backward()
+    rp, values = replay_of(t.result.steps[0])
+    model = ErrorModel(rp, values)
+    [(tid, bound)] = model.backward_bounds().items()
+    terms = float((2 * (x.double()).abs()).sum())     # |d/da (a + x_i)^2| summed
+    assert abs(model.gradient[tid].item()) < 1e-6 * terms    # it cancels to (nearly) 0
+    assert gamma(1001 + 2, u) * terms <= float(bound) <= 5 * gamma(1001 + 3, u) * terms
+
+
+def test_finite_differences_estimate_their_truncation_error():
+    w = torch.tensor([0.7], dtype=torch.float64, requires_grad=True)
+    with gradtrace.trace() as t:
+        torch.sin(5 * w).sum().backward()
+    rp, values = replay_of(t.result.steps[0])
+    fd = finite_differences(rp, values, next(iter(values)), [0])
+    exact = 5 * math.cos(3.5)
+    assert abs(float(fd.d_h[0]) - exact) > abs(float(fd.fd[0]) - exact)   # extrapolation helps
+    assert abs(float(fd.fd[0]) - exact) <= 1e-8
+
+
+# -- mutated twins -------------------------------------------------------------------------------
+
+TWINS = [
+    ("2 percent, float64", torch.float64, "factor", 1.02),
+    ("2 percent, float32", torch.float32, "factor", 1.02),
+    ("2x", torch.float32, "factor", 2.0),
+    ("sign flip", torch.float32, "factor", -1.0),
+    ("dropped term", torch.float32, "dropped_term", 1.0),
+]
+
+
+@pytest.mark.parametrize("label,dtype,mutation,factor", TWINS, ids=[t[0] for t in TWINS])
+def test_a_wrong_custom_backward_is_caught_with_parameter_and_step(label, dtype, mutation, factor):
+    trace = legendre_fit(dtype, steps=4, mutation=mutation, factor=factor)
+    report = check_trace(trace, numeric="all", diagnostics=False)
+    failed = report.failed
+    assert failed, label
+    # only parameters whose gradient goes through P3's backward can be wrong: c and d
+    assert {c.param for c in failed} <= {"c", "d"}
+    assert "d" in {c.param for c in failed if c.step == 0}
+    assert report.verdict().startswith("gradients WRONG at step 0 (")
+    assert report.exit_code() == 3
+    first = next(c for c in failed if c.param == "d")
+    assert "Legendre3" in first.detail and first.max_rel_err > first.tolerance
+    assert first.max_abs_err > first.bound
+
+
+def _smallest_caught(dtype, deltas):
+    caught = []
+    for delta in deltas:
+        trace = legendre_fit(dtype, steps=1, mutation="factor", factor=1 + delta)
+        if any(c.failed for c in numeric_check(trace.steps[0])):
+            caught.append(delta)
+    return min(caught) if caught else None
+
+
+def test_smallest_backward_error_caught():
+    """float64: the finite differences decide and errors of 1e-8 are caught; float32 at the
+    first step of the Legendre fit: 1e-3 (the gradient of d adds up 2000 terms)."""
+    assert _smallest_caught(torch.float64, [1e-4, 1e-6, 1e-8]) == 1e-8
+    assert _smallest_caught(torch.float32, [2e-2, 3e-3, 1e-3]) == 1e-3
+
+
+@pytest.mark.slow
+def test_the_legendre_lesson_passes_over_a_long_run_and_its_twin_fails():
+    """Issue 12: 300 steps, float32 and float64, zero failed checks; the 2 % twin fails
+    where the bound can tell (early, while the gradient is large) and nowhere else wrongly."""
+    for dtype in (torch.float32, torch.float64):
+        report = check_trace(legendre_fit(dtype, steps=300), numeric="all", diagnostics=False)
+        assert len(report.of("numeric")) == 4 * 300 and not report.failed, report.verdict()
+        twin = check_trace(legendre_fit(dtype, steps=300, mutation="factor", factor=1.02),
+                           numeric="all", diagnostics=False)
+        failed_steps = {c.step for c in twin.failed}
+        assert 0 in failed_steps and {c.param for c in twin.failed} <= {"c", "d"}
+        if dtype == torch.float64:
+            assert failed_steps == set(range(300))
+
+
+# -- "not applicable" says why and what would make it apply; the verdict says what ran --------
+
+def _tanh_fit(path=None, **options):
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(40, 3, generator=g)
+    Y = torch.randn(40, 1, generator=g)
+    w1 = torch.randn(3, 4, generator=g).requires_grad_()
+    w2 = torch.randn(4, 1, generator=g).requires_grad_()
+    with gradtrace.trace(path, **options) as t:
+        for _ in range(2):
+            F.mse_loss(torch.tanh(X @ w1) @ w2, Y).backward()
+            with torch.no_grad():
+                for p in (w1, w2):
+                    p -= 0.1 * p.grad
+                    p.grad = None
+    return t.result
+
+
+def test_not_applicable_names_the_option_that_makes_it_apply_and_then_it_passes():
+    # X (40 x 3 = 120 elements) kept as statistics only: nothing to replay from
+    small = check_trace(_tanh_fit(max_value_numel=100), numeric="all", diagnostics=False)
+    [na, *_] = small.of("numeric")
+    assert na.status == "not_applicable"
+    assert "statistics only" in na.detail and "--max-numel 120" in na.detail, na.detail
+    assert small.verdict().startswith("no check applies ("), small.verdict()
+    assert "--max-numel 120" in small.verdict() and small.exit_code() == 0
+    # ... and with that option the numeric check runs and passes
+    full = check_trace(_tanh_fit(max_value_numel=120), numeric="all", diagnostics=False)
+    assert {c.status for c in full.of("numeric")} == {"pass"}
+    # a step that is not a linear model says what the analytic check covers
+    [an, *_] = full.of("analytic_mse")
+    assert an.status == "not_applicable" and "numeric check covers" in an.detail
+
+
+def test_the_verdict_says_which_checks_ran():
+    trace = symmetric_linear(steps=2)
+    both = check_trace(trace, numeric="all", diagnostics=False).verdict()
+    assert both.startswith("gradients ok: analytic_mse 4 passed"), both
+    assert "numeric 4 passed" in both
+    only = check_trace(trace, numeric="none", diagnostics=False).verdict()
+    assert only.startswith("gradients ok by the analytic_mse check (the numeric check was not run)")
+
+
+def test_the_verdict_when_the_numeric_check_does_not_apply():
+    x = torch.linspace(-1, 1, 30).reshape(-1, 1)
+    w = torch.zeros(1, 1, requires_grad=True)
+    with gradtrace.trace() as t:
+        # the target goes through dropout: the data's dropout is data, but here it is
+        # the model's output: the replay would draw different numbers
+        loss = ((F.dropout(x @ w, 0.5) - x) ** 2).mean()
+        loss.backward()
+    report = check_trace(t.result, numeric="all", diagnostics=False)
+    [na] = report.of("numeric")
+    assert na.status == "not_applicable" and "model.eval()" in na.detail, na.detail
+    assert not report.failed and report.exit_code() == 0
+
+
+def test_gradtrace_check_exit_codes(tmp_path):
+    """0 when every check passed, 3 when one failed; --strict leaves a clean run at 0."""
+    from click.testing import CliRunner
+
+    from gradtrace.cli import cli
+
+    good = tmp_path / "good.gtrace"
+    with gradtrace.trace(good):
+        Legendre3.mutation = "none"
+        x = torch.linspace(-1, 1, 200)
+        d = torch.tensor(0.3, requires_grad=True)
+        (Legendre3.apply(d * x) - x).pow(2).sum().backward()
+    bad = tmp_path / "bad.gtrace"
+    try:
+        Legendre3.mutation, Legendre3.factor = "factor", 2.0
+        with gradtrace.trace(bad):
+            d = torch.tensor(0.3, requires_grad=True)
+            (Legendre3.apply(d * x) - x).pow(2).sum().backward()
+    finally:
+        Legendre3.mutation, Legendre3.factor = "none", 1.0
+    runner = CliRunner()
+    r = runner.invoke(cli, ["check", str(good)])
+    assert r.exit_code == 0 and r.output.startswith("gradients ok"), r.output
+    assert "bound" in r.output
+    r = runner.invoke(cli, ["check", str(good), "--strict"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["check", str(bad)])
+    assert r.exit_code == 3 and r.output.startswith("gradients WRONG at step 0 (d)"), r.output
+    assert "bound" in r.output and "Legendre3" in r.output
+
+
+def test_a_small_backward_error_is_still_blamed_on_its_function():
+    trace = legendre_fit(torch.float64, steps=1, mutation="factor", factor=1 + 1e-4)
+    [fail] = [c for c in numeric_check(trace.steps[0]) if c.failed]
+    assert fail.param == "d" and "Legendre3" in fail.detail, fail.detail
+    assert "1.0001 x the derivative of its forward" in fail.detail, fail.detail
+
+
+class ScaledSoftsign(torch.autograd.Function):
+    """Softsign with a backward multiplied by ``factor`` (2: the 2x twin)."""
+
+    factor = 2.0
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x / (1 + x.abs())
+
+    @staticmethod
+    def backward(ctx, g):
+        x, = ctx.saved_tensors
+        return ScaledSoftsign.factor * g / (1 + x.abs()) ** 2
+
+
+def test_a_wrong_backward_under_bfloat16_autocast_is_still_caught():
+    g = torch.Generator().manual_seed(7)
+    X = torch.randn(32, 4, generator=g)
+    Y = torch.randn(32, 1, generator=g)
+    lin1, lin2 = torch.nn.Linear(4, 8), torch.nn.Linear(8, 1)
+    with gradtrace.trace() as t:
+        with torch.autocast("cpu", torch.bfloat16):
+            h = lin1(X)
+        out = lin2(ScaledSoftsign.apply(h.float()))
+        F.mse_loss(out, Y).backward()
+    results = {c.param: c for c in numeric_check(t.result.steps[0])}
+    # lin1's gradient goes through the wrong backward, lin2's does not
+    assert results["lin1.weight"].failed and results["lin1.bias"].failed, results["lin1.weight"]
+    assert results["lin2.weight"].passed and results["lin2.bias"].passed, results["lin2.weight"]
+    assert "ScaledSoftsign" in results["lin1.weight"].detail
+    assert "bfloat16" in results["lin1.weight"].detail
