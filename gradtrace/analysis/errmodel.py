@@ -184,11 +184,11 @@ class ErrorModel:
             if t.is_floating_point():
                 ins.append(i)
                 env.setdefault(i, t)
-        outs = [t for t in o.outputs if t in env and env[t].is_floating_point()]
-        for t in outs:
-            z = torch.zeros_like(env[t], requires_grad=True)
-            self.probes[t] = z
-            env[t] = env[t] + z
+        outs = [tid for tid in o.outputs if tid in env and env[tid].is_floating_point()]
+        for tid in outs:
+            z = torch.zeros_like(env[tid], requires_grad=True)
+            self.probes[tid] = z
+            env[tid] = env[tid] + z
         dt = self._dtype(outs[0]) if outs else "float64"
         u_out = unit_roundoff(dt)
         u_acc = min(u_out, UNIT_ROUNDOFF["float32"])

@@ -457,6 +457,7 @@ def finite_differences(replay: Replay, values: dict[int, torch.Tensor], tid: int
             if target is None or err <= float(target[j]):
                 break
             h /= 16
+        assert best is not None  # the loop runs at least once
         _, d, h = best
         hs[j] = h
         for m in range(3):
