@@ -172,3 +172,23 @@ def test_text_is_never_mathtext(tmp_path):
     assert dollars
     for x in texts:
         assert x._preprocess_math(x.get_text()) == (x.get_text(), False)
+
+
+# -- the explainer's modules ------------------------------------------------------------------------
+def test_the_explainers_names_import_from_backprop():
+    """backprop.py is the entry point of its family of modules: the names that moved to
+    backprop_plan, backprop_scene, backprop_frames, backprop_panels and fit are the same
+    objects when imported from it."""
+    from gradtrace.render import (backprop, backprop_frames, backprop_panels, backprop_plan,
+                                  backprop_scene, fit)
+
+    moved = {backprop_plan: ("Plan", "backprop_plan", "pick_step", "_script_name"),
+             backprop_scene: ("Scene", "SceneNode", "_scene", "_positions"),
+             backprop_frames: ("Frame", "ParamCell", "_acc_mark"),
+             backprop_panels: ("MIN_FONT_PX",),
+             fit: ("_Fit",)}
+    for module, names in moved.items():
+        for name in names:
+            assert getattr(backprop, name) is getattr(module, name), name
+            assert name in backprop.__all__
+    assert issubclass(backprop.BackpropRenderer, (backprop_panels._GraphPanel, backprop_panels._CardsPanel))

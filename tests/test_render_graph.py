@@ -488,3 +488,18 @@ def test_every_seed_demo_draws(demo, tmp_path):
     png = graph_of_step(step, view="both").save(tmp_path / "both.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     assert to_dot(build_graph(step), GraphOptions()) == graph_of_step(step).dot
+
+
+def test_the_graph_names_import_from_graph():
+    """graph.py is the entry point of its family of modules: what moved to graph_options,
+    graph_labels, graph_layout, graph_dot and graph_draw is the same object imported from it."""
+    from gradtrace.render import graph_dot, graph_draw, graph_labels, graph_layout, graph_options
+
+    moved = {graph_options: ("GraphOptions", "Theme", "THEME", "THEMES", "ENGINES", "LEGEND"),
+             graph_labels: ("Cell", "Label", "node_label", "value_rows"),
+             graph_layout: ("Layout", "layout", "direction", "FOLD_GAIN", "LEGEND_NODE"),
+             graph_dot: ("to_dot",), graph_draw: ("draw_layered",)}
+    for module, names in moved.items():
+        for name in names:
+            assert getattr(rg, name) is getattr(module, name), name
+            assert name in rg.__all__

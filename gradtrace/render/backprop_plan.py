@@ -1,0 +1,200 @@
+"""The back-propagation explainer's plan: :func:`backprop_plan` walks one recorded step (forward
+ops, the backward pass in autograd's execution order, ``.grad`` accumulation, updates,
+zeroings, in the order the script did them) and returns a :class:`Plan`: a fixed
+:class:`~gradtrace.render.backprop_scene.Scene` and one
+:class:`~gradtrace.render.backprop_frames.Frame` per moment, each a complete description of
+what is lit, which values and gradients are shown, and a caption in plain words. Pure: no
+drawing, so the walk is tested without matplotlib."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import NothingToDrawError, UsageError
+from ..formatting import value as fmt_value
+from .backprop_backward import _accumulate_summary, _backward_frames
+from .backprop_frames import (Frame, ParamCell, _code, _done_frame, _event_frame, _group_events,
+                              _next_loss, _no_zero_frame)
+from .backprop_scene import Scene, _expr, _scene
+
+__all__ = ["Plan", "backprop_plan", "pick_step"]
+
+
+@dataclass
+class Plan:
+    scene: Scene
+    frames: list[Frame]
+    step: int
+    phases: list[str]        # the phases in the order this step went through them
+    title: str
+    note: str | None = None
+
+
+_FWD_WORDS = {
+    "add": "adds", "sub": "subtracts", "mul": "multiplies", "div": "divides",
+    "pow": "raises to a power", "matmul": "matrix-multiplies", "mm": "matrix-multiplies",
+    "mean": "averages", "sum": "sums", "linear": "applies the linear layer",
+    "mse_loss": "computes the mean squared error", "t": "transposes", "T": "transposes",
+    "mT": "transposes", "transpose": "transposes", "reshape": "reshapes",
+    "view": "reshapes", "rsub": "subtracts from a number",
+}
+
+
+def pick_step(trace, spec):
+    """The step to explain: a run step number, ``"first"``, ``"last"`` (the last with a
+    backward pass), or ``None``: the second step with a backward pass, the first in which
+    ``.grad`` may already hold something, so that the accumulation frame shows whether the
+    script clears it (the first step when there is only one)."""
+    steps = trace.steps
+    if len(steps) == 0:
+        raise UsageError(f"{trace.path} has no recorded steps (did the script call backward()?)")
+    if spec is None:
+        with_bw = [i for i in range(min(len(steps), 4)) if steps[i].backward is not None]
+        if not with_bw:
+            raise UsageError(f"{trace.path}: its first steps have no backward pass; pick one with --step N")
+        return steps[with_bw[1] if len(with_bw) > 1 else with_bw[0]]
+    return trace.select(spec)
+
+
+def backprop_plan(trace, step, budget: int = 80) -> Plan:
+    """The frames that explain ``step`` of ``trace``, at most ``budget`` of them (forward ops
+    and backward nodes share frames when there would be more)."""
+    if step.backward is None:
+        raise NothingToDrawError(f"step {step.index} has no backward pass to explain; pick a "
+                                 "step that called backward() (--step N)")
+    scene = _scene(step)
+    bw = step.backward
+    fwd_ops = [o for o in step.ops if o.parent is None and o.outputs
+               and o.outputs[0] in scene.nodes and scene.nodes[o.outputs[0]].op == o.index]
+    run_nodes = bw.execution_order
+    groups = _group_events([e for e in step.events if e.kind != "accumulate"])
+    fixed = 4 + len(groups) + 1
+    flexible = len(fwd_ops) + len(run_nodes)
+    per = 1
+    note = None
+    if fixed + flexible > budget:
+        per = math.ceil(flexible / max(2, budget - fixed))
+        note = (f"{len(fwd_ops)} forward ops and {len(run_nodes)} backward nodes are shown up to "
+                f"{per} per frame to keep within the {budget}-frame budget")
+
+    st = Frame("intro", "")
+    st.computed.update(t for t, n in scene.nodes.items() if n.op is None)
+    first_grad = _grad_before(step)
+    for tid in scene.params:
+        st.cells[tid] = ParamCell(value=step.value(tid) or _first_value(step, tid),
+                                  grad=first_grad.get(tid))
+    frames: list[Frame] = []
+    phases: list[str] = []
+
+    def phase(p: str):
+        if not phases or phases[-1] != p:
+            phases.append(p)
+
+    idx = trace.steps.indices
+    params = [scene.nodes[t].label for t in scene.params if t in scene.nodes]
+    data = [n.label for n in scene.nodes.values() if n.role == "input"]
+    intro = (f"Step {step.index} (of steps {idx[0]}–{idx[-1]}). The forward pass will build this "
+             f"graph from the leaves — " + (f"data {', '.join(data)} and " if data else "")
+             + f"parameters {', '.join(params) or '(none)'}, which require grad — to the loss "
+             f"{step.name(scene.loss)}. Each box is a tensor; its grad_fn is the node backward() "
+             "will run for it.")
+    frames.append(st.snapshot("intro", intro))
+
+    acc_by_tid = {e.tensor: e for e in step.accumulations}
+    fwd_set = {o.index for o in fwd_ops}
+    timeline = [x for x in step.timeline()
+                if x.kind not in ("accumulate", "op") or (x.kind == "op" and x.index in fwd_set)]
+    done_fwd = 0
+    i = 0
+    while i < len(timeline):
+        item = timeline[i]
+        if item.kind == "op":
+            chunk = [item]
+            i += 1
+            while len(chunk) < per and i < len(timeline) and timeline[i].kind == "op":
+                chunk.append(timeline[i])
+                i += 1
+            phase("forward")
+            outs = [o.outputs[0] for o in chunk]
+            st.computed.update(outs)
+            done_fwd += len(chunk)
+            f = st.snapshot("forward", _forward_caption(chunk, step, done_fwd, len(fwd_ops), scene),
+                            _code(*(o.source for o in chunk)))
+            f.current.update(outs)
+            f.current_edges.update(e for t in outs for e in scene.edges_into(t))
+            frames.append(f)
+            continue
+        if item.kind == "backward":
+            phase("backward")
+            frames.extend(_backward_frames(st, step, scene, acc_by_tid, per))
+            phase("accumulate")
+            frames.append(_accumulate_summary(st, step, scene, acc_by_tid))
+            i += 1
+            continue
+        group = [item]
+        i += 1
+        while i < len(timeline) and timeline[i].kind == item.kind:
+            group.append(timeline[i])
+            i += 1
+        phase(item.kind)
+        frames.append(_event_frame(st, step, group, _next_loss(trace, step)))
+    if not step.zeroings:
+        phase("no_zero")
+        frames.append(_no_zero_frame(st, trace, step))
+    frames.append(_done_frame(st, step))
+    title = f"{_script_name(trace)} · step {step.index}: back-propagation, one step"
+    return Plan(scene, frames, step.index, phases, title, note)
+
+
+def _script_name(trace) -> str:
+    try:
+        script = trace.info.script
+    except Exception:  # noqa: BLE001 - a trace without run info still animates
+        script = None
+    if not script:
+        return "trace"
+    return str(script).replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def _first_value(step, tid):
+    for e in step.events:
+        if e.tensor == tid and e.kind == "update" and e.before is not None:
+            return e.before
+    return None
+
+
+def _grad_before(step) -> dict[int, Any]:
+    """What each leaf's .grad held when the step began, from the first event that touched it."""
+    out: dict[int, Any] = {}
+    for e in step.events:
+        if e.kind != "update" and e.tensor not in out:
+            out[e.tensor] = e.before   # None: .grad was None
+    return out
+
+
+def _forward_caption(chunk, step, upto, total, scene) -> str:
+    if len(chunk) > 1:
+        lo = upto - len(chunk) + 1
+        return (f"Forward {lo}–{upto} of {total}: "
+                + "; ".join(f"{step.name(o.outputs[0])} = {_expr(o, step)}" for o in chunk) + ".")
+    o = chunk[0]
+    out = o.outputs[0]
+    v = step.value(out)
+    custom = o.is_function
+    what = ("a custom autograd.Function, runs its forward()" if custom
+            else _FWD_WORDS.get(o.name, f"runs {o.name}"))
+    text = f"Forward {upto} of {total}: {o.name} {what}: {step.name(out)} = {_expr(o, step)}"
+    if v is not None:
+        text += (f" = {fmt_value(v)}" if v.numel <= 3
+                 else f", {v.numel} values with {fmt_value(v)}")
+    if not o.is_graph:
+        text += ". No gradient will flow through it: its input does not require grad"
+    elif out == scene.loss:
+        text += ". This is the loss"
+    else:
+        gf = scene.nodes[out].grad_fn
+        if gf:
+            text += f". PyTorch remembers how: {step.name(out)}.grad_fn is {gf}"
+    return text + "."
