@@ -3,6 +3,8 @@ shortened with an ellipsis, the first of several wordings that fits, or wrapped 
 
 from __future__ import annotations
 
+from .text import drawn_as
+
 __all__: list[str] = []
 
 
@@ -22,7 +24,11 @@ class _Fit:
             from matplotlib.font_manager import FontProperties
 
             prop = FontProperties(family=family, size=size, weight=weight)
-            w = self.renderer.get_text_width_height_descent(text, prop, ismath=False)[0] * self.scale
+            shown = text
+            if not text.isascii():  # measured as it will be drawn (render/text.py)
+                shown, families = drawn_as(text, prop)
+                prop.set_family(families)
+            w = self.renderer.get_text_width_height_descent(shown, prop, ismath=False)[0] * self.scale
             self.cache[key] = w
         return w
 

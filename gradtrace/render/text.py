@@ -187,6 +187,18 @@ def fit_text(text: str, path: str, *, code: bool = False) -> tuple[str, list[str
     return "".join(REPLACEMENT if ord(c) in missing else c for c in text), []
 
 
+def drawn_as(text: str, prop) -> tuple[str, list[str]]:
+    """(text, font families) as ``text`` is drawn with font properties ``prop`` once
+    :func:`fit_texts` has made it safe: its own font then the fallbacks that have the
+    glyphs it lacks, or, with no such font, the text with those characters replaced."""
+    from matplotlib.font_manager import findfont
+
+    path = findfont(prop, fallback_to_default=True)
+    own = _family_of(path)
+    new, families = fit_text(text, path)
+    return new, [own, *[f for f in families if f != own]]
+
+
 def fit_texts(artists, *, code_texts: Iterable = ()) -> None:
     """Make matplotlib ``Text`` artists (and the texts inside figures or axes given) safe
     to draw: mathtext off, a font list that has their glyphs, or the text fitted as
