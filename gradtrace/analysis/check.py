@@ -335,7 +335,7 @@ def analytic_check(step: Step) -> tuple[list[CheckResult], LinearFit | None]:
         rel = torch.where(diff == 0, torch.zeros_like(rel), rel)
         max_rel = float(rel.max()) if rel.numel() else 0.0
         status = "pass" if max_rel <= rtol else "fail"
-        detail = base + f"; {_formula(fit, p is fit.weight, name)}"
+        detail = base + f"; {_formula(fit, not fit.is_intercept(p.tid), name)}"
         note = _update_note(step, fit, p.tid)
         if note:
             detail += f"; {note}"

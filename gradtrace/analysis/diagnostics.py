@@ -221,7 +221,7 @@ class Diagnostics:
         if self.non_finite is None and not _all_finite(step):
             self._scan_non_finite(step)
         if fit is not None and fit.loss_kind == SQUARED_ERROR:
-            key = (fit.weight, fit.bias, fit.d, fit.k)
+            key = (fit.terms, fit.d, fit.k)
             if self.fit_key is None:
                 self.fit_key = key
             if key == self.fit_key:
