@@ -27,7 +27,7 @@ from .reader import _NA, _RESHAPES, _TRANSPOSES, _Reader, _num, _shape_str
 _VIEW_NODES = {"PermuteBackward0", "TransposeBackward0", "TBackward0"}
 
 
-@dataclass
+@dataclass(eq=False)
 class _T:
     """A term while the walk goes on: features ``F`` (1 or N rows, d columns) times ``W``."""
 
@@ -41,7 +41,8 @@ class _T:
     def scaled(self, c: torch.Tensor | float, op: Op | None = None) -> "_T":
         """This term times a number or a column of data (which then meets the parameter at ``op``)."""
         number = isinstance(c, float)
-        return _T(self.param, self.F * c, self.out, self.ones and number and c == 1.0,
+        one = isinstance(c, float) and c == 1.0
+        return _T(self.param, self.F * c, self.out, self.ones and one,
                   op if self.ones and op is not None else self.op,
                   "x * w" if self.ones and not number else self.desc)
 
@@ -240,8 +241,9 @@ class ModelMatcher:
 
     def _finish(self, parts: list[_T]) -> Affine:
         N, K = self.N, self.K
-        feats = [t for t in parts if not (t.ones and tuple(t.F.shape) == (1, 1) and float(t.F) == 1.0)]
-        ints = [t for t in parts if t not in feats]
+        plain = [t.ones and tuple(t.F.shape) == (1, 1) and float(t.F) == 1.0 for t in parts]
+        feats = [t for t, i in zip(parts, plain) if not i]
+        ints = [t for t, i in zip(parts, plain) if i]
         cols, blocks, terms, at = [], [], [], 0
         for t in feats:
             F = t.F.expand(N, t.F.shape[1]) if t.F.shape[0] == 1 else t.F
@@ -346,7 +348,8 @@ class ModelMatcher:
                       "parameters")
         if dep[1] and div:
             assert b is not None
-            raise _NA(f"the model divides by {self._label(b, op)}{_at(op)}; dividing by a "
+            num = self.step.name(a) if a is not None else repr(op.args[0])
+            raise _NA(f"the model divides {num} by {self._label(b, op)}{_at(op)}; dividing by a "
                       "parameter is not linear in it")
         i = 0 if dep[0] else 1
         d, other = (a, op.args[1]) if i == 0 else (b, op.args[0])
