@@ -427,9 +427,9 @@ class Diagnostics:
             n = self.name(tid)
             module = n.rsplit(".", 1)[0]
             made = self.made.get(tid)
-            s, src = (made[0], made[1]) if made is not None else (None, None)
+            made_step, src = (made[0], made[1]) if made is not None else (None, None)
             out.append(Finding(
-                "no_grad_received", s, n, None, _src(src),
+                "no_grad_received", made_step, n, None, _src(src),
                 f"{n} is never used in the forward pass{self._made_at(tid)}: {module} is not "
                 f"called, so {n} never received a gradient while the other parameters of {root} "
                 f"were trained; call {module} in forward() or remove it"))
