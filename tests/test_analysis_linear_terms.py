@@ -225,3 +225,47 @@ def test_a_model_not_linear_in_its_parameters_says_why_in_words(tmp_path, case):
     assert "not made by a recorded op" not in na.reason
     [check] = trace.check().of("analytic_mse")
     assert check.status == "not_applicable" and why in check.detail
+
+
+@pytest.mark.parametrize("model,desc", [
+    ("(X * w).sum(1) + b", "(X * w).sum(-1)"),
+    ("torch.sum(w * X, dim=-1) + b", "(X * w).sum(-1)"),
+    ("X.mv(w) + b", "X @ W (mv)"),
+    ("(X * w).mean(1) * 3 + b", "(X * w).mean(-1)"),
+])
+def test_the_dot_product_written_out_is_x_at_w(tmp_path, model, desc):
+    trace = _record(tmp_path, f"""\
+        import torch
+        torch.manual_seed(0)
+        X, y = torch.randn(16, 3), torch.randn(16)
+        w = torch.randn(3, requires_grad=True)
+        b = torch.zeros((), requires_grad=True)
+        loss = (({model} - y) ** 2).mean()
+        loss.backward()
+        """)
+    fit = recognize(trace.steps[0])
+    assert isinstance(fit, LinearFit) and fit.classic, fit
+    assert fit.model_desc.startswith(f"{desc}: X (16, 3), W = w (3,), b = b ()")
+    report = trace.check()
+    assert [c.status for c in report.of("analytic_mse")] == ["pass", "pass"]
+
+
+def test_softmax_cross_entropy_of_a_sum_of_terms(tmp_path):
+    # logits z = x * w + x**2 * v + b: (n, 1) features times (1, k) rows of weights
+    trace = _record(tmp_path, """\
+        import torch
+        import torch.nn.functional as F
+        torch.manual_seed(0)
+        x = torch.randn(12, 1)
+        labels = (x[:, 0] > 0).long() + (x[:, 0] > 1).long()
+        w = torch.randn(1, 3, requires_grad=True)
+        v = torch.randn(1, 3, requires_grad=True)
+        b = torch.zeros(3, requires_grad=True)
+        F.cross_entropy(x * w + x ** 2 * v + b, labels).backward()
+        """)
+    fit = recognize(trace.steps[0])
+    assert isinstance(fit, LinearFit) and fit.loss_kind == "softmax_ce", fit
+    assert [trace.name(p.tid) for p in fit.params] == ["w", "v", "b"] and fit.X.shape == (12, 2)
+    checks = trace.check().of("analytic_softmax")
+    assert sorted(c.param for c in checks) == ["b", "v", "w"]
+    assert {c.status for c in checks} == {"pass"}

@@ -22,7 +22,7 @@ import torch
 
 from ...tracefile.model import Op, Step
 from .fit import Term, _Param
-from .reader import _NA, _RESHAPES, _TRANSPOSES, _Reader, _num, _shape_str
+from .reader import _NA, _RESHAPES, _TRANSPOSES, _Reader, _dims, _num, _shape_str
 
 _VIEW_NODES = {"PermuteBackward0", "TransposeBackward0", "TBackward0"}
 
@@ -309,7 +309,7 @@ class ModelMatcher:
             return [x.scaled(-1.0) for x in self.expr(r.source(op), fs, op)]
         if name in ("mul", "div", "true_divide") and len(op.args) >= 2:
             return self._product(op, tid, fs)
-        if name in ("matmul", "mm", "linear", "addmm"):
+        if name in ("matmul", "mm", "mv", "linear", "addmm"):
             return self._matrix(op, tid, fs)
         if name in ("pow", "square", "float_power"):
             base = targs[0] if targs else None
@@ -319,13 +319,51 @@ class ModelMatcher:
                 raise _NA(f"the model raises {self._label(base, op)} to the power {k}{_at(op)}; a "
                           "power of a parameter is not linear in it")
             raise _NA(f"the model raises a number to a power that depends on the parameters{_at(op)}")
+        if name in ("sum", "mean") and targs and targs[0] is not None:
+            dot = self._dot(op, tid, fs, targs[0])
+            if dot is not None:
+                return dot
         if name in ("sum", "mean", "nansum"):
             raise _NA(f"the model takes a {name} inside the prediction{_at(op)}; gradtrace reads "
-                      "sums of parameter x feature terms (write X @ w instead of (X * w).sum(1))")
+                      "sums of parameter x feature terms such as X @ w, or (X * w).sum(-1) with w "
+                      "a vector")
         ins = [t for t in targs if t is not None and t in r.dependent]
         what = self._label(ins[0], op) if ins else "something that depends on the parameters"
         raise _NA(f"the model applies {name} ({op.target}) to {what}{_at(op)}, which is not linear "
                   "in the parameters")
+
+    def _dot(self, op: Op, tid: int, fs: tuple[int, ...], src: int) -> list[_T] | None:
+        """``(X * w).sum(-1)`` (or ``mean``): ``X @ w`` written out, w a vector over the last
+        dimension of the data X; None when it is not that."""
+        r = self.r
+        d = _dims(op)
+        if isinstance(d, (list, tuple)) and len(d) == 1:
+            d = d[0]
+        ss = r.shape(src)
+        if not isinstance(d, int) or not ss or d % len(ss) != len(ss) - 1:
+            return None
+        mul = r.op(src)
+        if mul is None or mul.name != "mul":
+            return None
+        targs = r.tensor_args(mul)
+        if len(targs) < 2 or targs[0] is None or targs[1] is None:
+            return None
+        for x, w in ((targs[0], targs[1]), (targs[1], targs[0])):
+            if x in r.dependent or w not in r.dependent:
+                continue
+            p = self._as_param(w, mul)
+            ws, xs = r.shape(w), r.shape(x)
+            n = ss[-1]
+            if p is None or math.prod(ws) != n or (ws and ws[-1] != n) or not xs or xs[-1] != n:
+                return None
+            F = r.const(x, "the data").double().expand(ss).reshape(-1, n)
+            if op.name == "mean":
+                F = F / n
+            rows, cols = self._place(r.shape(tid), fs, f"the result of {op.name}")
+            if cols != 1 or F.shape[0] != rows:
+                return None
+            return [_T(p.then(("reshape", ws, (n, 1))), F, 1, False, mul, f"(X * w).{op.name}(-1)")]
+        return None
 
     def _product(self, op: Op, tid: int, fs: tuple[int, ...]) -> list[_T]:
         """``A * B`` or ``A / B``: one side depends on the parameters, the other is data."""
@@ -381,7 +419,7 @@ class ModelMatcher:
         name = op.name
         targs = r.tensor_args(op)
         bias: int | None = None
-        if name in ("matmul", "mm"):
+        if name in ("matmul", "mm", "mv"):
             x, w = targs[0], targs[1] if len(targs) > 1 else None
             transpose, desc = False, f"X @ W ({name})"
         elif name == "linear":
