@@ -269,3 +269,18 @@ def test_softmax_cross_entropy_of_a_sum_of_terms(tmp_path):
     checks = trace.check().of("analytic_softmax")
     assert sorted(c.param for c in checks) == ["b", "v", "w"]
     assert {c.status for c in checks} == {"pass"}
+
+
+def test_a_loss_of_another_kind_names_the_op_and_the_line(tmp_path):
+    trace = _record(tmp_path, """\
+        import torch
+        X, y = torch.randn(8, 2), torch.randn(8, 1)
+        w = torch.randn(2, 1, requires_grad=True)
+        loss = (X @ w - y).abs().mean()
+        loss.backward()
+        """)
+    na = recognize(trace.steps[0])
+    assert isinstance(na, NotApplicable) and na.family is None
+    assert na.reason == ("the loss is neither a squared error nor a softmax cross-entropy (the loss "
+                         "applies abs at script.py:4 (`loss = (X @ w - y).abs().mean()`), which is "
+                         "not part of a squared error)")

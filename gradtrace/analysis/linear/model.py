@@ -22,7 +22,7 @@ import torch
 
 from ...tracefile.model import Op, Step
 from .fit import Term, _Param
-from .reader import _NA, _RESHAPES, _TRANSPOSES, _Reader, _dims, _num, _shape_str
+from .reader import _NA, _RESHAPES, _TRANSPOSES, _Reader, _at, _dims, _num, _shape_str
 
 _VIEW_NODES = {"PermuteBackward0", "TransposeBackward0", "TBackward0"}
 
@@ -80,14 +80,6 @@ class Affine:
             if all(p.tid != t.param.tid for p in out):
                 out.append(t.param)
         return out
-
-
-def _at(op: Op | None) -> str:
-    """`` at demo.py:12 (`y = b * c * x`)``: where an op is in the script, when known."""
-    if op is None or op.source is None:
-        return ""
-    code = (op.source.code or "").strip()
-    return f" at {op.source.short}" + (f" (`{code}`)" if code else "")
 
 
 class ModelMatcher:
