@@ -431,8 +431,9 @@ class Diagnostics:
             out.append(Finding(
                 "no_grad_received", made_step, n, None, _src(src),
                 f"{n} is never used in the forward pass{self._made_at(tid)}: {module} is not "
-                f"called, so {n} never received a gradient while the other parameters of {root} "
-                f"were trained; call {module} in forward() or remove it"))
+                f"called (or only under torch.no_grad()), so {n} never received a gradient while "
+                f"the other parameters of {root} were trained; call {module} in forward() or "
+                "remove it"))
         return out
 
     def _quadratic(self) -> tuple[list[Finding], OptimumTrack | None]:
