@@ -138,6 +138,34 @@ class Term:
         return self.param.from_eff(F.T @ Gt)
 
 
+def weight_of(terms: Sequence[Term]) -> _Param:
+    """The parameter of the first feature term (the ``W`` of ``X @ W + b``)."""
+    for t in terms:
+        if not t.intercept:
+            return t.param
+    return terms[0].param
+
+
+def bias_of(terms: Sequence[Term]) -> _Param | None:
+    """The parameter of the first intercept that is not also the weight (the ``b``)."""
+    w = weight_of(terms)
+    for t in terms:
+        if t.intercept and t.param.tid != w.tid:
+            return t.param
+    return None
+
+
+def params_of(terms: Sequence[Term]) -> list[_Param]:
+    """Each parameter once: those of feature terms first, then intercepts."""
+    out: list[_Param] = []
+    seen: set[int] = set()
+    for t in sorted(terms, key=lambda t: t.intercept):
+        if t.param.tid not in seen:
+            seen.add(t.param.tid)
+            out.append(t.param)
+    return out
+
+
 # -- the fit ---------------------------------------------------------------------------------------
 
 @dataclass(eq=False)
@@ -196,19 +224,12 @@ class LinearFit:
     @property
     def weight(self) -> _Param:
         """The parameter of the first feature term (the ``W`` of ``X @ W + b``)."""
-        for t in self.terms:
-            if not t.intercept:
-                return t.param
-        return self.terms[0].param
+        return weight_of(self.terms)
 
     @property
     def bias(self) -> _Param | None:
         """The parameter of the intercept (the ``b`` of ``X @ W + b``), if there is one."""
-        w = self.weight
-        for t in self.terms:
-            if t.intercept and t.param.tid != w.tid:
-                return t.param
-        return None
+        return bias_of(self.terms)
 
     @property
     def param_tids(self) -> tuple[int, int | None]:
@@ -218,13 +239,7 @@ class LinearFit:
     @property
     def params(self) -> list[_Param]:
         """Each parameter once: those of feature terms first, then intercepts."""
-        out: list[_Param] = []
-        seen: set[int] = set()
-        for t in sorted(self.terms, key=lambda t: t.intercept):
-            if t.param.tid not in seen:
-                seen.add(t.param.tid)
-                out.append(t.param)
-        return out
+        return params_of(self.terms)
 
     def is_intercept(self, tid: int) -> bool:
         """Whether the parameter enters the model only as an added constant (its gradient is

@@ -16,12 +16,12 @@ reason, in words a student can act on, naming the op and its source line. The re
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from ...tracefile.model import Op, Step
-from .fit import Term, _Param
+from .fit import Term, _Param, bias_of, params_of, weight_of
 from .reader import _NA, _RESHAPES, _TRANSPOSES, _Reader, _at, _dims, _num, _shape_str
 
 _VIEW_NODES = {"PermuteBackward0", "TransposeBackward0", "TBackward0"}
@@ -56,30 +56,18 @@ class Affine:
     op: Op                     #: where the features first meet a parameter
     k: int                     #: outputs per row
     desc: str                  #: "X @ W (matmul)", "F.linear(X, W, b)", ...
-    term_descs: tuple[str, ...] = field(default=())
 
     @property
     def weight(self) -> _Param:
-        for t in self.terms:
-            if not t.intercept:
-                return t.param
-        return self.terms[0].param
+        return weight_of(self.terms)
 
     @property
     def bias(self) -> _Param | None:
-        w = self.weight
-        for t in self.terms:
-            if t.intercept and t.param.tid != w.tid:
-                return t.param
-        return None
+        return bias_of(self.terms)
 
     @property
     def params(self) -> list[_Param]:
-        out: list[_Param] = []
-        for t in self.terms:
-            if all(p.tid != t.param.tid for p in out):
-                out.append(t.param)
-        return out
+        return params_of(self.terms)
 
 
 class ModelMatcher:
@@ -251,7 +239,7 @@ class ModelMatcher:
             raise _NA("the prediction is a parameter on its own, not a model of the data")
         self.model_op = first
         core = Affine(X=X.contiguous() if len(blocks) > 1 else X, terms=tuple(terms), op=first,
-                      k=K, desc="", term_descs=tuple(t.desc for t in feats + ints))
+                      k=K, desc="")
         classic = (len(feats) == 1 and feats[0].out == K and len(ints) <= 1
                    and all(t.param.tid != feats[0].param.tid for t in ints))
         core.desc = feats[0].desc if classic else f"a sum of {len(terms)} parameter x feature terms"
