@@ -284,3 +284,20 @@ def test_a_loss_of_another_kind_names_the_op_and_the_line(tmp_path):
     assert na.reason == ("the loss is neither a squared error nor a softmax cross-entropy (the loss "
                          "applies abs at script.py:4 (`loss = (X @ w - y).abs().mean()`), which is "
                          "not part of a squared error)")
+
+
+def test_back_gives_every_parameter_its_share_of_a_given_output_gradient(tmp_path):
+    trace = _record(tmp_path, SCALARS.format(model="a + b * x + c * x ** 2 + d * x ** 3 + b * x ** 3"))
+    fit = recognize(trace.steps[0])
+    assert isinstance(fit, LinearFit), fit
+    names = {p.tid: trace.name(p.tid) for p in fit.params}
+    G = torch.ones(fit.n, 1, dtype=torch.float64)
+    got = {names[t]: float(v) for t, v in fit.back(G).items()}
+    X = _features()
+    # b is in two terms (x and x**3): its share is the sum of both
+    assert got["b"] == pytest.approx(float(X[:, 0].sum() + X[:, 2].sum()), abs=1e-6)
+    assert got["a"] == pytest.approx(200.0) and got["c"] == pytest.approx(float(X[:, 1].sum()), rel=1e-6)
+    mags = {names[t]: float(v) for t, v in fit.back(G, absolute=True).items()}
+    assert mags["d"] == pytest.approx(float(X[:, 2].abs().sum()), rel=1e-6)
+    tid = {n: t for t, n in names.items()}
+    assert fit.is_intercept(tid["a"]) and not fit.is_intercept(tid["b"])

@@ -319,9 +319,13 @@ class LinearFit:
         ``G`` is computed from the recorded prediction of this step.
         """
         G = self.gradient_wrt_output(None if values is None else self.predict(values))
-        return self._back(G, absolute=False)
+        return self.back(G)
 
-    def _back(self, G: torch.Tensor, absolute: bool) -> dict[int, torch.Tensor]:
+    def back(self, G: torch.Tensor, absolute: bool = False) -> dict[int, torch.Tensor]:
+        """{tid: dL/dparam} from ``G = dL/dy_hat`` (n, k), in the parameters' shapes: the sum
+        over the terms of ``X[:, cols]^T G`` (an intercept: ``G`` summed over rows). With
+        ``absolute``, ``|X|`` in place of ``X`` (pass a non-negative ``G`` for the magnitudes
+        of the terms a float sum adds up)."""
         out: dict[int, torch.Tensor] = {}
         for t in self.terms:
             g = t.back(self.X, G, absolute)
@@ -332,7 +336,7 @@ class LinearFit:
         """The same sums taken over absolute values: how large the terms autograd added were.
 
         Rounding in a sum is relative to this, not to the (possibly cancelling) result."""
-        return self._back(self.gradient_wrt_output().abs(), absolute=True)
+        return self.back(self.gradient_wrt_output().abs(), absolute=True)
 
     # -- least squares ---------------------------------------------------------------------
     def _index_maps(self) -> list[torch.Tensor]:
