@@ -370,7 +370,7 @@ def analytic_check(step: Step) -> tuple[list[CheckResult], LinearFit | None]:
         status = "pass" if ratio <= 1 else "fail"
         tol = _tolerance(max_rel, ratio, float((bound / scale[p.tid].clamp_min(1e-300)).max())
                          if bound.numel() else 0.0)
-        detail = base + f"; {_formula(fit, p is fit.weight, name)}"
+        detail = base + f"; {_formula(fit, not fit.is_intercept(p.tid), name)}"
         detail += (f"; bound {SAFETY:g} gamma_{terms} |terms| in {fit.dtype} "
                    f"(largest error {ratio:.2g} of its bound)")
         note = _update_note(step, fit, p.tid)
@@ -400,11 +400,7 @@ def _analytic_bounds(fit: LinearFit, scale: dict[int, torch.Tensor]) -> tuple[di
     p = torch.softmax(fit.pred, 1)
     w = fit.row_weights.reshape(-1, 1).abs()
     G = w * (p * fit.y.sum(1, keepdim=True).abs() + fit.y.abs())
-    out = {fit.weight.tid: g * fit.weight.from_eff(fit.X.abs().T @ G)}
-    if fit.bias is not None:
-        gb = G.sum(0)
-        out[fit.bias.tid] = g * fit.bias.from_eff(gb.sum().reshape(1) if fit.bias.numel == 1 else gb)
-    return out, terms
+    return {t: g * v for t, v in fit.back(G, absolute=True).items()}, terms
 
 
 def _share_of_bound(diff: torch.Tensor, bound: torch.Tensor) -> tuple[float, int]:

@@ -11,7 +11,11 @@ Each finding names the step, the parameter, the op and the source line where it 
   for lr < 2/lambda_max of the loss Hessian; said when the recorded lr is past it.
 - ``ill_conditioned``: the Hessian's condition number is large (unscaled features):
   progress along the flattest direction is slow while the steepest one limits lr.
-- ``no_grad_received``: a parameter the graph used never received a gradient.
+- ``no_grad_received``: a parameter never received a gradient: its use does not reach the
+  loss, it did not require grad when the graph used it (``requires_grad = False`` by
+  mistake), the forward pass uses only ``p.detach()``, or it sits in a module next to trained
+  parameters and is never used (a sub-module ``forward()`` does not call). Each names the
+  line where the parameter was used, or made.
 - ``data_update``: a parameter changed through ``.data`` during training (legal, but
   invisible to autograd).
 
@@ -188,6 +192,12 @@ class Diagnostics:
         # no_grad_received
         self.received: set[int] = set()
         self.grad_api_inputs: set[int] = set()
+        self.used: set[int] = set()                       # params any recorded op took
+        self.made: dict[int, tuple[int, Source | None]] = {}  # first event or use: where made
+        self.detached: dict[int, tuple[int, Op]] = {}     # params a detach() took
+        self.use_in_graph: dict[int, bool] = {}           # first graph use: its op in backward?
+        self.changed: set[int] = set()                    # updated other than by initialisation
+        self.tensors: dict = {}
         # lr and conditioning
         self.fits: list[LinearFit] = []
         self.fit_key: tuple[object, ...] | None = None
@@ -204,14 +214,19 @@ class Diagnostics:
         has_bw = bw is not None
         if bw is not None and bw.api == "autograd.grad":
             self.grad_api_inputs.update(bw.inputs)
+        self.tensors = step.tensors
+        op_nodes = {n.op for n in bw.nodes if n.op is not None} if bw is not None else set()
         # The classes are the kinds: "op", "backward", and the event kinds.
         for item in step.timeline():
             if isinstance(item, Op):
+                if item.parent is None:
+                    self._use(step, item)
                 if item.is_graph and item.parent is None and has_bw:
                     for t in item.inputs:
                         info = step.tensors.get(t)
                         if info is not None and info.role == "param" and t not in self.first_use:
                             self.first_use[t] = (step.index, item)
+                            self.use_in_graph[t] = item.index in op_nodes
             elif isinstance(item, Backward):
                 for n in item.nodes:
                     if n.variable is not None and n.variable not in self.first_use:
@@ -221,14 +236,27 @@ class Diagnostics:
         if self.non_finite is None and not _all_finite(step):
             self._scan_non_finite(step)
         if fit is not None and fit.loss_kind == SQUARED_ERROR:
-            key = (fit.weight, fit.bias, fit.d, fit.k)
+            key = (fit.terms, fit.d, fit.k)
             if self.fit_key is None:
                 self.fit_key = key
             if key == self.fit_key:
                 self.fits.append(fit)
 
+    def _use(self, step: Step, op: Op) -> None:
+        for t in op.inputs:
+            info = step.tensors.get(t)
+            if info is None or info.role != "param":
+                continue
+            self.used.add(t)
+            self.made.setdefault(t, (step.index, op.source))
+            if op.name in ("detach", "detach_"):
+                self.detached.setdefault(t, (step.index, op))
+
     def _event(self, step: Step, e: Event) -> None:
         tid = e.tensor
+        self.made.setdefault(tid, (step.index, e.source))
+        if e.kind == "update" and not any(w in (e.via or "") for w in ("__init__", "reset_parameters")):
+            self.changed.add(tid)
         if e.kind == "accumulate":
             self.received.add(tid)
             prev = self.updated_since_acc.get(tid)
@@ -316,16 +344,7 @@ class Diagnostics:
         if self.fits:
             extra, optimum = self._quadratic()
             out.extend(extra)
-        for tid, (s, op) in sorted(self.first_use.items(), key=lambda kv: (kv[1][0], kv[0])):
-            if tid in self.received or tid in self.grad_api_inputs or not self.received:
-                continue
-            where = f"{op.name}" if op is not None else "the backward graph"
-            out.append(Finding(
-                "no_grad_received", s, self.name(tid), op.name if op is not None else None,
-                _src(op.source) if op is not None else None,
-                f"{self.name(tid)} requires grad and was used by {where}, but no backward pass "
-                "reached it: it never received a gradient (is it connected to the loss, or "
-                "detached on the way?)"))
+        out.extend(self._no_grad())
         for (tid, src), updates in self.data_updates.items():
             s, e = updates[0]
             out.append(Finding(
@@ -337,6 +356,85 @@ class Diagnostics:
         out.sort(key=lambda f: (f.step if f.step is not None else -1, FINDING_KINDS.index(f.kind),
                                 f.param or ""))
         return out, optimum
+
+    def _root(self, tid: int) -> str | None:
+        """The module a parameter belongs to, by its name ("net" of "net.fc.weight")."""
+        info = self.tensors.get(tid)
+        name = info.name if info is not None else None
+        return name.split(".")[0] if name and "." in name else None
+
+    def _next_to_trained(self, tid: int) -> bool:
+        """Whether the parameter's own module (or, outside modules, the run) has a parameter
+        that received a gradient: then a frozen one there is more likely a mistake."""
+        info = self.tensors.get(tid)
+        name = info.name if info is not None else None
+        if not name or "." not in name:
+            return True
+        module = name.rsplit(".", 1)[0] + "."
+        return any((i := self.tensors.get(t)) is not None and (i.name or "").startswith(module)
+                   and "." not in (i.name or "")[len(module):] for t in self.received)
+
+    def _made_at(self, tid: int) -> str:
+        made = self.made.get(tid)
+        src = made[1] if made is not None else None
+        return f" (made at {src.short})" if src is not None else ""
+
+    def _no_grad(self) -> list[Finding]:
+        """Parameters that never received a gradient, each with why and where."""
+        if not self.received:
+            return []
+        out: list[Finding] = []
+        done = set(self.received) | self.grad_api_inputs
+        for tid, (s, op) in sorted(self.first_use.items(), key=lambda kv: (kv[1][0], kv[0])):
+            if tid in done:
+                continue
+            done.add(tid)
+            n = self.name(tid)
+            if op is not None and self.use_in_graph.get(tid):
+                if not self._next_to_trained(tid):
+                    continue  # its whole module is frozen: on purpose (fine-tuning)
+                at = f" at {op.source.short}" if op.source is not None else ""
+                msg = (f"{n} was used by {op.name}{at} but did not require grad there "
+                       f"(requires_grad was False){self._made_at(tid)}: backward() passed it by, "
+                       "so it never received a gradient and the optimizer never changes it; "
+                       "if it is not frozen on purpose, do not set requires_grad = False")
+            else:
+                where = f"{op.name}" if op is not None else "the backward graph"
+                msg = (f"{n} requires grad and was used by {where}, but no backward pass reached "
+                       "it: it never received a gradient (is it connected to the loss, or "
+                       "detached on the way?)")
+            out.append(Finding("no_grad_received", s, n, op.name if op is not None else None,
+                               _src(op.source) if op is not None else None, msg))
+        for tid, (s, op) in sorted(self.detached.items(), key=lambda kv: (kv[1][0], kv[0])):
+            if tid in done:
+                continue
+            done.add(tid)
+            n = self.name(tid)
+            at = f" (at {op.source.short})" if op.source is not None else ""
+            out.append(Finding(
+                "no_grad_received", s, n, op.name, _src(op.source),
+                f"{n} requires grad, but the forward pass uses it only through {n}.detach(){at}: "
+                f"detach() cuts {n} off from the graph, so it never received a gradient and "
+                f"training does not change it; use {n} itself where it should learn"))
+        trained = {self._root(t) for t in self.received} - {None}
+        for tid in sorted(self.tensors):
+            info = self.tensors[tid]
+            root = self._root(tid)
+            # (a parameter changed by hand, such as an EMA copy, is not meant to get gradients)
+            if (tid in done or tid in self.used or tid in self.changed or info.role != "param"
+                    or not info.requires_grad or root is None or root not in trained):
+                continue
+            n = self.name(tid)
+            module = n.rsplit(".", 1)[0]
+            made = self.made.get(tid)
+            made_step, src = (made[0], made[1]) if made is not None else (None, None)
+            out.append(Finding(
+                "no_grad_received", made_step, n, None, _src(src),
+                f"{n} is never used in the forward pass{self._made_at(tid)}: {module} is not "
+                f"called (or only under torch.no_grad()), so {n} never received a gradient while "
+                f"the other parameters of {root} were trained; call {module} in forward() or "
+                "remove it"))
+        return out
 
     def _quadratic(self) -> tuple[list[Finding], OptimumTrack | None]:
         """lr stability, conditioning and the distance to the optimum (squared error)."""

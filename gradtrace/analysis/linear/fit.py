@@ -90,11 +90,88 @@ class _Param:
         return math.prod(self.shape)
 
 
+@dataclass(frozen=True)
+class Term:
+    """One term of a model that is linear in its parameters.
+
+    With ``cols = (a, b)`` the term is ``X[:, a:b] @ W``, ``W`` the parameter through its
+    views, of shape ``(b - a, out)``; with ``cols = None`` it is an intercept ``b``, the
+    parameter through its views, of shape ``(out,)``. ``out`` is the number of outputs ``k``
+    or 1 (the same value for every output, broadcast).
+    """
+
+    param: _Param
+    cols: tuple[int, int] | None
+    out: int
+
+    @property
+    def intercept(self) -> bool:
+        return self.cols is None
+
+    def features(self, X: torch.Tensor) -> torch.Tensor:
+        """This term's columns of ``X`` (n, d_t); a column of ones for an intercept."""
+        if self.cols is None:
+            return torch.ones(X.shape[0], 1, dtype=X.dtype)
+        a, b = self.cols
+        return X if (a, b) == (0, X.shape[1]) else X[:, a:b]
+
+    def matrix(self, value: torch.Tensor) -> torch.Tensor:
+        """The parameter's value as this term's ``W`` (d_t, out) (``(1, out)`` for an intercept)."""
+        eff = self.param.to_eff(torch.as_tensor(value, dtype=torch.float64).reshape(self.param.shape))
+        return eff.reshape(1, self.out) if self.cols is None else eff
+
+    def contribution(self, X: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """``X[:, a:b] @ W`` (n, out), or ``b`` (out,) for an intercept."""
+        W = self.matrix(value)
+        return W.reshape(-1) if self.cols is None else self.features(X) @ W
+
+    def back(self, X: torch.Tensor, G: torch.Tensor, absolute: bool = False) -> torch.Tensor:
+        """The gradient this term passes to its parameter, given dL/dy_hat ``G`` (n, k), in the
+        parameter's shape (with ``absolute``: the same sums over absolute values)."""
+        if self.cols is None:
+            gb = G.sum(0)
+            return self.param.from_eff(gb.sum().reshape(1) if self.out == 1 else gb)
+        F = self.features(X)
+        if absolute:
+            F = F.abs()
+        Gt = G if self.out == G.shape[1] else G.sum(1, keepdim=True)
+        return self.param.from_eff(F.T @ Gt)
+
+
+def weight_of(terms: Sequence[Term]) -> _Param:
+    """The parameter of the first feature term (the ``W`` of ``X @ W + b``)."""
+    for t in terms:
+        if not t.intercept:
+            return t.param
+    return terms[0].param
+
+
+def bias_of(terms: Sequence[Term]) -> _Param | None:
+    """The parameter of the first intercept that is not also the weight (the ``b``)."""
+    w = weight_of(terms)
+    for t in terms:
+        if t.intercept and t.param.tid != w.tid:
+            return t.param
+    return None
+
+
+def params_of(terms: Sequence[Term]) -> list[_Param]:
+    """Each parameter once: those of feature terms first, then intercepts."""
+    out: list[_Param] = []
+    seen: set[int] = set()
+    for t in sorted(terms, key=lambda t: t.intercept):
+        if t.param.tid not in seen:
+            seen.add(t.param.tid)
+            out.append(t.param)
+    return out
+
+
 # -- the fit ---------------------------------------------------------------------------------------
 
 @dataclass(eq=False)
 class LinearFit:
-    """A linear model (``y_hat = X @ W + b``) and its loss, as recognised in one step.
+    """A model linear in its parameters (``y_hat = X @ W + b``, or any sum of parameter x
+    feature terms: :class:`Term`) and its loss, as recognised in one step.
 
     ``X`` (n, d) and ``y`` (n, k) are float64. For the squared error ``y`` holds the
     targets and the loss is ``L = sum_i w_i * sum_j (y_hat_ij - y_ij)**2`` with row
@@ -102,15 +179,16 @@ class LinearFit:
     ``y`` holds the target distribution per row (one-hot for class labels) and
     ``L = sum_i w_i * CE_i``. ``W`` and ``b`` are the parameters seen through their views
     (``w.t()`` in the model means ``W = w.T``); every result is given back in the
-    parameters' own shapes, keyed by tid.
+    parameters' own shapes, keyed by tid. ``X`` holds the feature columns of every term
+    side by side (``a + b*x + c*x**2`` has ``X = [x, x**2]``, like ``nn.Linear`` on them).
     """
 
     step: int | None
     loss_kind: str
     X: torch.Tensor
     y: torch.Tensor
-    weight: _Param
-    bias: _Param | None
+    #: the model, ``y_hat = sum of the terms``: feature terms first, then intercepts
+    terms: tuple[Term, ...]
     row_weights: torch.Tensor
     #: the recorded prediction (squared error) or logits (softmax), (n, k) float64
     pred: torch.Tensor | None = None
@@ -144,12 +222,37 @@ class LinearFit:
         return self.y.shape[1]
 
     @property
+    def weight(self) -> _Param:
+        """The parameter of the first feature term (the ``W`` of ``X @ W + b``)."""
+        return weight_of(self.terms)
+
+    @property
+    def bias(self) -> _Param | None:
+        """The parameter of the intercept (the ``b`` of ``X @ W + b``), if there is one."""
+        return bias_of(self.terms)
+
+    @property
     def param_tids(self) -> tuple[int, int | None]:
-        return (self.weight.tid, self.bias.tid if self.bias is not None else None)
+        b = self.bias
+        return (self.weight.tid, b.tid if b is not None else None)
 
     @property
     def params(self) -> list[_Param]:
-        return [self.weight] + ([self.bias] if self.bias is not None else [])
+        """Each parameter once: those of feature terms first, then intercepts."""
+        return params_of(self.terms)
+
+    def is_intercept(self, tid: int) -> bool:
+        """Whether the parameter enters the model only as an added constant (its gradient is
+        the sum over rows, not ``X^T G``)."""
+        return all(t.intercept for t in self.terms if t.param.tid == tid)
+
+    @property
+    def classic(self) -> bool:
+        """``y_hat = X @ W (+ b)``: one feature term over all of X, at most one intercept."""
+        feats = [t for t in self.terms if not t.intercept]
+        ints = [t for t in self.terms if t.intercept]
+        return (len(feats) == 1 and feats[0].cols == (0, self.d) and feats[0].out == self.k
+                and len(ints) <= 1 and all(t.param.tid != feats[0].param.tid for t in ints))
 
     @property
     def constant(self) -> float:
@@ -165,25 +268,26 @@ class LinearFit:
         """The parameters as this step saw them, {tid: float64 tensor in the param's shape}."""
         return {t: v.clone() for t, v in self.param_values.items()}
 
-    def _weights(self, values: dict[int, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
-        vals = self.param_values if values is None else values
+    def _value(self, vals: dict[int, torch.Tensor], tid: int) -> torch.Tensor:
         try:
-            W = self.weight.to_eff(torch.as_tensor(vals[self.weight.tid], dtype=torch.float64)
-                                   .reshape(self.weight.shape))
-            if self.bias is not None:
-                b = self.bias.to_eff(torch.as_tensor(vals[self.bias.tid], dtype=torch.float64)
-                                     .reshape(self.bias.shape)).reshape(-1)
-                b = b.expand(self.k) if b.numel() == 1 else b
-            else:
-                b = torch.zeros(self.k, dtype=torch.float64)
-        except KeyError as e:
-            raise NotApplicableError(f"no value given for parameter t{e.args[0]}") from None
-        return W, b
+            return vals[tid]
+        except KeyError:
+            raise NotApplicableError(f"no value given for parameter t{tid}") from None
 
     def predict(self, values: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
-        """``X @ W + b`` (n, k) at the given parameter values (default: this step's)."""
-        W, b = self._weights(values)
-        return self.X @ W + b
+        """``X @ W + b`` (the sum of the terms, (n, k)) at the given parameter values
+        (default: this step's)."""
+        vals = self.param_values if values is None else values
+        z: torch.Tensor | None = None
+        for t in self.terms:
+            c = t.contribution(self.X, self._value(vals, t.param.tid))
+            z = c if z is None else z + c
+        n, k = self.X.shape[0], self.k
+        if z is None:
+            return torch.zeros(n, k, dtype=torch.float64)
+        if tuple(z.shape) != (n, k):
+            z = z.reshape(-1, z.shape[-1]).expand(n, k).clone()
+        return z
 
     def loss(self, values: dict[int, torch.Tensor] | None = None) -> float:
         """The loss at the given parameter values (default: this step's), in float64."""
@@ -215,37 +319,41 @@ class LinearFit:
         ``G`` is computed from the recorded prediction of this step.
         """
         G = self.gradient_wrt_output(None if values is None else self.predict(values))
-        out = {self.weight.tid: self.weight.from_eff(self.X.T @ G)}
-        if self.bias is not None:
-            gb = G.sum(0)
-            out[self.bias.tid] = self.bias.from_eff(gb.sum().reshape(1) if self.bias.numel == 1
-                                                    else gb)
+        return self.back(G)
+
+    def back(self, G: torch.Tensor, absolute: bool = False) -> dict[int, torch.Tensor]:
+        """{tid: dL/dparam} from ``G = dL/dy_hat`` (n, k), in the parameters' shapes: the sum
+        over the terms of ``X[:, cols]^T G`` (an intercept: ``G`` summed over rows). With
+        ``absolute``, ``|X|`` in place of ``X`` (pass a non-negative ``G`` for the magnitudes
+        of the terms a float sum adds up)."""
+        out: dict[int, torch.Tensor] = {}
+        for t in self.terms:
+            g = t.back(self.X, G, absolute)
+            out[t.param.tid] = g if t.param.tid not in out else out[t.param.tid] + g
         return out
 
     def gradient_scale(self) -> dict[int, torch.Tensor]:
         """The same sums taken over absolute values: how large the terms autograd added were.
 
         Rounding in a sum is relative to this, not to the (possibly cancelling) result."""
-        G = self.gradient_wrt_output().abs()
-        out = {self.weight.tid: self.weight.from_eff(self.X.abs().T @ G)}
-        if self.bias is not None:
-            gb = G.sum(0)
-            out[self.bias.tid] = self.bias.from_eff(gb.sum().reshape(1) if self.bias.numel == 1
-                                                    else gb)
-        return out
+        return self.back(self.gradient_wrt_output().abs(), absolute=True)
 
     # -- least squares ---------------------------------------------------------------------
-    def _index_map(self) -> torch.Tensor:
-        """(d or d+1, k) integer map: which flat parameter each entry of [W; b] is."""
-        pw = self.weight.numel
-        widx = self.weight.to_eff(torch.arange(pw, dtype=torch.float64).reshape(self.weight.shape))
-        rows = [widx.reshape(self.d, self.k)]
-        if self.bias is not None:
-            bidx = self.bias.to_eff(torch.arange(pw, pw + self.bias.numel, dtype=torch.float64)
-                                    .reshape(self.bias.shape)).reshape(-1)
-            rows.append(bidx.expand(self.k).reshape(1, self.k) if bidx.numel() == 1
-                        else bidx.reshape(1, self.k))
-        return torch.cat(rows).round().long()
+    def _index_maps(self) -> list[torch.Tensor]:
+        """Per term, a (d_t, k) integer map: which flat parameter each entry of its W is
+        (an intercept: (1, k)); parameters are numbered in :attr:`params` order."""
+        start, at = {}, 0
+        for p in self.params:
+            start[p.tid] = at
+            at += p.numel
+        maps = []
+        for t in self.terms:
+            p = t.param
+            base = start[p.tid]
+            idx = p.to_eff(torch.arange(base, base + p.numel, dtype=torch.float64).reshape(p.shape))
+            idx = idx.reshape(1, t.out) if t.intercept else idx.reshape(-1, t.out)
+            maps.append(idx.expand(idx.shape[0], self.k).round().long())
+        return maps
 
     @property
     def n_params(self) -> int:
@@ -254,14 +362,13 @@ class LinearFit:
     def _design(self, rows: slice) -> torch.Tensor:
         """D with y_hat.flatten() = D @ theta for the given rows: (rows*k, P)."""
         X = self.X[rows]
-        if self.bias is not None:
-            X = torch.cat([X, torch.ones(X.shape[0], 1, dtype=X.dtype)], 1)
-        idx = self._index_map()
         n, k = X.shape[0], self.k
         D = torch.zeros(n, k, self.n_params, dtype=torch.float64)
-        for a in range(X.shape[1]):
-            D.scatter_add_(2, idx[a].view(1, k, 1).expand(n, k, 1),
-                           X[:, a].view(n, 1, 1).expand(n, k, 1).contiguous())
+        for t, idx in zip(self.terms, self._index_maps()):
+            F = t.features(X)
+            for a in range(F.shape[1]):
+                D.scatter_add_(2, idx[a].view(1, k, 1).expand(n, k, 1),
+                               F[:, a].view(n, 1, 1).expand(n, k, 1).contiguous())
         return D.reshape(n * k, self.n_params)
 
     def _chunks(self) -> Iterator[slice]:
@@ -341,8 +448,7 @@ def pool(fits: Sequence[LinearFit]) -> LinearFit:
         raise NotApplicableError("no steps to pool")
     first = fits[0]
     for f in fits[1:]:
-        if (f.loss_kind, f.weight, f.bias, f.d, f.k) != (first.loss_kind, first.weight, first.bias,
-                                                          first.d, first.k):
+        if (f.loss_kind, f.terms, f.d, f.k) != (first.loss_kind, first.terms, first.d, first.k):
             raise NotApplicableError(f"step {f.step} has another model than step {first.step}")
     T = len(fits)
     preds = [f.pred for f in fits if f.pred is not None]

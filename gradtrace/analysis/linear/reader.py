@@ -50,6 +50,14 @@ def _broadcast(*shapes: Sequence[int]) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _at(op: Op | None) -> str:
+    """`` at demo.py:12 (`y = b * c * x`)``: where an op is in the script, when known."""
+    if op is None or op.source is None:
+        return ""
+    code = (op.source.code or "").strip()
+    return f" at {op.source.short}" + (f" (`{code}`)" if code else "")
+
+
 def _shape_str(s: Sequence[int]) -> str:
     return "(" + ", ".join(map(str, s)) + ("," if len(s) == 1 else "") + ")"
 

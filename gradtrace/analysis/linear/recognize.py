@@ -136,14 +136,12 @@ def _build(r: _Reader, root: int, family: str) -> LinearFit:
     pv = step.value(m.pred_tid)
     dtype = pv.dtype if pv is not None else "float32"
     values: dict[int, torch.Tensor] = {}
-    for p in (core.weight, core.bias):
-        if p is None:
-            continue
+    for p in core.params:
         v = step.value(p.tid)
         if v is not None and v.data is not None:
             values[p.tid] = v.data.double().reshape(p.shape)
-    fit = LinearFit(step=step.index, loss_kind=family, X=X, y=y, weight=core.weight,
-                    bias=core.bias, row_weights=torch.full((X.shape[0],), float(c),
+    fit = LinearFit(step=step.index, loss_kind=family, X=X, y=y, terms=core.terms,
+                    row_weights=torch.full((X.shape[0],), float(c),
                                                            dtype=torch.float64),
                     pred=pred, dtype=dtype, model_desc=_model_desc(core, step),
                     loss_desc=m.loss_desc, model_op=model.model_op or core.op,
@@ -174,9 +172,7 @@ def _confirm(fit: LinearFit, pred: torch.Tensor) -> None:
     tol = _tolerance(fit.dtype)
     if len(fit.param_values) == len(fit.params):
         z = fit.predict()
-        scale = float((fit.X.abs() @ fit.weight.to_eff(fit.param_values[fit.weight.tid].abs())).max())
-        if fit.bias is not None:
-            scale += float(fit.param_values[fit.bias.tid].abs().max())
+        scale = _prediction_scale(fit)
         err = float((z - pred).abs().max()) if z.numel() else 0.0
         if not math.isfinite(err) or err > tol * max(scale, 1e-30) + 1e-30:
             if math.isfinite(err) or torch.isfinite(pred).all():
@@ -196,6 +192,22 @@ def _confirm(fit: LinearFit, pred: torch.Tensor) -> None:
                       f"{mine:.6g}: gradtrace misread the loss", fit.loss_kind)
 
 
+def _prediction_scale(fit: LinearFit) -> float:
+    """How large the terms of the prediction are: rounding is relative to this."""
+    vals = fit.param_values
+    feats: torch.Tensor | None = None
+    scale = 0.0
+    for t in fit.terms:
+        if t.intercept:
+            scale += float(vals[t.param.tid].abs().max())
+        else:
+            c = t.features(fit.X).abs() @ t.matrix(vals[t.param.tid]).abs()
+            feats = c if feats is None else feats + c
+    if feats is not None and feats.numel():
+        scale += float(feats.max())
+    return scale
+
+
 def _fmt(c: float) -> str:
     """1/2, 1/10, 1/6, 2 ... : the constant as a lecture would write it."""
     if c == 0:
@@ -213,6 +225,18 @@ def _fmt(c: float) -> str:
 def _model_desc(core: Affine, step: Step) -> str:
     w = core.weight
     b = core.bias
+    if core.desc.startswith("a sum of"):
+        parts = []
+        for t in core.terms:
+            name = step.name(t.param.tid)
+            if t.cols is None:
+                parts.append(name)
+            elif t.cols[1] - t.cols[0] == 1:
+                parts.append(f"{name} * X[:, {t.cols[0]}]")
+            else:
+                parts.append(f"X[:, {t.cols[0]}:{t.cols[1]}] @ {name}")
+        return (f"{core.desc}: y_hat = {' + '.join(parts)}, X {_shape_str(tuple(core.X.shape))} "
+                "(the features: everything the parameters multiply)")
     s = f"{core.desc}: X {_shape_str(tuple(core.X.shape))}, W = {step.name(w.tid)}"
     if any(v[0] == "permute" for v in w.views):
         s += " (transposed)"

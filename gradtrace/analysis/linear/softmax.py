@@ -15,7 +15,7 @@ import torch
 
 from ...tracefile.model import Op
 from .fit import SOFTMAX_CE
-from .reader import _NA, _RESHAPES, _Reader, _dims, _shape_str
+from .reader import _NA, _RESHAPES, _Reader, _at, _dims, _shape_str
 
 
 class CrossEntropyMatcher:
@@ -103,7 +103,7 @@ class CrossEntropyMatcher:
             if sel is not None:
                 self.loss_op = self.loss_op or op
                 return (a, sel[0], sel[1], "-log_softmax(z)[range(n), y]")
-        raise _NA(f"{name} in the loss is not part of a softmax cross-entropy")
+        raise _NA(f"the loss applies {name}{_at(op)}, which is not part of a softmax cross-entropy")
 
     def _targets(self, tv: torch.Tensor, zs: tuple[int, ...], ignore_index: Any,
                  name: str) -> torch.Tensor:

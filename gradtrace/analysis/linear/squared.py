@@ -12,7 +12,7 @@ import math
 
 from ...tracefile.model import Op
 from .fit import SQUARED_ERROR
-from .reader import _NA, _RESHAPES, _Reader, _broadcast, _num
+from .reader import _NA, _RESHAPES, _Reader, _at, _broadcast, _num
 
 
 class SquaredErrorMatcher:
@@ -69,7 +69,7 @@ class SquaredErrorMatcher:
             if red in ("sum", "none"):
                 return (c, pred, target, f"mse_loss(reduction='{red}')")
             raise _NA(f"mse_loss with reduction {red!r}", SQUARED_ERROR)
-        raise _NA(f"{name} in the loss is not part of a squared error")
+        raise _NA(f"the loss applies {name}{_at(op)}, which is not part of a squared error")
 
     def residual(self, tid: int) -> tuple[int, int]:
         r = self.r
