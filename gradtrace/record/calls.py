@@ -14,7 +14,7 @@ from ..tracefile.store import dtype_name
 
 __all__ = ["OP", "GET_DATA", "GET_GRAD", "SET_DATA", "SET_GRAD", "BACKWARD", "INPLACE", "PASS",
            "INPLACE_SYMBOLS", "classify", "target_of", "encode", "tensors_in", "outputs_of",
-           "IdMap", "dtype_name_of"]
+           "IdMap", "dtype_name_of", "grad_fn_of", "is_lazy", "base_of", "view_root"]
 
 _Tensor = torch.Tensor
 _DTYPE_NAMES: dict[Any, str] = {}
@@ -26,6 +26,41 @@ def dtype_name_of(dt) -> str:
     if name is None:
         name = _DTYPE_NAMES[dt] = dtype_name(dt)
     return name
+
+# -- safe attributes ----------------------------------------------------------------------------
+# Some tensor attributes raise instead of answering: ``.shape`` (and ``.data``) of a lazy
+# module's parameter before its first batch, ``.grad_fn`` of a view made under no_grad whose
+# base was changed in place since. The recorder reads them only through these.
+_is_lazy = torch.nn.parameter.is_lazy
+
+
+def is_lazy(t) -> bool:
+    """An uninitialised parameter or buffer (``nn.Lazy*``): no shape yet. The same object is
+    materialised in place later; it is registered only then."""
+    return _is_lazy(t)
+
+
+def grad_fn_of(t):
+    """``t.grad_fn``, or None where reading it raises (a no-grad view whose base changed)."""
+    try:
+        return t.grad_fn
+    except RuntimeError:
+        return None
+
+
+def base_of(t):
+    """The tensor ``t`` is a view of (``t._base``, always the root), or None."""
+    try:
+        return t._base
+    except RuntimeError:
+        return None
+
+
+def view_root(t):
+    """``t`` itself, or the tensor it is a view of."""
+    b = base_of(t)
+    return t if b is None else b
+
 
 OP, GET_DATA, GET_GRAD, SET_DATA, SET_GRAD, BACKWARD, INPLACE, PASS = range(8)
 

@@ -8,7 +8,7 @@ from typing import Any
 from ..config import Config
 from ..tracefile.rows import TensorRow
 from ..tracefile.store import TraceWriter
-from .calls import IdMap, dtype_name_of
+from .calls import IdMap, dtype_name_of, grad_fn_of
 
 __all__ = ["Run", "StepState"]
 
@@ -60,7 +60,7 @@ class Run:
         self.next_tid += 1
         self.tids.set(t, tid)
         if role is None:
-            if t.grad_fn is not None:
+            if grad_fn_of(t) is not None:
                 role = "activation"
             elif t.requires_grad:
                 role = "param"
