@@ -14,7 +14,7 @@ from ..tracefile.store import dtype_name
 
 __all__ = ["OP", "GET_DATA", "GET_GRAD", "SET_DATA", "SET_GRAD", "BACKWARD", "INPLACE", "PASS",
            "INPLACE_SYMBOLS", "classify", "target_of", "encode", "tensors_in", "outputs_of",
-           "IdMap", "dtype_name_of", "grad_fn_of", "is_lazy", "base_of", "view_root"]
+           "IdMap", "dtype_name_of", "grad_fn_of", "is_lazy", "base_of", "view_root", "compiling", "in_transform"]
 
 _Tensor = torch.Tensor
 _DTYPE_NAMES: dict[Any, str] = {}
@@ -60,6 +60,25 @@ def view_root(t):
     """``t`` itself, or the tensor it is a view of."""
     b = base_of(t)
     return t if b is None else b
+
+
+# -- territory the recorder does not record ------------------------------------------------------
+import torch.compiler as _compiler  # noqa: E402
+
+_functorch_level = torch._C._functorch.maybe_current_level
+
+
+def compiling() -> bool:
+    """Dynamo is tracing (``torch.compile``): every hook and the mode step aside, so that
+    what is compiled is the user's code alone. (The flag torch.compiler.is_compiling() reads,
+    held True for the whole compilation.)"""
+    return _compiler._is_compiling_flag
+
+
+def in_transform() -> bool:
+    """A ``torch.func`` transform (vmap, grad, jacrev...) is running: its tensors are
+    functorch wrappers, and what happens to them is functorch's, not autograd's."""
+    return _functorch_level() is not None
 
 
 OP, GET_DATA, GET_GRAD, SET_DATA, SET_GRAD, BACKWARD, INPLACE, PASS = range(8)

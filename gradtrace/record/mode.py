@@ -12,7 +12,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from .backward import Backward
-from .calls import BACKWARD, GET_DATA, GET_GRAD, OP, PASS, classify
+from .calls import BACKWARD, GET_DATA, GET_GRAD, OP, PASS, classify, compiling, in_transform
 from .events import Events
 from .forward import Forward
 from .state import Run
@@ -39,6 +39,12 @@ class Mode(TorchFunctionMode):
         if kind is None:
             kind = self.kinds[func] = classify(func)
         if kind == PASS:
+            return func(*args, **(kwargs or {}))
+        if compiling():  # Dynamo traces this function: it compiles the call alone
+            run.compiled += 1
+            return func(*args, **(kwargs or {}))
+        if in_transform():  # torch.func: functorch's wrappers, not autograd's graph
+            run.transform_ops += 1
             return func(*args, **(kwargs or {}))
         # A signal that arrives while gradtrace is writing waits until it is done (see
         # session.run_script), so a step is never left half-recorded.

@@ -133,6 +133,8 @@ class Recorder:
                 self.run.clear()
                 self.step_state.clear()
                 self.naming.clear()
+                for line in self.run.notes():
+                    print(f"gradtrace: {line}", file=sys.stderr)
 
     # -- steps -----------------------------------------------------------------------------------
     def _close_step(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Any
 
 from ..config import Config
@@ -44,6 +45,13 @@ class Run:
                        "accumulate_added": 0, "accumulate_on_top": 0, "zero": 0, "update": 0,
                        "grad_write": 0}
         self.ops_dropped_total = 0
+        # what was not recorded, said in one line each at the end (see notes())
+        self.transform_ops = 0      # torch calls inside torch.func transforms
+        self.compiled = 0           # torch.compile calls, and calls seen while Dynamo traced
+        self.thread_backward = 0    # backward passes in threads other than the recording one
+        self.thread_ident = threading.get_ident()
+        self.truncated_passes = 0   # backward passes with more nodes than max_nodes_per_backward
+        self.nodes_dropped = 0
         self.errors: list[str] = []
         # signals: one that arrives while gradtrace is writing waits until it is done
         self.busy = 0
@@ -100,6 +108,28 @@ class Run:
             self.errors.append(msg)
             print(f"gradtrace: internal error while recording ({msg}); the run goes on, "
                   "this part of the trace may be missing", file=sys.stderr)
+
+    def notes(self) -> list[str]:
+        """One line for each kind of thing that ran but was not recorded."""
+        lines = []
+        n = self.transform_ops
+        if n:
+            lines.append(f"{n} op{'s' if n != 1 else ''} ran inside torch.func transforms and "
+                         "were not recorded (gradtrace records autograd, not functorch)")
+        if self.compiled:
+            lines.append("torch.compile'd code ran: compiled regions are not recorded op by op "
+                         "(what runs outside them is, and the backward pass)")
+        n = self.thread_backward
+        if n:
+            lines.append(f"{n} backward pass{'es' if n != 1 else ''} ran in other threads and "
+                         f"{'were' if n != 1 else 'was'} not recorded (gradtrace records the "
+                         "thread that started it)")
+        n = self.truncated_passes
+        if n:
+            lines.append(f"{n} backward pass{'es' if n != 1 else ''} had more than "
+                         f"{self.config.max_nodes_per_backward} nodes: {self.nodes_dropped} "
+                         "nodes were not recorded (max_nodes_per_backward)")
+        return lines
 
     def clear(self) -> None:
         """Let go of every tensor (the run has ended)."""
