@@ -123,7 +123,9 @@ INPLACE_SYMBOLS = {
 
 
 def classify(func) -> int:
-    kind = _SPECIAL.get(func)
+    # torch.autograd.backward/grad dispatch themselves by their module's name, which is
+    # gradtrace's patch of them while recording (install._patch_backward): its original.
+    kind = _SPECIAL.get(getattr(func, "gradtrace_wraps", func))
     if kind is not None:
         return kind
     name = getattr(func, "__name__", "")

@@ -36,6 +36,8 @@ class Forward:
         self.values = values
         self.begin_next_step = begin_next_step
         self.targets: dict[Any, tuple[str, str]] = {}
+        # grad_fn objects the step holds (see backward.walk): config.max_nodes_per_backward
+        self.max_nodes = run.config.max_nodes_per_backward
 
     def on_op(self, func, args, kwargs, inplace=False):
         """A torch call. ``inplace``: one that changes its first argument (not a leaf's)."""
@@ -47,15 +49,15 @@ class Forward:
                 # comes back; nothing was computed, so it is no op of the graph.
                 return out
             outs = (out,)
-            try:
-                graph = out.grad_fn is not None
+            try:  # not out.grad_fn: that would give the node a Python object (see walk)
+                graph = out.requires_grad and not out.is_leaf
             except RuntimeError:  # a no-grad view whose base changed in place: not the graph's
                 graph = False
         else:
             outs = outputs_of(out)
             graph = False
             for o in outs:
-                if grad_fn_of(o) is not None:
+                if o.requires_grad and grad_fn_of(o) is not None:
                     graph = True
                     break
             if graph and not inplace:
@@ -155,7 +157,7 @@ class Forward:
                 if gf_name is None:
                     gf_name = type(gf).__name__
                 key = id(gf)
-                if key not in step.node_op:
+                if key not in step.node_op and len(step.node_refs) < self.max_nodes:
                     step.node_op[key] = idx
                     step.node_refs.append(gf)
         return outputs, gf_name
@@ -223,7 +225,7 @@ class Forward:
             gf = grad_fn_of(o)
             if gf is not None:
                 gf_name = gf_name or type(gf).__name__
-                if id(gf) not in step.node_op:
+                if id(gf) not in step.node_op and len(step.node_refs) < self.max_nodes:
                     step.node_op[id(gf)] = idx
                     step.node_refs.append(gf)
         tid_of = run.tid_of

@@ -51,7 +51,6 @@ class Run:
         self.thread_backward = 0    # backward passes in threads other than the recording one
         self.thread_ident = threading.get_ident()
         self.truncated_passes = 0   # backward passes with more nodes than max_nodes_per_backward
-        self.nodes_dropped = 0
         self.errors: list[str] = []
         # signals: one that arrives while gradtrace is writing waits until it is done
         self.busy = 0
@@ -126,9 +125,9 @@ class Run:
                          "thread that started it)")
         n = self.truncated_passes
         if n:
-            lines.append(f"{n} backward pass{'es' if n != 1 else ''} had more than "
-                         f"{self.config.max_nodes_per_backward} nodes: {self.nodes_dropped} "
-                         "nodes were not recorded (max_nodes_per_backward)")
+            lines.append(f"{n} backward pass{'es' if n != 1 else ''} reached more grad_fn nodes "
+                         f"than the step may hold ({self.config.max_nodes_per_backward}, "
+                         "max_nodes_per_backward): the nodes beyond were not recorded")
         return lines
 
     def clear(self) -> None:
