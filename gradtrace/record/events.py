@@ -7,6 +7,7 @@ They are seen as in-place calls (on a leaf, its ``.grad`` or a ``.data`` alias o
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
 import torch
 
@@ -52,6 +53,8 @@ class Events:
         self.values = values
         self.forward = forward
         self.idioms: dict[tuple, str] = {}
+        #: Called when the step's updates are done (the recorder then writes it early).
+        self.updates_done: Callable[[], None] = lambda: None
 
     def event(self, kind, tid, idiom, before, after, f, via, fresh=None, incoming=None,
               accumulation=None, through_data=False):
@@ -65,6 +68,8 @@ class Events:
             step.count("accumulate_on_top")
         if kind == "zero":
             run.grad_zeroed.add(tid)
+            if step.counts["update"] and not step.committed_early:
+                self.updates_done()  # manual updates, then zeroing: the step's work is done
         else:
             run.grad_zeroed.discard(tid)
 
@@ -217,6 +222,10 @@ class Events:
         """``optimizer.step()`` has run: an update for each parameter it changed."""
         f, via = self.naming.user_frame(frame)
         idiom = f"{type(optimizer).__name__}.step()"
+        updated = False
         for tid, p, version, b in before:
             if p._version != version:
                 self.event("update", tid, idiom, b, self.values.snap_now(p), f, via or idiom)
+                updated = True
+        if updated:
+            self.updates_done()
