@@ -63,16 +63,17 @@ def view_root(t):
 
 
 # -- territory the recorder does not record ------------------------------------------------------
-import torch.compiler as _compiler  # noqa: E402
+_is_compiling = torch.compiler.is_compiling
 
 _functorch_level = torch._C._functorch.maybe_current_level
 
 
 def compiling() -> bool:
     """Dynamo is tracing (``torch.compile``): every hook and the mode step aside, so that
-    what is compiled is the user's code alone. (The flag torch.compiler.is_compiling() reads,
-    held True for the whole compilation.)"""
-    return _compiler._is_compiling_flag
+    what is compiled is the user's code alone. torch.compiler.is_compiling() itself, which
+    Dynamo reads as True without a guard (a read of the flag behind it would be guarded on,
+    and recompiled for at every call)."""
+    return _is_compiling()
 
 
 def in_transform() -> bool:

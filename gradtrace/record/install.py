@@ -162,18 +162,24 @@ def _patch_compile(stack, run: Run, mode: Mode) -> None:
             if on:
                 torch._C._push_on_torch_function_stack(mode)
 
+    def patch_module_calls(cls) -> None:
+        if not patched:
+            call = cls.__dict__["__call__"]
+
+            def __call__(self, *a, **kw):
+                return call_compiled(call, self, *a, **kw)
+
+            patched.append(cls)
+            _patch(stack, cls, "__call__", __call__)
+
     def compile(*args, **kwargs):
+        if (not args or args[0] is None) and "model" not in kwargs:
+            # torch.compile(backend=...) as a decorator factory: the decorator compiles here
+            return lambda model: compile(model, *args[1:], **kwargs)
         out = orig(*args, **kwargs)
         cls = type(out)
         if isinstance(out, torch.nn.Module) and cls.__name__ == "OptimizedModule":
-            if not patched:
-                call = cls.__dict__["__call__"]
-
-                def __call__(self, *a, **kw):
-                    return call_compiled(call, self, *a, **kw)
-
-                patched.append(cls)
-                _patch(stack, cls, "__call__", __call__)
+            patch_module_calls(cls)
             return out
         if callable(out) and not isinstance(out, type):
             compiled = out
@@ -183,11 +189,14 @@ def _patch_compile(stack, run: Run, mode: Mode) -> None:
                 return call_compiled(compiled, *a, **kw)
 
             return run_compiled
-        return out  # a decorator factory (torch.compile(backend=...)): its result is not wrapped
+        return out
 
     compile.__wrapped__ = orig  # type: ignore[attr-defined]
     compile.__doc__ = orig.__doc__
     _patch(stack, torch, "compile", compile)
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    if eval_frame is not None:  # modules compiled before the trace began run the same way
+        patch_module_calls(eval_frame.OptimizedModule)
 
 
 def _only_our_hooks() -> bool:

@@ -35,13 +35,15 @@ class Mode(TorchFunctionMode):
         run = self.run
         if run.dormant:
             return func(*args, **(kwargs or {}))
+        if compiling():
+            # Dynamo traces this function (code torch.compile'd outside the trace): it
+            # compiles the call alone. Nothing is read or changed here, which Dynamo would
+            # guard on and recompile for.
+            return func(*args, **(kwargs or {}))
         kind = self.kinds.get(func)
         if kind is None:
             kind = self.kinds[func] = classify(func)
         if kind == PASS:
-            return func(*args, **(kwargs or {}))
-        if compiling():  # Dynamo traces this function: it compiles the call alone
-            run.compiled += 1
             return func(*args, **(kwargs or {}))
         if in_transform():  # torch.func: functorch's wrappers, not autograd's graph
             run.transform_ops += 1
