@@ -126,7 +126,8 @@ def _patch_backward(stack, run: Run, mode: Mode, new_step: Callable[[], None]) -
                     mode.activate()
 
         wrapper.__wrapped__ = orig  # type: ignore[attr-defined]
-        wrapper.gradtrace_wraps = orig  # type: ignore[attr-defined]  (calls.classify)
+        # calls.classify looks through it to the original
+        wrapper.gradtrace_wraps = orig  # type: ignore[attr-defined]
         wrapper.__name__ = orig.__name__
         wrapper.__doc__ = orig.__doc__
         _patch(stack, ag, name, wrapper)

@@ -212,7 +212,7 @@ class TraceWriter:
         self._sources: list[SourceRow] = []
         self._tensors: list[TensorRow] = []
         self._renames: list[tuple[str, int]] = []
-        self._open: tuple | None = None  # (head, sizes) of a step written provisionally
+        self._open_step: tuple | None = None  # (head, sizes) of a step written provisionally
         self._write(meta=base)
         self._reset_step()
         self.closed = False
@@ -329,10 +329,10 @@ class TraceWriter:
         if self.closed:
             return
         sizes = self._sizes()
-        if not provisional and self._open is not None and self._open == (head, sizes):
+        if not provisional and self._open_step is not None and self._open_step == (head, sizes):
             self._tensors, self._renames = [], []
             self._reset_step()
-            self._open = None
+            self._open_step = None
             return
         if head.loss is not None and head.loss != head.loss:
             head = head._replace(loss="nan")  # SQLite would store a NaN REAL as NULL
@@ -344,11 +344,11 @@ class TraceWriter:
             tensors = _json(self._tensors + [(tid, name) for name, tid in self._renames])
         row = tuple(head) + (tensors, body, ck.to_int64s(self._vints), b"".join(self._chunks))
         if provisional:
-            self._open = (head, sizes)
+            self._open_step = (head, sizes)
         else:
             self._tensors, self._renames = [], []
             self._reset_step()
-            self._open = None
+            self._open_step = None
         self._write(step_row=row)
 
     def _sizes(self) -> tuple:
@@ -405,12 +405,12 @@ class TraceWriter:
         if self.closed:
             return
         self.closed = True
-        if self._open is not None:
+        if self._open_step is not None:
             # A step written provisionally and never ended: the file keeps it as written;
             # its tensors are in its row, not "seen outside a recorded step".
-            sizes = self._open[1]
+            sizes = self._open_step[1]
             del self._tensors[:sizes[4]], self._renames[:sizes[5]]
-            self._open = None
+            self._open_step = None
         meta.update(status=status, exit_code=exit_code, error=error)
         if self.path is None or os.getpid() != self.pid:
             self._write(meta=meta)
