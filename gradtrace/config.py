@@ -25,6 +25,10 @@ class Config:
     - ``step_range``: ``(first, stop)`` step indices to record, ``stop`` exclusive or None.
     - ``max_ops_per_step``: ops beyond this in one step are counted, not recorded, so that
       a forward loop that never calls ``backward()`` cannot grow memory without bound.
+    - ``max_nodes_per_backward``: the grad_fn nodes of one backward pass that are recorded;
+      the rest run unrecorded and are counted. It bounds how many nodes gradtrace holds
+      from Python at once: deleting a chain of tens of thousands of nodes that have
+      Python objects recurses in torch's C++ and overflows the stack.
     """
 
     output: Path | None = None
@@ -33,12 +37,15 @@ class Config:
     every: int = 1
     step_range: tuple[int, int | None] | None = None
     max_ops_per_step: int = 20_000
+    max_nodes_per_backward: int = 20_000
 
     def __post_init__(self):
         if self.values not in ("full", "stats"):
             raise UsageError(f"values must be 'full' or 'stats', not {self.values!r}")
         if self.every < 1:
             raise UsageError(f"--every must be 1 or more, not {self.every}")
+        if self.max_nodes_per_backward < 1:
+            raise UsageError("max_nodes_per_backward must be 1 or more")
         if self.max_value_numel < 0:
             raise UsageError("max_value_numel must be 0 or more")
         if self.output is not None and not isinstance(self.output, Path):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
+import gradtrace
 from conftest import record_demo
 from gradtrace.tracefile.model import ACCUMULATIONS
 
@@ -29,3 +31,40 @@ def test_every_accumulation_in_a_demo_carries_its_kind(name):
         assert row["accumulate_added"] == kinds.count("zeros") + kinds.count("added")
         assert row["accumulate_on_top"] == kinds.count("added")
     assert all(e.accumulation is None for s in t.steps for e in s.events if e.kind != "accumulate")
+
+
+def test_walk_takes_at_most_limit_new_nodes_depth_first():
+    from gradtrace.record.backward import walk
+
+    a = torch.tensor(0.5, requires_grad=True)
+    h = torch.tensor(1.0)
+    for _ in range(50):
+        h = h * 0.5 + a
+    nodes, names, nexts, left_out = walk([h.grad_fn])
+    assert left_out == 0 and len(nodes) == 100  # 50 adds, 49 muls (the first h has none), a
+    nodes, names, nexts, left_out = walk([h.grad_fn], limit=10)
+    assert len(nodes) == 10 and left_out > 0
+    assert nodes[0] is h.grad_fn  # from the root
+    # edges to nodes left out are None; the others point inside the list
+    assert all(n is None or 0 <= n < 10 for row in nexts for n in row)
+    # nodes Python holds already do not count
+    known = {id(n) for n in nodes}
+    more = walk([h.grad_fn], limit=10, known=known)
+    assert len(more[0]) == 20
+
+
+def test_a_pass_beyond_max_nodes_per_backward_is_truncated_and_said(capsys):
+    a = torch.tensor(0.5, requires_grad=True)
+    with gradtrace.trace(max_nodes_per_backward=30, max_ops_per_step=10) as t:
+        h = torch.tensor(1.0)
+        for _ in range(40):
+            h = h * 0.9 + a
+        h.backward()
+    assert a.grad is not None  # the user's gradients are whole
+    s = t.steps[0]
+    # the nodes held from Python: the recorded forward ops' and the walk's new ones
+    new = [n for n in s.backward.nodes if n.op is None]
+    assert 0 < len(new) and len(new) + len(s.graph_ops) <= 30
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if "max_nodes_per_backward" in x]
+    assert len(lines) == 1 and lines[0].startswith("gradtrace: 1 backward pass reached")

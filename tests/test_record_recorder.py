@@ -501,3 +501,129 @@ def test_transpose_property_and_tuple_args_are_recorded():
     getitem = [o for o in s.ops if o.name == "getitem"][0]
     assert getitem.args[1] == ({"slice": [1, None, None]}, (0, 1))
     assert [o for o in s.ops if o.name == "reshape"][0].args[1] == (-1,)
+
+
+# -- real scripts run unchanged (issue 11) -----------------------------------------------------
+def test_updates_through_no_grad_views_are_updates_of_the_parameter():
+    w = torch.ones(4, 1, requires_grad=True)
+    X = torch.randn(8, 4)
+    with gradtrace.trace() as t:
+        for _ in range(2):
+            (X @ w).pow(2).mean().backward()
+            with torch.no_grad():
+                flat = w.view(-1)
+                flat[1:3] -= 0.1 * w.grad.view(-1)[1:3]  # a view of a view, then its write-back
+                w[0] -= 0.1 * w.grad[0]
+            w.grad.zero_()
+    s = t.steps[0]
+    updates = [e for e in s.events if e.kind == "update"]
+    tid = s.ops[0].inputs[1]
+    assert t.name(tid) == "w"
+    assert len(updates) == 2 and {e.tensor for e in updates} == {tid}  # one per line, both of w
+    assert updates[0].after.shape == (4, 1)  # the value of w, not of the view
+    assert torch.equal(updates[0].before.data, torch.ones(4, 1))
+    changed = (updates[0].after.data != 1).flatten().tolist()
+    assert changed == [False, True, True, False]  # flat[1:3] of w
+    assert {x.role for x in t.tensors.values()} <= {"param", "input", "activation"}
+    assert sum(1 for x in t.tensors.values() if x.role == "param") == 1  # no view passes for one
+
+
+def test_an_op_that_returns_its_input_is_no_graph_op():
+    w = torch.ones(2, requires_grad=True)
+    with gradtrace.trace() as t:
+        loss = (w * 3).sum()
+        same = loss.to(torch.device("cpu"))
+        assert same is loss
+        loss.backward()
+    s = t.steps[0]
+    assert [o.name for o in s.ops] == ["mul", "sum"]
+    assert s.backward.roots == (s.ops[-1].outputs[0],)
+
+
+def test_lazy_modules_are_recorded_once_materialised():
+    net = nn.Sequential(nn.LazyLinear(1))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    X = torch.randn(5, 3)
+    with gradtrace.trace() as t:
+        for _ in range(2):
+            loss = net(X).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    lin = t.steps[0].ops[0]
+    assert [t.name(i) for i in lin.inputs] == ["X", "net.0.weight", "net.0.bias"]
+    assert t.tensors[lin.inputs[1]].shape == (1, 3)
+    assert [e.kind for e in t.steps[1].events if e.kind == "update"] == ["update", "update"]
+
+
+def test_other_threads_and_torch_func_are_said_in_one_line_each(capsys):
+    import threading
+
+    w = torch.zeros(2, requires_grad=True)
+
+    def train():
+        for _ in range(3):
+            (w * 2).sum().backward()
+
+    with gradtrace.trace() as t:
+        th = threading.Thread(target=train)
+        th.start()
+        th.join()
+        torch.func.vmap(torch.func.grad(lambda x: (x * x).sum()))(torch.ones(4, 2))
+    assert len(t.steps) == 0
+    assert torch.equal(w.grad, torch.full((2,), 6.0))
+    err = capsys.readouterr().err.splitlines()
+    assert [x for x in err if "thread" in x] == [
+        "gradtrace: 3 backward passes ran in other threads and were not recorded "
+        "(gradtrace records the thread that started it)"]
+    func = [x for x in err if "torch.func" in x]
+    assert len(func) == 1 and "not recorded (gradtrace records autograd, not functorch)" in func[0]
+
+
+KILLED = """
+import time, torch
+torch.manual_seed(0)
+w = torch.randn(3, 1, requires_grad=True)
+X = torch.randn(8, 3)
+opt = torch.optim.SGD([w], lr=0.01)
+for i in range(6):
+    if OPTIMIZER:
+        opt.zero_grad()
+        (X @ w).pow(2).mean().backward()
+        opt.step()
+    else:
+        (X @ w).pow(2).mean().backward()
+        with torch.no_grad():
+            w -= 0.01 * w.grad
+            w.grad.zero_()
+    print(f"step {i} done", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("optimizer", [True, False])
+def test_kill_9_after_step_k_keeps_k_steps(tmp_path, optimizer):
+    import os
+    import subprocess
+
+    p = tmp_path / "script.py"
+    p.write_text(KILLED.replace("OPTIMIZER", str(optimizer)))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "gradtrace", "run", "-o", "out.gtrace", str(p)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        for i in range(6):
+            assert proc.stdout.readline() == f"step {i} done\n"
+    finally:
+        proc.kill()
+        proc.communicate(timeout=60)
+    t = gradtrace.load(tmp_path / "out.gtrace")
+    assert t.info.status == "running"  # it never got to say how it ended
+    assert t.steps.indices == [0, 1, 2, 3, 4, 5]
+    last = [e.kind for e in t.steps[5].events]
+    assert last == (["accumulate", "update"] if optimizer else ["accumulate", "update", "zero"])
+    # the steps before kept what came after their early write (the zero_grad of the next)
+    if optimizer:
+        assert [e.kind for e in t.steps[4].events] == ["accumulate", "update", "zero"]
+    t.close()

@@ -165,8 +165,10 @@ def test_a_write_that_fails_does_not_stop_the_run_and_is_reported(tmp_path):
     msg = str(info.value)
     assert "\n" not in msg and "could not be written to the end (database or disk is full)" in msg
     kept = gradtrace.load(tmp_path / "run.gtrace")
-    # Steps 0 and 1 were written; step 2 ends at step 3's first op, after the disk filled up.
-    assert len(kept.steps) == 2 and kept.info.status == "running"
+    # Steps 0..2 were written: step 2 as soon as its update was done and its .grad zeroed
+    # (a step is durable once its work is done), before the disk filled up.
+    assert len(kept.steps) == 3 and kept.info.status == "running"
+    assert [e.kind for e in kept.steps[2].events] == ["accumulate", "update", "zero"]
 
 
 def test_format_1_files_are_still_read():

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import torch
 
 from ..tracefile.rows import BackwardRow, NodeRow
+from .calls import grad_fn_of
 from .events import Events
 from .naming import Naming
 from .state import Run, StepState
@@ -25,16 +26,37 @@ _Tensor = torch.Tensor
 _ACC_IDIOMS = {"fresh": "fresh", "zeros": "added onto zeros", "added": "added"}
 
 
-def walk(roots):
+def walk(roots, limit: int | None = None, known=()):
     """grad_fn nodes reachable from the roots, in a stable topological order; their class
-    names; and per node, per input of its forward op, the nid the gradient flows on to."""
+    names; per node, per input of its forward op, the nid the gradient flows on to (None
+    for no gradient, or a node left out); and how many nodes were refused at the edge of
+    what was taken (those beyond them are never reached: 0 means nothing was left out).
+
+    ``limit``: at most this many nodes not in ``known`` (ids of nodes Python holds already)
+    are taken, depth first from the roots: each node taken gets a Python object, and
+    torch deletes a long chain of nodes that have one recursively (a deep enough chain
+    overflows the C stack)."""
     post: list[Any] = []
     children: dict[int, list] = {}
     seen: set[int] = set()
+    budget = -1 if limit is None else limit
+    left_out = 0
+
+    def take(node) -> bool:
+        nonlocal budget, left_out
+        if budget == 0 and id(node) not in known:
+            left_out += 1
+            return False
+        if budget > 0 and id(node) not in known:
+            budget -= 1
+        return True
+
     for root in roots:
         if root is None or id(root) in seen:
             continue
         seen.add(id(root))
+        if not take(root):
+            continue
         kids = children[id(root)] = [n for n, _ in root.next_functions]
         stack = [(root, iter(kids))]
         while stack:
@@ -42,6 +64,8 @@ def walk(roots):
             for nxt in it:
                 if nxt is not None and id(nxt) not in seen:
                     seen.add(id(nxt))
+                    if not take(nxt):
+                        continue
                     kids = children[id(nxt)] = [n for n, _ in nxt.next_functions]
                     stack.append((nxt, iter(kids)))
                     break
@@ -50,8 +74,8 @@ def walk(roots):
                 post.append(node)
     nodes = post[::-1]
     index = {id(n): i for i, n in enumerate(nodes)}
-    nexts = [[None if c is None else index[id(c)] for c in children[id(n)]] for n in nodes]
-    return nodes, [type(n).__name__ for n in nodes], nexts
+    nexts = [[None if c is None else index.get(id(c)) for c in children[id(n)]] for n in nodes]
+    return nodes, [type(n).__name__ for n in nodes], nexts, left_out
 
 
 class Backward:
@@ -113,7 +137,11 @@ class BackwardPass:
         self.api, self.roots, self.root_tids, self.grad_inputs = api, roots, root_tids, grad_inputs
         self.sid, self.frame = sid, frame
         self.seq = -1
-        self.nodes, self.names, self.nexts = walk([r.grad_fn for r in roots if isinstance(r, _Tensor)])
+        step = owner.step
+        # One budget of nodes held from Python per step: the forward's and the walk's new ones.
+        limit = max(0, owner.run.config.max_nodes_per_backward - len(step.node_refs))
+        self.nodes, self.names, self.nexts, self.left_out = walk(
+            [grad_fn_of(r) for r in roots if isinstance(r, _Tensor)], limit, step.node_op)
         self.ran: dict[int, tuple] = {}  # nid -> (order, grad_inputs, grad_outputs, accumulation)
         self.order = 0
         self.handles: list[Any] = []
@@ -211,6 +239,8 @@ class BackwardPass:
                 kind = "fresh" if fresh else ("zeros" if zeros else "added")
                 acc_events.append((order, variable, fresh, before, after, incoming, kind))
         step.nodes += len(self.nodes)
+        if self.left_out:
+            run.truncated_passes += 1
         results = []
         if self.api == "autograd.grad" and isinstance(out, tuple):
             results = [snap(g) if isinstance(g, _Tensor) else None for g in out]

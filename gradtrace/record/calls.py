@@ -14,7 +14,7 @@ from ..tracefile.store import dtype_name
 
 __all__ = ["OP", "GET_DATA", "GET_GRAD", "SET_DATA", "SET_GRAD", "BACKWARD", "INPLACE", "PASS",
            "INPLACE_SYMBOLS", "classify", "target_of", "encode", "tensors_in", "outputs_of",
-           "IdMap", "dtype_name_of"]
+           "IdMap", "dtype_name_of", "grad_fn_of", "is_lazy", "base_of", "view_root", "compiling", "in_transform"]
 
 _Tensor = torch.Tensor
 _DTYPE_NAMES: dict[Any, str] = {}
@@ -26,6 +26,61 @@ def dtype_name_of(dt) -> str:
     if name is None:
         name = _DTYPE_NAMES[dt] = dtype_name(dt)
     return name
+
+# -- safe attributes ----------------------------------------------------------------------------
+# Some tensor attributes raise instead of answering: ``.shape`` (and ``.data``) of a lazy
+# module's parameter before its first batch, ``.grad_fn`` of a view made under no_grad whose
+# base was changed in place since. The recorder reads them only through these.
+_is_lazy = torch.nn.parameter.is_lazy
+
+
+def is_lazy(t) -> bool:
+    """An uninitialised parameter or buffer (``nn.Lazy*``): no shape yet. The same object is
+    materialised in place later; it is registered only then."""
+    return _is_lazy(t)
+
+
+def grad_fn_of(t):
+    """``t.grad_fn``, or None where reading it raises (a no-grad view whose base changed)."""
+    try:
+        return t.grad_fn
+    except RuntimeError:
+        return None
+
+
+def base_of(t):
+    """The tensor ``t`` is a view of (``t._base``, always the root), or None."""
+    try:
+        return t._base
+    except RuntimeError:
+        return None
+
+
+def view_root(t):
+    """``t`` itself, or the tensor it is a view of."""
+    b = base_of(t)
+    return t if b is None else b
+
+
+# -- territory the recorder does not record ------------------------------------------------------
+_is_compiling = torch.compiler.is_compiling
+
+_functorch_level = torch._C._functorch.maybe_current_level
+
+
+def compiling() -> bool:
+    """Dynamo is tracing (``torch.compile``): every hook and the mode step aside, so that
+    what is compiled is the user's code alone. torch.compiler.is_compiling() itself, which
+    Dynamo reads as True without a guard (a read of the flag behind it would be guarded on,
+    and recompiled for at every call)."""
+    return _is_compiling()
+
+
+def in_transform() -> bool:
+    """A ``torch.func`` transform (vmap, grad, jacrev...) is running: its tensors are
+    functorch wrappers, and what happens to them is functorch's, not autograd's."""
+    return _functorch_level() is not None
+
 
 OP, GET_DATA, GET_GRAD, SET_DATA, SET_GRAD, BACKWARD, INPLACE, PASS = range(8)
 
@@ -69,7 +124,9 @@ INPLACE_SYMBOLS = {
 
 
 def classify(func) -> int:
-    kind = _SPECIAL.get(func)
+    # torch.autograd.backward/grad dispatch themselves by their module's name, which is
+    # gradtrace's patch of them while recording (install._patch_backward): its original.
+    kind = _SPECIAL.get(getattr(func, "gradtrace_wraps", func))
     if kind is not None:
         return kind
     name = getattr(func, "__name__", "")

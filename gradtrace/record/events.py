@@ -7,11 +7,13 @@ They are seen as in-place calls (on a leaf, its ``.grad`` or a ``.data`` alias o
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
 import torch
 
 from ..tracefile.rows import EventRow
-from .calls import GET_GRAD, INPLACE, INPLACE_SYMBOLS, SET_DATA, SET_GRAD
+from .calls import (GET_GRAD, INPLACE, INPLACE_SYMBOLS, SET_DATA, SET_GRAD, base_of, grad_fn_of,
+                    is_lazy)
 from .forward import Forward
 from .naming import Naming
 from .state import Run, StepState
@@ -51,6 +53,8 @@ class Events:
         self.values = values
         self.forward = forward
         self.idioms: dict[tuple, str] = {}
+        #: Called when the step's updates are done (the recorder then writes it early).
+        self.updates_done: Callable[[], None] = lambda: None
 
     def event(self, kind, tid, idiom, before, after, f, via, fresh=None, incoming=None,
               accumulation=None, through_data=False):
@@ -64,24 +68,26 @@ class Events:
             step.count("accumulate_on_top")
         if kind == "zero":
             run.grad_zeroed.add(tid)
+            if step.counts["update"] and not step.committed_early:
+                self.updates_done()  # manual updates, then zeroing: the step's work is done
         else:
             run.grad_zeroed.discard(tid)
 
     def on_get(self, kind, func, args, kwargs):
         """``p.data`` / ``p.grad``: the result is noted as an alias of the leaf or its gradient."""
         out = func(*args, **kwargs)
-        if out is not None:
+        src = args[0]
+        if out is not None and not is_lazy(src):  # a lazy parameter is registered once it has a shape
             alias = self.run.alias
-            src = args[0]
             role = alias.get(src)
             if kind == GET_GRAD:
                 # p.grad is the same tensor on every read: note it once.
-                if role is None and src.requires_grad and src.grad_fn is None \
+                if role is None and src.requires_grad and grad_fn_of(src) is None \
                         and alias.get(out) is None:
                     alias.set(out, ("grad", self.run.tid_of(src), "grad"))
             elif role is not None:
                 alias.set(out, (role[0], role[1], role[2] + ".data"))
-            elif src.requires_grad and src.grad_fn is None:
+            elif src.requires_grad and grad_fn_of(src) is None:
                 alias.set(out, ("param", self.run.tid_of(src), "data"))
         return out
 
@@ -99,14 +105,44 @@ class Events:
         return func(*args, **kwargs)
 
     def _role(self, t):
-        if not isinstance(t, _Tensor):
-            return None
-        r = self.run.alias.get(t)
+        """What an in-place call on ``t`` changes: ``(the tensor whose value changes, (role,
+        tid, path))``, or ``(None, None)``. A view (``w.view(-1)[1:3]`` under no_grad) changes
+        what it is a view of: a parameter, or a ``.grad``."""
+        if not isinstance(t, _Tensor) or is_lazy(t):
+            return None, None
+        alias = self.run.alias
+        r = alias.get(t)
         if r is not None:
-            return r
-        if t.requires_grad and t.grad_fn is None:
-            return ("param", self.run.tid_of(t), "")
-        return None
+            return t, r
+        base = base_of(t)
+        if base is not None:
+            r = alias.get(base)
+            if r is not None:
+                return base, r
+            if t.requires_grad and base.requires_grad and grad_fn_of(base) is None:
+                return base, ("param", self.run.tid_of(base), "")
+            return None, None
+        if t.requires_grad and grad_fn_of(t) is None:
+            return t, ("param", self.run.tid_of(t), "")
+        return None, None
+
+    @staticmethod
+    def _writes_back(target, args) -> bool:
+        """``x[i] -= v`` is ``x[i].__isub__(v)`` (recorded), then ``x[i] = that view``: the
+        second call writes a view back onto the very elements it views, changing nothing."""
+        if len(args) < 3 or not isinstance(args[2], _Tensor):
+            return False
+        value = args[2]
+        vb, tb = base_of(value), base_of(target)
+        if vb is None or (vb is not target and vb is not tb):
+            return False
+        with torch._C.DisableTorchFunction():
+            try:
+                dest = target[args[1]]
+            except Exception:
+                return False
+            return isinstance(dest, _Tensor) and dest.data_ptr() == value.data_ptr() \
+                and dest.shape == value.shape and dest.stride() == value.stride()
 
     def _on_inplace(self, func, args, kwargs):
         if args:
@@ -114,15 +150,17 @@ class Events:
         else:  # Python-level initialisers (nn.init.*_) pass the tensor by keyword
             target = next((v for v in kwargs.values() if isinstance(v, _Tensor)), None)
         if isinstance(target, _Tensor):
-            role = self._role(target)
+            changed, role = self._role(target)
             if role is None:
-                return self.forward.on_op(func, args, kwargs)
-            roles = ((target, role),)
+                return self.forward.on_op(func, args, kwargs, inplace=True)
+            if getattr(func, "__name__", "") == "__setitem__" and self._writes_back(target, args):
+                return func(*args, **kwargs)
+            roles = ((changed, role),)
         else:  # torch._foreach_*_ take lists of tensors
             targets = target if isinstance(target, (list, tuple)) else ()
-            roles = [(t, r) for t in targets for r in (self._role(t),) if r is not None]
+            roles = [(c, r) for t in targets for c, r in (self._role(t),) if r is not None]
             if not roles:
-                return self.forward.on_op(func, args, kwargs)
+                return self.forward.on_op(func, args, kwargs, inplace=True)
         f, via = self.naming.user_frame(sys._getframe(1))
         no_grad = not torch.is_grad_enabled()
         values = self.values
@@ -166,7 +204,7 @@ class Events:
 
     def _on_set_data(self, func, args, kwargs):
         t, new = args[0], args[1]
-        role = self._role(t)
+        _, role = self._role(t)
         if role is None or role[0] != "param":
             return func(*args, **kwargs)
         same = self.run.alias.get(new) if isinstance(new, _Tensor) else None
@@ -184,6 +222,10 @@ class Events:
         """``optimizer.step()`` has run: an update for each parameter it changed."""
         f, via = self.naming.user_frame(frame)
         idiom = f"{type(optimizer).__name__}.step()"
+        updated = False
         for tid, p, version, b in before:
             if p._version != version:
                 self.event("update", tid, idiom, b, self.values.snap_now(p), f, via or idiom)
+                updated = True
+        if updated:
+            self.updates_done()

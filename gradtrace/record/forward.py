@@ -13,7 +13,7 @@ import torch
 
 from ..tracefile.model import FUNCTION_PREFIX
 from ..tracefile.rows import OpRow
-from .calls import encode, outputs_of, target_of, tensors_in
+from .calls import encode, grad_fn_of, outputs_of, target_of, tensors_in
 from .naming import Naming
 from .state import Run, StepState
 from .values import Values
@@ -36,20 +36,34 @@ class Forward:
         self.values = values
         self.begin_next_step = begin_next_step
         self.targets: dict[Any, tuple[str, str]] = {}
+        # grad_fn objects the step holds (see backward.walk): config.max_nodes_per_backward
+        self.max_nodes = run.config.max_nodes_per_backward
 
-    def on_op(self, func, args, kwargs):
+    def on_op(self, func, args, kwargs, inplace=False):
+        """A torch call. ``inplace``: one that changes its first argument (not a leaf's)."""
         run = self.run
         out = func(*args, **kwargs)
         if isinstance(out, _Tensor):
+            if not inplace and args and out is args[0]:
+                # `loss.to("cpu")`, `.contiguous()` of a contiguous tensor: the input itself
+                # comes back; nothing was computed, so it is no op of the graph.
+                return out
             outs = (out,)
-            graph = out.grad_fn is not None
+            try:  # not out.grad_fn: that would give the node a Python object (see walk)
+                graph = out.requires_grad and not out.is_leaf
+            except RuntimeError:  # a no-grad view whose base changed in place: not the graph's
+                graph = False
         else:
             outs = outputs_of(out)
             graph = False
             for o in outs:
-                if o.grad_fn is not None:
+                if o.requires_grad and grad_fn_of(o) is not None:
                     graph = True
                     break
+            if graph and not inplace:
+                ins = tensors_in(args, kwargs)
+                if any(o is i for o in outs for i in ins):
+                    return out
         if not graph:
             pending = self.step.pending
             if run.parents:
@@ -94,13 +108,13 @@ class Forward:
             tid = tids.get(t)
             if tid is None:
                 leaf_name = None
-                if f is not None and t.grad_fn is None:
+                if f is not None and grad_fn_of(t) is None:
                     leaf_name = naming.leaf_name(f, t, (f.f_code, f.f_lasti, func, k))
                     if leaf_name is None and is_graph and self._is_prep(t):
                         tid = self._pull_prep(t, step.pending.get(t), f)
                 if tid is None:
                     tid = run.new_tid(t, name=leaf_name)
-            elif tid not in run.named and f is not None and t.grad_fn is None \
+            elif tid not in run.named and f is not None and grad_fn_of(t) is None \
                     and tid not in step.name_tried:
                 step.name_tried.add(tid)
                 leaf_name = naming.leaf_name(f, t, (f.f_code, f.f_lasti, func, k))
@@ -133,17 +147,17 @@ class Forward:
         gf_name = None
         for o in outs:
             tid = run.tids.get(o)
+            gf = grad_fn_of(o)
             if tid is None:
-                tid = run.new_tid(o, role="activation" if o.grad_fn is not None or not o.requires_grad
+                tid = run.new_tid(o, role="activation" if gf is not None or not o.requires_grad
                                   else None)
             outputs.append(tid)
             self.values.want(o, tid)
-            gf = o.grad_fn
             if gf is not None:
                 if gf_name is None:
                     gf_name = type(gf).__name__
                 key = id(gf)
-                if key not in step.node_op:
+                if key not in step.node_op and len(step.node_refs) < self.max_nodes:
                     step.node_op[key] = idx
                     step.node_refs.append(gf)
         return outputs, gf_name
@@ -162,7 +176,7 @@ class Forward:
         outs = (t,)
         # Inputs of the prep op may themselves be unnamed prep outputs: pull those first.
         for k, a in enumerate(tensors_in(args, kwargs)):
-            if self.run.tids.get(a) is None and a.grad_fn is None and self._is_prep(a) \
+            if self.run.tids.get(a) is None and grad_fn_of(a) is None and self._is_prep(a) \
                     and self.naming.leaf_name(f, a, (f.f_code, f.f_lasti, func, k)) is None:
                 self._pull_prep(a, self.step.pending.get(a), f)
         self.record(func, args, kwargs, outs, False, None, sid=sid, name_frame=f, module=module)
@@ -199,7 +213,7 @@ class Forward:
             tid = run.tids.get(t)
             if tid is None:
                 name = naming.leaf_name(f, t, (f.f_code, f.f_lasti, cls, k)) \
-                    if t.grad_fn is None and f is not None else None
+                    if grad_fn_of(t) is None and f is not None else None
                 tid = run.new_tid(t, name=name)
             inputs.append(tid)
             self.values.want(t, tid)
@@ -208,11 +222,12 @@ class Forward:
             tid = run.tid_of(o)
             outputs.append(tid)
             self.values.want(o, tid)
-            if o.grad_fn is not None:
-                gf_name = gf_name or type(o.grad_fn).__name__
-                if id(o.grad_fn) not in step.node_op:
-                    step.node_op[id(o.grad_fn)] = idx
-                    step.node_refs.append(o.grad_fn)
+            gf = grad_fn_of(o)
+            if gf is not None:
+                gf_name = gf_name or type(gf).__name__
+                if id(gf) not in step.node_op and len(step.node_refs) < self.max_nodes:
+                    step.node_op[id(gf)] = idx
+                    step.node_refs.append(gf)
         tid_of = run.tid_of
         step.ops += 1
         run.totals["ops"] += 1

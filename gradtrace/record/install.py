@@ -1,17 +1,25 @@
 """Everything the recorder installs, entered on one ``contextlib.ExitStack``: one close removes it.
 
 That is the global module and optimizer hooks, the patches of ``Function.apply``, of the
-DataLoader iterator and (sampled recording) of ``torch.autograd.backward/grad``, and the mode.
+DataLoader iterator, of ``torch.autograd.backward/grad`` (sampled recording, and backward
+passes in other threads) and of ``torch.compile``, and the mode.
+
+Every hook and patch steps aside while Dynamo traces (``calls.compiling()``) and inside
+``torch.func`` transforms (``calls.in_transform()``), as the mode does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
+import threading
+import warnings
 from typing import Callable
 
 import torch
 
+from .calls import compiling, in_transform
 from .events import Events
 from .forward import Forward
 from .mode import Mode
@@ -39,8 +47,8 @@ def install(run: Run, step: StepState, naming: Naming, values: Values, forward: 
         stack.callback(hooks.opt_before.clear)
         _patch_function_apply(stack, run, mode, forward)
         _patch_dataloader(stack, run, mode)
-        if run.config.samples:
-            _patch_backward(stack, run, mode, new_step)
+        _patch_backward(stack, run, mode, new_step)
+        _patch_compile(stack, run, mode)
         stack.callback(mode.remove)  # the last in is the first out: the mode comes off first
         if run.recording:
             mode.put_on_stack()
@@ -60,7 +68,7 @@ def _patch_function_apply(stack, run: Run, mode: Mode, forward: Forward) -> None
     orig_func = Function.__dict__["apply"].__func__
 
     def apply(cls, *args, **kwargs):
-        if not run.mode_on or run.dormant or not mode.on_top():
+        if not run.mode_on or run.dormant or compiling() or in_transform() or not mode.on_top():
             return orig_func(cls, *args, **kwargs)
         return forward.on_function(orig_func, cls, args, kwargs)
 
@@ -87,14 +95,20 @@ def _patch_dataloader(stack, run: Run, mode: Mode) -> None:
 
 
 def _patch_backward(stack, run: Run, mode: Mode, new_step: Callable[[], None]) -> None:
-    """For sampled recording: count steps while no mode is installed."""
+    """Backward passes in other threads are counted (the mode is the recording thread's
+    only); in sampled recording, steps are counted while no mode is installed."""
     import torch.autograd as ag
 
+    samples = run.config.samples
     for name in ("backward", "grad"):
         orig = ag.__dict__[name]
 
         def wrapper(*args, _orig=orig, **kwargs):
-            if run.mode_on and not run.dormant:
+            if threading.get_ident() != run.thread_ident:
+                if not (compiling() or in_transform()):
+                    run.thread_backward += 1
+                return _orig(*args, **kwargs)
+            if not samples or (run.mode_on and not run.dormant) or compiling() or in_transform():
                 return _orig(*args, **kwargs)  # the mode sees it and records it
             try:
                 return _orig(*args, **kwargs)
@@ -110,10 +124,86 @@ def _patch_backward(stack, run: Run, mode: Mode, new_step: Callable[[], None]) -
                     mode.activate()
 
         wrapper.__wrapped__ = orig  # type: ignore[attr-defined]
+        # calls.classify looks through it to the original
+        wrapper.gradtrace_wraps = orig  # type: ignore[attr-defined]
         wrapper.__name__ = orig.__name__
         wrapper.__doc__ = orig.__doc__
         _patch(stack, ag, name, wrapper)
         # Tensor.backward looks torch.autograd.backward up at call time.
+
+
+# The warning torch gives for every call of a compiled module while global module hooks
+# are installed: here the hooks are gradtrace's own, which step aside while Dynamo traces.
+_HOOKS_WARNING = r"Using `torch.compile\(module\)` when there are global hooks"
+
+
+def _patch_compile(stack, run: Run, mode: Mode) -> None:
+    """What ``torch.compile`` returns runs with the mode off the stack: Dynamo then compiles
+    the user's code alone (not the mode, which it would recompile for every call), and its
+    regions are counted, not recorded op by op (the backward pass through them is). The
+    modules it returns do not warn about gradtrace's global module hooks (the script's
+    output stays its own); a hook the script installed itself still warns, as under python."""
+    orig = torch.__dict__["compile"]
+    patched: list = []
+
+    def call_compiled(call, *args, **kwargs):
+        run.compiled += 1
+        on = run.mode_on and mode.on_top()
+        if on:
+            torch._C._pop_torch_function_stack()
+        try:
+            if _only_our_hooks():
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=_HOOKS_WARNING)
+                    return call(*args, **kwargs)
+            return call(*args, **kwargs)
+        finally:
+            if on:
+                torch._C._push_on_torch_function_stack(mode)
+
+    def patch_module_calls(cls) -> None:
+        if not patched:
+            call = cls.__dict__["__call__"]
+
+            def __call__(self, *a, **kw):
+                return call_compiled(call, self, *a, **kw)
+
+            patched.append(cls)
+            _patch(stack, cls, "__call__", __call__)
+
+    def compile(*args, **kwargs):
+        if (not args or args[0] is None) and "model" not in kwargs:
+            # torch.compile(backend=...) as a decorator factory: the decorator compiles here
+            return lambda model: compile(model, *args[1:], **kwargs)
+        out = orig(*args, **kwargs)
+        cls = type(out)
+        if isinstance(out, torch.nn.Module) and cls.__name__ == "OptimizedModule":
+            patch_module_calls(cls)
+            return out
+        if callable(out) and not isinstance(out, type):
+            compiled = out
+
+            @functools.wraps(compiled)
+            def run_compiled(*a, **kw):
+                return call_compiled(compiled, *a, **kw)
+
+            return run_compiled
+        return out
+
+    compile.__wrapped__ = orig  # type: ignore[attr-defined]
+    compile.__doc__ = orig.__doc__
+    _patch(stack, torch, "compile", compile)
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    if eval_frame is not None:  # modules compiled before the trace began run the same way
+        patch_module_calls(eval_frame.OptimizedModule)
+
+
+def _only_our_hooks() -> bool:
+    """No global module hook but the two gradtrace installs."""
+    from torch.nn.modules import module as m
+
+    return (len(m._global_forward_pre_hooks) + len(m._global_forward_hooks)) <= 2 \
+        and not m._global_backward_hooks and not m._global_backward_pre_hooks
 
 
 class _Hooks:
@@ -127,7 +217,7 @@ class _Hooks:
         self.opt_before: dict[int, list] = {}
 
     def module_pre(self, module, args):
-        if not self.run.mode_on:
+        if not self.run.mode_on or compiling() or in_transform():
             return None
         try:
             with torch._C.DisableTorchFunction():
@@ -137,10 +227,14 @@ class _Hooks:
         return None
 
     def module_post(self, module, args, output):
+        if compiling():
+            return None
         self.naming.leave_module(module)
         return None
 
     def opt_pre(self, optimizer, args, kwargs):
+        if compiling():
+            return None
         run = self.run
         run.in_optimizer_step += 1
         if not (run.mode_on and run.recording and not run.dormant):
@@ -158,6 +252,8 @@ class _Hooks:
         return None
 
     def opt_post(self, optimizer, args, kwargs):
+        if compiling():
+            return None
         run = self.run
         run.in_optimizer_step = max(0, run.in_optimizer_step - 1)
         before = self.opt_before.pop(id(optimizer), None)

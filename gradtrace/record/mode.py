@@ -12,7 +12,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from .backward import Backward
-from .calls import BACKWARD, GET_DATA, GET_GRAD, OP, PASS, classify
+from .calls import BACKWARD, GET_DATA, GET_GRAD, OP, PASS, classify, compiling, in_transform
 from .events import Events
 from .forward import Forward
 from .state import Run
@@ -35,10 +35,18 @@ class Mode(TorchFunctionMode):
         run = self.run
         if run.dormant:
             return func(*args, **(kwargs or {}))
+        if compiling():
+            # Dynamo traces this function (code torch.compile'd outside the trace): it
+            # compiles the call alone. Nothing is read or changed here, which Dynamo would
+            # guard on and recompile for.
+            return func(*args, **(kwargs or {}))
         kind = self.kinds.get(func)
         if kind is None:
             kind = self.kinds[func] = classify(func)
         if kind == PASS:
+            return func(*args, **(kwargs or {}))
+        if in_transform():  # torch.func: functorch's wrappers, not autograd's graph
+            run.transform_ops += 1
             return func(*args, **(kwargs or {}))
         # A signal that arrives while gradtrace is writing waits until it is done (see
         # session.run_script), so a step is never left half-recorded.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import linecache
 import os
 import sys
+import types
 import weakref
 from types import FrameType
 from typing import Any
@@ -29,6 +30,76 @@ def _bound_name(scope: dict, obj) -> str | None:
         if v is obj and not k.startswith("_"):
             return k
     return None
+
+
+_Module = torch.nn.Module
+_NOT_HOLDERS = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType,
+                types.MethodType, torch.Tensor)
+
+
+def _attributes(v):
+    """The attributes of object ``v`` as stored (its ``__dict__``; a module's parameters,
+    buffers and submodules too), read without running any of its code; None if it holds none."""
+    if isinstance(v, _NOT_HOLDERS):
+        return None
+    try:
+        d = object.__getattribute__(v, "__dict__")
+    except (AttributeError, TypeError):
+        return None
+    if not isinstance(d, dict):
+        return None
+    if isinstance(v, _Module):
+        return (d, d.get("_parameters") or {}, d.get("_buffers") or {}, d.get("_modules") or {})
+    return (d,)
+
+
+def _attr_path(scope: dict, obj, depth: int = 3, skip_self: bool = True) -> str | None:
+    """``model.net.weight``: the first public variable in ``scope`` that reaches ``obj``
+    through public attributes (at most ``depth`` of them)."""
+    for k, v in scope.items():
+        if k.startswith("_") or (skip_self and k == "self"):
+            continue
+        path = _reach(v, obj, depth, set())
+        if path is not None:
+            return f"{k}.{path}"
+    return None
+
+
+def _reach(v, obj, depth: int, seen: set) -> str | None:
+    if depth <= 0 or id(v) in seen:
+        return None
+    seen.add(id(v))
+    holders = _attributes(v)
+    if holders is None:
+        return None
+    for d in holders:
+        for k, a in d.items():
+            if a is obj and isinstance(k, str) and not k.startswith("_"):
+                return k
+    for d in holders:
+        for k, a in d.items():
+            if isinstance(k, str) and not k.startswith("_"):
+                path = _reach(a, obj, depth - 1, seen)
+                if path is not None:
+                    return f"{k}.{path}"
+    return None
+
+
+def _resolve(scope: dict, dotted: str):
+    """What ``dotted`` (``model.w``) names in ``scope``, read as :func:`_attributes` does."""
+    head, *rest = dotted.split(".")
+    v = scope.get(head)
+    for part in rest:
+        holders = _attributes(v)
+        if holders is None:
+            return None
+        for d in holders:
+            if part in d:
+                v = d[part]
+                break
+        else:
+            return None
+    return v
 
 
 def _is_user_code(co) -> bool:
@@ -134,7 +205,8 @@ class Naming:
                     g = g.f_back if g is not None else None
                 # depth -1: the name was one of the innermost frame's globals
                 scope = None if g is None else g.f_globals if depth < 0 else g.f_locals
-                if scope is not None and scope.get(name) is t:
+                if scope is not None and (scope.get(name) if "." not in name
+                                          else _resolve(scope, name)) is t:
                     leaf_names.set(t, name)
                     return name
         name, depth = self._scan_frames(f, t)
@@ -145,9 +217,25 @@ class Naming:
 
     def _scan_frames(self, f, t) -> tuple[str | None, int]:
         """The outermost user frame's variable bound to ``t`` and that frame's depth above
-        ``f`` (-1 when only the innermost frame's globals hold it, or nothing does)."""
+        ``f`` (-1 when only the innermost frame's globals hold it, or nothing does). Where no
+        variable holds it, the outermost attribute path that reaches it (``model.w``; a
+        method's ``self.w`` only when no frame outside it reaches it). A module's parameter
+        without a variable of its own is named by its module path instead (see enter_module)."""
+        frames = self._user_frames(f)
         name, depth = None, -1
-        inner_globals = f.f_globals
+        for g, d in frames:
+            found = _bound_name(g.f_locals, t)
+            if found is not None:
+                name, depth = found, d
+        if name is None:
+            name = _bound_name(f.f_globals, t)
+        if name is None and self.run.param_names.get(t) is None:
+            name, depth = self._attr_scan(frames, f, t)
+        return name, depth
+
+    def _user_frames(self, f) -> list[tuple[FrameType, int]]:
+        """The user frames from ``f`` out to the frame that started the run, with their depth."""
+        out = []
         cu = self.code_user
         top = self.top_frame
         d = 0
@@ -157,18 +245,32 @@ class Naming:
             if u is None:
                 u = cu[co] = _is_user_code(co)
             if u:
-                found = _bound_name(f.f_locals, t)
-                if found is not None:
-                    name, depth = found, d
+                out.append((f, d))
             elif co.co_filename.startswith(OWN_DIR):
                 break  # gradtrace's script runner: the user's program starts below it
             if f is top:
                 break  # the frame that started the trace: what is above it is not the run
             f = f.f_back
             d += 1
-        if name is None:
-            name = _bound_name(inner_globals, t)
-        return name, depth
+        return out
+
+    @staticmethod
+    def _attr_scan(frames, f, obj) -> tuple[str | None, int]:
+        """The outermost frame's attribute path to ``obj`` (not through ``self``), then the
+        innermost frame's globals, then the innermost ``self`` path; with the frame's depth."""
+        for g, d in reversed(frames):
+            path = _attr_path(g.f_locals, obj)
+            if path is not None:
+                return path, d
+        if f.f_globals is not f.f_locals:
+            path = _attr_path(f.f_globals, obj)
+            if path is not None:
+                return path, -1
+        for g, d in frames:
+            path = _attr_path(g.f_locals, obj, skip_self=False)
+            if path is not None:
+                return path, d
+        return None, -1
 
     # -- modules ------------------------------------------------------------------------------
     def enter_module(self, module) -> None:
@@ -188,6 +290,17 @@ class Naming:
         run = self.run
         f, _ = self.user_frame(frame)
         root = self.find_name(f, module)
+        if (root is None or root == "self") and f is not None:
+            # Inside a method (`self.net(X)`), the script's own name for the object.
+            frames = self._user_frames(f)
+            outer = None
+            for g, _d in frames:
+                found = _bound_name({k: v for k, v in g.f_locals.items() if k != "self"}, module)
+                if found is not None:
+                    outer = found
+            if outer is None:
+                outer = self._attr_scan(frames, f, module)[0]
+            root = outer or root
         if root is None:
             root = self.module_stack[-1] + "." + type(module).__name__ if self.module_stack \
                 else type(module).__name__

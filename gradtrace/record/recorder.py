@@ -63,6 +63,7 @@ class Recorder:
         self.forward = forward = Forward(run, step, naming, values, self._begin_next_step)
         self.events = events = Events(run, step, naming, values, forward)
         self.backward = backward = Backward(run, step, naming, values, events, self._begin_next_step)
+        events.updates_done = self._commit_early
         self.mode = Mode(run, forward, events, backward)
         self._installed: contextlib.ExitStack | None = None
 
@@ -133,20 +134,42 @@ class Recorder:
                 self.run.clear()
                 self.step_state.clear()
                 self.naming.clear()
+                for line in self.run.notes():
+                    print(f"gradtrace: {line}", file=sys.stderr)
 
     # -- steps -----------------------------------------------------------------------------------
+    def _head(self) -> StepHead:
+        run, step = self.run, self.step_state
+        c = step.counts
+        return StepHead(
+            run.step, step.first_seq, run.seq - 1, int(step.has_backward), step.loss,
+            step.graph_ops, step.nodes, c["accumulate_fresh"], c["accumulate_added"],
+            c["accumulate_on_top"], c["zero"], c["update"], c["grad_write"], step.dropped)
+
     def _close_step(self) -> None:
         """End the current step: write its row and commit (the step is then durable)."""
         run, step = self.run, self.step_state
         if not run.recording or step.is_empty():
             return
         self.values.flush()
-        c = step.counts
-        run.w.commit_step(StepHead(
-            run.step, step.first_seq, run.seq - 1, int(step.has_backward), step.loss,
-            step.graph_ops, step.nodes, c["accumulate_fresh"], c["accumulate_added"],
-            c["accumulate_on_top"], c["zero"], c["update"], c["grad_write"], step.dropped))
+        run.w.commit_step(self._head())
         run.totals["steps"] += 1
+
+    def _commit_early(self) -> None:
+        """The step's backward pass and updates are done (``optimizer.step()`` returned, or a
+        ``.grad`` is zeroed after updates): write it now, so that a kill -9 keeps it; what
+        comes later until the next step begins still belongs to it (see
+        :meth:`TraceWriter.commit_step`). Once per step."""
+        run, step = self.run, self.step_state
+        if not run.recording or step.committed_early or step.is_empty() or not step.has_backward:
+            return
+        step.committed_early = True
+        run.busy += 1
+        try:
+            self.values.flush()
+            run.w.commit_step(self._head(), provisional=True)
+        finally:
+            run.busy -= 1
 
     def _begin_next_step(self) -> None:
         """The first forward op (or backward pass) after a backward pass starts the next step."""

@@ -193,6 +193,7 @@ def _config_json(config: Config) -> dict[str, Any]:
         "every": config.every,
         "step_range": list(config.step_range) if config.step_range else None,
         "max_ops_per_step": config.max_ops_per_step,
+        "max_nodes_per_backward": config.max_nodes_per_backward,
     }
 
 

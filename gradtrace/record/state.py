@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Any
 
 from ..config import Config
 from ..tracefile.rows import TensorRow
 from ..tracefile.store import TraceWriter
-from .calls import IdMap, dtype_name_of
+from .calls import IdMap, dtype_name_of, grad_fn_of
 
 __all__ = ["Run", "StepState"]
 
@@ -44,6 +45,12 @@ class Run:
                        "accumulate_added": 0, "accumulate_on_top": 0, "zero": 0, "update": 0,
                        "grad_write": 0}
         self.ops_dropped_total = 0
+        # what was not recorded, said in one line each at the end (see notes())
+        self.transform_ops = 0      # torch calls inside torch.func transforms
+        self.compiled = 0           # torch.compile calls, and calls seen while Dynamo traced
+        self.thread_backward = 0    # backward passes in threads other than the recording one
+        self.thread_ident = threading.get_ident()
+        self.truncated_passes = 0   # backward passes with more nodes than max_nodes_per_backward
         self.errors: list[str] = []
         # signals: one that arrives while gradtrace is writing waits until it is done
         self.busy = 0
@@ -60,7 +67,7 @@ class Run:
         self.next_tid += 1
         self.tids.set(t, tid)
         if role is None:
-            if t.grad_fn is not None:
+            if grad_fn_of(t) is not None:
                 role = "activation"
             elif t.requires_grad:
                 role = "param"
@@ -101,6 +108,28 @@ class Run:
             print(f"gradtrace: internal error while recording ({msg}); the run goes on, "
                   "this part of the trace may be missing", file=sys.stderr)
 
+    def notes(self) -> list[str]:
+        """One line for each kind of thing that ran but was not recorded."""
+        lines = []
+        n = self.transform_ops
+        if n:
+            lines.append(f"{n} op{'s' if n != 1 else ''} ran inside torch.func transforms and "
+                         "were not recorded (gradtrace records autograd, not functorch)")
+        if self.compiled:
+            lines.append("torch.compile'd code ran: compiled regions are not recorded op by op "
+                         "(what runs outside them is, and the backward pass)")
+        n = self.thread_backward
+        if n:
+            lines.append(f"{n} backward pass{'es' if n != 1 else ''} ran in other threads and "
+                         f"{'were' if n != 1 else 'was'} not recorded (gradtrace records the "
+                         "thread that started it)")
+        n = self.truncated_passes
+        if n:
+            lines.append(f"{n} backward pass{'es' if n != 1 else ''} reached more grad_fn nodes "
+                         f"than the step may hold ({self.config.max_nodes_per_backward}, "
+                         "max_nodes_per_backward): the nodes beyond were not recorded")
+        return lines
+
     def clear(self) -> None:
         """Let go of every tensor (the run has ended)."""
         self.tids.clear()
@@ -127,6 +156,7 @@ class StepState:
         self.node_refs: list[Any] = []        # keeps those grad_fn objects (and ids) valid
         self.loss: float | None = None
         self.has_backward = False
+        self.committed_early = False  # written provisionally (see Recorder._commit_early)
         self.nodes = 0
         self.counts = {"accumulate_fresh": 0, "accumulate_added": 0, "accumulate_on_top": 0,
                        "zero": 0, "update": 0, "grad_write": 0}

@@ -212,6 +212,7 @@ class TraceWriter:
         self._sources: list[SourceRow] = []
         self._tensors: list[TensorRow] = []
         self._renames: list[tuple[str, int]] = []
+        self._open_step: tuple | None = None  # (head, sizes) of a step written provisionally
         self._write(meta=base)
         self._reset_step()
         self.closed = False
@@ -319,9 +320,19 @@ class TraceWriter:
         """A value known to be all zeros: its shape and dtype only (kind 2)."""
         self._vints += (vid, -1, 2, self._code(dtype), 0, 0, len(shape), *shape)
 
-    def commit_step(self, head: StepHead) -> None:
-        """Write the step whose rows were added since the last commit, in one transaction."""
+    def commit_step(self, head: StepHead, provisional: bool = False) -> None:
+        """Write the step whose rows were added since the last commit, in one transaction.
+
+        ``provisional``: the step is written now (a kill -9 keeps it) and stays open: rows
+        added after it belong to it too, and the next ``commit_step`` writes the whole step
+        again in its place (nothing, if nothing was added since)."""
         if self.closed:
+            return
+        sizes = self._sizes()
+        if not provisional and self._open_step is not None and self._open_step == (head, sizes):
+            self._tensors, self._renames = [], []
+            self._reset_step()
+            self._open_step = None
             return
         if head.loss is not None and head.loss != head.loss:
             head = head._replace(loss="nan")  # SQLite would store a NaN REAL as NULL
@@ -331,10 +342,19 @@ class TraceWriter:
         tensors = None
         if self._tensors or self._renames:
             tensors = _json(self._tensors + [(tid, name) for name, tid in self._renames])
-            self._tensors, self._renames = [], []
         row = tuple(head) + (tensors, body, ck.to_int64s(self._vints), b"".join(self._chunks))
-        self._reset_step()
+        if provisional:
+            self._open_step = (head, sizes)
+        else:
+            self._tensors, self._renames = [], []
+            self._reset_step()
+            self._open_step = None
         self._write(step_row=row)
+
+    def _sizes(self) -> tuple:
+        """How much the open step holds: equal sizes, nothing added since."""
+        return (len(self._ops), len(self._nodes), len(self._events), len(self._vints),
+                len(self._tensors), len(self._renames), self._backward is not None)
 
     def _write(self, step_row: tuple | None = None, meta: dict | None = None) -> bool:
         """One transaction; False if it was not written (now or at an earlier failure)."""
@@ -348,8 +368,9 @@ class TraceWriter:
                 if sources:
                     c.executemany("INSERT INTO source VALUES (?,?,?,?,?)", sources)
                 if step_row is not None:
-                    c.execute("INSERT INTO step VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                              step_row)
+                    # OR REPLACE: a step written provisionally is written again when it ends
+                    c.execute("INSERT OR REPLACE INTO step VALUES "
+                              "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", step_row)
                 if meta:
                     if self._tensors:  # seen outside a recorded step
                         c.executemany("INSERT INTO tensor VALUES (?,?,?,?,?,?)",
@@ -371,7 +392,7 @@ class TraceWriter:
             if step_row is not None:
                 self.failed_step = step_row[0]
             return False
-        if step_row is not None:
+        if step_row is not None and not (self.kept and self.kept[1] == step_row[0]):
             self.kept = [self.kept[0] if self.kept else step_row[0], step_row[0]]
             self.n_kept += 1
         return True
@@ -384,6 +405,12 @@ class TraceWriter:
         if self.closed:
             return
         self.closed = True
+        if self._open_step is not None:
+            # A step written provisionally and never ended: the file keeps it as written;
+            # its tensors are in its row, not "seen outside a recorded step".
+            sizes = self._open_step[1]
+            del self._tensors[:sizes[4]], self._renames[:sizes[5]]
+            self._open_step = None
         meta.update(status=status, exit_code=exit_code, error=error)
         if self.path is None or os.getpid() != self.pid:
             self._write(meta=meta)
