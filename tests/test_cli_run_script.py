@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -91,15 +92,14 @@ SLEEPS = """
 import atexit, time, torch
 atexit.register(lambda: print("atexit ran", flush=True))
 w = torch.ones(2, requires_grad=True)
-for i in range(100000):
+for i in range(4):
     (w * 2).sum().backward()
     with torch.no_grad():
         w -= 0.1 * w.grad
     w.grad = None
-    if i == 3:
-        print("ready", flush=True)
-    if i >= 3:
-        time.sleep(0.05)
+print("ready", flush=True)
+while True:  # the signal lands here, in the sleep, in both runs
+    time.sleep(0.05)
 """
 
 
@@ -114,6 +114,7 @@ def test_signal_saves_the_trace_then_dies_by_it_as_python(tmp_path, sig):
         proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, env=env)
         assert proc.stdout.readline() == "ready\n"
+        time.sleep(0.3)  # past the print: in the sleep loop, whatever the machine's load
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=120)
         ran[way] = (proc.returncode, out, _theirs(err))
@@ -128,7 +129,7 @@ def test_signal_saves_the_trace_then_dies_by_it_as_python(tmp_path, sig):
         assert out == "" and err == ""
     t = gradtrace.load(tmp_path / "out.gtrace")
     assert t.info.status == "interrupted"
-    # "ready" is printed in step 3, which may still be the one recording (then dropped)
+    # four finished steps, then a sleep: each step is written once its update is done
     assert len(t.steps) >= 3 and t.steps.indices == list(range(len(t.steps)))
     assert {"accumulate", "update"} <= {e.kind for e in t.steps[2].events}
 

@@ -134,6 +134,10 @@ def after_run(trace, outputs: Outputs, ctx, made: dict[str, Any] | None = None) 
     missing: dict[str, str] = {} if made is None else made.setdefault("animations_missing", {})
     rows = trace.step_rows()
     if not any(r["has_backward"] for r in rows):
+        why = "no recorded step has a backward pass, so there is no gradient to animate"
+        info(f"animations skipped: {why}")
+        for kind in ("backprop", "training"):
+            missing[kind] = f"skipped: {why}"
         return
     if len(rows) > RUN_MAX_STEPS:
         shown = shown_path(Path(trace.path))
