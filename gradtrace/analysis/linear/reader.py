@@ -140,6 +140,23 @@ class _Reader:
             raise _NA(f"argument {i} of {op.name} is not a tensor", family)
         return t
 
+    def rescaling(self, tid: int, op: Op) -> tuple[int, float, float] | None:
+        """(source tid, num, den) when ``op`` (which made ``tid``) only rescales the total of
+        its input by num / den: a reshape or a sum (1 / 1), a mean (numel(tid) /
+        numel(source)), a division by a non-zero number (1 / s); None for any other op. Both
+        loss matchers walk these (scale * num / den, in that order, as they always did)."""
+        name, targs = op.name, self.tensor_args(op)
+        if name in _RESHAPES or name in ("sum", "nansum"):
+            return self.source(op), 1.0, 1.0
+        if name == "mean":
+            src = self.source(op)
+            return src, float(self.numel(tid)), float(max(1, self.numel(src)))
+        if name in ("div", "true_divide") and len(op.args) >= 2 and targs[0] is not None:
+            s = self.scalar(op.args[1])
+            if s is not None and s != 0 and op.kwargs.get("rounding_mode") is None:
+                return targs[0], 1.0, s
+        return None
+
     @staticmethod
     def tensor_args(op: Op) -> list[int | None]:
         return [a["tensor"] if isinstance(a, dict) and "tensor" in a else None for a in op.args]

@@ -32,16 +32,11 @@ class CrossEntropyMatcher:
         op = r.op(tid)
         if op is None:
             raise _NA("the loss was not made by a recorded op")
+        scaled = r.rescaling(tid, op)
+        if scaled is not None:
+            src, num, den = scaled
+            return self.cross_entropy(src, a * num / den)
         name, targs = op.name, r.tensor_args(op)
-        if name in _RESHAPES or name in ("sum", "nansum"):
-            return self.cross_entropy(r.source(op), a)
-        if name == "mean":
-            src = r.source(op)
-            return self.cross_entropy(src, a * r.numel(tid) / max(1, r.numel(src)))
-        if name in ("div", "true_divide") and len(op.args) >= 2 and targs[0] is not None:
-            s = r.scalar(op.args[1])
-            if s is not None and s != 0 and op.kwargs.get("rounding_mode") is None:
-                return self.cross_entropy(targs[0], a / s)
         if name == "neg":
             return self.cross_entropy(r.source(op), -a)
         if name == "mul" and len(op.args) >= 2:

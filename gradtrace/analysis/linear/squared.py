@@ -29,16 +29,11 @@ class SquaredErrorMatcher:
         op = r.op(tid)
         if op is None:
             raise _NA("the loss was not made by a recorded op")
+        scaled = r.rescaling(tid, op)
+        if scaled is not None:
+            src, num, den = scaled
+            return self.squared(src, c * num / den)
         name, targs = op.name, r.tensor_args(op)
-        if name in _RESHAPES or name in ("sum", "nansum"):
-            return self.squared(r.source(op), c)
-        if name == "mean":
-            src = r.source(op)
-            return self.squared(src, c * r.numel(tid) / max(1, r.numel(src)))
-        if name in ("div", "true_divide") and len(op.args) >= 2 and targs[0] is not None:
-            s = r.scalar(op.args[1])
-            if s is not None and s != 0 and op.kwargs.get("rounding_mode") is None:
-                return self.squared(targs[0], c / s)
         if name == "mul" and len(op.args) >= 2:
             if targs[0] is not None and targs[0] == targs[1]:
                 self.loss_op = self.loss_op or op
