@@ -1062,8 +1062,8 @@ def _old_event_fields(kind: str, idiom: str, fresh: bool | None,
     known = {"added onto zeros": "zeros", "added": "added"}.get(idiom)
     if known is not None:
         return known, through_data
-    if before.data is not None:
-        zeros = bool((before.data == 0).all())
+    if before.array is not None:
+        zeros = bool((before.array == 0).all())
     else:
         zeros = before.stats.numel > 0 and before.stats.min == 0 and before.stats.max == 0
     return ("zeros" if zeros else "added"), through_data
