@@ -76,9 +76,12 @@ def shape_times(s: Any) -> str:
 
 
 def fraction(c: float) -> str:
-    """A constant as a lecture writes it: ``1/2``, ``1/10``, ``-1/6``, ``2``, else 6 digits."""
+    """A constant as a lecture writes it: ``1/2``, ``1/10``, ``-1/6``, ``2``, else 6 digits
+    (``inf``, ``nan`` as Python writes them)."""
     if c == 0:
         return "0"
+    if not math.isfinite(c):
+        return str(c)
     inv = 1 / c
     if abs(inv - round(inv)) < 1e-9 * abs(inv) and abs(round(inv)) != 1:
         return f"1/{round(inv)}" if inv > 0 else f"-1/{round(-inv)}"
