@@ -15,7 +15,7 @@ def main(steps=STEPS, twin=None):
     torch.manual_seed(18)
     X = torch.randn(24, 5)
     y = torch.randint(0, 2, (24,))
-    backbone = nn.Sequential(nn.Linear(5, 8), nn.Tanh())
+    backbone = nn.Sequential(nn.Linear(5, 8), nn.Tanh())  # the twin's finding names this line
     backbone.requires_grad_(False)
     head = nn.Linear(8, 2)
     params = list(head.parameters())

@@ -2,6 +2,8 @@
 # dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / std.
 import torch
 
+from _twin import factor
+
 STEPS = 2
 TWINS = {"dropped_term": ("W", {"W", "c"}), "off_2pct": ("W", {"W", "c", "gain", "shift"})}
 
@@ -27,7 +29,7 @@ class LayerNormFn(torch.autograd.Function):
         else:
             dx = (dxhat - dxhat.mean(-1, keepdim=True)
                   - xhat * (dxhat * xhat).mean(-1, keepdim=True)) / std
-        f = 1.02 if LayerNormFn.twin == "off_2pct" else 1.0
+        f = factor(LayerNormFn.twin)
         return dx * f, (g * xhat).sum(0) * f, g.sum(0) * f, None
 
 

@@ -52,7 +52,7 @@ def main(steps=STEPS, twin=None):
         h = torch.relu(linear(X, w1, b1))
         loss = ((linear(h, w2, b2) - Y) ** 2).mean()
         loss.backward()
-        opt.step()
+        opt.step()  # the twin's finding names this line
     print(loss.item())
 
 

@@ -24,7 +24,7 @@ def main(steps=STEPS, twin=None):
             for p in params:
                 p.sub_(0.05 * p.grad)
                 p.grad = None
-    print(float(loss))
+    print(loss.item())
 
 
 if __name__ == "__main__":

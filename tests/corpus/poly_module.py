@@ -36,7 +36,7 @@ def main(steps=STEPS, twin=None):
         if twin != "no_zero_grad":
             optimizer.zero_grad()
         loss.backward()
-        optimizer.step()
+        optimizer.step()  # the twin's finding names this line
     print(loss.item())
 
 
