@@ -467,7 +467,9 @@ class Diagnostics:
             for tid in opt.params:
                 n = self.name(tid)
                 t = tensors.get(tid)
-                if tid in seen or tid in self.received or n in reported or t is None:
+                # (a tensor changed by hand, such as an EMA copy, is not meant to get gradients)
+                if (tid in seen or tid in self.received or tid in self.changed or n in reported
+                        or t is None):
                     continue
                 seen.add(tid)
                 made = self.made.get(tid)
