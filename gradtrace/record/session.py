@@ -81,7 +81,8 @@ class trace:
             rec = self._recorder
             try:
                 self._writer.finish(status, exit_code, error, steps_seen=rec.step + 1,
-                                    ops_dropped=rec.ops_dropped_total, modules=rec.module_classes)
+                                    ops_dropped=rec.ops_dropped_total, modules=rec.module_classes,
+                                    optimizers=rec.optimizers)
             except TraceFileError as e:
                 self.fault = e
         try:
