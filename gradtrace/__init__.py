@@ -16,7 +16,7 @@ __all__ = [
 #: not import torch: name -> the module that defines it.
 _LAZY = {
     "trace": ".record.session",
-    "load": ".tracefile.store", "Trace": ".tracefile.store",
+    "load": ".tracefile.opening", "Trace": ".tracefile.reader",
     **{name: ".tracefile.model" for name in (
         "Backward", "Event", "GradNode", "Op", "RunInfo", "Source", "Stats", "Step",
         "TensorInfo", "Value")},
