@@ -279,8 +279,9 @@ def parse_values(ints: list[int], blob: bytes, body: dict, limits: Limits,
             if offset < 0 or nbytes != numel * size or offset + nbytes > len(blob):
                 raise Malformed(f"{what} claims {nbytes} bytes at {offset}; its shape {list(shp)} "
                                 f"needs {numel * size} of the {len(blob)} stored")
-            # Decoded when first read (numpy for .array, torch for .data), never before.
-            v = Value(vid, shp, dt, payload=Bytes(shp, dt, blob, offset, nbytes))
+            # Its own bytes (a value kept longer than its step holds no more than itself),
+            # decoded when first read (numpy for .array, torch for .data), never before.
+            v = Value(vid, shp, dt, payload=Bytes(shp, dt, blob[offset:offset + nbytes], 0, nbytes))
             built += nbytes
         elif kind == 2:
             if numel <= limits.zeros_numel and zeros + numel <= limits.step_zeros_numel:

@@ -49,9 +49,10 @@ def step_row(r: tuple) -> dict[str, Any]:
 
 class StepList(Sequence):
     """The recorded steps, read from the file on demand. Recently read steps are kept, up to
-    :data:`CACHE_STEPS` of them and :data:`CACHE_BYTES` of tensor data, so a pass over the run
-    reads each once, and the passes `gradtrace run` makes after a small run (the check, the
-    animations, the report) read each of its steps once between them."""
+    :data:`CACHE_STEPS` of them and :data:`CACHE_BYTES` of memory (their values and decoded
+    rows), so a pass over the run reads each once with bounded memory however long the run,
+    and the passes `gradtrace run` makes after a small run (the check, the animations, the
+    report) read each of its steps once between them."""
 
     #: Steps kept: every step of a run that `gradtrace run` animates by itself is a few
     #: hundred; the byte bound below is what keeps a run of big steps in check.

@@ -41,8 +41,8 @@ class StepDecoder:
         self._tensors = tensors
 
     def decode(self, idx: int, row: tuple) -> tuple[Step, int]:
-        """The step from its row (:func:`step_data_columns`), checked, and the bytes of tensor
-        data it holds; a row that is not what gradtrace writes raises one line."""
+        """The step from its row (:func:`step_data_columns`), checked, and about how many bytes
+        of memory it holds; a row that is not what gradtrace writes raises one line."""
         body_text, vidx, blob, dropped = row
         where = f"step {idx}"
         try:
@@ -58,7 +58,9 @@ class StepDecoder:
             vals, by_tid, size = ck.parse_values(ints, blob or b"", body, self.limits, where)
             dropped = ck.integer(dropped or 0, f"{where}'s dropped-ops count", 0)
             step = _Body(self, idx, body, vals, where).step(by_tid, dropped)
-            return step, size
+            # What the step holds in memory: its values' bytes, and its decoded rows (Python
+            # objects several times the size of their JSON text).
+            return step, size + 4 * len(body_text)
         except Malformed as e:
             msg = str(e)
             for head, repl in ((f"{where}: ", ""), (f"{where}'s ", "its ")):
