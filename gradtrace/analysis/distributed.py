@@ -100,25 +100,33 @@ def allreduce_checks(run: RankedRun) -> list[CheckResult]:
 
 def _allreduce_check(index: int, name: str, events: dict, world: int) -> CheckResult:
     have = {r: evs[name] for r, evs in events.items() if name in evs}
-    head = dict(kind="allreduce", step=index, param=name)
+
+    def result(status: str, detail: str, max_abs_err: float | None = None,
+               max_rel_err: float | None = None, tolerance: float | None = None,
+               bound: float | None = None) -> CheckResult:
+        return CheckResult(kind="allreduce", step=index, param=name, status=status, detail=detail,
+                           max_abs_err=max_abs_err, max_rel_err=max_rel_err, tolerance=tolerance,
+                           bound=bound)
+
     if len(have) < world:
         lacking = ", ".join(str(r) for r in range(world) if r not in have)
-        return CheckResult(status="not_applicable", detail=f"rank {lacking} recorded no all-reduce "
-                           "of it in this step (see the findings)", **head)
-    local = [_array(e.before) for e in have.values()]
-    synced = [_array(e.after) for e in have.values()]
-    if any(v is None for v in local + synced):
-        return CheckResult(status="not_applicable", detail="a gradient was kept as statistics "
-                           "only; --max-numel N keeps it in full", **head)
+        return result("not_applicable", f"rank {lacking} recorded no all-reduce of it in this "
+                      "step (see the findings)")
+    local_or_none = [_array(e.before) for e in have.values()]
+    synced_or_none = [_array(e.after) for e in have.values()]
+    local = [v for v in local_or_none if v is not None]
+    synced = [v for v in synced_or_none if v is not None]
+    if len(local) < len(have) or len(synced) < len(have):
+        return result("not_applicable", "a gradient was kept as statistics only; --max-numel N "
+                      "keeps it in full")
+    inf = float("inf")
     if any(v.shape != local[0].shape for v in local + synced):
-        return CheckResult(status="fail", max_abs_err=float("inf"), max_rel_err=float("inf"),
-                           tolerance=0.0, detail="the ranks' gradients have different shapes", **head)
-    raws = [_raw(e.after) for e in have.values()]
+        return result("fail", "the ranks' gradients have different shapes", inf, inf, 0.0)
+    raws = [x for x in (_raw(e.after) for e in have.values()) if x is not None]
     if any(not np.array_equal(raws[0], x) for x in raws[1:]):
         differ = [r for r, x in zip(have, raws) if not np.array_equal(raws[0], x)]
-        return CheckResult(status="fail", max_abs_err=float("inf"), max_rel_err=float("inf"),
-                           tolerance=0.0, detail=f"ranks hold different synchronised gradients "
-                           f"(rank {differ[0]} differs from rank {next(iter(have))})", **head)
+        return result("fail", f"ranks hold different synchronised gradients (rank {differ[0]} "
+                      f"differs from rank {next(iter(have))})", inf, inf, 0.0)
     dtype = str(getattr(next(iter(have.values())).after, "dtype", "float32"))
     u = _U.get(dtype, 2.0 ** -24)
     mean = np.sum(local, axis=0) / world
@@ -135,9 +143,12 @@ def _allreduce_check(index: int, name: str, events: dict, world: int) -> CheckRe
               if ok else f"the synchronised .grad is not the mean of the {world} ranks' local "
               "gradients (a gradient changed between backward and the all-reduce, or a "
               "communication hook that does not average)")
-    return CheckResult(status="pass" if ok else "fail", max_abs_err=float(err.flat[worst]) if err.size else 0.0,
-                       max_rel_err=max_rel, tolerance=float(tol.flat[worst] / scale.flat[worst]) if err.size else 0.0,
-                       bound=float(bound.flat[worst]) if err.size else 0.0, detail=detail, **head)
+    if not err.size:
+        return result("pass" if ok else "fail", detail, max_abs_err=0.0, max_rel_err=0.0,
+                      tolerance=0.0, bound=0.0)
+    return result("pass" if ok else "fail", detail, max_abs_err=float(err.flat[worst]),
+                  max_rel_err=max_rel, tolerance=float(tol.flat[worst] / scale.flat[worst]),
+                  bound=float(bound.flat[worst]))
 
 
 def rank_findings(run: RankedRun) -> list[Finding]:
@@ -174,8 +185,8 @@ def _diverged(run: RankedRun) -> list[Finding]:
         updates = {r: _by_name(run.traces[r], s, "update") for r, s in steps.items()}
         for name in sorted({n for u in updates.values() for n in u}):
             have = {r: u[name] for r, u in updates.items() if name in u}
-            raws = {r: _raw(e.after) for r, e in have.items()}
-            if len(raws) < 2 or any(v is None for v in raws.values()):
+            raws = {r: x for r, x in ((r, _raw(e.after)) for r, e in have.items()) if x is not None}
+            if len(raws) < 2 or len(raws) < len(have):
                 continue
             ref_rank, ref = next(iter(raws.items()))
             differ = [r for r, v in raws.items() if not np.array_equal(ref, v)]
