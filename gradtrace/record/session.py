@@ -91,7 +91,7 @@ class trace:
             try:
                 self._writer.finish(status, exit_code, error, steps_seen=rec.step + 1,
                                     ops_dropped=rec.ops_dropped_total, modules=rec.module_classes,
-                                    **more)
+                                    optimizers=rec.optimizers, **more)
             except TraceFileError as e:
                 self.fault = e
         try:

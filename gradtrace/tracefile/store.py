@@ -14,8 +14,9 @@ what makes per-step durability cheap.
 - ``meta(key, value)``: ``format`` = ``gradtrace-trace``, ``version``, ``gradtrace_version``,
   ``torch_version``, ``created``, ``script``, ``argv`` (JSON), ``config`` (JSON),
   ``status`` (running | completed | raised | exited | interrupted), ``exit_code``,
-  ``error``, ``steps_seen``, ``ops_dropped``, ``modules`` (module path -> class name).
-  Every value is JSON.
+  ``error``, ``steps_seen``, ``ops_dropped``, ``modules`` (module path -> class name),
+  ``optimizers`` (each optimizer's param groups at its first step: tids and the
+  hyper-parameters that are numbers; written when the run ends). Every value is JSON.
 - ``source(sid, file, line, code, function)``: a line of the user's code.
 - ``tensor(tid, name, role, shape, dtype, requires_grad)``: role is param | input |
   activation; ``shape`` JSON. Only tensors first seen outside a recorded step are here;
@@ -723,6 +724,7 @@ class Trace:
             ops_dropped=get("ops_dropped", lambda v, w: ck.integer(v, w, 0), 0),
             modules=modules,
             distributed=get("distributed", _distributed, {}),
+            optimizers=get("optimizers", ck.optimizers, ()),
         )
 
     @property
