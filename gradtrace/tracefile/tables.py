@@ -13,6 +13,7 @@ from typing import Any, Callable
 from . import checked as ck
 from .checked import Limits, Malformed
 from .model import RunInfo, Source, TensorInfo
+from .ranks import RANK_LIMIT
 from .rows import SourceRow, TensorRow, decode
 from .schema import FORMAT_VERSION
 
@@ -56,6 +57,7 @@ def read_info(q: Query) -> RunInfo:
         steps_seen=get("steps_seen", lambda v, w: ck.integer(v, w, 0), 0),
         ops_dropped=get("ops_dropped", lambda v, w: ck.integer(v, w, 0), 0),
         modules=modules,
+        distributed=get("distributed", _distributed, {}),
         optimizers=get("optimizers", ck.optimizers, ()),
     )
 
@@ -109,6 +111,20 @@ def tensor_info(r: TensorRow, where: str, limits: Limits) -> TensorInfo:
     return TensorInfo(tid, ck.opt_text(r.name, f"{w}'s name"), r.role,
                       ck.shape(r.shape, f"{w}'s shape", limits), ck.text(r.dtype, f"{w}'s dtype"),
                       ck.flag(r.requires_grad, f"{w}'s requires_grad"))
+
+
+def _distributed(v: Any, what: str) -> dict:
+    """meta 'distributed': a rank of a world (whole numbers) and a backend name."""
+    d = _obj(v, what)
+    world = ck.integer(d.get("world_size"), f"{what} world_size", 1, RANK_LIMIT)
+    rank = ck.integer(d.get("rank"), f"{what} rank", 0)
+    if rank >= world:
+        raise Malformed(f"{what}: rank {rank} is not below world_size {world}")
+    local = d.get("local_rank")
+    backend = d.get("backend")
+    return {"rank": rank, "world_size": world,
+            "local_rank": rank if local is None else ck.integer(local, f"{what} local_rank", 0),
+            "backend": None if backend is None else ck.text(backend, f"{what} backend")[:40]}
 
 
 def _obj(v: Any, what: str) -> dict:
