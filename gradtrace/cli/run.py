@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ..config import Config, parse_step_range
+from ..config import DEFAULT_BUDGET, Config, parse_size, parse_step_range
 from ..errors import GradtraceError, UsageError
 from ..tracefile.lock import TraceLock
 from ..tracefile.outputs import outputs_of
@@ -71,6 +71,12 @@ def _module_ends_options(args: list[str], params) -> list[str]:
               help="Record every N-th step only (the others run at near full speed).")
 @click.option("--steps", "step_range", metavar="A:B", default=None,
               help="Record only steps A to B-1 (e.g. 0:10, 100:).")
+@click.option("--full", is_flag=True, default=False,
+              help="Record every step in full, whatever the budget (every step keeps its loss "
+                   "and norms anyway).")
+@click.option("--budget", metavar="SIZE", default=f"{DEFAULT_BUDGET >> 20}MB", show_default=True,
+              help="Bytes of trace for the steps recorded in full (e.g. 200MB, 2GB): the first "
+                   "steps, then steps spaced ever wider, and the steps after something happens.")
 @click.option("--report/--no-report", "write_report", default=True, show_default=True,
               help="Write report.html (summary, checks, graphs, animations) next to the trace "
                    "(NAME.report.html for a trace NAME.gtrace).")
@@ -80,8 +86,8 @@ def _module_ends_options(args: list[str], params) -> list[str]:
 @click.argument("script", required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def run(ctx, module, output, values, max_numel, every, step_range, write_report, script, args,
-        **feature_options):
+def run(ctx, module, output, values, max_numel, every, step_range, full, budget, write_report,
+        script, args, **feature_options):
     """Run SCRIPT with ARGS exactly as `python SCRIPT ARGS` would, recording what autograd does.
 
     The script's stdout and exit code are its own; gradtrace's lines go to stderr. The
@@ -103,7 +109,7 @@ def run(ctx, module, output, values, max_numel, every, step_range, write_report,
     if out.exists() and out.is_dir():
         raise UsageError(f"-o {out} is a directory; give a file path such as {out}/trace.gtrace")
     config = Config(output=out, values=values, max_value_numel=max_numel, every=every,
-                    step_range=parse_step_range(step_range))
+                    step_range=parse_step_range(step_range), full=full, budget=parse_size(budget))
     outputs = outputs_of(out)
     # One run per trace, from before anything is replaced until its report is written: a
     # second run on the same path stops here with one line, before its script starts.

@@ -147,8 +147,11 @@ class BackwardPass:
         self.handles: list[Any] = []
 
     def __enter__(self) -> "BackwardPass":
+        run = self.owner.run
         try:
             for nid, node in enumerate(self.nodes):
+                if self.names[nid] == "AccumulateGrad":  # its leaf gets a column of scalars
+                    run.scalars.watch(node.variable, run.tid_of(node.variable))
                 # One hook per node. AccumulateGrad: before it runs (was .grad None?).
                 if self.names[nid] == "AccumulateGrad":
                     self.handles.append(node.register_prehook(self._acc_pre_hook(nid)))
@@ -246,7 +249,7 @@ class BackwardPass:
             results = [snap(g) if isinstance(g, _Tensor) else None for g in out]
         w.set_backward(BackwardRow(self.seq, self.api, root_tids, root_vid,
                                    [run.tid_of(t) for t in self.grad_inputs if isinstance(t, _Tensor)],
-                                   results, self.sid))
+                                   results, self.sid, self.left_out))
         for _, variable, fresh, before, after, incoming, kind in sorted(acc_events):
             owner.events.event("accumulate", variable, _ACC_IDIOMS[kind], before, after, self.frame,
                                None, fresh=fresh, incoming=incoming, accumulation=kind)

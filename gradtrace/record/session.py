@@ -52,7 +52,8 @@ class trace:
         if self._writer is not None:
             raise UsageError("this trace() is already recording; make a new one for another run")
         meta: dict[str, Any] = {"gradtrace_version": __version__, "script": None, "argv": [],
-                "config": _config_json(self.config)}
+                "config": _config_json(self.config),
+                "policy": {"full": self.config.full, "budget": self.config.budget}}
         meta.update(self.meta)
         self._writer = TraceWriter(self.config.output, meta)
         self._recorder = Recorder(self.config, self._writer)
@@ -80,8 +81,9 @@ class trace:
         finally:
             rec = self._recorder
             try:
-                self._writer.finish(status, exit_code, error, steps_seen=rec.step + 1,
-                                    ops_dropped=rec.ops_dropped_total, modules=rec.module_classes)
+                self._writer.finish(status, exit_code, error, steps_seen=rec.steps_seen,
+                                    ops_dropped=rec.ops_dropped_total, modules=rec.module_classes,
+                                    kept=rec.run.policy.summary())
             except TraceFileError as e:
                 self.fault = e
         try:
@@ -194,6 +196,8 @@ def _config_json(config: Config) -> dict[str, Any]:
         "step_range": list(config.step_range) if config.step_range else None,
         "max_ops_per_step": config.max_ops_per_step,
         "max_nodes_per_backward": config.max_nodes_per_backward,
+        "full": config.full,
+        "budget": config.budget,
     }
 
 

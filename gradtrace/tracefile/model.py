@@ -238,8 +238,16 @@ class Backward:
     root_value: Value | None = None
     inputs: tuple[int, ...] = ()            # autograd.grad: the tids it differentiated for
     results: tuple[Value | None, ...] = ()  # autograd.grad: the gradients it returned
+    #: grad_fn nodes the pass reached beyond ``max_nodes_per_backward``, not recorded (0:
+    #: ``nodes`` is the whole pass). Files before format 4 did not say: 0 there.
+    left_out: int = 0
 
     kind = "backward"
+
+    @property
+    def truncated(self) -> bool:
+        """True when the pass was cut short: ``nodes`` is not all of it."""
+        return self.left_out > 0
 
     @property
     def loss(self) -> float | None:
@@ -309,6 +317,10 @@ class RunInfo:
     steps_seen: int
     ops_dropped: int = 0
     modules: dict[str, str] = field(default_factory=dict)  # module path -> class ("net.0": "Linear")
+    #: Format 4: what the recording policy was asked (``full``, ``budget``) and what it kept
+    #: in full (``first``, ``spaced``, ``events``; see docs/trace-format.md). Empty before.
+    policy: dict[str, Any] = field(default_factory=dict)
+    kept: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)

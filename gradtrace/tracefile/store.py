@@ -1,11 +1,11 @@
 """The trace file: a versioned SQLite database, written step by step, read without unpickling.
 
-Why SQLite: every committed transaction survives ``kill -9`` (a step is committed the
-moment it ends), a reader never executes anything from the file (tensors are raw bytes
+Why SQLite: every committed transaction survives ``kill -9`` (steps are committed in groups,
+at most :data:`COMMIT_WINDOW` seconds after they end), a reader never executes anything from the file (tensors are raw bytes
 with a dtype and a shape), the schema is self-describing for anyone with ``sqlite3``,
 and it comes with Python. coverage.py keeps its data the same way.
 
-Schema (format version 3). Ids are the sequential integers the recorder assigned:
+Schema (format version 4). Ids are the sequential integers the recorder assigned:
 ``tid`` a tensor object, ``vid`` a snapshot of a value, ``seq`` a position in the run's
 event order, ``sid`` a source line. Everything a step adds goes into its one row (its new
 tensors too), so writing a step costs one INSERT and one COMMIT (about 25 us): that is
@@ -15,7 +15,9 @@ what makes per-step durability cheap.
   ``torch_version``, ``created``, ``script``, ``argv`` (JSON), ``config`` (JSON),
   ``status`` (running | completed | raised | exited | interrupted), ``exit_code``,
   ``error``, ``steps_seen``, ``ops_dropped``, ``modules`` (module path -> class name).
-  Every value is JSON.
+    Format 4 adds ``policy`` (``full``, ``budget``: what the recording policy was asked) and
+  ``kept`` (what it kept in full: ``first``, the first steps; ``spaced``; ``events``, the
+  steps where something happened and why). Every value is JSON.
 - ``source(sid, file, line, code, function)``: a line of the user's code.
 - ``tensor(tid, name, role, shape, dtype, requires_grad)``: role is param | input |
   activation; ``shape`` JSON. Only tensors first seen outside a recorded step are here;
@@ -49,6 +51,11 @@ other non-JSON values are ``{"dtype": ...}``, ``{"slice": [start, stop, step]}``
   Per kind-1 value in order, ``stats`` holds norm, mean, min, max (null when not finite)
   and ``stats_int`` numel and the count of non-finite elements.
 
+- ``scalars(idx, full, vals, acc)`` and ``scalar_param(col, tid)`` (format 4): every step's
+  loss and per-parameter norms, whether or not it is recorded in full (``full`` = 1: its
+  row is in ``step``); row layouts ``ScalarRow`` and ``ScalarParamRow``, read by
+  :mod:`gradtrace.tracefile.scalars`.
+
 Version history (each still read):
 
 - 1 (gradtrace 0.1.0 development versions): no ``tensors`` or ``vidx`` columns: all tensors
@@ -57,6 +64,10 @@ Version history (each still read):
 - 3: event rows end with ``accumulation`` (fresh | zeros | added, as the recorder saw the
   ``.grad`` before backward wrote into it) and ``through_data``. For format 1 and 2 files
   the reader derives both from the idiom (and the value before) in ``_old_event_fields``.
+- 4: the ``scalars`` and ``scalar_param`` tables, meta ``policy`` and ``kept``; the backward
+  row ends with ``left_out`` (nodes beyond ``max_nodes_per_backward``, not recorded).
+  Earlier files read as if every step were recorded in full, with scalars from the step
+  table (loss, counts; no norms).
 
 The SQLite header carries ``application_id`` = 0x47545243 ("GTRC") and ``user_version`` =
 the format version, so a foreign or newer file is told apart before any table is read.
@@ -73,6 +84,8 @@ import math
 import os
 import sqlite3
 import stat
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -94,17 +107,22 @@ from .model import (
     TensorInfo, Value,
 )
 from .rows import (
-    BackwardRow, EventRow, NodeRow, OpRow, SourceRow, StepHead, TensorRow, decode, step_columns,
+    BackwardRow, EventRow, NodeRow, OpRow, ScalarParamRow, ScalarRow, SourceRow, StepHead,
+    TensorRow, decode, step_columns,
 )
 
 __all__ = ["FORMAT_VERSION", "OLDEST_READABLE", "TraceWriter", "Trace", "load", "is_trace",
            "APPLICATION_ID", "Limits", "dtype_name"]
 
 #: Bump when the schema changes; record the change in docs/trace-format.md.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 #: The oldest format this version of gradtrace still reads.
 OLDEST_READABLE = 1
 APPLICATION_ID = 0x47545243  # "GTRC"
+#: Seconds a finished step may wait before its transaction commits (group commit): a
+#: ``kill -9`` loses at most the steps of the last this many seconds. One commit per step
+#: cost 50-100 us of a small step; one per window costs next to nothing.
+COMMIT_WINDOW = 0.2
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
@@ -116,9 +134,13 @@ CREATE TABLE step (idx INTEGER PRIMARY KEY, first_seq INTEGER, last_seq INTEGER,
                    n_fresh INTEGER, n_added INTEGER, n_on_top INTEGER, n_zero INTEGER,
                    n_update INTEGER, n_grad_write INTEGER, ops_dropped INTEGER,
                    tensors TEXT, body TEXT, vidx BLOB, vals BLOB);
+CREATE TABLE scalars (idx INTEGER PRIMARY KEY, full INTEGER, vals BLOB, acc BLOB);
+CREATE TABLE scalar_param (col INTEGER PRIMARY KEY, tid INTEGER);
 """
 
 _TABLES = {"meta", "source", "tensor", "step"}
+#: Tables added by a format: they must be there in files of that format or later.
+_TABLES_ADDED = {"scalars": 4, "scalar_param": 4}
 
 @lru_cache(maxsize=None)
 def numpy_dtypes() -> frozenset:
@@ -176,9 +198,24 @@ class TraceWriter:
     readable in place, and :meth:`finish` raises :class:`TraceFileError` saying which.
     """
 
-    def __init__(self, path: Path | None, meta: dict[str, Any]):
+    def __init__(self, path: Path | None, meta: dict[str, Any], window: float = COMMIT_WINDOW):
         self.path = path
         self.pid = os.getpid()
+        self.window = window
+        #: Bytes of the step rows written (a step written again counts once): the budget's measure.
+        self.step_bytes = 0
+        self.scalar_bytes = 0
+        self._row_bytes: dict[int, int] = {}  # step -> bytes of its row, while it may be written again
+        self._scalars: list[ScalarRow] = []
+        self._scalar_params: list[ScalarParamRow] = []
+        # Group commit: one transaction stays open for up to `window` seconds; a thread
+        # commits it when the run goes quiet (the script sleeps, or waits on I/O).
+        self._mutex = threading.Lock()
+        self._in_tx = False
+        self._tx_since = 0.0
+        self._pending: list[int] = []  # steps written in the open transaction
+        self._quit = threading.Event()
+        self._committer: threading.Thread | None = None
         self.error: str | None = None
         self.failed_step: int | None = None  # the step whose commit failed, if one did
         self.kept: list[int] = []  # the first and last step committed, once there are some
@@ -320,6 +357,20 @@ class TraceWriter:
         """A value known to be all zeros: its shape and dtype only (kind 2)."""
         self._vints += (vid, -1, 2, self._code(dtype), 0, 0, len(shape), *shape)
 
+    def add_scalars(self, row: ScalarRow) -> None:
+        """A step's scalars (written with the next transaction)."""
+        self._scalars.append(row)
+        self.scalar_bytes += len(row.vals) + len(row.acc) + 16
+
+    def add_scalar_param(self, row: ScalarParamRow) -> None:
+        """A new column of the scalars (written with the next transaction)."""
+        self._scalar_params.append(row)
+
+    def flush_scalars(self) -> None:
+        """Write the scalars added so far (they go with the next step otherwise)."""
+        if self._scalars or self._scalar_params:
+            self._write()
+
     def commit_step(self, head: StepHead, provisional: bool = False) -> None:
         """Write the step whose rows were added since the last commit, in one transaction.
 
@@ -343,6 +394,10 @@ class TraceWriter:
         if self._tensors or self._renames:
             tensors = _json(self._tensors + [(tid, name) for name, tid in self._renames])
         row = tuple(head) + (tensors, body, ck.to_int64s(self._vints), b"".join(self._chunks))
+        size = 64 + len(body) + len(row[-2]) + len(row[-1]) + (len(tensors) if tensors else 0)
+        self.step_bytes += size - self._row_bytes.pop(head.idx, 0)
+        if provisional:
+            self._row_bytes[head.idx] = size
         if provisional:
             self._open_step = (head, sizes)
         else:
@@ -357,17 +412,29 @@ class TraceWriter:
                 len(self._tensors), len(self._renames), self._backward is not None)
 
     def _write(self, step_row: tuple | None = None, meta: dict | None = None) -> bool:
-        """One transaction; False if it was not written (now or at an earlier failure)."""
-        sources, self._sources = self._sources, []
+        """Add to the open transaction (begun if none is) and commit it when the window has
+        passed or the run ends (``meta``); False if it was not written (now or at an earlier
+        failure)."""
         if self.error is not None or os.getpid() != self.pid:
+            self._sources, self._scalars, self._scalar_params = [], [], []
             return False  # a write failed before, or this is a forked child (DataLoader workers)
-        c = self.conn
-        try:
-            c.execute("BEGIN")
+        with self._mutex:
+            sources, self._sources = self._sources, []
+            scalars, self._scalars = self._scalars, []
+            params, self._scalar_params = self._scalar_params, []
+            c = self.conn
             try:
+                if not self._in_tx:
+                    c.execute("BEGIN")
+                    self._in_tx, self._tx_since = True, time.monotonic()
                 if sources:
                     c.executemany("INSERT INTO source VALUES (?,?,?,?,?)", sources)
+                if params:
+                    c.executemany("INSERT OR REPLACE INTO scalar_param VALUES (?,?)", params)
+                if scalars:
+                    c.executemany("INSERT OR REPLACE INTO scalars VALUES (?,?,?,?)", scalars)
                 if step_row is not None:
+                    self._pending.append(step_row[0])
                     # OR REPLACE: a step written provisionally is written again when it ends
                     c.execute("INSERT OR REPLACE INTO step VALUES "
                               "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", step_row)
@@ -379,23 +446,71 @@ class TraceWriter:
                         c.executemany("UPDATE tensor SET name=? WHERE tid=?", self._renames)
                     c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                   [(k, _json(v)) for k, v in meta.items()])
-                c.execute("COMMIT")
-            except BaseException:
-                # SQLite has already rolled back after some errors (a full disk): then there
-                # is nothing to roll back, and trying would hide the error that matters.
-                if c.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        c.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as e:
-            self.error = str(e)
-            if step_row is not None:
-                self.failed_step = step_row[0]
-            return False
-        if step_row is not None and not (self.kept and self.kept[1] == step_row[0]):
-            self.kept = [self.kept[0] if self.kept else step_row[0], step_row[0]]
-            self.n_kept += 1
+                if meta or time.monotonic() - self._tx_since >= self.window:
+                    self._commit()
+                elif self._committer is None and self.path is not None:
+                    self._committer = threading.Thread(target=self._commit_when_quiet,
+                                                       name="gradtrace-commit", daemon=True)
+                    self._committer.start()
+            except sqlite3.Error as e:
+                self._failed(e)
+                return False
         return True
+
+    def sync(self) -> None:
+        """Commit the open transaction now (the committer does it once the window passes)."""
+        if os.getpid() != self.pid:
+            return
+        with self._mutex:
+            if self._in_tx and self.error is None:
+                try:
+                    self._commit()
+                except sqlite3.Error as e:
+                    self._failed(e)
+
+    def _commit(self) -> None:
+        """Commit the open transaction (the mutex held); the steps in it are kept from now on."""
+        self.conn.execute("COMMIT")
+        self._in_tx = False
+        for idx in self._pending:
+            if not (self.kept and self.kept[1] == idx):
+                self.kept = [self.kept[0] if self.kept else idx, idx]
+                self.n_kept += 1
+        self._pending = []
+
+    def _failed(self, e: sqlite3.Error) -> None:
+        """A write or commit failed (a full disk): the open transaction is lost, and so are
+        the steps in it; the file keeps what was committed before."""
+        c = self.conn
+        # SQLite has already rolled back after some errors (a full disk): then there is
+        # nothing to roll back, and trying would hide the error that matters.
+        if c.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                c.execute("ROLLBACK")
+        self._in_tx = False
+        self.error = str(e)
+        if self._pending:
+            self.failed_step = self._pending[0]
+        self._pending = []
+
+    def _commit_when_quiet(self) -> None:
+        """The committer thread: a transaction left open for a window is committed, so the
+        steps of a run that has gone quiet are kept too (kill -9 then loses nothing)."""
+        while not self._quit.wait(self.window / 2):
+            with self._mutex:
+                if self._in_tx and self.error is None and \
+                        time.monotonic() - self._tx_since >= self.window:
+                    try:
+                        self._commit()
+                    except sqlite3.Error as e:
+                        self._failed(e)
+
+    def _stop_committer(self) -> None:
+        if self._committer is not None:
+            self._quit.set()
+            if self._committer is not threading.current_thread():
+                self._committer.join()
+            self._committer = None
 
     def finish(self, status: str, exit_code: int | None = None, error: str | None = None,
                **meta) -> None:
@@ -412,6 +527,8 @@ class TraceWriter:
             del self._tensors[:sizes[4]], self._renames[:sizes[5]]
             self._open_step = None
         meta.update(status=status, exit_code=exit_code, error=error)
+        if os.getpid() == self.pid:
+            self._stop_committer()
         if self.path is None or os.getpid() != self.pid:
             self._write(meta=meta)
             return
@@ -430,6 +547,7 @@ class TraceWriter:
             raise TraceWriteError(self.path, self._fault(ended))
 
     def _close(self) -> None:
+        self._stop_committer()
         try:
             self.conn.close()
         except sqlite3.Error as e:
@@ -538,12 +656,14 @@ def _check_header(conn: sqlite3.Connection, path: str) -> int:
     if version < OLDEST_READABLE:
         raise TraceFileError(path, f"trace format {version} is older than this gradtrace reads "
                                    f"({OLDEST_READABLE} to {FORMAT_VERSION}); record it again")
-    missing = _TABLES - tables
+    missing = (_TABLES | {t for t, v in _TABLES_ADDED.items() if v <= version}) - tables
     if missing:
         raise TraceFileError(path, f"truncated or corrupt: tables {', '.join(sorted(missing))} "
                                    "are missing; record the run again")
     for table, want in (("meta", ("key", "value")), ("source", SourceRow._fields),
-                        ("tensor", TensorRow._fields), ("step", step_columns(version))):
+                        ("tensor", TensorRow._fields), ("step", step_columns(version)),
+                        *((("scalars", ScalarRow._fields), ("scalar_param", ScalarParamRow._fields))
+                          if version >= 4 else ())):
         # table_xinfo lists generated and hidden columns too: a reader computes nothing.
         cols = [(r[1], r[6]) for r in conn.execute(f"PRAGMA table_xinfo({table})")]
         if cols != [(c, 0) for c in want]:
@@ -666,6 +786,7 @@ class Trace:
         self._tensors: dict[int, TensorInfo] | None = None
         self._steps: _StepList | None = None
         self._rows: list[dict[str, Any]] | None = None
+        self._scalars: Any = None
         self._version = version
 
     # -- queries, with file errors turned into one line -----------------------------------
@@ -721,6 +842,8 @@ class Trace:
             steps_seen=get("steps_seen", lambda v, w: ck.integer(v, w, 0), 0),
             ops_dropped=get("ops_dropped", lambda v, w: ck.integer(v, w, 0), 0),
             modules=modules,
+            policy=get("policy", _obj, {}),
+            kept=get("kept", _obj, {}),
         )
 
     @property
@@ -1001,7 +1124,8 @@ class Trace:
                                 roots=ck.int_list(b.roots, f"{w}'s roots"), nodes=tuple(nodes),
                                 source=src(b.sid, w), root_value=vv(b.root_vid, f"{w}'s root value"),
                                 inputs=ck.int_list(b.inputs, f"{w}'s inputs"),
-                                results=tuple(vv(x, f"{w}'s result") for x in b.result_vids))
+                                results=tuple(vv(x, f"{w}'s result") for x in b.result_vids),
+                                left_out=ck.integer(b.left_out or 0, f"{w}'s left-out count", 0))
         events = []
         for raw in _rows(body, "events", where):
             r = decode(EventRow, raw, f"{where}: an event", version)
@@ -1028,6 +1152,15 @@ class Trace:
                 accumulation=acc, through_data=through_data))
         return Step(index=idx, ops=tuple(ops), backward=backward, events=tuple(events), values=by_tid,
                     tensors=self.tensors, ops_dropped=dropped)
+
+    def scalars(self):
+        """Every step's loss and per-parameter norms, recorded in full or not, as numpy
+        columns (:class:`gradtrace.tracefile.scalars.Scalars`)."""
+        if self._scalars is None:
+            from .scalars import read_scalars
+
+            self._scalars = read_scalars(self)
+        return self._scalars
 
     # -- conveniences that live in upper layers (dispatched through the facade) -------------
     def check(self, **options):

@@ -1,0 +1,183 @@
+"""Every step's scalars, recorded in full or not: the loss, per-parameter norms, how each ``.grad`` was met.
+
+Taken around each backward call (the patched ``torch.autograd.backward``, which every
+``loss.backward()`` goes through, with the mode on or off): before it, the loss, each
+parameter's value norm, how its ``.grad`` stands (None, zeros or not), and the norm of its
+change since the last backward call (the step before's update); after it, the gradient
+norms. A handful of ``torch._foreach_norm`` calls per step whatever the number of
+parameters: a few microseconds. Read-only on the user's tensors, under ``no_grad`` and
+with torch functions off; the one copy is gradtrace's own (the values at the last backward
+call, to measure updates by).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from array import array
+from typing import Any
+
+import torch
+
+from ..tracefile.rows import ScalarParamRow, ScalarRow
+from .policy import Policy
+from .state import Run
+
+__all__ = ["ScalarTaker"]
+
+_NAN = float("nan")
+
+
+def _norms(ts: list) -> list[float]:
+    """Norms of ``ts`` as floats, in one foreach call (one by one where that fails)."""
+    if not ts:
+        return []
+    try:
+        return torch.stack(torch._foreach_norm(ts)).tolist()
+    except Exception:  # mixed dtypes or devices, sparse, a tensor subclass...
+        out = []
+        for t in ts:
+            try:
+                out.append(float(torch.linalg.vector_norm(t.detach().to_dense().double())))
+            except Exception:
+                out.append(_NAN)
+        return out
+
+
+class ScalarTaker:
+    """Takes each step's scalars and writes them a step late (the update is known then)."""
+
+    FLUSH_ROWS = 256
+
+    def __init__(self, run: Run, policy: Policy):
+        self.run = run
+        self.policy = policy
+        self.params: list[Any] = []
+        self.cols: dict[int, int] = {}   # id(param) -> column (the params list keeps ids valid)
+        self.optimizers: dict[int, tuple[Any, int]] = {}  # id -> (optimizer, params seen)
+        self.prev: list[Any] = []        # values at the last backward call (gradtrace's copies)
+        self.pending: tuple | None = None  # (step, full, loss, grads, values, acc) awaiting its update
+        self.current: tuple | None = None
+        self.last_flush = time.monotonic()
+        self.prev_loss: float | None = None
+        self.delta = 0.0                 # running mean of |loss change|
+        self.patterns: set[tuple] = set()
+        self.last_pattern: tuple | None = None
+        self.seen_steps = 0
+        self.said: set[str] = set()
+
+    # -- which parameters ---------------------------------------------------------------------
+    def watch(self, t, tid: int) -> None:
+        """A parameter gradtrace saw (in a recorded backward pass or an optimizer): a column."""
+        if id(t) in self.cols:
+            return
+        col = self.cols[id(t)] = len(self.params)
+        self.params.append(t)
+        self.run.w.add_scalar_param(ScalarParamRow(col, tid))
+
+    def watch_optimizer(self, optimizer) -> None:
+        groups = optimizer.param_groups
+        n = sum(len(g["params"]) for g in groups)
+        known = self.optimizers.get(id(optimizer))
+        if known is not None and known[1] == n:
+            return
+        self.optimizers[id(optimizer)] = (optimizer, n)
+        for g in groups:
+            for p in g["params"]:
+                if isinstance(p, torch.Tensor) and p.requires_grad:
+                    self.watch(p, self.run.tid_of(p))
+
+    # -- around each backward call ------------------------------------------------------------
+    def before(self, roots, api: str) -> None:
+        """Before a backward call of the run's step ``run.step``."""
+        loss = _NAN
+        if len(roots) == 1 and isinstance(roots[0], torch.Tensor) and roots[0].numel() == 1:
+            loss = float(roots[0].detach().reshape(()).item())
+        params = self.params
+        grads = [p.grad for p in params]
+        have = [g for g in grads if g is not None]
+        n_prev = len(self.prev)
+        diffs = torch._foreach_sub(params[:n_prev], self.prev) if n_prev else []
+        norms = _norms(have + params + list(diffs))
+        k = len(have)
+        it = iter(norms[:k])
+        # how each .grad stands: None (0: fresh if a gradient comes), zeros (1), or not (2)
+        acc = [0 if g is None else (1 if next(it) == 0 else 2) for g in grads]
+        values = norms[k:k + len(params)]
+        updates = norms[k + len(params):]
+        if n_prev:
+            torch._foreach_copy_(self.prev, params[:n_prev])
+        self.prev += [p.detach().clone() for p in params[n_prev:]]
+        if self.pending is not None:
+            self._write(self.pending, updates)
+            self.pending = None
+        self.current = (self.run.step, int(self.run.recording), loss, values,
+                        acc if api != "autograd.grad" else [-1] * len(acc))
+        self._look(loss)
+
+    def after(self, api: str) -> None:
+        """After the backward call: the gradient norms; the row waits for its update."""
+        if self.current is None:
+            return
+        step, full, loss, values, acc = self.current
+        self.current = None
+        grads = [p.grad for p in self.params]
+        have = [g for g in grads if g is not None]
+        it = iter(_norms(have) if api != "autograd.grad" else [])
+        g_norms = [_NAN if g is None or api == "autograd.grad" else next(it) for g in grads]
+        # acc: how the .grad was met; -1 where no gradient arrived (still None after)
+        acc = [a if g is not None else -1 for a, g in zip(acc, grads)]
+        if any(n in (math.inf, -math.inf) or (n != n and a >= 0) for n, a in zip(g_norms, acc)):
+            self._event(step, "a non-finite gradient")
+        self.pending = (step, full, loss, g_norms, values, acc)
+        pattern = tuple(acc)
+        if self.seen_steps >= 2 and pattern != self.last_pattern and pattern not in self.patterns:
+            self._event(step, "a new zeroing / accumulation pattern")
+        self.patterns.add(pattern)
+        self.last_pattern = pattern
+        self.seen_steps += 1
+
+    def _look(self, loss: float) -> None:
+        step = self.run.step
+        if loss != loss or loss in (math.inf, -math.inf):
+            self._event(step, "a non-finite loss")
+        elif self.prev_loss is not None and self.prev_loss == self.prev_loss:
+            change = loss - self.prev_loss
+            if self.seen_steps >= 5 and change > 10 * self.delta and loss > 1.5 * abs(self.prev_loss) \
+                    and change > 0:
+                self._event(step, f"the loss jumped from {self.prev_loss:.3g} to {loss:.3g}")
+            self.delta = 0.9 * self.delta + 0.1 * abs(change) if self.seen_steps > 1 else abs(change)
+        self.prev_loss = loss
+
+    def _event(self, step: int, why: str) -> None:
+        self.policy.event(step, why)
+
+    def _write(self, row: tuple, updates: list[float]) -> None:
+        step, full, loss, g_norms, values, acc = row
+        k = len(g_norms)
+        ups = list(updates[:k]) + [_NAN] * (k - len(updates))
+        vals = array("d", [loss])
+        for i in range(k):
+            vals.extend((g_norms[i], values[i], ups[i]))
+        self.run.w.add_scalars(ScalarRow(step, full, vals.tobytes(), array("b", acc).tobytes()))
+        now = time.monotonic()
+        if now - self.last_flush >= self.run.w.window / 2:
+            self.last_flush = now
+            self.run.w.flush_scalars()
+
+    def finish(self) -> None:
+        """The run ended: the last step's update is its change since its backward call."""
+        try:
+            if self.pending is not None:
+                n = len(self.prev)
+                with torch.no_grad():
+                    diffs = torch._foreach_sub(self.params[:n], self.prev) if n else []
+                self._write(self.pending, _norms(list(diffs)))
+                self.pending = None
+            self.run.w.flush_scalars()
+        finally:
+            self.clear()
+
+    def clear(self) -> None:
+        self.params, self.prev, self.cols, self.optimizers = [], [], {}, {}
+        self.pending = self.current = None
