@@ -90,9 +90,11 @@ def run(ctx, module, output, values, max_numel, every, step_range, full, budget,
         script, args, **feature_options):
     """Run SCRIPT with ARGS exactly as `python SCRIPT ARGS` would, recording what autograd does.
 
-    The script's stdout and exit code are its own; gradtrace's lines go to stderr. The
-    trace file is written step by step, so an interrupted run keeps every finished step
-    (and a full disk every step written before it filled).
+    The script's stdout and exit code are its own; gradtrace's lines go to stderr. Every
+    step keeps its loss and norms; the first steps, then spaced ones and those after
+    something happens are recorded in full, within --budget. The trace file is written
+    step by step, so an interrupted run keeps every finished step (kill -9: all but the
+    last 0.2 s), and a full disk every step written before it filled.
 
     The files made next to the trace are named after it: graph.svg, backprop.gif,
     training.gif, figure-N.png and report.html for a trace named trace.gtrace,

@@ -17,6 +17,7 @@ import time
 from array import array
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..tracefile.rows import ScalarParamRow, ScalarRow
@@ -26,6 +27,40 @@ from .state import Run
 __all__ = ["ScalarTaker"]
 
 _NAN = float("nan")
+#: dtypes whose values numpy views directly (norms by BLAS on the view, no torch call)
+_VIEWED = frozenset({torch.float32, torch.float64, torch.float16})
+
+
+def _view(t) -> np.ndarray | None:
+    """A numpy view of a CPU tensor's values (no copy), or None."""
+    if t.dtype in _VIEWED and t.is_cpu and t.layout is torch.strided:
+        try:
+            return (t.detach() if t.requires_grad else t).numpy()
+        except (RuntimeError, TypeError):  # a neg-bit or conj view, a tensor subclass...
+            return None
+    return None
+
+
+#: Up to this many elements a value is read as a Python list (cheaper than numpy calls).
+_LISTED = 64
+
+
+def _numbers(t) -> list | np.ndarray | None:
+    """A CPU tensor's values: a list of floats when it is small, else a numpy view; None
+    for what numpy cannot view (another device, bfloat16, sparse...)."""
+    v = _view(t)
+    if v is not None and v.size <= _LISTED:
+        return v.ravel().tolist()
+    return v
+
+
+def _norm_of(v: list | np.ndarray) -> float:
+    if isinstance(v, list):
+        return math.hypot(*v)
+    f = v.reshape(-1)
+    if f.dtype == np.float16:
+        f = f.astype(np.float32)
+    return math.sqrt(float(np.dot(f, f)))
 
 
 def _norms(ts: list) -> list[float]:
@@ -56,6 +91,7 @@ class ScalarTaker:
         self.cols: dict[int, int] = {}   # id(param) -> column (the params list keeps ids valid)
         self.optimizers: dict[int, tuple[Any, int]] = {}  # id -> (optimizer, params seen)
         self.prev: list[Any] = []        # values at the last backward call (gradtrace's copies)
+        self.views: list[tuple] = []     # per parameter: (data_ptr, its numpy view or None)
         self.pending: tuple | None = None  # (step, full, loss, grads, values, acc) awaiting its update
         self.current: tuple | None = None
         self.last_flush = time.monotonic()
@@ -94,20 +130,53 @@ class ScalarTaker:
         if len(roots) == 1 and isinstance(roots[0], torch.Tensor) and roots[0].numel() == 1:
             loss = float(roots[0].detach().reshape(()).item())
         params = self.params
-        grads = [p.grad for p in params]
-        have = [g for g in grads if g is not None]
         n_prev = len(self.prev)
-        diffs = torch._foreach_sub(params[:n_prev], self.prev) if n_prev else []
-        norms = _norms(have + params + list(diffs))
-        k = len(have)
-        it = iter(norms[:k])
-        # how each .grad stands: None (0: fresh if a gradient comes), zeros (1), or not (2)
-        acc = [0 if g is None else (1 if next(it) == 0 else 2) for g in grads]
-        values = norms[k:k + len(params)]
-        updates = norms[k + len(params):]
-        if n_prev:
-            torch._foreach_copy_(self.prev, params[:n_prev])
-        self.prev += [p.detach().clone() for p in params[n_prev:]]
+        views = self._param_numbers()
+        if all(v is not None for v in views):
+            # CPU tensors: a few numbers as a Python list (hypot, dist: one C call each),
+            # larger ones as numpy views (BLAS dot); a microsecond or two a parameter where
+            # torch's foreach kernels cost ~4 us per tiny tensor and a stack to read them
+            acc, values, updates = [], [], []
+            for p, v in zip(params, views):
+                g = p.grad
+                if g is None:
+                    acc.append(0)
+                else:
+                    gv = _numbers(g)
+                    zero = (not any(gv)) if isinstance(gv, list) else (
+                        not gv.any() if gv is not None else not bool(torch.any(g)))
+                    acc.append(1 if zero else 2)
+                values.append(_norm_of(v))
+            prev = self.prev
+            for i, (v, old) in enumerate(zip(views, prev)):
+                if isinstance(v, list):
+                    updates.append(math.dist(v, old) if isinstance(old, list) and len(old) == len(v)
+                                   else _NAN)
+                    prev[i] = v
+                elif isinstance(old, np.ndarray) and old.shape == v.shape:
+                    updates.append(_norm_of(v - old))
+                    np.copyto(old, v)
+                else:
+                    updates.append(_NAN)
+                    prev[i] = v.copy()
+            prev += [v if isinstance(v, list) else v.copy() for v in views[n_prev:]]
+        else:
+            grads = [p.grad for p in params]
+            have = [g for g in grads if g is not None]
+            old = [t for t in self.prev if isinstance(t, torch.Tensor)]
+            diffs = torch._foreach_sub(params[:n_prev], old) if n_prev and len(old) == n_prev else []
+            norms = _norms(have + params + list(diffs))
+            k = len(have)
+            it = iter(norms[:k])
+            # how each .grad stands: None (0: fresh if a gradient comes), zeros (1), or not (2)
+            acc = [0 if g is None else (1 if next(it) == 0 else 2) for g in grads]
+            values = norms[k:k + len(params)]
+            updates = norms[k + len(params):]
+            if diffs:
+                torch._foreach_copy_(old, params[:n_prev])
+                self.prev = old + [p.detach().clone() for p in params[n_prev:]]
+            else:
+                self.prev = [p.detach().clone() for p in params]
         if self.pending is not None:
             self._write(self.pending, updates)
             self.pending = None
@@ -122,9 +191,16 @@ class ScalarTaker:
         step, full, loss, values, acc = self.current
         self.current = None
         grads = [p.grad for p in self.params]
-        have = [g for g in grads if g is not None]
-        it = iter(_norms(have) if api != "autograd.grad" else [])
-        g_norms = [_NAN if g is None or api == "autograd.grad" else next(it) for g in grads]
+        if api == "autograd.grad":
+            g_norms = [_NAN] * len(grads)
+        else:
+            views = [None if g is None else _numbers(g) for g in grads]
+            if all(v is not None or g is None for v, g in zip(views, grads)):
+                g_norms = [_NAN if v is None else _norm_of(v) for v in views]
+            else:
+                have = [g for g in grads if g is not None]
+                it = iter(_norms(have))
+                g_norms = [_NAN if g is None else next(it) for g in grads]
         # acc: how the .grad was met; -1 where no gradient arrived (still None after)
         acc = [a if g is not None else -1 for a, g in zip(acc, grads)]
         if any(n in (math.inf, -math.inf) or (n != n and a >= 0) for n, a in zip(g_norms, acc)):
@@ -136,6 +212,25 @@ class ScalarTaker:
         self.patterns.add(pattern)
         self.last_pattern = pattern
         self.seen_steps += 1
+
+    def _param_numbers(self) -> list:
+        """The parameters' values (see :func:`_numbers`), through numpy views kept from one
+        step to the next while each parameter keeps its storage (``p.data = ...`` swaps it)."""
+        cache = self.views
+        out = []
+        for i, p in enumerate(self.params):
+            ptr = p.data_ptr() if p.is_cpu else -1
+            hit = cache[i] if i < len(cache) else None
+            if hit is None or hit[0] != ptr or hit[1] is None:
+                v = _view(p)
+                hit = (ptr, v)
+                if i < len(cache):
+                    cache[i] = hit
+                else:
+                    cache.append(hit)
+            v = hit[1]
+            out.append(v.ravel().tolist() if v is not None and v.size <= _LISTED else v)
+        return out
 
     def _look(self, loss: float) -> None:
         step = self.run.step
@@ -169,15 +264,24 @@ class ScalarTaker:
         """The run ended: the last step's update is its change since its backward call."""
         try:
             if self.pending is not None:
-                n = len(self.prev)
-                with torch.no_grad():
-                    diffs = torch._foreach_sub(self.params[:n], self.prev) if n else []
-                self._write(self.pending, _norms(list(diffs)))
+                ups = []
+                for p, old in zip(self.params, self.prev):
+                    v = _numbers(p)
+                    if isinstance(v, list) and isinstance(old, list) and len(v) == len(old):
+                        ups.append(math.dist(v, old))
+                    elif isinstance(v, np.ndarray) and isinstance(old, np.ndarray) \
+                            and v.shape == old.shape:
+                        ups.append(_norm_of(v - old))
+                    elif isinstance(old, torch.Tensor):
+                        ups.append(_norms([p.detach() - old])[0])
+                    else:
+                        ups.append(_NAN)
+                self._write(self.pending, ups)
                 self.pending = None
             self.run.w.flush_scalars()
         finally:
             self.clear()
 
     def clear(self) -> None:
-        self.params, self.prev, self.cols, self.optimizers = [], [], {}, {}
+        self.params, self.prev, self.cols, self.optimizers, self.views = [], [], {}, {}, []
         self.pending = self.current = None

@@ -393,8 +393,9 @@ class TraceWriter:
         tensors = None
         if self._tensors or self._renames:
             tensors = _json(self._tensors + [(tid, name) for name, tid in self._renames])
-        row = tuple(head) + (tensors, body, ck.to_int64s(self._vints), b"".join(self._chunks))
-        size = 64 + len(body) + len(row[-2]) + len(row[-1]) + (len(tensors) if tensors else 0)
+        vidx, vals = ck.to_int64s(self._vints), b"".join(self._chunks)
+        row = tuple(head) + (tensors, body, vidx, vals)
+        size = 64 + len(body) + len(vidx) + len(vals) + (len(tensors) if tensors else 0)
         self.step_bytes += size - self._row_bytes.pop(head.idx, 0)
         if provisional:
             self._row_bytes[head.idx] = size
