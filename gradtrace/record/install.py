@@ -271,8 +271,8 @@ class _Hooks:
             run.scalars.watch_optimizer(optimizer)
         except Exception as e:
             run.internal(e)
-        if not (run.mode_on and run.recording and not run.dormant):
-            return None
+        if not (run.mode_on and run.recording and not run.dormant) or run.awaiting_forward:
+            return None  # (awaiting: the update of the unrecorded step before this one)
         try:
             with torch._C.DisableTorchFunction():
                 before = []
