@@ -15,6 +15,7 @@ import functools
 import sys
 import threading
 import warnings
+import weakref
 from typing import Callable
 
 import torch
@@ -245,6 +246,7 @@ class _Hooks:
         self.values = values
         self.events = events
         self.opt_before: dict[int, list] = {}
+        self.opt_seen: weakref.WeakSet = weakref.WeakSet()  # optimizers whose groups are noted
 
     def module_pre(self, module, args):
         if not self.run.mode_on or compiling() or in_transform():
@@ -275,6 +277,9 @@ class _Hooks:
             return None  # (awaiting: the update of the unrecorded step before this one)
         try:
             with torch._C.DisableTorchFunction():
+                if optimizer not in self.opt_seen:
+                    self.opt_seen.add(optimizer)
+                    self.events.optimizer_groups(optimizer, sys._getframe(1))
                 before = []
                 values = self.values
                 for group in optimizer.param_groups:

@@ -83,7 +83,7 @@ class trace:
             try:
                 self._writer.finish(status, exit_code, error, steps_seen=rec.steps_seen,
                                     ops_dropped=rec.ops_dropped_total, modules=rec.module_classes,
-                                    kept=rec.run.policy.summary())
+                                    optimizers=rec.optimizers, kept=rec.run.policy.summary())
             except TraceFileError as e:
                 self.fault = e
         try:

@@ -44,6 +44,7 @@ class Run:
         self.parents: list[int] = []  # the custom Functions whose forward is running
         self.in_optimizer_step = 0
         self.grad_zeroed: set[int] = set()  # tids whose .grad is known to hold zeros
+        self.optimizers: list[dict] = []  # param groups of each optimizer at its first step
         # what the run did
         self.totals = {"steps": 0, "ops": 0, "backward": 0, "accumulate_fresh": 0,
                        "accumulate_added": 0, "accumulate_on_top": 0, "zero": 0, "update": 0,

@@ -319,6 +319,31 @@ class Event:
 
 
 @dataclass(frozen=True)
+class ParamGroup:
+    """One param group of an optimizer as its first ``step()`` saw it: the tensors (tids),
+    which of them did not require grad, and the hyper-parameters that are plain numbers (``lr``, ``momentum``, ``betas`` ...)."""
+
+    params: tuple[int, ...]
+    hyper: dict[str, float | bool | tuple[float, ...] | None]
+    #: those of ``params`` that did not require grad then
+    frozen: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class OptimizerInfo:
+    """An optimizer of the run, recorded once, at its first ``step()`` in a recorded step."""
+
+    kind: str                     # its class name: "SGD", "Adam"
+    step: int                     # the run step of that first step()
+    source: int | None            # the sid of the step() line
+    groups: tuple[ParamGroup, ...]
+
+    @property
+    def params(self) -> tuple[int, ...]:
+        return tuple(t for g in self.groups for t in g.params)
+
+
+@dataclass(frozen=True)
 class RunInfo:
     """What ran and how it ended: status is running, completed, raised, exited or interrupted."""
 
@@ -335,6 +360,7 @@ class RunInfo:
     steps_seen: int
     ops_dropped: int = 0
     modules: dict[str, str] = field(default_factory=dict)  # module path -> class ("net.0": "Linear")
+    optimizers: tuple[OptimizerInfo, ...] = ()
     #: Format 4: what the recording policy was asked (``full``, ``budget``) and what it kept
     #: in full (``first``, ``spaced``, ``events``; see docs/trace-format.md). Empty before.
     policy: dict[str, Any] = field(default_factory=dict)

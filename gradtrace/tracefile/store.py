@@ -14,10 +14,12 @@ what makes per-step durability cheap.
 - ``meta(key, value)``: ``format`` = ``gradtrace-trace``, ``version``, ``gradtrace_version``,
   ``torch_version``, ``created``, ``script``, ``argv`` (JSON), ``config`` (JSON),
   ``status`` (running | completed | raised | exited | interrupted), ``exit_code``,
-  ``error``, ``steps_seen``, ``ops_dropped``, ``modules`` (module path -> class name).
-    Format 4 adds ``policy`` (``full``, ``budget``: what the recording policy was asked) and
-  ``kept`` (what it kept in full: ``first``, the first steps; ``spaced``; ``events``, the
-  steps where something happened and why). Every value is JSON.
+  ``error``, ``steps_seen``, ``ops_dropped``, ``modules`` (module path -> class name),
+  ``optimizers`` (each optimizer's param groups at its first step: tids and the
+  hyper-parameters that are numbers; written when the run ends). Format 4 adds ``policy``
+  (``full``, ``budget``: what the recording policy was asked) and ``kept`` (what it kept in
+  full: ``first``, the first steps; ``spaced``; ``events``, the steps where something
+  happened and why). Every value is JSON.
 - ``source(sid, file, line, code, function)``: a line of the user's code.
 - ``tensor(tid, name, role, shape, dtype, requires_grad)``: role is param | input |
   activation; ``shape`` JSON. Only tensors first seen outside a recorded step are here;
@@ -845,6 +847,7 @@ class Trace:
             modules=modules,
             policy=get("policy", _obj, {}),
             kept=get("kept", _obj, {}),
+            optimizers=get("optimizers", ck.optimizers, ()),
         )
 
     @property
