@@ -148,10 +148,13 @@ class BackwardPass:
 
     def __enter__(self) -> "BackwardPass":
         run = self.owner.run
+        # each leaf gets a column of scalars, in the order the run made them (by tid)
+        leaves = [(run.tid_of(n.variable), n.variable) for n, name in zip(self.nodes, self.names)
+                  if name == "AccumulateGrad"]
+        for tid, leaf in sorted(leaves, key=lambda x: x[0]):
+            run.scalars.watch(leaf, tid)
         try:
             for nid, node in enumerate(self.nodes):
-                if self.names[nid] == "AccumulateGrad":  # its leaf gets a column of scalars
-                    run.scalars.watch(node.variable, run.tid_of(node.variable))
                 # One hook per node. AccumulateGrad: before it runs (was .grad None?).
                 if self.names[nid] == "AccumulateGrad":
                     self.handles.append(node.register_prehook(self._acc_pre_hook(nid)))

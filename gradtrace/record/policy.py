@@ -52,6 +52,7 @@ class Policy:
         self.events: list[list] = []
         self.n_events = 0
         self.decided = -1
+        self.refused = 0  # steps sampling allowed that the budget did not take
 
     @property
     def samples(self) -> bool:
@@ -78,6 +79,7 @@ class Policy:
             return True
         kind = self._choose(step)
         if kind is None:
+            self.refused += 1
             return False
         self.kind, self.mark = kind, self.w.step_bytes
         self.kept[kind] += 1
@@ -130,8 +132,8 @@ class Policy:
     def note(self, steps: int) -> str | None:
         """The line said at the end when some steps were not recorded in full."""
         n = self.kept["all"]
-        if n >= steps or steps == 0:
-            return None
+        if n >= steps or steps == 0 or not self.refused:
+            return None  # everything asked for (all steps, or those --every / --steps name)
         parts = []
         if self.kept["first"]:
             parts.append(f"the first {self.kept['first']:,}")
