@@ -212,3 +212,5 @@ class Recorder:
     def _sampled_step(self) -> None:
         """Sampled recording reached a step to record (counted while no mode was installed)."""
         self.step_state.reset()
+        # what was known of the gradients is stale: the steps in between were not watched
+        self.run.grad_zeroed.clear()

@@ -92,6 +92,8 @@ class ScalarTaker:
         self.optimizers: dict[int, tuple[Any, int]] = {}  # id -> (optimizer, params seen)
         self.prev: list[Any] = []        # values at the last backward call (gradtrace's copies)
         self.views: list[tuple] = []     # per parameter: (data_ptr, its numpy view or None)
+        self.scratches: dict[int, np.ndarray] = {}  # per column: room for the update's difference
+        self.seen_grads: dict[int, tuple[int, int]] = {}  # id(param) -> (id(grad), version): nonzero
         self.pending: tuple | None = None  # (step, full, loss, grads, values, acc) awaiting its update
         self.current: tuple | None = None
         self.last_flush = time.monotonic()
@@ -141,6 +143,8 @@ class ScalarTaker:
                 g = p.grad
                 if g is None:
                     acc.append(0)
+                elif self.seen_grads.get(id(p)) == (id(g), g._version):
+                    acc.append(2)  # the gradient the last backward left, untouched: not zeros
                 else:
                     gv = _numbers(g)
                     zero = (not any(gv)) if isinstance(gv, list) else (
@@ -154,7 +158,9 @@ class ScalarTaker:
                                    else _NAN)
                     prev[i] = v
                 elif isinstance(old, np.ndarray) and old.shape == v.shape:
-                    updates.append(_norm_of(v - old))
+                    scratch = self._scratch(i, old)
+                    np.subtract(v, old, out=scratch)  # no new array per step
+                    updates.append(_norm_of(scratch))
                     np.copyto(old, v)
                 else:
                     updates.append(_NAN)
@@ -191,6 +197,8 @@ class ScalarTaker:
         step, full, loss, values, acc = self.current
         self.current = None
         grads = [p.grad for p in self.params]
+        seen = self.seen_grads
+        seen.clear()
         if api == "autograd.grad":
             g_norms = [_NAN] * len(grads)
         else:
@@ -201,6 +209,9 @@ class ScalarTaker:
                 have = [g for g in grads if g is not None]
                 it = iter(_norms(have))
                 g_norms = [_NAN if g is None else next(it) for g in grads]
+        for p, g, n in zip(self.params, grads, g_norms):
+            if g is not None and n > 0:  # known not to be zeros while it stays as it is
+                seen[id(p)] = (id(g), g._version)
         # acc: how the .grad was met; -1 where no gradient arrived (still None after)
         acc = [a if g is not None else -1 for a, g in zip(acc, grads)]
         if any(n in (math.inf, -math.inf) or (n != n and a >= 0) for n, a in zip(g_norms, acc)):
@@ -212,6 +223,12 @@ class ScalarTaker:
         self.patterns.add(pattern)
         self.last_pattern = pattern
         self.seen_steps += 1
+
+    def _scratch(self, col: int, like: np.ndarray) -> np.ndarray:
+        out = self.scratches.get(col)
+        if out is None or out.shape != like.shape or out.dtype != like.dtype:
+            out = self.scratches[col] = np.empty_like(like)
+        return out
 
     def _param_numbers(self) -> list:
         """The parameters' values (see :func:`_numbers`), through numpy views kept from one
@@ -284,4 +301,5 @@ class ScalarTaker:
 
     def clear(self) -> None:
         self.params, self.prev, self.cols, self.optimizers, self.views = [], [], {}, {}, []
+        self.scratches, self.seen_grads = {}, {}
         self.pending = self.current = None
