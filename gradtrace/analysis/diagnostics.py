@@ -38,7 +38,9 @@ from .linear import SQUARED_ERROR, LinearFit, NotApplicableError, pool
 __all__ = ["Finding", "FINDING_KINDS", "Diagnostics", "OptimumTrack", "effective_lr"]
 
 FINDING_KINDS = ("forgot_zero_grad", "non_finite", "lr_unstable", "ill_conditioned",
-                 "no_grad_received", "data_update")
+                 "no_grad_received", "data_update",
+                 # across the ranks of a distributed run (analysis/distributed.py)
+                 "rank_missing", "ranks_step_count", "ranks_diverged", "no_grad_on_rank")
 
 #: Above this condition number of the loss Hessian, progress is called slow.
 ILL_CONDITIONED = 1e3
@@ -54,13 +56,20 @@ class Finding:
     op: str | None
     source: str | None
     message: str
+    #: the rank of a distributed run it concerns (None: a single process, or all ranks)
+    rank: int | None = None
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "step": self.step, "param": self.param, "op": self.op,
-                "source": self.source, "message": self.message}
+        d = {"kind": self.kind, "step": self.step, "param": self.param, "op": self.op,
+             "source": self.source, "message": self.message}
+        if self.rank is not None:
+            d["rank"] = self.rank
+        return d
 
     def __str__(self) -> str:
         where = f"step {self.step}" if self.step is not None else "the run"
+        if self.rank is not None:
+            where = f"rank {self.rank}, {where}"
         if self.source:
             where += f", {self.source}"
         return f"{self.kind} ({where}): {self.message}"

@@ -62,6 +62,8 @@ class Events:
         run.w.add_event(EventRow(run.take_seq(), kind, tid, idiom, before, after, incoming,
                                  None if fresh is None else int(fresh), via, 0, self.naming.sid(f),
                                  accumulation, int(through_data)))
+        if kind == "allreduce":
+            return  # DDP's gradient synchronisation: not a write of the user's
         step.count(kind if kind != "accumulate" else
                    ("accumulate_fresh" if fresh else "accumulate_added"))
         if accumulation == "added":

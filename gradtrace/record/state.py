@@ -56,6 +56,11 @@ class Run:
         self.thread_backward = 0    # backward passes in threads other than the recording one
         self.thread_ident = threading.get_ident()
         self.truncated_passes = 0   # backward passes with more nodes than max_nodes_per_backward
+        self.backend: str | None = None  # torch.distributed's, once the script set up a group
+        #: id() of the parameters that a DistributedDataParallel forward since the last
+        #: backward pass will have all-reduced in the next one (none under ``no_sync()``).
+        self.ddp_sync: set[int] = set()
+        self.ddp_world = 1
         self.errors: list[str] = []
         # signals: one that arrives while gradtrace is writing waits until it is done
         self.busy = 0

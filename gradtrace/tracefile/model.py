@@ -20,7 +20,7 @@ __all__ = [
 ]
 
 #: The kinds of :class:`Event` (besides ops and backward passes, which have their own types).
-EVENT_KINDS = ("accumulate", "zero", "update", "grad_write")
+EVENT_KINDS = ("accumulate", "zero", "update", "grad_write", "allreduce")
 #: How a ``.grad`` accumulation landed (:attr:`Event.accumulation`): on a ``.grad`` that was
 #: None, onto one that held only zeros (the ``grad.zero_()`` style), or added on top of a
 #: gradient that was never cleared (the forgot-to-zero case).
@@ -295,6 +295,9 @@ class Event:
     - ``update``: the leaf's value changed (``p -= lr * g`` under no_grad, ``p.data -= ...``,
       ``optimizer.step()``...).
     - ``grad_write``: ``.grad`` was changed without clearing it (clipping, scaling).
+    - ``allreduce``: under DistributedDataParallel, ``.grad`` went from this rank's own
+      gradient (``before``, where the accumulation ended) to the mean over the ranks
+      (``after``); ``via`` is ``DistributedDataParallel``.
 
     ``through_data`` marks a change made through a ``.data`` alias (``p.data -= …``,
     ``p.data = …``, ``p.grad.data.zero_()``): invisible to autograd. ``inferred`` marks
@@ -360,6 +363,8 @@ class RunInfo:
     steps_seen: int
     ops_dropped: int = 0
     modules: dict[str, str] = field(default_factory=dict)  # module path -> class ("net.0": "Linear")
+    #: Under torchrun: {"rank", "world_size", "local_rank", "backend"}; empty for one process.
+    distributed: dict[str, Any] = field(default_factory=dict)
     optimizers: tuple[OptimizerInfo, ...] = ()
     #: Format 4: what the recording policy was asked (``full``, ``budget``) and what it kept
     #: in full (``first``, ``spaced``, ``events``; see docs/trace-format.md). Empty before.

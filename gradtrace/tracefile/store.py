@@ -108,6 +108,7 @@ from .model import (
     ACCUMULATIONS, EVENT_KINDS, Backward, Event, GradNode, Op, RunInfo, Source, Stats, Step,
     TensorInfo, Value,
 )
+from .ranks import RANK_LIMIT
 from .rows import (
     BackwardRow, EventRow, NodeRow, OpRow, ScalarParamRow, ScalarRow, SourceRow, StepHead,
     TensorRow, decode, step_columns,
@@ -847,6 +848,7 @@ class Trace:
             modules=modules,
             policy=get("policy", _obj, {}),
             kept=get("kept", _obj, {}),
+            distributed=get("distributed", _distributed, {}),
             optimizers=get("optimizers", ck.optimizers, ()),
         )
 
@@ -1204,6 +1206,20 @@ def _old_event_fields(kind: str, idiom: str, fresh: bool | None,
     else:
         zeros = before.stats.numel > 0 and before.stats.min == 0 and before.stats.max == 0
     return ("zeros" if zeros else "added"), through_data
+
+
+def _distributed(v: Any, what: str) -> dict:
+    """meta 'distributed': a rank of a world (whole numbers) and a backend name."""
+    d = _obj(v, what)
+    world = ck.integer(d.get("world_size"), f"{what} world_size", 1, RANK_LIMIT)
+    rank = ck.integer(d.get("rank"), f"{what} rank", 0)
+    if rank >= world:
+        raise Malformed(f"{what}: rank {rank} is not below world_size {world}")
+    local = d.get("local_rank")
+    backend = d.get("backend")
+    return {"rank": rank, "world_size": world,
+            "local_rank": rank if local is None else ck.integer(local, f"{what} local_rank", 0),
+            "backend": None if backend is None else ck.text(backend, f"{what} backend")[:40]}
 
 
 def _obj(v: Any, what: str) -> dict:

@@ -6,13 +6,13 @@ from torch import nn
 from _twin import factor
 
 STEPS = 2
-# gradtrace names a parameter that reaches the Function by the forward's argument name
-# ("weight", "bias"), not by its module path (net.fc1.weight): a naming defect, noted in the
-# issue; the twins expect the names it gives today.
-W = {"weight"}
-ALL = W | {"bias"}
-TWINS = {"transposed": ("weight", W), "off_2x": ("weight", W), "sign_flip": ("weight", W),
-         "no_zero_grad": ("weight", ALL), "unused_param": ("w_skip", {"w_skip"})}
+# A parameter that reaches the Function is named by its module path, not by the forward's
+# argument that receives it.
+W = {"net.fc1.weight", "net.fc2.weight"}
+ALL = W | {"net.fc1.bias", "net.fc2.bias"}
+TWINS = {"transposed": ("net.fc2.weight", W), "off_2x": ("net.fc2.weight", W),
+         "sign_flip": ("net.fc2.weight", W), "no_zero_grad": ("net.fc2.weight", ALL),
+         "unused_param": ("w_skip", {"w_skip"})}
 
 
 class LinearFunction(torch.autograd.Function):
