@@ -12,7 +12,9 @@ Cases (each timed untraced and traced in alternation, so machine noise hits both
 Each traced unit is one whole run recorded into one trace file, as `gradtrace run` records
 a script: the fixed costs of a trace (creating the file, starting the writing process,
 closing it at the end) are in the numbers, spread over the run's steps.
-Recording modes: full values, stats only, every 10th step.
+Recording modes: default (the recording policy: these runs of 300 small steps are all
+recorded in full under the default budget), full (every step in full), stats only, every
+10th step.
 """
 
 from __future__ import annotations
@@ -122,7 +124,8 @@ def case_c():
 
 CASES = {"a": ("d2l scratch loop", case_a), "b": ("concise loop (nn, DataLoader)", case_b),
          "c": ("200,000x256 linear, batch 1024", case_c)}
-MODES = {"full": {}, "stats": {"values": "stats"}, "every10": {"every": 10}}
+MODES = {"default": {}, "full": {"full": True}, "stats": {"values": "stats", "full": True},
+         "every10": {"every": 10, "full": True}}
 
 
 def timed(run, options, tmp):
@@ -202,14 +205,14 @@ def calls(case: str = "a"):
 
     from torch.overrides import TorchFunctionMode
 
-    from gradtrace.record import recorder as R
+    from gradtrace.record import mode as R
 
     run = CASES[case][1]()
     run()
     pc = time.perf_counter
     seen: dict = collections.defaultdict(list)
     bare: dict = collections.defaultdict(list)
-    handler = R._Mode.__torch_function__
+    handler = R.Mode.__torch_function__
 
     def timed_handler(self, func, types, args=(), kwargs=None):
         t0 = pc()
@@ -226,7 +229,7 @@ def calls(case: str = "a"):
             finally:
                 bare[getattr(func, "__qualname__", repr(func))].append(pc() - t0)
 
-    R._Mode.__torch_function__ = timed_handler
+    R.Mode.__torch_function__ = timed_handler
     try:
         steps = 0
         with tempfile.TemporaryDirectory() as tmp:
@@ -236,7 +239,7 @@ def calls(case: str = "a"):
                 with gradtrace.trace(Path(tmp) / "calls.gtrace"):
                     steps += run()
     finally:
-        R._Mode.__torch_function__ = handler
+        R.Mode.__torch_function__ = handler
     print(f"({case}) {'torch call':40s} {'per step':>8s} {'recorded':>10s} {'bare mode':>10s} {'extra/step':>11s}")
     total = 0.0
     for name, ts in sorted(seen.items(), key=lambda kv: -sum(kv[1])):
@@ -253,7 +256,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("cases", nargs="*", default=["a", "b", "c", "rss"])
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--modes", default="full,stats,every10")
+    ap.add_argument("--modes", default="default,full,stats,every10")
     ap.add_argument("--steps", type=int, default=10_000, help="steps for the rss case")
     args = ap.parse_args()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

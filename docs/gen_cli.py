@@ -73,6 +73,31 @@ message (`No module named MODULE`), as `python -m MODULE` exits.
   with `torch.tensor(t)`) point at the user's line, as under python, not at gradtrace's
   dispatch mode; `-W` and `warnings.filterwarnings` filters apply to the user's module, and
   "once per location" means per user line, as under python.
+
+### What a run keeps
+
+- **Every step's scalars.** Whatever the options, each step keeps its loss and, per
+  parameter, the gradient's norm, the value's norm, the update's norm and how the backward
+  pass met its `.grad` (fresh, onto zeros, added onto an old gradient): curves and the
+  zeroing / accumulation timeline are complete for a run of any length
+  (`trace.scalars()`, the `scalars` table of [the trace format](trace-format.md)).
+- **Steps in full, within `--budget`** (default 32 MB): every op, node, event and value
+  for the first steps, while they fit in half the budget (the seed lessons, up to 3,000
+  small steps, stay whole); then steps spaced ever wider (16, 32, 64 ... apart, a quarter
+  of the budget); and from a step where something happens (a non-finite loss or gradient,
+  a loss jump, a zeroing or accumulation pattern not seen before) on, every step while the
+  rest lasts. A step is chosen as it begins, so the step where something happened, and the
+  one before it, are in full only when they had been chosen already. The steps in between
+  run without the recording mode (about as fast as plain python). `--full` records every
+  step in full; `--every` and `--steps` limit which steps may be. The run ends with one
+  line saying what was kept, when it is not everything:
+  `gradtrace: kept 1,034 of 30,000 steps in full (the first 832, 202 spaced) within the 32 MB
+  budget; every step has its loss and norms; --budget SIZE (budget= in gradtrace.trace)
+  keeps more, --full all`. `gradtrace check` checks the steps in full and says how many of
+  the run's it covered.
+- **Durability.** Steps are committed in groups, at most 0.2 s after they end (by a small
+  thread of gradtrace's when the script goes quiet): `kill -9` loses at most the last
+  0.2 s of steps; Ctrl-C, SIGTERM, an exception and `sys.exit` lose nothing.
 """
 
 

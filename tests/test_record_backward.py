@@ -68,3 +68,9 @@ def test_a_pass_beyond_max_nodes_per_backward_is_truncated_and_said(capsys):
     err = capsys.readouterr().err
     lines = [x for x in err.splitlines() if "max_nodes_per_backward" in x]
     assert len(lines) == 1 and lines[0].startswith("gradtrace: 1 backward pass reached")
+    # the trace says the pass was cut short (format 4), and by how many nodes
+    assert s.backward.truncated and s.backward.left_out > 0
+    with gradtrace.trace() as whole:
+        (a * 2).backward()
+    assert not whole.steps[0].backward.truncated and whole.steps[0].backward.left_out == 0
+

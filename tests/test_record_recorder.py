@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import io
 import sys
+import time
 import weakref
 
 import pytest
@@ -13,6 +14,7 @@ from torch import nn
 
 import gradtrace
 from gradtrace.record.backward import BackwardPass
+from gradtrace.tracefile.store import COMMIT_WINDOW
 
 
 # -- the d2l step, exactly ----------------------------------------------------------------------
@@ -615,6 +617,7 @@ def test_kill_9_after_step_k_keeps_k_steps(tmp_path, optimizer):
     try:
         for i in range(6):
             assert proc.stdout.readline() == f"step {i} done\n"
+        time.sleep(2 * COMMIT_WINDOW + 0.3)  # group commit: kill -9 loses at most the window
     finally:
         proc.kill()
         proc.communicate(timeout=60)

@@ -332,12 +332,22 @@ def test_a_full_disk_keeps_the_exit_code_the_output_and_the_steps(tmp_path, tmpf
     assert t.steps.indices == list(range(kept))
     assert t.steps[kept - 1].backward is not None
     if real_disk:
-        assert sorted(os.listdir(tmp_path / "disk")) == ["a.gtrace"]  # no half-written files
-        assert "gradtrace: graph skipped: cannot write disk/a.graph.svg: No space left on device" \
-            in lines
-        assert any(line.startswith("gradtrace: report skipped: cannot write disk/a.report.html")
-                   for line in lines)
-        assert lines[-1].startswith("gradtrace: report skipped")
+        # The space left once the last transaction failed depends on how much it held (group
+        # commit): each output either fitted and is whole, or is absent and said so. Never
+        # half a file.
+        names = sorted(os.listdir(tmp_path / "disk"))
+        assert set(names) <= {"a.gtrace", "a.graph.svg", "a.report.html"}, names
+        if "a.graph.svg" in names:
+            assert (tmp_path / "disk" / "a.graph.svg").read_text().rstrip().endswith("</svg>")
+        else:
+            assert "gradtrace: graph skipped: cannot write disk/a.graph.svg: No space left on " \
+                "device" in lines
+        if "a.report.html" in names:
+            assert (tmp_path / "disk" / "a.report.html").read_text().rstrip().endswith("</html>")
+        else:
+            assert any(line.startswith("gradtrace: report skipped: cannot write disk/a.report.html")
+                       for line in lines)
+            assert lines[-1].startswith("gradtrace: report skipped")
         assert t.info.status == "completed"  # the end fitted once the journal had gone
 
 

@@ -145,7 +145,7 @@ class _FullDisk:
         self.conn = conn
 
     def execute(self, sql, *args):
-        if sql == "BEGIN":
+        if sql.split()[0] in ("BEGIN", "COMMIT", "INSERT"):
             raise sqlite3.OperationalError("database or disk is full")
         return self.conn.execute(sql, *args)
 
@@ -158,6 +158,7 @@ def test_a_write_that_fails_does_not_stop_the_run_and_is_reported(tmp_path):
     with pytest.raises(TraceFileError) as info:
         with gradtrace.trace(tmp_path / "run.gtrace") as t:
             _train(3)
+            t._writer.sync()  # what the committer thread does once the window has passed
             t._writer.conn = _FullDisk(t._writer.conn)
             _train(3)
             done.append(True)

@@ -162,6 +162,8 @@ class CheckReport:
     findings: list[Finding]
     optimum: OptimumTrack | None = None
     steps_checked: int = 0
+    #: Steps the run had (recorded in full or not): the checks read the ones in full.
+    steps_run: int = 0
 
     @property
     def failed(self) -> list[CheckResult]:
@@ -226,7 +228,11 @@ class CheckReport:
                 head = (f"gradients ok by the {by} check only (the numeric check did not apply: "
                         f"{self._why_not('numeric')})" if numeric else
                         f"gradients ok by the {by} check (the numeric check was not run)")
-        return f"{head}: " + "; ".join(parts + [found]) if parts else f"{head}; {found}"
+        line = f"{head}: " + "; ".join(parts + [found]) if parts else f"{head}; {found}"
+        if self.steps_run > self.steps_checked:
+            line += (f" (checked the {self.steps_checked} step{'s' if self.steps_checked != 1 else ''}"
+                     f" recorded in full of {self.steps_run})")
+        return line
 
     def _why_not(self, kind: str | None) -> str:
         """The first reason a check of ``kind`` (None: any) did not apply, and how to make it."""
@@ -313,7 +319,9 @@ def check_trace(trace, options: CheckOptions | None = None, **kw) -> CheckReport
             if diag is not None:
                 diag.see(step, fit)
         findings, optimum = diag.findings() if diag is not None else ([], None)
-    return CheckReport(checks, findings, optimum, steps_checked=len(indices))
+    run = getattr(getattr(trace, "info", None), "steps_seen", 0)
+    return CheckReport(checks, findings, optimum, steps_checked=len(indices),
+                       steps_run=run if isinstance(run, int) and opts.steps is None else 0)
 
 
 def _numeric_sample(with_bw: list[int], opts: CheckOptions) -> set[int]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ..config import Config, parse_step_range
+from ..config import DEFAULT_BUDGET, Config, parse_size, parse_step_range
 from ..errors import GradtraceError, UsageError
 from ..tracefile.lock import TraceLock
 from ..tracefile.outputs import outputs_of
@@ -74,6 +74,12 @@ def _module_ends_options(args: list[str], params) -> list[str]:
               help="Record every N-th step only (the others run at near full speed).")
 @click.option("--steps", "step_range", metavar="A:B", default=None,
               help="Record only steps A to B-1 (e.g. 0:10, 100:).")
+@click.option("--full", is_flag=True, default=False,
+              help="Record every step in full, whatever the budget (every step keeps its loss "
+                   "and norms anyway).")
+@click.option("--budget", metavar="SIZE", default=f"{DEFAULT_BUDGET >> 20}MB", show_default=True,
+              help="Bytes of trace for the steps recorded in full (e.g. 200MB, 2GB): the first "
+                   "steps, then steps spaced ever wider, and the steps after something happens.")
 @click.option("--report/--no-report", "write_report", default=True, show_default=True,
               help="Write report.html (summary, checks, graphs, animations) next to the trace "
                    "(NAME.report.html for a trace NAME.gtrace).")
@@ -87,13 +93,16 @@ def _module_ends_options(args: list[str], params) -> list[str]:
 @click.argument("script", required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def run(ctx, module, output, values, max_numel, every, step_range, write_report, rank_wait,
+def run(ctx, module, output, values, max_numel, every, step_range, full, budget, write_report,
+        rank_wait,
         script, args, **feature_options):
     """Run SCRIPT with ARGS exactly as `python SCRIPT ARGS` would, recording what autograd does.
 
-    The script's stdout and exit code are its own; gradtrace's lines go to stderr. The
-    trace file is written step by step, so an interrupted run keeps every finished step
-    (and a full disk every step written before it filled).
+    The script's stdout and exit code are its own; gradtrace's lines go to stderr. Every
+    step keeps its loss and norms; the first steps, then spaced ones and those after
+    something happens are recorded in full, within --budget. The trace file is written
+    step by step, so an interrupted run keeps every finished step (kill -9: all but the
+    last 0.2 s), and a full disk every step written before it filled.
 
     The files made next to the trace are named after it: graph.svg, backprop.gif,
     training.gif, figure-N.png and report.html for a trace named trace.gtrace,
@@ -116,7 +125,7 @@ def run(ctx, module, output, values, max_numel, every, step_range, write_report,
     ranks = RankInfo.from_env()
     path = out if ranks is None else rank_path(out, ranks.rank)
     config = Config(output=path, values=values, max_value_numel=max_numel, every=every,
-                    step_range=parse_step_range(step_range))
+                    step_range=parse_step_range(step_range), full=full, budget=parse_size(budget))
     # The run's outputs are named after the run's path; under torchrun rank 0 makes them
     # (and a rank's figures carry its rank, so that ranks never share a file).
     outputs = outputs_of(out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import click
+import numpy as np
 
 from .common import load_trace, trace_argument
 
@@ -22,7 +23,19 @@ def summarize(trace) -> dict:
     info = trace.info
     run = {"script": info.script, "status": info.status, "exit_code": info.exit_code,
            "torch_version": info.torch_version, "format_version": info.format_version}
-    return {"steps": steps, "totals": totals, "run": run}
+    doc = {"steps": steps, "totals": totals, "run": run}
+    sc = trace.scalars()
+    if len(sc) > len(steps):
+        # Steps not recorded in full: what every step kept (the table above has the full ones)
+        counts = sc.counts()
+        finite = sc.loss[~np.isnan(sc.loss)]
+        doc["scalars"] = {"steps": len(sc), "full": int(sc.full.sum()),
+                          "loss_first": float(finite[0]) if len(finite) else None,
+                          "loss_last": float(finite[-1]) if len(finite) else None,
+                          "accumulate_fresh": int(counts["fresh"].sum()),
+                          "accumulate_added": int(counts["added"].sum()),
+                          "accumulate_on_zeros": int(counts["zeros"].sum())}
+    return doc
 
 
 @click.command()
@@ -58,8 +71,14 @@ def summary(trace_path, as_json, limit):
 
 def _table(title: str, doc: dict, limit: int) -> None:
     run = doc["run"]
-    click.echo(f"{title}: {run['script'] or 'python API'} ({run['status']}), "
-               f"{doc['totals']['steps']} steps recorded")
+    whole = doc.get("scalars")
+    recorded = (f"{whole['steps']} steps, {whole['full']} of them recorded in full (below)"
+                if whole else f"{doc['totals']['steps']} steps recorded")
+    click.echo(f"{title}: {run['script'] or 'python API'} ({run['status']}), {recorded}")
+    if whole and whole["loss_first"] is not None:
+        click.echo(f"every step: loss {whole['loss_first']:.6g} -> {whole['loss_last']:.6g}; "
+                   f"accumulations {whole['accumulate_fresh']} fresh, {whole['accumulate_on_zeros']} "
+                   f"onto zeros, {whole['accumulate_added']} added onto an old gradient")
     head = f"{'step':>6} {'ops':>5} {'nodes':>5} {'fresh':>5} {'added':>5} {'zero':>5} {'upd':>5}  loss"
     click.echo(head)
     rows = doc["steps"]

@@ -147,6 +147,12 @@ class BackwardPass:
         self.handles: list[Any] = []
 
     def __enter__(self) -> "BackwardPass":
+        run = self.owner.run
+        # each leaf gets a column of scalars, in the order the run made them (by tid)
+        leaves = [(run.tid_of(n.variable), n.variable) for n, name in zip(self.nodes, self.names)
+                  if name == "AccumulateGrad"]
+        for tid, leaf in sorted(leaves, key=lambda x: x[0]):
+            run.scalars.watch(leaf, tid)
         try:
             for nid, node in enumerate(self.nodes):
                 # One hook per node. AccumulateGrad: before it runs (was .grad None?).
@@ -255,7 +261,7 @@ class BackwardPass:
             results = [snap(g) if isinstance(g, _Tensor) else None for g in out]
         w.set_backward(BackwardRow(self.seq, self.api, root_tids, root_vid,
                                    [run.tid_of(t) for t in self.grad_inputs if isinstance(t, _Tensor)],
-                                   results, self.sid))
+                                   results, self.sid, self.left_out))
         for _, variable, fresh, before, after, incoming, kind, synced in sorted(acc_events):
             owner.events.event("accumulate", variable, _ACC_IDIOMS[kind], before, after, self.frame,
                                None, fresh=fresh, incoming=incoming, accumulation=kind)

@@ -101,23 +101,32 @@ def _patch_backward(stack, run: Run, mode: Mode, new_step: Callable[[], None]) -
     only); in sampled recording, steps are counted while no mode is installed."""
     import torch.autograd as ag
 
-    samples = run.config.samples
+    samples = run.policy.samples
     for name in ("backward", "grad"):
         orig = ag.__dict__[name]
+        api = "autograd.grad" if name == "grad" else "autograd.backward"
 
-        def wrapper(*args, _orig=orig, **kwargs):
+        def wrapper(*args, _orig=orig, _api=api, **kwargs):
             if threading.get_ident() != run.thread_ident:
                 if not (compiling() or in_transform()):
                     run.thread_backward += 1
                 return _orig(*args, **kwargs)
-            if not samples or (run.mode_on and not run.dormant) or compiling() or in_transform():
-                return _orig(*args, **kwargs)  # the mode sees it and records it
-            try:
+            if compiling() or in_transform():
                 return _orig(*args, **kwargs)
+            run.step_begun = True
+            taken = _scalars_before(run, args, kwargs, _api)
+            out = _orig(*args, **kwargs)
+            if taken:
+                _scalars_after(run, _api)
+            if not samples or (run.mode_on and not run.dormant):
+                return out  # the mode sees it and records it
+            try:
+                return out
             finally:
                 run.step += 1
+                run.step_begun = False  # counted once something of it runs (steps_seen)
                 run.after_backward = False
-                if run.config.records(run.step):
+                if run.policy.decide(run.step):
                     run.recording = True
                     new_step()
                     # What follows until the first forward op (the update and zeroing
@@ -132,6 +141,27 @@ def _patch_backward(stack, run: Run, mode: Mode, new_step: Callable[[], None]) -
         wrapper.__doc__ = orig.__doc__
         _patch(stack, ag, name, wrapper)
         # Tensor.backward looks torch.autograd.backward up at call time.
+
+
+def _scalars_before(run: Run, args, kwargs, api: str) -> bool:
+    """The step's scalars before its backward call (record/scalars.py); False if it failed."""
+    first = args[0] if args else kwargs.get("tensors", kwargs.get("outputs"))
+    roots = list(first) if isinstance(first, (list, tuple)) else [first]
+    try:
+        with torch._C.DisableTorchFunction(), torch.no_grad():
+            run.scalars.before(roots, api)
+        return True
+    except Exception as e:
+        run.internal(e)
+        return False
+
+
+def _scalars_after(run: Run, api: str) -> None:
+    try:
+        with torch._C.DisableTorchFunction(), torch.no_grad():
+            run.scalars.after(api)
+    except Exception as e:
+        run.internal(e)
 
 
 # The warning torch gives for every call of a compiled module while global module hooks
@@ -278,18 +308,25 @@ class _Hooks:
             return None
         run = self.run
         run.in_optimizer_step += 1
-        if not (run.mode_on and run.recording and not run.dormant):
-            return None
+        try:
+            run.scalars.watch_optimizer(optimizer)
+        except Exception as e:
+            run.internal(e)
+        if not (run.mode_on and run.recording and not run.dormant) or run.awaiting_forward:
+            return None  # (awaiting: the update of the unrecorded step before this one)
         try:
             with torch._C.DisableTorchFunction():
                 if optimizer not in self.opt_seen:
                     self.opt_seen.add(optimizer)
                     self.events.optimizer_groups(optimizer, sys._getframe(1))
                 before = []
+                values = self.values
                 for group in optimizer.param_groups:
                     for p in group["params"]:
                         if p.grad is not None:
-                            before.append((run.tid_of(p), p, p._version, self.values.snap_now(p)))
+                            tid = run.tid_of(p)
+                            # the forward's snapshot when p has not changed since (no second copy)
+                            before.append((tid, p, p._version, values.before(p, ("param", tid, ""))))
                 self.opt_before[id(optimizer)] = before
         except Exception as e:
             run.internal(e)

@@ -29,6 +29,7 @@ code is reported once and swallowed rather than breaking the user's run.
 from __future__ import annotations
 
 import contextlib
+import gc
 import sys
 
 import torch
@@ -43,6 +44,7 @@ from .forward import Forward
 from .install import install
 from .mode import Mode
 from .naming import Naming
+from .scalars import ScalarTaker
 from .state import Run, StepState
 from .values import Values
 
@@ -65,13 +67,20 @@ class Recorder:
         self.backward = backward = Backward(run, step, naming, values, events, self._begin_next_step)
         events.updates_done = self._commit_early
         self.mode = Mode(run, forward, events, backward)
+        run.scalars = self.scalars = ScalarTaker(run, run.policy)
         self._installed: contextlib.ExitStack | None = None
+        self._froze = False
 
     # -- what the session reads ----------------------------------------------------------------
     @property
     def step(self) -> int:
         """The run's current step number."""
         return self.run.step
+
+    @property
+    def steps_seen(self) -> int:
+        """How many steps the run began (recorded in full or not)."""
+        return self.run.step + int(self.run.step_begun)
 
     @property
     def totals(self) -> dict[str, int]:
@@ -114,6 +123,13 @@ class Recorder:
     def start(self) -> "Recorder":
         # The frame that started the trace (the `with gradtrace.trace()` line).
         self.naming.find_top_frame(sys._getframe(1))
+        # Objects alive before the run (torch, the user's modules and data) are left out of
+        # the collector's passes while recording: a long run makes many small objects, and
+        # each full collection would walk everything again. Undone at stop; a script that
+        # froze objects itself is left to manage its own.
+        if gc.get_freeze_count() == 0:
+            gc.freeze()
+            self._froze = True
         try:
             self._installed = install(self.run, self.step_state, self.naming, self.values,
                                       self.forward, self.events, self.mode, self._sampled_step)
@@ -136,6 +152,12 @@ class Recorder:
                     with torch._C.DisableTorchFunction():
                         self._close_step()
             finally:
+                with contextlib.suppress(Exception), torch._C.DisableTorchFunction(), torch.no_grad():
+                    self.scalars.finish()
+                self.scalars.clear()
+                if self._froze:
+                    gc.unfreeze()
+                    self._froze = False
                 self.run.clear()
                 self.step_state.clear()
                 self.naming.clear()
@@ -182,11 +204,13 @@ class Recorder:
         self._close_step()
         run.step += 1
         run.after_backward = False
-        run.recording = self.config.records(run.step)
+        run.recording = run.policy.decide(run.step)
         self.step_state.reset()
-        if not run.recording and self.config.samples:
+        if not run.recording and run.policy.samples:
             self.mode.go_idle()
 
     def _sampled_step(self) -> None:
         """Sampled recording reached a step to record (counted while no mode was installed)."""
         self.step_state.reset()
+        # what was known of the gradients is stale: the steps in between were not watched
+        self.run.grad_zeroed.clear()

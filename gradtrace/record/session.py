@@ -54,7 +54,8 @@ class trace:
         if self._writer is not None:
             raise UsageError("this trace() is already recording; make a new one for another run")
         meta: dict[str, Any] = {"gradtrace_version": __version__, "script": None, "argv": [],
-                "config": _config_json(self.config)}
+                "config": _config_json(self.config),
+                "policy": {"full": self.config.full, "budget": self.config.budget}}
         ranks = RankInfo.from_env()
         if ranks is not None:  # under torchrun: which rank of how many (the backend at the end)
             meta["distributed"] = ranks.as_meta()
@@ -89,9 +90,10 @@ class trace:
             if self._ranks is not None:
                 more["distributed"] = self._ranks.as_meta(rec.run.backend)
             try:
-                self._writer.finish(status, exit_code, error, steps_seen=rec.step + 1,
+                self._writer.finish(status, exit_code, error, steps_seen=rec.steps_seen,
                                     ops_dropped=rec.ops_dropped_total, modules=rec.module_classes,
-                                    optimizers=rec.optimizers, **more)
+                                    optimizers=rec.optimizers, kept=rec.run.policy.summary(),
+                                    **more)
             except TraceFileError as e:
                 self.fault = e
         try:
@@ -204,6 +206,8 @@ def _config_json(config: Config) -> dict[str, Any]:
         "step_range": list(config.step_range) if config.step_range else None,
         "max_ops_per_step": config.max_ops_per_step,
         "max_nodes_per_backward": config.max_nodes_per_backward,
+        "full": config.full,
+        "budget": config.budget,
     }
 
 

@@ -10,6 +10,7 @@ from ..config import Config
 from ..tracefile.rows import TensorRow
 from ..tracefile.store import TraceWriter
 from .calls import IdMap, dtype_name_of, grad_fn_of
+from .policy import Policy
 
 __all__ = ["Run", "StepState"]
 
@@ -21,6 +22,8 @@ class Run:
     def __init__(self, config: Config, writer: TraceWriter):
         self.config = config
         self.w = writer
+        self.policy = Policy(config, writer)
+        self.scalars: Any = None  # the ScalarTaker (record/scalars.py), set by the recorder
         # ids: sequential, never id()
         self.tids = IdMap()         # tensor -> tid
         self.named: set[int] = set()  # tids that have a name
@@ -32,8 +35,9 @@ class Run:
         self.seq = 0
         # where the run is
         self.step = 0               # the run's current step number
-        self.recording = config.records(0)
+        self.recording = self.policy.decide(0)
         self.after_backward = False  # the next forward op starts a new step
+        self.step_begun = True       # False between a light step's backward and the next one
         self.dormant = False         # sampled recording between recorded steps: see nothing
         self.awaiting_forward = False  # a recorded step's first forward op has not come yet
         self.mode_on = False
@@ -129,6 +133,10 @@ class Run:
             lines.append(f"{n} backward pass{'es' if n != 1 else ''} ran in other threads and "
                          f"{'were' if n != 1 else 'was'} not recorded (gradtrace records the "
                          "thread that started it)")
+        taker = self.scalars
+        line = self.policy.note(max(taker.seen_steps if taker is not None else 0, self.totals["steps"]))
+        if line:
+            lines.append(line)
         n = self.truncated_passes
         if n:
             lines.append(f"{n} backward pass{'es' if n != 1 else ''} reached more grad_fn nodes "

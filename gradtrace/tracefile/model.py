@@ -64,6 +64,16 @@ class Stats:
     @classmethod
     def of(cls, t: torch.Tensor) -> "Stats":
         """Summary statistics, in three passes over the data when all values are finite."""
+        n = t.numel()
+        if 0 < n <= 64 and t.is_cpu and not t.is_complex():
+            # A few numbers: through numpy's view into plain Python, no torch op at all (as
+            # cheap as copying them; torch reductions cost ten times more here).
+            try:
+                a = (t.detach() if t.requires_grad else t).numpy()
+            except (RuntimeError, TypeError):  # bfloat16, a neg-bit view, a subclass...
+                a = None
+            if a is not None:
+                return cls._of_list(a.ravel().tolist())
         import torch
 
         with torch.no_grad():
@@ -98,6 +108,14 @@ class Stats:
     @classmethod
     def _of_list(cls, xs: list) -> "Stats":
         """Small tensors: plain Python is faster than a handful of torch reductions."""
+        s = sum(xs)
+        if math.isfinite(s):  # all finite (NaN and infinities would show in the sum)
+            # hypot: one C call, exact to an ulp, no overflow; the fields set directly, as
+            # the frozen dataclass's __init__ would (it costs more than the arithmetic here)
+            out = object.__new__(cls)
+            out.__dict__.update(numel=len(xs), norm=math.hypot(*xs), mean=s / len(xs),
+                                min=float(min(xs)), max=float(max(xs)), nonfinite=0)
+            return out
         fin = [float(x) for x in xs if math.isfinite(x)]
         if not fin:
             nan = float("nan")
@@ -327,8 +345,16 @@ class Backward:
     root_value: Value | None = None
     inputs: tuple[int, ...] = ()            # autograd.grad: the tids it differentiated for
     results: tuple[Value | None, ...] = ()  # autograd.grad: the gradients it returned
+    #: grad_fn nodes the pass reached beyond ``max_nodes_per_backward``, not recorded (0:
+    #: ``nodes`` is the whole pass). Files before format 4 did not say: 0 there.
+    left_out: int = 0
 
     kind = "backward"
+
+    @property
+    def truncated(self) -> bool:
+        """True when the pass was cut short: ``nodes`` is not all of it."""
+        return self.left_out > 0
 
     @property
     def loss(self) -> float | None:
@@ -429,6 +455,10 @@ class RunInfo:
     #: Under torchrun: {"rank", "world_size", "local_rank", "backend"}; empty for one process.
     distributed: dict[str, Any] = field(default_factory=dict)
     optimizers: tuple[OptimizerInfo, ...] = ()
+    #: Format 4: what the recording policy was asked (``full``, ``budget``) and what it kept
+    #: in full (``first``, ``spaced``, ``events``; see docs/trace-format.md). Empty before.
+    policy: dict[str, Any] = field(default_factory=dict)
+    kept: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)

@@ -16,8 +16,8 @@ from urllib.parse import quote
 from ..errors import TraceFileError, TraceWriteError
 from .checked import Limits
 from .reader import Trace
-from .rows import SourceRow, TensorRow, step_columns
-from .schema import APPLICATION_ID, FORMAT_VERSION, OLDEST_READABLE, TABLES
+from .rows import ScalarParamRow, ScalarRow, SourceRow, TensorRow, step_columns
+from .schema import APPLICATION_ID, FORMAT_VERSION, OLDEST_READABLE, TABLES, TABLES_ADDED
 
 __all__ = ["load", "is_trace", "check_header"]
 
@@ -92,12 +92,14 @@ def check_header(conn: sqlite3.Connection, path: str) -> int:
     if version < OLDEST_READABLE:
         raise TraceFileError(path, f"trace format {version} is older than this gradtrace reads "
                                    f"({OLDEST_READABLE} to {FORMAT_VERSION}); record it again")
-    missing = TABLES - tables
+    missing = (TABLES | {t for t, v in TABLES_ADDED.items() if v <= version}) - tables
     if missing:
         raise TraceFileError(path, f"truncated or corrupt: tables {', '.join(sorted(missing))} "
                                    "are missing; record the run again")
     for table, want in (("meta", ("key", "value")), ("source", SourceRow._fields),
-                        ("tensor", TensorRow._fields), ("step", step_columns(version))):
+                        ("tensor", TensorRow._fields), ("step", step_columns(version)),
+                        *((("scalars", ScalarRow._fields), ("scalar_param", ScalarParamRow._fields))
+                          if version >= 4 else ())):
         # table_xinfo lists generated and hidden columns too: a reader computes nothing.
         cols = [(r[1], r[6]) for r in conn.execute(f"PRAGMA table_xinfo({table})")]
         if cols != [(c, 0) for c in want]:

@@ -41,6 +41,7 @@ class Trace:
         self._tensors: dict[int, TensorInfo] | None = None
         self._steps: StepList | None = None
         self._rows: list[dict[str, Any]] | None = None
+        self._scalars: Any = None
         self._version = version
         self._decoder = StepDecoder(path, version, self.limits, lambda: self.sources,
                                     lambda: self.tensors)
@@ -172,6 +173,15 @@ class Trace:
         return self._decoder.decode(idx, rows[0])
 
     # -- conveniences that live in upper layers (dispatched through the facade) -------------
+    def scalars(self):
+        """Every step's loss and per-parameter norms, recorded in full or not, as numpy
+        columns (:class:`gradtrace.tracefile.scalars.Scalars`)."""
+        if self._scalars is None:
+            from .scalars import read_scalars
+
+            self._scalars = read_scalars(self)
+        return self._scalars
+
     def check(self, **options):
         """Gradient checks and training diagnostics (see ``gradtrace.analysis.check``)."""
         return conveniences.call("check", self, **options)

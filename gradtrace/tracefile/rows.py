@@ -21,7 +21,8 @@ from typing import Any, NamedTuple
 from .checked import row as _row
 
 __all__ = ["SourceRow", "TensorRow", "StepHead", "STEP_DATA_COLUMNS", "OpRow", "BackwardRow",
-           "NodeRow", "EventRow", "ADDED_IN", "step_columns", "width", "decode"]
+           "NodeRow", "EventRow", "ScalarRow", "ScalarParamRow", "ACC_CODES", "ADDED_IN",
+           "step_columns", "width", "decode"]
 
 class SourceRow(NamedTuple):
     """A row of the ``source`` table: a line of the user's code."""
@@ -101,6 +102,7 @@ class BackwardRow(NamedTuple):
     inputs: list        # autograd.grad: the tids it differentiated for
     result_vids: list   # autograd.grad: the gradients it returned
     sid: int | None
+    left_out: int = 0   # grad_fn nodes not recorded (max_nodes_per_backward): 0 = the whole pass
 
 
 class NodeRow(NamedTuple):
@@ -136,6 +138,35 @@ class EventRow(NamedTuple):
     through_data: int = 0  # 1: the change went through a .data alias (p.data.sub_(), p.data = …)
 
 
+class ScalarRow(NamedTuple):
+    """A row of the ``scalars`` table (format 4): what every step keeps, recorded in full or not.
+
+    ``vals`` is little-endian float64s: the loss, then per parameter column (the
+    ``scalar_param`` table's order) its gradient norm after the backward pass, its value
+    norm at the backward pass and the norm of its change until the next step's backward
+    pass (the update); NaN where there is none. A row holds the columns known at its step
+    (parameters seen later come after). ``acc`` is one signed byte per column: how the
+    backward pass met the ``.grad`` (:data:`ACC_CODES`)."""
+
+    idx: int      # the run's step number
+    full: int     # 1: the step is recorded in full (its row is in the ``step`` table)
+    vals: bytes
+    acc: bytes
+
+
+class ScalarParamRow(NamedTuple):
+    """A column of the scalars: the parameter (a tid of the ``tensor`` table or a step's
+    ``tensors``) whose norms it holds."""
+
+    col: int
+    tid: int
+
+
+#: ``ScalarRow.acc`` codes: no gradient arrived; fresh (``.grad`` was None); onto zeros; added
+#: onto a gradient that was not zeroed (the forgot-to-zero pattern).
+ACC_CODES = {-1: None, 0: "fresh", 1: "zeros", 2: "added"}
+
+
 def step_columns(version: int) -> tuple[str, ...]:
     """The ``step`` table's columns in files of format ``version`` (1 or later)."""
     return StepHead._fields + STEP_DATA_COLUMNS[max(v for v in STEP_DATA_COLUMNS if v <= version)]
@@ -143,7 +174,8 @@ def step_columns(version: int) -> tuple[str, ...]:
 
 #: Fields added after format 1: (row type, field) -> the format that added it.
 ADDED_IN: dict[tuple[type, str], int] = {(EventRow, "accumulation"): 3,
-                                         (EventRow, "through_data"): 3}
+                                         (EventRow, "through_data"): 3,
+                                         (BackwardRow, "left_out"): 4}
 
 
 def width(row_type: type, version: int) -> int:

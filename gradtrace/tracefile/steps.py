@@ -172,7 +172,8 @@ class _Body:
                         roots=ck.int_list(b.roots, f"{w}'s roots"), nodes=tuple(nodes),
                         source=self.src(b.sid, w), root_value=vv(b.root_vid, f"{w}'s root value"),
                         inputs=ck.int_list(b.inputs, f"{w}'s inputs"),
-                        results=tuple(vv(x, f"{w}'s result") for x in b.result_vids))
+                        results=tuple(vv(x, f"{w}'s result") for x in b.result_vids),
+                        left_out=ck.integer(b.left_out or 0, f"{w}'s left-out count", 0))
 
     def events(self) -> list[Event]:
         where, vv, version = self.where, self.vv, self.version

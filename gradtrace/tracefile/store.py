@@ -1,7 +1,7 @@
 """The trace file's writer: a run appended step by step to a versioned SQLite database.
 
-Why SQLite: every committed transaction survives ``kill -9`` (a step is committed the
-moment it ends), a reader never executes anything from the file (tensors are raw bytes
+Why SQLite: every committed transaction survives ``kill -9`` (steps are committed in groups,
+at most :data:`COMMIT_WINDOW` seconds after they end), a reader never executes anything from the file (tensors are raw bytes
 with a dtype and a shape), the schema is self-describing for anyone with ``sqlite3``,
 and it comes with Python. coverage.py keeps its data the same way. The schema, the format
 version and its history are in :mod:`gradtrace.tracefile.schema`.
@@ -19,6 +19,8 @@ import json
 import math
 import os
 import sqlite3
+import threading
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,13 +36,18 @@ from .lock import TraceLock
 from .model import Stats
 from .opening import is_trace, load
 from .reader import Trace
-from .rows import BackwardRow, EventRow, NodeRow, OpRow, SourceRow, StepHead, TensorRow
+from .rows import (BackwardRow, EventRow, NodeRow, OpRow, ScalarParamRow, ScalarRow, SourceRow,
+                   StepHead, TensorRow)
 from .schema import APPLICATION_ID, FORMAT_VERSION, OLDEST_READABLE, SCHEMA
 
 __all__ = ["FORMAT_VERSION", "OLDEST_READABLE", "TraceWriter", "Trace", "load", "is_trace",
            "APPLICATION_ID", "Limits", "dtype_name"]
 
 _SCHEMA = SCHEMA
+#: Seconds a finished step may wait before its transaction commits (group commit): a
+#: ``kill -9`` loses at most the steps of the last this many seconds. One commit per step
+#: cost 50-100 us of a small step; one per window costs next to nothing.
+COMMIT_WINDOW = 0.2
 
 @lru_cache(maxsize=None)
 def numpy_dtypes() -> frozenset:
@@ -98,9 +105,24 @@ class TraceWriter:
     readable in place, and :meth:`finish` raises :class:`TraceFileError` saying which.
     """
 
-    def __init__(self, path: Path | None, meta: dict[str, Any]):
+    def __init__(self, path: Path | None, meta: dict[str, Any], window: float = COMMIT_WINDOW):
         self.path = path
         self.pid = os.getpid()
+        self.window = window
+        #: Bytes of the step rows written (a step written again counts once): the budget's measure.
+        self.step_bytes = 0
+        self.scalar_bytes = 0
+        self._row_bytes: dict[int, int] = {}  # step -> bytes of its row, while it may be written again
+        self._scalars: list[ScalarRow] = []
+        self._scalar_params: list[ScalarParamRow] = []
+        # Group commit: one transaction stays open for up to `window` seconds; a thread
+        # commits it when the run goes quiet (the script sleeps, or waits on I/O).
+        self._mutex = threading.Lock()
+        self._in_tx = False
+        self._tx_since = 0.0
+        self._pending: list[int] = []  # steps written in the open transaction
+        self._quit = threading.Event()
+        self._committer: threading.Thread | None = None
         self.error: str | None = None
         self.failed_step: int | None = None  # the step whose commit failed, if one did
         self.kept: list[int] = []  # the first and last step committed, once there are some
@@ -242,6 +264,20 @@ class TraceWriter:
         """A value known to be all zeros: its shape and dtype only (kind 2)."""
         self._vints += (vid, -1, 2, self._code(dtype), 0, 0, len(shape), *shape)
 
+    def add_scalars(self, row: ScalarRow) -> None:
+        """A step's scalars (written with the next transaction)."""
+        self._scalars.append(row)
+        self.scalar_bytes += len(row.vals) + len(row.acc) + 16
+
+    def add_scalar_param(self, row: ScalarParamRow) -> None:
+        """A new column of the scalars (written with the next transaction)."""
+        self._scalar_params.append(row)
+
+    def flush_scalars(self) -> None:
+        """Write the scalars added so far (they go with the next step otherwise)."""
+        if self._scalars or self._scalar_params:
+            self._write()
+
     def commit_step(self, head: StepHead, provisional: bool = False) -> None:
         """Write the step whose rows were added since the last commit, in one transaction.
 
@@ -264,7 +300,12 @@ class TraceWriter:
         tensors = None
         if self._tensors or self._renames:
             tensors = _json(self._tensors + [(tid, name) for name, tid in self._renames])
-        row = tuple(head) + (tensors, body, ck.to_int64s(self._vints), b"".join(self._chunks))
+        vidx, vals = ck.to_int64s(self._vints), b"".join(self._chunks)
+        row = tuple(head) + (tensors, body, vidx, vals)
+        size = 64 + len(body) + len(vidx) + len(vals) + (len(tensors) if tensors else 0)
+        self.step_bytes += size - self._row_bytes.pop(head.idx, 0)
+        if provisional:
+            self._row_bytes[head.idx] = size
         if provisional:
             self._open_step = (head, sizes)
         else:
@@ -279,17 +320,29 @@ class TraceWriter:
                 len(self._tensors), len(self._renames), self._backward is not None)
 
     def _write(self, step_row: tuple | None = None, meta: dict | None = None) -> bool:
-        """One transaction; False if it was not written (now or at an earlier failure)."""
-        sources, self._sources = self._sources, []
+        """Add to the open transaction (begun if none is) and commit it when the window has
+        passed or the run ends (``meta``); False if it was not written (now or at an earlier
+        failure)."""
         if self.error is not None or os.getpid() != self.pid:
+            self._sources, self._scalars, self._scalar_params = [], [], []
             return False  # a write failed before, or this is a forked child (DataLoader workers)
-        c = self.conn
-        try:
-            c.execute("BEGIN")
+        with self._mutex:
+            sources, self._sources = self._sources, []
+            scalars, self._scalars = self._scalars, []
+            params, self._scalar_params = self._scalar_params, []
+            c = self.conn
             try:
+                if not self._in_tx:
+                    c.execute("BEGIN")
+                    self._in_tx, self._tx_since = True, time.monotonic()
                 if sources:
                     c.executemany("INSERT INTO source VALUES (?,?,?,?,?)", sources)
+                if params:
+                    c.executemany("INSERT OR REPLACE INTO scalar_param VALUES (?,?)", params)
+                if scalars:
+                    c.executemany("INSERT OR REPLACE INTO scalars VALUES (?,?,?,?)", scalars)
                 if step_row is not None:
+                    self._pending.append(step_row[0])
                     # OR REPLACE: a step written provisionally is written again when it ends
                     c.execute("INSERT OR REPLACE INTO step VALUES "
                               "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", step_row)
@@ -301,23 +354,71 @@ class TraceWriter:
                         c.executemany("UPDATE tensor SET name=? WHERE tid=?", self._renames)
                     c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                   [(k, _json(v)) for k, v in meta.items()])
-                c.execute("COMMIT")
-            except BaseException:
-                # SQLite has already rolled back after some errors (a full disk): then there
-                # is nothing to roll back, and trying would hide the error that matters.
-                if c.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        c.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as e:
-            self.error = str(e)
-            if step_row is not None:
-                self.failed_step = step_row[0]
-            return False
-        if step_row is not None and not (self.kept and self.kept[1] == step_row[0]):
-            self.kept = [self.kept[0] if self.kept else step_row[0], step_row[0]]
-            self.n_kept += 1
+                if meta or time.monotonic() - self._tx_since >= self.window:
+                    self._commit()
+                elif self._committer is None and self.path is not None:
+                    self._committer = threading.Thread(target=self._commit_when_quiet,
+                                                       name="gradtrace-commit", daemon=True)
+                    self._committer.start()
+            except sqlite3.Error as e:
+                self._failed(e)
+                return False
         return True
+
+    def sync(self) -> None:
+        """Commit the open transaction now (the committer does it once the window passes)."""
+        if os.getpid() != self.pid:
+            return
+        with self._mutex:
+            if self._in_tx and self.error is None:
+                try:
+                    self._commit()
+                except sqlite3.Error as e:
+                    self._failed(e)
+
+    def _commit(self) -> None:
+        """Commit the open transaction (the mutex held); the steps in it are kept from now on."""
+        self.conn.execute("COMMIT")
+        self._in_tx = False
+        for idx in self._pending:
+            if not (self.kept and self.kept[1] == idx):
+                self.kept = [self.kept[0] if self.kept else idx, idx]
+                self.n_kept += 1
+        self._pending = []
+
+    def _failed(self, e: sqlite3.Error) -> None:
+        """A write or commit failed (a full disk): the open transaction is lost, and so are
+        the steps in it; the file keeps what was committed before."""
+        c = self.conn
+        # SQLite has already rolled back after some errors (a full disk): then there is
+        # nothing to roll back, and trying would hide the error that matters.
+        if c.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                c.execute("ROLLBACK")
+        self._in_tx = False
+        self.error = str(e)
+        if self._pending:
+            self.failed_step = self._pending[0]
+        self._pending = []
+
+    def _commit_when_quiet(self) -> None:
+        """The committer thread: a transaction left open for a window is committed, so the
+        steps of a run that has gone quiet are kept too (kill -9 then loses nothing)."""
+        while not self._quit.wait(self.window / 2):
+            with self._mutex:
+                if self._in_tx and self.error is None and \
+                        time.monotonic() - self._tx_since >= self.window:
+                    try:
+                        self._commit()
+                    except sqlite3.Error as e:
+                        self._failed(e)
+
+    def _stop_committer(self) -> None:
+        if self._committer is not None:
+            self._quit.set()
+            if self._committer is not threading.current_thread():
+                self._committer.join()
+            self._committer = None
 
     def finish(self, status: str, exit_code: int | None = None, error: str | None = None,
                **meta) -> None:
@@ -334,6 +435,8 @@ class TraceWriter:
             del self._tensors[:sizes[4]], self._renames[:sizes[5]]
             self._open_step = None
         meta.update(status=status, exit_code=exit_code, error=error)
+        if os.getpid() == self.pid:
+            self._stop_committer()
         if self.path is None or os.getpid() != self.pid:
             self._write(meta=meta)
             return
@@ -352,6 +455,7 @@ class TraceWriter:
             raise TraceWriteError(self.path, self._fault(ended))
 
     def _close(self) -> None:
+        self._stop_committer()
         try:
             self.conn.close()
         except sqlite3.Error as e:

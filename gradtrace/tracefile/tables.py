@@ -57,6 +57,8 @@ def read_info(q: Query) -> RunInfo:
         steps_seen=get("steps_seen", lambda v, w: ck.integer(v, w, 0), 0),
         ops_dropped=get("ops_dropped", lambda v, w: ck.integer(v, w, 0), 0),
         modules=modules,
+        policy=get("policy", _obj, {}),
+        kept=get("kept", _obj, {}),
         distributed=get("distributed", _distributed, {}),
         optimizers=get("optimizers", ck.optimizers, ()),
     )
