@@ -264,16 +264,19 @@ def tmpfs():
 
 
 FILLS = textwrap.dedent("""\
+    import time
     import torch
     torch.manual_seed(0)
-    X, y = torch.randn(64, 8), torch.randn(64, 1)
-    w = torch.zeros(8, 1, requires_grad=True)
-    for i in range(200):
+    X, y = torch.randn(128, 16), torch.randn(128, 1)
+    w = torch.zeros(16, 1, requires_grad=True)
+    for i in range(400):
         loss = ((X @ w - y) ** 2).mean()
         loss.backward()
         with torch.no_grad():
             w -= 0.01 * w.grad
             w.grad.zero_()
+        if i % 4 == 3 and i < 80:
+            time.sleep(0.25)  # a pause longer than the commit window: the steps so far commit
     print("done", round(loss.item(), 4))
     """)
 
@@ -323,7 +326,7 @@ def test_a_full_disk_keeps_the_exit_code_the_output_and_the_steps(tmp_path, tmpf
     assert error.startswith("gradtrace: error: disk/a.gtrace: could not be written to the end "
                             "(database or disk is full); writing stopped at step ")
     kept = int(error.split("writing stopped at step ")[1].split(":")[0])
-    assert 0 < kept < 200
+    assert 0 < kept < 400
     assert f"the {kept} recorded steps before it (0..{kept - 1}) are kept in the file" in error
     assert error.endswith("; free some space or choose another path with -o")
     assert "trace saved" not in r.stderr
