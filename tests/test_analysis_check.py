@@ -232,6 +232,7 @@ def test_cli_strict_exits_3_on_a_finding_and_0_without(tmp_path):
     assert r.exit_code == 0 and "gradients ok" in r.output
 
 
+@pytest.mark.slow  # `gradtrace run` in a forked child
 def test_run_prints_the_verdict_and_the_findings(tmp_path):
     script = tmp_path / "nozero.py"
     script.write_text(textwrap.dedent("""

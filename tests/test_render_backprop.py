@@ -102,6 +102,7 @@ def test_cli_size_takes_pixels_or_inches():
     assert _inches(None, "backprop", None) is None
 
 
+@pytest.mark.slow  # `gradtrace animate` in a forked child
 def test_animate_size_is_honoured(tmp_path):
     (tmp_path / "fit.py").write_text(textwrap.dedent("""\
         import torch
