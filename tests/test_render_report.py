@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import textwrap
 
+import pytest
 import torch
 from torch import nn
 
