@@ -338,7 +338,8 @@ def checked(recorded_demos):
 
 
 @pytest.mark.parametrize("name, args", [("linreg", ()), ("linreg_concise", ()), ("crop_yield", ()),
-                                        ("gd_backprop", ()), ("softmax_regression", ()),
+                                        pytest.param("gd_backprop", (), marks=pytest.mark.slow),  # 3,000 steps checked
+                                        ("softmax_regression", ()),
                                         ("softmax_regression", ("--by-hand",))])
 def test_check_analytic_gradients_pass(checked, name, args):
     doc = checked(name, *args)
