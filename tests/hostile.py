@@ -644,11 +644,14 @@ def build(folder: Path) -> list[tuple[str, Path]]:
     (case, file) list, "base" first."""
     import contextlib
     import io
+    import warnings
 
     cwd = os.getcwd()
     os.chdir(folder)  # BASE_SCRIPT and its recording stay in the folder
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its float(loss) of a tensor that requires grad
             base = record_base(folder)
     finally:
         os.chdir(cwd)
