@@ -311,6 +311,7 @@ def test_a_diverging_run_is_drawn_quietly(recwarn):
 
 # -- files ---------------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # writes a GIF twice
 def test_gif_has_every_frame_and_is_deterministic(zeroing, tmp_path):
     from PIL import Image
 
@@ -502,6 +503,7 @@ def test_seed_3_surface_is_the_least_squares_fit_of_the_crop_table(demo_trace):
     assert "plane through the optimum" in S.description and S.axes.shape == (2, 8)
 
 
+@pytest.mark.slow  # reads all 3,000 steps of gd_backprop to fit the surface
 def test_seed_5_surface_is_the_full_batch_loss(demo_trace):
     trace, anim = _seed_training(demo_trace, 5)
     S = anim.renderer.surface
