@@ -110,6 +110,7 @@ def _smallest_caught(name, twin, deltas):
     return min(caught) if caught else math.inf
 
 
+@pytest.mark.slow  # a dozen twins recorded and checked, one per delta (30 s on 2 cores)
 def test_the_smallest_backward_error_caught():
     """A backward off by 1 + delta (the off_2pct twin with a smaller delta), first step.
     float64: 1e-8 (the Legendre Function) and 1e-7 (the LayerNorm Function, 30 rows);
