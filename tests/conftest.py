@@ -1,4 +1,12 @@
-"""Shared fixtures: demos recorded in-process (once per session), script runners.
+"""Shared fixtures: demos recorded in-process (once per session), script runners, the tiers.
+
+The suite has two tiers (tests/README.md has the whole story and the timings):
+
+- ``python -m pytest -m "not slow"``: the in-process tests, under a minute on 2 cores. A test
+  there calls the library (or the click command in-process) and never starts a process.
+- ``@pytest.mark.slow``: every test that runs a process (``gradtrace_cmd``, ``python_cmd``,
+  ``fresh_gradtrace_cmd``, ``subprocess``), a corpus or a long end-to-end run. The helpers
+  below refuse to run in a test not marked slow, so the fast tier stays fast.
 
 ``gradtrace_cmd`` and ``python_cmd`` run in a child forked from one warm process
 (tests/runner.py); ``fresh_gradtrace_cmd`` is a real new interpreter, for the tests whose
@@ -93,6 +101,26 @@ def demo_trace(recorded_demos):
     return recorded_demos.trace
 
 
+_RUNNING: list = []  # the test item being set up, run or torn down (one at a time per process)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    _RUNNING.append(item)
+    try:
+        yield
+    finally:
+        _RUNNING.pop()
+
+
+def require_slow(what: str) -> None:
+    """Fail the running test unless it is marked slow: running a process is the slow tier's."""
+    if _RUNNING and _RUNNING[-1].get_closest_marker("slow") is None:
+        pytest.fail(f"{_RUNNING[-1].nodeid} runs {what} but is not marked @pytest.mark.slow: a "
+                    "test that starts a process belongs to the slow tier (tests/README.md); "
+                    "mark it, or call the library in-process", pytrace=False)
+
+
 def _env(env=None) -> dict:
     return dict(os.environ if env is None else env, PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
 
@@ -100,16 +128,19 @@ def _env(env=None) -> dict:
 def gradtrace_cmd(*args: str, cwd=None, timeout=300, env=None, **kw) -> subprocess.CompletedProcess:
     """`gradtrace ARGS` as `python -m gradtrace ARGS` runs it, in a child of the warm process
     (tests/runner.py): its own argv, cwd, environment, streams and exit status."""
+    require_slow("gradtrace_cmd")
     return runner.gradtrace(*args, cwd=cwd, env=_env(env), timeout=timeout, **kw)
 
 
 def python_cmd(script, *args: str, cwd=None, timeout=300, env=None, **kw) -> subprocess.CompletedProcess:
     """`python SCRIPT ARGS` in a child of the warm process (for scripts that import torch)."""
+    require_slow("python_cmd")
     return runner.python(script, *args, cwd=cwd, env=_env(env), timeout=timeout, **kw)
 
 
 def fresh_gradtrace_cmd(*args: str, cwd=None, timeout=300, env=None, **kw) -> subprocess.CompletedProcess:
     """`gradtrace ARGS` in a real new interpreter (python -m gradtrace, so PATH does not matter)."""
+    require_slow("fresh_gradtrace_cmd")
     return subprocess.run([sys.executable, "-m", "gradtrace", *args], cwd=cwd, env=_env(env),
                           capture_output=True, text=True, timeout=timeout, **kw)
 

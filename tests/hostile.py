@@ -1,10 +1,15 @@
-"""The hostile-file corpus: damaged and crafted copies of one small real trace, and a runner
-that puts every reading command on each of them in a child forked from one warm process.
+"""The hostile-file corpus: damaged and crafted copies of one small real trace; the reader run
+on every one of them in-process, and every reading command run on a sample of them through
+the real command line, each in a child forked from one warm process.
 
-Run by tests/test_hostile.py as ``python tests/hostile.py OUT.json`` (its own process: one
-torch import, one thread, then a fork per case and command, each under a time and memory
-limit). Every case is built by the code here from a trace recorded here, seeded, so the
-corpus is the same on every machine.
+tests/test_hostile.py builds the corpus (``build``), reads every file in its own process with
+``read_all`` (what ``gradtrace.load`` gives a Python user, read to the last field, under a
+time and memory guard), and runs ``python tests/hostile.py OUT.json CASES_DIR`` for the
+sample (``CLI_SAMPLE``: one torch import, one thread, then a fork per case and command, each
+under a time and memory limit). Every case is built by the code here from a trace recorded
+here, seeded, so the corpus is the same on every machine. ``python tests/hostile.py OUT.json``
+alone builds the corpus itself and runs every command on every file (about 3,300 runs: the
+whole corpus through the CLI, for a change to a command's reading path).
 """
 
 from __future__ import annotations
@@ -366,6 +371,115 @@ def corpus(base: Path, folder: Path, marker: str) -> list[tuple[str, Path]]:
     return out
 
 
+# -- the reader, in this process, on every file -------------------------------------------------
+#: A case that runs longer than this is stopped by faulthandler: the process ends with every
+#: thread's stack on stderr (the hung case's name among the frames) instead of hanging CI.
+HANG_SECONDS = 300
+#: Above this much new memory the reader gets a MemoryError (recorded as a failure) instead of
+#: the machine running out; tests/test_hostile.py asserts on the measured growth (1 GiB).
+MEMORY_LIMIT = 2 << 30
+
+
+def read_all(cases: list[tuple[str, Path]], folder: Path, marker: str = MARKER) -> list[dict]:
+    """``gradtrace.load`` on every case, read to the last field, in this process (it is the
+    reader that is tested; a fork per file cost more than the reading). One result per case,
+    shaped as ``run_all``'s with the command ``"load"``: exit 0 (read fine), 2 (a
+    GradtraceError: its one line as stderr) or 1 (anything else: the traceback as stderr).
+    Each case runs in ``folder`` (where a crafted call would make ``marker``) under a time
+    watchdog and a memory limit; its peak memory growth is measured (VmHWM, reset per case).
+    The first case is read once more, untimed, before the rest."""
+    import contextlib
+    import faulthandler
+    import io
+    import traceback
+    import warnings
+
+    from gradtrace import GradtraceError
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cwd = os.getcwd()
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    results = []
+    try:
+        os.chdir(folder)
+        # The first file once, untimed: imports and torch's first-call set-up are not reading.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            try:
+                _touch_everything(str(cases[0][1]))
+            except GradtraceError:
+                pass
+        for case, path in cases:
+            limit = _vm_data_kb() * 1024 + MEMORY_LIMIT
+            resource.setrlimit(resource.RLIMIT_DATA, (limit if hard < 0 else min(limit, hard), hard))
+            can_reset = _reset_peak()
+            rss0, t0 = _rss_kb(), time.monotonic()
+            err = io.StringIO()
+            faulthandler.dump_traceback_later(HANG_SECONDS, exit=True)
+            try:
+                with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(err), \
+                        warnings.catch_warnings():
+                    warnings.simplefilter("always")
+                    try:
+                        _touch_everything(str(path))
+                        code = 0
+                    except GradtraceError as e:
+                        print(f"gradtrace: error: {e}", file=sys.stderr)
+                        code = 2
+                    except BaseException:  # a reader bug: recorded, the corpus goes on
+                        traceback.print_exc()
+                        code = 1
+            finally:
+                faulthandler.cancel_dump_traceback_later()
+                resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+            seconds = time.monotonic() - t0
+            peak = _status_kb("VmHWM") if can_reset else _rss_kb()
+            hit = folder / marker
+            results.append({
+                "case": case, "command": "load", "exit": code, "timed_out": False,
+                "seconds": round(seconds, 3), "rss_growth_mb": round(max(0, peak - rss0) / 1024, 1),
+                "stdout": out.getvalue(), "stderr": err.getvalue(), "marker": hit.exists(),
+            })
+            if hit.exists():
+                hit.unlink()
+    finally:
+        os.chdir(cwd)
+        resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+    return results
+
+
+def _reset_peak() -> bool:
+    """Reset this process's peak RSS (VmHWM) to its current RSS; False where Linux does not let us."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+#: The files every command runs on through the command line (``CLI_COMMANDS``), for the
+#: one-line-error contract: the undamaged file, every crafted replay target (``check`` must
+#: refuse them), the well-formed edits that read fine (the commands do all their work on
+#: them), and a seeded tenth of the rest, from every family of damage.
+def cli_sample(names: list[str], loads_fine: set[str]) -> list[str]:
+    rng = random.Random(20261202)
+    keep = [n for n in names if n == "base" or n.startswith("edit-target-") or n in loads_fine]
+    rest = [n for n in names if n not in keep]
+    families: dict[str, list[str]] = {}
+    for n in rest:
+        families.setdefault(_family(n), []).append(n)
+    for fam in sorted(families):
+        members = families[fam]
+        keep += rng.sample(members, max(1, len(members) // 10))
+    return sorted(set(keep), key=names.index)
+
+
+def _family(name: str) -> str:
+    """trunc, flip, or the edit's table/column (edit-op-field4-... -> edit-op)."""
+    parts = name.split("-")
+    return "-".join(parts[:2]) if parts[0] == "edit" else parts[0]
+
+
 # -- running ------------------------------------------------------------------------------------
 COMMANDS = {
     "load": None,
@@ -385,13 +499,16 @@ def _touch_everything(path: str) -> None:
     import gradtrace
 
     t = gradtrace.load(path)
-    t.info, t.sources, t.params, t.step_rows()
-    for s in t.steps:
-        s.ops, s.backward, s.events, s.timeline()
-        for v in s.values.values():
-            v.stats
-    t.events
-    t.check()
+    try:
+        t.info, t.sources, t.params, t.step_rows()
+        for s in t.steps:
+            s.ops, s.backward, s.events, s.timeline()
+            for v in s.values.values():
+                v.stats
+        t.events
+        t.check()
+    finally:
+        t.close()
 
 
 def _child(command: str, trace: str, outdir: str) -> int:
@@ -522,25 +639,49 @@ def _warm_up(folder: Path) -> None:
         _child(command, str(base), str(folder / "warm"))
 
 
-def main(out_json: str, only: str | None = None) -> None:
+def build(folder: Path) -> list[tuple[str, Path]]:
+    """Record the base trace in ``folder`` and write the corpus into ``folder/cases``: the
+    (case, file) list, "base" first."""
+    import contextlib
+    import io
+    import warnings
+
+    cwd = os.getcwd()
+    os.chdir(folder)  # BASE_SCRIPT and its recording stay in the folder
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its float(loss) of a tensor that requires grad
+            base = record_base(folder)
+    finally:
+        os.chdir(cwd)
+    cases_dir = folder / "cases"
+    cases_dir.mkdir()
+    return corpus(base, cases_dir, MARKER)
+
+
+def main(out_json: str, cases_dir: str | None = None, only: list[str] | None = None) -> None:
+    """Every command (``COMMANDS``) on the files of ``cases_dir`` (all of the corpus, built
+    here, when None), or on the cases named in ``only``; the results as JSON in ``out_json``."""
     folder = Path(tempfile.mkdtemp(prefix="gradtrace-hostile-"))
     try:
         os.environ["MPLBACKEND"] = "Agg"
         cwd = os.getcwd()
+        if cases_dir is None:
+            cases = build(folder)
+        else:
+            cases = sorted(((p.stem, p) for p in Path(cases_dir).resolve().glob("*.gtrace")),
+                           key=lambda c: (c[0] != "base", c[0]))
+            shutil.copyfile(dict(cases)["base"], folder / "base.gtrace")
         os.chdir(folder)
+        marker = MARKER  # relative: a crafted call that ran makes it in its run's own folder
         import contextlib
         import io
 
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            base = record_base(folder)
-        marker = MARKER  # relative: a crafted call that ran makes it in its run's own folder
-        cases_dir = folder / "cases"
-        cases_dir.mkdir()
-        cases = corpus(base, cases_dir, marker)
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             _warm_up(folder)
-        if only:
-            cases = [c for c in cases if only in c[0] or c[0] == "base"]
+        if only is not None:
+            cases = [c for c in cases if c[0] in only]
         before = sorted(p.name for p in folder.iterdir())
         jobs = [(name, command, path) for name, path in cases for command in COMMANDS]
         results = run_all(jobs, folder, marker, workers=max(1, min(4, os.cpu_count() or 1)))
@@ -558,4 +699,11 @@ def main(out_json: str, only: str | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Every reading command on the hostile corpus.")
+    parser.add_argument("out_json")
+    parser.add_argument("cases_dir", nargs="?", help="a corpus built by build() (default: build one)")
+    parser.add_argument("--only", help="comma-separated case names (default: every case)")
+    a = parser.parse_args()
+    main(a.out_json, a.cases_dir, a.only.split(",") if a.only else None)

@@ -33,6 +33,7 @@ def fitted(tmp_path):
     return gradtrace.load(tmp_path / "trace.gtrace")
 
 
+@pytest.mark.slow  # the after-run work in-process: the training GIF drawn in full
 def test_a_failing_backprop_animation_leaves_training_and_says_why(fitted, monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
@@ -54,6 +55,7 @@ def test_a_failing_backprop_animation_leaves_training_and_says_why(fitted, monke
     assert "<b>Back-propagation, one step</b>: not made — failed (a gradtrace bug" in page
 
 
+@pytest.mark.slow  # the after-run work in-process: an animation drawn for the report
 def test_the_report_says_why_it_could_not_render_an_animation(fitted, monkeypatch):
     from gradtrace.errors import NothingToDrawError
     from gradtrace.render import training as training_mod
@@ -87,6 +89,7 @@ SCRIPT = textwrap.dedent("""\
     """)
 
 
+@pytest.mark.slow  # a real `gradtrace run` with its GIFs and report
 def test_gradtrace_run_of_a_bias_free_model_with_cjk_and_dollars(tmp_path):
     (tmp_path / "fit.py").write_text(SCRIPT, encoding="utf-8")
     r = gradtrace_cmd("run", "-o", "out/trace.gtrace", "fit.py", cwd=tmp_path)

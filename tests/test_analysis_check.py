@@ -26,7 +26,8 @@ FINDING_KEYS = ["kind", "step", "param", "op", "source", "message"]
 @pytest.mark.parametrize("name,params,kind", [
     ("linreg", {"w", "b"}, "analytic_mse"),
     ("linreg_concise", {"net.0.weight", "net.0.bias"}, "analytic_mse"),
-    ("crop_yield", {"w", "b"}, "analytic_mse"), ("gd_backprop", {"w", "b"}, "analytic_mse"),
+    ("crop_yield", {"w", "b"}, "analytic_mse"),
+    pytest.param("gd_backprop", {"w", "b"}, "analytic_mse", marks=pytest.mark.slow),  # 3,000 steps checked
     ("softmax_regression", {"W", "b"}, "analytic_softmax"),
 ])
 def test_seed_demos_pass_the_analytic_check_at_every_step(demo_trace, name, params, kind):
@@ -232,6 +233,7 @@ def test_cli_strict_exits_3_on_a_finding_and_0_without(tmp_path):
     assert r.exit_code == 0 and "gradients ok" in r.output
 
 
+@pytest.mark.slow  # `gradtrace run` in a forked child
 def test_run_prints_the_verdict_and_the_findings(tmp_path):
     script = tmp_path / "nozero.py"
     script.write_text(textwrap.dedent("""

@@ -110,6 +110,7 @@ def _smallest_caught(name, twin, deltas):
     return min(caught) if caught else math.inf
 
 
+@pytest.mark.slow  # a dozen twins recorded and checked, one per delta (30 s on 2 cores)
 def test_the_smallest_backward_error_caught():
     """A backward off by 1 + delta (the off_2pct twin with a smaller delta), first step.
     float64: 1e-8 (the Legendre Function) and 1e-7 (the LayerNorm Function, 30 rows);
@@ -144,6 +145,7 @@ def test_exactly_zero_gradients_are_checked_against_rounding_noise():
             assert c.passed and c.max_abs_err <= c.bound and c.max_rel_err > 1e-3, str(c)
 
 
+@pytest.mark.slow  # python runs a corpus script, forked
 def test_a_corpus_script_runs_as_a_plain_script(tmp_path):
     """The scripts are scripts: `python tests/corpus/x.py` runs them as they are."""
     r = python_cmd(str(SCRIPTS["d2l_linreg_scratch"].path), cwd=tmp_path)

@@ -48,6 +48,7 @@ def _probe(*argv) -> dict:
     return json.loads(r.stderr.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # fresh interpreters: what an import costs
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["summary", "TRACE"],
                                   ["summary", "--json", "TRACE"]])
 def test_help_version_and_summary_import_neither_torch_nor_matplotlib(small_trace, argv):
@@ -55,6 +56,7 @@ def test_help_version_and_summary_import_neither_torch_nor_matplotlib(small_trac
     assert res == {"code": 0, "heavy": []}
 
 
+@pytest.mark.slow  # fresh interpreters: what an import costs
 def test_import_gradtrace_is_cheap_and_its_names_still_there(small_trace):
     code = ("import sys, gradtrace; assert 'torch' not in sys.modules; "
             f"t = gradtrace.load({str(small_trace)!r}); print(len(t.steps), 'torch' in sys.modules); "
@@ -71,6 +73,7 @@ def test_import_gradtrace_is_cheap_and_its_names_still_there(small_trace):
         gradtrace.no_such_name  # noqa: B018
 
 
+@pytest.mark.slow  # fresh interpreters: what an import costs
 def test_python_x_importtime_help_shows_no_torch():
     r = subprocess.run([sys.executable, "-X", "importtime", "-m", "gradtrace", "--help"],
                        capture_output=True, text=True, timeout=120)

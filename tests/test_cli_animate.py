@@ -37,6 +37,7 @@ def recorded(tmp_path_factory):
     return d, r
 
 
+@pytest.mark.slow  # `gradtrace run` / `animate` in forked children, GIFs drawn
 def test_run_writes_both_animations(recorded):
     d, r = recorded
     for kind in ("backprop", "training"):
@@ -46,6 +47,7 @@ def test_run_writes_both_animations(recorded):
             assert im.n_frames > 3
 
 
+@pytest.mark.slow  # `gradtrace run` / `animate` in forked children, GIFs drawn
 def test_run_no_animate(tmp_path):
     (tmp_path / "fit.py").write_text(SCRIPT)
     r = gradtrace_cmd("run", "--no-report", "--no-animate", "fit.py", cwd=tmp_path)
@@ -54,6 +56,7 @@ def test_run_no_animate(tmp_path):
     assert not list(tmp_path.rglob("*.gif"))
 
 
+@pytest.mark.slow  # `gradtrace run` / `animate` in forked children, GIFs drawn
 def test_animate_writes_every_output_and_skips_mp4_cleanly(recorded):
     d, _ = recorded
     r = gradtrace_cmd("animate", "out/trace.gtrace", "--kind", "backprop", "--step", "2",
@@ -68,6 +71,7 @@ def test_animate_writes_every_output_and_skips_mp4_cleanly(recorded):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow  # `gradtrace run` / `animate` in forked children, GIFs drawn
 def test_animate_errors_are_one_line(recorded):
     d, _ = recorded
     r = gradtrace_cmd("animate", "out/trace.gtrace", "--kind", "backprop", "--step", "99", cwd=d)

@@ -13,7 +13,7 @@ import gradtrace
 from gradtrace.cli import main
 from gradtrace.render.graph import graph_of_step
 
-from conftest import DEMOS, fresh_gradtrace_cmd, gradtrace_cmd, imported_modules
+from conftest import DEMOS, fresh_gradtrace_cmd, gradtrace_cmd, imported_modules, record_demo
 
 MAGIC = {"svg": b"<?xml", "png": b"\x89PNG\r\n\x1a\n", "pdf": b"%PDF-", "dot": b"digraph gradtrace {"}
 
@@ -28,6 +28,17 @@ def recorded(tmp_path_factory):
     return d, r
 
 
+@pytest.fixture(scope="module")
+def recorded_here(tmp_path_factory):
+    """The same run recorded in this process (gradtrace.trace, steps 0-2), for the tests of
+    the command's options: (folder, None), the folder holding out/trace.gtrace."""
+    d = tmp_path_factory.mktemp("graph-in-process")
+    (d / "out").mkdir()
+    record_demo("crop_yield", d / "out" / "trace.gtrace", step_range=(0, 3))
+    return d, None
+
+
+@pytest.mark.slow  # `gradtrace run` / `graph` in forked children
 def test_run_writes_graph_svg_next_to_the_trace(recorded):
     d, r = recorded
     assert "gradtrace: graph of step 0: out/graph.svg" in r.stderr.splitlines()
@@ -49,6 +60,7 @@ def commands(recorded):
         return {k: f.result() for k, f in futures.items()}
 
 
+@pytest.mark.slow  # `gradtrace run` / `graph` in forked children
 @pytest.mark.parametrize("ext", ["svg", "png", "pdf", "dot"])
 def test_graph_writes_each_format(recorded, commands, ext):
     d, _ = recorded
@@ -62,6 +74,7 @@ def test_graph_writes_each_format(recorded, commands, ext):
         assert (d / "g.dot").read_text() == graph_of_step(step, view="both").dot
 
 
+@pytest.mark.slow  # `gradtrace run` / `graph` in forked children
 def test_bad_step_is_one_line_and_exit_2(recorded, commands):
     d, _ = recorded
     r = commands["bad-step"]
@@ -77,8 +90,8 @@ def _main(capsys, *args) -> tuple[int, str, str]:
     return e.value.code, out, err
 
 
-def test_options_in_process(recorded, capsys, monkeypatch):
-    d, _ = recorded
+def test_options_in_process(recorded_here, capsys, monkeypatch):
+    d, _ = recorded_here
     monkeypatch.chdir(d)
     code, out, err = _main(capsys, "graph", "out/trace.gtrace", "--step", "last", "--view", "backward",
                            "-o", "last.svg")
@@ -107,8 +120,8 @@ def test_options_in_process(recorded, capsys, monkeypatch):
     (["-o", "g.jpg"], "-o g.jpg: unknown picture type; use .svg, .png, .pdf or .dot", 2),
     (["--engine", "dot", "-o", "g.svg"], "the `dot` program is not on PATH", 1),
 ])
-def test_user_errors_are_one_line(recorded, capsys, monkeypatch, args, message, exit_code):
-    d, _ = recorded
+def test_user_errors_are_one_line(recorded_here, capsys, monkeypatch, args, message, exit_code):
+    d, _ = recorded_here
     monkeypatch.chdir(d)
     monkeypatch.setattr("shutil.which", lambda name: None)
     code, out, err = _main(capsys, "graph", "out/trace.gtrace", *args)
@@ -120,6 +133,7 @@ def test_missing_trace(tmp_path, capsys):
     assert code == 2 and err.startswith("gradtrace: error: ") and err.count("\n") == 1
 
 
+@pytest.mark.slow  # fresh interpreters: what the commands import
 def test_graph_and_summary_start_without_torch(recorded_demos, tmp_path):
     """A fresh interpreter draws a step with its values (decoded by numpy) and prints the
     summary table, and never imports torch (issue 15: they start in well under a second)."""

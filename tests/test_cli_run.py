@@ -15,6 +15,8 @@ import pytest
 import gradtrace
 from conftest import DEMOS, gradtrace_cmd, python_cmd
 
+pytestmark = pytest.mark.slow  # every test here runs `gradtrace run` or `summary` as a process
+
 LOOP = """
 import sys, time, torch
 torch.manual_seed(0)

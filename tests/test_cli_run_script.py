@@ -15,6 +15,8 @@ import pytest
 import gradtrace
 from conftest import gradtrace_cmd
 
+pytestmark = pytest.mark.slow  # every test here runs `gradtrace run` and python as processes
+
 QUIET = ("--no-report", "--no-animate")
 
 

@@ -337,8 +337,11 @@ def checked(recorded_demos):
     return get
 
 
+@pytest.mark.slow  # every step of each demo checked again through `gradtrace check --json`;
+# test_analysis_check checks the same steps in-process in the fast tier
 @pytest.mark.parametrize("name, args", [("linreg", ()), ("linreg_concise", ()), ("crop_yield", ()),
-                                        ("gd_backprop", ()), ("softmax_regression", ()),
+                                        ("gd_backprop", ()),
+                                        ("softmax_regression", ()),
                                         ("softmax_regression", ("--by-hand",))])
 def test_check_analytic_gradients_pass(checked, name, args):
     doc = checked(name, *args)

@@ -166,6 +166,7 @@ def _pycon(page: str) -> str:
     return "\n\n".join(re.findall(r"```pycon\n(.*?)```", text, flags=re.S))
 
 
+@pytest.mark.slow  # the whole of docs/api.md run as a notebook: demos recorded, checked, drawn
 def test_api_walkthrough_is_a_passing_doctest(tmp_path, monkeypatch):
     """docs/api.md's examples, run in order in one namespace as a notebook would, with
     their outputs compared: the page shows what the code really prints."""

@@ -1,14 +1,18 @@
-"""Every reading command on the hostile-file corpus (tests/hostile.py): one line or a result,
-never a traceback, a hang, a blow-up of memory, a stray file or a crafted call run."""
+"""The hostile-file corpus (tests/hostile.py): the reader on every file, in this process, and
+every reading command on a sample through the real command line: one line or a result, never
+a traceback, a hang, a blow-up of memory, a stray file or a crafted call run."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+import hostile
 
 HERE = Path(__file__).resolve().parent
 
@@ -30,11 +34,25 @@ LOADS_FINE = {
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    out = tmp_path_factory.mktemp("hostile") / "results.json"
-    proc = subprocess.run([sys.executable, str(HERE / "hostile.py"), str(out)], capture_output=True,
-                          text=True, timeout=3000)
+    """{"cases", "results", "stray_files", "sample"}: "load" for every file (read in this
+    process), each command of hostile.COMMANDS for the files of hostile.cli_sample (run by
+    ``python tests/hostile.py``, a fork per run)."""
+    folder = tmp_path_factory.mktemp("hostile")
+    cases = hostile.build(folder)
+    names = [name for name, _ in cases]
+    workdir = folder / "reading"
+    loads = hostile.read_all(cases, workdir)
+    stray = sorted(os.listdir(workdir))  # a crafted call's marker is removed as it is recorded
+    sample = hostile.cli_sample(names, LOADS_FINE)
+    out = folder / "results.json"
+    proc = subprocess.run([sys.executable, str(HERE / "hostile.py"), str(out), str(folder / "cases"),
+                           "--only", ",".join(sample)], capture_output=True, text=True, timeout=3000)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(out.read_text())
+    cli = json.loads(out.read_text())
+    assert cli["cases"] == len(sample)
+    results = loads + [r for r in cli["results"] if r["command"] != "load"]
+    return {"cases": len(cases), "results": results, "stray_files": stray + cli["stray_files"],
+            "sample": sample, "cli_load": [r for r in cli["results"] if r["command"] == "load"]}
 
 
 pytestmark = pytest.mark.slow
@@ -46,6 +64,26 @@ def test_corpus_is_as_large_as_promised(corpus):
     assert sum(n.startswith("flip-") for n in names) == 200
     assert sum(n.startswith("edit-") for n in names) >= 100
     assert corpus["cases"] == len(names)
+    assert sorted(r["case"] for r in corpus["results"] if r["command"] == "load") == sorted(names)
+
+
+def test_the_command_line_sample_covers_every_kind_of_damage(corpus):
+    sample = set(corpus["sample"])
+    families = {hostile._family(r["case"]) for r in corpus["results"]}
+    assert families == {hostile._family(n) for n in sample}
+    assert {"base", *LOADS_FINE} <= sample
+    assert all(r["case"] in sample for r in corpus["results"] if r["case"].startswith("edit-target-"))
+    ran = {(r["case"], r["command"]) for r in corpus["results"]}
+    assert all((n, c) in ran for n in sample for c in hostile.COMMANDS)
+    assert 30 <= len(sample) <= corpus["cases"] // 4
+
+
+def test_the_reader_in_process_agrees_with_the_command_line(corpus):
+    """The sample's load, run again in a forked child: the same exit and the same line."""
+    inproc = {r["case"]: r for r in corpus["results"] if r["command"] == "load"}
+    for r in corpus["cli_load"]:
+        assert (r["exit"], r["stderr"].strip()) == (inproc[r["case"]]["exit"],
+                                                    inproc[r["case"]]["stderr"].strip()), r["case"]
 
 
 def test_no_traceback_hang_or_memory_blowup(corpus):
@@ -113,8 +151,9 @@ def test_corpus_report(corpus, capsys):
     slow = max(res, key=lambda r: r["seconds"])
     big = max(res, key=lambda r: r["rss_growth_mb"])
     with capsys.disabled():
-        print(f"\nhostile corpus: {corpus['cases']} files x {len({r['command'] for r in res})} commands "
-              f"= {len(res)} runs; {one_line} ended in one error line, {len(res) - one_line} read fine; "
+        print(f"\nhostile corpus: {corpus['cases']} files read in-process, {len(corpus['sample'])} of "
+              f"them x {len(hostile.COMMANDS) - 1} commands through the CLI = {len(res)} runs; "
+              f"{one_line} ended in one error line, {len(res) - one_line} read fine; "
               f"slowest {slow['seconds']} s ({slow['case']} / {slow['command']}); "
               f"largest memory growth {big['rss_growth_mb']} MB ({big['case']} / {big['command']})")
     assert one_line > 0

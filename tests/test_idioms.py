@@ -11,12 +11,12 @@ parameter, a parameter above --max-numel, Chinese and `$...$` comments.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from conftest import gradtrace_cmd, python_cmd
 
 IDIOMS = Path(__file__).resolve().parent / "idioms"
 SCRIPTS = sorted(p.stem for p in IDIOMS.glob("[a-z]*.py"))
@@ -24,23 +24,24 @@ SCRIPTS = sorted(p.stem for p in IDIOMS.glob("[a-z]*.py"))
 pytestmark = pytest.mark.slow
 
 
-def _run(argv: list[str], params: Path, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, IDIOM_PARAMS=str(params), MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
-    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+def _env(params: Path) -> dict:
+    return dict(os.environ, IDIOM_PARAMS=str(params))
 
 
 @pytest.fixture(scope="module")
 def both_ways(tmp_path_factory):
-    """name -> (python's CompletedProcess, gradtrace's, folder); each script run once."""
+    """name -> (python's CompletedProcess, gradtrace's, folder); each script run once, both
+    ways in a child forked from the warm test process (tests/runner.py: a user's process
+    without paying torch's import twice per script)."""
     done: dict[str, tuple] = {}
 
     def get(name: str):
         if name not in done:
             folder = tmp_path_factory.mktemp(name)
             script = str(IDIOMS / f"{name}.py")
-            plain = _run([sys.executable, script], folder / "python.pt", folder)
-            traced = _run([sys.executable, "-m", "gradtrace", "run", "-o",
-                           str(folder / "trace.gtrace"), script], folder / "gradtrace.pt", folder)
+            plain = python_cmd(script, cwd=folder, env=_env(folder / "python.pt"), timeout=600)
+            traced = gradtrace_cmd("run", "-o", str(folder / "trace.gtrace"), script, cwd=folder,
+                                   env=_env(folder / "gradtrace.pt"), timeout=600)
             done[name] = (plain, traced, folder)
         return done[name]
 

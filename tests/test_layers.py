@@ -9,6 +9,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT
 
 PKG = ROOT / "gradtrace"
@@ -278,6 +280,7 @@ def test_the_checker_catches_violations(tmp_path, monkeypatch):
     assert len(cyc) == 1 and "gradtrace.tracefile.fake2" in cyc[0] and "gradtrace.tracefile.fake3" in cyc[0]
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_the_trace_file_module_imports_on_its_own():
     code = "import gradtrace.tracefile.store as s; print(s.Trace.__name__, s.load.__name__)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -285,6 +288,7 @@ def test_the_trace_file_module_imports_on_its_own():
     assert r.stdout.split() == ["Trace", "load"]
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_one_version_everywhere():
     import gradtrace
     from gradtrace.version import __version__
@@ -296,6 +300,7 @@ def test_one_version_everywhere():
     assert r.returncode == 0 and __version__ in r.stdout, r.stdout + r.stderr
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_conveniences_dispatch_through_the_facade(recorded_demos):
     """trace.check(), trace.animate() and step.graph() work on a Trace from the trace file
     layer alone (the facade, imported first as the parent package, registers them)."""

@@ -41,7 +41,8 @@ def _bench() -> ModuleType:
     return mod
 
 
-@pytest.mark.parametrize("animate", [False, True], ids=["no-animate", "animate"])
+@pytest.mark.parametrize("animate", [False, pytest.param(True, marks=pytest.mark.slow)],  # GIFs
+                         ids=["no-animate", "animate"])
 def test_run_makes_each_analysis_once(tmp_path, animate):
     bench = _bench()
     script = tmp_path / "fit.py"

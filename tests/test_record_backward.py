@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import gradtrace
-from conftest import record_demo
 from gradtrace.tracefile.model import ACCUMULATIONS
 
 #: The accumulation kinds a demo's steps show, per parameter: (first step, the later ones).
@@ -15,8 +14,8 @@ EXPECTED = {"linreg": ("fresh", "zeros"), "forgot_zero_grad": ("fresh", "added")
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_every_accumulation_in_a_demo_carries_its_kind(name):
-    t = record_demo(name)[0].result
+def test_every_accumulation_in_a_demo_carries_its_kind(recorded_demos, name):
+    t = recorded_demos.trace(name)
     first, later = EXPECTED[name]
     accs = [(s.index, e) for s in t.steps for e in s.accumulations]
     assert accs

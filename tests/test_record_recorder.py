@@ -603,6 +603,7 @@ time.sleep(120)
 """
 
 
+@pytest.mark.slow  # a real process, killed
 @pytest.mark.parametrize("optimizer", [True, False])
 def test_kill_9_after_step_k_keeps_k_steps(tmp_path, optimizer):
     import os

@@ -200,6 +200,7 @@ def test_no_zero_frame_says_what_happens(zeroing, never_zeroing):
     assert {c.mark for c in acc.cells.values()} == {"fresh"} and ".grad was None" in acc.caption
 
 
+@pytest.mark.slow  # draws every frame
 def test_backprop_frames_differ_and_positions_stay(zeroing):
     anim = animation_of_trace(zeroing, kind="backprop", dpi=DPI)
     images = [_pixels(im) for im in anim.images()]
@@ -310,6 +311,7 @@ def test_a_diverging_run_is_drawn_quietly(recwarn):
 
 # -- files ---------------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # writes a GIF twice
 def test_gif_has_every_frame_and_is_deterministic(zeroing, tmp_path):
     from PIL import Image
 
@@ -322,6 +324,7 @@ def test_gif_has_every_frame_and_is_deterministic(zeroing, tmp_path):
     assert not list(tmp_path.glob(".*part*"))
 
 
+@pytest.mark.slow  # draws every frame
 def test_html_is_self_contained(zeroing, tmp_path):
     anim = animation_of_trace(zeroing, kind="training", frames=4, dpi=DPI)
     path = anim.save(tmp_path / "bp.html")
@@ -423,6 +426,7 @@ def _word_after_colon(caption: str) -> str:
     return caption.split(": ", 1)[1].split(" ")[0].rstrip(",")
 
 
+@pytest.mark.slow  # draws a demo's animation, frame by frame (seconds each)
 @pytest.mark.parametrize("seed", sorted(SEED_STEPS))
 def test_seed_backprop_explainer(demo_trace, seed):
     name, ops, phases = SEED_STEPS[seed]
@@ -455,6 +459,7 @@ def test_seed_backprop_explainer(demo_trace, seed):
         assert (a != b).any()
 
 
+@pytest.mark.slow  # draws a demo's animation, frame by frame (seconds each)
 @pytest.mark.parametrize("seed", sorted(SEED_STEPS))
 def test_seed_training_animation_plots_the_recorded_run(demo_trace, seed):
     trace, anim = _seed_training(demo_trace, seed)
@@ -498,6 +503,7 @@ def test_seed_3_surface_is_the_least_squares_fit_of_the_crop_table(demo_trace):
     assert "plane through the optimum" in S.description and S.axes.shape == (2, 8)
 
 
+@pytest.mark.slow  # reads all 3,000 steps of gd_backprop to fit the surface
 def test_seed_5_surface_is_the_full_batch_loss(demo_trace):
     trace, anim = _seed_training(demo_trace, 5)
     S = anim.renderer.surface

@@ -102,6 +102,7 @@ def test_cli_size_takes_pixels_or_inches():
     assert _inches(None, "backprop", None) is None
 
 
+@pytest.mark.slow  # `gradtrace animate` in a forked child
 def test_animate_size_is_honoured(tmp_path):
     (tmp_path / "fit.py").write_text(textwrap.dedent("""\
         import torch
@@ -127,6 +128,7 @@ def test_animate_size_is_honoured(tmp_path):
 
 
 # -- text that fits --------------------------------------------------------------------------------
+@pytest.mark.slow  # draws every frame of the wide case and measures every text
 def test_every_text_fits_its_box_at_a_legible_size(wide):
     """Every frame of the wide case: each text drawn in a box (graph boxes, parameter
     cards, the caption, the title band) lies inside it, and no text is smaller than
@@ -156,6 +158,7 @@ def test_long_values_lose_their_shape_then_end_in_an_ellipsis(wide):
     assert "model.0.weight" in shown and "model.2.bias" in shown
 
 
+@pytest.mark.slow  # draws every frame of the explainer
 def test_text_is_never_mathtext(tmp_path):
     """A name with dollar signs is drawn as it is written."""
     torch.manual_seed(0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import textwrap
 
+import pytest
 import torch
 from torch import nn
 
@@ -46,6 +47,7 @@ def test_user_text_is_escaped():
     assert "<b>w</b>" not in page
 
 
+@pytest.mark.slow  # `gradtrace run` and `report` in forked children
 def test_report_command_and_run_print_the_page_last(tmp_path):
     p = tmp_path / "train.py"
     p.write_text(textwrap.dedent("""

@@ -100,6 +100,7 @@ def test_fit_text_without_a_font_drops_the_comment_then_replaces(no_fallback_fon
     assert fit_text("w = 1.5 · x", path) == ("w = 1.5 · x", [])     # DejaVu has these
 
 
+@pytest.mark.slow  # records a script and draws every frame of both animations
 def test_cjk_comment_and_name_are_drawn_with_a_fallback_font(tmp_path, caplog):
     assert fallback_fonts([ord(c) for c in "损失函数均方误差权重"]), (
         "no installed font has CJK glyphs: apt-get install fonts-wqy-microhei (.ci/run does)")
@@ -121,6 +122,7 @@ def test_cjk_comment_and_name_are_drawn_with_a_fallback_font(tmp_path, caplog):
     assert named and all(len(t.get_fontfamily()) >= 2 for t in named)
 
 
+@pytest.mark.slow  # records a script and draws every frame of both animations
 def test_cjk_without_a_font_drops_the_comment_quietly(tmp_path, no_fallback_font):
     trace = _record(tmp_path, CJK_SCRIPT, "cjk_fit.py")
     anims, caught = _render_all(trace)
@@ -132,6 +134,7 @@ def test_cjk_without_a_font_drops_the_comment_quietly(tmp_path, no_fallback_font
     assert "#" not in code.get_text()
 
 
+@pytest.mark.slow  # records a script and draws every frame of both animations
 def test_dollar_signs_are_text_not_mathtext(tmp_path):
     trace = _record(tmp_path, MATH_SCRIPT, "argmin.py")
     anims, caught = _render_all(trace)

@@ -53,6 +53,7 @@ def _gradtrace_lines(stderr: str) -> list[str]:
 
 # -- one run per trace -------------------------------------------------------------------------
 
+@pytest.mark.slow  # `gradtrace run` in real or forked processes
 def test_a_second_run_on_the_same_trace_stops_at_once(tmp_path):
     (tmp_path / "wait.py").write_text(textwrap.dedent("""\
         import os, time, torch
@@ -94,6 +95,7 @@ def test_a_second_run_on_the_same_trace_stops_at_once(tmp_path):
     assert not (tmp_path / "runs" / "a.gtrace.lock").exists()  # the lock file goes at the end
 
 
+@pytest.mark.slow  # `gradtrace run` in real or forked processes
 def test_a_lock_file_left_by_a_killed_run_does_not_block(tmp_path):
     (tmp_path / "fit.py").write_text(FIT)
     (tmp_path / "runs").mkdir()
@@ -104,12 +106,14 @@ def test_a_lock_file_left_by_a_killed_run_does_not_block(tmp_path):
     assert not (tmp_path / "runs" / "a.gtrace.lock").exists()
 
 
+@pytest.mark.slow  # `gradtrace run` in real or forked processes
 def test_a_run_that_stops_before_its_script_leaves_nothing(tmp_path):
     r = gradtrace_cmd("run", "-o", "new/folder/x.gtrace", "missing.py", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr == "gradtrace: error: no such script: missing.py\n"
     assert list(tmp_path.iterdir()) == []  # not even the folder made for the lock
 
 
+@pytest.mark.slow  # `gradtrace run` in real or forked processes
 def test_a_file_that_is_not_a_trace_is_never_overwritten(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(FIT)
@@ -159,6 +163,7 @@ def test_naming_rule():
          "runs/a.report.html"]
 
 
+@pytest.mark.slow  # `gradtrace run` in real or forked processes
 def test_traces_sharing_a_folder_have_their_own_outputs(tmp_path):
     (tmp_path / "fit.py").write_text(FIT)
     runs = tmp_path / "runs"
@@ -220,6 +225,7 @@ def test_report_reuses_only_this_traces_current_files(tmp_path):
     assert stamp in page and "The script's figures" in page
 
 
+@pytest.mark.slow  # `gradtrace run` in real or forked processes
 def test_figures_are_named_after_the_trace(tmp_path):
     p = tmp_path / "plot.py"
     p.write_text("import matplotlib.pyplot as plt\nplt.plot([0, 1])\nplt.show()\nprint('shown')\n")
@@ -307,6 +313,7 @@ _FULL_FROM_STEP_30 = textwrap.dedent("""\
     """)
 
 
+@pytest.mark.slow  # `gradtrace run` in real or forked processes
 def test_a_full_disk_keeps_the_exit_code_the_output_and_the_steps(tmp_path, tmpfs):
     (tmp_path / "fills.py").write_text(FILLS)
     plain = subprocess.run([sys.executable, "fills.py"], cwd=tmp_path, capture_output=True,
@@ -363,6 +370,7 @@ def test_an_animation_that_cannot_be_written_is_one_render_error(tmp_path):
     assert "\n" not in str(e.value) and str(e.value).startswith(f"cannot write {tmp_path}")
 
 
+@pytest.mark.slow  # `gradtrace run` in real or forked processes
 def test_an_unwritable_output_folder_stops_before_the_script(tmp_path, tmpfs):
     (tmp_path / "fit.py").write_text(FIT)
     (tmp_path / "a-file").write_text("")
@@ -377,6 +385,7 @@ def test_an_unwritable_output_folder_stops_before_the_script(tmp_path, tmpfs):
         assert r.stderr.endswith("); choose another path with -o\n")
 
 
+@pytest.mark.slow  # `gradtrace run` in real or forked processes
 def test_odd_characters_in_paths(tmp_path):
     folder = tmp_path / "proj#1 ?%20 é"
     folder.mkdir()

@@ -304,6 +304,7 @@ def test_paths_are_paths(tmp_path, trace_file, folder):
     assert not (tmp_path / "proj").exists() and sorted(x.name for x in d.iterdir()) == [p.name]
 
 
+@pytest.mark.slow  # `gradtrace` commands in a real shell
 def test_readers_on_odd_paths_in_a_real_shell(tmp_path, trace_file):
     from conftest import gradtrace_cmd
 

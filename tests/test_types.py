@@ -8,9 +8,12 @@ the first run reads torch's annotations (about a minute), later runs take second
 
 from __future__ import annotations
 
+import pytest
 from mypy import api
 
 from conftest import ROOT
+
+pytestmark = pytest.mark.slow  # mypy: a minute cold (its cache lives in .mypy_cache); CI runs it
 
 
 def test_mypy_reports_no_errors(monkeypatch):
