@@ -124,14 +124,21 @@ def _options_dict(options: AnimateOptions) -> dict:
 
 
 def after_run(trace, outputs: Outputs, ctx, made: dict[str, Any] | None = None) -> None:
-    """`gradtrace run` writes backprop.gif and training.gif next to the trace, named by
-    ``outputs`` (small runs; `--no-animate` turns it off). Each kind is made on its own: one
+    """`gradtrace run --animate` writes backprop.gif and training.gif next to the trace, named
+    by ``outputs`` (small runs); without it one line says how to make them. Each kind is made on its own: one
     that cannot be made is one line, and its reason is left in ``made["animations_missing"]``
     (kind -> reason) for the report."""
     params = ctx.params if ctx is not None else {}
-    if not params.get("animate", True):
-        return
     missing: dict[str, str] = {} if made is None else made.setdefault("animations_missing", {})
+    if not params.get("animate", True):
+        # off the user's path: said once, with the command that makes them from the trace
+        shown = shown_path(Path(trace.path))
+        info(f"animations: gradtrace animate {shown} --kind backprop (or --kind training); "
+             "or run with --animate")
+        for kind in ("backprop", "training"):
+            missing[kind] = (f"gradtrace run makes it only with --animate; make it from the "
+                             f"trace with: gradtrace animate {shown} --kind {kind}")
+        return
     rows = trace.step_rows()
     if not any(r["has_backward"] for r in rows):
         why = "no recorded step has a backward pass, so there is no gradient to animate"
