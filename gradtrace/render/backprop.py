@@ -78,6 +78,7 @@ class BackpropRenderer(_GraphPanel, _CardsPanel):
         self.px = self.W / _REF_WIDTH            # points per reference pixel
         self.min_fs = MIN_FONT_PX * self.px
         self.fit = _Fit(fig)
+        self._start_frame()
         self._geometry()
         self.ax_graph.set_xlim(*self.xlim)
         self.ax_graph.set_ylim(*self.ylim)
@@ -109,17 +110,15 @@ class BackpropRenderer(_GraphPanel, _CardsPanel):
 
     def draw(self, i: int) -> None:
         frame = self.plan.frames[i]
-        # Remove the last frame's artists (clearing the axes would rebuild their ticks,
-        # which costs more than the frame itself); the static ones stay.
-        for ax in (self.ax_head, self.ax_graph, self.ax_side, self.ax_cap):
-            for artist in [*ax.patches, *ax.texts, *ax.lines]:
-                if artist not in self._static:
-                    artist.remove()
+        # The frame before's artists that this one makes again with the same arguments are
+        # kept (not drawn again); the others are removed. The static ones stay.
+        self._start_frame()
         self.fitted = [(b, t) for b, t in self.fitted if t in self._static]
         self._draw_head(frame, i)
         self._draw_graph(frame)
         self._draw_side(frame)
         self._draw_caption(frame)
+        self._end_frame()
 
     def animated(self) -> list:
         """This frame's artists; the title and the legend are drawn once."""
@@ -143,6 +142,7 @@ class BackpropRenderer(_GraphPanel, _CardsPanel):
         self._text(self.ax_graph, self.xlim[0] + 4 * self.px / self.ux, self.ylim[0] + 0.25 * self.legend_fs / self.uy,
                    legend, self.legend_fs, color=_C["muted"], ha="left", va="bottom")
         self._static = {*self.ax_head.texts, *self.ax_graph.texts, self.head_band}
+        self._made, self._last = {}, {}   # the static artists are never removed
 
     def _draw_head(self, frame: Frame, i: int) -> None:
         ax = self.ax_head

@@ -81,12 +81,50 @@ class _Drawing:
         """A font size in points for ``ref_px`` reference pixels, never below the minimum."""
         return max(self.min_fs, ref_px * self.px)
 
+    # The artists of a frame are made through _add and _text, which give back the artist
+    # of the frame before when it was made with the same arguments: an artist that did not
+    # change is not drawn again (Animation redraws only what changed).
+    _made: dict                 # key -> artist, this frame's
+    _last: dict                 # key -> artist, the frame before's not (yet) made again
+
+    def _start_frame(self) -> None:
+        self._last, self._made = getattr(self, "_made", {}), {}
+
+    def _end_frame(self) -> None:
+        """Remove what the frame before had and this one has not."""
+        for artist in self._last.values():
+            artist.remove()
+        self._last = {}
+
+    def _reuse(self, key, make):
+        artist = self._last.pop(key, None)
+        if artist is None:
+            artist = make()
+        artist._gt_key = key
+        self._made[key] = artist
+        return artist
+
+    def _add(self, ax, cls, *args, **kw):
+        """``ax.add_artist(cls(*args, **kw))``, or the same artist of the frame before."""
+        return self._reuse((id(ax), cls.__name__, _frozen(args), _frozen(kw)),
+                           lambda: ax.add_artist(cls(*args, **kw)))
+
     def _text(self, ax, x, y, text, size, box=None, **kw):
         """ax.text, as plain text (never mathtext); ``box``: the patch it must stay inside."""
-        t = ax.text(x, y, text, fontsize=size, parse_math=False, **kw)
+        key = (id(ax), "text", x, y, text, size, getattr(box, "_gt_key", None), _frozen(kw))
+        t = self._reuse(key, lambda: ax.text(x, y, text, fontsize=size, parse_math=False, **kw))
         if box is not None:
             self.fitted.append((box, t))
         return t
+
+
+def _frozen(v):
+    """``v`` as a hashable key: dicts and lists as tuples."""
+    if isinstance(v, dict):
+        return tuple(sorted((k, _frozen(x)) for k, x in v.items()))
+    if isinstance(v, (list, tuple)):
+        return tuple(_frozen(x) for x in v)
+    return v
 
 
 class _GraphPanel(_Drawing):
@@ -107,19 +145,19 @@ class _GraphPanel(_Drawing):
             done = b in frame.computed
             lit = (a, b) in frame.current_edges
             prep = scene.nodes[b].prep
-            ax.add_artist(FancyArrowPatch(p0, p1, arrowstyle="-|>", mutation_scale=14 * self.px,
+            self._add(ax, FancyArrowPatch, p0, p1, arrowstyle="-|>", mutation_scale=14 * self.px,
                                          color=("#e8590c" if lit and not backward else
                                                 "#495057" if done else _C["dim"]),
                                          lw=(2.6 if lit and not backward else 1.3) * self.px * 1.4,
-                                         ls="--" if prep else "-", shrinkA=0, shrinkB=0, zorder=1))
+                                         ls="--" if prep else "-", shrinkA=0, shrinkB=0, zorder=1)
             g = frame.grad_edges.get((a, b))
             if g is None:
                 continue
             off = 0.09
-            ax.add_artist(FancyArrowPatch((p1[0], p1[1] - off), (p0[0], p0[1] - off),
+            self._add(ax, FancyArrowPatch, (p1[0], p1[1] - off), (p0[0], p0[1] - off),
                                          arrowstyle="-|>", mutation_scale=15 * self.px, color=_C["grad"],
                                          lw=(3.0 if lit else 1.4) * self.px * 1.4, alpha=1.0 if lit else 0.6,
-                                         shrinkA=0, shrinkB=0, zorder=2))
+                                         shrinkA=0, shrinkB=0, zorder=2)
             mx, my = (p0[0] + p1[0]) / 2, (p0[1] + p1[1]) / 2 - off
             label = _short(g)
             weight = "bold" if lit else "normal"
@@ -149,11 +187,10 @@ class _GraphPanel(_Drawing):
                 if cell is not None and cell.mark in _MARK and cell.mark not in ("none",):
                     fc = _MARK[cell.mark][2]
                     ec = _MARK[cell.mark][1]
-            box = FancyBboxPatch((x - tw / 2, y - th / 2), tw, th,
+            box = self._add(ax, FancyBboxPatch, (x - tw / 2, y - th / 2), tw, th,
                                  boxstyle="round,pad=0,rounding_size=0.06", fc=fc, ec=ec,
                                  lw=(2.6 if lit else (1.8 if n.role == "loss" else 1.0)) * self.px * 1.4,
                                  ls=(":" if not done else "--" if n.prep else "-"), zorder=3)
-            ax.add_artist(box)
             lines = [ln for ln in self._box_lines(n, frame, done) if ln[0]]
             lines = self._keep(lines)
             top = y + (len(lines) - 1) * pitch / 2
@@ -243,9 +280,8 @@ class _CardsPanel(_Drawing):
             y0 = 0.03 + (rows - 1 - k // per_row) * h
             top = y0 + h - 0.03 - pitch * 0.6
             if tid is None:
-                box = FancyBboxPatch((x, y0), w - 0.008, h - 0.03, boxstyle="round,pad=0,rounding_size=0.02",
-                                     fc="#f8f9fa", ec="#dee2e6", lw=0.8)
-                ax.add_artist(box)
+                box = self._add(ax, FancyBboxPatch, (x, y0), w - 0.008, h - 0.03,
+                                boxstyle="round,pad=0,rounding_size=0.02", fc="#f8f9fa", ec="#dee2e6", lw=0.8)
                 self._text(ax, x + self.pad / self.W, y0 + (h - 0.03) / 2,
                            self.fit.shorten(f"… and {more} more parameters", inner, fs),
                            fs, box, va="center", color=_C["muted"])
@@ -255,10 +291,9 @@ class _CardsPanel(_Drawing):
             name = node.label if node is not None else f"t{tid}"
             mark = _MARK.get(cell.mark)
             lit = mark is not None and cell.mark != "none"
-            box = FancyBboxPatch((x, y0), w - 0.008, h - 0.03, boxstyle="round,pad=0,rounding_size=0.02",
-                                 fc=mark[2] if mark else "#f8f9fa",
-                                 ec=mark[1] if mark else "#dee2e6", lw=2.2 if lit else 0.8)
-            ax.add_artist(box)
+            box = self._add(ax, FancyBboxPatch, (x, y0), w - 0.008, h - 0.03,
+                            boxstyle="round,pad=0,rounding_size=0.02", fc=mark[2] if mark else "#f8f9fa",
+                            ec=mark[1] if mark else "#dee2e6", lw=2.2 if lit else 0.8)
             lx = x + self.pad / self.W
             name_fs = fs * 1.08
             shown_name = self.fit.shorten(name, inner, name_fs, "bold")
@@ -296,10 +331,9 @@ class _CardsPanel(_Drawing):
 
         ax = self.ax_cap
         alert = frame.alert
-        box = FancyBboxPatch((0.006, 0.05), 0.988, 0.9, boxstyle="round,pad=0,rounding_size=0.03",
-                             fc="#fff5f5" if alert else "#f8f9fa",
-                             ec=_C["bad"] if alert else "#dee2e6", lw=1.6 if alert else 0.8)
-        ax.add_artist(box)
+        box = self._add(ax, FancyBboxPatch, (0.006, 0.05), 0.988, 0.9,
+                        boxstyle="round,pad=0,rounding_size=0.03", fc="#fff5f5" if alert else "#f8f9fa",
+                        ec=_C["bad"] if alert else "#dee2e6", lw=1.6 if alert else 0.8)
         band = self.H * self._CAP[3]                       # points
         inner_w = 0.988 * self.W - 2 * 14 * self.px
         code_fs = self.min_fs
