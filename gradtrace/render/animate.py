@@ -345,12 +345,14 @@ class Animation:
 
     def _finish_html(self, tmp: Path) -> None:
         """matplotlib's player fragment -> a page of its own, with nothing fetched from outside."""
+        from .palette import css_variables
+
         fragment = _self_contained(tmp.read_text(encoding="utf-8"))
         title = html.escape(self.title)
         note = f"<p class='gt-note'>{html.escape(self.note)}</p>\n" if self.note else ""
         tmp.write_text("<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
-                       f"<title>{title}</title>\n<style>body{{font-family:sans-serif;margin:1em}}"
-                       ".gt-note{color:#666}</style>\n</head>\n<body>\n"
+                       f"<title>{title}</title>\n<style>{css_variables()}body{{font-family:sans-serif;"
+                       "margin:1em}.gt-note{color:var(--gt-muted)}</style>\n</head>\n<body>\n"
                        f"<h3>{title}</h3>\n{note}{fragment}\n</body>\n</html>\n", encoding="utf-8")
 
 

@@ -165,10 +165,10 @@ class BackpropRenderer(_GraphPanel, _CardsPanel):
             self._text(ax, x + pad / self.W, 0.24, label, fs, va="center", ha="left",
                        color=_C["text"] if lit else _C["muted"], weight="bold" if lit else "normal",
                        bbox=dict(boxstyle=f"round,pad={pad / fs:.3f}", lw=1.6 if lit else 1.0,
-                                 fc=(_C["bad_fill"] if bad else _C["lit"]) if lit else "#f8f9fa",
-                                 ec=(_C["bad"] if bad else _C["lit_edge"]) if lit else "#dee2e6"))
+                                 fc=(_C["bad_fill"] if bad else _C["lit"]) if lit else _C["panel"],
+                                 ec=(_C["bad"] if bad else _C["lit_edge"]) if lit else _C["rule"]))
             x += (self.fit.width(label, fs, "bold" if lit else "normal") + 2 * pad) / self.W
             if j < len(phases) - 1:
                 self._text(ax, x + arrow / 2 / self.W, 0.24, "→", fs, va="center", ha="center",
-                           color="#adb5bd")
+                           color=_C["dim"])
                 x += arrow / self.W

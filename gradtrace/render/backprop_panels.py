@@ -14,24 +14,32 @@ from ..formatting import value as fmt_value
 from .backprop_frames import Frame
 from .backprop_plan import Plan
 from .backprop_scene import SceneNode
+from . import palette
 from .fit import _Fit
 
 __all__ = ["MIN_FONT_PX"]
 
+# Every colour comes from the one palette (render/palette.py): a box has the colours of
+# its kind in `gradtrace graph`, and what happens to a .grad the colours of its event.
 _C = {
-    "param": "#fde6c4", "param_edge": "#d9822b", "input": "#eceff1", "input_edge": "#90a4ae",
-    "act": "#ffffff", "act_done": "#e7f1ff", "act_edge": "#4c6ef5", "loss_edge": "#7048e8",
-    "lit": "#ffe066", "lit_edge": "#e8590c", "grad": "#c92a2a", "back": "#ffe3e3", "dim": "#ced4da",
-    "bad": "#e03131", "bad_fill": "#ffc9c9", "text": "#212529", "muted": "#868e96",
+    "param": palette.KIND_FILL["param"], "param_edge": palette.KIND_LINE["param"],
+    "input": palette.KIND_FILL["input"], "input_edge": palette.KIND_LINE["input"],
+    "act": palette.BACKGROUND, "act_done": palette.KIND_FILL["op"], "act_edge": palette.KIND_LINE["op"],
+    "loss": palette.KIND_FILL["loss"], "loss_edge": palette.KIND_LINE["loss"],
+    "lit": palette.LIT["forward"][1], "lit_edge": palette.LIT["forward"][0],
+    "grad": palette.GRAD, "back": palette.LIT["backward"][1], "dim": palette.DIM,
+    "bad": palette.STATUS["bad"][0], "bad_fill": palette.STATUS["bad"][1],
+    "text": palette.TEXT, "muted": palette.MUTED, "subtle": palette.SUBTLE,
+    "panel": palette.PANEL, "rule": palette.RULE, "updated": palette.EVENT["update"][0],
 }
 _MARK = {  # mark -> (default words, text/edge colour, fill)
-    "fresh": ("fresh: .grad was None", "#2b8a3e", "#d3f9d8"),
-    "zeros": ("added onto zeros", "#2b8a3e", "#d3f9d8"),
-    "added": ("ADDED to old .grad!", "#c92a2a", "#ffc9c9"),
-    "update": ("value updated", "#1971c2", "#d0ebff"),
-    "zero": (".grad cleared", "#6741d9", "#e5dbff"),
-    "write": (".grad changed", "#e67700", "#fff3bf"),
-    "none": ("not cleared", "#868e96", "#f1f3f5"),
+    "fresh": ("fresh: .grad was None", *palette.EVENT["fresh"]),
+    "zeros": ("added onto zeros", *palette.EVENT["zeros"]),
+    "added": ("ADDED to old .grad!", *palette.EVENT["added"]),
+    "update": ("value updated", *palette.EVENT["update"]),
+    "zero": (".grad cleared", *palette.EVENT["zero"]),
+    "write": (".grad changed", *palette.EVENT["grad_write"]),
+    "none": ("not cleared", *palette.EVENT["none"]),
 }
 
 
@@ -146,8 +154,8 @@ class _GraphPanel(_Drawing):
             lit = (a, b) in frame.current_edges
             prep = scene.nodes[b].prep
             self._add(ax, FancyArrowPatch, p0, p1, arrowstyle="-|>", mutation_scale=14 * self.px,
-                                         color=("#e8590c" if lit and not backward else
-                                                "#495057" if done else _C["dim"]),
+                                         color=(_C["lit_edge"] if lit and not backward else
+                                                _C["subtle"] if done else _C["dim"]),
                                          lw=(2.6 if lit and not backward else 1.3) * self.px * 1.4,
                                          ls="--" if prep else "-", shrinkA=0, shrinkB=0, zorder=1)
             g = frame.grad_edges.get((a, b))
@@ -178,7 +186,7 @@ class _GraphPanel(_Drawing):
             elif n.role == "input":
                 fc, ec = _C["input"], _C["input_edge"]
             else:
-                fc = _C["act_done"] if done else _C["act"]
+                fc = (_C["loss"] if n.role == "loss" else _C["act_done"]) if done else _C["act"]
                 ec = _C["loss_edge"] if n.role == "loss" else _C["act_edge"]
             if lit:
                 fc = _C["back"] if backward else _C["lit"]
@@ -244,7 +252,7 @@ class _GraphPanel(_Drawing):
             grad = ("the loss",)
         return [((head,), {"weight": "bold", "role": "head"}),
                 (value, {"weight": "bold" if updated else "normal", "role": "value",
-                         "color": "#1971c2" if updated else (_C["text"] if done else _C["muted"])}),
+                         "color": _C["updated"] if updated else (_C["text"] if done else _C["muted"])}),
                 ((kind,), {"color": _C["muted"], "scale": 0.85, "role": "kind"}),
                 (grad, {"color": _C["grad"] if g is not None else _C["loss_edge"], "role": "grad",
                         "weight": "bold" if tid in frame.current and g is not None else "normal"})]
@@ -281,7 +289,7 @@ class _CardsPanel(_Drawing):
             top = y0 + h - 0.03 - pitch * 0.6
             if tid is None:
                 box = self._add(ax, FancyBboxPatch, (x, y0), w - 0.008, h - 0.03,
-                                boxstyle="round,pad=0,rounding_size=0.02", fc="#f8f9fa", ec="#dee2e6", lw=0.8)
+                                boxstyle="round,pad=0,rounding_size=0.02", fc=_C["panel"], ec=_C["rule"], lw=0.8)
                 self._text(ax, x + self.pad / self.W, y0 + (h - 0.03) / 2,
                            self.fit.shorten(f"… and {more} more parameters", inner, fs),
                            fs, box, va="center", color=_C["muted"])
@@ -292,8 +300,8 @@ class _CardsPanel(_Drawing):
             mark = _MARK.get(cell.mark)
             lit = mark is not None and cell.mark != "none"
             box = self._add(ax, FancyBboxPatch, (x, y0), w - 0.008, h - 0.03,
-                            boxstyle="round,pad=0,rounding_size=0.02", fc=mark[2] if mark else "#f8f9fa",
-                            ec=mark[1] if mark else "#dee2e6", lw=2.2 if lit else 0.8)
+                            boxstyle="round,pad=0,rounding_size=0.02", fc=mark[2] if mark else _C["panel"],
+                            ec=mark[1] if mark else _C["rule"], lw=2.2 if lit else 0.8)
             lx = x + self.pad / self.W
             name_fs = fs * 1.08
             shown_name = self.fit.shorten(name, inner, name_fs, "bold")
@@ -311,17 +319,17 @@ class _CardsPanel(_Drawing):
             if cell.mark == "update" and cell.before is not None:
                 variants = (f"{fmt_value(cell.before)} → {vtxt}", f"→ {vtxt}")
             up = cell.mark == "update"
-            self._text(ax, lx, top - pitch, "value", fs, box, va="center", color="#495057")
+            self._text(ax, lx, top - pitch, "value", fs, box, va="center", color=_C["subtle"])
             self._text(ax, vx, top - pitch, self.fit.first(variants, inner - label_w, fs, "bold" if up else "normal"),
-                       fs, box, va="center", color="#1971c2" if up else _C["text"],
+                       fs, box, va="center", color=_C["updated"] if up else _C["text"],
                        weight="bold" if up else "normal")
             gtxt = "None" if cell.grad is None else fmt_value(cell.grad)
             strong = cell.mark in ("fresh", "zeros", "added", "zero", "write")
-            self._text(ax, lx, top - 2 * pitch, ".grad", fs, box, va="center", color="#495057")
+            self._text(ax, lx, top - 2 * pitch, ".grad", fs, box, va="center", color=_C["subtle"])
             self._text(ax, vx, top - 2 * pitch,
                        self.fit.shorten(gtxt, inner - label_w, fs, "bold" if strong else "normal"), fs, box,
                        va="center", weight="bold" if strong else "normal",
-                       color=(_C["grad"] if cell.grad is not None and not _is_zero(cell.grad) else "#495057"))
+                       color=(_C["grad"] if cell.grad is not None and not _is_zero(cell.grad) else _C["subtle"]))
             if mark is not None:
                 self._text(ax, lx, top - 3 * pitch, self.fit.shorten(cell.note or mark[0], inner, fs, "bold"),
                            fs, box, va="center", color=mark[1], weight="bold")
@@ -332,8 +340,8 @@ class _CardsPanel(_Drawing):
         ax = self.ax_cap
         alert = frame.alert
         box = self._add(ax, FancyBboxPatch, (0.006, 0.05), 0.988, 0.9,
-                        boxstyle="round,pad=0,rounding_size=0.03", fc="#fff5f5" if alert else "#f8f9fa",
-                        ec=_C["bad"] if alert else "#dee2e6", lw=1.6 if alert else 0.8)
+                        boxstyle="round,pad=0,rounding_size=0.03", fc=_C["bad_fill"] if alert else _C["panel"],
+                        ec=_C["bad"] if alert else _C["rule"], lw=1.6 if alert else 0.8)
         band = self.H * self._CAP[3]                       # points
         inner_w = 0.988 * self.W - 2 * 14 * self.px
         code_fs = self.min_fs
@@ -351,8 +359,8 @@ class _CardsPanel(_Drawing):
             lines = lines[:most - 1] + [self.fit.shorten(lines[most - 1] + " " + " ".join(lines[most:]),
                                                          inner_w, fs)]
         self._text(ax, 0.006 + 14 * self.px / self.W, 0.95 - self.pad / band, "\n".join(lines), fs, box,
-                   va="top", ha="left", linespacing=1.3, color="#a51111" if alert else _C["text"])
+                   va="top", ha="left", linespacing=1.3, color=_C["bad"] if alert else _C["text"])
         if frame.code:
             self._text(ax, 0.006 + 14 * self.px / self.W, 0.05 + self.pad / band,
                        self.fit.shorten(frame.code, inner_w, code_fs, family="monospace"), code_fs, box,
-                       family="monospace", color="#495057", va="bottom", ha="left")
+                       family="monospace", color=_C["subtle"], va="bottom", ha="left")
