@@ -80,7 +80,12 @@ def animate(trace_path, kind, step_spec, outputs, fps, frames, dpi, size, still,
     for p in no_mp4:
         info(f"{shown_path(p)} skipped: MP4 needs ffmpeg, which matplotlib cannot find")
     started = time.perf_counter()
-    anim = animation_of_trace(trace, kind=kind, **_options_dict(options))
+    checks = None
+    if kind == "backprop":  # a failed gradient check is shown on the frames it concerns
+        from ..analysis.check import check_trace
+
+        checks = check_trace(trace)
+    anim = animation_of_trace(trace, kind=kind, checks=checks, **_options_dict(options))
     if anim.note:
         info(f"note: {anim.note}")
     movies = [p for p in paths if p.suffix.lower() in FORMATS and p not in no_mp4]
@@ -157,7 +162,10 @@ def after_run(trace, outputs: Outputs, ctx, made: dict[str, Any] | None = None) 
     for kind in ("backprop", "training"):
         path = outputs.animation(kind)
         try:
-            anim = animation_of_trace(trace, kind=kind, progress=progress_bar(path.name))
+            # the check computed once above it: the backprop frames show what failed
+            checks = made.get("check") if made is not None and kind == "backprop" else None
+            anim = animation_of_trace(trace, kind=kind, progress=progress_bar(path.name),
+                                      checks=checks)
             anim.save(path)
         except GradtraceError as e:
             info(f"{kind} animation skipped: {e}")

@@ -19,7 +19,7 @@ import hashlib
 import html
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -63,6 +63,10 @@ class AnimateOptions:
     - ``progress``: a callback ``progress(done, total)``, called as each frame is rendered
       while saving (the CLI passes a click progress bar); ``True`` writes a plain counter on
       stderr, ``False`` or ``None`` nothing.
+    - ``checks``: backprop only: the trace's check report (``trace.check()``), computed once
+      by the caller. A step whose gradient check failed is then the default step, and the
+      frames that show the parameter or the custom Function the check concerns say
+      "check failed: ..." with that box marked, instead of narrating the backward as right.
     """
 
     kind: str = "training"
@@ -72,6 +76,7 @@ class AnimateOptions:
     dpi: int | None = None
     size: tuple[float, float] | None = None
     progress: bool | Progress | None = False
+    checks: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         if self.kind not in KINDS:

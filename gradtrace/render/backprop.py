@@ -19,6 +19,7 @@ from __future__ import annotations
 from ..formatting import slide_number as fmt_num
 from ..formatting import value as fmt_value
 from .backprop_backward import _accumulate_words
+from .backprop_checks import failed_steps, mark_failures
 from .backprop_frames import Frame, ParamCell, _acc_mark, _acc_note, _code
 from .backprop_panels import _C, _REF_WIDTH, MIN_FONT_PX, _CardsPanel, _GraphPanel
 from .backprop_plan import Plan, _script_name, backprop_plan, pick_step
@@ -44,9 +45,11 @@ class BackpropRenderer(_GraphPanel, _CardsPanel):
     ``$``). :attr:`fitted` lists (box, text) pairs: each text drawn inside a box."""
 
     def __init__(self, trace, options):
-        step = pick_step(trace, options.step)
+        checks = getattr(options, "checks", None)
+        step = pick_step(trace, options.step, failed=failed_steps(checks))
         self._values = step.values
         self.plan = backprop_plan(trace, step, budget=options.frames)
+        self.checks_failed = mark_failures(self.plan, checks)
         self.title = self.plan.title
         self.note = self.plan.note
         self.fitted: list = []
@@ -136,8 +139,9 @@ class BackpropRenderer(_GraphPanel, _CardsPanel):
         self.ax_head.add_artist(self.head_band)
         self._text(self.ax_head, 0.01, 0.72, title, title_fs, self.head_band, weight="bold",
                    va="center", ha="left", color=_C["text"])
-        legend = ("box = a tensor: name = how it was computed · [shape] value (μ: mean) · grad_fn · "
-                  "grad = ∂loss/∂tensor     black arrows: values, forward     red: gradients, backward")
+        legend = ("box = a tensor: the op (as in gradtrace graph) → its name · [shape] value (μ: mean) · "
+                  "⟵ grad_fn · grad = ∂loss/∂tensor     dark arrows: values, forward     "
+                  "orange arrows: gradients, backward")
         legend = self.fit.shorten(legend, self.W * self._GRAPH[2] - 12 * self.px, self.legend_fs)
         self._text(self.ax_graph, self.xlim[0] + 4 * self.px / self.ux, self.ylim[0] + 0.25 * self.legend_fs / self.uy,
                    legend, self.legend_fs, color=_C["muted"], ha="left", va="bottom")

@@ -195,6 +195,8 @@ class _GraphPanel(_Drawing):
                 if cell is not None and cell.mark in _MARK and cell.mark not in ("none",):
                     fc = _MARK[cell.mark][2]
                     ec = _MARK[cell.mark][1]
+            if tid in frame.failed:  # a failed gradient check concerns this box
+                fc, ec, lit = _C["bad_fill"], _C["bad"], True
             box = self._add(ax, FancyBboxPatch, (x - tw / 2, y - th / 2), tw, th,
                                  boxstyle="round,pad=0,rounding_size=0.06", fc=fc, ec=ec,
                                  lw=(2.6 if lit else (1.8 if n.role == "loss" else 1.0)) * self.px * 1.4,
@@ -213,7 +215,7 @@ class _GraphPanel(_Drawing):
     def _keep(self, lines):
         """The lines a box has room for: the name first, then the value and the gradient;
         the grad_fn line goes first when there is not room for all four."""
-        order = {"head": 0, "grad": 1, "value": 2, "kind": 3}
+        order = {"head": 0, "failed": 1, "grad": 2, "value": 3, "kind": 4}
         if len(lines) <= self.lines_fit:
             return lines
         kept = sorted(lines, key=lambda ln: order[ln[1]["role"]])[:self.lines_fit]
@@ -223,11 +225,13 @@ class _GraphPanel(_Drawing):
         """The lines of a box: (variants, longest first; style)."""
         tid = n.tid
         if n.op is None:
-            head = n.label
+            heads: tuple[str, ...] = (n.label,)
             kind = {"param": "parameter", "input": "data", "loss": "loss"}.get(n.role, "tensor")
         else:
-            head = f"{n.label} = {n.expr}"
-            kind = n.grad_fn or ("no grad_fn" if n.prep else "")
+            # the op's name in `gradtrace graph`, then the tensor's name the captions use
+            title = n.title or n.label
+            heads = (f"{title} → {n.label}", title) if title != n.label else (title,)
+            kind = f"⟵ {n.grad_fn}" if n.grad_fn else ("no grad_fn" if n.prep else "")
         cell = frame.cells.get(tid)
         v = cell.value if cell is not None and cell.value is not None else self._values.get(tid)
         shape = fmt_shape(n.shape)
@@ -250,10 +254,14 @@ class _GraphPanel(_Drawing):
         grad = (f"grad {_short(g)}", _short(g)) if g is not None else ("",)
         if n.role == "loss" and g is None:
             grad = ("the loss",)
-        return [((head,), {"weight": "bold", "role": "head"}),
+        if tid in frame.failed:   # said in the box, not only by its colour
+            kind = "✗ check failed"
+        return [(heads, {"weight": "bold", "role": "head"}),
                 (value, {"weight": "bold" if updated else "normal", "role": "value",
                          "color": _C["updated"] if updated else (_C["text"] if done else _C["muted"])}),
-                ((kind,), {"color": _C["muted"], "scale": 0.85, "role": "kind"}),
+                ((kind,), {"color": _C["bad"] if tid in frame.failed else _C["muted"], "scale": 0.85,
+                           "role": "failed" if tid in frame.failed else "kind",
+                           "weight": "bold" if tid in frame.failed else "normal"}),
                 (grad, {"color": _C["grad"] if g is not None else _C["loss_edge"], "role": "grad",
                         "weight": "bold" if tid in frame.current and g is not None else "normal"})]
 
@@ -298,7 +306,9 @@ class _CardsPanel(_Drawing):
             node = self.plan.scene.nodes.get(tid)
             name = node.label if node is not None else f"t{tid}"
             mark = _MARK.get(cell.mark)
-            lit = mark is not None and cell.mark != "none"
+            if tid in frame.failed:   # a failed gradient check: the card says so
+                mark = ("✗ check failed: this gradient is wrong", _C["bad"], _C["bad_fill"])
+            lit = (mark is not None and cell.mark != "none") or tid in frame.failed
             box = self._add(ax, FancyBboxPatch, (x, y0), w - 0.008, h - 0.03,
                             boxstyle="round,pad=0,rounding_size=0.02", fc=mark[2] if mark else _C["panel"],
                             ec=mark[1] if mark else _C["rule"], lw=2.2 if lit else 0.8)
@@ -331,7 +341,8 @@ class _CardsPanel(_Drawing):
                        va="center", weight="bold" if strong else "normal",
                        color=(_C["grad"] if cell.grad is not None and not _is_zero(cell.grad) else _C["subtle"]))
             if mark is not None:
-                self._text(ax, lx, top - 3 * pitch, self.fit.shorten(cell.note or mark[0], inner, fs, "bold"),
+                note = mark[0] if tid in frame.failed else (cell.note or mark[0])
+                self._text(ax, lx, top - 3 * pitch, self.fit.shorten(note, inner, fs, "bold"),
                            fs, box, va="center", color=mark[1], weight="bold")
 
     def _draw_caption(self, frame: Frame) -> None:

@@ -82,7 +82,7 @@ EVENT: Mapping[str, tuple[str, str]] = MappingProxyType({
 #: Verdicts: ok / bad / warn / not applicable: (text colour, background colour).
 STATUS: Mapping[str, tuple[str, str]] = MappingProxyType({
     "ok": ("#005a8c", "#e3f0f9"),
-    "bad": ("#b84a00", "#fde6d8"),
+    "bad": ("#b84a00", "#f8cfb5"),
     "warn": ("#7a5a00", "#fdf3d2"),
     "na": ("#6b7280", "#f1f3f5"),
 })
@@ -91,7 +91,7 @@ STATUS: Mapping[str, tuple[str, str]] = MappingProxyType({
 #: forward pass (an op being computed) and in the backward pass (a gradient arriving).
 LIT: Mapping[str, tuple[str, str]] = MappingProxyType({
     "forward": ("#8a6d00", "#fff3b0"),
-    "backward": ("#c45200", "#fbe3d3"),
+    "backward": ("#c45200", "#fff3b0"),   # lit is yellow in both passes; the edge tells them apart
 })
 
 #: A step on the loss surface: the update's own direction (-.grad) and steepest descent.
