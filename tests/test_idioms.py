@@ -39,7 +39,7 @@ def both_ways(tmp_path_factory):
             folder = tmp_path_factory.mktemp(name)
             script = str(IDIOMS / f"{name}.py")
             plain = _run([sys.executable, script], folder / "python.pt", folder)
-            traced = _run([sys.executable, "-m", "gradtrace", "run", "-o",
+            traced = _run([sys.executable, "-m", "gradtrace", "run", "--animate", "-o",
                            str(folder / "trace.gtrace"), script], folder / "gradtrace.pt", folder)
             done[name] = (plain, traced, folder)
         return done[name]

@@ -376,7 +376,7 @@ class _Redraw:
     #: pixels added around an artist's extent: antialiasing and line joins reach past it
     PAD = 3
 
-    def __init__(self, fig):
+    def __init__(self, fig) -> None:
         self.fig = fig
         self.canvas = fig.canvas
         self.background = self.canvas.copy_from_bbox(fig.bbox)
@@ -437,9 +437,10 @@ class _Redraw:
         clip = Bbox.from_extents(x0, h - y1 - 1, x1 + 1, h - y0)
         box, on = a.get_clip_box(), a.get_clip_on()
         if box is not None:
-            clip = Bbox.intersection(clip, box)
-            if clip is None:
+            both = Bbox.intersection(clip, box)
+            if both is None:
                 return
+            clip = both
         a.set_clip_box(clip)
         a.set_clip_on(True)
         try:
@@ -552,6 +553,8 @@ def _gif_writer(fps: float):
         def finish(self):
             # GIF delays are in hundredths of a second
             duration = max(20, int(round(100 / self.fps)) * 10)
+            # one palette for all frames; Pillow then stores each frame's changed rectangle
+            # with the part of that palette it uses (smaller than one 256-colour table)
             frames = shared_palette(self._frames)
             frames[0].save(self.outfile, format="GIF", save_all=True,
                            append_images=frames[1:], duration=duration, loop=0)
@@ -584,8 +587,8 @@ def shared_palette(frames: list) -> list:
         img = Image.new("RGB", (len(sample), 1))
         img.putdata(sample)
         q = img.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-        flat = q.getpalette() or []
-        used = sorted({k for _, k in q.getcolors(256) or []})
+        flat: list[int] = list(q.getpalette() or [])
+        used = sorted({k for _, k in q.getcolors(256) or [] if isinstance(k, int)})
         palette = np.array([flat[3 * k:3 * k + 3] for k in used], dtype=np.int32)
     flat_palette = [int(v) for v in palette.reshape(-1)]
     out = []
