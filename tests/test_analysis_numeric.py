@@ -190,6 +190,7 @@ def test_the_check_imports_neither_dynamo_nor_sympy(tmp_path):
         assert report.of("numeric") and all(c.passed for c in report.of("numeric")), report
         print(sorted(m for m in ("torch._dynamo", "sympy") if m in sys.modules))
         """)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "[]", r.stdout
