@@ -14,8 +14,9 @@ Each finding names the step, the parameter, the op and the source line where it 
 - ``no_grad_received``: a parameter never received a gradient: its use does not reach the
   loss, it did not require grad when the graph used it (``requires_grad = False`` by
   mistake), the forward pass uses only ``p.detach()``, or it sits in a module next to trained
-  parameters and is never used (a sub-module ``forward()`` does not call). Each names the
-  line where the parameter was used, or made.
+  parameters and is never used (a sub-module ``forward()`` does not call), or it is given
+  to an optimizer that can never change it (it does not require grad, or nothing uses it).
+  Each names the line where the parameter was used, or made (or the optimizer's first step).
 - ``data_update``: a parameter changed through ``.data`` during training (legal, but
   invisible to autograd).
 
@@ -37,7 +38,9 @@ from .linear import SQUARED_ERROR, LinearFit, NotApplicableError, pool
 __all__ = ["Finding", "FINDING_KINDS", "Diagnostics", "OptimumTrack", "effective_lr"]
 
 FINDING_KINDS = ("forgot_zero_grad", "non_finite", "lr_unstable", "ill_conditioned",
-                 "no_grad_received", "data_update")
+                 "no_grad_received", "data_update",
+                 # across the ranks of a distributed run (analysis/distributed.py)
+                 "rank_missing", "ranks_step_count", "ranks_diverged", "no_grad_on_rank")
 
 #: Above this condition number of the loss Hessian, progress is called slow.
 ILL_CONDITIONED = 1e3
@@ -53,13 +56,20 @@ class Finding:
     op: str | None
     source: str | None
     message: str
+    #: the rank of a distributed run it concerns (None: a single process, or all ranks)
+    rank: int | None = None
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "step": self.step, "param": self.param, "op": self.op,
-                "source": self.source, "message": self.message}
+        d = {"kind": self.kind, "step": self.step, "param": self.param, "op": self.op,
+             "source": self.source, "message": self.message}
+        if self.rank is not None:
+            d["rank"] = self.rank
+        return d
 
     def __str__(self) -> str:
         where = f"step {self.step}" if self.step is not None else "the run"
+        if self.rank is not None:
+            where = f"rank {self.rank}, {where}"
         if self.source:
             where += f", {self.source}"
         return f"{self.kind} ({where}): {self.message}"
@@ -428,12 +438,63 @@ class Diagnostics:
             module = n.rsplit(".", 1)[0]
             made = self.made.get(tid)
             made_step, src = (made[0], made[1]) if made is not None else (None, None)
+            if src is None:  # made before the trace: where an optimizer was given it, if one was
+                made_step, src = self._optimizer_step_of(tid, made_step)
+            if self._next_to_trained(tid):  # its own module learns: forward() skips it
+                why = (f"{module}'s forward() does not use it, so {n} never received a gradient "
+                       f"while the other parameters of {module} were trained; use it in "
+                       "forward() or remove it")
+            else:
+                why = (f"{module} is not called (or only under torch.no_grad()), so {n} never "
+                       f"received a gradient while the other parameters of {root} were trained; "
+                       f"call {module} in forward() or remove it")
             out.append(Finding(
                 "no_grad_received", made_step, n, None, _src(src),
-                f"{n} is never used in the forward pass{self._made_at(tid)}: {module} is not "
-                f"called (or only under torch.no_grad()), so {n} never received a gradient while "
-                f"the other parameters of {root} were trained; call {module} in forward() or "
-                "remove it"))
+                f"{n} is never used in the forward pass{self._made_at(tid)}: {why}"))
+        out.extend(self._optimizer_params({f.param for f in out} | {self.name(t) for t in done}))
+        return out
+
+    def _optimizer_step_of(self, tid: int, step: int | None) -> tuple[int | None, Source | None]:
+        """The first step() line of the first optimizer given ``tid``, and its step."""
+        for opt in self.trace.info.optimizers:
+            if tid in opt.params and opt.source is not None:
+                return opt.step, self.trace.sources.get(opt.source)
+        return step, None
+
+    def _optimizer_params(self, reported: set[str | None]) -> list[Finding]:
+        """Tensors given to an optimizer that cannot learn there: ones that do not require
+        grad, and ones that never received a gradient (not said twice)."""
+        out: list[Finding] = []
+        info = self.trace.info
+        sources = self.trace.sources if info.optimizers else {}
+        tensors = self.trace.tensors if info.optimizers else {}
+        seen: set[int] = set()
+        for opt in info.optimizers:
+            src = sources.get(opt.source) if opt.source is not None else None
+            at = f" (its first step() at {src.short})" if src is not None else ""
+            frozen = {t for g in opt.groups for t in g.frozen}
+            for tid in opt.params:
+                n = self.name(tid)
+                t = tensors.get(tid)
+                # (a tensor changed by hand, such as an EMA copy, is not meant to get gradients)
+                if (tid in seen or tid in self.received or tid in self.changed or n in reported
+                        or t is None):
+                    continue
+                seen.add(tid)
+                made = self.made.get(tid)
+                where = made[1] if made is not None and made[1] is not None else src
+                if tid in frozen or not t.requires_grad:
+                    msg = (f"{n} is passed to the optimizer ({opt.kind}{at}) but does not require "
+                           f"grad{self._made_at(tid)}: autograd never gives it a gradient, so "
+                           f"{opt.kind} skips it and it never changes; if it should learn, do not "
+                           "set requires_grad = False; if it is frozen on purpose, give the "
+                           "optimizer only the parameters that require grad")
+                else:
+                    msg = (f"{n} is passed to the optimizer ({opt.kind}{at}) but never received a "
+                           f"gradient{self._made_at(tid)}: the forward pass does not use it, so "
+                           f"{opt.kind} never changes it; use it in the model or leave it out")
+                out.append(Finding("no_grad_received", opt.step, n, f"{opt.kind}.step()",
+                                   _src(where), msg))
         return out
 
     def _quadratic(self) -> tuple[list[Finding], OptimumTrack | None]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .dtypes import dtype_table, itemsize
-from .model import Stats, Value
+from .model import OptimizerInfo, ParamGroup, Stats, Value
 
 __all__ = ["Malformed", "Limits", "json_value", "integer", "opt_integer", "text", "opt_text",
            "flag", "opt_flag", "int_list", "row", "shape", "number", "decode_arg", "parse_values",
@@ -116,6 +116,49 @@ def int_list(x: Any, what: str) -> tuple[int, ...]:
         if type(v) is not int:
             raise Malformed(f"{what} holds {_kind(v)}, not ids")
     return tuple(x)
+
+
+#: At most this many optimizers, groups and hyper-parameters are read from a file.
+MAX_OPTIMIZERS = 64
+MAX_HYPER = 64
+
+
+def _hyper(x: Any, what: str) -> float | bool | tuple[float, ...] | None:
+    if x is None or type(x) is bool:
+        return x
+    if isinstance(x, list):
+        if len(x) > 16:
+            raise Malformed(f"{what} has {len(x)} numbers, more than 16")
+        return tuple(number(v, what) for v in x)
+    return number(x, what)
+
+
+def optimizers(x: Any, what: str) -> tuple[OptimizerInfo, ...]:
+    """meta 'optimizers': ``[{"kind", "step", "source", "groups": [{"params": [tid ...],
+    "frozen": [tid ...], "hyper": {name: number | bool | null | [numbers]}}]}]``, every
+    field checked."""
+    if not isinstance(x, list) or len(x) > MAX_OPTIMIZERS:
+        raise Malformed(f"{what} is not a list of at most {MAX_OPTIMIZERS} optimizers")
+    out = []
+    for i, o in enumerate(x):
+        w = f"{what}[{i}]"
+        if not isinstance(o, dict) or not isinstance(o.get("groups"), list) \
+                or len(o["groups"]) > MAX_OPTIMIZERS:
+            raise Malformed(f"{w} is not an optimizer with a list of param groups")
+        groups = []
+        for j, g in enumerate(o["groups"]):
+            gw = f"{w}'s group {j}"
+            hyper = g.get("hyper", {}) if isinstance(g, dict) else None
+            if not isinstance(hyper, dict) or len(hyper) > MAX_HYPER:
+                raise Malformed(f"{gw} is not a group with at most {MAX_HYPER} hyper-parameters")
+            groups.append(ParamGroup(int_list(g.get("params"), f"{gw}'s params"),
+                                     {text(k, f"{gw}'s hyper-parameter name")[:40]:
+                                      _hyper(v, f"{gw}'s {str(k)[:40]}") for k, v in hyper.items()},
+                                     int_list(g.get("frozen", []), f"{gw}'s frozen params")))
+        out.append(OptimizerInfo(text(o.get("kind"), f"{w}'s kind")[:80],
+                                 integer(o.get("step"), f"{w}'s step", 0),
+                                 opt_integer(o.get("source"), f"{w}'s source", 0), tuple(groups)))
+    return tuple(out)
 
 
 def row(x: Any, n: int, what: str) -> list:

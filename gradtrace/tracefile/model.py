@@ -20,7 +20,7 @@ __all__ = [
 ]
 
 #: The kinds of :class:`Event` (besides ops and backward passes, which have their own types).
-EVENT_KINDS = ("accumulate", "zero", "update", "grad_write")
+EVENT_KINDS = ("accumulate", "zero", "update", "grad_write", "allreduce")
 #: How a ``.grad`` accumulation landed (:attr:`Event.accumulation`): on a ``.grad`` that was
 #: None, onto one that held only zeros (the ``grad.zero_()`` style), or added on top of a
 #: gradient that was never cleared (the forgot-to-zero case).
@@ -269,6 +269,9 @@ class Event:
     - ``update``: the leaf's value changed (``p -= lr * g`` under no_grad, ``p.data -= ...``,
       ``optimizer.step()``...).
     - ``grad_write``: ``.grad`` was changed without clearing it (clipping, scaling).
+    - ``allreduce``: under DistributedDataParallel, ``.grad`` went from this rank's own
+      gradient (``before``, where the accumulation ended) to the mean over the ranks
+      (``after``); ``via`` is ``DistributedDataParallel``.
 
     ``through_data`` marks a change made through a ``.data`` alias (``p.data -= …``,
     ``p.data = …``, ``p.grad.data.zero_()``): invisible to autograd. ``inferred`` marks
@@ -293,6 +296,31 @@ class Event:
 
 
 @dataclass(frozen=True)
+class ParamGroup:
+    """One param group of an optimizer as its first ``step()`` saw it: the tensors (tids),
+    which of them did not require grad, and the hyper-parameters that are plain numbers (``lr``, ``momentum``, ``betas`` ...)."""
+
+    params: tuple[int, ...]
+    hyper: dict[str, float | bool | tuple[float, ...] | None]
+    #: those of ``params`` that did not require grad then
+    frozen: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class OptimizerInfo:
+    """An optimizer of the run, recorded once, at its first ``step()`` in a recorded step."""
+
+    kind: str                     # its class name: "SGD", "Adam"
+    step: int                     # the run step of that first step()
+    source: int | None            # the sid of the step() line
+    groups: tuple[ParamGroup, ...]
+
+    @property
+    def params(self) -> tuple[int, ...]:
+        return tuple(t for g in self.groups for t in g.params)
+
+
+@dataclass(frozen=True)
 class RunInfo:
     """What ran and how it ended: status is running, completed, raised, exited or interrupted."""
 
@@ -309,6 +337,9 @@ class RunInfo:
     steps_seen: int
     ops_dropped: int = 0
     modules: dict[str, str] = field(default_factory=dict)  # module path -> class ("net.0": "Linear")
+    #: Under torchrun: {"rank", "world_size", "local_rank", "backend"}; empty for one process.
+    distributed: dict[str, Any] = field(default_factory=dict)
+    optimizers: tuple[OptimizerInfo, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,8 +14,9 @@ what makes per-step durability cheap.
 - ``meta(key, value)``: ``format`` = ``gradtrace-trace``, ``version``, ``gradtrace_version``,
   ``torch_version``, ``created``, ``script``, ``argv`` (JSON), ``config`` (JSON),
   ``status`` (running | completed | raised | exited | interrupted), ``exit_code``,
-  ``error``, ``steps_seen``, ``ops_dropped``, ``modules`` (module path -> class name).
-  Every value is JSON.
+  ``error``, ``steps_seen``, ``ops_dropped``, ``modules`` (module path -> class name),
+  ``optimizers`` (each optimizer's param groups at its first step: tids and the
+  hyper-parameters that are numbers; written when the run ends). Every value is JSON.
 - ``source(sid, file, line, code, function)``: a line of the user's code.
 - ``tensor(tid, name, role, shape, dtype, requires_grad)``: role is param | input |
   activation; ``shape`` JSON. Only tensors first seen outside a recorded step are here;
@@ -93,6 +94,7 @@ from .model import (
     ACCUMULATIONS, EVENT_KINDS, Backward, Event, GradNode, Op, RunInfo, Source, Stats, Step,
     TensorInfo, Value,
 )
+from .ranks import RANK_LIMIT
 from .rows import (
     BackwardRow, EventRow, NodeRow, OpRow, SourceRow, StepHead, TensorRow, decode, step_columns,
 )
@@ -721,6 +723,8 @@ class Trace:
             steps_seen=get("steps_seen", lambda v, w: ck.integer(v, w, 0), 0),
             ops_dropped=get("ops_dropped", lambda v, w: ck.integer(v, w, 0), 0),
             modules=modules,
+            distributed=get("distributed", _distributed, {}),
+            optimizers=get("optimizers", ck.optimizers, ()),
         )
 
     @property
@@ -1067,6 +1071,20 @@ def _old_event_fields(kind: str, idiom: str, fresh: bool | None,
     else:
         zeros = before.stats.numel > 0 and before.stats.min == 0 and before.stats.max == 0
     return ("zeros" if zeros else "added"), through_data
+
+
+def _distributed(v: Any, what: str) -> dict:
+    """meta 'distributed': a rank of a world (whole numbers) and a backend name."""
+    d = _obj(v, what)
+    world = ck.integer(d.get("world_size"), f"{what} world_size", 1, RANK_LIMIT)
+    rank = ck.integer(d.get("rank"), f"{what} rank", 0)
+    if rank >= world:
+        raise Malformed(f"{what}: rank {rank} is not below world_size {world}")
+    local = d.get("local_rank")
+    backend = d.get("backend")
+    return {"rank": rank, "world_size": world,
+            "local_rank": rank if local is None else ck.integer(local, f"{what} local_rank", 0),
+            "backend": None if backend is None else ck.text(backend, f"{what} backend")[:40]}
 
 
 def _obj(v: Any, what: str) -> dict:
