@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from ..formatting import slide_number as fmt_num
 from ..formatting import value as fmt_value
+from . import palette
 from .backprop_backward import _accumulate_words
 from .backprop_checks import failed_steps, mark_failures
 from .backprop_frames import Frame, ParamCell, _acc_mark, _acc_note, _code
@@ -68,7 +69,7 @@ class BackpropRenderer(_GraphPanel, _CardsPanel):
     # header (title, phases), graph, parameter cards, caption
     def setup(self, fig) -> None:
         self.fig = fig
-        fig.set_facecolor("white")
+        fig.set_facecolor(palette.BACKGROUND)
         self.ax_head = fig.add_axes(self._HEAD)
         self.ax_graph = fig.add_axes(self._GRAPH)
         self.ax_side = fig.add_axes(self._SIDE)

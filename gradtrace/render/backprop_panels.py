@@ -173,7 +173,7 @@ class _GraphPanel(_Drawing):
                 continue  # no room between the boxes: the box it reaches shows the gradient
             self._text(ax, mx, my - 0.04, label, edge_fs, color=_C["grad"], ha="center",
                        va="top", zorder=6, weight="bold" if lit else "normal",
-                       bbox=dict(boxstyle="round,pad=0.15", fc="white", ec=_C["grad"] if lit else "none",
+                       bbox=dict(boxstyle="round,pad=0.15", fc=palette.BACKGROUND, ec=_C["grad"] if lit else "none",
                                  lw=0.8, alpha=0.92))
         inner = self.box_w - 2 * self.pad
         pitch = fs * 1.28 / self.uy                       # one line, in row units

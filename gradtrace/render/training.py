@@ -222,7 +222,7 @@ class TrainingRenderer:
         from . import training_panels as tp
 
         with quiet():
-            fig.set_facecolor("white")
+            fig.set_facecolor(palette.BACKGROUND)
             self.fig = fig
             look = Look(fig)
             run = self.run

@@ -218,7 +218,7 @@ class Strip:
             ax.text(x, 1.06, text, transform=ax.transAxes, fontsize=look.fs - 0.5, color=color,
                     va="bottom", ha="left", weight="bold" if color == _EVENT_COLORS["added"] else "normal")
             x += (len(text) + 1.5) * per_char
-        self.cursor = ax.axvline(float(steps[0]), color="black", lw=1.2)
+        self.cursor = ax.axvline(float(steps[0]), color=palette.OKABE_ITO["black"], lw=1.2)
 
     def artists(self) -> list:
         return [self.cursor]
@@ -259,7 +259,7 @@ class Trajectory:
                     f"the path leaves the picture at step {step}: the values blow up",
                     transform=ax.transAxes, fontsize=look.fs - 1, color=_RED, ha="left", va="bottom",
                     weight="bold")
-        ax.plot(xy[0, 0], xy[0, 1], "o", mfc="white", mec=_BLUE, ms=6, zorder=5, label="start")
+        ax.plot(xy[0, 0], xy[0, 1], "o", mfc=palette.BACKGROUND, mec=_BLUE, ms=6, zorder=5, label="start")
         self.line, = ax.plot([], [], color=_BLUE, lw=1.2, zorder=4, marker="o", ms=1.6)
         self.dot, = ax.plot([], [], "o", color=_BLUE, ms=6, zorder=7)
         if run.path.uv is not None:
@@ -419,7 +419,7 @@ def data_panel(run, look, ax):
 def _fit_text(ax, look):
     return ax.text(0.98, 0.03, "", transform=ax.transAxes, ha="right", va="bottom",
                    fontsize=look.fs - 0.5, color=_BLUE, zorder=9,
-                   bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.85))
+                   bbox=dict(boxstyle="round,pad=0.2", fc=palette.BACKGROUND, ec="none", alpha=0.85))
 
 
 class FittedLine:
