@@ -136,10 +136,13 @@ def after_run(trace, outputs: Outputs, ctx, made: dict[str, Any] | None = None) 
     params = ctx.params if ctx is not None else {}
     missing: dict[str, str] = {} if made is None else made.setdefault("animations_missing", {})
     if not params.get("animate", True):
-        # off the user's path: said once, with the command that makes them from the trace
+        # off the user's path: said once (unless --no-animate asked for none), with the
+        # command that makes them from the trace
         shown = shown_path(Path(trace.path))
-        info(f"animations: gradtrace animate {shown} --kind backprop (or --kind training); "
-             "or run with --animate")
+        source = ctx.get_parameter_source("animate") if ctx is not None else None
+        if source is None or source.name != "COMMANDLINE":
+            info(f"animations: gradtrace animate {shown} --kind backprop (or --kind training); "
+                 "or run with --animate")
         for kind in ("backprop", "training"):
             missing[kind] = (f"gradtrace run makes it only with --animate; make it from the "
                              f"trace with: gradtrace animate {shown} --kind {kind}")
