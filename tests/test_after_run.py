@@ -92,7 +92,7 @@ SCRIPT = textwrap.dedent("""\
 @pytest.mark.slow  # a real `gradtrace run` with its GIFs and report
 def test_gradtrace_run_of_a_bias_free_model_with_cjk_and_dollars(tmp_path):
     (tmp_path / "fit.py").write_text(SCRIPT, encoding="utf-8")
-    r = gradtrace_cmd("run", "-o", "out/trace.gtrace", "fit.py", cwd=tmp_path)
+    r = gradtrace_cmd("run", "--animate", "-o", "out/trace.gtrace", "fit.py", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "Glyph" not in r.stderr and "Warning" not in r.stderr, r.stderr
     assert "findfont" not in r.stderr, r.stderr

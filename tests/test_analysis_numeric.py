@@ -149,3 +149,48 @@ def test_replay_needs_a_backward():
         X @ torch.randn(3, 1, requires_grad=True)
     with pytest.raises(Exception, match="no backward"):
         Replay(t.steps[0], ())
+
+
+def test_numel_bound_of_the_ops_sized_after_they_run():
+    """The replay sizes broadcasting ops from their inputs' shapes (no meta device, whose
+    first use imports much of torch); every other op stays sized on the meta device first."""
+    from gradtrace.analysis.numeric import _numel_bound
+
+    t = torch.zeros
+    assert _numel_bound("add", [t(3, 1), t(1, 4)], {}) == 12          # broadcast
+    assert _numel_bound("matmul", [t(5, 2), t(2, 7)], {}) >= 5 * 7    # a bound, never less
+    assert _numel_bound("pow", [t(6), 2], {}) == 6
+    assert _numel_bound("sum", [t(4, 3)], {"dim": [0], "keepdim": True}) == 12
+    assert _numel_bound("reshape", [t(4, 3), (2, 6)], {}) == 12
+    assert _numel_bound("repeat", [t(2), 1000, 1000], {}) is None    # grows from its numbers
+    assert _numel_bound("expand", [t(1), [10**6]], {}) is None
+    assert _numel_bound("add", [t(2), "text"], {}) is None            # an argument it cannot read
+
+
+def test_the_check_imports_neither_dynamo_nor_sympy(tmp_path):
+    """The numeric check of a small fit runs without torch._dynamo or sympy (over a second of
+    imports on the user's path at the end of gradtrace run)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""\
+        import sys, torch, gradtrace
+        torch.manual_seed(0)
+        X = torch.randn(16, 2); y = X @ torch.tensor([[2.0], [-3.4]]) + 4.2
+        w = torch.zeros(2, 1, requires_grad=True); b = torch.zeros(1, requires_grad=True)
+        with gradtrace.trace({str(tmp_path / 't.gtrace')!r}) as t:
+            for i in range(3):
+                loss = ((X @ w + b - y) ** 2).sum() / 2
+                loss.backward()
+                with torch.no_grad():
+                    w -= 0.01 * w.grad; b -= 0.01 * b.grad
+                    w.grad.zero_(); b.grad.zero_()
+        report = t.result.check(numeric="all")
+        assert report.of("numeric") and all(c.passed for c in report.of("numeric")), report
+        print(sorted(m for m in ("torch._dynamo", "sympy") if m in sys.modules))
+        """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "[]", r.stdout

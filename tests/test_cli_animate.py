@@ -32,7 +32,8 @@ SCRIPT = textwrap.dedent("""\
 def recorded(tmp_path_factory):
     d = tmp_path_factory.mktemp("anim")
     (d / "fit.py").write_text(SCRIPT)
-    r = gradtrace_cmd("run", "--no-report", "-o", str(d / "out" / "trace.gtrace"), "fit.py", cwd=d)
+    r = gradtrace_cmd("run", "--no-report", "--animate", "-o", str(d / "out" / "trace.gtrace"),
+                      "fit.py", cwd=d)
     assert r.returncode == 0, r.stderr
     return d, r
 
@@ -45,6 +46,18 @@ def test_run_writes_both_animations(recorded):
         assert f"{kind} animation: out/{kind}.gif" in r.stderr
         with Image.open(path) as im:
             assert im.n_frames > 3
+
+
+@pytest.mark.slow  # `gradtrace run` in a forked child
+def test_run_without_animate_says_how_to_make_them(tmp_path):
+    """Off the user's path by default: no GIF, one line with the command that makes them."""
+    (tmp_path / "fit.py").write_text(SCRIPT)
+    r = gradtrace_cmd("run", "--no-report", "fit.py", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    said = [line for line in r.stderr.splitlines() if "animat" in line]
+    assert said == ["gradtrace: animations: gradtrace animate gradtrace-out/fit/trace.gtrace "
+                    "--kind backprop (or --kind training); or run with --animate"], r.stderr
+    assert not list(tmp_path.rglob("*.gif"))
 
 
 @pytest.mark.slow  # `gradtrace run` / `animate` in forked children, GIFs drawn

@@ -40,7 +40,7 @@ def both_ways(tmp_path_factory):
             folder = tmp_path_factory.mktemp(name)
             script = str(IDIOMS / f"{name}.py")
             plain = python_cmd(script, cwd=folder, env=_env(folder / "python.pt"), timeout=600)
-            traced = gradtrace_cmd("run", "-o", str(folder / "trace.gtrace"), script, cwd=folder,
+            traced = gradtrace_cmd("run", "--animate", "-o", str(folder / "trace.gtrace"), script, cwd=folder,
                                    env=_env(folder / "gradtrace.pt"), timeout=600)
             done[name] = (plain, traced, folder)
         return done[name]

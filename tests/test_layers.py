@@ -250,7 +250,7 @@ def test_the_checker_sees_what_it_must():
     assert ("gradtrace.tracefile.store", "gradtrace.tracefile.checked") in seen  # from . import checked
     assert ("gradtrace.tracefile.store", "gradtrace.errors") in seen             # from ..errors import
     assert ("gradtrace.cli", "gradtrace.cli.graph") in seen                      # __import__("gradtrace.cli.graph")
-    assert any(imp.source == "gradtrace.cli.run" and imp.target == "gradtrace.record.mplbackend"
+    assert any(imp.source == "gradtrace.cli.run" and imp.target == "gradtrace.record.figures"
                and not imp.module_level for imp in ALL_IMPORTS)                  # inside a function
     assert ("gradtrace.tracefile.store", "torch") in seen
 

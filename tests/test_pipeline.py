@@ -47,7 +47,7 @@ def test_run_makes_each_analysis_once(tmp_path, animate):
     bench = _bench()
     script = tmp_path / "fit.py"
     script.write_text(SCRIPT)
-    counts, err, _ = bench.run_counted(str(script), *([] if animate else ["--no-animate"]),
+    counts, err, _ = bench.run_counted(str(script), *(["--animate"] if animate else []),
                                        out_dir=tmp_path / "out")
     assert "check: gradients ok" in err, err
     assert "report: " in err, err

@@ -521,3 +521,116 @@ def test_progress_is_a_callback(demo_trace, tmp_path):
     anim.save(tmp_path / "t.gif", progress=lambda done, total: calls.append((done, total)))
     n = len(anim)
     assert calls == [(i, n) for i in range(1, n + 1)]
+
+
+# -- redrawing only what changed, one palette --------------------------------------------------
+def _all_frames(anim, full: bool, monkeypatch) -> list[np.ndarray]:
+    real = animate_mod._Redraw.__init__
+
+    def init(self, fig):
+        real(self, fig)
+        self.full = full
+
+    monkeypatch.setattr(animate_mod._Redraw, "__init__", init)
+    frames = [_pixels(im) for im in anim.images(dpi=40)]
+    monkeypatch.setattr(animate_mod._Redraw, "__init__", real)
+    return frames
+
+
+@pytest.mark.parametrize("demo", ["linreg", "custom_function"])
+def test_redrawing_what_changed_gives_the_picture_of_drawing_everything(demo_trace, demo, monkeypatch):
+    """Each frame drawn over the last where something changed equals the frame drawn whole (to
+    a unit of one colour channel, on a handful of pixels an edge clips differently)."""
+    anim = animation_of_trace(demo_trace(demo), kind="backprop", frames=12)
+    kept = anim.renderer
+    changed = _all_frames(anim, False, monkeypatch)
+    assert kept.animated()                       # the renderer names its moving artists
+    whole = _all_frames(animation_of_trace(demo_trace(demo), kind="backprop", frames=12), True,
+                        monkeypatch)
+    assert len(changed) == len(whole) == len(anim)
+    for i, (a, b) in enumerate(zip(changed, whole)):
+        diff = np.abs(a - b)
+        assert diff.max() <= 3, (i, int(diff.max()))
+        assert (diff.max(-1) > 0).mean() < 1e-3, i
+    # and the frames do differ from each other: something was redrawn
+    assert any((changed[i] != changed[i + 1]).any() for i in range(len(changed) - 1))
+
+
+def test_backprop_keeps_the_artists_that_did_not_change(demo_trace):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    anim = animation_of_trace(demo_trace("linreg"), kind="backprop", frames=12)
+    r = anim.renderer
+    fig = Figure(figsize=(12, 6.75), dpi=40)
+    FigureCanvasAgg(fig)
+    r.setup(fig)
+    r.draw(2)
+    before = {id(a) for a in r.animated()}
+    r.draw(3)
+    after = {id(a) for a in r.animated()}
+    kept = before & after
+    assert kept and len(kept) > len(after) / 2   # most of the picture stays: X, w, b, y ...
+    assert after - before                        # and what changed is new
+
+
+def test_shared_palette_maps_every_frame_onto_one(tmp_path):
+    from PIL import Image
+
+    colours = [(255, 255, 255), (0, 114, 178), (213, 94, 0), (0, 0, 0)]
+    frames = []
+    for k in range(3):
+        im = Image.new("RGB", (40, 20), colours[0])
+        im.paste(colours[1 + k], (5 * k, 0, 5 * k + 10, 10))
+        frames.append(im.quantize(colors=255, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE))
+    shared = animate_mod.shared_palette(frames)
+    assert len({tuple(f.getpalette()) for f in shared}) == 1
+    for before, after in zip(frames, shared):   # few colours: every pixel keeps its colour
+        assert np.array_equal(np.asarray(before.convert("RGB")), np.asarray(after.convert("RGB")))
+    # many colours: at most 256, each pixel the nearest of them
+    rng = np.random.default_rng(0)
+    many = [Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).quantize(colors=255)
+            for _ in range(4)]
+    out = animate_mod.shared_palette(many)
+    assert len({tuple(f.getpalette()) for f in out}) == 1
+    assert len(out[0].getpalette()) <= 3 * 256
+    err = np.abs(np.asarray(out[0].convert("RGB"), dtype=int) - np.asarray(many[0].convert("RGB"), dtype=int))
+    assert err.mean() < 40
+
+
+def _colour_tables(data: bytes) -> tuple[int, set]:
+    """(frames, every colour of every colour table) of a GIF file, by walking its blocks."""
+    colours: set = set()
+
+    def table(at: int, packed: int) -> int:
+        n = 2 ** ((packed & 7) + 1)
+        colours.update(data[at + 3 * i:at + 3 * i + 3] for i in range(n))
+        return at + 3 * n
+
+    at = table(13, data[10]) if data[10] & 0x80 else 13
+    frames = 0
+    while at < len(data) and data[at] != 0x3B:
+        if data[at] == 0x21:                       # an extension: label, then sub-blocks
+            at += 2
+            while data[at]:
+                at += data[at] + 1
+            at += 1
+        elif data[at] == 0x2C:                     # an image: descriptor, table, LZW data
+            packed = data[at + 9]
+            frames += 1
+            at = table(at + 10, packed) if packed & 0x80 else at + 10
+            at += 1                                # LZW minimum code size
+            while data[at]:
+                at += data[at] + 1
+            at += 1
+        else:
+            raise AssertionError(f"unexpected GIF block {data[at]:#x} at {at}")
+    return frames, colours
+
+
+def test_gif_frames_take_their_colours_from_one_palette(zeroing, tmp_path):
+    anim = animation_of_trace(zeroing, kind="backprop", dpi=DPI)
+    path = anim.save(tmp_path / "b.gif")
+    frames, colours = _colour_tables(path.read_bytes())
+    assert frames == len(anim)
+    assert len(colours) <= 256   # each frame's table is a part of the one palette

@@ -296,7 +296,7 @@ def test_themes_and_options(d2l):
     light = graph_of_step(d2l, view="forward", theme="light").dot
     dark = graph_of_step(d2l, view="forward", theme="dark").dot
     assert "fontsize=22" in lecture and "fontsize=13" in light
-    assert 'bgcolor="#1e1e1e"' in dark and 'bgcolor="white"' in light
+    assert 'bgcolor="#1e1e1e"' in dark and 'bgcolor="#ffffff"' in light
     bare = graph_of_step(d2l, view="forward", values=False, legend=False, title=False).dot
     assert "<I>data</I>" not in bare and "legend" not in bare and "label=\"step 0" not in bare
     assert "<I>data</I>" in lecture and "legend [" in lecture

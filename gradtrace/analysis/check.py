@@ -115,6 +115,9 @@ class CheckResult:
     #: the rank of a distributed run whose gradient this checks (None: one process; the
     #: ``allreduce`` checks concern all ranks)
     rank: int | None = None
+    #: the custom autograd.Functions (their op indices) whose backward the numeric check
+    #: found to disagree with their forward: the likely cause of a failure
+    blamed: tuple[int, ...] = field(default=(), compare=False)
 
     @property
     def passed(self) -> bool:
@@ -552,7 +555,8 @@ def numeric_check(step: Step, elements: int = 32) -> list[CheckResult]:
             text = ("no custom autograd.Function to blame (" + (
                 f"{', '.join(o.name for o in funcs)} check out on their own" if funcs else
                 "the step has none") + "); a hook on a tensor can also change gradients")
-        out = [replace(c, detail=c.detail + f"; wrong backward: {text}") if c.failed else c
+        ops = tuple(b.op.index for b in blamed)
+        out = [replace(c, detail=c.detail + f"; wrong backward: {text}", blamed=ops) if c.failed else c
                for c in out]
     return out
 

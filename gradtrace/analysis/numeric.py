@@ -72,6 +72,46 @@ def _on_meta(x):
     return x
 
 
+#: Ops whose output is never larger than the broadcast of their tensor arguments' shapes
+#: (elementwise arithmetic, matrix products, reductions, reshapes), by the name of the torch
+#: function that runs. Their outputs are sized after they run, from that bound; others on
+#: the meta device first (whose first use imports much of torch: over a second).
+_BROADCAST_BOUNDED = frozenset({
+    "add", "sub", "mul", "div", "true_divide", "pow", "neg", "rsub", "exp", "log", "sqrt",
+    "rsqrt", "abs", "square", "sigmoid", "tanh", "relu", "sin", "cos", "maximum", "minimum",
+    "clamp", "matmul", "mm", "bmm", "mv", "dot", "sum", "mean", "reshape", "view", "flatten",
+    "squeeze", "unsqueeze", "t", "transpose", "permute", "__add__", "__sub__", "__mul__",
+    "__truediv__", "__pow__", "__radd__", "__rsub__", "__rmul__", "__rtruediv__", "__rpow__",
+    "__neg__", "__matmul__", "__rmatmul__",
+})
+
+
+def _numel_bound(name: str, args, kwargs) -> int | None:
+    """An upper bound on the elements op ``name`` makes from ``args`` and ``kwargs`` (the
+    elements of the right-aligned largest size of each dimension over the tensor arguments),
+    or ``None`` when it has none: another op, or an argument that is not a tensor, a number
+    or a list of numbers (a size)."""
+    if name not in _BROADCAST_BOUNDED:
+        return None
+    dims: list[int] = []
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, torch.Tensor):
+            shape = list(a.shape)
+            if len(shape) > len(dims):
+                dims = [1] * (len(shape) - len(dims)) + dims
+            for i, n in enumerate(shape, len(dims) - len(shape)):
+                dims[i] = max(dims[i], n)
+        elif isinstance(a, (list, tuple)):
+            if not all(isinstance(v, int) for v in a):
+                return None
+        elif a is not None and not isinstance(a, (bool, int, float, torch.dtype)):
+            return None
+    bound = 1
+    for n in dims:
+        bound *= n
+    return bound
+
+
 def _outputs(out) -> tuple[torch.Tensor, ...]:
     if isinstance(out, torch.Tensor):
         return (out,)
@@ -127,7 +167,7 @@ class Replay:
         self.root_grads = self._root_grads()
         self.views: dict[int, tuple[int, tuple[int, ...]]] = {}
         self.constants: dict[int, torch.Tensor] = {}
-        self.sized: set[int] = set()  # ops whose output shapes were checked on the meta device
+        self.sized: set[int] = set()  # ops whose output shapes were checked
 
     def _refuse_random(self, o: Op, name: str) -> None:
         base = name.rstrip("_") if name.endswith("_") and not name.endswith("__") else name
@@ -284,12 +324,21 @@ class Replay:
         kwargs = {k: self._arg(v, env, o, k) for k, v in o.kwargs.items()}
         if "dtype" in kwargs and isinstance(kwargs["dtype"], torch.dtype) and kwargs["dtype"].is_floating_point:
             kwargs["dtype"] = torch.float64
+        fn = self.funcs[o.index]
+        after = False  # sized after it runs: its output is known to be small
         if o.index not in self.sized:
-            self._size_first(o, args, kwargs)
+            bound = _numel_bound(getattr(fn, "__name__", ""), args, kwargs)
+            if bound is not None and bound <= self.max_numel:
+                after = True
+            else:
+                self._size_first(o, args, kwargs)
         try:
-            return self.funcs[o.index](*args, **kwargs)
+            out = fn(*args, **kwargs)
         except Exception as e:  # a recorded call that does not run again: say which
             raise ReplayError(f"replaying {o.target} failed ({type(e).__name__}: {e})") from None
+        if after:
+            self._check_sizes(o, out)
+        return out
 
     def _size_first(self, o: Op, args: list, kwargs: dict) -> None:
         """Before an op first runs, run it on the meta device (shapes, no data): its outputs
@@ -300,6 +349,10 @@ class Replay:
         except Exception as e:
             raise ReplayError(f"{o.target} cannot be sized before it runs ({type(e).__name__}); "
                               "gradtrace does not replay it") from None
+        self._check_sizes(o, out)
+
+    def _check_sizes(self, o: Op, out) -> None:
+        """``out`` (on the meta device, or small) has the shapes the trace recorded."""
         for tid, t in zip(o.outputs, _outputs(out)):
             known = self.step.value(tid) or self.step.tensors.get(tid)
             if known is not None and tuple(t.shape) != tuple(known.shape):

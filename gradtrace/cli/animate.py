@@ -80,7 +80,12 @@ def animate(trace_path, kind, step_spec, outputs, fps, frames, dpi, size, still,
     for p in no_mp4:
         info(f"{shown_path(p)} skipped: MP4 needs ffmpeg, which matplotlib cannot find")
     started = time.perf_counter()
-    anim = animation_of_trace(trace, kind=kind, **_options_dict(options))
+    checks = None
+    if kind == "backprop":  # a failed gradient check is shown on the frames it concerns
+        from ..analysis.check import check_trace
+
+        checks = check_trace(trace)
+    anim = animation_of_trace(trace, kind=kind, checks=checks, **_options_dict(options))
     if anim.note:
         info(f"note: {anim.note}")
     movies = [p for p in paths if p.suffix.lower() in FORMATS and p not in no_mp4]
@@ -124,14 +129,24 @@ def _options_dict(options: AnimateOptions) -> dict:
 
 
 def after_run(trace, outputs: Outputs, ctx, made: dict[str, Any] | None = None) -> None:
-    """`gradtrace run` writes backprop.gif and training.gif next to the trace, named by
-    ``outputs`` (small runs; `--no-animate` turns it off). Each kind is made on its own: one
+    """`gradtrace run --animate` writes backprop.gif and training.gif next to the trace, named
+    by ``outputs`` (small runs); without it one line says how to make them. Each kind is made on its own: one
     that cannot be made is one line, and its reason is left in ``made["animations_missing"]``
     (kind -> reason) for the report."""
     params = ctx.params if ctx is not None else {}
-    if not params.get("animate", True):
-        return
     missing: dict[str, str] = {} if made is None else made.setdefault("animations_missing", {})
+    if not params.get("animate", True):
+        # off the user's path: said once (unless --no-animate asked for none), with the
+        # command that makes them from the trace
+        shown = shown_path(Path(trace.path))
+        source = ctx.get_parameter_source("animate") if ctx is not None else None
+        if source is None or source.name != "COMMANDLINE":
+            info(f"animations: gradtrace animate {shown} --kind backprop (or --kind training); "
+                 "or run with --animate")
+        for kind in ("backprop", "training"):
+            missing[kind] = (f"gradtrace run makes it only with --animate; make it from the "
+                             f"trace with: gradtrace animate {shown} --kind {kind}")
+        return
     rows = trace.step_rows()
     if not any(r["has_backward"] for r in rows):
         why = "no recorded step has a backward pass, so there is no gradient to animate"
@@ -150,7 +165,10 @@ def after_run(trace, outputs: Outputs, ctx, made: dict[str, Any] | None = None) 
     for kind in ("backprop", "training"):
         path = outputs.animation(kind)
         try:
-            anim = animation_of_trace(trace, kind=kind, progress=progress_bar(path.name))
+            # the check computed once above it: the backprop frames show what failed
+            checks = made.get("check") if made is not None and kind == "backprop" else None
+            anim = animation_of_trace(trace, kind=kind, progress=progress_bar(path.name),
+                                      checks=checks)
             anim.save(path)
         except GradtraceError as e:
             info(f"{kind} animation skipped: {e}")

@@ -83,9 +83,11 @@ def _module_ends_options(args: list[str], params) -> list[str]:
 @click.option("--report/--no-report", "write_report", default=True, show_default=True,
               help="Write report.html (summary, checks, graphs, animations) next to the trace "
                    "(NAME.report.html for a trace NAME.gtrace).")
-@click.option("--animate/--no-animate", default=True, show_default=True,
-              help="Write backprop.gif and training.gif next to the trace (NAME.backprop.gif... "
-                   "for NAME.gtrace; runs of up to 5000 steps).")
+@click.option("--animate/--no-animate", default=False, show_default=True,
+              help="Also write backprop.gif and training.gif next to the trace "
+                   "(NAME.backprop.gif... for NAME.gtrace; runs of up to 5000 steps). Off by "
+                   "default: they take longer than a small run itself, and the report shows "
+                   "every step without them; `gradtrace animate TRACE` makes them later.")
 @click.option("--rank-wait", type=click.FloatRange(min=0), default=120.0, show_default=True,
               metavar="SECONDS",
               help="Under torchrun: how long rank 0 waits, once its script ended, for the other "
@@ -229,11 +231,11 @@ def _run(ctx, config: Config, outputs, script, module, args, write_report, *,
     elif result.status != "completed":
         info(f"the script {result.status} (exit code {result.exit_code}); the trace keeps every "
              "finished step")
-    from ..record import mplbackend
+    from ..record import figures
 
-    for fig in mplbackend.SAVED:
+    for fig in figures.SAVED:
         info(f"figure saved: {shown_path(fig)}")
-    for line in mplbackend.FAILED:
+    for line in figures.FAILED:
         info(f"figure not saved: {line}")
     shown = shown_path(out)
     if result.fault is not None:

@@ -18,6 +18,7 @@ from ..tracefile.outputs import Outputs
 from ..tracefile.ranks import RankInfo
 from ..tracefile.store import Trace, TraceWriter, is_trace
 from .recorder import Recorder
+from . import figures
 
 __all__ = ["trace", "run_script", "RunResult"]
 
@@ -378,15 +379,12 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
             if old_int is signal.default_int_handler:
                 signal.signal(signal.SIGINT, on_signal(KeyboardInterrupt))
         if outputs is not None and "matplotlib.pyplot" not in sys.modules:
-            from . import mplbackend
-
-            mpl = mplbackend
-            mplbackend.OUTPUTS = outputs
-            mplbackend.SAVED.clear()
-            mplbackend.FAILED.clear()
-            os.environ["MPLBACKEND"] = "module://gradtrace.record.mplbackend"
+            # matplotlib loads the backend only if the script imports pyplot
+            figures.start(outputs)
+            mpl = figures
+            os.environ["MPLBACKEND"] = figures.BACKEND
             if "matplotlib" in sys.modules:
-                sys.modules["matplotlib"].rcParams["backend"] = "module://gradtrace.record.mplbackend"
+                sys.modules["matplotlib"].rcParams["backend"] = figures.BACKEND
         if script is not None:
             sys.argv = [script, *args]
             if sys.path:

@@ -19,7 +19,7 @@ import hashlib
 import html
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -63,6 +63,10 @@ class AnimateOptions:
     - ``progress``: a callback ``progress(done, total)``, called as each frame is rendered
       while saving (the CLI passes a click progress bar); ``True`` writes a plain counter on
       stderr, ``False`` or ``None`` nothing.
+    - ``checks``: backprop only: the trace's check report (``trace.check()``), computed once
+      by the caller. A step whose gradient check failed is then the default step, and the
+      frames that show the parameter or the custom Function the check concerns say
+      "check failed: ..." with that box marked, instead of narrating the backward as right.
     """
 
     kind: str = "training"
@@ -72,6 +76,7 @@ class AnimateOptions:
     dpi: int | None = None
     size: tuple[float, float] | None = None
     progress: bool | Progress | None = False
+    checks: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -210,7 +215,9 @@ class Animation:
         """Yield the frames as PIL RGB images (all, or the indices in ``frames``).
 
         What never changes is drawn once; a renderer that names its moving artists
-        (``animated()``) has only those redrawn on a copy of that background each frame.
+        (``animated()``) has only those redrawn each frame, and of those only the ones that
+        changed since the last frame (new, removed, or changed in place) and whatever they
+        overlap: see :class:`_Redraw`.
         """
         from PIL import Image
 
@@ -220,27 +227,21 @@ class Animation:
             fig = self._figure((float(dpi) if dpi else self._dpi()))
         animated = getattr(self._renderer, "animated", None)  # optional: not in Renderer
         canvas = fig.canvas
-        background = None
+        redraw = None
         if animated is not None:
             for a in animated():
                 a.set_animated(True)
             with quiet_fonts():
                 canvas.draw()
-            background = canvas.copy_from_bbox(fig.bbox)
-            order = {id(ax): j for j, ax in enumerate(fig.axes)}
+            redraw = _Redraw(fig)
         size = canvas.get_width_height()
         for i in (range(len(self)) if frames is None else frames):
             with user_text():
                 self._renderer.draw(i)
-                if background is not None and animated is not None:  # both or neither
+                if redraw is not None and animated is not None:  # both or neither
                     moving = animated()
                     fit_texts(moving)
-                    for a in moving:
-                        a.set_animated(True)
-                    canvas.restore_region(background)
-                    # as matplotlib would: axes in order, artists by zorder (stable)
-                    for a in sorted(moving, key=lambda a: (order.get(id(a.axes), -1), a.get_zorder())):
-                        fig.draw_artist(a)
+                    redraw.frame(moving)
                 else:
                     fit_texts([fig])
                     canvas.draw()
@@ -349,13 +350,173 @@ class Animation:
 
     def _finish_html(self, tmp: Path) -> None:
         """matplotlib's player fragment -> a page of its own, with nothing fetched from outside."""
+        from .palette import css_variables
+
         fragment = _self_contained(tmp.read_text(encoding="utf-8"))
         title = html.escape(self.title)
         note = f"<p class='gt-note'>{html.escape(self.note)}</p>\n" if self.note else ""
         tmp.write_text("<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
-                       f"<title>{title}</title>\n<style>body{{font-family:sans-serif;margin:1em}}"
-                       ".gt-note{color:#666}</style>\n</head>\n<body>\n"
+                       f"<title>{title}</title>\n<style>{css_variables()}body{{font-family:sans-serif;"
+                       "margin:1em}.gt-note{color:var(--gt-muted)}</style>\n</head>\n<body>\n"
                        f"<h3>{title}</h3>\n{note}{fragment}\n</body>\n</html>\n", encoding="utf-8")
+
+
+class _Redraw:
+    """Draws a frame's moving artists over the background drawn once, redrawing only what
+    changed since the frame before.
+
+    An artist changed when it is new, was removed, or was changed in place (matplotlib marks
+    it ``stale``). The picture is restored to the background where a changed artist is or
+    was, every artist that overlaps such a place is drawn again whole (its own place joins
+    them, until nothing more overlaps), and the rest of the picture stays as it was: the
+    same pixels as drawing every artist again, in the same order (a test compares the two).
+    An artist whose extent cannot be told (not a text, patch or line) redraws everything.
+    """
+
+    #: pixels added around an artist's extent: antialiasing and line joins reach past it
+    PAD = 3
+
+    def __init__(self, fig) -> None:
+        self.fig = fig
+        self.canvas = fig.canvas
+        self.background = self.canvas.copy_from_bbox(fig.bbox)
+        self.order = {id(ax): j for j, ax in enumerate(fig.axes)}
+        self.width, self.height = self.canvas.get_width_height()
+        self.last: dict[int, tuple[Any, tuple[int, int, int, int] | None]] = {}
+        self.full = False  # for tests: draw every artist every frame
+
+    def frame(self, moving: list) -> None:
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+        from matplotlib.text import Text
+
+        renderer = self.canvas.get_renderer()
+        for a in moving:
+            a.set_animated(True)
+        if self.full or not all(isinstance(a, (Text, Patch, Line2D)) for a in moving):
+            places: dict[int, Any] = {}   # extents not told: everything is drawn again
+        else:
+            # an artist kept from the frame before and not changed is where it was
+            places = {id(a): (self.last[id(a)][1] if id(a) in self.last and not a.stale
+                              else self._place(a, renderer)) for a in moving}
+        known = bool(places) and all(p is not None for p in places.values()) and all(
+            p is not None for _, p in self.last.values())
+        if not self.last or not known:
+            self.canvas.restore_region(self.background)
+            todo = list(moving)
+        else:
+            dirty = [p for k, (_, p) in self.last.items() if k not in places]
+            for a in moving:
+                if id(a) not in self.last or a.stale:
+                    dirty.append(places[id(a)])
+                    if id(a) in self.last:
+                        dirty.append(self.last[id(a)][1])
+            rects = _merged(dirty)
+            for x0, y0, x1, y1 in rects:
+                # bbox: pixels from the top left; xy: where the saved region starts
+                self.canvas.restore_region(self.background, bbox=(x0, y0, x1, y1), xy=(0, 0))
+            # every artist that reaches into a restored place is drawn again there, clipped
+            # to it: each pixel of it is drawn once, in the same order as a full redraw
+            for a in _in_order(moving, self.order):
+                for r in rects:
+                    if _meets(places[id(a)], r):
+                        self._draw_clipped(a, r)
+            self.last = {id(a): (a, places[id(a)]) for a in moving}
+            return
+        for a in _in_order(todo, self.order):
+            self.fig.draw_artist(a)
+        self.last = {id(a): (a, places.get(id(a))) for a in moving}
+
+    def _draw_clipped(self, a, rect) -> None:
+        """Draw ``a`` only inside ``rect`` (pixels from the top left), its clipping as it was
+        afterwards (and not marked as changed for that)."""
+        from matplotlib.transforms import Bbox
+
+        x0, y0, x1, y1 = rect
+        h = self.height
+        clip = Bbox.from_extents(x0, h - y1 - 1, x1 + 1, h - y0)
+        box, on = a.get_clip_box(), a.get_clip_on()
+        if box is not None:
+            both = Bbox.intersection(clip, box)
+            if both is None:
+                return
+            clip = both
+        a.set_clip_box(clip)
+        a.set_clip_on(True)
+        try:
+            self.fig.draw_artist(a)
+        finally:
+            a.set_clip_box(box)
+            a.set_clip_on(on)
+            a.stale = False
+
+    def _place(self, a, renderer) -> tuple[int, int, int, int] | None:
+        """Where ``a`` draws, in pixels from the top left (x0, y0, x1, y1), padded and
+        within the picture; ``None`` when that cannot be told."""
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+        from matplotlib.text import Text
+        from matplotlib.transforms import Bbox
+
+        if not a.get_visible():
+            return (0, 0, 0, 0)
+        pad = self.PAD
+        if isinstance(a, Text):
+            if not a.get_text():
+                return (0, 0, 0, 0)
+            box = a.get_window_extent(renderer)
+            patch = a.get_bbox_patch()
+            if patch is not None:
+                a.update_bbox_position_size(renderer)
+                box = Bbox.union([box, patch.get_window_extent(renderer)])
+                pad += patch.get_linewidth() * self.fig.dpi / 72
+        elif isinstance(a, (Patch, Line2D)):
+            box = a.get_window_extent(renderer)
+            pad += a.get_linewidth() * self.fig.dpi / 72
+            if isinstance(a, Line2D) and a.get_marker() not in (None, "None", "", " "):
+                pad += a.get_markersize() * self.fig.dpi / 72
+        else:
+            return None
+        x0, y0, x1, y1 = box.extents
+        if not all(map(_finite, (x0, y0, x1, y1))):
+            return None
+        h = self.height
+        return (max(0, int(x0 - pad)), max(0, int(h - y1 - pad)),
+                min(self.width, int(x1 + pad) + 1), min(h, int(h - y0 + pad) + 1))
+
+
+def _in_order(artists, order: dict[int, int]) -> list:
+    """As matplotlib draws them: axes in order, artists by zorder (stable)."""
+    return sorted(artists, key=lambda a: (order.get(id(a.axes), -1), a.get_zorder()))
+
+
+def _finite(v: float) -> bool:
+    return v == v and abs(v) != float("inf")
+
+
+def _meets(a, b) -> bool:
+    """Whether two (x0, y0, x1, y1) pixel rectangles overlap."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _merged(rects: list) -> list:
+    """The rectangles, with those that overlap merged into one (so no pixel is restored twice)."""
+    out: list = []
+    for r in rects:
+        if r[2] <= r[0] or r[3] <= r[1]:
+            continue
+        r = list(r)
+        merged = True
+        while merged:
+            merged = False
+            for o in out:
+                if _meets(r, o):
+                    out.remove(o)
+                    r = [min(r[0], o[0]), min(r[1], o[1]), max(r[2], o[2]), max(r[3], o[3])]
+                    merged = True
+                    break
+        out.append(tuple(r))
+    return out
 
 
 def animation_of_trace(trace, kind: str = "training", **options: Any) -> Animation:
@@ -392,11 +553,53 @@ def _gif_writer(fps: float):
         def finish(self):
             # GIF delays are in hundredths of a second
             duration = max(20, int(round(100 / self.fps)) * 10)
-            self._frames[0].save(self.outfile, format="GIF", save_all=True,
-                                 append_images=self._frames[1:], duration=duration, loop=0)
+            # one palette for all frames; Pillow then stores each frame's changed rectangle
+            # with the part of that palette it uses (smaller than one 256-colour table)
+            frames = shared_palette(self._frames)
+            frames[0].save(self.outfile, format="GIF", save_all=True,
+                           append_images=frames[1:], duration=duration, loop=0)
             self._frames = []
 
     return GifWriter(fps=fps)  # type: ignore[arg-type]  # stubs say int; a float fps works
+
+
+def shared_palette(frames: list) -> list:
+    """The frames (256-colour images, each with its own palette) on one palette of at most
+    256 colours: the colours of all frames, weighted by how many pixels have them (reduced
+    by median cut when there are more), each frame's colours mapped to the nearest. With
+    one palette the GIF has one colour table, and a pixel that did not change between two
+    frames has the same index in both, so only the changed rectangle is stored."""
+    import numpy as np
+    from PIL import Image
+
+    counts: dict[tuple[int, int, int], int] = {}
+    for im in frames:
+        pal = im.getpalette() or []
+        for n, k in im.getcolors(256) or []:
+            c = (pal[3 * k], pal[3 * k + 1], pal[3 * k + 2])
+            counts[c] = counts.get(c, 0) + n
+    ranked = sorted(counts, key=lambda c: (-counts[c], c))
+    if len(ranked) <= 256:
+        palette = np.array(ranked, dtype=np.int32)
+    else:
+        total = sum(counts.values())
+        sample = [c for c in ranked for _ in range(max(1, round(counts[c] * 100_000 / total)))]
+        img = Image.new("RGB", (len(sample), 1))
+        img.putdata(sample)
+        q = img.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        flat: list[int] = list(q.getpalette() or [])
+        used = sorted({k for _, k in q.getcolors(256) or [] if isinstance(k, int)})
+        palette = np.array([flat[3 * k:3 * k + 3] for k in used], dtype=np.int32)
+    flat_palette = [int(v) for v in palette.reshape(-1)]
+    out = []
+    for im in frames:
+        own = np.array(im.getpalette() or [], dtype=np.int32).reshape(-1, 3)
+        nearest = ((own[:, None, :] - palette[None, :, :]) ** 2).sum(-1).argmin(1).astype(np.uint8)
+        idx = nearest[np.asarray(im)]
+        new = Image.fromarray(idx, mode="P")
+        new.putpalette(flat_palette)
+        out.append(new)
+    return out
 
 
 def _html_writer(fps: float):

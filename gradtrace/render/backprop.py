@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from ..formatting import slide_number as fmt_num
 from ..formatting import value as fmt_value
+from . import palette
 from .backprop_backward import _accumulate_words
+from .backprop_checks import failed_steps, mark_failures
 from .backprop_frames import Frame, ParamCell, _acc_mark, _acc_note, _code
 from .backprop_panels import _C, _REF_WIDTH, MIN_FONT_PX, _CardsPanel, _GraphPanel
 from .backprop_plan import Plan, _script_name, backprop_plan, pick_step
@@ -44,9 +46,11 @@ class BackpropRenderer(_GraphPanel, _CardsPanel):
     ``$``). :attr:`fitted` lists (box, text) pairs: each text drawn inside a box."""
 
     def __init__(self, trace, options):
-        step = pick_step(trace, options.step)
+        checks = getattr(options, "checks", None)
+        step = pick_step(trace, options.step, failed=failed_steps(checks))
         self._values = step.values
         self.plan = backprop_plan(trace, step, budget=options.frames)
+        self.checks_failed = mark_failures(self.plan, checks)
         self.title = self.plan.title
         self.note = self.plan.note
         self.fitted: list = []
@@ -65,7 +69,7 @@ class BackpropRenderer(_GraphPanel, _CardsPanel):
     # header (title, phases), graph, parameter cards, caption
     def setup(self, fig) -> None:
         self.fig = fig
-        fig.set_facecolor("white")
+        fig.set_facecolor(palette.BACKGROUND)
         self.ax_head = fig.add_axes(self._HEAD)
         self.ax_graph = fig.add_axes(self._GRAPH)
         self.ax_side = fig.add_axes(self._SIDE)
@@ -78,6 +82,7 @@ class BackpropRenderer(_GraphPanel, _CardsPanel):
         self.px = self.W / _REF_WIDTH            # points per reference pixel
         self.min_fs = MIN_FONT_PX * self.px
         self.fit = _Fit(fig)
+        self._start_frame()
         self._geometry()
         self.ax_graph.set_xlim(*self.xlim)
         self.ax_graph.set_ylim(*self.ylim)
@@ -109,17 +114,15 @@ class BackpropRenderer(_GraphPanel, _CardsPanel):
 
     def draw(self, i: int) -> None:
         frame = self.plan.frames[i]
-        # Remove the last frame's artists (clearing the axes would rebuild their ticks,
-        # which costs more than the frame itself); the static ones stay.
-        for ax in (self.ax_head, self.ax_graph, self.ax_side, self.ax_cap):
-            for artist in [*ax.patches, *ax.texts, *ax.lines]:
-                if artist not in self._static:
-                    artist.remove()
+        # The frame before's artists that this one makes again with the same arguments are
+        # kept (not drawn again); the others are removed. The static ones stay.
+        self._start_frame()
         self.fitted = [(b, t) for b, t in self.fitted if t in self._static]
         self._draw_head(frame, i)
         self._draw_graph(frame)
         self._draw_side(frame)
         self._draw_caption(frame)
+        self._end_frame()
 
     def animated(self) -> list:
         """This frame's artists; the title and the legend are drawn once."""
@@ -137,12 +140,14 @@ class BackpropRenderer(_GraphPanel, _CardsPanel):
         self.ax_head.add_artist(self.head_band)
         self._text(self.ax_head, 0.01, 0.72, title, title_fs, self.head_band, weight="bold",
                    va="center", ha="left", color=_C["text"])
-        legend = ("box = a tensor: name = how it was computed · [shape] value (μ: mean) · grad_fn · "
-                  "grad = ∂loss/∂tensor     black arrows: values, forward     red: gradients, backward")
+        legend = ("box = a tensor: the op (as in gradtrace graph) → its name · [shape] value (μ: mean) · "
+                  "⟵ grad_fn · grad = ∂loss/∂tensor     dark arrows: values, forward     "
+                  "orange arrows: gradients, backward")
         legend = self.fit.shorten(legend, self.W * self._GRAPH[2] - 12 * self.px, self.legend_fs)
         self._text(self.ax_graph, self.xlim[0] + 4 * self.px / self.ux, self.ylim[0] + 0.25 * self.legend_fs / self.uy,
                    legend, self.legend_fs, color=_C["muted"], ha="left", va="bottom")
         self._static = {*self.ax_head.texts, *self.ax_graph.texts, self.head_band}
+        self._made, self._last = {}, {}   # the static artists are never removed
 
     def _draw_head(self, frame: Frame, i: int) -> None:
         ax = self.ax_head
@@ -165,10 +170,10 @@ class BackpropRenderer(_GraphPanel, _CardsPanel):
             self._text(ax, x + pad / self.W, 0.24, label, fs, va="center", ha="left",
                        color=_C["text"] if lit else _C["muted"], weight="bold" if lit else "normal",
                        bbox=dict(boxstyle=f"round,pad={pad / fs:.3f}", lw=1.6 if lit else 1.0,
-                                 fc=(_C["bad_fill"] if bad else _C["lit"]) if lit else "#f8f9fa",
-                                 ec=(_C["bad"] if bad else _C["lit_edge"]) if lit else "#dee2e6"))
+                                 fc=(_C["bad_fill"] if bad else _C["lit"]) if lit else _C["panel"],
+                                 ec=(_C["bad"] if bad else _C["lit_edge"]) if lit else _C["rule"]))
             x += (self.fit.width(label, fs, "bold" if lit else "normal") + 2 * pad) / self.W
             if j < len(phases) - 1:
                 self._text(ax, x + arrow / 2 / self.W, 0.24, "→", fs, va="center", ha="center",
-                           color="#adb5bd")
+                           color=_C["dim"])
                 x += arrow / self.W

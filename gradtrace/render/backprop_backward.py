@@ -83,124 +83,173 @@ def _sum_values(a, b):
 
 
 def _backward_frames(st: Frame, step, scene: Scene, acc_by_tid, per) -> list[Frame]:
-    bw = step.backward
-    ops = {o.index: o for o in step.ops}
-    out_of = {i: o.outputs[0] for i, o in ops.items() if o.outputs}
+    """The frames of the backward pass: the loss's own gradient of 1, then autograd's nodes
+    in execution order, ``per`` of them to a frame. ``st`` is the running state (gradients
+    known, ``.grad`` cards), updated as the nodes run."""
+    return _BackwardWalk(st, step, scene, acc_by_tid).frames(per)
 
-    def land(nid):
-        tgt, hidden = _target(bw, nid)
+
+class _BackwardWalk:
+    """The backward pass of one step, node by node, told in the scene's boxes and edges."""
+
+    def __init__(self, st: Frame, step, scene: Scene, acc_by_tid):
+        self.st, self.step, self.scene, self.acc_by_tid = st, step, scene, acc_by_tid
+        self.bw = step.backward
+        self.ops = {o.index: o for o in step.ops}
+        self.out_of = {i: o.outputs[0] for i, o in self.ops.items() if o.outputs}
+        self.hidden_edge = self._hidden_edges()
+        # what the frame being made lights
+        self.cur: set = set()
+        self.cur_edges: set = set()
+        self.alert = False
+
+    def land(self, nid):
+        """(the tensor a gradient edge reaches, the op-less nodes on the way)."""
+        tgt, hidden = _target(self.bw, nid)
         if tgt is None:
             return None, hidden
-        return (tgt[1] if tgt[0] == "leaf" else out_of.get(tgt[1])), hidden
+        return (tgt[1] if tgt[0] == "leaf" else self.out_of.get(tgt[1])), hidden
 
-    # op-less nodes sit on the edge of the op whose node feeds them
-    hidden_edge: dict[int, tuple[int, int]] = {}
-    for n in bw.nodes:
-        if n.op is None or n.op not in out_of:
-            continue
-        for nxt in n.next:
-            tid, hidden = land(nxt)
-            for h in hidden:
-                if tid is not None:
-                    hidden_edge[h.nid] = (tid, out_of[n.op])
-
-    frames = []
-    one = bw.nodes[0].grad_outputs[0] if bw.nodes and bw.nodes[0].grad_outputs else None
-    if one is not None:
-        st.grads[scene.loss] = one
-    lv = step.value(scene.loss)
-    f = st.snapshot(
-        "backward",
-        f"backward() starts at the loss {step.name(scene.loss)}"
-        + (f" = {fmt_value(lv)}" if lv is not None else "")
-        + ": its gradient with respect to itself is 1. Each grad_fn takes the gradient that "
-          "arrives, multiplies it by its local derivative (the chain rule) and sends the "
-          "result back along its inputs' edges.",
-        _code(bw.source))
-    f.current.add(scene.loss)
-    frames.append(f)
-
-    nodes = bw.execution_order
-    total = len(nodes)
-    k = 0
-    while k < total:
-        chunk = nodes[k:k + per]
-        captions = []
-        cur, cur_edges = set(), set()
-        alert = False
-        for j, n in enumerate(chunk):
-            no = f"{k + j + 1}/{total}"
-            if n.variable is not None:
-                tid = n.variable
-                g = n.grad_outputs[0] if n.grad_outputs else None
-                if g is not None:
-                    st.grads[tid] = g
-                cur.add(tid)
-                e = acc_by_tid.get(tid)
-                words, bad = _accumulate_words(step, tid, e, g)
-                alert |= bad
-                if tid in st.cells and e is not None:
-                    st.cells[tid].grad = e.after
-                captions.append(f"{no}: AccumulateGrad, the end of the line for the leaf "
-                                f"{step.name(tid)}: {words}")
+    def _hidden_edges(self) -> dict[int, tuple[int, int]]:
+        """Op-less nodes (TBackward0 inside linear) sit on the edge of the op whose node feeds them."""
+        out: dict[int, tuple[int, int]] = {}
+        for n in self.bw.nodes:
+            if n.op is None or n.op not in self.out_of:
                 continue
-            if n.op is None:
-                edge = hidden_edge.get(n.nid)
-                g = n.grad_inputs[0] if n.grad_inputs else None
-                if edge is not None and g is not None and edge in scene.edges:
-                    st.grad_edges[edge] = g
-                    cur_edges.add(edge)
-                captions.append(f"{no}: {n.name}, a step inside an op, {_local_words(n)}"
-                                + (f": {fmt_value(g)}" if g is not None else "") + ".")
-                continue
-            out = out_of.get(n.op)
-            if out is not None:
-                cur.add(out)
-                if n.grad_outputs and n.grad_outputs[0] is not None:
-                    st.grads[out] = n.grad_outputs[0]
-            sent: dict[tuple[int, int], Any] = {}
-            for i, nxt in enumerate(n.next):
-                if nxt is None or i >= len(n.grad_inputs) or n.grad_inputs[i] is None or out is None:
-                    continue
-                tid, _ = land(nxt)
-                edge = (tid, out)
-                if tid is not None and edge in scene.edges:
-                    sent[edge] = _sum_values(sent.get(edge), n.grad_inputs[i])
-            for edge, g in sent.items():
-                st.grad_edges[edge] = g
-                cur_edges.add(edge)
-            g_in = n.grad_outputs[0] if n.grad_outputs else None
-            name = step.name(out) if out is not None else "its output"
-            dests = "; ".join(f"∂loss/∂{step.name(a)} = {fmt_value(g)}" for (a, _), g in sent.items())
-            op = ops.get(n.op)
-            skipped = [t for t in (op.inputs if op is not None else ())
-                       if (t, out) in scene.edges and (t, out) not in sent
-                       and not (step.tensors.get(t) and step.tensors[t].requires_grad)]
-            if skipped:
-                names = ", ".join(dict.fromkeys(step.name(t) for t in skipped))
-                dests += (("; " if dests else "") + f"nothing for {names}, which does not need a "
-                          "gradient")
-            ins = op.inputs if op is not None else ()
-            twice = [t for t in dict.fromkeys(ins) if ins.count(t) > 1 and (t, out) in sent]
-            if twice:
-                dests += (f" ({', '.join(step.name(t) for t in twice)} is both inputs, so the two "
-                          "gradients it gets are added)")
-            local = (_local_words(n) if op is None or not op.is_function
-                     else "runs the backward() the Function's author wrote")
-            captions.append(f"{no}: {n.name} (the grad_fn of {name}) receives ∂loss/∂{name}"
-                            + (f" = {fmt_value(g_in)}" if g_in is not None else "")
-                            + f" and {local}" + (f": {dests}" if dests else "") + ".")
-        k += len(chunk)
-        f = st.snapshot("backward", "Backward " + "  ".join(captions), _code(bw.source), alert)
-        f.current = cur
-        f.current_edges = cur_edges
+            for nxt in n.next:
+                tid, hidden = self.land(nxt)
+                for h in hidden:
+                    if tid is not None:
+                        out[h.nid] = (tid, self.out_of[n.op])
+        return out
+
+    def frames(self, per: int) -> list[Frame]:
+        frames = [self._start()]
+        nodes = self.bw.execution_order
+        total = len(nodes)
+        for k in range(0, total, per):
+            chunk = nodes[k:k + per]
+            self.cur, self.cur_edges, self.alert = set(), set(), False
+            captions = [self._say(n, f"{k + j + 1}/{total}") for j, n in enumerate(chunk)]
+            frames.append(self._frame(chunk, captions))
+        return frames
+
+    def _start(self) -> Frame:
+        """backward() starts at the loss: its gradient with respect to itself is 1."""
+        st, step, scene, bw = self.st, self.step, self.scene, self.bw
+        one = bw.nodes[0].grad_outputs[0] if bw.nodes and bw.nodes[0].grad_outputs else None
+        if one is not None:
+            st.grads[scene.loss] = one
+        lv = step.value(scene.loss)
+        f = st.snapshot(
+            "backward",
+            f"backward() starts at the loss {step.name(scene.loss)}"
+            + (f" = {fmt_value(lv)}" if lv is not None else "")
+            + ": its gradient with respect to itself is 1. Each grad_fn takes the gradient that "
+              "arrives, multiplies it by its local derivative (the chain rule) and sends the "
+              "result back along its inputs' edges.",
+            _code(bw.source))
+        f.current.add(scene.loss)
+        return f
+
+    def _frame(self, chunk, captions: list[str]) -> Frame:
+        f = self.st.snapshot("backward", "Backward " + "  ".join(captions), _code(self.bw.source),
+                             self.alert)
+        f.current = self.cur
+        f.current_edges = self.cur_edges
         for n in chunk:
-            e = acc_by_tid.get(n.variable) if n.variable is not None else None
+            e = self.acc_by_tid.get(n.variable) if n.variable is not None else None
             if e is not None and n.variable in f.cells:
                 f.cells[n.variable].mark = _acc_mark(e)
                 f.cells[n.variable].note = _acc_note(e)
-        frames.append(f)
-    return frames
+        return f
+
+    def _say(self, n, no: str) -> str:
+        """Run node ``n`` on the state; its caption."""
+        if n.variable is not None:
+            return self._accumulate(n, no)
+        if n.op is None:
+            return self._inside_op(n, no)
+        return self._grad_fn(n, no)
+
+    def _accumulate(self, n, no: str) -> str:
+        """AccumulateGrad: the gradient reaches a leaf's .grad."""
+        st, step = self.st, self.step
+        tid = n.variable
+        g = n.grad_outputs[0] if n.grad_outputs else None
+        if g is not None:
+            st.grads[tid] = g
+        self.cur.add(tid)
+        e = self.acc_by_tid.get(tid)
+        words, bad = _accumulate_words(step, tid, e, g)
+        self.alert |= bad
+        if tid in st.cells and e is not None:
+            st.cells[tid].grad = e.after
+        return f"{no}: AccumulateGrad, the end of the line for the leaf {step.name(tid)}: {words}"
+
+    def _inside_op(self, n, no: str) -> str:
+        """An op-less node (a step inside an op): its gradient on the op's edge."""
+        edge = self.hidden_edge.get(n.nid)
+        g = n.grad_inputs[0] if n.grad_inputs else None
+        if edge is not None and g is not None and edge in self.scene.edges:
+            self.st.grad_edges[edge] = g
+            self.cur_edges.add(edge)
+        return (f"{no}: {n.name}, a step inside an op, {_local_words(n)}"
+                + (f": {fmt_value(g)}" if g is not None else "") + ".")
+
+    def _grad_fn(self, n, no: str) -> str:
+        """An op's grad_fn: it receives ∂loss/∂output and sends a gradient to each input."""
+        st, step = self.st, self.step
+        out = self.out_of.get(n.op)
+        if out is not None:
+            self.cur.add(out)
+            if n.grad_outputs and n.grad_outputs[0] is not None:
+                st.grads[out] = n.grad_outputs[0]
+        sent = self._sent(n, out)
+        for edge, g in sent.items():
+            st.grad_edges[edge] = g
+            self.cur_edges.add(edge)
+        g_in = n.grad_outputs[0] if n.grad_outputs else None
+        name = step.name(out) if out is not None else "its output"
+        op = self.ops.get(n.op)
+        local = (_local_words(n) if op is None or not op.is_function
+                 else "runs the backward() the Function's author wrote")
+        dests = self._destinations(op, out, sent)
+        return (f"{no}: {n.name} (the grad_fn of {name}) receives ∂loss/∂{name}"
+                + (f" = {fmt_value(g_in)}" if g_in is not None else "")
+                + f" and {local}" + (f": {dests}" if dests else "") + ".")
+
+    def _sent(self, n, out) -> dict[tuple[int, int], Any]:
+        """The gradient ``n`` sends along each of the scene's edges into ``out`` (summed when
+        two of its inputs are the same tensor)."""
+        sent: dict[tuple[int, int], Any] = {}
+        for i, nxt in enumerate(n.next):
+            if nxt is None or i >= len(n.grad_inputs) or n.grad_inputs[i] is None or out is None:
+                continue
+            tid, _ = self.land(nxt)
+            edge = (tid, out)
+            if tid is not None and edge in self.scene.edges:
+                sent[edge] = _sum_values(sent.get(edge), n.grad_inputs[i])
+        return sent
+
+    def _destinations(self, op, out, sent) -> str:
+        """Where the gradients went, in words: each input's, the inputs that need none, and
+        an input used twice."""
+        step, scene = self.step, self.scene
+        dests = "; ".join(f"∂loss/∂{step.name(a)} = {fmt_value(g)}" for (a, _), g in sent.items())
+        skipped = [t for t in (op.inputs if op is not None else ())
+                   if (t, out) in scene.edges and (t, out) not in sent
+                   and not (step.tensors.get(t) and step.tensors[t].requires_grad)]
+        if skipped:
+            names = ", ".join(dict.fromkeys(step.name(t) for t in skipped))
+            dests += (("; " if dests else "") + f"nothing for {names}, which does not need a "
+                      "gradient")
+        ins = op.inputs if op is not None else ()
+        twice = [t for t in dict.fromkeys(ins) if ins.count(t) > 1 and (t, out) in sent]
+        if twice:
+            dests += (f" ({', '.join(step.name(t) for t in twice)} is both inputs, so the two "
+                      "gradients it gets are added)")
+        return dests
 
 
 def _accumulate_words(step, tid, e, g) -> tuple[str, bool]:

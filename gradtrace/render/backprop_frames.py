@@ -41,7 +41,8 @@ class Frame:
     current_edges: set = field(default_factory=set)  # edges lit in this frame
     grads: dict = field(default_factory=dict)        # tid -> Value: ∂loss/∂tensor, once known
     cells: dict = field(default_factory=dict)        # param tid -> ParamCell
-    alert: bool = False                              # the forgot-to-zero case
+    alert: bool = False                              # the forgot-to-zero case, a failed check
+    failed: dict = field(default_factory=dict)       # tid -> words: a failed check marks its box
 
     def snapshot(self, phase: str, caption: str, code: str = "", alert: bool = False) -> "Frame":
         return Frame(phase, caption, code, set(self.computed), set(), dict(self.grad_edges),

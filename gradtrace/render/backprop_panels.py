@@ -14,24 +14,32 @@ from ..formatting import value as fmt_value
 from .backprop_frames import Frame
 from .backprop_plan import Plan
 from .backprop_scene import SceneNode
+from . import palette
 from .fit import _Fit
 
 __all__ = ["MIN_FONT_PX"]
 
+# Every colour comes from the one palette (render/palette.py): a box has the colours of
+# its kind in `gradtrace graph`, and what happens to a .grad the colours of its event.
 _C = {
-    "param": "#fde6c4", "param_edge": "#d9822b", "input": "#eceff1", "input_edge": "#90a4ae",
-    "act": "#ffffff", "act_done": "#e7f1ff", "act_edge": "#4c6ef5", "loss_edge": "#7048e8",
-    "lit": "#ffe066", "lit_edge": "#e8590c", "grad": "#c92a2a", "back": "#ffe3e3", "dim": "#ced4da",
-    "bad": "#e03131", "bad_fill": "#ffc9c9", "text": "#212529", "muted": "#868e96",
+    "param": palette.KIND_FILL["param"], "param_edge": palette.KIND_LINE["param"],
+    "input": palette.KIND_FILL["input"], "input_edge": palette.KIND_LINE["input"],
+    "act": palette.BACKGROUND, "act_done": palette.KIND_FILL["op"], "act_edge": palette.KIND_LINE["op"],
+    "loss": palette.KIND_FILL["loss"], "loss_edge": palette.KIND_LINE["loss"],
+    "lit": palette.LIT["forward"][1], "lit_edge": palette.LIT["forward"][0],
+    "grad": palette.GRAD, "back": palette.LIT["backward"][1], "dim": palette.DIM,
+    "bad": palette.STATUS["bad"][0], "bad_fill": palette.STATUS["bad"][1],
+    "text": palette.TEXT, "muted": palette.MUTED, "subtle": palette.SUBTLE,
+    "panel": palette.PANEL, "rule": palette.RULE, "updated": palette.EVENT["update"][0],
 }
 _MARK = {  # mark -> (default words, text/edge colour, fill)
-    "fresh": ("fresh: .grad was None", "#2b8a3e", "#d3f9d8"),
-    "zeros": ("added onto zeros", "#2b8a3e", "#d3f9d8"),
-    "added": ("ADDED to old .grad!", "#c92a2a", "#ffc9c9"),
-    "update": ("value updated", "#1971c2", "#d0ebff"),
-    "zero": (".grad cleared", "#6741d9", "#e5dbff"),
-    "write": (".grad changed", "#e67700", "#fff3bf"),
-    "none": ("not cleared", "#868e96", "#f1f3f5"),
+    "fresh": ("fresh: .grad was None", *palette.EVENT["fresh"]),
+    "zeros": ("added onto zeros", *palette.EVENT["zeros"]),
+    "added": ("ADDED to old .grad!", *palette.EVENT["added"]),
+    "update": ("value updated", *palette.EVENT["update"]),
+    "zero": (".grad cleared", *palette.EVENT["zero"]),
+    "write": (".grad changed", *palette.EVENT["grad_write"]),
+    "none": ("not cleared", *palette.EVENT["none"]),
 }
 
 
@@ -81,12 +89,50 @@ class _Drawing:
         """A font size in points for ``ref_px`` reference pixels, never below the minimum."""
         return max(self.min_fs, ref_px * self.px)
 
+    # The artists of a frame are made through _add and _text, which give back the artist
+    # of the frame before when it was made with the same arguments: an artist that did not
+    # change is not drawn again (Animation redraws only what changed).
+    _made: dict                 # key -> artist, this frame's
+    _last: dict                 # key -> artist, the frame before's not (yet) made again
+
+    def _start_frame(self) -> None:
+        self._last, self._made = getattr(self, "_made", {}), {}
+
+    def _end_frame(self) -> None:
+        """Remove what the frame before had and this one has not."""
+        for artist in self._last.values():
+            artist.remove()
+        self._last = {}
+
+    def _reuse(self, key, make):
+        artist = self._last.pop(key, None)
+        if artist is None:
+            artist = make()
+        artist._gt_key = key
+        self._made[key] = artist
+        return artist
+
+    def _add(self, ax, cls, *args, **kw):
+        """``ax.add_artist(cls(*args, **kw))``, or the same artist of the frame before."""
+        return self._reuse((id(ax), cls.__name__, _frozen(args), _frozen(kw)),
+                           lambda: ax.add_artist(cls(*args, **kw)))
+
     def _text(self, ax, x, y, text, size, box=None, **kw):
         """ax.text, as plain text (never mathtext); ``box``: the patch it must stay inside."""
-        t = ax.text(x, y, text, fontsize=size, parse_math=False, **kw)
+        key = (id(ax), "text", x, y, text, size, getattr(box, "_gt_key", None), _frozen(kw))
+        t = self._reuse(key, lambda: ax.text(x, y, text, fontsize=size, parse_math=False, **kw))
         if box is not None:
             self.fitted.append((box, t))
         return t
+
+
+def _frozen(v):
+    """``v`` as a hashable key: dicts and lists as tuples."""
+    if isinstance(v, dict):
+        return tuple(sorted((k, _frozen(x)) for k, x in v.items()))
+    if isinstance(v, (list, tuple)):
+        return tuple(_frozen(x) for x in v)
+    return v
 
 
 class _GraphPanel(_Drawing):
@@ -107,19 +153,19 @@ class _GraphPanel(_Drawing):
             done = b in frame.computed
             lit = (a, b) in frame.current_edges
             prep = scene.nodes[b].prep
-            ax.add_artist(FancyArrowPatch(p0, p1, arrowstyle="-|>", mutation_scale=14 * self.px,
-                                         color=("#e8590c" if lit and not backward else
-                                                "#495057" if done else _C["dim"]),
+            self._add(ax, FancyArrowPatch, p0, p1, arrowstyle="-|>", mutation_scale=14 * self.px,
+                                         color=(_C["lit_edge"] if lit and not backward else
+                                                _C["subtle"] if done else _C["dim"]),
                                          lw=(2.6 if lit and not backward else 1.3) * self.px * 1.4,
-                                         ls="--" if prep else "-", shrinkA=0, shrinkB=0, zorder=1))
+                                         ls="--" if prep else "-", shrinkA=0, shrinkB=0, zorder=1)
             g = frame.grad_edges.get((a, b))
             if g is None:
                 continue
             off = 0.09
-            ax.add_artist(FancyArrowPatch((p1[0], p1[1] - off), (p0[0], p0[1] - off),
+            self._add(ax, FancyArrowPatch, (p1[0], p1[1] - off), (p0[0], p0[1] - off),
                                          arrowstyle="-|>", mutation_scale=15 * self.px, color=_C["grad"],
                                          lw=(3.0 if lit else 1.4) * self.px * 1.4, alpha=1.0 if lit else 0.6,
-                                         shrinkA=0, shrinkB=0, zorder=2))
+                                         shrinkA=0, shrinkB=0, zorder=2)
             mx, my = (p0[0] + p1[0]) / 2, (p0[1] + p1[1]) / 2 - off
             label = _short(g)
             weight = "bold" if lit else "normal"
@@ -127,7 +173,7 @@ class _GraphPanel(_Drawing):
                 continue  # no room between the boxes: the box it reaches shows the gradient
             self._text(ax, mx, my - 0.04, label, edge_fs, color=_C["grad"], ha="center",
                        va="top", zorder=6, weight="bold" if lit else "normal",
-                       bbox=dict(boxstyle="round,pad=0.15", fc="white", ec=_C["grad"] if lit else "none",
+                       bbox=dict(boxstyle="round,pad=0.15", fc=palette.BACKGROUND, ec=_C["grad"] if lit else "none",
                                  lw=0.8, alpha=0.92))
         inner = self.box_w - 2 * self.pad
         pitch = fs * 1.28 / self.uy                       # one line, in row units
@@ -140,7 +186,7 @@ class _GraphPanel(_Drawing):
             elif n.role == "input":
                 fc, ec = _C["input"], _C["input_edge"]
             else:
-                fc = _C["act_done"] if done else _C["act"]
+                fc = (_C["loss"] if n.role == "loss" else _C["act_done"]) if done else _C["act"]
                 ec = _C["loss_edge"] if n.role == "loss" else _C["act_edge"]
             if lit:
                 fc = _C["back"] if backward else _C["lit"]
@@ -149,11 +195,12 @@ class _GraphPanel(_Drawing):
                 if cell is not None and cell.mark in _MARK and cell.mark not in ("none",):
                     fc = _MARK[cell.mark][2]
                     ec = _MARK[cell.mark][1]
-            box = FancyBboxPatch((x - tw / 2, y - th / 2), tw, th,
+            if tid in frame.failed:  # a failed gradient check concerns this box
+                fc, ec, lit = _C["bad_fill"], _C["bad"], True
+            box = self._add(ax, FancyBboxPatch, (x - tw / 2, y - th / 2), tw, th,
                                  boxstyle="round,pad=0,rounding_size=0.06", fc=fc, ec=ec,
                                  lw=(2.6 if lit else (1.8 if n.role == "loss" else 1.0)) * self.px * 1.4,
                                  ls=(":" if not done else "--" if n.prep else "-"), zorder=3)
-            ax.add_artist(box)
             lines = [ln for ln in self._box_lines(n, frame, done) if ln[0]]
             lines = self._keep(lines)
             top = y + (len(lines) - 1) * pitch / 2
@@ -168,7 +215,7 @@ class _GraphPanel(_Drawing):
     def _keep(self, lines):
         """The lines a box has room for: the name first, then the value and the gradient;
         the grad_fn line goes first when there is not room for all four."""
-        order = {"head": 0, "grad": 1, "value": 2, "kind": 3}
+        order = {"head": 0, "failed": 1, "grad": 2, "value": 3, "kind": 4}
         if len(lines) <= self.lines_fit:
             return lines
         kept = sorted(lines, key=lambda ln: order[ln[1]["role"]])[:self.lines_fit]
@@ -178,11 +225,13 @@ class _GraphPanel(_Drawing):
         """The lines of a box: (variants, longest first; style)."""
         tid = n.tid
         if n.op is None:
-            head = n.label
+            heads: tuple[str, ...] = (n.label,)
             kind = {"param": "parameter", "input": "data", "loss": "loss"}.get(n.role, "tensor")
         else:
-            head = f"{n.label} = {n.expr}"
-            kind = n.grad_fn or ("no grad_fn" if n.prep else "")
+            # the op's name in `gradtrace graph`, then the tensor's name the captions use
+            title = n.title or n.label
+            heads = (f"{title} → {n.label}", title) if title != n.label else (title,)
+            kind = f"⟵ {n.grad_fn}" if n.grad_fn else ("no grad_fn" if n.prep else "")
         cell = frame.cells.get(tid)
         v = cell.value if cell is not None and cell.value is not None else self._values.get(tid)
         shape = fmt_shape(n.shape)
@@ -205,10 +254,14 @@ class _GraphPanel(_Drawing):
         grad = (f"grad {_short(g)}", _short(g)) if g is not None else ("",)
         if n.role == "loss" and g is None:
             grad = ("the loss",)
-        return [((head,), {"weight": "bold", "role": "head"}),
+        if tid in frame.failed:   # said in the box, not only by its colour
+            kind = "✗ check failed"
+        return [(heads, {"weight": "bold", "role": "head"}),
                 (value, {"weight": "bold" if updated else "normal", "role": "value",
-                         "color": "#1971c2" if updated else (_C["text"] if done else _C["muted"])}),
-                ((kind,), {"color": _C["muted"], "scale": 0.85, "role": "kind"}),
+                         "color": _C["updated"] if updated else (_C["text"] if done else _C["muted"])}),
+                ((kind,), {"color": _C["bad"] if tid in frame.failed else _C["muted"], "scale": 0.85,
+                           "role": "failed" if tid in frame.failed else "kind",
+                           "weight": "bold" if tid in frame.failed else "normal"}),
                 (grad, {"color": _C["grad"] if g is not None else _C["loss_edge"], "role": "grad",
                         "weight": "bold" if tid in frame.current and g is not None else "normal"})]
 
@@ -243,9 +296,8 @@ class _CardsPanel(_Drawing):
             y0 = 0.03 + (rows - 1 - k // per_row) * h
             top = y0 + h - 0.03 - pitch * 0.6
             if tid is None:
-                box = FancyBboxPatch((x, y0), w - 0.008, h - 0.03, boxstyle="round,pad=0,rounding_size=0.02",
-                                     fc="#f8f9fa", ec="#dee2e6", lw=0.8)
-                ax.add_artist(box)
+                box = self._add(ax, FancyBboxPatch, (x, y0), w - 0.008, h - 0.03,
+                                boxstyle="round,pad=0,rounding_size=0.02", fc=_C["panel"], ec=_C["rule"], lw=0.8)
                 self._text(ax, x + self.pad / self.W, y0 + (h - 0.03) / 2,
                            self.fit.shorten(f"… and {more} more parameters", inner, fs),
                            fs, box, va="center", color=_C["muted"])
@@ -254,11 +306,12 @@ class _CardsPanel(_Drawing):
             node = self.plan.scene.nodes.get(tid)
             name = node.label if node is not None else f"t{tid}"
             mark = _MARK.get(cell.mark)
-            lit = mark is not None and cell.mark != "none"
-            box = FancyBboxPatch((x, y0), w - 0.008, h - 0.03, boxstyle="round,pad=0,rounding_size=0.02",
-                                 fc=mark[2] if mark else "#f8f9fa",
-                                 ec=mark[1] if mark else "#dee2e6", lw=2.2 if lit else 0.8)
-            ax.add_artist(box)
+            if tid in frame.failed:   # a failed gradient check: the card says so
+                mark = ("✗ check failed: this gradient is wrong", _C["bad"], _C["bad_fill"])
+            lit = (mark is not None and cell.mark != "none") or tid in frame.failed
+            box = self._add(ax, FancyBboxPatch, (x, y0), w - 0.008, h - 0.03,
+                            boxstyle="round,pad=0,rounding_size=0.02", fc=mark[2] if mark else _C["panel"],
+                            ec=mark[1] if mark else _C["rule"], lw=2.2 if lit else 0.8)
             lx = x + self.pad / self.W
             name_fs = fs * 1.08
             shown_name = self.fit.shorten(name, inner, name_fs, "bold")
@@ -276,19 +329,20 @@ class _CardsPanel(_Drawing):
             if cell.mark == "update" and cell.before is not None:
                 variants = (f"{fmt_value(cell.before)} → {vtxt}", f"→ {vtxt}")
             up = cell.mark == "update"
-            self._text(ax, lx, top - pitch, "value", fs, box, va="center", color="#495057")
+            self._text(ax, lx, top - pitch, "value", fs, box, va="center", color=_C["subtle"])
             self._text(ax, vx, top - pitch, self.fit.first(variants, inner - label_w, fs, "bold" if up else "normal"),
-                       fs, box, va="center", color="#1971c2" if up else _C["text"],
+                       fs, box, va="center", color=_C["updated"] if up else _C["text"],
                        weight="bold" if up else "normal")
             gtxt = "None" if cell.grad is None else fmt_value(cell.grad)
             strong = cell.mark in ("fresh", "zeros", "added", "zero", "write")
-            self._text(ax, lx, top - 2 * pitch, ".grad", fs, box, va="center", color="#495057")
+            self._text(ax, lx, top - 2 * pitch, ".grad", fs, box, va="center", color=_C["subtle"])
             self._text(ax, vx, top - 2 * pitch,
                        self.fit.shorten(gtxt, inner - label_w, fs, "bold" if strong else "normal"), fs, box,
                        va="center", weight="bold" if strong else "normal",
-                       color=(_C["grad"] if cell.grad is not None and not _is_zero(cell.grad) else "#495057"))
+                       color=(_C["grad"] if cell.grad is not None and not _is_zero(cell.grad) else _C["subtle"]))
             if mark is not None:
-                self._text(ax, lx, top - 3 * pitch, self.fit.shorten(cell.note or mark[0], inner, fs, "bold"),
+                note = mark[0] if tid in frame.failed else (cell.note or mark[0])
+                self._text(ax, lx, top - 3 * pitch, self.fit.shorten(note, inner, fs, "bold"),
                            fs, box, va="center", color=mark[1], weight="bold")
 
     def _draw_caption(self, frame: Frame) -> None:
@@ -296,10 +350,9 @@ class _CardsPanel(_Drawing):
 
         ax = self.ax_cap
         alert = frame.alert
-        box = FancyBboxPatch((0.006, 0.05), 0.988, 0.9, boxstyle="round,pad=0,rounding_size=0.03",
-                             fc="#fff5f5" if alert else "#f8f9fa",
-                             ec=_C["bad"] if alert else "#dee2e6", lw=1.6 if alert else 0.8)
-        ax.add_artist(box)
+        box = self._add(ax, FancyBboxPatch, (0.006, 0.05), 0.988, 0.9,
+                        boxstyle="round,pad=0,rounding_size=0.03", fc=_C["bad_fill"] if alert else _C["panel"],
+                        ec=_C["bad"] if alert else _C["rule"], lw=1.6 if alert else 0.8)
         band = self.H * self._CAP[3]                       # points
         inner_w = 0.988 * self.W - 2 * 14 * self.px
         code_fs = self.min_fs
@@ -317,8 +370,8 @@ class _CardsPanel(_Drawing):
             lines = lines[:most - 1] + [self.fit.shorten(lines[most - 1] + " " + " ".join(lines[most:]),
                                                          inner_w, fs)]
         self._text(ax, 0.006 + 14 * self.px / self.W, 0.95 - self.pad / band, "\n".join(lines), fs, box,
-                   va="top", ha="left", linespacing=1.3, color="#a51111" if alert else _C["text"])
+                   va="top", ha="left", linespacing=1.3, color=_C["bad"] if alert else _C["text"])
         if frame.code:
             self._text(ax, 0.006 + 14 * self.px / self.W, 0.05 + self.pad / band,
                        self.fit.shorten(frame.code, inner_w, code_fs, family="monospace"), code_fs, box,
-                       family="monospace", color="#495057", va="bottom", ha="left")
+                       family="monospace", color=_C["subtle"], va="bottom", ha="left")

@@ -42,14 +42,23 @@ _FWD_WORDS = {
 }
 
 
-def pick_step(trace, spec):
+def pick_step(trace, spec, failed: list[int] | tuple[int, ...] = ()):
     """The step to explain: a run step number, ``"first"``, ``"last"`` (the last with a
-    backward pass), or ``None``: the second step with a backward pass, the first in which
-    ``.grad`` may already hold something, so that the accumulation frame shows whether the
-    script clears it (the first step when there is only one)."""
+    backward pass), or ``None``: the first of the steps ``failed`` (where a gradient check
+    failed) that has a backward pass; else the second step with a backward pass, the first
+    in which ``.grad`` may already hold something, so that the accumulation frame shows
+    whether the script clears it (the first step when there is only one)."""
     steps = trace.steps
     if len(steps) == 0:
         raise UsageError(f"{trace.path} has no recorded steps (did the script call backward()?)")
+    if spec is None and failed:
+        for k in failed:
+            try:
+                chosen = trace.select(k)
+            except UsageError:  # a step the file does not hold: the usual pick
+                continue
+            if chosen.backward is not None:
+                return chosen
     if spec is None:
         with_bw = [i for i in range(min(len(steps), 4)) if steps[i].backward is not None]
         if not with_bw:

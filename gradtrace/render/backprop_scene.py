@@ -37,6 +37,7 @@ class SceneNode:
     expr: str = ""
     grad_fn: str | None = None
     prep: bool = False
+    title: str = ""   # the name `gradtrace graph` gives the node it shows (``matmul``)
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,8 @@ def _scene(step) -> Scene:
         else:  # an op that writes its input in place takes over that input's box
             nodes.pop(t, None)
             nodes[t] = SceneNode(t, step.name(t), "loss" if t == loss else "activation", shape,
-                                 o.index, _expr(o, step), grad_fn.get(o.index), not o.is_graph)
+                                 o.index, _expr(o, step), grad_fn.get(o.index), not o.is_graph,
+                                 str(g.nodes[n].get("title") or o.name))
         node_of[t] = n
     if loss not in nodes:
         info = step.tensors.get(loss)

@@ -57,17 +57,24 @@ class _Fit:
         return self.shorten(variants[-1], width, size, weight, family)
 
     def wrap(self, text: str, width: float, size: float) -> list[str]:
-        """Greedy word wrap by measured width; a word wider than a line is shortened."""
-        lines: list[str] = []
-        line = ""
+        """Greedy word wrap by measured width; a word wider than a line is shortened.
+
+        Lines are filled by the words' own widths and a space's (measuring every longer
+        start of a caption again costs more than drawing it), and each line is then
+        measured whole: one that does not fit gives its last word to the next line."""
+        words = []
         for word in text.split():
-            cand = f"{line} {word}" if line else word
-            if self.width(cand, size) <= width:
-                line = cand
-                continue
-            if line:
-                lines.append(line)
-            line = word if self.width(word, size) <= width else self.shorten(word, width, size)
-        if line:
-            lines.append(line)
-        return lines
+            words.append(word if self.width(word, size) <= width else self.shorten(word, width, size))
+        space = self.width("x x", size) - self.width("xx", size)
+        lines: list[str] = []
+        i = 0
+        while i < len(words):
+            j, used = i + 1, self.width(words[i], size)
+            while j < len(words) and used + space + self.width(words[j], size) <= width:
+                used += space + self.width(words[j], size)
+                j += 1
+            while j - i > 1 and self.width(" ".join(words[i:j]), size) > width:
+                j -= 1
+            lines.append(" ".join(words[i:j]))
+            i = j
+        return [ln for ln in lines if ln]

@@ -136,22 +136,38 @@ def _fold_lines(lay: Layout, place: dict[int, tuple[int, int]]) -> list[str]:
 def to_dot(model: GraphModel, options: GraphOptions) -> str:
     """The DOT text of a graph model: deterministic, every label escaped."""
     theme = THEME[options.theme]
-    g = model.graph
     labels = _node_labels(model, options)
     lay = layout(model, options, labels=labels)
-    out = ["digraph gradtrace {"]
-    out.append(f'  graph [rankdir={lay.rankdir}, bgcolor="{theme.background}", '
-               f'fontname="{_FONT}", fontsize={theme.font}, fontcolor="{theme.muted}", '
-               f'nodesep=0.35, ranksep=0.5, pad=0.3, newrank=true, labelloc=t, labeljust=l'
-               + (f", label={_q(_title(model, options))}" if options.title else "") + "];")
-    out.append(f'  node [shape=plain, fontname="{_FONT}", fontsize={theme.font}, '
-               f'fontcolor="{theme.text}"];')
-    out.append(f'  edge [fontname="{_FONT}", fontsize={theme.edge_font}, color="{theme.edge}", '
-               f'fontcolor="{theme.muted}", penwidth={theme.penwidth}, arrowsize=0.9];')
-    # nodes, nested in their module clusters
+    place = lay.place() if lay.folded else {}
+    out = ["digraph gradtrace {", *_header_lines(model, options, theme, lay.rankdir)]
+    out += _node_lines(model, labels, theme)
+    out += _rank_lines(model)
+    out += _edge_lines(model, theme, place)
+    out += _legend_lines(model, options, theme, folded=bool(place))
+    if place:
+        out.extend(_fold_lines(lay, place))
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def _header_lines(model: GraphModel, options: GraphOptions, theme: Theme, rankdir: str) -> list[str]:
+    """The graph's, the nodes' and the edges' default attributes."""
+    return [f'  graph [rankdir={rankdir}, bgcolor="{theme.background}", '
+            f'fontname="{_FONT}", fontsize={theme.font}, fontcolor="{theme.muted}", '
+            f'nodesep=0.35, ranksep=0.5, pad=0.3, newrank=true, labelloc=t, labeljust=l'
+            + (f", label={_q(_title(model, options))}" if options.title else "") + "];",
+            f'  node [shape=plain, fontname="{_FONT}", fontsize={theme.font}, '
+            f'fontcolor="{theme.text}"];',
+            f'  edge [fontname="{_FONT}", fontsize={theme.edge_font}, color="{theme.edge}", '
+            f'fontcolor="{theme.muted}", penwidth={theme.penwidth}, arrowsize=0.9];']
+
+
+def _module_tree(model: GraphModel) -> tuple[dict, list[int]]:
+    """(tree, loose): the nodes nested by module path (``tree[path][None]`` holds a module's
+    own nodes, ``tree[path][subpath]`` its sub-modules) and the nodes of no module."""
     tree: dict = {}
     loose: list[int] = []
-    for n, a in sorted(g.nodes(data=True)):
+    for n, a in sorted(model.graph.nodes(data=True)):
         if a["module"]:
             t = tree
             parts = a["module"].split(".")
@@ -160,25 +176,32 @@ def to_dot(model: GraphModel, options: GraphOptions) -> str:
             t.setdefault(None, []).append(n)
         else:
             loose.append(n)
+    return tree, loose
+
+
+def _count(t: dict) -> int:
+    """The nodes in a module tree."""
+    return len(t.get(None, [])) + sum(_count(v) for k, v in t.items() if k is not None)
+
+
+def _node_lines(model: GraphModel, labels: dict[int, Label], theme: Theme) -> list[str]:
+    """Every node, nested in its module's cluster."""
+    g = model.graph
+    out: list[str] = []
 
     def node_line(n: int, indent: str) -> str:
-        a = g.nodes[n]
         lab = labels[n]
-        return (f"{indent}n{n} [id=\"n{n}\", label=<{_label_html(lab, a['kind'], theme)}>, "
+        return (f"{indent}n{n} [id=\"n{n}\", label=<{_label_html(lab, g.nodes[n]['kind'], theme)}>, "
                 f"tooltip={_q(lab.tooltip)}];")
-
-    def count(t: dict) -> int:
-        return len(t.get(None, [])) + sum(count(v) for k, v in t.items() if k is not None)
 
     def emit(t: dict, indent: str) -> None:
         for path in sorted(k for k in t if k is not None):
             sub = t[path]
-            inner = [k for k in sub if k is not None]
-            if count(sub) < 2:
+            inner = {k: v for k, v in sub.items() if k is not None}
+            if _count(sub) < 2:
                 # a box around one node says nothing the tooltip does not
-                for n in sub.get(None, []):
-                    out.append(node_line(n, indent))
-                emit({k: v for k, v in sub.items() if k is not None}, indent)
+                out.extend(node_line(n, indent) for n in sub.get(None, []))
+                emit(inner, indent)
                 continue
             if None not in sub and len(inner) == 1:
                 emit(sub, indent)  # a module that only wraps one other: one box, not two
@@ -188,46 +211,62 @@ def to_dot(model: GraphModel, options: GraphOptions) -> str:
                        f'color="{theme.cluster_line}", fillcolor="{theme.cluster_fill}", '
                        f'fontcolor="{theme.muted}", fontsize={theme.small}, penwidth={theme.penwidth}, '
                        'margin=12];')
-            for n in sub.get(None, []):
-                out.append(node_line(n, indent + "  "))
-            emit({k: v for k, v in sub.items() if k is not None}, indent + "  ")
+            out.extend(node_line(n, indent + "  ") for n in sub.get(None, []))
+            emit(inner, indent + "  ")
             out.append(f"{indent}}}")
 
-    for n in loose:
-        out.append(node_line(n, "  "))
+    tree, loose = _module_tree(model)
+    out.extend(node_line(n, "  ") for n in loose)
     emit(tree, "  ")
-    # AccumulateGrad nodes sit level with the parameter they write (both view)
+    return out
+
+
+def _rank_lines(model: GraphModel) -> list[str]:
+    """AccumulateGrad nodes sit level with the parameter they write (both view)."""
+    g = model.graph
+    out: list[str] = []
     if model.view == "both":
         for n, a in sorted(g.nodes(data=True)):
             if a["kind"] == "accumulate":
                 params = [v for v in g.successors(n) if g.nodes[v]["kind"] == "param"]
                 if params:
                     out.append(f"  {{rank=same; n{params[0]}; n{n}}}")
-    place = lay.place() if lay.folded else {}
+    return out
+
+
+def _edge_lines(model: GraphModel, theme: Theme, place: dict[int, tuple[int, int]]) -> list[str]:
+    """Every edge: its shape as a label, gradients in their colour (dashed into .grad)."""
+    g = model.graph
+    both = model.view == "both"
+    out: list[str] = []
     for u, v, a in sorted(g.edges(data=True), key=lambda e: (e[0], e[1], e[2]["kind"], e[2]["slot"])):
         attrs = []
-        if a["shape"] is not None and not (a["kind"] == "grad" and model.view == "both"):
+        into_grad = a["kind"] == "grad" and both
+        if a["shape"] is not None and not into_grad:
             attrs.append(f"label={_q(' ' + fmt_shape(a['shape']) + ' ')}")
         if a["kind"] == "grad":
             attrs.append(f'color="{theme.grad_edge}", fontcolor="{theme.grad_edge}"')
-            if model.view == "both":
+            if both:
                 attrs.append("style=dashed, constraint=false")
         tail, head = u, v
-        if place and not (a["kind"] == "grad" and model.view == "both") and place[u][1] > place[v][1]:
+        if place and not into_grad and place[u][1] > place[v][1]:
             # in a band that runs back, graphviz ranks the edge the other way round and
             # draws the arrow at its tail, so it still points where the data or gradient goes
             tail, head = v, u
             attrs.insert(0, "dir=back")
         out.append(f"  n{tail} -> n{head}" + (f" [{', '.join(attrs)}]" if attrs else "") + ";")
-    if options.legend and len(g):
-        out.append(f"  legend [id=\"legend\", label=<{_legend_html(model, theme, options)}>, "
-                   'tooltip="legend"];')
-        if not place:
-            # the legend goes with the last nodes (the loss, or the parameters in the
-            # backward view), where the layout leaves room
-            sink = _legend_sink(model)
-            out.append("  {rank=max; legend}" if sink is None else f"  {{rank=same; legend; n{sink}}}")
-    if place:
-        out.extend(_fold_lines(lay, place))
-    out.append("}")
-    return "\n".join(out) + "\n"
+    return out
+
+
+def _legend_lines(model: GraphModel, options: GraphOptions, theme: Theme, folded: bool) -> list[str]:
+    """The legend node and where it goes."""
+    if not (options.legend and len(model.graph)):
+        return []
+    out = [f"  legend [id=\"legend\", label=<{_legend_html(model, theme, options)}>, "
+           'tooltip="legend"];']
+    if not folded:
+        # the legend goes with the last nodes (the loss, or the parameters in the
+        # backward view), where the layout leaves room
+        sink = _legend_sink(model)
+        out.append("  {rank=max; legend}" if sink is None else f"  {{rank=same; legend; n{sink}}}")
+    return out

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field, replace
 from ..analysis.graph import BUDGET, VIEWS
 from ..errors import UsageError
 
+from . import palette
+
 __all__ = ["GraphOptions", "Theme", "THEME", "THEMES", "ENGINES", "LEGEND"]
 
 THEMES = ("lecture", "light", "dark")
@@ -92,32 +94,24 @@ class Theme:
     penwidth: float = 1.2
 
 
-_LIGHT_FILL = {"param": "#dbe9ff", "input": "#eeeeee", "op": "#fff3cf", "prep": "#ffffff",
-               "loss": "#ffd9d6", "grad_fn": "#fff3cf", "accumulate": "#ddf2dc",
-               "module": "#ece3f7", "repeat": "#ece3f7"}
-_LIGHT_LINE = {"param": "#2f63b0", "input": "#6b6b6b", "op": "#a8780a", "prep": "#9a9a9a",
-               "loss": "#c62828", "grad_fn": "#a8780a", "accumulate": "#2e7d32",
-               "module": "#6a4c93", "repeat": "#6a4c93"}
-_DARK_FILL = {"param": "#1d3557", "input": "#363636", "op": "#4a3a0e", "prep": "#262626",
-              "loss": "#5c1c1c", "grad_fn": "#4a3a0e", "accumulate": "#1c4420",
-              "module": "#3b2d56", "repeat": "#3b2d56"}
-_DARK_LINE = {"param": "#7fb0ff", "input": "#a0a0a0", "op": "#e0b84a", "prep": "#7a7a7a",
-              "loss": "#ff7b72", "grad_fn": "#e0b84a", "accumulate": "#7ed67a",
-              "module": "#b79cff", "repeat": "#b79cff"}
-
+# Every colour comes from the one palette (render/palette.py): the same roles as the
+# animations and the report.
 THEME = {
-    "lecture": Theme("lecture", font=22, small=17, edge_font=17, background="white", text="#111111",
-                     muted="#666666", grad="#c0392b", edge="#333333", grad_edge="#e0701b",
-                     cluster_fill="#f7f7fb", cluster_line="#8a8aa8", fill=_LIGHT_FILL,
-                     line=_LIGHT_LINE, penwidth=2.0),
-    "light": Theme("light", font=13, small=10, edge_font=10, background="white", text="#111111",
-                   muted="#666666", grad="#c0392b", edge="#444444", grad_edge="#e0701b",
-                   cluster_fill="#f7f7fb", cluster_line="#8a8aa8", fill=_LIGHT_FILL,
-                   line=_LIGHT_LINE, penwidth=1.2),
-    "dark": Theme("dark", font=13, small=10, edge_font=10, background="#1e1e1e", text="#eeeeee",
-                  muted="#a8a8a8", grad="#ff8a80", edge="#bbbbbb", grad_edge="#ffab40",
-                  cluster_fill="#262630", cluster_line="#6d6d8a", fill=_DARK_FILL,
-                  line=_DARK_LINE, penwidth=1.2),
+    "lecture": Theme("lecture", font=22, small=17, edge_font=17, background=palette.BACKGROUND,
+                     text=palette.INK, muted=palette.MUTED, grad=palette.GRAD, edge=palette.SUBTLE,
+                     grad_edge=palette.GRAD_EDGE, cluster_fill=palette.PANEL,
+                     cluster_line=palette.KIND_LINE["module"], fill=dict(palette.KIND_FILL),
+                     line=dict(palette.KIND_LINE), penwidth=2.0),
+    "light": Theme("light", font=13, small=10, edge_font=10, background=palette.BACKGROUND,
+                   text=palette.INK, muted=palette.MUTED, grad=palette.GRAD, edge=palette.SUBTLE,
+                   grad_edge=palette.GRAD_EDGE, cluster_fill=palette.PANEL,
+                   cluster_line=palette.KIND_LINE["module"], fill=dict(palette.KIND_FILL),
+                   line=dict(palette.KIND_LINE), penwidth=1.2),
+    "dark": Theme("dark", font=13, small=10, edge_font=10, background=palette.DARK_BACKGROUND,
+                  text=palette.DARK_TEXT, muted=palette.DARK_MUTED, grad=palette.GRAD_DARK,
+                  edge=palette.DARK_EDGE, grad_edge=palette.GRAD_EDGE,
+                  cluster_fill=palette.DARK_PANEL, cluster_line=palette.KIND_LINE_DARK["module"],
+                  fill=dict(palette.KIND_FILL_DARK), line=dict(palette.KIND_LINE_DARK), penwidth=1.2),
 }
 
 #: Legend wording per node kind.

@@ -30,6 +30,13 @@ RULE = "#dee2e6"
 PANEL = "#f8f9fa"
 BACKGROUND = "#ffffff"
 
+#: Neutrals on a dark background.
+DARK_BACKGROUND = "#1e1e1e"
+DARK_PANEL = "#262630"
+DARK_TEXT = "#eeeeee"
+DARK_MUTED = "#a8a8a8"
+DARK_EDGE = "#bbbbbb"
+
 #: Outline colour of each graph node kind (light backgrounds).
 KIND_LINE: Mapping[str, str] = MappingProxyType({
     "param": "#0072b2", "input": "#6b6b6b", "op": "#a36f00", "prep": "#9a9a9a",
@@ -75,10 +82,21 @@ EVENT: Mapping[str, tuple[str, str]] = MappingProxyType({
 #: Verdicts: ok / bad / warn / not applicable: (text colour, background colour).
 STATUS: Mapping[str, tuple[str, str]] = MappingProxyType({
     "ok": ("#005a8c", "#e3f0f9"),
-    "bad": ("#b84a00", "#fde6d8"),
+    "bad": ("#b84a00", "#f8cfb5"),
     "warn": ("#7a5a00", "#fdf3d2"),
     "na": ("#6b7280", "#f1f3f5"),
 })
+
+#: What the backprop animation is doing right now: (line, fill) of the node lit in the
+#: forward pass (an op being computed) and in the backward pass (a gradient arriving).
+LIT: Mapping[str, tuple[str, str]] = MappingProxyType({
+    "forward": ("#8a6d00", "#fff3b0"),
+    "backward": ("#c45200", "#fff3b0"),   # lit is yellow in both passes; the edge tells them apart
+})
+
+#: A step on the loss surface: the update's own direction (-.grad) and steepest descent.
+UPDATE_ARROW = "#e69f00"
+DESCENT_ARROW = "#cc79a7"
 
 #: Distinct colours for series (one per parameter in a plot), in order.
 SERIES: tuple[str, ...] = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00",

@@ -16,27 +16,30 @@ from ..errors import GradtraceError, RenderError, TraceFileError
 from ..formatting import table_number
 from ..version import __version__
 from ..tracefile.outputs import Outputs, outputs_of
+from . import palette
+from .palette import css_variables
 
 __all__ = ["build_report", "write_report", "report_html"]
 
+# Every colour is one of the palette's CSS variables (render/palette.py, css_variables()).
 _CSS = """
-body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0;color:#1d2330;background:#fafbfc}
-header{background:#1d2330;color:#fff;padding:18px 28px}
-header h1{margin:0;font-size:22px} header p{margin:4px 0 0;color:#c9d1e0}
+body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0;color:var(--gt-ink);background:var(--gt-panel)}
+header{background:var(--gt-ink);color:var(--gt-background);padding:18px 28px}
+header h1{margin:0;font-size:22px} header p{margin:4px 0 0;color:var(--gt-dim)}
 main{max-width:1180px;margin:0 auto;padding:8px 28px 40px}
-h2{margin-top:34px;border-bottom:2px solid #e3e7ee;padding-bottom:6px;font-size:19px}
+h2{margin-top:34px;border-bottom:2px solid var(--gt-rule);padding-bottom:6px;font-size:19px}
 table{border-collapse:collapse;font-size:13px;margin:8px 0}
-th,td{border:1px solid #dde2ea;padding:4px 8px;text-align:right}
-th{background:#eef1f6} td.l,th.l{text-align:left} td.l{max-width:560px}
-.pass{color:#137333;font-weight:600}.fail{color:#b3261e;font-weight:600}.na{color:#6b7280}
+th,td{border:1px solid var(--gt-rule);padding:4px 8px;text-align:right}
+th{background:var(--gt-panel)} td.l,th.l{text-align:left} td.l{max-width:560px}
+.pass{color:var(--gt-ok);font-weight:600}.fail{color:var(--gt-bad);font-weight:600}.na{color:var(--gt-na)}
 .verdict{font-size:17px;padding:10px 14px;border-radius:6px;display:inline-block;margin:6px 0}
-.ok{background:#e6f4ea}.bad{background:#fce8e6}
-.finding{background:#fff;border-left:4px solid #b3261e;padding:8px 12px;margin:8px 0}
-.finding.note{border-left-color:#e8a33d}.warn{background:#fef7e0}
-.finding code,td code{font-size:12px;background:#f1f3f7;padding:1px 4px}
-.muted{color:#6b7280;font-size:13px}
-iframe.graph{width:100%;height:480px;border:1px solid #dde2ea;background:#fff}
-img.anim{max-width:100%;border:1px solid #dde2ea;background:#fff}
+.ok{background:var(--gt-ok-fill)}.bad{background:var(--gt-bad-fill)}
+.finding{background:var(--gt-background);border-left:4px solid var(--gt-bad);padding:8px 12px;margin:8px 0}
+.finding.note{border-left-color:var(--gt-warn)}.warn{background:var(--gt-warn-fill)}
+.finding code,td code{font-size:12px;background:var(--gt-na-fill);padding:1px 4px}
+.muted{color:var(--gt-muted);font-size:13px}
+iframe.graph{width:100%;height:480px;border:1px solid var(--gt-rule);background:var(--gt-background)}
+img.anim{max-width:100%;border:1px solid var(--gt-rule);background:var(--gt-background)}
 .row{display:flex;gap:18px;flex-wrap:wrap}.row>div{flex:1 1 520px}
 """
 
@@ -93,7 +96,7 @@ def _loss_and_timeline(trace) -> tuple[str | None, str | None]:
     loss_svg = None
     if losses:
         fig, ax = plt.subplots(figsize=(6.4, 3.2))
-        ax.plot(steps, losses, color="#1f6feb", lw=1.4)
+        ax.plot(steps, losses, color=palette.SERIES[0], lw=1.4)
         positive = all(v > 0 for v in losses if math.isfinite(v))
         if positive and max(losses) / max(min(losses), 1e-300) > 100:
             ax.set_yscale("log")
@@ -105,10 +108,11 @@ def _loss_and_timeline(trace) -> tuple[str | None, str | None]:
     timeline_svg = None
     if rows:
         fig, ax = plt.subplots(figsize=(9.6, 2.3))
-        series = [("zeroings", "zero", "#6b7280"), ("updates", "update", "#137333"),
-                  ("onto_zeros", "accumulate (onto zeros)", "#7aa2d6"),
-                  ("accumulate_on_top", "accumulate (on top!)", "#d93025"),
-                  ("accumulate_fresh", "accumulate (fresh)", "#1f6feb")]
+        series = [("zeroings", "zero", palette.EVENT["zero"][0]),
+                  ("updates", "update", palette.EVENT["update"][0]),
+                  ("onto_zeros", "accumulate (onto zeros)", palette.EVENT["zeros"][0]),
+                  ("accumulate_on_top", "accumulate (on top!)", palette.EVENT["added"][0]),
+                  ("accumulate_fresh", "accumulate (fresh)", palette.OKABE_ITO["sky"])]
         for r in rows:
             r["onto_zeros"] = r["accumulate_added"] - r["accumulate_on_top"]
         for y, (key, label, color) in enumerate(series):
@@ -244,7 +248,7 @@ def report_html(trace, *, check_result=None, graphs: dict[str, str] | None = Non
     parts.append(f"<p class='muted'>Made by gradtrace {_e(__version__)} from {_e(trace.path)}. "
                  "Regenerate with <code>gradtrace report TRACE</code>.</p></main>")
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
+            f"<title>{_e(title)}</title><style>{css_variables()}{_CSS}</style></head><body>"
             + "\n".join(parts) + "</body></html>\n")
 
 

@@ -209,7 +209,13 @@ def fit_texts(artists, *, code_texts: Iterable = ()) -> None:
     code_ids = {id(t) for t in code_texts}
     for artist in artists:
         texts = [artist] if isinstance(artist, Text) else artist.findobj(Text)
+        axis_texts = set() if isinstance(artist, Text) else _axis_texts(artist)
         for t in texts:
+            if id(t) in axis_texts:
+                # made by matplotlib's tick formatters, never from user text: a log axis
+                # writes its labels as mathtext (10^-2)
+                t.set_parse_math(True)
+                continue
             t.set_parse_math(False)
             s = t.get_text()
             if not s or s.isascii():
@@ -219,6 +225,16 @@ def fit_texts(artists, *, code_texts: Iterable = ()) -> None:
             new, families = fit_text(s, path, code=id(t) in code_ids)
             if families:
                 own = _family_of(path)
-                t.set_fontfamily([own, *[f for f in families if f != own]])
+                wanted = [own, *[f for f in families if f != own]]
+                if list(t.get_fontfamily()) != wanted:  # a kept text is not made stale again
+                    t.set_fontfamily(wanted)
             elif new != s:
                 t.set_text(new)
+
+
+def _axis_texts(container) -> set[int]:
+    """The ids of the tick labels and offset texts of every axis inside ``container``."""
+    from matplotlib.axis import Axis, Tick
+
+    ids = {id(t.label1) for t in container.findobj(Tick)} | {id(t.label2) for t in container.findobj(Tick)}
+    return ids | {id(a.offsetText) for a in container.findobj(Axis)}

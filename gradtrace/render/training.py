@@ -27,6 +27,7 @@ import numpy as np
 from ..analysis.sampling import subsample
 from ..errors import NothingToDrawError
 from ..formatting import slide_number as fmt_num
+from . import palette
 
 __all__ = ["TrainingRenderer", "Run", "Look", "Frame", "Path"]
 
@@ -146,7 +147,7 @@ class Look:
                               / ((self.fs - 1.5) * 0.55)))
         n = lines.count("\n") + 1
         ax.set_title(title, fontsize=self.fs + 0.5, loc="left", pad=6 + n * (self.fs - 1.5) * 1.3)
-        ax.text(0.0, 1.012, lines, transform=ax.transAxes, fontsize=self.fs - 1.5, color="#495057",
+        ax.text(0.0, 1.012, lines, transform=ax.transAxes, fontsize=self.fs - 1.5, color=palette.SUBTLE,
                 va="bottom", linespacing=1.1)
 
     def width_pt(self, ax) -> float:
@@ -221,7 +222,7 @@ class TrainingRenderer:
         from . import training_panels as tp
 
         with quiet():
-            fig.set_facecolor("white")
+            fig.set_facecolor(palette.BACKGROUND)
             self.fig = fig
             look = Look(fig)
             run = self.run

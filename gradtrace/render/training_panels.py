@@ -13,14 +13,16 @@ import numpy as np
 
 from ..analysis.sampling import subsample
 from ..formatting import slide_number as fmt_num
+from . import palette
 from .text import fit_texts
 from .training import wrap
 
-_BLUE, _GREY, _RED = "#1c7ed6", "#adb5bd", "#e03131"
-_PARAM_COLORS = ["#1c7ed6", "#e8590c", "#2f9e44", "#9c36b5", "#f08c00", "#0c8599", "#c2255c", "#5c940d"]
+# every colour from the one palette (render/palette.py)
+_BLUE, _GREY, _RED = palette.SERIES[0], palette.DIM, palette.STATUS["bad"][0]
+_PARAM_COLORS = list(palette.SERIES)
 #: colours of the event strip: accumulations by kind, updates, zeroings, other .grad writes
-_EVENT_COLORS = {"fresh": "#8ce99a", "zeros": "#2f9e44", "added": "#e03131", "update": "#1c7ed6",
-                 "zero": "#7048e8", "grad_write": "#f08c00"}
+_EVENT_COLORS = {kind: palette.EVENT[kind][0] for kind in ("zeros", "added", "update", "zero", "grad_write")}
+_EVENT_COLORS["fresh"] = palette.OKABE_ITO["sky"]   # told apart from "onto zeros" in the strip
 
 
 def _log_scale(values: np.ndarray) -> bool:
@@ -44,9 +46,9 @@ class Header:
         bb = head.get_window_extent().transformed(ax.transAxes.inverted())
         self.title_text = ax.text(bb.x1, 0.62, "", fontsize=fs + 3, weight="bold", va="center",
                                   ha="left", color=_BLUE)
-        self.sub_text = ax.text(0.01, 0.15, "", fontsize=fs, va="center", ha="left", color="#343a40")
+        self.sub_text = ax.text(0.01, 0.15, "", fontsize=fs, va="center", ha="left", color=palette.TEXT)
         if note:
-            ax.text(0.99, 0.62, f"({note})", fontsize=fs - 1, va="center", ha="right", color="#868e96")
+            ax.text(0.99, 0.62, f"({note})", fontsize=fs - 1, va="center", ha="right", color=palette.MUTED)
 
     def artists(self) -> list:
         return [self.title_text, self.sub_text]
@@ -122,12 +124,12 @@ class Curves:
             dlog = bool((d > 0).all() and d.max() / max(d.min(), 1e-300) > 30)
             if dlog:
                 ax_dist.set_yscale("log")
-            self.dist = _Growing(ax_dist, xs, d, "#7048e8", dot=True)
+            self.dist = _Growing(ax_dist, xs, d, palette.SERIES[3], dot=True)
             look.ylim(ax_dist, d, dlog)
         else:
             look.style(ax_dist, "distance to the optimum")
             ax_dist.text(0.5, 0.5, "no closed-form optimum\n" + wrap(reason(run.surface), 48),
-                         ha="center", va="center", fontsize=fs - 0.5, color="#868e96",
+                         ha="center", va="center", fontsize=fs - 0.5, color=palette.MUTED,
                          transform=ax_dist.transAxes)
             ax_dist.set_yticks([])
         ax_dist.set_xlim(x_lo, x_hi)
@@ -155,7 +157,7 @@ class Curves:
                            columnspacing=0.8, labelspacing=0.2)
         ax_grad.set_xlim(x_lo, x_hi)
         ax_grad.tick_params(labelbottom=False)
-        self.cursors = [a.axvline(x_lo, color="#495057", lw=0.6, alpha=0.5)
+        self.cursors = [a.axvline(x_lo, color=palette.SUBTLE, lw=0.6, alpha=0.5)
                         for a in (ax_loss, ax_dist, ax_grad)]
 
     @property
@@ -206,7 +208,7 @@ class Strip:
         ax.tick_params(labelsize=look.fs - 1, length=2, pad=1.5)
         ax.set_xlim(float(steps[0]), float(max(steps[-1], steps[0] + 1)))
         ax.set_xlabel("step", fontsize=look.fs - 0.5, labelpad=1)
-        pieces = [("accumulate:", "#495057"), ("■ fresh", _EVENT_COLORS["fresh"]),
+        pieces = [("accumulate:", palette.SUBTLE), ("■ fresh", _EVENT_COLORS["fresh"]),
                   ("■ onto zeros", _EVENT_COLORS["zeros"])]
         if int(ev["added"].sum()):
             pieces.append(("■ ADDED to an old .grad!", _EVENT_COLORS["added"]))
@@ -216,7 +218,7 @@ class Strip:
             ax.text(x, 1.06, text, transform=ax.transAxes, fontsize=look.fs - 0.5, color=color,
                     va="bottom", ha="left", weight="bold" if color == _EVENT_COLORS["added"] else "normal")
             x += (len(text) + 1.5) * per_char
-        self.cursor = ax.axvline(float(steps[0]), color="black", lw=1.2)
+        self.cursor = ax.axvline(float(steps[0]), color=palette.OKABE_ITO["black"], lw=1.2)
 
     def artists(self) -> list:
         return [self.cursor]
@@ -239,7 +241,7 @@ class Trajectory:
             ax.set_title("parameters", fontsize=look.fs + 0.5, loc="left")
             ax.text(0.5, 0.5, "no trajectory: parameter values were not kept in full\n"
                     + wrap(left_out_words(run.series), 52), ha="center", va="center",
-                    fontsize=look.fs - 0.5, color="#868e96", transform=ax.transAxes)
+                    fontsize=look.fs - 0.5, color=palette.MUTED, transform=ax.transAxes)
             ax.set_xticks([])
             ax.set_yticks([])
             self.xy = None
@@ -257,7 +259,7 @@ class Trajectory:
                     f"the path leaves the picture at step {step}: the values blow up",
                     transform=ax.transAxes, fontsize=look.fs - 1, color=_RED, ha="left", va="bottom",
                     weight="bold")
-        ax.plot(xy[0, 0], xy[0, 1], "o", mfc="white", mec=_BLUE, ms=6, zorder=5, label="start")
+        ax.plot(xy[0, 0], xy[0, 1], "o", mfc=palette.BACKGROUND, mec=_BLUE, ms=6, zorder=5, label="start")
         self.line, = ax.plot([], [], color=_BLUE, lw=1.2, zorder=4, marker="o", ms=1.6)
         self.dot, = ax.plot([], [], "o", color=_BLUE, ms=6, zorder=7)
         if run.path.uv is not None:
@@ -314,9 +316,9 @@ class Trajectory:
             levels = np.unique(S.loss_at_optimum + np.geomspace(bottom, top, 14))
             if len(levels) >= 2:
                 ax.contourf(A, B, L, levels=levels, cmap="Blues_r", alpha=0.22, extend="both")
-                ax.contour(A, B, L, levels=levels, colors="#495057", linewidths=0.5, alpha=0.6)
-        self.opt_marker, = ax.plot(*self.run.path.opt_xy, marker="*", ms=13, color="#f59f00",
-                                   mec="#5c3c00", mew=0.8, zorder=6, ls="none",
+                ax.contour(A, B, L, levels=levels, colors=palette.SUBTLE, linewidths=0.5, alpha=0.6)
+        self.opt_marker, = ax.plot(*self.run.path.opt_xy, marker="*", ms=13, color=palette.TARGET,
+                                   mec=palette.INK, mew=0.8, zorder=6, ls="none",
                                    label="optimum θ* (closed form)")
         if S.exact:
             ax.set_xlabel(S.labels[0], fontsize=fs)
@@ -329,7 +331,7 @@ class Trajectory:
         if stretch is not None:
             which, k = (S.labels[1], stretch) if stretch > 1 else (S.labels[0], 1 / stretch)
             ax.text(0.01, 0.01, f"not to scale: {which} is stretched ×{k:.2g}", fontsize=fs - 1.5,
-                    color="#495057", transform=ax.transAxes, va="bottom", ha="left")
+                    color=palette.SUBTLE, transform=ax.transAxes, va="bottom", ha="left")
         sub = ("exact: the model has just these two parameters" if S.exact else
                f"the plane through the optimum θ* spanned by the run's two directions of "
                f"largest movement ({len(S.optimum)} parameters; the path is projected onto it)")
@@ -381,13 +383,13 @@ class Arrows:
         self.arrow_at = at = np.asarray(subsample(len(xy), 40), dtype=int)
         true_label = "−∇loss: steepest descent" if has_surface else "direction of −.grad"
         self.quiver = ax.quiver(xy[at, 0], xy[at, 1], 0 * at, 0 * at, angles="xy",
-                                scale_units="xy", scale=1, color=_RED, alpha=0.5,
+                                scale_units="xy", scale=1, color=palette.DESCENT_ARROW, alpha=0.5,
                                 width=0.004, minlength=0, zorder=3)
         self.quiver_rec = ax.quiver(xy[:1, 0], xy[:1, 1], [0], [0], angles="xy", scale_units="xy",
-                                    scale=1, color="#f08c00", width=0.008, minlength=0, zorder=8,
+                                    scale=1, color=palette.UPDATE_ARROW, width=0.008, minlength=0, zorder=8,
                                     label="−.grad: what the update used" if self.rec_differs.any() else None)
         self.quiver_now = ax.quiver(xy[:1, 0], xy[:1, 1], [0], [0], angles="xy", scale_units="xy",
-                                    scale=1, color=_RED, width=0.008, minlength=0, zorder=8,
+                                    scale=1, color=palette.DESCENT_ARROW, width=0.008, minlength=0, zorder=8,
                                     label=true_label)
 
     def draw(self, r: int) -> None:
@@ -417,7 +419,7 @@ def data_panel(run, look, ax):
 def _fit_text(ax, look):
     return ax.text(0.98, 0.03, "", transform=ax.transAxes, ha="right", va="bottom",
                    fontsize=look.fs - 0.5, color=_BLUE, zorder=9,
-                   bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.85))
+                   bbox=dict(boxstyle="round,pad=0.2", fc=palette.BACKGROUND, ec="none", alpha=0.85))
 
 
 class FittedLine:
@@ -427,12 +429,12 @@ class FittedLine:
         self.run = run
         S, fs = run.surface, look.fs
         X, y = S.X[:, 0], S.y[:, 0]
-        ax.scatter(X, y, s=10, color="#868e96", alpha=0.8, zorder=2, label="data")
+        ax.scatter(X, y, s=10, color=palette.MUTED, alpha=0.8, zorder=2, label="data")
         lo, hi = float(X.min()), float(X.max())
         pad = (hi - lo) * 0.05 or 1.0
         self.line_x = np.array([[lo - pad], [hi + pad]])
         best = S.predict(S.optimum, self.line_x)[:, 0]
-        ax.plot(self.line_x[:, 0], best, ls="--", color="#f59f00", lw=1.2, zorder=3,
+        ax.plot(self.line_x[:, 0], best, ls="--", color=palette.TARGET, lw=1.2, zorder=3,
                 label="best fit (closed form)")
         self.fit_line, = ax.plot([], [], color=_BLUE, lw=2.0, zorder=4, label="fit at this step")
         self.preds = preds = np.array([S.predict(run.theta_row(i), self.line_x)[:, 0]
@@ -476,7 +478,7 @@ class PredictedVsTrue:
         span = float(y.max() - y.min()) or 1.0
         lo, hi = max(lo, float(y.min()) - 3 * span), min(hi, float(y.max()) + 3 * span)
         pad = (hi - lo) * 0.05 or 1.0
-        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], ls="--", color="#f59f00", lw=1.0,
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], ls="--", color=palette.TARGET, lw=1.0,
                 label="perfect: predicted = true")
         k = y.shape[1]
         colors = np.array([_PARAM_COLORS[j % len(_PARAM_COLORS)] for j in range(k)])
@@ -517,7 +519,7 @@ class ParameterValues:
         if theta is None or not np.isfinite(theta).all():
             ax.set_title("parameter values", fontsize=fs + 0.5, loc="left", pad=3)
             ax.text(0.5, 0.5, "not kept in full\n" + wrap(left_out_words(s), 36), ha="center",
-                    va="center", fontsize=fs - 1, color="#868e96", transform=ax.transAxes)
+                    va="center", fontsize=fs - 1, color=palette.MUTED, transform=ax.transAxes)
             ax.set_xticks([])
             ax.set_yticks([])
             return
