@@ -211,9 +211,9 @@ def _run(ctx, config: Config, outputs, script, module, args, write_report) -> in
         from ..render.report import build_report
 
         try:
-            # what the steps above made is reused, not made again: the check, step 0's graph
+            # what the steps above made is reused, not made again: the check, the animations
             path = build_report(trace, outputs.report, outputs=outputs, render_missing=False, warn=info,
-                                check_result=made.get("check"), step_graphs=made.get("graphs"),
+                                check_result=made.get("check"),
                                 missing_animations=made.get("animations_missing"))
             info(f"report: {shown_path(path)}")  # last: the page to open
         except GradtraceError as e:
