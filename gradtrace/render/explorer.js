@@ -305,7 +305,8 @@
       var b = box.getBBox();
       var sx = (n.w - 4) / Math.max(1, b.width), sy = (n.h - 4) / Math.max(1, b.height);
       var s = Math.min(1, sx, sy);
-      if (s < 1) {
+      var out = b.x < n.x + 1 || b.x + b.width > n.x + n.w - 1 || b.y < n.y + 1 || b.y + b.height > n.y + n.h - 1;
+      if (s < 1 || out) {
         var cx = n.x + n.w / 2, cy = n.y + n.h / 2;
         box.setAttribute("transform", "translate(" + cx + "," + cy + ") scale(" + s + ") translate(" + (-(b.x + b.width / 2)) + "," + (-(b.y + b.height / 2)) + ")");
       } else box.removeAttribute("transform");
@@ -390,7 +391,7 @@
     row("grad_fn", v.grad_fn);
     row("options", v.options);
     row("module", n.module);
-    row("note", v.note);
+    if (v.note && v.note.indexOf("backward: ") !== 0) row("note", v.note);
     if (v.source) {
       dl.appendChild(el("dt", null, "line"));
       var dd = el("dd"), a = el("a", { href: "#src-" + lineId(v.source), "class": "to-line" }, shortSource(v.source) + (v.code ? ": " + v.code : ""));

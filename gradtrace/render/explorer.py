@@ -85,6 +85,8 @@ h2{font-size:15px;margin:2px 0 6px}h3{font-size:13px;margin:8px 0 4px}
 #inspector-body dl{display:grid;grid-template-columns:auto 1fr;gap:2px 10px;margin:4px 0;font-size:13px}
 #inspector-body dt{color:var(--gt-muted)}#inspector-body dd{margin:0;overflow-wrap:anywhere}
 .values .scroll{overflow:auto;max-height:40vh}
+.value p{margin:2px 0 4px;font-size:12px}.value h3{margin:8px 0 2px}
+.inspected{margin:0 0 4px}
 table.numbers{border-collapse:collapse;font-family:var(--gt-mono);font-size:12px}
 table.numbers td{padding:1px 6px;text-align:right;border-bottom:1px solid var(--gt-rule)}
 .value.grad table.numbers td{color:var(--gt-grad)}

@@ -136,21 +136,25 @@ def step_data(step, shapes: Shapes) -> dict[str, Any]:
         if op.parent is None:
             note(op.source, op.name)
     if step.backward is not None:
-        note(step.backward.source, f"{step.backward.api}: {len(step.backward.nodes)} grad_fn nodes")
-    for kind, label in (("zero", "zeroed"), ("accumulate", "into .grad"), ("update", "updated"),
+        note(step.backward.source, f"backward ({len(step.backward.nodes)} grad_fn nodes)")
+    how = {"fresh": "set (it was None)", "zeros": "added onto zeros",
+           "added": "added on top of the old gradient (!)"}
+    for kind, label in (("zero", "zeroed"), ("accumulate", ".grad"), ("update", "updated"),
                         ("grad_write", ".grad changed")):
-        evs = [e for e in step.events if e.kind == kind]
-        by_line: dict[str | None, list] = {}
-        for e in evs:
-            by_line.setdefault(_source_key(e.source), []).append(e)
+        by_line: dict[str, list] = {}
+        for e in step.events:
+            key = _source_key(e.source)
+            if e.kind == kind and key is not None:
+                by_line.setdefault(key, []).append(e)
         for key, group in by_line.items():
-            names = ", ".join(dict.fromkeys(step.name(e.tensor) for e in group))
-            extra = ""
             if kind == "accumulate":
-                how = sorted({e.accumulation or "fresh" for e in group})
-                extra = f" ({', '.join(how)})"
-            if key is not None:
-                lines.setdefault(key, []).append(f"{names} {label}{extra}")
+                for acc in dict.fromkeys(e.accumulation or "fresh" for e in group):
+                    names = ", ".join(dict.fromkeys(step.name(e.tensor) for e in group
+                                                    if (e.accumulation or "fresh") == acc))
+                    lines.setdefault(key, []).append(f"{names}: .grad {how.get(acc, acc)}")
+            else:
+                names = ", ".join(dict.fromkeys(step.name(e.tensor) for e in group))
+                lines.setdefault(key, []).append(f"{names} {label}")
     out["lines"] = lines
     model = None
     try:
