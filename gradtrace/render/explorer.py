@@ -287,9 +287,11 @@ torch {_e(run['torch'])} · recorded {_e(run['created'])}</p>{error}
 
 
 def page_of(trace, report=None, *, budget: int = DEFAULT_BUDGET, mode: str = "file",
-            warn=None, **extras) -> str:
-    """The explorer page of ``trace`` (``report``: its check report, or None)."""
-    data = page_data(trace, report, budget=budget, mode=mode, warn=warn)
+            warn=None, shapes=None, **extras) -> str:
+    """The explorer page of ``trace`` (``report``: its check report, or None). ``shapes``: the
+    :class:`~gradtrace.render.explorer_data.Shapes` to lay graphs out in (a server keeps one
+    for the steps it sends later)."""
+    data = page_data(trace, report, budget=budget, mode=mode, warn=warn, shapes=shapes)
     start = None
     for item in data["verdict"]["items"]:
         if item["mood"] == "bad" and item["step"] is not None and str(item["step"]) in data["steps"]:

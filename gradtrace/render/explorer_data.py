@@ -353,13 +353,13 @@ def _pick(candidates: list[int], must: list[int], sizes: Callable[[int], int], b
 
 
 def page_data(trace, report=None, *, budget: int = DEFAULT_BUDGET, mode: str = "file",
-              warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+              warn: Callable[[str], None] | None = None, shapes: Shapes | None = None) -> dict[str, Any]:
     """The page's data. ``mode`` is ``file`` (a self-contained page) or ``serve`` (steps
     beyond those held are fetched from `gradtrace serve`)."""
     warn = warn or (lambda message: None)
     info = trace.info
     rows = scalars(trace)
-    shapes = Shapes(warn)
+    shapes = shapes if shapes is not None else Shapes(warn)
     recorded = [r["index"] for r in rows if r["recorded"]]
     must: list[int] = []
     verdict = plain_verdict(report, rows)
@@ -379,7 +379,10 @@ def page_data(trace, report=None, *, budget: int = DEFAULT_BUDGET, mode: str = "
     held = _pick(recorded, must, lambda i: build(i)[1], budget)
     steps = {str(i): build(i)[0] for i in held}
     n_rec = len(recorded)
-    if len(held) == n_rec:
+    if mode == "serve":
+        why = (f"Served by `gradtrace serve`: every one of the {n_rec} recorded steps is fetched "
+               "when you go to it.")
+    elif len(held) == n_rec:
         why = f"This page holds every recorded step ({n_rec})."
     else:
         why = (f"This page holds the full values of {len(held)} of {n_rec} recorded steps (the "
