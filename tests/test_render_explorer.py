@@ -245,3 +245,28 @@ def test_a_failed_check_links_to_its_parameter(browser, pages):
         assert problems == [], problems
     finally:
         page.close()
+
+
+@pytest.mark.slow
+def test_a_page_over_budget_says_which_steps_it_holds(browser, recorded_demos, tmp_path):
+    t = recorded_demos.trace("exploding_lr")
+    path = tmp_path / "small.html"
+    path.write_text(page_of(t, t.check(), budget=40_000), encoding="utf-8")
+    page, problems = _open(browser, path)
+    try:
+        data = page.evaluate("gradtraceExplorer.data")
+        held = data["held"]
+        assert 0 in held and 14 in held and len(held) < len(t.steps)
+        missing = next(i for i in t.steps.indices if i not in held)
+        page.locator("#slider").fill(str(t.steps.indices.index(missing)))
+        note = page.inner_text("#graph-note")
+        assert f"Step {missing}'s values are not on this page" in note
+        assert "not on this page" in page.inner_text("#inspector-body")
+        assert page.inner_text("#step-label").startswith(f"step {missing} ")  # its scalars are
+        after = min(h for h in held if h > missing)
+        page.click(f"#graph-note button:has-text('go to step {after}')")
+        assert page.inner_text("#graph-step") == str(after) and page.inner_text("#graph-note") == ""
+        assert "of 35 recorded steps" in page.inner_text("#curves")
+        assert problems == [], problems
+    finally:
+        page.close()

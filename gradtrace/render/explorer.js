@@ -39,6 +39,14 @@
     held.forEach(function (h) { if (best === null || Math.abs(h - index) < Math.abs(best - index)) best = h; });
     return best;
   }
+  function heldAround(index) {  // the held steps just before and after a step
+    var before = null, after = null;
+    held.forEach(function (h) {
+      if (h < index && (before === null || h > before)) before = h;
+      if (h > index && (after === null || h < after)) after = h;
+    });
+    return [before, after].filter(function (h) { return h !== null; });
+  }
   function withStep(index, done) {
     if (cache[index]) return done(cache[index], false);
     if (D.mode === "serve" && S[posOf[index]] && S[posOf[index]].recorded) {
@@ -75,18 +83,25 @@
   function showStep(r, d, stale) {
     $("graph-step").textContent = String(r.index);
     $("source-step").textContent = String(r.index);
-    var note = "";
+    var noteEl = $("graph-note");
+    noteEl.textContent = "";
+    noteEl.classList.toggle("stale", !!stale);
     if (stale) {
-      note = d ? "Step " + r.index + "'s values are not on this page; the graph shows step " + d.index +
-        ", the nearest step it holds. " + D.held_note : "No step of this run is on this page.";
-    } else if (d && d.note) { note = d.note; }
-    $("graph-note").textContent = note;
+      noteEl.textContent = d ? "Step " + r.index + "'s values are not on this page: dimmed, the graph of step " + d.index +
+        ", the nearest step it holds (`gradtrace serve` shows every step)." : "No step of this run is on this page.";
+      heldAround(r.index).forEach(function (h) {
+        var b = el("button", { type: "button" }, "go to step " + h);
+        b.addEventListener("click", function () { go(posOf[h]); });
+        noteEl.appendChild(b);
+      });
+    } else if (d && d.note) { noteEl.textContent = d.note; }
     $("graph").classList.toggle("stale", !!stale);
     drawGraph(d);
     drawSource(stale ? null : d);
     drawBackward(stale ? null : d);
     var n = state.node;
-    inspect(n !== null && d && d.nodes[n] ? n : null, d, false);
+    if (stale) inspect("stale", null, false);
+    else inspect(n !== null && d && d.nodes[n] ? n : null, d, false);
   }
   $("first").onclick = function () { go(0); };
   $("last").onclick = function () { go(N - 1); };
@@ -378,7 +393,8 @@
     body.innerHTML = "";
     var geo = d && shapes[String(d.shape)];
     if (k === null || !d || !geo || !geo.nodes[k] || !d.nodes[k]) {
-      body.appendChild(el("p", { "class": "muted" }, k === null ? "Click a node of the graph (or Tab to it and press Enter) to see its full value and gradient." : "This node is not in the graph of this step."));
+      body.appendChild(el("p", { "class": "muted" }, k === null ? "Click a node of the graph (or Tab to it and press Enter) to see its full value and gradient." :
+        k === "stale" || !d ? "This step's values are not on this page; its loss and counts are in the curves above." : "This node is not in the graph of this step."));
       return;
     }
     var n = geo.nodes[k], v = d.nodes[k];

@@ -62,7 +62,9 @@ h2{font-size:15px;margin:2px 0 6px}h3{font-size:13px;margin:8px 0 4px}
 #graph{width:100%;height:max(320px,calc(100vh - 370px));position:relative}
 #graph.stale svg{opacity:.35}
 #graph-svg{width:100%;height:100%;display:block}
-#graph-note{margin:4px 0 0;font-size:12px;color:var(--gt-subtle);min-height:1em}
+#graph-note{margin:0 0 4px;font-size:12px;color:var(--gt-subtle)}#graph-note:empty{display:none}
+#graph-note.stale{background:var(--gt-warn-fill);color:var(--gt-warn);padding:3px 8px;border-radius:4px;font-size:13px}
+#graph-note button{margin-left:6px}
 .legend{display:flex;flex-wrap:wrap;gap:4px 12px;font-size:12px;color:var(--gt-subtle);margin:0 0 4px}
 .legend span.box{display:inline-block;width:18px;height:11px;border:2px solid;vertical-align:-1px;margin-right:4px;border-radius:2px}
 .legend .g{color:var(--gt-grad);font-weight:700}.legend .ge{color:var(--gt-grad-edge);font-weight:700}
@@ -254,8 +256,8 @@ torch {_e(run['torch'])} · recorded {_e(run['created'])}</p>{error}
 <main>
 <section class="panel" id="graph-panel" aria-label="graph"><h2>Graph of step <span id="graph-step"></span>
 <span class="muted">— forward values | gradients (click a node)</span></h2>{_legend_html(data)}
-<div id="graph"><svg id="graph-svg" xmlns="http://www.w3.org/2000/svg" preserveAspectRatio="xMidYMin meet" role="group" aria-label="computation graph"></svg></div>
-<p id="graph-note" aria-live="polite"></p></section>
+<p id="graph-note" aria-live="polite"></p>
+<div id="graph"><svg id="graph-svg" xmlns="http://www.w3.org/2000/svg" preserveAspectRatio="xMidYMin meet" role="group" aria-label="computation graph"></svg></div></section>
 <div id="side">
 <section class="panel" id="inspector" aria-label="inspector"><h2>Inspector</h2><div id="inspector-body"></div></section>
 <section class="panel" id="backward" aria-label="backward pass"><h2>Backward, in autograd's order</h2>
