@@ -72,7 +72,7 @@ def _module_ends_options(args: list[str], params) -> list[str]:
 @click.option("--steps", "step_range", metavar="A:B", default=None,
               help="Record only steps A to B-1 (e.g. 0:10, 100:).")
 @click.option("--report/--no-report", "write_report", default=True, show_default=True,
-              help="Write report.html (summary, checks, graphs, animations) next to the trace "
+              help="Write report.html (the explorer: checks, every step's graph, animations) next to the trace "
                    "(NAME.report.html for a trace NAME.gtrace).")
 @click.option("--animate/--no-animate", default=True, show_default=True,
               help="Write backprop.gif and training.gif next to the trace (NAME.backprop.gif... "

@@ -61,7 +61,7 @@ class ExplorerServer(HTTPServer):
         with self.lock:
             d = step_data(self.trace.step(index), self.shapes)
             if d["shape"] is not None:
-                d["geometry"] = self.shapes.geometry[d["shape"]].to_json()
+                d["geometry"] = self.shapes.geometry(d["shape"]).to_json()
         return json.dumps(d, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 

@@ -283,21 +283,22 @@
         for (var j = 0; j < cols; j++) w.push(Math.max.apply(null, c.rows.map(function (r) { return r[j].length; })));
         return w;
       });
-      var total = widths.reduce(function (s, w) { return s + w.reduce(function (a, b) { return a + b + 2; }, 0); }, 0);
-      var scale = (n.w - 12) / Math.max(1, total), cx = x;
+      // monospace digits, as graphviz sized them: a column as wide as its longest number, two
+      // spaces between columns, a rule between the data and grad cells (fit() shrinks overflow)
+      var cw = 0.602 * FONT, cx = x;
       cells.forEach(function (c, i) {
         var yy = y + SMALL + 3;
-        if (i > 0) box.appendChild(sv("line", { x1: cx - 3, x2: cx - 3, y1: y, y2: n.y + n.h - 2, "class": "rule" }));
+        if (i > 0) box.appendChild(sv("line", { x1: cx - 5, x2: cx - 5, y1: y, y2: n.y + n.h - 2, "class": "rule" }));
         box.appendChild(sv("text", { x: cx, y: yy, "class": "muted small caption" }, c.caption));
         var colX = cx;
-        var colRight = widths[i].map(function (w) { colX += (w + 2) * scale; return colX; });
+        var colRight = widths[i].map(function (w, j) { colX += (w + (j > 0 ? 2 : 0)) * cw; return colX; });
         c.rows.forEach(function (r) {
           yy += FONT + 4;
           r.forEach(function (t, j) {
-            box.appendChild(sv("text", { x: colRight[j] - 4, y: yy, "text-anchor": "end", "class": "mono " + c.kind }, t));
+            box.appendChild(sv("text", { x: colRight[j], y: yy, "text-anchor": "end", "class": "mono " + c.kind }, t));
           });
         });
-        cx = colX + 4;
+        cx = Math.max(colX, cx + c.caption.length * 0.55 * SMALL) + 10;
       });
     } else {
       cells.forEach(function (c) {

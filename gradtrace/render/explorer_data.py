@@ -102,11 +102,17 @@ def _source_key(src) -> str | None:
 
 
 class Shapes:
-    """The distinct graph shapes met so far, each laid out once: key -> id, id -> geometry."""
+    """The distinct graph shapes met so far, each laid out once: key -> id, id -> geometry.
+
+    A shape is laid out when its geometry is first asked for, with each node's label as wide
+    as the widest that node had in the steps met until then (so the numbers of every step
+    held fit their boxes)."""
 
     def __init__(self, warn: Callable[[str], None] | None = None):
         self.ids: dict[Any, int] = {}
-        self.geometry: dict[int, Geometry] = {}
+        self.models: dict[int, Any] = {}
+        self.widest: dict[int, dict[int, tuple[int, Any, Any]]] = {}
+        self._geometry: dict[int, Geometry] = {}
         self.warn = warn or (lambda message: None)
 
     def id_of(self, model) -> int:
@@ -114,8 +120,44 @@ class Shapes:
         if key not in self.ids:
             sid = len(self.ids)
             self.ids[key] = sid
-            self.geometry[sid] = geometry(model, OPTIONS, warn=self.warn)
+            self.models[sid] = model
+            self.widest[sid] = {}
         return self.ids[key]
+
+    def widen(self, sid: int, node: int, width: int, data, grad) -> None:
+        """Node ``node`` of shape ``sid`` says ``width`` characters with these values."""
+        if sid in self._geometry:
+            return  # laid out already: the page has it
+        best = self.widest[sid].get(node)
+        if best is None or width > best[0]:
+            self.widest[sid][node] = (width, data, grad)
+
+    def geometry(self, sid: int) -> Geometry:
+        if sid not in self._geometry:
+            import dataclasses
+
+            model = self.models[sid]
+            graph = model.graph.copy()
+            for n, (_, data, grad) in self.widest[sid].items():
+                graph.nodes[n]["data"], graph.nodes[n]["grad"] = data, grad
+            self._geometry[sid] = geometry(dataclasses.replace(model, graph=graph), OPTIONS, warn=self.warn)
+            self.widest[sid] = {}  # the values are not needed any more
+        return self._geometry[sid]
+
+    @property
+    def laid_out(self) -> list[int]:
+        return sorted(self.ids.values())
+
+
+def _width(cells) -> int:
+    """How many characters wide a node's value cells are (side by side, as drawn)."""
+    total = 0
+    for c in cells:
+        if c.matrix:
+            total += max((sum(len(x) + 2 for x in row) for row in c.rows), default=0)
+        else:
+            total = max(total, len(c.caption) + 1 + max((len(" ".join(r)) for r in c.rows), default=0))
+    return total
 
 
 def step_data(step, shapes: Shapes) -> dict[str, Any]:
@@ -175,6 +217,7 @@ def step_data(step, shapes: Shapes) -> dict[str, Any]:
     loss_node = None
     for n, a in model.graph.nodes(data=True):
         shown = node_label(a, OPTIONS, model.view)
+        shapes.widen(out["shape"], n, _width(shown.cells), a["data"], a["grad"])
         ref = a["ref"]
         grad_fn = None
         if ref[0] == "op":
@@ -395,7 +438,7 @@ def page_data(trace, report=None, *, budget: int = DEFAULT_BUDGET, mode: str = "
                 "error": info.error, "steps_seen": info.steps_seen, "torch": info.torch_version,
                 "created": info.created, "trace": os.path.basename(trace.path)},
         "verdict": verdict, "scalars": rows, "held": held, "held_note": why, "steps": steps,
-        "shapes": {str(k): g.to_json() for k, g in shapes.geometry.items()},
+        "shapes": {str(k): shapes.geometry(k).to_json() for k in shapes.laid_out},
         "source": script_lines(trace),
         "legend": {k: LEGEND[k] for k in LEGEND},
     }
