@@ -19,8 +19,9 @@ ALL_DEMOS = sorted(p.stem for p in DEMOS.glob("*.py"))
 VIEWPORTS = [(1366, 768), (1920, 1080)]
 
 
-def _floats(values):
-    return [float(x) if not isinstance(x, str) else float(x) for x in values]
+def _floats(texts):
+    """Numbers as the inspector writes them (JS's shortest round-trip text) read back."""
+    return [float(x) for x in texts]
 
 
 # -- the data (no browser) -----------------------------------------------------------------------

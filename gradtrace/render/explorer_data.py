@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..analysis.graph import build_graph
@@ -26,7 +25,7 @@ from .graph_labels import node_label
 from .graph_options import LEGEND, GraphOptions
 
 __all__ = ["scalars", "page_data", "step_data", "Shapes", "DEFAULT_BUDGET", "FULL_VALUES",
-           "plain_verdict", "script_lines"]
+           "plain_verdict", "script_lines", "FINDING_TITLES"]
 
 #: Bytes of per-step data (graph values, inspector values, source notes) a page holds.
 DEFAULT_BUDGET = 8 << 20
@@ -262,7 +261,7 @@ def step_data(step, shapes: Shapes) -> dict[str, Any]:
     return out
 
 
-def plain_verdict(report, rows: list[dict]) -> dict[str, Any]:
+def plain_verdict(report) -> dict[str, Any]:
     """A verdict in plain words: a headline, its mood (ok / warn / bad) and one line each for
     the findings and failed checks, each with the step, parameter, op and line it points at."""
     items: list[dict[str, Any]] = []
@@ -286,7 +285,7 @@ def plain_verdict(report, rows: list[dict]) -> dict[str, Any]:
     for f in report.findings:
         items.append({"kind": f.kind, "mood": "bad" if f.kind in serious else "warn",
                       "step": f.step, "param": f.param, "op": f.op, "source": f.source,
-                      "title": _FINDING_TITLES.get(f.kind, f.kind.replace("_", " ")),
+                      "title": FINDING_TITLES.get(f.kind, f.kind.replace("_", " ")),
                       "message": f.message})
     checked = [c for c in report.checks if c.status != "not_applicable"]
     if failed:
@@ -312,7 +311,7 @@ def plain_verdict(report, rows: list[dict]) -> dict[str, Any]:
     return {"mood": mood, "headline": headline, "items": items, "detail": report.verdict()}
 
 
-_FINDING_TITLES = {
+FINDING_TITLES = {
     "forgot_zero_grad": "Gradients pile up: .grad is never zeroed",
     "non_finite": "The numbers overflowed (nan / inf)",
     "lr_unstable": "The learning rate is too large: the loss diverges",
@@ -360,14 +359,6 @@ def _matching_file(path: str, recorded: dict[int, str], max_bytes: int) -> list[
     return text
 
 
-@dataclass
-class Held:
-    """Which steps the page holds in full, and why the others are not held."""
-
-    steps: list[dict] = field(default_factory=list)
-    why: str = ""
-
-
 def _pick(candidates: list[int], must: list[int], sizes: Callable[[int], int], budget: int) -> list[int]:
     """The steps to hold: those in ``must`` first, then an even sample of ``candidates`` that
     fits the byte ``budget`` (estimated from the steps measured so far)."""
@@ -405,7 +396,7 @@ def page_data(trace, report=None, *, budget: int = DEFAULT_BUDGET, mode: str = "
     shapes = shapes if shapes is not None else Shapes(warn)
     recorded = [r["index"] for r in rows if r["recorded"]]
     must: list[int] = []
-    verdict = plain_verdict(report, rows)
+    verdict = plain_verdict(report)
     for item in verdict["items"]:
         if item["step"] is not None:
             must.append(item["step"])

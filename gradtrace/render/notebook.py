@@ -139,12 +139,12 @@ def step_html(step, graph: bool = True) -> str:
 
 
 def finding_html(f) -> str:
-    from .explorer_data import _FINDING_TITLES
+    from .explorer_data import FINDING_TITLES
 
     serious = f.kind in ("forgot_zero_grad", "non_finite", "lr_unstable")
     where = " · ".join(_e(x) for x in (f"step {f.step}" if f.step is not None else None,
                                       f.param, f.op, f.source) if x)
-    return _box(f"<b>{_e(_FINDING_TITLES.get(f.kind, f.kind))}</b> <code>{_e(f.kind)}</code><br>"
+    return _box(f"<b>{_e(FINDING_TITLES.get(f.kind, f.kind))}</b> <code>{_e(f.kind)}</code><br>"
                 f"{_e(f.message)}<br><span style='color:{_palette().MUTED}'>{where}</span>",
                 "bad" if serious else "warn")
 
@@ -153,7 +153,7 @@ def report_html(report) -> str:
     """A CheckReport: the verdict in plain words, the findings, and the checks by parameter."""
     from .explorer_data import plain_verdict
 
-    v = plain_verdict(report, [])
+    v = plain_verdict(report)
     groups: dict[tuple, list] = {}
     for c in report.checks:
         groups.setdefault((c.kind, c.param), []).append(c)
