@@ -98,6 +98,8 @@ def test_a_request_for_another_host_is_refused(server):
 
 @pytest.mark.slow
 def test_the_served_page_fetches_steps_in_the_browser(browser, server):
+    from playwright.sync_api import expect
+
     page = browser.new_page()
     problems: list[str] = []
     page.on("pageerror", lambda e: problems.append(str(e)))
@@ -107,7 +109,8 @@ def test_the_served_page_fetches_steps_in_the_browser(browser, server):
         page.wait_for_selector("html[data-ready='1']", timeout=30000)
         t = server.trace
         page.locator("#slider").fill(str(t.steps.indices.index(14)))
-        page.wait_for_function("document.getElementById('graph-step').textContent === '14'")
+        # polled by playwright's selectors: the page's CSP forbids the eval of wait_for_function
+        expect(page.locator("#graph-step")).to_have_text("14", timeout=60000)
         model = build_graph(t.step(14), "both")
         [w] = model.find("model.weight")
         page.click(f"#node-{w}")

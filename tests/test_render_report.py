@@ -34,7 +34,8 @@ def test_report_is_the_explorer_and_self_contained(demo_trace):
     _no_network(page)
     assert 'id="graph-svg"' in page and 'id="slider"' in page and 'id="source"' in page
     data = _data(page)
-    assert [r["index"] for r in data["scalars"]] == t.steps.indices  # every step's scalars
+    assert data["scalars"]["index"] == t.steps.indices  # every step's scalars, one list per field
+    assert data["scalars"]["loss"] == [s.loss for s in t.steps]
     assert data["held"] == t.steps.indices                           # and, in budget, every step
     assert data["verdict"]["headline"] == "Checks were not run for this page."
 

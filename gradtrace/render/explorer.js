@@ -3,7 +3,15 @@
 (function () {
   "use strict";
   var D = JSON.parse(document.getElementById("gt-data").textContent);
-  var S = D.scalars, N = S.length;
+  var S = (function (cols) {   // one list per field -> one object per step
+    var keys = Object.keys(cols), n = keys.length ? cols[keys[0]].length : 0, rows = [];
+    for (var i = 0; i < n; i++) {
+      var r = {};
+      keys.forEach(function (k) { r[k] = cols[k][i]; });
+      rows.push(r);
+    }
+    return rows;
+  })(D.scalars), N = S.length;
   var SVGNS = "http://www.w3.org/2000/svg";
   var $ = function (id) { return document.getElementById(id); };
   var state = { pos: 0, node: null, bw: -1, line: null, playing: null, bwPlaying: null };

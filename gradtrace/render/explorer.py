@@ -130,7 +130,15 @@ code{font-family:var(--gt-mono);font-size:12px;background:var(--gt-panel);paddin
 """
 
 
+def _columns(rows: list[dict]) -> dict[str, list]:
+    """Every step's scalars as one list per field: a 30,000-step run's scalars in a third of
+    the bytes of one object per step (the page turns them back into rows)."""
+    keys = list(rows[0]) if rows else []
+    return {k: [r[k] for r in rows] for k in keys}
+
+
 def _json_script(doc: Any) -> str:
+    doc = dict(doc, scalars=_columns(doc["scalars"]))
     text = json.dumps(doc, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
     # nothing in the data can end the script element or start markup
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
