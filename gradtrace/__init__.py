@@ -9,14 +9,14 @@ from .errors import GradtraceError, RenderError, TraceFileError, UsageError  # n
 __all__ = [
     "__version__", "trace", "load", "Trace", "Config", "GradtraceError", "TraceFileError",
     "UsageError", "RenderError", "Step", "Op", "Backward", "GradNode", "Event", "Value",
-    "Stats", "Source", "TensorInfo", "RunInfo",
+    "Stats", "Source", "TensorInfo", "RunInfo", "RankedRun",
 ]
 
 #: Names imported on first use (PEP 562), so `import gradtrace` and `gradtrace --help` do
 #: not import torch: name -> the module that defines it.
 _LAZY = {
     "trace": ".record.session",
-    "load": ".tracefile.store", "Trace": ".tracefile.store",
+    "load": ".tracefile.ranks", "Trace": ".tracefile.reader", "RankedRun": ".tracefile.ranks",
     **{name: ".tracefile.model" for name in (
         "Backward", "Event", "GradNode", "Op", "RunInfo", "Source", "Stats", "Step",
         "TensorInfo", "Value")},

@@ -60,3 +60,50 @@ def test_a_variable_still_wins_over_an_attribute_path():
     with gradtrace.trace() as t:
         (X @ w).sum().backward()
     assert [t.name(i) for i in t.steps[0].ops[0].inputs] == ["X", "w"]
+
+
+class _Affine(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        return x.mm(weight.t()) + bias
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        return g.mm(weight), g.t().mm(x), g.sum(0)
+
+
+class _FunctionLinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1, 2))
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return _Affine.apply(x, self.weight, self.bias)
+
+
+def test_a_parameter_passed_to_a_function_is_named_by_its_module_path_not_the_argument():
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = _FunctionLinear(), _FunctionLinear()
+
+        def forward(self, x):
+            return self.fc2(self.fc1(x).repeat(1, 2))
+
+    net = Two()
+    X = torch.randn(4, 2)
+    with gradtrace.trace() as t:
+        net(X).sum().backward()
+
+    def helper(weight):  # a plain function's argument is still a name when nothing better is
+        return (X @ weight).sum()
+
+    w = torch.ones(2, 1, requires_grad=True)
+    with gradtrace.trace() as t2:
+        helper(w).backward()
+    names = {p.name for p in t.params if p.name is not None}
+    assert names == {"net.fc1.weight", "net.fc1.bias", "net.fc2.weight", "net.fc2.bias"}
+    assert {p.name for p in t2.params} == {"w"}

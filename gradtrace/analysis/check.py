@@ -51,7 +51,7 @@ from .numeric import (
 __all__ = ["CheckOptions", "CheckResult", "CheckReport", "Finding", "OptimumTrack",
            "check_trace", "CHECK_KINDS", "FINDING_KINDS", "STATUSES"]
 
-CHECK_KINDS = ("analytic_mse", "analytic_softmax", "numeric")
+CHECK_KINDS = ("analytic_mse", "analytic_softmax", "numeric", "allreduce")
 STATUSES = ("pass", "fail", "not_applicable")
 
 @dataclass(frozen=True)
@@ -113,6 +113,9 @@ class CheckResult:
     #: the error bound of the model (docs/gradients.md), absolute, at the element that
     #: decided the check (the one whose error is the largest share of its bound)
     bound: float | None = None
+    #: the rank of a distributed run whose gradient this checks (None: one process; the
+    #: ``allreduce`` checks concern all ranks)
+    rank: int | None = None
 
     @property
     def passed(self) -> bool:
@@ -123,13 +126,18 @@ class CheckResult:
         return self.status == "fail"
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "step": self.step, "param": self.param, "status": self.status,
-                "max_abs_err": _json_num(self.max_abs_err), "max_rel_err": _json_num(self.max_rel_err),
-                "tolerance": _json_num(self.tolerance), "bound": _json_num(self.bound),
-                "detail": self.detail}
+        d = {"kind": self.kind, "step": self.step, "param": self.param, "status": self.status,
+             "max_abs_err": _json_num(self.max_abs_err), "max_rel_err": _json_num(self.max_rel_err),
+             "tolerance": _json_num(self.tolerance), "bound": _json_num(self.bound),
+             "detail": self.detail}
+        if self.rank is not None:
+            d["rank"] = self.rank
+        return d
 
     def __str__(self) -> str:
         head = f"{self.kind} step {self.step}" + (f" {self.param}" if self.param else "")
+        if self.rank is not None:
+            head += f" (rank {self.rank})"
         if self.status == "not_applicable":
             return f"{head}: {self.detail}"
         bound = f", bound {self.bound:.2g}" if self.bound is not None else ""

@@ -14,8 +14,9 @@ Each finding names the step, the parameter, the op and the source line where it 
 - ``no_grad_received``: a parameter never received a gradient: its use does not reach the
   loss, it did not require grad when the graph used it (``requires_grad = False`` by
   mistake), the forward pass uses only ``p.detach()``, or it sits in a module next to trained
-  parameters and is never used (a sub-module ``forward()`` does not call). Each names the
-  line where the parameter was used, or made.
+  parameters and is never used (a sub-module ``forward()`` does not call), or it is given
+  to an optimizer that can never change it (it does not require grad, or nothing uses it).
+  Each names the line where the parameter was used, or made (or the optimizer's first step).
 - ``data_update``: a parameter changed through ``.data`` during training (legal, but
   invisible to autograd).
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,7 +40,9 @@ from .linear import SQUARED_ERROR, LinearFit, NotApplicableError, pool
 __all__ = ["Finding", "FINDING_KINDS", "Diagnostics", "OptimumTrack", "effective_lr"]
 
 FINDING_KINDS = ("forgot_zero_grad", "non_finite", "lr_unstable", "ill_conditioned",
-                 "no_grad_received", "data_update")
+                 "no_grad_received", "data_update",
+                 # across the ranks of a distributed run (analysis/distributed.py)
+                 "rank_missing", "ranks_step_count", "ranks_diverged", "no_grad_on_rank")
 
 #: Above this condition number of the loss Hessian, progress is called slow.
 ILL_CONDITIONED = 1e3
@@ -54,13 +58,20 @@ class Finding:
     op: str | None
     source: str | None
     message: str
+    #: the rank of a distributed run it concerns (None: a single process, or all ranks)
+    rank: int | None = None
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "step": self.step, "param": self.param, "op": self.op,
-                "source": self.source, "message": self.message}
+        d = {"kind": self.kind, "step": self.step, "param": self.param, "op": self.op,
+             "source": self.source, "message": self.message}
+        if self.rank is not None:
+            d["rank"] = self.rank
+        return d
 
     def __str__(self) -> str:
         where = f"step {self.step}" if self.step is not None else "the run"
+        if self.rank is not None:
+            where = f"rank {self.rank}, {where}"
         if self.source:
             where += f", {self.source}"
         return f"{self.kind} ({where}): {self.message}"
@@ -96,13 +107,11 @@ def _finite(v) -> bool:
     """Whether a recorded Value holds only finite numbers (cheap when the data is kept)."""
     if v is None:
         return True
-    d = v.data
+    d = v.array
     if d is not None:
-        if not d.is_floating_point() or d.numel() == 0:
+        if d.dtype.kind != "f" or d.size == 0:  # as torch's is_floating_point: not complex
             return True
-        if d.dtype in (torch.float32, torch.float64, torch.float16):
-            return bool(np.isfinite(d.numpy()).all())  # numpy: ~1 us on small arrays
-        return bool(torch.isfinite(d).all())
+        return bool(np.isfinite(d).all())  # numpy: ~1 us on small arrays
     return v.stats.nonfinite == 0
 
 
@@ -122,37 +131,35 @@ def _all_finite(step: Step) -> bool:
     for v in _step_values(step):
         if v is None:
             continue
-        if v.data is None:
+        a = v.array
+        if a is None:
             if v.stats.nonfinite:
                 return False
             continue
-        if v.data.is_floating_point():
-            if v.data.dtype not in (torch.float32, torch.float64, torch.float16):
-                if not bool(torch.isfinite(v.data).all()):
-                    return False
-                continue
-            arrays.append(v.data.numpy().reshape(-1))
+        if a.dtype.kind == "f":
+            arrays.append(a.reshape(-1))
     return not arrays or bool(np.isfinite(np.concatenate(arrays).astype(np.float64, copy=False)).all())
 
 
 def _bad(v) -> str:
-    d = v.data
-    if d is not None and d.is_floating_point():
-        nan = int(torch.isnan(d).sum())
-        inf = int(torch.isinf(d).sum())
-        if d.numel() == 1:
+    d = v.array
+    if d is not None and d.dtype.kind == "f":
+        nan = int(np.isnan(d).sum())
+        inf = int(np.isinf(d).sum())
+        if d.size == 1:
             return "nan" if nan else str(float(d.reshape(())))
         parts = ([f"{nan} nan"] if nan else []) + ([f"{inf} inf"] if inf else [])
-        return " and ".join(parts) + f" of {d.numel()} values"
+        return " and ".join(parts) + f" of {d.size} values"
     return f"{v.stats.nonfinite} non-finite of {v.numel} values"
 
 
-def effective_lr(before: torch.Tensor, after: torch.Tensor, grad: torch.Tensor) -> tuple[float, bool] | None:
-    """(lr, plain) with ``after = before - lr * grad`` read from the values, where the step
-    is large enough to measure; ``plain`` is False when elements disagree (momentum, Adam)."""
-    b = before.double().numpy().reshape(-1)
-    a = after.double().numpy().reshape(-1)
-    g = grad.double().numpy().reshape(-1)
+def effective_lr(before: Any, after: Any, grad: Any) -> tuple[float, bool] | None:
+    """(lr, plain) with ``after = before - lr * grad`` read from the values (arrays, a Value's
+    ``.array``, or CPU tensors), where the step is large enough to measure; ``plain`` is False
+    when elements disagree (momentum, Adam)."""
+    b = np.asarray(before, dtype=np.float64).reshape(-1)
+    a = np.asarray(after, dtype=np.float64).reshape(-1)
+    g = np.asarray(grad, dtype=np.float64).reshape(-1)
     if b.shape != g.shape or not (np.isfinite(b).all() and np.isfinite(a).all() and np.isfinite(g).all()):
         return None
     delta = b - a
@@ -168,16 +175,16 @@ def effective_lr(before: torch.Tensor, after: torch.Tensor, grad: torch.Tensor) 
     return lr, plain
 
 
-def gradient_multiple(before: torch.Tensor, after: torch.Tensor, grad: torch.Tensor) -> float | None:
+def gradient_multiple(before: np.ndarray, after: np.ndarray, grad: np.ndarray) -> float | None:
     """The one number ``r`` with ``after - before = r * grad`` element by element (to 2%: float32
     parameters round a small change to a few digits), or None when there is none (a zero in
-    the gradient, shapes that differ, momentum or Adam)."""
-    d = (after.double() - before.double()).reshape(-1)
-    gd = grad.double().reshape(-1)
+    the gradient, shapes that differ, momentum or Adam). Arrays: a recorded Value's ``.array``."""
+    d = (np.asarray(after, dtype=np.float64) - np.asarray(before, dtype=np.float64)).reshape(-1)
+    gd = np.asarray(grad, dtype=np.float64).reshape(-1)
     if d.shape != gd.shape or not bool((gd != 0).all()):
         return None
     r = d / gd
-    if not torch.allclose(r, r[0].expand_as(r), rtol=0.02, atol=0):
+    if not np.allclose(r, r[0], rtol=0.02, atol=0):
         return None
     return float(r[0])
 
@@ -210,7 +217,7 @@ class Diagnostics:
         self.fits: list[LinearFit] = []
         self.fit_key: tuple[object, ...] | None = None
         self.lrs: list[tuple[int, float, bool, Event]] = []
-        self.grad_now: dict[int, torch.Tensor | None] = {}
+        self.grad_now: dict[int, np.ndarray | None] = {}
         self.n_updates: dict[int, int] = {}
 
     def name(self, tid: int) -> str:
@@ -271,7 +278,7 @@ class Diagnostics:
             if e.accumulation == "added" and prev is not None:
                 self.forgot.setdefault(tid, []).append((step.index, e, prev))
             self.updated_since_acc[tid] = None
-            self.grad_now[tid] = e.after.data if e.after is not None else None
+            self.grad_now[tid] = e.after.array if e.after is not None else None
         elif e.kind == "update":
             self.updated_since_acc[tid] = e
             if e.through_data and tid in self.first_use:
@@ -280,14 +287,14 @@ class Diagnostics:
             n = self.n_updates[tid] = self.n_updates.get(tid, 0) + 1
             # Every update of the first 100, then every 10th: enough to see a schedule.
             if (g is not None and (n <= 100 or n % 10 == 0) and e.before is not None and e.after is not None
-                    and e.before.data is not None and e.after.data is not None):
-                r = effective_lr(e.before.data, e.after.data, g)
+                    and e.before.array is not None and e.after.array is not None):
+                r = effective_lr(e.before.array, e.after.array, g)
                 if r is not None:
                     self.lrs.append((step.index, r[0], r[1], e))
         elif e.kind == "zero":
             self.grad_now[tid] = None
         elif e.kind == "grad_write":
-            self.grad_now[tid] = e.after.data if e.after is not None else None
+            self.grad_now[tid] = e.after.array if e.after is not None else None
 
     def _scan_non_finite(self, step: Step) -> None:
         ops = {o.index: o for o in step.ops}
@@ -436,12 +443,63 @@ class Diagnostics:
             module = n.rsplit(".", 1)[0]
             made = self.made.get(tid)
             made_step, src = (made[0], made[1]) if made is not None else (None, None)
+            if src is None:  # made before the trace: where an optimizer was given it, if one was
+                made_step, src = self._optimizer_step_of(tid, made_step)
+            if self._next_to_trained(tid):  # its own module learns: forward() skips it
+                why = (f"{module}'s forward() does not use it, so {n} never received a gradient "
+                       f"while the other parameters of {module} were trained; use it in "
+                       "forward() or remove it")
+            else:
+                why = (f"{module} is not called (or only under torch.no_grad()), so {n} never "
+                       f"received a gradient while the other parameters of {root} were trained; "
+                       f"call {module} in forward() or remove it")
             out.append(Finding(
                 "no_grad_received", made_step, n, None, _src(src),
-                f"{n} is never used in the forward pass{self._made_at(tid)}: {module} is not "
-                f"called (or only under torch.no_grad()), so {n} never received a gradient while "
-                f"the other parameters of {root} were trained; call {module} in forward() or "
-                "remove it"))
+                f"{n} is never used in the forward pass{self._made_at(tid)}: {why}"))
+        out.extend(self._optimizer_params({f.param for f in out} | {self.name(t) for t in done}))
+        return out
+
+    def _optimizer_step_of(self, tid: int, step: int | None) -> tuple[int | None, Source | None]:
+        """The first step() line of the first optimizer given ``tid``, and its step."""
+        for opt in self.trace.info.optimizers:
+            if tid in opt.params and opt.source is not None:
+                return opt.step, self.trace.sources.get(opt.source)
+        return step, None
+
+    def _optimizer_params(self, reported: set[str | None]) -> list[Finding]:
+        """Tensors given to an optimizer that cannot learn there: ones that do not require
+        grad, and ones that never received a gradient (not said twice)."""
+        out: list[Finding] = []
+        info = self.trace.info
+        sources = self.trace.sources if info.optimizers else {}
+        tensors = self.trace.tensors if info.optimizers else {}
+        seen: set[int] = set()
+        for opt in info.optimizers:
+            src = sources.get(opt.source) if opt.source is not None else None
+            at = f" (its first step() at {src.short})" if src is not None else ""
+            frozen = {t for g in opt.groups for t in g.frozen}
+            for tid in opt.params:
+                n = self.name(tid)
+                t = tensors.get(tid)
+                # (a tensor changed by hand, such as an EMA copy, is not meant to get gradients)
+                if (tid in seen or tid in self.received or tid in self.changed or n in reported
+                        or t is None):
+                    continue
+                seen.add(tid)
+                made = self.made.get(tid)
+                where = made[1] if made is not None and made[1] is not None else src
+                if tid in frozen or not t.requires_grad:
+                    msg = (f"{n} is passed to the optimizer ({opt.kind}{at}) but does not require "
+                           f"grad{self._made_at(tid)}: autograd never gives it a gradient, so "
+                           f"{opt.kind} skips it and it never changes; if it should learn, do not "
+                           "set requires_grad = False; if it is frozen on purpose, give the "
+                           "optimizer only the parameters that require grad")
+                else:
+                    msg = (f"{n} is passed to the optimizer ({opt.kind}{at}) but never received a "
+                           f"gradient{self._made_at(tid)}: the forward pass does not use it, so "
+                           f"{opt.kind} never changes it; use it in the model or leave it out")
+                out.append(Finding("no_grad_received", opt.step, n, f"{opt.kind}.step()",
+                                   _src(where), msg))
         return out
 
     def _quadratic(self) -> tuple[list[Finding], OptimumTrack | None]:

@@ -231,8 +231,23 @@ class ErrorModel:
 
     # -- |J|^T c ----------------------------------------------------------------------------------
     def abs_vjp(self, rec: _OpRecord, cot: list[torch.Tensor]) -> dict[int, torch.Tensor]:
-        """|J|^T c for nonnegative cotangents ``cot`` (one per float output), per float input."""
-        xs = {i: self.env[i].detach() for i in rec.inputs}
+        """|J|^T c for nonnegative cotangents ``cot`` (one per float output), per float input.
+
+        Inputs that depend on no parameter (data, a batch norm's running statistics, which
+        the op updates in place and so may not require grad) pass no gradient back: they
+        get zeros and are given to the op as they are."""
+        fixed = {i: torch.zeros_like(self.env[i]) for i in rec.inputs
+                 if i not in self.replay.dependent}
+        if fixed:
+            return {**fixed, **self._abs_vjp([i for i in rec.inputs if i not in fixed], rec, cot,
+                                             list(fixed))}
+        return self._abs_vjp(rec.inputs, rec, cot, [])
+
+    def _abs_vjp(self, inputs: list[int], rec: _OpRecord, cot: list[torch.Tensor],
+                 fixed: list[int]) -> dict[int, torch.Tensor]:
+        if not inputs:
+            return {}
+        xs = {i: self.env[i].detach() for i in inputs}
         with torch.enable_grad():
             if rec.kind == "elementwise" and rec.outputs:
                 shape = self.env[rec.outputs[0]].shape
@@ -247,7 +262,7 @@ class ErrorModel:
                                 else torch.zeros_like(xs[i])) for i, g in zip(sub, gs)}
             if rec.kind == "linear":
                 sub = {i: x.abs().requires_grad_(True) for i, x in xs.items()}
-                outs = self._at(rec, sub)
+                outs = self._at(rec, {**{i: self.env[i].detach().abs() for i in fixed}, **sub})
                 gs = torch.autograd.grad(outs, list(sub.values()), cot[:len(outs)], allow_unused=True)
                 return {i: (g.abs() if g is not None else torch.zeros_like(xs[i]))
                         for i, g in zip(sub, gs)}

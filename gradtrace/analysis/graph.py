@@ -297,7 +297,12 @@ def _accumulate_attrs(step, node, grads) -> dict:
     if node.order is None:
         note = f"did not run: {name}.grad was not written" + (
             " (torch.autograd.grad returns the gradient instead)" if step.backward.api == "autograd.grad" else "")
-    return dict(kind="accumulate", title="AccumulateGrad", detail=f"→ {name}.grad",
+    detail = f"→ {name}.grad"
+    synced = next((e for e in step.events if e.kind == "allreduce" and e.tensor == tid), None)
+    if synced is not None:  # DistributedDataParallel: the mean over the ranks lands in .grad
+        detail = f"→ all-reduce → {name}.grad"
+        note = (note + "; " if note else "") + f"{synced.idiom} (DDP), then into {name}.grad"
+    return dict(kind="accumulate", title="AccumulateGrad", detail=detail,
                 shape=tuple(g.shape) if g is not None else _shape_of(step, tid) if tid is not None else None,
                 grad=g, ref=("node", node.nid), note=note or f"adds the gradient into {name}.grad")
 

@@ -42,11 +42,11 @@ def check(ctx, trace_path, as_json, step_range, numeric, strict):
     --strict when there is a finding), 2 for a bad option or a file that is not a readable
     trace.
     """
-    from ..analysis.check import CheckOptions, check_trace  # torch, numpy: not for --help
+    from ..analysis.check import CheckOptions  # torch, numpy: not for --help
 
     trace = load_trace(trace_path)
     options = CheckOptions(steps=step_range, numeric={True: "all", False: "none", None: "sample"}[numeric])
-    report = check_trace(trace, options)
+    report = _check(trace, options)
     if as_json:
         click.echo(report.to_json())
     else:
@@ -55,12 +55,22 @@ def check(ctx, trace_path, as_json, step_range, numeric, strict):
     ctx.exit(report.exit_code(strict))
 
 
+def _check(trace, options=None):
+    """The check of a trace; of a distributed run, every rank's and the checks across ranks."""
+    from ..analysis.check import check_trace
+    from ..tracefile.ranks import RankedRun
+
+    if isinstance(trace, RankedRun):
+        from ..analysis.distributed import check_ranks
+
+        return check_ranks(trace, options=options) if options is not None else check_ranks(trace)
+    return check_trace(trace, options) if options is not None else check_trace(trace)
+
+
 def after_run(trace, outputs, ctx, made: dict[str, Any] | None = None) -> None:
     """`gradtrace run`: the one-line verdict and the findings, on stderr; the report is left
     in ``made["check"]`` for the HTML report."""
-    from ..analysis.check import check_trace
-
-    report = check_trace(trace)
+    report = _check(trace)
     if made is not None:
         made["check"] = report
     info(f"check: {report.verdict()}")

@@ -6,14 +6,16 @@ import os
 
 import click
 
-from ..tracefile.store import Trace, load
+from ..tracefile.ranks import RankedRun, load
+from ..tracefile.store import Trace
 
 __all__ = ["load_trace", "info", "progress_bar", "shown_path", "trace_argument"]
 
 trace_argument = click.argument("trace_path", metavar="TRACE", type=click.Path(dir_okay=True))
 
 
-def load_trace(path: str) -> Trace:
+def load_trace(path: str) -> Trace | RankedRun:
+    """The trace at ``path``; a distributed run's folder (or one rank's file) as all its ranks."""
     return load(path)
 
 

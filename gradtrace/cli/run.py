@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -15,6 +16,8 @@ from ..config import Config, parse_step_range
 from ..errors import GradtraceError, UsageError
 from ..tracefile.lock import TraceLock
 from ..tracefile.outputs import outputs_of
+from ..tracefile.ranks import RankInfo, rank_files, rank_path
+from ..tracefile.ranks import load as load_run
 from .common import info, shown_path
 
 
@@ -77,11 +80,15 @@ def _module_ends_options(args: list[str], params) -> list[str]:
 @click.option("--animate/--no-animate", default=True, show_default=True,
               help="Write backprop.gif and training.gif next to the trace (NAME.backprop.gif... "
                    "for NAME.gtrace; runs of up to 5000 steps).")
+@click.option("--rank-wait", type=click.FloatRange(min=0), default=120.0, show_default=True,
+              metavar="SECONDS",
+              help="Under torchrun: how long rank 0 waits, once its script ended, for the other "
+                   "ranks' traces to be finished before it checks and draws them.")
 @click.argument("script", required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def run(ctx, module, output, values, max_numel, every, step_range, write_report, script, args,
-        **feature_options):
+def run(ctx, module, output, values, max_numel, every, step_range, write_report, rank_wait,
+        script, args, **feature_options):
     """Run SCRIPT with ARGS exactly as `python SCRIPT ARGS` would, recording what autograd does.
 
     The script's stdout and exit code are its own; gradtrace's lines go to stderr. The
@@ -93,6 +100,10 @@ def run(ctx, module, output, values, max_numel, every, step_range, write_report,
     NAME.graph.svg and so on for NAME.gtrace. Those of an earlier run of the same trace
     are removed first, and one run at a time writes a trace: a second run with the same
     -o stops at once.
+
+    Under torchrun (RANK and WORLD_SIZE set) each rank writes its own trace,
+    trace.rank<R>.gtrace next to where the trace would be; rank 0 waits for the others
+    (--rank-wait) and writes the graph, checks, animations and report for all of them.
     """
     if module is None and script is None:
         raise UsageError("give a script to run (gradtrace run SCRIPT [ARGS]...) or -m MODULE")
@@ -102,13 +113,22 @@ def run(ctx, module, output, values, max_numel, every, step_range, write_report,
     out = Path(output) if output else default_output(script, module)
     if out.exists() and out.is_dir():
         raise UsageError(f"-o {out} is a directory; give a file path such as {out}/trace.gtrace")
-    config = Config(output=out, values=values, max_value_numel=max_numel, every=every,
+    ranks = RankInfo.from_env()
+    path = out if ranks is None else rank_path(out, ranks.rank)
+    config = Config(output=path, values=values, max_value_numel=max_numel, every=every,
                     step_range=parse_step_range(step_range))
+    # The run's outputs are named after the run's path; under torchrun rank 0 makes them
+    # (and a rank's figures carry its rank, so that ranks never share a file).
     outputs = outputs_of(out)
+    if ranks is not None and ranks.rank != 0:
+        outputs = outputs_of(path)
     # One run per trace, from before anything is replaced until its report is written: a
     # second run on the same path stops here with one line, before its script starts.
-    with TraceLock(out):
-        code = _run(ctx, config, outputs, script, module, args, write_report)
+    with TraceLock(path):
+        if ranks is not None and ranks.rank == 0:
+            _remove_stale_ranks(out, ranks.world_size)
+        code = _run(ctx, config, outputs, script, module, args, write_report,
+                    ranks=ranks, run_path=out, rank_wait=rank_wait)
     if ctx.meta.get(_KILLED_BY):
         raise ScriptKilled(ctx.meta[_KILLED_BY])  # the trace is saved and its lock let go
     ctx.exit(code)
@@ -156,11 +176,27 @@ def die_by(signum: int) -> None:
     sys.exit(128 + signum)  # only where the signal did not kill (a platform without it)
 
 
-def _run(ctx, config: Config, outputs, script, module, args, write_report) -> int:
+def _remove_stale_ranks(run_path: Path, world_size: int) -> None:
+    """Rank traces of an earlier, bigger run of the same path (ranks this run does not
+    have): removed, so that none of them passes for a rank of this run."""
+    from ..tracefile.store import is_trace
+
+    found = rank_files(run_path.parent) if run_path.parent.is_dir() else None
+    if found is None or found[0] != run_path:
+        return
+    for rank, p in found[1].items():
+        if rank >= world_size and is_trace(p, replacing=True):
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
+def _run(ctx, config: Config, outputs, script, module, args, write_report, *,
+         ranks: RankInfo | None = None, run_path: Path | None = None,
+         rank_wait: float = 0.0) -> int:
     """The run and what is made from it; the script's exit code."""
     from ..record.session import run_script  # torch: only a run needs it, not --help
 
-    out = outputs.trace
+    out = config.output if config.output is not None else outputs.trace
     try:
         result = run_script(config, script, module, list(args), outputs=outputs)
     except SyntaxError as e:  # the script's own error, shown as python shows it
@@ -205,6 +241,17 @@ def _run(ctx, config: Config, outputs, script, module, args, write_report) -> in
         # Ctrl-C means stop now: the checks, pictures and report can be made later.
         info(f"interrupted: no checks, graph or report; `gradtrace report {shown}` makes them")
         return result.exit_code
+    if ranks is not None:
+        if ranks.rank != 0:
+            info(f"rank {ranks.rank} of {ranks.world_size}: rank 0 checks and draws the run")
+            return result.exit_code
+        assert run_path is not None
+        info(_wait_for_ranks(run_path, ranks.world_size, rank_wait))
+        shown = shown_path(run_path.parent)
+        try:  # every rank's trace, read together: the checks look across them
+            trace = load_run(run_path.parent)
+        except GradtraceError as e:
+            info(f"the other ranks' traces could not be read ({e}); rank 0's alone is checked")
     made = _after_run(trace, outputs, ctx)
     info(f"next: gradtrace summary {shown}")
     if write_report:
@@ -221,6 +268,28 @@ def _run(ctx, config: Config, outputs, script, module, args, write_report) -> in
         except Exception as e:
             info(f"report failed (a gradtrace bug, please report it): {type(e).__name__}: {e}")
     return result.exit_code
+
+
+def _wait_for_ranks(run_path: Path, world_size: int, timeout: float) -> str:
+    """Wait until every rank's trace of this run is finished (or ``timeout`` seconds);
+    the line that says how it went."""
+    import time
+
+    from ..tracefile.ranks import rank_finished
+
+    started = time.time() - 5.0  # the ranks start together; a file older than this is stale
+    deadline = time.monotonic() + timeout
+    waiting = set(range(world_size))
+    while True:
+        waiting = {r for r in waiting if not rank_finished(rank_path(run_path, r), started)}
+        if not waiting or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    if not waiting:
+        return f"all {world_size} ranks' traces are finished: {shown_path(run_path.parent)}"
+    missing = ", ".join(str(r) for r in sorted(waiting))
+    return (f"ranks not finished after {timeout:g} s: {missing} (still running, or killed); what "
+            "the others recorded is checked and drawn; --rank-wait SECONDS waits longer")
 
 
 def _after_run(trace, outputs, ctx) -> dict[str, Any]:

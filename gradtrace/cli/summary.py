@@ -31,14 +31,34 @@ def summarize(trace) -> dict:
 @click.option("--limit", type=int, default=50, show_default=True,
               help="Table rows to show (first and last steps); 0 shows all. Not for --json.")
 def summary(trace_path, as_json, limit):
-    """Per-step table: ops, backward nodes, accumulations (fresh/added), zeroings, updates, loss."""
+    """Per-step table: ops, backward nodes, accumulations (fresh/added), zeroings, updates, loss.
+
+    TRACE may be a distributed run's folder (or one rank's file): a table per rank."""
+    from ..tracefile.ranks import RankedRun
+
     trace = load_trace(trace_path)
+    if isinstance(trace, RankedRun):
+        docs = {r: summarize(t) for r, t in trace.traces.items()}
+        if as_json:
+            click.echo(json.dumps({"world_size": trace.world_size, "missing": list(trace.missing),
+                                   "ranks": {str(r): d for r, d in docs.items()}}, indent=2))
+            return
+        missing = f"; no trace of rank {', '.join(map(str, trace.missing))}" if trace.missing else ""
+        click.echo(f"{trace.path}: a run of {trace.world_size} ranks{missing}")
+        for r, t in trace.traces.items():
+            click.echo("")
+            _table(f"rank {r}: {t.path}", docs[r], limit)
+        return
     doc = summarize(trace)
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
+    _table(trace.path, doc, limit)
+
+
+def _table(title: str, doc: dict, limit: int) -> None:
     run = doc["run"]
-    click.echo(f"{trace.path}: {run['script'] or 'python API'} ({run['status']}), "
+    click.echo(f"{title}: {run['script'] or 'python API'} ({run['status']}), "
                f"{doc['totals']['steps']} steps recorded")
     head = f"{'step':>6} {'ops':>5} {'nodes':>5} {'fresh':>5} {'added':>5} {'zero':>5} {'upd':>5}  loss"
     click.echo(head)

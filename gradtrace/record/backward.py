@@ -187,6 +187,8 @@ class BackwardPass:
                     else:
                         zeros = not bool(torch.any(g)) if g.numel() else True
                     acc = (False, values.before(g, ("grad", tid, "grad")), zeros)
+                    if id(var) in self.owner.run.ddp_sync:  # DDP will overwrite .grad: keep it
+                        acc = (*acc, g.detach().clone())
                 self.ran[nid] = (self.order, (), grad_outputs, acc)
                 self.order += 1
             except Exception as e:  # never break the user's backward
@@ -229,7 +231,7 @@ class BackwardPass:
             w.add_node(NodeRow(nid, names[nid], node_op.get(id(node)), variable, self.nexts[nid],
                                order, [snap(g) for g in g_out], [snap(g) for g in g_in]))
             if acc is not None and variable is not None:
-                fresh, before, zeros = acc
+                fresh, before, zeros = acc[:3]
                 g = node.variable.grad
                 after = snap(g) if g is not None else None
                 if after is not None:
@@ -237,7 +239,14 @@ class BackwardPass:
                 incoming = snap(g_out[0]) if g_out else None
                 # Onto a zeroed .grad (grad.zero_() style) is not the forgot-to-zero case.
                 kind = "fresh" if fresh else ("zeros" if zeros else "added")
-                acc_events.append((order, variable, fresh, before, after, incoming, kind))
+                synced = None
+                if id(node.variable) in run.ddp_sync and g_out and g_out[0] is not None:
+                    # DDP: autograd wrote this rank's own gradient, the reducer then replaced
+                    # .grad by the mean over the ranks: the accumulation ends at the local
+                    # gradient, an allreduce event takes it to the synchronised one.
+                    local = g_out[0] if len(acc) < 4 else acc[3] + g_out[0]
+                    synced, after = after, values.snap_now(local)
+                acc_events.append((order, variable, fresh, before, after, incoming, kind, synced))
         step.nodes += len(self.nodes)
         if self.left_out:
             run.truncated_passes += 1
@@ -247,6 +256,10 @@ class BackwardPass:
         w.set_backward(BackwardRow(self.seq, self.api, root_tids, root_vid,
                                    [run.tid_of(t) for t in self.grad_inputs if isinstance(t, _Tensor)],
                                    results, self.sid))
-        for _, variable, fresh, before, after, incoming, kind in sorted(acc_events):
+        for _, variable, fresh, before, after, incoming, kind, synced in sorted(acc_events):
             owner.events.event("accumulate", variable, _ACC_IDIOMS[kind], before, after, self.frame,
                                None, fresh=fresh, incoming=incoming, accumulation=kind)
+            if synced is not None:
+                owner.events.event("allreduce", variable, f"all-reduce: mean over {run.ddp_world} ranks",
+                                   after, synced, self.frame, "DistributedDataParallel")
+        run.ddp_sync.clear()  # the next pass synchronises what the next DDP forward says

@@ -62,6 +62,8 @@ class Events:
         run.w.add_event(EventRow(run.take_seq(), kind, tid, idiom, before, after, incoming,
                                  None if fresh is None else int(fresh), via, 0, self.naming.sid(f),
                                  accumulation, int(through_data)))
+        if kind == "allreduce":
+            return  # DDP's gradient synchronisation: not a write of the user's
         step.count(kind if kind != "accumulate" else
                    ("accumulate_fresh" if fresh else "accumulate_added"))
         if accumulation == "added":
@@ -217,6 +219,45 @@ class Events:
         self.event("update", role[1], "p.data = …", before, self.values.snap_now(t), f, via,
                    through_data=True)
         return out
+
+    def optimizer_groups(self, optimizer, frame) -> None:
+        """An optimizer's first ``step()`` in a recorded step: its param groups (which tensors,
+        and the hyper-parameters that are plain numbers) go into the trace, so that a tensor
+        given to it that cannot learn (``requires_grad=False``, never used) can be named."""
+        run, naming = self.run, self.naming
+        f, _ = naming.user_frame(frame)
+        groups = []
+        for group in optimizer.param_groups:
+            tids, frozen = [], []
+            for p in group["params"]:
+                if not isinstance(p, _Tensor):
+                    continue
+                tid = run.tids.get(p)
+                if tid is None:
+                    tid = run.new_tid(p, role="param")
+                if tid not in run.named:
+                    name = run.param_names.get(p) or (naming.leaf_name(f, p) if f is not None else None)
+                    if name:
+                        run.name(tid, name)
+                tids.append(tid)
+                if not p.requires_grad:
+                    frozen.append(tid)
+            hyper: dict = {}
+            for k, v in group.items():
+                if k == "params" or not isinstance(k, str):
+                    continue
+                if v is None or isinstance(v, bool):
+                    hyper[k] = v
+                elif isinstance(v, (int, float)):
+                    hyper[k] = float(v)
+                elif isinstance(v, _Tensor) and v.numel() == 1 and v.is_floating_point():
+                    hyper[k] = float(v.item())
+                elif isinstance(v, (tuple, list)) and 0 < len(v) <= 16 and all(
+                        isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+                    hyper[k] = [float(x) for x in v]
+            groups.append({"params": tids, "frozen": frozen, "hyper": hyper})
+        run.optimizers.append({"kind": type(optimizer).__name__, "step": run.step,
+                               "source": naming.sid(f), "groups": groups})
 
     def optimizer_step(self, optimizer, before, frame) -> None:
         """``optimizer.step()`` has run: an update for each parameter it changed."""

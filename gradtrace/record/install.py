@@ -15,6 +15,7 @@ import functools
 import sys
 import threading
 import warnings
+import weakref
 from typing import Callable
 
 import torch
@@ -39,7 +40,7 @@ def install(run: Run, step: StepState, naming: Naming, values: Values, forward: 
 
     stack = contextlib.ExitStack()
     try:
-        hooks = _Hooks(run, naming, values, events)
+        hooks = _Hooks(run, step, naming, values, events)
         stack.callback(_module.register_module_forward_pre_hook(hooks.module_pre).remove)
         stack.callback(_module.register_module_forward_hook(hooks.module_post, always_call=True).remove)
         stack.callback(_optimizer.register_optimizer_step_pre_hook(hooks.opt_pre).remove)
@@ -49,6 +50,7 @@ def install(run: Run, step: StepState, naming: Naming, values: Values, forward: 
         _patch_dataloader(stack, run, mode)
         _patch_backward(stack, run, mode, new_step)
         _patch_compile(stack, run, mode)
+        _patch_distributed(stack, run)
         stack.callback(mode.remove)  # the last in is the first out: the mode comes off first
         if run.recording:
             mode.put_on_stack()
@@ -198,6 +200,27 @@ def _patch_compile(stack, run: Run, mode: Mode) -> None:
         patch_module_calls(eval_frame.OptimizedModule)
 
 
+def _patch_distributed(stack, run: Run) -> None:
+    """The backend of ``torch.distributed.init_process_group`` is noted for the trace's meta
+    (the group is usually destroyed before the run ends, and with it what it was)."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return
+    orig = dist.__dict__.get("init_process_group")
+    if orig is None:
+        return
+
+    @functools.wraps(orig)
+    def init_process_group(*args, **kwargs):
+        out = orig(*args, **kwargs)
+        with contextlib.suppress(Exception):  # only a note: never the script's problem
+            run.backend = str(dist.get_backend())
+        return out
+
+    _patch(stack, dist, "init_process_group", init_process_group)
+
+
 def _only_our_hooks() -> bool:
     """No global module hook but the two gradtrace installs."""
     from torch.nn.modules import module as m
@@ -209,12 +232,14 @@ def _only_our_hooks() -> bool:
 class _Hooks:
     """The global module hooks (module names) and optimizer hooks (``optimizer.step()``)."""
 
-    def __init__(self, run: Run, naming: Naming, values: Values, events: Events):
+    def __init__(self, run: Run, step: StepState, naming: Naming, values: Values, events: Events):
         self.run = run
+        self.step = step
         self.naming = naming
         self.values = values
         self.events = events
         self.opt_before: dict[int, list] = {}
+        self.opt_seen: weakref.WeakSet = weakref.WeakSet()  # optimizers whose groups are noted
 
     def module_pre(self, module, args):
         if not self.run.mode_on or compiling() or in_transform():
@@ -222,9 +247,25 @@ class _Hooks:
         try:
             with torch._C.DisableTorchFunction():
                 self.naming.enter_module(module)
+                if type(module).__name__ == "DistributedDataParallel":
+                    self._ddp_forward(module)
         except Exception as e:
             self.run.internal(e)
         return None
+
+    def _ddp_forward(self, module) -> None:
+        """A DistributedDataParallel forward: the parameters its backward will all-reduce
+        (none under ``no_sync()`` or without grad)."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        if not isinstance(module, DistributedDataParallel):
+            return
+        if torch.is_grad_enabled() and getattr(module, "require_backward_grad_sync", True):
+            self.run.ddp_sync.update(id(p) for p in module.parameters() if p.requires_grad)
+            group = getattr(module, "process_group", None)
+            import torch.distributed as dist
+
+            self.run.ddp_world = dist.get_world_size(group) if group is not None else dist.get_world_size()
 
     def module_post(self, module, args, output):
         if compiling():
@@ -241,6 +282,9 @@ class _Hooks:
             return None
         try:
             with torch._C.DisableTorchFunction():
+                if optimizer not in self.opt_seen:
+                    self.opt_seen.add(optimizer)
+                    self.events.optimizer_groups(optimizer, sys._getframe(1))
                 before = []
                 for group in optimizer.param_groups:
                     for p in group["params"]:

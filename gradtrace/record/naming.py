@@ -102,6 +102,14 @@ def _resolve(scope: dict, dotted: str):
     return v
 
 
+def _is_argument(co, name: str) -> bool:
+    """``name`` is an argument of the function of code ``co``: a module's parameter passed to
+    it (``LinearFunction.apply(x, self.weight)`` binds ``weight``) is better named by its
+    module path (``net.fc1.weight``) than by the argument that receives it."""
+    n = co.co_argcount + co.co_kwonlyargcount
+    return name in co.co_varnames[:n]
+
+
 def _is_user_code(co) -> bool:
     fn = co.co_filename
     return not (fn.startswith(TORCH_DIR) or fn.startswith(OWN_DIR) or fn.startswith("<frozen"))
@@ -223,9 +231,10 @@ class Naming:
         without a variable of its own is named by its module path instead (see enter_module)."""
         frames = self._user_frames(f)
         name, depth = None, -1
+        has_path = self.run.param_names.get(t) is not None
         for g, d in frames:
             found = _bound_name(g.f_locals, t)
-            if found is not None:
+            if found is not None and not (has_path and _is_argument(g.f_code, found)):
                 name, depth = found, d
         if name is None:
             name = _bound_name(f.f_globals, t)

@@ -86,6 +86,11 @@ class Recorder:
         return self.naming.module_classes
 
     @property
+    def optimizers(self) -> list[dict]:
+        """Each optimizer's param groups at its first step (meta ``optimizers``)."""
+        return self.run.optimizers
+
+    @property
     def errors(self) -> list[str]:
         return self.run.errors
 

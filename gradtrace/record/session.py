@@ -15,6 +15,7 @@ from ..version import __version__
 from ..config import Config
 from ..errors import NoSuchModuleError, TraceFileError, UsageError
 from ..tracefile.outputs import Outputs
+from ..tracefile.ranks import RankInfo
 from ..tracefile.store import Trace, TraceWriter, is_trace
 from .recorder import Recorder
 
@@ -44,6 +45,7 @@ class trace:
         self._trace: Trace | None = None
         self._warnings: _WarningsAtUserLine | None = None
         self._finished = False
+        self._ranks: RankInfo | None = None
         self.meta: dict[str, Any] = {}
         #: Set when the trace file could not be written to the end (a full disk): what it keeps.
         self.fault: TraceFileError | None = None
@@ -53,7 +55,11 @@ class trace:
             raise UsageError("this trace() is already recording; make a new one for another run")
         meta: dict[str, Any] = {"gradtrace_version": __version__, "script": None, "argv": [],
                 "config": _config_json(self.config)}
+        ranks = RankInfo.from_env()
+        if ranks is not None:  # under torchrun: which rank of how many (the backend at the end)
+            meta["distributed"] = ranks.as_meta()
         meta.update(self.meta)
+        self._ranks = ranks
         self._writer = TraceWriter(self.config.output, meta)
         self._recorder = Recorder(self.config, self._writer)
         self._recorder.start()
@@ -79,9 +85,13 @@ class trace:
             self._recorder.stop(keep_current_step=status != "interrupted")
         finally:
             rec = self._recorder
+            more: dict[str, Any] = {}
+            if self._ranks is not None:
+                more["distributed"] = self._ranks.as_meta(rec.run.backend)
             try:
                 self._writer.finish(status, exit_code, error, steps_seen=rec.step + 1,
-                                    ops_dropped=rec.ops_dropped_total, modules=rec.module_classes)
+                                    ops_dropped=rec.ops_dropped_total, modules=rec.module_classes,
+                                    optimizers=rec.optimizers, **more)
             except TraceFileError as e:
                 self.fault = e
         try:

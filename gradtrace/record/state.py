@@ -40,6 +40,7 @@ class Run:
         self.parents: list[int] = []  # the custom Functions whose forward is running
         self.in_optimizer_step = 0
         self.grad_zeroed: set[int] = set()  # tids whose .grad is known to hold zeros
+        self.optimizers: list[dict] = []  # param groups of each optimizer at its first step
         # what the run did
         self.totals = {"steps": 0, "ops": 0, "backward": 0, "accumulate_fresh": 0,
                        "accumulate_added": 0, "accumulate_on_top": 0, "zero": 0, "update": 0,
@@ -51,6 +52,11 @@ class Run:
         self.thread_backward = 0    # backward passes in threads other than the recording one
         self.thread_ident = threading.get_ident()
         self.truncated_passes = 0   # backward passes with more nodes than max_nodes_per_backward
+        self.backend: str | None = None  # torch.distributed's, once the script set up a group
+        #: id() of the parameters that a DistributedDataParallel forward since the last
+        #: backward pass will have all-reduced in the next one (none under ``no_sync()``).
+        self.ddp_sync: set[int] = set()
+        self.ddp_world = 1
         self.errors: list[str] = []
         # signals: one that arrives while gradtrace is writing waits until it is done
         self.busy = 0

@@ -80,10 +80,9 @@ def value_json(v) -> dict[str, Any] | None:
     if v is None:
         return None
     out: dict[str, Any] = {"shape": list(v.shape), "dtype": v.dtype}
-    data = v.data
-    if data is not None and v.numel <= FULL_VALUES and not data.is_complex():
-        flat = data.detach().reshape(-1)
-        out["values"] = [_num(x) for x in flat.tolist()]
+    data = v.array  # numpy, read from the file's bytes (no torch in render)
+    if data is not None and v.numel <= FULL_VALUES and data.dtype.kind != "c":
+        out["values"] = [_num(x) for x in data.reshape(-1).tolist()]
     else:
         out["stats"] = _stats(v.stats)
         out["why"] = ("only statistics were recorded" if data is None else

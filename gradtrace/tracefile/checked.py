@@ -16,8 +16,9 @@ from array import array
 from dataclasses import dataclass
 from typing import Any
 
-from .dtypes import dtype_table, itemsize
-from .model import Stats, Value
+from .arrays import Bytes, Zeros
+from .dtypes import ITEMSIZES
+from .model import OptimizerInfo, ParamGroup, Stats, Value
 
 __all__ = ["Malformed", "Limits", "json_value", "integer", "opt_integer", "text", "opt_text",
            "flag", "opt_flag", "int_list", "row", "shape", "number", "decode_arg", "parse_values",
@@ -118,6 +119,49 @@ def int_list(x: Any, what: str) -> tuple[int, ...]:
     return tuple(x)
 
 
+#: At most this many optimizers, groups and hyper-parameters are read from a file.
+MAX_OPTIMIZERS = 64
+MAX_HYPER = 64
+
+
+def _hyper(x: Any, what: str) -> float | bool | tuple[float, ...] | None:
+    if x is None or type(x) is bool:
+        return x
+    if isinstance(x, list):
+        if len(x) > 16:
+            raise Malformed(f"{what} has {len(x)} numbers, more than 16")
+        return tuple(number(v, what) for v in x)
+    return number(x, what)
+
+
+def optimizers(x: Any, what: str) -> tuple[OptimizerInfo, ...]:
+    """meta 'optimizers': ``[{"kind", "step", "source", "groups": [{"params": [tid ...],
+    "frozen": [tid ...], "hyper": {name: number | bool | null | [numbers]}}]}]``, every
+    field checked."""
+    if not isinstance(x, list) or len(x) > MAX_OPTIMIZERS:
+        raise Malformed(f"{what} is not a list of at most {MAX_OPTIMIZERS} optimizers")
+    out = []
+    for i, o in enumerate(x):
+        w = f"{what}[{i}]"
+        if not isinstance(o, dict) or not isinstance(o.get("groups"), list) \
+                or len(o["groups"]) > MAX_OPTIMIZERS:
+            raise Malformed(f"{w} is not an optimizer with a list of param groups")
+        groups = []
+        for j, g in enumerate(o["groups"]):
+            gw = f"{w}'s group {j}"
+            hyper = g.get("hyper", {}) if isinstance(g, dict) else None
+            if not isinstance(hyper, dict) or len(hyper) > MAX_HYPER:
+                raise Malformed(f"{gw} is not a group with at most {MAX_HYPER} hyper-parameters")
+            groups.append(ParamGroup(int_list(g.get("params"), f"{gw}'s params"),
+                                     {text(k, f"{gw}'s hyper-parameter name")[:40]:
+                                      _hyper(v, f"{gw}'s {str(k)[:40]}") for k, v in hyper.items()},
+                                     int_list(g.get("frozen", []), f"{gw}'s frozen params")))
+        out.append(OptimizerInfo(text(o.get("kind"), f"{w}'s kind")[:80],
+                                 integer(o.get("step"), f"{w}'s step", 0),
+                                 opt_integer(o.get("source"), f"{w}'s source", 0), tuple(groups)))
+    return tuple(out)
+
+
 def row(x: Any, n: int, what: str) -> list:
     if not isinstance(x, list):
         raise Malformed(f"{what} is {_kind(x)}, not a row")
@@ -207,10 +251,7 @@ def parse_values(ints: list[int], blob: bytes, body: dict, limits: Limits,
     counts = body.get("stats_int", [])
     if not isinstance(dtypes, list) or not isinstance(floats, list) or not isinstance(counts, list):
         raise Malformed(f"{where}: the value index's dtypes or statistics are not lists")
-    import torch  # reading values builds tensors; the rest of a trace needs no torch
-
-    table = dtype_table()
-    kinds = [table.get(d) if isinstance(d, str) else None for d in dtypes]
+    kinds = [d if isinstance(d, str) and d in ITEMSIZES else None for d in dtypes]
     vals: dict[int, Value] = {}
     by_tid: dict[int, Value] = {}
     i = si = built = zeros = 0
@@ -233,21 +274,22 @@ def parse_values(ints: list[int], blob: bytes, body: dict, limits: Limits,
         if dt is None:
             raise Malformed(f"{what} has an unknown dtype")
         shp = tuple(sizes)
+        size = ITEMSIZES[dt]
         if kind == 0:
-            if offset < 0 or nbytes != numel * itemsize(dt) or offset + nbytes > len(blob):
+            if offset < 0 or nbytes != numel * size or offset + nbytes > len(blob):
                 raise Malformed(f"{what} claims {nbytes} bytes at {offset}; its shape {list(shp)} "
-                                f"needs {numel * itemsize(dt)} of the {len(blob)} stored")
-            data = (torch.empty(shp, dtype=dt) if numel == 0 else
-                    torch.frombuffer(bytearray(blob[offset:offset + nbytes]), dtype=dt).reshape(shp))
-            v = Value(vid, shp, dtypes[code], data)
+                                f"needs {numel * size} of the {len(blob)} stored")
+            # Its own bytes (a value kept longer than its step holds no more than itself),
+            # decoded when first read (numpy for .array, torch for .data), never before.
+            v = Value(vid, shp, dt, payload=Bytes(shp, dt, blob[offset:offset + nbytes], 0, nbytes))
             built += nbytes
         elif kind == 2:
             if numel <= limits.zeros_numel and zeros + numel <= limits.step_zeros_numel:
                 zeros += numel
-                v = Value(vid, shp, dtypes[code], torch.zeros(shp, dtype=dt))
-                built += numel * itemsize(dt)
+                v = Value(vid, shp, dt, None, _zero_stats(numel), payload=Zeros(shp, dt))
+                built += numel * size
             else:  # a large cleared gradient: its statistics are known without building it
-                v = Value(vid, shp, dtypes[code], None, Stats(numel, 0.0, 0.0, 0.0, 0.0, 0))
+                v = Value(vid, shp, dt, None, _zero_stats(numel))
         elif kind == 1:
             if 4 * si + 4 > len(floats) or 2 * si + 2 > len(counts):
                 raise Malformed(f"{what}: its statistics are missing")
@@ -257,7 +299,7 @@ def parse_values(ints: list[int], blob: bytes, body: dict, limits: Limits,
             integer(cnt, f"{what}'s element count", 0)
             opt_integer(nonfinite, f"{what}'s non-finite count", 0)
             si += 1
-            v = Value(vid, shp, dtypes[code], None, Stats(cnt, norm, mean, lo, hi, nonfinite or 0))
+            v = Value(vid, shp, dt, None, Stats(cnt, norm, mean, lo, hi, nonfinite or 0))
         else:
             raise Malformed(f"{what} has unknown kind {kind}")
         if vid in vals:
@@ -267,3 +309,11 @@ def parse_values(ints: list[int], blob: bytes, body: dict, limits: Limits,
             by_tid.setdefault(tid, v)
     return vals, by_tid, built
 
+
+
+def _zero_stats(numel: int) -> Stats:
+    """The statistics of an all-zeros value (NaN for an empty one, as for any empty value)."""
+    if numel == 0:
+        nan = float("nan")
+        return Stats(0, nan, nan, nan, nan, 0)
+    return Stats(numel, 0.0, 0.0, 0.0, 0.0, 0)

@@ -1,0 +1,60 @@
+"""record/events.py: an optimizer's param groups are recorded once, at its first step."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+import torch
+
+import gradtrace
+from gradtrace.errors import TraceFileError
+
+
+def _train(path=None):
+    w = torch.zeros(3, requires_grad=True)
+    frozen = torch.ones(3)                       # requires_grad=False, given to Adam by mistake
+    b = torch.zeros(1, requires_grad=True)
+    x = torch.linspace(-1, 1, 12).reshape(4, 3)
+    opt = torch.optim.Adam([{"params": [w, frozen]}, {"params": [b], "lr": 0.5}], lr=0.1,
+                           betas=(0.8, 0.9))
+    with gradtrace.trace(path) as t:
+        for _ in range(3):
+            opt.zero_grad()
+            ((x @ w + b - 1) ** 2).mean().backward()
+            opt.step()
+    return t.result
+
+
+def test_param_groups_are_recorded_once_with_their_numbers():
+    trace = _train()
+    [opt] = trace.info.optimizers
+    assert opt.kind == "Adam" and opt.step == 0
+    assert trace.sources[opt.source].code == "opt.step()"
+    g0, g1 = opt.groups
+    assert [trace.name(t) for t in g0.params] == ["w", "frozen"]
+    assert [trace.name(t) for t in g0.frozen] == ["frozen"]
+    assert [trace.name(t) for t in g1.params] == ["b"] and g1.frozen == ()
+    assert g0.hyper["lr"] == 0.1 and g1.hyper["lr"] == 0.5
+    assert g0.hyper["betas"] == (0.8, 0.9) and g0.hyper["amsgrad"] is False
+
+
+def test_the_frozen_tensor_is_named_by_the_check():
+    report = _train().check()
+    [f] = [f for f in report.findings if f.param == "frozen"]
+    assert f.kind == "no_grad_received" and "does not require grad" in f.message
+    assert f.step == 0 and f.source is not None
+
+
+def test_a_malformed_optimizers_entry_is_one_line_naming_the_file(tmp_path):
+    path = tmp_path / "t.gtrace"
+    _train(path)
+    con = sqlite3.connect(path)
+    con.execute("UPDATE meta SET value=? WHERE key='optimizers'",
+                ('[{"kind": "SGD", "step": 0, "source": null, "groups": [{"params": ["x"]}]}]',))
+    con.commit()
+    con.close()
+    with pytest.raises(TraceFileError) as e:
+        gradtrace.load(path).info
+    msg = str(e.value)
+    assert str(path) in msg and "params" in msg and "\n" not in msg

@@ -1,0 +1,130 @@
+"""tracefile.ranks: which rank a process is, the names of rank traces, a run folder read
+together; analysis.distributed's findings across ranks on runs recorded in-process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import gradtrace
+from gradtrace.analysis.distributed import check_ranks, rank_findings
+from gradtrace.errors import UsageError
+from gradtrace.tracefile.ranks import (RankedRun, RankInfo, rank_files, rank_path,
+                                       run_path_of)
+from tests import runner
+
+
+def test_rank_info_from_the_environment_torchrun_sets():
+    assert RankInfo.from_env({}) is None
+    assert RankInfo.from_env({"RANK": "1"}) is None  # no world size: not a distributed run
+    info = RankInfo.from_env({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
+    assert info == RankInfo(rank=1, world_size=4, local_rank=1)
+    assert info.as_meta("gloo") == {"rank": 1, "world_size": 4, "local_rank": 1, "backend": "gloo"}
+    assert RankInfo.from_env({"RANK": "0", "WORLD_SIZE": "1"}).local_rank == 0
+
+
+@pytest.mark.parametrize("env,says", [
+    ({"RANK": "x", "WORLD_SIZE": "2"}, "RANK='x' is not a whole number"),
+    ({"RANK": "2", "WORLD_SIZE": "2"}, "RANK=2 is not a rank of WORLD_SIZE=2"),
+    ({"RANK": "0", "WORLD_SIZE": "0"}, "WORLD_SIZE=0 is not a number of processes"),
+    ({"RANK": "-1", "WORLD_SIZE": "2"}, "RANK='-1' is not a whole number"),
+])
+def test_a_bad_rank_environment_is_a_usage_error_naming_the_variable(env, says):
+    with pytest.raises(UsageError, match=says.replace("(", r"\(")):
+        RankInfo.from_env(env)
+
+
+def test_rank_file_names():
+    run = Path("out/train/trace.gtrace")
+    assert rank_path(run, 0) == Path("out/train/trace.rank0.gtrace")
+    assert rank_path(Path("runs/a.gtrace"), 12) == Path("runs/a.rank12.gtrace")
+    assert run_path_of(Path("out/train/trace.rank3.gtrace")) == (run, 3)
+    for not_a_rank in ("trace.gtrace", "trace.rank.gtrace", "trace.rank01.gtrace",
+                       "trace.rank1.gtrace.lock", "trace.rank-1.gtrace", "x.rank999999.gtrace"):
+        assert run_path_of(Path(not_a_rank)) is None, not_a_rank
+
+
+def _record(path: Path, rank: int, world: int, monkeypatch, lr=0.1, steps=3):
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    X = torch.randn(16, 2)
+    y = X @ torch.tensor([[1.0], [-2.0]])
+    with gradtrace.trace(path):
+        for _ in range(steps):
+            loss = ((model(X) - y) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+
+def test_a_run_folder_is_read_as_all_its_ranks(tmp_path, monkeypatch):
+    run = tmp_path / "trace.gtrace"
+    for r in (0, 1):
+        _record(rank_path(run, r), r, 2, monkeypatch)
+    (tmp_path / "trace.rank1.gtrace.lock").write_text("gradtrace run pid 1\n")
+    (tmp_path / "notes.txt").write_text("not a trace")
+    found = rank_files(tmp_path)
+    assert found == (run, {0: rank_path(run, 0), 1: rank_path(run, 1)})
+    assert rank_files(rank_path(run, 1)) == found  # one rank's file finds its siblings
+    t = gradtrace.load(tmp_path)
+    assert isinstance(t, RankedRun) and t.ranks == [0, 1] and t.world_size == 2
+    assert not t.missing
+    assert t.rank(1).info.distributed == {"rank": 1, "world_size": 2, "local_rank": 1,
+                                          "backend": None}
+    assert len(t.steps) == 3  # what a single trace has is rank 0's
+    assert set(t.step_of_ranks(2)) == {0, 1}
+    assert isinstance(gradtrace.load(rank_path(run, 1)), RankedRun)
+    with pytest.raises(UsageError, match="no trace of rank 5"):
+        t.rank(5)
+    # the same seed and lr on both ranks: nothing to say
+    assert rank_findings(t) == []
+
+
+def test_a_folder_with_the_ranks_of_two_runs_is_refused_by_name(tmp_path, monkeypatch):
+    _record(tmp_path / "a.rank0.gtrace", 0, 1, monkeypatch, steps=1)
+    _record(tmp_path / "b.rank0.gtrace", 0, 1, monkeypatch, steps=1)
+    with pytest.raises(UsageError, match=r"holds the ranks of several runs \(a.gtrace, b.gtrace\)"):
+        gradtrace.load(tmp_path)
+
+
+def test_findings_across_ranks_diverged_step_counts_and_a_missing_rank(tmp_path, monkeypatch):
+    run = tmp_path / "trace.gtrace"
+    _record(rank_path(run, 0), 0, 3, monkeypatch, lr=0.1, steps=3)
+    _record(rank_path(run, 1), 1, 3, monkeypatch, lr=0.2, steps=4)  # another update, one more step
+    t = gradtrace.load(tmp_path)
+    assert t.missing == (2,)
+    kinds = {f.kind: f for f in rank_findings(t)}
+    assert set(kinds) == {"rank_missing", "ranks_step_count", "ranks_diverged"}
+    div = kinds["ranks_diverged"]
+    assert div.step == 0 and div.param in ("model.weight", "model.bias") and div.rank == 1
+    assert "differs across ranks after step 0" in div.message
+    assert "rank 0: 3, rank 1: 4" in kinds["ranks_step_count"].message
+    assert kinds["rank_missing"].rank == 2
+    report = check_ranks(t)
+    assert {c.rank for c in report.checks} == {0, 1}  # each rank's own checks, each named
+    assert report.ok and report.exit_code(strict=True) == 3
+    assert "(rank 1, step 0" in str(div)
+
+
+def test_summary_and_check_take_the_run_folder(tmp_path, monkeypatch):
+    run = tmp_path / "trace.gtrace"
+    for r in (0, 1):
+        _record(rank_path(run, r), r, 2, monkeypatch)
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
+    r = runner.gradtrace("summary", str(tmp_path), "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["world_size"] == 2 and set(doc["ranks"]) == {"0", "1"}
+    assert doc["ranks"]["1"]["totals"]["steps"] == 3
+    r = runner.gradtrace("summary", str(tmp_path))
+    assert "a run of 2 ranks" in r.stdout and "rank 1: " in r.stdout
+    r = runner.gradtrace("check", str(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith("gradients ok")
