@@ -37,7 +37,7 @@ def __dir__():
     return sorted(set(globals()) | set(__all__))
 
 
-# -- conveniences: trace.check(), trace.animate(), step.graph() --------------------------------
+# -- conveniences: trace.check(), trace.animate(), trace.explore(), step.graph(), HTML reprs -----------------------------
 # The trace file layer cannot import the layers above it, so the facade lends them these
 # implementations; each imports its layer on first use.
 def _check(trace, **options):
@@ -58,12 +58,29 @@ def _graph(step, view="both", **options):
     return graph_of_step(step, view=view, **options)
 
 
+def _explore(trace, **options):
+    from .render.notebook import explore
+
+    return explore(trace, **options)
+
+
+def _html(obj):
+    from .render import notebook
+
+    kind = type(obj).__name__
+    make = {"Trace": notebook.trace_html, "Step": notebook.step_html,
+            "CheckReport": notebook.report_html, "Finding": notebook.finding_html}.get(kind)
+    return make(obj) if make is not None else None
+
+
 def _register_conveniences() -> None:
     from .tracefile import conveniences
 
     conveniences.register("check", _check)
     conveniences.register("animate", _animate)
     conveniences.register("graph", _graph)
+    conveniences.register("explore", _explore)
+    conveniences.register("html", _html)
 
 
 _register_conveniences()

@@ -149,3 +149,30 @@ def imported_modules(stderr: str) -> set[str]:
     """The modules a run with ``PYTHONPROFILEIMPORTTIME=1`` (``-X importtime``) imported."""
     return {line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines()
             if line.startswith("import time:")}
+
+
+# -- a real browser (the explorer's tests) ------------------------------------------------------
+#: Debian's Chromium, driven by playwright (the test extra); .ci/run installs both.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory):
+    """One headless Chromium for the session, in a new empty profile. Never skipped: a
+    missing browser fails, saying how to install it (`bash .ci/run` does)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("playwright is not installed: pip install -c constraints.txt -e '.[test]'")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (bash .ci/run does)")
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield context
+        finally:
+            context.close()

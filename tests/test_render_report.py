@@ -17,20 +17,28 @@ from gradtrace.render.report import report_html
 def _no_network(page: str):
     # Namespace URIs inside inline SVG are names, not loads; nothing may be fetched.
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
-    assert "<link" not in page and "<script" not in page.lower()
+    assert "<link" not in page and not re.search(r"<script[^>]*\bsrc", page, re.I)
+    assert "connect-src 'none'" in page  # the page's own policy forbids any fetch
 
 
-def test_report_sections_and_self_contained(demo_trace):
+def _data(page: str) -> dict:
+    import json
+
+    m = re.search(r'<script type="application/json" id="gt-data">(.*?)</script>', page, re.S)
+    assert m, "the page carries its data"
+    return json.loads(m.group(1))
+
+
+def test_report_is_the_explorer_and_self_contained(demo_trace):
     t = demo_trace("linreg")
-    from gradtrace.render.graph import graph_of_step
-
-    page = report_html(t, graphs={"first": graph_of_step(t.steps[0], view="both").svg()})
+    page = report_html(t)
     _no_network(page)
-    assert "What autograd did" in page and "<h3>Loss</h3>" in page
-    assert page.count("<svg") >= 2                 # loss curve and timeline, inline
-    assert "<iframe class='graph' sandbox" in page  # the graph cannot run anything
-    assert "300" in page                            # the steps table reaches the end
-    assert "Checks were not run" in page
+    assert 'id="graph-svg"' in page and 'id="slider"' in page and 'id="source"' in page
+    data = _data(page)
+    assert data["scalars"]["index"] == t.steps.indices  # every step's scalars, one list per field
+    assert data["scalars"]["loss"] == [s.loss for s in t.steps]
+    assert data["held"] == t.steps.indices                           # and, in budget, every step
+    assert data["verdict"]["headline"] == "Checks were not run for this page."
 
 
 def test_user_text_is_escaped():
@@ -39,12 +47,17 @@ def test_user_text_is_escaped():
     net.register_parameter("<script>alert(1)</script>", nn.Parameter(torch.ones(1)))
     with gradtrace.trace() as t:
         (net(torch.randn(3, 2)).sum() * getattr(net, "<script>alert(1)</script>")).backward()
-    page = report_html(t.result, check_result={
-        "checks": [], "findings": [{"kind": "x", "message": "<img src=x onerror=alert(2)>",
-                                    "step": 0, "param": "<b>w</b>", "op": None, "source": None}]})
+    from gradtrace.analysis.check import CheckReport
+    from gradtrace.analysis.diagnostics import Finding
+
+    found = Finding("non_finite", 0, "<b>w</b>", None, "</script><script>alert(3)</script>",
+                    "<img src=x onerror=alert(2)>")
+    page = report_html(t.result, check_result=CheckReport(checks=[], findings=[found]))
     _no_network(page)
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(2)&gt;" in page
-    assert "<b>w</b>" not in page
+    assert "<b>w</b>" not in page and "alert(3)</script>" not in page
+    assert page.count("<script") == 2  # the data and the code, nothing the trace wrote
+    assert _data(page)["verdict"]["items"][0]["message"] == "<img src=x onerror=alert(2)>"
 
 
 @pytest.mark.slow  # `gradtrace run` and `report` in forked children

@@ -38,6 +38,7 @@ import torch
 
 from ..config import parse_step_range
 from ..errors import EXIT_CHECK_FAILED, EXIT_OK, UsageError
+from ..tracefile import conveniences
 from ..tracefile.model import Step
 from .diagnostics import FINDING_KINDS, Diagnostics, Finding, OptimumTrack
 from .linear import SOFTMAX_CE, SQUARED_ERROR, LinearFit, fit_of
@@ -187,6 +188,13 @@ class CheckReport:
 
     def to_json(self, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(), indent=indent)
+
+    def __repr__(self) -> str:
+        return f"<gradtrace.CheckReport: {self.verdict()}>"
+
+    def _repr_html_(self) -> str | None:
+        """Jupyter: the verdict in plain words, the checks by parameter, the findings."""
+        return conveniences.html(self)
 
     def exit_code(self, strict: bool = False) -> int:
         """3 when a check failed (under ``strict`` also when there is a finding), else 0."""

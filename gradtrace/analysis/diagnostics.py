@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..tracefile import conveniences
 from ..tracefile.model import Backward, Event, Op, Source, Step
 from .linear import SQUARED_ERROR, LinearFit, NotApplicableError, pool
 
@@ -74,6 +75,13 @@ class Finding:
         if self.source:
             where += f", {self.source}"
         return f"{self.kind} ({where}): {self.message}"
+
+    def __repr__(self) -> str:
+        text = str(self)
+        return f"<gradtrace.Finding {text if len(text) <= 160 else text[:159] + '…'}>"
+
+    def _repr_html_(self) -> str | None:
+        return conveniences.html(self)
 
 
 @dataclass

@@ -38,6 +38,7 @@ def _register():
     cli.add_command(check)
     cli.add_command(__import__("gradtrace.cli.graph", fromlist=["graph"]).graph)
     cli.add_command(__import__("gradtrace.cli.animate", fromlist=["animate"]).animate)
+    cli.add_command(__import__("gradtrace.cli.serve", fromlist=["serve"]).serve)
     # Further commands register here, one line each.
 
 

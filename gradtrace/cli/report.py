@@ -19,8 +19,10 @@ from .common import info, load_trace, progress_bar, trace_argument
 @click.option("--animations/--no-animations", default=True, show_default=True,
               help="Include both animations (rendered if they are not next to the trace yet).")
 def report(trace_path, output, animations):
-    """Write one self-contained HTML page: summary, checks and findings, graphs of the first
-    and last step, both animations, the loss curve and the zero/accumulate/update timeline."""
+    """Write the explorer: one self-contained HTML page (works offline) with the verdict, a
+    step scrubber over every step, the loss curve and zero/accumulate/update timeline, each
+    step's graph with an inspector, backward in autograd's order, the script line by line,
+    the findings and checks, and both animations."""
     trace = load_trace(trace_path)
     out = Path(output) if output else outputs_of(trace.path).report
     path = build_report(trace, out, animations=animations, progress=progress_bar("report animations"),

@@ -81,7 +81,7 @@ def _module_ends_options(args: list[str], params) -> list[str]:
               help="Bytes of trace for the steps recorded in full (e.g. 200MB, 2GB): the first "
                    "steps, then steps spaced ever wider, and the steps after something happens.")
 @click.option("--report/--no-report", "write_report", default=True, show_default=True,
-              help="Write report.html (summary, checks, graphs, animations) next to the trace "
+              help="Write report.html (the explorer: checks, every step's graph, animations) next to the trace "
                    "(NAME.report.html for a trace NAME.gtrace).")
 @click.option("--animate/--no-animate", default=False, show_default=True,
               help="Also write backprop.gif and training.gif next to the trace "
@@ -269,9 +269,9 @@ def _run(ctx, config: Config, outputs, script, module, args, write_report, *,
         from ..render.report import build_report
 
         try:
-            # what the steps above made is reused, not made again: the check, step 0's graph
+            # what the steps above made is reused, not made again: the check, the animations
             path = build_report(trace, outputs.report, outputs=outputs, render_missing=False, warn=info,
-                                check_result=made.get("check"), step_graphs=made.get("graphs"),
+                                check_result=made.get("check"),
                                 missing_animations=made.get("animations_missing"))
             info(f"report: {shown_path(path)}")  # last: the page to open
         except GradtraceError as e:

@@ -217,10 +217,19 @@ class GraphPicture:
             return None
 
     def _repr_mimebundle_(self, include=None, exclude=None):
+        """Jupyter: the SVG, shrunk to the cell's width, and a PNG for where SVG is not shown
+        (an untrusted notebook, GitHub)."""
+        from .notebook import fitted_svg
+
         try:
-            return {"image/svg+xml": self.svg(), "text/plain": repr(self)}
+            bundle: dict = {"image/svg+xml": fitted_svg(self.svg()), "text/plain": repr(self)}
         except Exception as e:  # noqa: BLE001 - shown to the user instead of raising
             return {"text/plain": f"{self!r} (could not be drawn: {type(e).__name__}: {e})"}
+        try:
+            bundle["image/png"] = self.render("png")
+        except Exception:  # noqa: BLE001 - the SVG alone is still a picture
+            pass
+        return bundle
 
     def __repr__(self) -> str:
         g = self.model.graph

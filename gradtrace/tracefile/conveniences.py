@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 _IMPLEMENTATIONS: dict[str, Callable[..., Any]] = {}
 
-NAMES = ("check", "animate", "graph")
+NAMES = ("check", "animate", "graph", "explore", "html")
 
 
 def register(name: str, fn: Callable[..., Any]) -> None:
@@ -19,6 +19,15 @@ def register(name: str, fn: Callable[..., Any]) -> None:
     if name not in NAMES:
         raise ValueError(f"unknown convenience {name!r}; expected one of {', '.join(NAMES)}")
     _IMPLEMENTATIONS[name] = fn
+
+
+def html(obj: Any) -> str | None:
+    """``obj._repr_html_()`` for Jupyter: the registered HTML, or None (never an exception:
+    Jupyter then shows the plain repr)."""
+    try:
+        return call("html", obj)
+    except Exception:  # noqa: BLE001 - a repr must not raise
+        return None
 
 
 def call(name: str, *args: Any, **kwargs: Any) -> Any:

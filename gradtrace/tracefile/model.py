@@ -537,3 +537,12 @@ class Step:
     def graph(self, view: str = "both", **options):
         """The computation graph of this step, ready to render or show in Jupyter."""
         return conveniences.call("graph", self, view=view, **options)
+
+    def __repr__(self) -> str:
+        bw = f"backward {len(self.backward.nodes)} nodes" if self.backward is not None else "no backward"
+        loss = f", loss {self.loss:.6g}" if self.loss is not None else ""
+        return f"<gradtrace.Step {self.index}: {len(self.ops)} ops, {bw}, {len(self.events)} events{loss}>"
+
+    def _repr_html_(self) -> str | None:
+        """Jupyter: the step's ops, backward pass and events in order, and its graph (a PNG)."""
+        return conveniences.html(self)

@@ -190,6 +190,15 @@ class Trace:
         """An animation of this trace that saves to gif/mp4/html and shows in Jupyter."""
         return conveniences.call("animate", self, kind=kind, **options)
 
+    def explore(self, **options):
+        """The explorer of this trace: shown inline in Jupyter, or ``.save("explorer.html")``
+        (options: ``budget`` in bytes of per-step data, ``check=False`` to skip the checks)."""
+        return conveniences.call("explore", self, **options)
+
+    def _repr_html_(self) -> str | None:
+        """Jupyter: what ran, how it ended, and its steps at a glance."""
+        return conveniences.html(self)
+
     def close(self) -> None:
         self._conn.close()
 

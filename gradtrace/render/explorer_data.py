@@ -1,0 +1,434 @@
+"""The explorer's data: plain JSON-ready dicts built from a trace (and its check report).
+
+The page holds every step's scalars (loss and the zero / accumulate / update counts) and,
+up to a size budget, the full data of some steps: the steps that findings and failed checks
+point at, then an even sample of the rest (:func:`gradtrace.analysis.sampling.subsample`),
+the first and last kept. `gradtrace serve` sends any other step on demand, built by the same
+:func:`step_data`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Callable
+
+from ..analysis.graph import build_graph
+from ..analysis.sampling import subsample
+from ..errors import GradtraceError, TraceFileError
+from ..formatting import number as fmt_number
+from ..formatting import shape as fmt_shape
+from ..version import __version__
+from .explorer_graph import Geometry, geometry, shape_key
+from .graph_labels import node_label
+from .graph_options import LEGEND, GraphOptions
+
+__all__ = ["scalars", "page_data", "step_data", "Shapes", "DEFAULT_BUDGET", "FULL_VALUES",
+           "plain_verdict", "script_lines", "FINDING_TITLES"]
+
+#: Bytes of per-step data (graph values, inspector values, source notes) a page holds.
+DEFAULT_BUDGET = 8 << 20
+#: A tensor is kept in full for the inspector up to this many elements (else statistics).
+FULL_VALUES = 4096
+#: The options of the explorer's graph: the light theme (the page scales it to the window).
+OPTIONS = GraphOptions(view="both", theme="light", legend=False, title=False)
+
+_COUNTS = ("ops", "backward_nodes", "accumulate_fresh", "accumulate_added", "accumulate_on_top",
+           "zeroings", "updates", "grad_writes")
+
+
+def scalars(trace) -> list[dict[str, Any]]:
+    """Every step's scalars, in step order: ``index``, ``loss``, ``held`` (the step's full
+    data is recorded), ``backward`` and the counts of :data:`_COUNTS`.
+
+    The one place the explorer asks for them: a trace with a per-step scalars table (long
+    runs whose full data was kept for some steps only) is read here."""
+    reader = getattr(trace, "scalars", None)
+    rows = reader() if callable(reader) else trace.step_rows()
+    out = []
+    for r in rows:
+        loss = r.get("loss")
+        out.append({"index": r["index"], "loss": _num(loss),
+                    "loss_text": None if loss is None else fmt_number(loss),
+                    "backward": bool(r.get("has_backward", r.get("backward", False))),
+                    "recorded": bool(r.get("recorded", True)),
+                    **{k: int(r.get(k) or 0) for k in _COUNTS}})
+    return out
+
+
+def _num(x: Any) -> Any:
+    """A number for JSON: floats as they are (shortest round-trip text), nan / inf as strings."""
+    if x is None or isinstance(x, (bool, int)):
+        return x
+    x = float(x)
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return x
+
+
+def _stats(st) -> dict[str, Any]:
+    return {"numel": st.numel, "norm": _num(st.norm), "mean": _num(st.mean), "min": _num(st.min),
+            "max": _num(st.max), "nonfinite": st.nonfinite}
+
+
+def value_json(v) -> dict[str, Any] | None:
+    """A recorded value for the inspector: its shape, dtype and every element when it was kept
+    and has at most :data:`FULL_VALUES` of them, else its statistics."""
+    if v is None:
+        return None
+    out: dict[str, Any] = {"shape": list(v.shape), "dtype": v.dtype}
+    data = v.array  # numpy, read from the file's bytes (no torch in render)
+    if data is not None and v.numel <= FULL_VALUES and data.dtype.kind != "c":
+        out["values"] = [_num(x) for x in data.reshape(-1).tolist()]
+    else:
+        out["stats"] = _stats(v.stats)
+        out["why"] = ("only statistics were recorded" if data is None else
+                      f"{v.numel} elements: the page keeps up to {FULL_VALUES} of a tensor")
+    return out
+
+
+def _cell_json(cell) -> dict[str, Any]:
+    return {"caption": cell.caption, "rows": [list(r) for r in cell.rows], "matrix": cell.matrix,
+            "kind": cell.kind, "alert": cell.alert}
+
+
+def _source_key(src) -> str | None:
+    return None if src is None else f"{src.file}:{src.line}"
+
+
+class Shapes:
+    """The distinct graph shapes met so far, each laid out once: key -> id, id -> geometry.
+
+    A shape is laid out when its geometry is first asked for, with each node's label as wide
+    as the widest that node had in the steps met until then (so the numbers of every step
+    held fit their boxes)."""
+
+    def __init__(self, warn: Callable[[str], None] | None = None):
+        self.ids: dict[Any, int] = {}
+        self.models: dict[int, Any] = {}
+        self.widest: dict[int, dict[int, tuple[int, Any, Any]]] = {}
+        self._geometry: dict[int, Geometry] = {}
+        self.warn = warn or (lambda message: None)
+
+    def id_of(self, model) -> int:
+        key = shape_key(model)
+        if key not in self.ids:
+            sid = len(self.ids)
+            self.ids[key] = sid
+            self.models[sid] = model
+            self.widest[sid] = {}
+        return self.ids[key]
+
+    def widen(self, sid: int, node: int, width: int, data, grad) -> None:
+        """Node ``node`` of shape ``sid`` says ``width`` characters with these values."""
+        if sid in self._geometry:
+            return  # laid out already: the page has it
+        best = self.widest[sid].get(node)
+        if best is None or width > best[0]:
+            self.widest[sid][node] = (width, data, grad)
+
+    def geometry(self, sid: int) -> Geometry:
+        if sid not in self._geometry:
+            import dataclasses
+
+            model = self.models[sid]
+            graph = model.graph.copy()
+            for n, (_, data, grad) in self.widest[sid].items():
+                graph.nodes[n]["data"], graph.nodes[n]["grad"] = data, grad
+            self._geometry[sid] = geometry(dataclasses.replace(model, graph=graph), OPTIONS, warn=self.warn)
+            self.widest[sid] = {}  # the values are not needed any more
+        return self._geometry[sid]
+
+    @property
+    def laid_out(self) -> list[int]:
+        return sorted(self.ids.values())
+
+
+def _width(cells) -> int:
+    """How many characters wide a node's value cells are (side by side, as drawn)."""
+    total = 0
+    for c in cells:
+        if c.matrix:
+            total += max((sum(len(x) + 2 for x in row) for row in c.rows), default=0)
+        else:
+            total = max(total, len(c.caption) + 1 + max((len(" ".join(r)) for r in c.rows), default=0))
+    return total
+
+
+def step_data(step, shapes: Shapes) -> dict[str, Any]:
+    """Everything the page shows of one step: the graph's shape id and each node's label cells
+    and full values, the backward pass in execution order, and what each source line did."""
+    out: dict[str, Any] = {"index": step.index, "loss": _num(step.loss), "shape": None,
+                           "nodes": {}, "order": [], "lines": {}, "note": ""}
+    lines: dict[str, list[str]] = {}
+
+    def note(src, text: str) -> None:
+        key = _source_key(src)
+        if key is not None:
+            items = lines.setdefault(key, [])
+            if text not in items:
+                items.append(text)
+
+    for op in step.ops:
+        if op.parent is None:
+            note(op.source, op.name)
+    if step.backward is not None:
+        note(step.backward.source, f"backward ({len(step.backward.nodes)} grad_fn nodes)")
+    how = {"fresh": "set (it was None)", "zeros": "added onto zeros",
+           "added": "added on top of the old gradient (!)"}
+    for kind, label in (("zero", "zeroed"), ("accumulate", ".grad"), ("update", "updated"),
+                        ("grad_write", ".grad changed")):
+        by_line: dict[str, list] = {}
+        for e in step.events:
+            key = _source_key(e.source)
+            if e.kind == kind and key is not None:
+                by_line.setdefault(key, []).append(e)
+        for key, group in by_line.items():
+            if kind == "accumulate":
+                for acc in dict.fromkeys(e.accumulation or "fresh" for e in group):
+                    names = ", ".join(dict.fromkeys(step.name(e.tensor) for e in group
+                                                    if (e.accumulation or "fresh") == acc))
+                    lines.setdefault(key, []).append(f"{names}: .grad {how.get(acc, acc)}")
+            else:
+                names = ", ".join(dict.fromkeys(step.name(e.tensor) for e in group))
+                lines.setdefault(key, []).append(f"{names} {label}")
+    out["lines"] = lines
+    model = None
+    try:
+        view = "both" if step.backward is not None else "forward"
+        model = build_graph(step, view, budget=OPTIONS.budget)
+    except TraceFileError:
+        raise
+    except GradtraceError as e:
+        out["note"] = f"no graph for this step ({e})"
+    if model is None or len(model) == 0:
+        if model is not None:
+            out["note"] = "no graph for this step (no recorded op built one)"
+        return out
+    out["shape"] = shapes.id_of(model)
+    nodes = out["nodes"]
+    by_op: dict[int, int] = {}
+    by_node: dict[int, int] = {}
+    loss_node = None
+    for n, a in model.graph.nodes(data=True):
+        shown = node_label(a, OPTIONS, model.view)
+        shapes.widen(out["shape"], n, _width(shown.cells), a["data"], a["grad"])
+        ref = a["ref"]
+        grad_fn = None
+        if ref[0] == "op":
+            by_op[ref[1]] = n
+            try:
+                grad_fn = step.op(ref[1]).grad_fn
+            except GradtraceError:
+                grad_fn = None
+        elif ref[0] == "node":
+            by_node[ref[1]] = n
+        elif ref[0] == "loss":
+            loss_node = n
+        src = a["source"]
+        nodes[str(n)] = {
+            "cells": [_cell_json(c) for c in shown.cells],
+            "data": value_json(a["data"]), "grad": value_json(a["grad"]),
+            "grad_fn": grad_fn, "source": _source_key(src),
+            "code": src.code.strip() if src is not None and src.code else "",
+            "kind_name": LEGEND.get(a["kind"], a["kind"]), "note": a["note"],
+            "options": a.get("options") or "",
+        }
+    if step.backward is not None:
+        bw = step.backward
+        for pos, g in enumerate(bw.execution_order):
+            where = by_node.get(g.nid)
+            if where is None and g.op is not None:
+                where = by_op.get(g.op)
+            if where is None and g.nid == 0:
+                where = loss_node
+            gin = g.grad_outputs[0] if g.grad_outputs else None
+            passed = sum(1 for x in g.next if x is not None)
+            if g.variable is not None:
+                what = f"adds the gradient into {step.name(g.variable)}.grad"
+            elif passed:
+                what = f"passes gradients on to {passed} node{'s' if passed != 1 else ''}"
+            else:
+                what = "passes no gradient on"
+            head = f"{g.name}" + (f" (backward of {model.graph.nodes[where]['title']})"
+                                   if where is not None and g.variable is None else "")
+            grad_in = "" if gin is None else f"; gradient in {fmt_shape(gin.shape)}, norm {fmt_number(gin.stats.norm)}"
+            out["order"].append({"node": where, "name": g.name, "text": f"{head}: {what}{grad_in}"})
+    return out
+
+
+def plain_verdict(report) -> dict[str, Any]:
+    """A verdict in plain words: a headline, its mood (ok / warn / bad) and one line each for
+    the findings and failed checks, each with the step, parameter, op and line it points at."""
+    items: list[dict[str, Any]] = []
+    if report is None:
+        return {"mood": "na", "headline": "Checks were not run for this page.", "items": [],
+                "detail": ""}
+    failed = list(report.failed)
+    seen_fail: set[tuple] = set()
+    for c in failed:
+        key = (c.kind, c.param)
+        if key in seen_fail:
+            continue
+        seen_fail.add(key)
+        n = sum(1 for d in failed if (d.kind, d.param) == key)
+        items.append({"kind": "failed check", "mood": "bad", "step": c.step, "param": c.param,
+                      "op": None, "source": None,
+                      "title": f"The gradient of {c.param or 'a parameter'} is wrong"
+                               + (f" ({n} steps)" if n > 1 else ""),
+                      "message": f"{c.kind} check, step {c.step}: {c.detail}"})
+    serious = {"forgot_zero_grad", "non_finite", "lr_unstable"}
+    for f in report.findings:
+        items.append({"kind": f.kind, "mood": "bad" if f.kind in serious else "warn",
+                      "step": f.step, "param": f.param, "op": f.op, "source": f.source,
+                      "title": FINDING_TITLES.get(f.kind, f.kind.replace("_", " ")),
+                      "message": f.message})
+    checked = [c for c in report.checks if c.status != "not_applicable"]
+    if failed:
+        first = failed[0]
+        headline = (f"The gradients are wrong: {first.param or 'a parameter'} at step {first.step} "
+                    "does not match the loss it came from.")
+        mood = "bad"
+    elif not checked:
+        headline = "No gradient check applies to this run; the training itself is described below."
+        mood = "warn" if report.findings else "na"
+    else:
+        headline = f"The gradients are right: {len(checked)} checks agree with what autograd computed."
+        mood = "ok"
+    if report.findings:
+        bad = [i for i in items if i["mood"] == "bad" and i["kind"] != "failed check"]
+        n = len(report.findings)
+        headline += (f" But training went wrong: {bad[0]['title'].lower()}." if bad else
+                     f" {n} thing{'s' if n != 1 else ''} worth a look.")
+        if bad:
+            mood = "bad"
+        elif mood == "ok":
+            mood = "warn"
+    return {"mood": mood, "headline": headline, "items": items, "detail": report.verdict()}
+
+
+FINDING_TITLES = {
+    "forgot_zero_grad": "Gradients pile up: .grad is never zeroed",
+    "non_finite": "The numbers overflowed (nan / inf)",
+    "lr_unstable": "The learning rate is too large: the loss diverges",
+    "ill_conditioned": "The features are on different scales",
+    "no_grad_received": "A parameter gets no gradient",
+}
+
+
+def script_lines(trace, max_bytes: int = 2 << 20) -> dict[str, Any]:
+    """The source lines to show, by file: the recorded lines (their text is in the trace), and
+    the whole file when it is still on disk and still says exactly what was recorded (so a
+    trace from elsewhere never makes the page show a file of this machine's it did not name
+    with its content)."""
+    by_file: dict[str, dict[int, str]] = {}
+    for src in trace.sources.values():
+        by_file.setdefault(src.file, {})[src.line] = src.code
+    files = []
+    for path in sorted(by_file, key=lambda p: (p != trace.info.script and not str(p).endswith(
+            str(trace.info.script or "\0")), p)):
+        recorded = by_file[path]
+        full = _matching_file(path, recorded, max_bytes)
+        if full is not None:
+            shown = {i + 1: text for i, text in enumerate(full)}
+        else:
+            shown = {n: code for n, code in recorded.items()}
+        files.append({"file": path, "name": os.path.basename(path.replace("\\", "/")),
+                      "complete": full is not None,
+                      "lines": [[n, shown[n]] for n in sorted(shown)]})
+    return {"files": files}
+
+
+def _matching_file(path: str, recorded: dict[int, str], max_bytes: int) -> list[str] | None:
+    if not path.endswith(".py"):
+        return None
+    try:
+        if os.path.getsize(path) > max_bytes:
+            return None
+        with open(path, encoding="utf-8") as f:
+            text = f.read().splitlines()
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    for n, code in recorded.items():
+        if code and (n > len(text) or text[n - 1].strip() != code.strip()):
+            return None
+    return text
+
+
+def _pick(candidates: list[int], must: list[int], sizes: Callable[[int], int], budget: int) -> list[int]:
+    """The steps to hold: those in ``must`` first, then an even sample of ``candidates`` that
+    fits the byte ``budget`` (estimated from the steps measured so far)."""
+    chosen: list[int] = []
+    used = 0
+    for i in must:
+        if i in candidates and i not in chosen:
+            size = sizes(i)
+            if used + size <= budget or not chosen:
+                chosen.append(i)
+                used += size
+    rest = [i for i in candidates if i not in chosen]
+    if not rest:
+        return sorted(chosen)
+    probe = subsample(len(rest), 3)
+    mean = max(1, sum(sizes(rest[j]) for j in probe) // len(probe))
+    room = max(0, budget - used) // mean
+    for j in subsample(len(rest), int(room)) if room else []:
+        i = rest[j]
+        size = sizes(i)
+        if used + size > budget:
+            break
+        chosen.append(i)
+        used += size
+    return sorted(chosen)
+
+
+def page_data(trace, report=None, *, budget: int = DEFAULT_BUDGET, mode: str = "file",
+              warn: Callable[[str], None] | None = None, shapes: Shapes | None = None) -> dict[str, Any]:
+    """The page's data. ``mode`` is ``file`` (a self-contained page) or ``serve`` (steps
+    beyond those held are fetched from `gradtrace serve`)."""
+    warn = warn or (lambda message: None)
+    info = trace.info
+    rows = scalars(trace)
+    shapes = shapes if shapes is not None else Shapes(warn)
+    recorded = [r["index"] for r in rows if r["recorded"]]
+    must: list[int] = []
+    verdict = plain_verdict(report)
+    for item in verdict["items"]:
+        if item["step"] is not None:
+            must.append(item["step"])
+    if recorded:
+        must = [recorded[0]] + must + [recorded[-1]]
+    cache: dict[int, tuple[dict, int]] = {}
+
+    def build(i: int) -> tuple[dict, int]:
+        if i not in cache:
+            d = step_data(trace.step(i), shapes)
+            cache[i] = (d, len(json.dumps(d, separators=(",", ":"))))
+        return cache[i]
+
+    held = _pick(recorded, must, lambda i: build(i)[1], budget)
+    steps = {str(i): build(i)[0] for i in held}
+    n_rec = len(recorded)
+    if mode == "serve":
+        why = (f"Served by `gradtrace serve`: every one of the {n_rec} recorded steps is fetched "
+               "when you go to it.")
+    elif len(held) == n_rec:
+        why = f"This page holds every recorded step ({n_rec})."
+    else:
+        why = (f"This page holds the full values of {len(held)} of {n_rec} recorded steps (the "
+               f"steps findings point at, then evenly spaced ones, within "
+               f"{budget / (1 << 20):.0f} MB); every step's loss and counts are here. "
+               f"`gradtrace serve {os.path.basename(trace.path)}` shows any step.")
+    return {
+        "version": __version__, "mode": mode,
+        "run": {"script": info.script, "status": info.status, "exit_code": info.exit_code,
+                "error": info.error, "steps_seen": info.steps_seen, "torch": info.torch_version,
+                "created": info.created, "trace": os.path.basename(trace.path)},
+        "verdict": verdict, "scalars": rows, "held": held, "held_note": why, "steps": steps,
+        "shapes": {str(k): shapes.geometry(k).to_json() for k in shapes.laid_out},
+        "source": script_lines(trace),
+        "legend": {k: LEGEND[k] for k in LEGEND},
+    }
