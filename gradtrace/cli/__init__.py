@@ -62,7 +62,7 @@ def cli(ctx, quiet, verbose):
 
 def _note_verbosity(ctx: click.Context, param: click.Parameter, value) -> None:
     """A command's own --quiet / --verbose: it beats the settings and the group's flags."""
-    if value and ctx.get_parameter_source(param.name or "") is click.core.ParameterSource.COMMANDLINE:
+    if value:  # only the command line sets it: its setting is the group's, at the top level
         ctx.find_root().meta.setdefault(VERBOSITY, []).append((4, param.name))
 
 

@@ -76,7 +76,8 @@ def _setting_value(dotted: str):
 
 def level() -> str:
     """``quiet``, ``normal`` or ``verbose``: the --quiet / --verbose (or their settings)
-    of the highest rank; both at the same rank is a usage error."""
+    of the highest rank; on the command line the last one given; both set by the file,
+    or both by the environment, is a usage error."""
     ctx = click.get_current_context(silent=True)
     if ctx is None:
         return "normal"
@@ -88,10 +89,12 @@ def level() -> str:
     if notes:
         top = max(rank for rank, _ in notes)
         names = {name for rank, name in notes if rank == top}
+        if top >= 3:  # on the command line the last of them wins
+            names = {[name for rank, name in notes if rank == top][-1]}
         if len(names) > 1:
             where = {1: "in the settings file", 2: "in the environment (GRADTRACE_QUIET and "
-                     "GRADTRACE_VERBOSE)"}.get(top, "on the command line")
-            raise UsageError(f"--quiet and --verbose both given {where}; choose one")
+                     "GRADTRACE_VERBOSE)"}[top]
+            raise UsageError(f"quiet and verbose both set {where}; choose one")
         result = names.pop()
     root.meta[_LEVEL] = result
     return result

@@ -123,7 +123,7 @@ def _reader(param: click.Option):
                 return click.BOOL.convert(value, param, None)
             return kind.convert(value, param, None)
         except click.BadParameter as e:
-            raise UsageError(e.format_message()) from None
+            raise UsageError(e.message) from None
 
     def read(value: Any, from_text: bool) -> Any:
         if param.multiple or (param.nargs != 1 and param.nargs != 0):
