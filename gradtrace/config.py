@@ -428,8 +428,10 @@ class Config:
     def __post_init__(self):
         if self.values not in ("full", "stats"):
             raise UsageError(f"values must be 'full' or 'stats', not {self.values!r}")
-        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
-            raise UsageError(f"--every must be a whole number, 1 or more, not {self.every!r}")
+        if isinstance(self.every, bool) or not isinstance(self.every, int):
+            raise UsageError(f"--every must be a whole number, not {self.every!r}")
+        if self.every < 1:
+            raise UsageError(f"--every must be 1 or more, not {self.every}")
         if self.max_nodes_per_backward < 1:
             raise UsageError("max_nodes_per_backward must be 1 or more")
         if self.max_value_numel < 0:
