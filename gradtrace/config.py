@@ -409,6 +409,10 @@ class Config:
                     continue
                 try:  # each value on its own, so that an error names where it was set
                     Config(**{**{g.name: g.default for g in fields(Config)}, f.name: setting.value})
+                except TypeError:  # text where the field's check compares numbers
+                    raise ConfigError(setting.where, setting.option.dotted if setting.source == "env"
+                                      else f"{setting.option.table} {setting.option.key}",
+                                      f"{setting.value!r}: not a number") from None
                 except UsageError as e:
                     raise ConfigError(setting.where, setting.option.dotted if setting.source == "env"
                                       else f"{setting.option.table} {setting.option.key}", str(e)) from None
@@ -490,11 +494,25 @@ def _config_reader(f: dataclasses.Field) -> Callable[[Any, bool], Any]:
     default = f.default
     if isinstance(default, bool):
         return read_bool
-    if isinstance(default, int):
-        return read_int
-    if isinstance(default, float):
-        return read_float
+    if isinstance(default, (int, float)):
+        return _read_number_or_text
     return read_str
+
+
+def _read_number_or_text(value: Any, from_text: bool) -> Any:
+    """A number field: a number, or text that the field's own check reads (``"64MB"``)."""
+    if isinstance(value, bool):
+        raise ValueError("not a number; write it without quotes (e.g. 10)")
+    if isinstance(value, (int, float)):
+        return value
+    text = read_str(value, True).strip()
+    try:
+        return int(text, 10)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text  # Config's own check says whether the field takes it
 
 
 def config_options() -> list[Option]:

@@ -144,3 +144,14 @@ def test_the_nearest_pyproject_with_a_gradtrace_table(tmp_path, monkeypatch):
 
 def test_config_error_is_a_usage_error():
     assert issubclass(ConfigError, UsageError) and ConfigError("f", "k", "bad").exit_code == 2
+
+
+def test_a_number_field_takes_what_its_own_check_takes(project, monkeypatch):
+    monkeypatch.setenv("GRADTRACE_RUN_MAX_NUMEL", "lots")
+    with pytest.raises(ConfigError, match=r"^GRADTRACE_RUN_MAX_NUMEL: run.max-numel: 'lots': not a number$"):
+        Config()
+    monkeypatch.setenv("GRADTRACE_RUN_MAX_NUMEL", "12")
+    monkeypatch.setenv("GRADTRACE_RUN_EVERY", "every other")
+    with pytest.raises(ConfigError, match=r"^GRADTRACE_RUN_EVERY: run.every: --every must be a whole number"):
+        Config()
+    assert Config(every=1).max_value_numel == 12
