@@ -7,7 +7,7 @@ Runs ``gradtrace run SCRIPT`` in this process (``gradtrace.cli.main``, the trace
 temporary folder) with counting wrappers around:
   check_trace     gradtrace.analysis.check.check_trace (the whole gradient check)
   recognize       gradtrace.analysis.linear.recognize (the linear model found in one step)
-  read_step       gradtrace.tracefile.store.Trace._read_step (one step parsed from the file)
+  read_step       gradtrace.tracefile.reader.Trace._read_step (one step parsed from the file)
   graph_of_step   gradtrace.render.graph.graph_of_step (one step's graph built)
   node_label      gradtrace.render.graph.node_label (one node's label made)
 and prints each count with the run's wall time (read_step and graph_of_step also say the
@@ -37,7 +37,7 @@ if str(ROOT) not in sys.path:
 COUNTED: dict[str, tuple[str, str, str | None]] = {
     "check_trace": ("gradtrace.analysis.check", "check_trace", None),
     "recognize": ("gradtrace.analysis.linear", "recognize", None),
-    "read_step": ("gradtrace.tracefile.store", "_read_step", "Trace"),
+    "read_step": ("gradtrace.tracefile.reader", "_read_step", "Trace"),
     "graph_of_step": ("gradtrace.render.graph", "graph_of_step", None),
     "node_label": ("gradtrace.render.graph", "node_label", None),
 }

@@ -16,7 +16,7 @@ __all__ = [
 #: not import torch: name -> the module that defines it.
 _LAZY = {
     "trace": ".record.session",
-    "load": ".tracefile.ranks", "Trace": ".tracefile.store", "RankedRun": ".tracefile.ranks",
+    "load": ".tracefile.ranks", "Trace": ".tracefile.reader", "RankedRun": ".tracefile.ranks",
     **{name: ".tracefile.model" for name in (
         "Backward", "Event", "GradNode", "Op", "RunInfo", "Source", "Stats", "Step",
         "TensorInfo", "Value")},

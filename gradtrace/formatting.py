@@ -2,7 +2,7 @@
 
 Every label, message and report cell goes through these functions, so a number reads the
 same in graph.svg, an animation frame, the report and a check message. Plain Python only
-(no torch, no numpy): values are duck-typed (``.data``, ``.numel``, ``.stats``, ``.shape``).
+(no torch, no numpy): values are duck-typed (``.array``, ``.numel``, ``.stats``, ``.shape``).
 """
 
 from __future__ import annotations
@@ -76,9 +76,12 @@ def shape_times(s: Any) -> str:
 
 
 def fraction(c: float) -> str:
-    """A constant as a lecture writes it: ``1/2``, ``1/10``, ``-1/6``, ``2``, else 6 digits."""
+    """A constant as a lecture writes it: ``1/2``, ``1/10``, ``-1/6``, ``2``, else 6 digits
+    (``inf``, ``nan`` as Python writes them)."""
     if c == 0:
         return "0"
+    if not math.isfinite(c):
+        return str(c)
     inv = 1 / c
     if abs(inv - round(inv)) < 1e-9 * abs(inv) and abs(round(inv)) != 1:
         return f"1/{round(inv)}" if inv > 0 else f"-1/{round(-inv)}"
@@ -98,10 +101,11 @@ def value(v: Any, *, max_items: int = 3) -> str:
     mean (or the range, when the mean is 0 but the values are not)."""
     if v is None:
         return "None"
-    if v.data is not None and v.numel > max_items and v.numel and bool((v.data == 0).all()):
+    a = v.array
+    if a is not None and v.numel > max_items and v.numel and bool((a == 0).all()):
         return "zeros"
-    if v.data is not None and v.numel <= max_items:
-        flat = [float(x) for x in v.data.reshape(-1).tolist()]
+    if a is not None and v.numel <= max_items:
+        flat = [float(x) for x in a.reshape(-1).tolist()]
         if len(flat) == 1:
             return slide_number(flat[0])
         return "[" + ", ".join(slide_number(x) for x in flat) + "]"
@@ -118,8 +122,8 @@ def short_value(v: Any) -> str:
     """A value for a small box or an edge: 3 significant digits, ``μ`` before a mean."""
     if v is None:
         return "None"
-    if v.data is not None and v.numel == 1:
-        return short_number(float(v.data.reshape(-1)[0]))
+    if v.array is not None and v.numel == 1:
+        return short_number(float(v.array.reshape(-1)[0]))
     return "μ " + short_number(shown_mean(v.stats))
 
 

@@ -116,7 +116,13 @@ def python_cmd(script, *args: str, cwd=None, timeout=300, env=None, **kw) -> sub
     return runner.python(script, *args, cwd=cwd, env=_env(env), timeout=timeout, **kw)
 
 
-def fresh_gradtrace_cmd(*args: str, cwd=None, timeout=300, **kw) -> subprocess.CompletedProcess:
+def fresh_gradtrace_cmd(*args: str, cwd=None, timeout=300, env=None, **kw) -> subprocess.CompletedProcess:
     """`gradtrace ARGS` in a real new interpreter (python -m gradtrace, so PATH does not matter)."""
-    return subprocess.run([sys.executable, "-m", "gradtrace", *args], cwd=cwd, env=_env(),
+    return subprocess.run([sys.executable, "-m", "gradtrace", *args], cwd=cwd, env=_env(env),
                           capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def imported_modules(stderr: str) -> set[str]:
+    """The modules a run with ``PYTHONPROFILEIMPORTTIME=1`` (``-X importtime``) imported."""
+    return {line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines()
+            if line.startswith("import time:")}

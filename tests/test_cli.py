@@ -58,11 +58,14 @@ def test_help_version_and_summary_import_neither_torch_nor_matplotlib(small_trac
 def test_import_gradtrace_is_cheap_and_its_names_still_there(small_trace):
     code = ("import sys, gradtrace; assert 'torch' not in sys.modules; "
             f"t = gradtrace.load({str(small_trace)!r}); print(len(t.steps), 'torch' in sys.modules); "
+            "v = t.steps[0].backward.root_value; print(v.item(), v.array.dtype, 'torch' in sys.modules); "
+            "print(v.data.dtype, 'torch' in sys.modules); "
             "print(gradtrace.trace.__name__, gradtrace.Step.__name__, gradtrace.Trace.__name__)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    # Reading a step builds its tensors: that is where torch comes in.
-    assert r.stdout.split("\n")[:2] == ["3 False", "trace Step Trace"]
+    # Reading steps and their values as numpy needs no torch; a value's tensor brings it in.
+    assert r.stdout.split("\n")[:4] == ["3 False", "8.0 float32 False", "torch.float32 True",
+                                         "trace Step Trace"]
     assert set(gradtrace.__all__) <= set(dir(gradtrace))
     with pytest.raises(AttributeError):
         gradtrace.no_such_name  # noqa: B018

@@ -3,6 +3,7 @@ the cheaper option checks through the same main() in this process."""
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,7 +13,7 @@ import gradtrace
 from gradtrace.cli import main
 from gradtrace.render.graph import graph_of_step
 
-from conftest import DEMOS, gradtrace_cmd
+from conftest import DEMOS, fresh_gradtrace_cmd, gradtrace_cmd, imported_modules
 
 MAGIC = {"svg": b"<?xml", "png": b"\x89PNG\r\n\x1a\n", "pdf": b"%PDF-", "dot": b"digraph gradtrace {"}
 
@@ -117,3 +118,24 @@ def test_user_errors_are_one_line(recorded, capsys, monkeypatch, args, message, 
 def test_missing_trace(tmp_path, capsys):
     code, out, err = _main(capsys, "graph", str(tmp_path / "nope.gtrace"))
     assert code == 2 and err.startswith("gradtrace: error: ") and err.count("\n") == 1
+
+
+def test_graph_and_summary_start_without_torch(recorded_demos, tmp_path):
+    """A fresh interpreter draws a step with its values (decoded by numpy) and prints the
+    summary table, and never imports torch (issue 15: they start in well under a second)."""
+    trace = str(recorded_demos.path("linreg"))
+    env = dict(os.environ, PYTHONPROFILEIMPORTTIME="1")
+    r = fresh_gradtrace_cmd("graph", trace, "--step", "2", "-o", "-", env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    imported = imported_modules(r.stderr)
+    assert "gradtrace.tracefile.arrays" in imported and "numpy" in imported
+    assert "torch" not in imported
+    dot = r.stdout
+    want = graph_of_step(gradtrace.load(trace).step(2), view="both").dot  # this process: torch here
+    assert dot == want and "grad" in dot and "loss" in dot
+    r = fresh_gradtrace_cmd("graph", trace, "-o", str(tmp_path / "g.svg"), env=env, timeout=120)
+    assert r.returncode == 0 and (tmp_path / "g.svg").read_bytes().startswith(MAGIC["svg"])
+    assert "torch" not in imported_modules(r.stderr)
+    r = fresh_gradtrace_cmd("summary", trace, env=env, timeout=120)
+    assert r.returncode == 0 and "301 steps recorded" in r.stdout
+    assert not imported_modules(r.stderr) & {"torch", "numpy", "matplotlib"}

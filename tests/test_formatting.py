@@ -19,7 +19,7 @@ class _Stats:
 
 @dataclass
 class _Value:
-    data: object
+    array: object  # what formatting reads: a Value's numpy view
     numel: int
     stats: _Stats
     shape: tuple

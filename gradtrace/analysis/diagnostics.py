@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -98,13 +99,11 @@ def _finite(v) -> bool:
     """Whether a recorded Value holds only finite numbers (cheap when the data is kept)."""
     if v is None:
         return True
-    d = v.data
+    d = v.array
     if d is not None:
-        if not d.is_floating_point() or d.numel() == 0:
+        if d.dtype.kind != "f" or d.size == 0:  # as torch's is_floating_point: not complex
             return True
-        if d.dtype in (torch.float32, torch.float64, torch.float16):
-            return bool(np.isfinite(d.numpy()).all())  # numpy: ~1 us on small arrays
-        return bool(torch.isfinite(d).all())
+        return bool(np.isfinite(d).all())  # numpy: ~1 us on small arrays
     return v.stats.nonfinite == 0
 
 
@@ -124,37 +123,35 @@ def _all_finite(step: Step) -> bool:
     for v in _step_values(step):
         if v is None:
             continue
-        if v.data is None:
+        a = v.array
+        if a is None:
             if v.stats.nonfinite:
                 return False
             continue
-        if v.data.is_floating_point():
-            if v.data.dtype not in (torch.float32, torch.float64, torch.float16):
-                if not bool(torch.isfinite(v.data).all()):
-                    return False
-                continue
-            arrays.append(v.data.numpy().reshape(-1))
+        if a.dtype.kind == "f":
+            arrays.append(a.reshape(-1))
     return not arrays or bool(np.isfinite(np.concatenate(arrays).astype(np.float64, copy=False)).all())
 
 
 def _bad(v) -> str:
-    d = v.data
-    if d is not None and d.is_floating_point():
-        nan = int(torch.isnan(d).sum())
-        inf = int(torch.isinf(d).sum())
-        if d.numel() == 1:
+    d = v.array
+    if d is not None and d.dtype.kind == "f":
+        nan = int(np.isnan(d).sum())
+        inf = int(np.isinf(d).sum())
+        if d.size == 1:
             return "nan" if nan else str(float(d.reshape(())))
         parts = ([f"{nan} nan"] if nan else []) + ([f"{inf} inf"] if inf else [])
-        return " and ".join(parts) + f" of {d.numel()} values"
+        return " and ".join(parts) + f" of {d.size} values"
     return f"{v.stats.nonfinite} non-finite of {v.numel} values"
 
 
-def effective_lr(before: torch.Tensor, after: torch.Tensor, grad: torch.Tensor) -> tuple[float, bool] | None:
-    """(lr, plain) with ``after = before - lr * grad`` read from the values, where the step
-    is large enough to measure; ``plain`` is False when elements disagree (momentum, Adam)."""
-    b = before.double().numpy().reshape(-1)
-    a = after.double().numpy().reshape(-1)
-    g = grad.double().numpy().reshape(-1)
+def effective_lr(before: Any, after: Any, grad: Any) -> tuple[float, bool] | None:
+    """(lr, plain) with ``after = before - lr * grad`` read from the values (arrays, a Value's
+    ``.array``, or CPU tensors), where the step is large enough to measure; ``plain`` is False
+    when elements disagree (momentum, Adam)."""
+    b = np.asarray(before, dtype=np.float64).reshape(-1)
+    a = np.asarray(after, dtype=np.float64).reshape(-1)
+    g = np.asarray(grad, dtype=np.float64).reshape(-1)
     if b.shape != g.shape or not (np.isfinite(b).all() and np.isfinite(a).all() and np.isfinite(g).all()):
         return None
     delta = b - a
@@ -170,16 +167,16 @@ def effective_lr(before: torch.Tensor, after: torch.Tensor, grad: torch.Tensor) 
     return lr, plain
 
 
-def gradient_multiple(before: torch.Tensor, after: torch.Tensor, grad: torch.Tensor) -> float | None:
+def gradient_multiple(before: np.ndarray, after: np.ndarray, grad: np.ndarray) -> float | None:
     """The one number ``r`` with ``after - before = r * grad`` element by element (to 2%: float32
     parameters round a small change to a few digits), or None when there is none (a zero in
-    the gradient, shapes that differ, momentum or Adam)."""
-    d = (after.double() - before.double()).reshape(-1)
-    gd = grad.double().reshape(-1)
+    the gradient, shapes that differ, momentum or Adam). Arrays: a recorded Value's ``.array``."""
+    d = (np.asarray(after, dtype=np.float64) - np.asarray(before, dtype=np.float64)).reshape(-1)
+    gd = np.asarray(grad, dtype=np.float64).reshape(-1)
     if d.shape != gd.shape or not bool((gd != 0).all()):
         return None
     r = d / gd
-    if not torch.allclose(r, r[0].expand_as(r), rtol=0.02, atol=0):
+    if not np.allclose(r, r[0], rtol=0.02, atol=0):
         return None
     return float(r[0])
 
@@ -212,7 +209,7 @@ class Diagnostics:
         self.fits: list[LinearFit] = []
         self.fit_key: tuple[object, ...] | None = None
         self.lrs: list[tuple[int, float, bool, Event]] = []
-        self.grad_now: dict[int, torch.Tensor | None] = {}
+        self.grad_now: dict[int, np.ndarray | None] = {}
         self.n_updates: dict[int, int] = {}
 
     def name(self, tid: int) -> str:
@@ -273,7 +270,7 @@ class Diagnostics:
             if e.accumulation == "added" and prev is not None:
                 self.forgot.setdefault(tid, []).append((step.index, e, prev))
             self.updated_since_acc[tid] = None
-            self.grad_now[tid] = e.after.data if e.after is not None else None
+            self.grad_now[tid] = e.after.array if e.after is not None else None
         elif e.kind == "update":
             self.updated_since_acc[tid] = e
             if e.through_data and tid in self.first_use:
@@ -282,14 +279,14 @@ class Diagnostics:
             n = self.n_updates[tid] = self.n_updates.get(tid, 0) + 1
             # Every update of the first 100, then every 10th: enough to see a schedule.
             if (g is not None and (n <= 100 or n % 10 == 0) and e.before is not None and e.after is not None
-                    and e.before.data is not None and e.after.data is not None):
-                r = effective_lr(e.before.data, e.after.data, g)
+                    and e.before.array is not None and e.after.array is not None):
+                r = effective_lr(e.before.array, e.after.array, g)
                 if r is not None:
                     self.lrs.append((step.index, r[0], r[1], e))
         elif e.kind == "zero":
             self.grad_now[tid] = None
         elif e.kind == "grad_write":
-            self.grad_now[tid] = e.after.data if e.after is not None else None
+            self.grad_now[tid] = e.after.array if e.after is not None else None
 
     def _scan_non_finite(self, step: Step) -> None:
         ops = {o.index: o for o in step.ops}

@@ -107,9 +107,9 @@ def _concat(arrays: list, rows: int) -> np.ndarray:
 
 
 def _flat(v) -> np.ndarray | None:
-    if v is None or v.data is None:
+    if v is None or v.array is None:
         return None
-    return v.data.detach().double().reshape(-1).numpy()
+    return v.array.astype(np.float64).reshape(-1)
 
 
 def training_series(trace, max_read: int = MAX_READ) -> TrainingSeries:
@@ -160,7 +160,7 @@ def training_series(trace, max_read: int = MAX_READ) -> TrainingSeries:
             fv = _flat(v) if v is not None else row_vals.get(tid)
             if fv is None:
                 fv = last.get(tid)
-                if v is not None and v.data is None:
+                if v is not None and not v.kept:
                     full = False
             if fv is not None:
                 last[tid] = fv

@@ -77,9 +77,9 @@ def _sum_values(a, b):
 
     if a is None:
         return b
-    if a.data is None or b is None or b.data is None or a.data.shape != b.data.shape:
+    if a.array is None or b is None or b.array is None or a.array.shape != b.array.shape:
         return a
-    return Value(-1, a.shape, a.dtype, a.data + b.data)
+    return Value(-1, a.shape, a.dtype, array=a.array + b.array)
 
 
 def _backward_frames(st: Frame, step, scene: Scene, acc_by_tid, per) -> list[Frame]:

@@ -154,11 +154,11 @@ def _lr_words(e, cell) -> str:
     g = cell.grad if cell is not None else None
     if g is None or e.before is None or e.after is None:
         return ""
-    if g.data is None or e.before.data is None or e.after.data is None:
+    if g.array is None or e.before.array is None or e.after.array is None:
         return ""
-    from ..analysis.diagnostics import gradient_multiple  # torch, loaded on use
+    from ..analysis.diagnostics import gradient_multiple
 
-    r = gradient_multiple(e.before.data, e.after.data, g.data)
+    r = gradient_multiple(e.before.array, e.after.array, g.array)
     if r is None:
         return ""
     return f", a change of {fmt_num(r)} × .grad"

@@ -45,8 +45,8 @@ MIN_FONT_PX = 14
 def _is_zero(v) -> bool:
     if v is None:
         return False
-    if v.data is not None:
-        return bool((v.data == 0).all())
+    if v.array is not None:
+        return bool((v.array == 0).all())
     s = v.stats
     return s.numel > 0 and s.min == 0 and s.max == 0
 
@@ -195,8 +195,8 @@ class _GraphPanel(_Drawing):
             value = (_short(v),)
         else:
             value = (f"[{shape}] {_short(v)}", _short(v))
-            if v.numel == 2 and v.data is not None:
-                full = "[" + ", ".join(_num3(float(x)) for x in v.data.reshape(-1).tolist()) + "]"
+            if v.numel == 2 and v.array is not None:
+                full = "[" + ", ".join(_num3(float(x)) for x in v.array.reshape(-1).tolist()) + "]"
                 value = (full,) + value
         updated = cell is not None and cell.mark == "update"
         if updated and cell is not None and cell.before is not None:

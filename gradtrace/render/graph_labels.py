@@ -39,17 +39,13 @@ class Label:
 def value_rows(value, options: GraphOptions) -> tuple[tuple[tuple[str, ...], ...], bool]:
     """(rows, is_matrix): the full numbers of a small tensor, or a summary of a large one."""
     shape = tuple(value.shape)
-    data = value.data
+    data = value.array
     rows_n = shape[0] if len(shape) == 2 else 1
     cols_n = shape[-1] if len(shape) >= 1 else 1
     if (data is not None and len(shape) <= 2 and value.numel <= options.max_values
             and rows_n <= options.max_rows and cols_n <= options.max_cols and value.numel > 0):
-        t = data.detach()
-        if t.is_complex():
-            t = t.abs()
-        if t.is_floating_point():
-            t = t.double()
-        vals = t.reshape(-1).tolist()  # floats, ints or bools, as the tensor holds them
+        a = abs(data) if data.dtype.kind == "c" else data
+        vals = a.reshape(-1).tolist()  # floats, ints or bools, as the tensor holds them
         digits = 4 if len(vals) <= 2 else 3  # fewer digits where many numbers share a node
         texts = [fmt_number(x, digits) for x in vals]
         return tuple(tuple(texts[r * cols_n:(r + 1) * cols_n]) for r in range(rows_n)), True

@@ -16,7 +16,8 @@ from array import array
 from dataclasses import dataclass
 from typing import Any
 
-from .dtypes import dtype_table, itemsize
+from .arrays import Bytes, Zeros
+from .dtypes import ITEMSIZES
 from .model import OptimizerInfo, ParamGroup, Stats, Value
 
 __all__ = ["Malformed", "Limits", "json_value", "integer", "opt_integer", "text", "opt_text",
@@ -250,10 +251,7 @@ def parse_values(ints: list[int], blob: bytes, body: dict, limits: Limits,
     counts = body.get("stats_int", [])
     if not isinstance(dtypes, list) or not isinstance(floats, list) or not isinstance(counts, list):
         raise Malformed(f"{where}: the value index's dtypes or statistics are not lists")
-    import torch  # reading values builds tensors; the rest of a trace needs no torch
-
-    table = dtype_table()
-    kinds = [table.get(d) if isinstance(d, str) else None for d in dtypes]
+    kinds = [d if isinstance(d, str) and d in ITEMSIZES else None for d in dtypes]
     vals: dict[int, Value] = {}
     by_tid: dict[int, Value] = {}
     i = si = built = zeros = 0
@@ -276,21 +274,22 @@ def parse_values(ints: list[int], blob: bytes, body: dict, limits: Limits,
         if dt is None:
             raise Malformed(f"{what} has an unknown dtype")
         shp = tuple(sizes)
+        size = ITEMSIZES[dt]
         if kind == 0:
-            if offset < 0 or nbytes != numel * itemsize(dt) or offset + nbytes > len(blob):
+            if offset < 0 or nbytes != numel * size or offset + nbytes > len(blob):
                 raise Malformed(f"{what} claims {nbytes} bytes at {offset}; its shape {list(shp)} "
-                                f"needs {numel * itemsize(dt)} of the {len(blob)} stored")
-            data = (torch.empty(shp, dtype=dt) if numel == 0 else
-                    torch.frombuffer(bytearray(blob[offset:offset + nbytes]), dtype=dt).reshape(shp))
-            v = Value(vid, shp, dtypes[code], data)
+                                f"needs {numel * size} of the {len(blob)} stored")
+            # Its own bytes (a value kept longer than its step holds no more than itself),
+            # decoded when first read (numpy for .array, torch for .data), never before.
+            v = Value(vid, shp, dt, payload=Bytes(shp, dt, blob[offset:offset + nbytes], 0, nbytes))
             built += nbytes
         elif kind == 2:
             if numel <= limits.zeros_numel and zeros + numel <= limits.step_zeros_numel:
                 zeros += numel
-                v = Value(vid, shp, dtypes[code], torch.zeros(shp, dtype=dt))
-                built += numel * itemsize(dt)
+                v = Value(vid, shp, dt, None, _zero_stats(numel), payload=Zeros(shp, dt))
+                built += numel * size
             else:  # a large cleared gradient: its statistics are known without building it
-                v = Value(vid, shp, dtypes[code], None, Stats(numel, 0.0, 0.0, 0.0, 0.0, 0))
+                v = Value(vid, shp, dt, None, _zero_stats(numel))
         elif kind == 1:
             if 4 * si + 4 > len(floats) or 2 * si + 2 > len(counts):
                 raise Malformed(f"{what}: its statistics are missing")
@@ -300,7 +299,7 @@ def parse_values(ints: list[int], blob: bytes, body: dict, limits: Limits,
             integer(cnt, f"{what}'s element count", 0)
             opt_integer(nonfinite, f"{what}'s non-finite count", 0)
             si += 1
-            v = Value(vid, shp, dtypes[code], None, Stats(cnt, norm, mean, lo, hi, nonfinite or 0))
+            v = Value(vid, shp, dt, None, Stats(cnt, norm, mean, lo, hi, nonfinite or 0))
         else:
             raise Malformed(f"{what} has unknown kind {kind}")
         if vid in vals:
@@ -310,3 +309,11 @@ def parse_values(ints: list[int], blob: bytes, body: dict, limits: Limits,
             by_tid.setdefault(tid, v)
     return vals, by_tid, built
 
+
+
+def _zero_stats(numel: int) -> Stats:
+    """The statistics of an all-zeros value (NaN for an empty one, as for any empty value)."""
+    if numel == 0:
+        nan = float("nan")
+        return Stats(0, nan, nan, nan, nan, 0)
+    return Stats(numel, 0.0, 0.0, 0.0, 0.0, 0)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DTYPES", "dtype_table", "dtype_from_name", "dtype_name", "itemsize"]
+__all__ = ["DTYPES", "ITEMSIZES", "dtype_table", "dtype_from_name", "dtype_name", "itemsize"]
 
 # Names as gradtrace writes them (``str(dtype)`` without ``torch.``). Only the ones this
 # torch has are kept, so an older torch reads what it can hold and refuses the rest.
@@ -17,6 +17,16 @@ _NAMES = (
     "int64", "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64", "bool",
     "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu",
 )
+
+#: Bytes per element of each dtype a trace may name: what a reader sizes a value by before
+#: it allocates anything, without importing torch.
+ITEMSIZES: dict[str, int] = {
+    "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "complex128": 16, "complex64": 8,
+    "complex32": 4, "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "uint16": 2,
+    "uint32": 4, "uint64": 8, "bool": 1, "float8_e4m3fn": 1, "float8_e4m3fnuz": 1,
+    "float8_e5m2": 1, "float8_e5m2fnuz": 1, "float8_e8m0fnu": 1,
+}
+assert set(ITEMSIZES) == set(_NAMES)
 
 
 @lru_cache(maxsize=None)

@@ -10,7 +10,10 @@ from typing import TYPE_CHECKING, Any, Iterator, cast
 from ..errors import NotRecordedError
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
+
+    from .arrays import Payload
 
 from . import conveniences
 
@@ -102,31 +105,111 @@ class Stats:
         return cls(len(xs), math.sqrt(math.fsum(x * x for x in fin)), math.fsum(fin) / len(fin),
                    min(fin), max(fin), len(xs) - len(fin))
 
+    @classmethod
+    def of_array(cls, a: np.ndarray) -> "Stats":
+        """The same statistics of a numpy array (a value read from a trace), in float64."""
+        import numpy as np
+
+        n = int(a.size)
+        if n == 0:
+            nan = float("nan")
+            return cls(0, nan, nan, nan, nan, 0)
+        if a.dtype.kind == "c":
+            a = np.abs(a)
+        elif a.dtype.kind == "b":
+            a = a.astype(np.uint8)
+        if n <= 64:
+            return cls._of_list(a.reshape(-1).tolist())
+        f = a.reshape(-1).astype(np.float64)
+        mn, mx = float(f.min()), float(f.max())
+        if math.isfinite(mn) and math.isfinite(mx):
+            return cls(n, float(np.sqrt(np.dot(f, f))), float(f.sum()) / n, mn, mx, 0)
+        fin = f[np.isfinite(f)]
+        nonfinite = n - int(fin.size)
+        if fin.size == 0:
+            nan = float("nan")
+            return cls(n, nan, nan, nan, nan, nonfinite)
+        return cls(n, float(np.sqrt(np.dot(fin, fin))), float(fin.mean()), float(fin.min()),
+                   float(fin.max()), nonfinite)
+
     @property
     def finite(self) -> bool:
         return self.nonfinite == 0
 
 
-@dataclass(frozen=True, eq=False)
 class Value:
     """A snapshot of one tensor's value at one moment of the run.
 
-    ``data`` is the full value (a CPU tensor without grad) when the tensor was small enough
-    and full values were kept; ``stats`` is always available.
+    The full value is there (:attr:`kept`) when the tensor was small enough and full values
+    were kept; :attr:`stats` is always available. Read it as numpy with :attr:`array` (what
+    pictures, summaries and checks of finiteness use: no torch needed) or as a torch tensor
+    with :attr:`data` (what the float64 replay of the check needs; imports torch). A value
+    read from a file is decoded only when one of them is first asked for.
+
+    ``array`` is read-only and holds ``bfloat16``/``float8`` values as float32 and
+    ``complex32`` as complex64 (exactly); ``data`` has the recorded dtype. A Value is made
+    from a tensor (``Value(vid, shape, dtype, tensor)``), an array (``array=``), or by the
+    reader from stored bytes (``payload=``, see :mod:`gradtrace.tracefile.arrays`).
     """
 
-    vid: int
-    shape: tuple[int, ...]
-    dtype: str
-    data: torch.Tensor | None = None
-    stored_stats: Stats | None = field(default=None, repr=False)
+    __slots__ = ("vid", "shape", "dtype", "stored_stats", "_data", "_array", "_payload",
+                 "_stats", "_from_tensor")
 
-    @cached_property
+    def __init__(self, vid: int, shape: tuple[int, ...], dtype: str,
+                 data: torch.Tensor | None = None, stored_stats: Stats | None = None, *,
+                 array: np.ndarray | None = None, payload: Payload | None = None):
+        self.vid = vid
+        self.shape = shape
+        self.dtype = dtype
+        self.stored_stats = stored_stats
+        self._data = data
+        self._array = array
+        self._payload = payload
+        self._stats: Stats | None = stored_stats
+        # Statistics of a tensor are torch's (as the recorder computes them); of anything
+        # else numpy's, whichever accessor was used first: the same numbers every time.
+        self._from_tensor = data is not None
+
+    @property
+    def kept(self) -> bool:
+        """Whether the full value is in the trace (else only :attr:`stats`)."""
+        return self._data is not None or self._array is not None or self._payload is not None
+
+    @property
+    def array(self) -> np.ndarray | None:
+        """The full value as a read-only numpy array, or None when only statistics were kept."""
+        if self._array is None:
+            if self._payload is not None:
+                self._array = self._payload.array()
+            elif self._data is not None:
+                from .arrays import tensor_array
+
+                self._array = tensor_array(self._data)
+        return self._array
+
+    @property
+    def data(self) -> torch.Tensor | None:
+        """The full value as a CPU tensor without grad (imports torch), or None."""
+        if self._data is None:
+            if self._payload is not None:
+                self._data = self._payload.tensor()
+            elif self._array is not None:
+                import torch
+
+                self._data = torch.from_numpy(self._array.copy())
+        return self._data
+
+    @property
     def stats(self) -> Stats:
-        if self.stored_stats is not None:
-            return self.stored_stats
-        assert self.data is not None, "a Value has data or stats"
-        return Stats.of(self.data)
+        if self._stats is None:
+            if self._from_tensor:
+                assert self._data is not None
+                self._stats = Stats.of(self._data)
+            else:
+                a = self.array
+                assert a is not None, "a Value has data or stats"
+                self._stats = Stats.of_array(a)
+        return self._stats
 
     @property
     def numel(self) -> int:
@@ -138,9 +221,15 @@ class Value:
 
     def item(self) -> float | None:
         """The value as a Python float when it has one element and was kept."""
-        if self.data is not None and self.data.numel() == 1:
-            return float(self.data.reshape(()).item())
+        if self.kept and self.numel == 1:
+            a = self.array
+            if a is not None:
+                return float(a.reshape(-1)[0])
         return None
+
+    def __repr__(self) -> str:
+        what = "kept" if self.kept else "stats"
+        return f"Value(vid={self.vid}, shape={self.shape}, dtype={self.dtype!r}, {what})"
 
 
 @dataclass(frozen=True)

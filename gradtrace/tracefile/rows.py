@@ -3,7 +3,7 @@
 Every row the file holds is one of the named tuples below, its fields in file order: the
 writer (:class:`~gradtrace.tracefile.store.TraceWriter`) takes them and writes them as
 JSON arrays (a named tuple is a tuple, so it encodes as one) or SQL rows; the reader
-(:class:`~gradtrace.tracefile.store.Trace`) turns a stored array back into the same tuple
+(:class:`~gradtrace.tracefile.reader.Trace`) turns a stored array back into the same tuple
 with :func:`decode`, then checks each field by name (``gradtrace.tracefile.checked``). No
 other code knows a field's position.
 
@@ -11,7 +11,7 @@ Ids are the sequential integers the recorder assigned: ``tid`` a tensor object, 
 snapshot of a value, ``seq`` a position in the run's event order, ``sid`` a source line.
 A field added in a later format is listed in :data:`ADDED_IN`; rows of files written
 before it have fewer fields, and :func:`decode` fills the missing ones with ``None`` for
-the reader to derive (in one place, ``Trace._build_step``).
+the reader to derive (in one place, :mod:`gradtrace.tracefile.steps`).
 """
 
 from __future__ import annotations

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ...formatting import shape as fmt_shape
 from ...tracefile.model import Op, Step
 from .fit import Term, _Param, bias_of, params_of, weight_of
-from .reader import _NA, _RESHAPES, _TRANSPOSES, _Reader, _at, _dims, _num, _shape_str
+from .reader import _NA, _RESHAPES, _TRANSPOSES, _Reader, _at, _dims, _num
 
 _VIEW_NODES = {"PermuteBackward0", "TransposeBackward0", "TBackward0"}
 
@@ -190,8 +191,8 @@ class ModelMatcher:
         while len(s) > len(fs) and s[0] == 1:
             s = s[1:]
         if len(s) > len(fs):
-            raise _NA(f"{what} of shape {_shape_str(s)} has more dimensions than the prediction "
-                      f"{_shape_str(fs)}")
+            raise _NA(f"{what} of shape {fmt_shape(s)} has more dimensions than the prediction "
+                      f"{fmt_shape(fs)}")
         if len(fs) >= 2:
             c = s[-1] if s else 1
             srows, frows = s[:-1], fs[:-1]
@@ -199,14 +200,14 @@ class ModelMatcher:
             c, srows, frows = 1, s, fs
         srows = (1,) * (len(frows) - len(srows)) + tuple(srows)
         if c not in (1, self.K) or (len(fs) >= 2 and c != 1 and c != fs[-1]):
-            raise _NA(f"{what} of shape {_shape_str(s)} does not line up with the prediction's "
-                      f"{_shape_str(fs)}")
+            raise _NA(f"{what} of shape {fmt_shape(s)} does not line up with the prediction's "
+                      f"{fmt_shape(fs)}")
         if all(x == 1 for x in srows):
             return 1, c
         if tuple(srows) == tuple(frows):
             return self.N, c
-        raise _NA(f"{what} of shape {_shape_str(s)} spreads over only part of the prediction's "
-                  f"rows {_shape_str(fs)}")
+        raise _NA(f"{what} of shape {fmt_shape(s)} spreads over only part of the prediction's "
+                  f"rows {fmt_shape(fs)}")
 
     # -- the model ------------------------------------------------------------------------------
     def affine(self, tid: int) -> Affine:
@@ -253,7 +254,7 @@ class ModelMatcher:
             s = r.shape(tid)
             rows, c = self._place(s, fs, f"the parameter {self.step.name(p.tid)}")
             if rows != 1:
-                raise _NA(f"the parameter {self.step.name(p.tid)} of shape {_shape_str(s)} has one "
+                raise _NA(f"the parameter {self.step.name(p.tid)} of shape {fmt_shape(s)} has one "
                           "value per row of the data: it is not a model of the data")
             return [_T(p.then(("reshape", s, (1, c))), torch.ones(1, 1, dtype=torch.float64), c,
                        True, consumer, "b")]
@@ -266,8 +267,8 @@ class ModelMatcher:
             src = [t for t in targs if t is not None]
             if len(src) == 1 and src[0] in r.dependent:
                 if self._frame(r.shape(src[0])) != self._frame(r.shape(tid)):
-                    raise _NA(f"the model reshapes {_shape_str(r.shape(src[0]))} to "
-                              f"{_shape_str(r.shape(tid))}{_at(op)}, which mixes rows and outputs")
+                    raise _NA(f"the model reshapes {fmt_shape(r.shape(src[0]))} to "
+                              f"{fmt_shape(r.shape(tid))}{_at(op)}, which mixes rows and outputs")
                 return self.expr(src[0], r.shape(src[0]), op)
         if name in ("add", "sub") and len(op.args) >= 2:
             alpha = _num(op.kwargs.get("alpha", 1))
@@ -386,7 +387,7 @@ class ModelMatcher:
             rows, cols = self._place(cs, fs, f"the data {self.step.name(c)}")
             if cols != 1:
                 raise _NA(f"the model multiplies by data {self.step.name(c)} of shape "
-                          f"{_shape_str(cs)}, one value per output{_at(op)}; gradtrace reads "
+                          f"{fmt_shape(cs)}, one value per output{_at(op)}; gradtrace reads "
                           "parameter x feature terms (X @ W + b)")
             cv = r.const(c, "the data").double().reshape(rows, 1)
             factor = 1.0 / cv if div else cv
@@ -435,17 +436,17 @@ class ModelMatcher:
             p = p.then(("reshape", wshape, (wshape[0], 1)))
             wshape = (wshape[0], 1)
         elif len(wshape) != 2:
-            raise _NA(f"a weight of shape {_shape_str(wshape)} is not a matrix")
+            raise _NA(f"a weight of shape {fmt_shape(wshape)} is not a matrix")
         elif transpose:
             p = p.then(("permute", (1, 0)))
             wshape = (wshape[1], wshape[0])
         if xv.dim() < 1 or xv.shape[-1] != wshape[0]:
-            raise _NA(f"X of shape {_shape_str(xv.shape)} does not match W {_shape_str(wshape)}")
+            raise _NA(f"X of shape {fmt_shape(xv.shape)} does not match W {fmt_shape(wshape)}")
         X = xv.reshape(-1, wshape[0])
         rows, cols = self._place(r.shape(tid), fs, f"the result of {name}")
         if cols != wshape[1] or X.shape[0] != rows:
-            raise _NA(f"the result of {name} of shape {_shape_str(r.shape(tid))} does not line up "
-                      f"with the prediction's {_shape_str(fs)}")
+            raise _NA(f"the result of {name} of shape {fmt_shape(r.shape(tid))} does not line up "
+                      f"with the prediction's {fmt_shape(fs)}")
         out = [_T(p, X, wshape[1], False, op, desc)]
         if bias is not None:
             if bias not in r.dependent:

@@ -58,10 +58,6 @@ def _at(op: Op | None) -> str:
     return f" at {op.source.short}" + (f" (`{code}`)" if code else "")
 
 
-def _shape_str(s: Sequence[int]) -> str:
-    return "(" + ", ".join(map(str, s)) + ("," if len(s) == 1 else "") + ")"
-
-
 class _Reader:
     """Read one step's ops as an expression graph: producers, constants, parameters."""
 

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ...formatting import fraction as fmt_fraction, shape as fmt_shape
 from ...tracefile.model import Op, Step
 from .fit import SOFTMAX_CE, SQUARED_ERROR, LinearFit, NotApplicable, _undo_views
 from .model import Affine, ModelMatcher
-from .reader import _NA, _Reader, _broadcast, _shape_str
+from .reader import _NA, _Reader, _broadcast
 from .softmax import CrossEntropyMatcher
 from .squared import SquaredErrorMatcher
 
@@ -97,14 +98,14 @@ def _match_squared(r: _Reader, model: ModelMatcher, root: int) -> _Match:
     try:
         bs = _broadcast(ps, ts)
     except ValueError:
-        raise _NA(f"y_hat {_shape_str(ps)} and y {_shape_str(ts)} do not broadcast", SQUARED_ERROR)
+        raise _NA(f"y_hat {fmt_shape(ps)} and y {fmt_shape(ts)} do not broadcast", SQUARED_ERROR)
     if bs != tuple(ps):
-        raise _NA(f"y_hat of shape {_shape_str(ps)} minus y of shape {_shape_str(ts)} broadcasts "
-                  f"to {_shape_str(bs)}: the loss compares every prediction with every target "
+        raise _NA(f"y_hat of shape {fmt_shape(ps)} minus y of shape {fmt_shape(ts)} broadcasts "
+                  f"to {fmt_shape(bs)}: the loss compares every prediction with every target "
                   "(reshape y to y_hat's shape)", SQUARED_ERROR)
     y = r.const(target_side, "the target y").double().expand(ps).reshape(-1, core.k)
     pred = r.data(pred_side, "the prediction").double().reshape(-1, core.k)
-    return _Match(c, core, pred_side, y, pred, f"L = {_fmt(c)} * sum((y_hat - y)**2)  [{form}]",
+    return _Match(c, core, pred_side, y, pred, f"L = {fmt_fraction(c)} * sum((y_hat - y)**2)  [{form}]",
                   loss.loss_op)
 
 
@@ -118,7 +119,7 @@ def _match_softmax(r: _Reader, model: ModelMatcher, root: int) -> _Match:
         raise _NA(f"softmax cross-entropy of a model that is not linear in its parameters: "
                   f"{e.reason}", SOFTMAX_CE) from None
     pred = r.data(z_tid, "the logits").double().reshape(-1, core.k)
-    return _Match(c, core, z_tid, Y, pred, f"L = {_fmt(c)} * sum_i CE(softmax(z_i), y_i)  [{form}]",
+    return _Match(c, core, z_tid, Y, pred, f"L = {fmt_fraction(c)} * sum_i CE(softmax(z_i), y_i)  [{form}]",
                   loss.loss_op)
 
 
@@ -132,7 +133,7 @@ def _build(r: _Reader, root: int, family: str) -> LinearFit:
         raise _NA(f"the loss's constant c is {c}, not a finite number", family)
     X = core.X
     if pred.shape[0] != X.shape[0] or y.shape != pred.shape:
-        raise _NA(f"{X.shape[0]} rows of X but a prediction of shape {_shape_str(pred.shape)}", family)
+        raise _NA(f"{X.shape[0]} rows of X but a prediction of shape {fmt_shape(pred.shape)}", family)
     pv = step.value(m.pred_tid)
     dtype = pv.dtype if pv is not None else "float32"
     values: dict[int, torch.Tensor] = {}
@@ -208,20 +209,6 @@ def _prediction_scale(fit: LinearFit) -> float:
     return scale
 
 
-def _fmt(c: float) -> str:
-    """1/2, 1/10, 1/6, 2 ... : the constant as a lecture would write it."""
-    if c == 0:
-        return "0"
-    if not math.isfinite(c):
-        return str(c)
-    inv = 1 / c
-    if abs(inv - round(inv)) < 1e-9 * abs(inv) and abs(round(inv)) != 1:
-        return f"1/{round(inv)}" if inv > 0 else f"-1/{round(-inv)}"
-    if abs(c - round(c)) < 1e-12:
-        return str(int(round(c)))
-    return f"{c:.6g}"
-
-
 def _model_desc(core: Affine, step: Step) -> str:
     w = core.weight
     b = core.bias
@@ -235,14 +222,14 @@ def _model_desc(core: Affine, step: Step) -> str:
                 parts.append(f"{name} * X[:, {t.cols[0]}]")
             else:
                 parts.append(f"X[:, {t.cols[0]}:{t.cols[1]}] @ {name}")
-        return (f"{core.desc}: y_hat = {' + '.join(parts)}, X {_shape_str(tuple(core.X.shape))} "
+        return (f"{core.desc}: y_hat = {' + '.join(parts)}, X {fmt_shape(tuple(core.X.shape))} "
                 "(the features: everything the parameters multiply)")
-    s = f"{core.desc}: X {_shape_str(tuple(core.X.shape))}, W = {step.name(w.tid)}"
+    s = f"{core.desc}: X {fmt_shape(tuple(core.X.shape))}, W = {step.name(w.tid)}"
     if any(v[0] == "permute" for v in w.views):
         s += " (transposed)"
-    s += f" {_shape_str(w.shape)}"
+    s += f" {fmt_shape(w.shape)}"
     if b is not None:
-        s += f", b = {step.name(b.tid)} {_shape_str(b.shape)}"
+        s += f", b = {step.name(b.tid)} {fmt_shape(b.shape)}"
     else:
         s += ", no bias"
     return s

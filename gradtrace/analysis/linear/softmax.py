@@ -13,9 +13,10 @@ from typing import Any
 
 import torch
 
+from ...formatting import shape as fmt_shape
 from ...tracefile.model import Op
 from .fit import SOFTMAX_CE
-from .reader import _NA, _RESHAPES, _Reader, _at, _dims, _shape_str
+from .reader import _NA, _RESHAPES, _Reader, _at, _dims
 
 
 class CrossEntropyMatcher:
@@ -71,7 +72,7 @@ class CrossEntropyMatcher:
             z = z_in if name == "cross_entropy" else self.log_softmax_of(z_in)
             zs = r.shape(z)
             if len(zs) != 2:
-                raise _NA(f"{name} of logits of shape {_shape_str(zs)} (only (n, classes))", SOFTMAX_CE)
+                raise _NA(f"{name} of logits of shape {fmt_shape(zs)} (only (n, classes))", SOFTMAX_CE)
             if t is None:
                 raise _NA(f"{name} without a target tensor", SOFTMAX_CE)
             tv = r.const(t, "the target")
@@ -105,7 +106,7 @@ class CrossEntropyMatcher:
         n, k = zs
         if tv.is_floating_point():
             if tuple(tv.shape) != tuple(zs):
-                raise _NA(f"{name} with float targets of shape {_shape_str(tv.shape)}", SOFTMAX_CE)
+                raise _NA(f"{name} with float targets of shape {fmt_shape(tv.shape)}", SOFTMAX_CE)
             return tv.double()
         tv = tv.reshape(-1).long()
         if tv.numel() != n:
