@@ -101,6 +101,89 @@ message (`No module named MODULE`), as `python -m MODULE` exits.
 """
 
 
+SETTINGS = """\
+## Settings: pyproject.toml and GRADTRACE_* variables
+
+Every option of every command can be set in the nearest `pyproject.toml` (from the current
+folder upwards, the first that has a `[tool.gradtrace]` table) and by an environment
+variable, as coverage.py reads `[tool.coverage]` and `COVERAGE_*`. Each command's section
+below names the key and the variable of each of its options: the key is the option's long
+name in the command's table, the variable `GRADTRACE_<COMMAND>_<KEY>` (dashes as
+underscores).
+
+```toml
+[tool.gradtrace]
+quiet = true                 # every command: only errors (GRADTRACE_QUIET=1)
+
+[tool.gradtrace.run]
+every = 10                   # gradtrace run --every 10   (GRADTRACE_RUN_EVERY=10)
+values = "stats"             # --values stats             (GRADTRACE_RUN_VALUES=stats)
+steps = "0:100"              # --steps 0:100              (GRADTRACE_RUN_STEPS=0:100)
+animate = false              # --no-animate               (GRADTRACE_RUN_ANIMATE=0)
+
+[tool.gradtrace.graph]
+theme = "dark"               # gradtrace graph --theme dark (GRADTRACE_GRAPH_THEME=dark)
+```
+
+- **Precedence**, lowest first: the default, the file, the environment, the command line.
+  `GRADTRACE_RUN_EVERY=3 gradtrace run --every 2 train.py` records every 2nd step, whatever
+  the file says. From Python, `gradtrace.trace(...)` and `gradtrace.Config(...)` keyword
+  arguments beat the file and the environment the same way (docs/api.md).
+- **Values** are those of the command line, checked the same way: a flag is `true` /
+  `false` in the file and `1` / `0` (or `true`, `yes`, `on`...) in a variable; a number is
+  written without quotes; a choice or a path is a string; an option given several times
+  (`animate -o`) is a list of strings in the file and words in a variable (quoted as in a
+  shell). A variable set to the empty string counts as unset. `max_numel` is accepted for
+  `max-numel`.
+- **Errors**: a key gradtrace does not know, or a bad value, stops every command with one
+  line that names the key and the file (or the variable), and exit code 2:
+  `gradtrace: error: pyproject.toml: [tool.gradtrace.run] evry: not a setting gradtrace
+  knows (did you mean every?); ...`. A `GRADTRACE_<COMMAND>_*` variable that is no
+  setting is refused the same way; another `GRADTRACE_*` variable is ignored (`gradtrace
+  debug env` says which).
+- **`gradtrace debug config`** shows every setting, its value and where it came from;
+  `gradtrace -v COMMAND` says, before the command runs, which of its options a setting
+  gave.
+- **Other variables.** `GRADTRACE_CONFIG=path/to/file.toml` reads that file's
+  `[tool.gradtrace]` instead of the nearest pyproject.toml (`GRADTRACE_CONFIG=` empty:
+  none); `GRADTRACE_DEBUG=1` shows the traceback of an internal error.
+- **Not settings:** `run -m MODULE` (what to run, as SCRIPT), `--help` and `--version`.
+
+The readers (`summary`, `check`, `graph`, `animate`, `report`, `debug trace`) take TRACE,
+or without it read the most recent trace under `gradtrace-out/` (and the file that
+`[tool.gradtrace.run] output` names), and say which on stderr. `--quiet` (`-q`) leaves
+only errors on stderr, and `--verbose` (`-v`) says more; both go before or after the
+command's name. Paths gradtrace prints for pasting are quoted for a shell
+(`gradtrace summary 'gradtrace-out/my run/trace.gtrace'`).
+"""
+
+
+def _settings_table(path: list[str]) -> list[str]:
+    """The key and the variable of each option of the command at ``path``."""
+    from gradtrace.cli import cli
+    from gradtrace.cli.settings import options_of
+
+    section = tuple(path[1:])
+    rows = [o for o in options_of(cli) if o.section == section]
+    if not rows:
+        return []
+    table = "[tool.gradtrace" + "".join(f".{w}" for w in section) + "]"
+    command = cli
+    for word in section:
+        command = command.commands[word]  # type: ignore[attr-defined]
+    flags = {p.name: "/".join(p.opts + p.secondary_opts) for p in command.params
+             if isinstance(p, click.Option)}
+    out = [f"Settings: the key in `{table}`, or the variable." + (
+        " `quiet` and `verbose` are the same two settings for every command." if not section else ""),
+        "", "| Option | Key | Variable |", "|---|---|---|"]
+    for o in rows:
+        flag = flags.get(o.name)
+        shown = f"`{flag}`" if flag else "(none: file and variable only)"
+        out.append(f"| {shown} | `{o.key}` | `{o.variable}` |")
+    out.append("")
+    return out
+
+
 def _help(command: click.Command, name: str, parent: click.Context | None) -> tuple[str, click.Context]:
     settings = {**command.context_settings, "terminal_width": WIDTH, "max_content_width": WIDTH}
     ctx = click.Context(command, info_name=name, parent=parent, **settings)
@@ -135,6 +218,7 @@ def generate() -> str:
         lines.append(f"| [`{title}`](#{_anchor(title)}) | {short} |")
     lines.append("")
     lines.append(EXIT_CODES)
+    lines.append(SETTINGS)
     for title, _, text in sections:
         lines.append(f"## {title}")
         lines.append("")
@@ -142,6 +226,7 @@ def generate() -> str:
         lines.append(text.rstrip())
         lines.append("```")
         lines.append("")
+        lines.extend(_settings_table(title.split()))
     return "\n".join(lines)
 
 

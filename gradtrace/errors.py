@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["GradtraceError", "TraceFileError", "TraceWriteError", "UsageError", "RenderError",
+__all__ = ["GradtraceError", "TraceFileError", "TraceWriteError", "UsageError", "ConfigError", "RenderError",
            "NoSuchModuleError", "NothingToDrawError", "NotRecordedError", "FrameIndexError", "NotApplicableError",
            "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_CHECK_FAILED"]
 
@@ -51,6 +51,19 @@ class UsageError(GradtraceError):
     """Bad options or arguments (a missing script, a step that does not exist...)."""
 
     exit_code = EXIT_USAGE
+
+
+class ConfigError(UsageError):
+    """A setting in ``[tool.gradtrace]`` or a ``GRADTRACE_*`` variable that gradtrace does
+    not know, or whose value is bad: one line naming the key and where it was set."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, where: str, key: str, problem: str):
+        self.where = where
+        self.key = key
+        self.problem = " ".join(str(problem).split())
+        super().__init__(f"{where}: {key}: {self.problem}")
 
 
 class NoSuchModuleError(UsageError):

@@ -31,6 +31,14 @@ DEMOS = ROOT / "demos"
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# A user's settings must not change what the tests see: no GRADTRACE_* setting of theirs,
+# and no pyproject.toml above the checkout read (tests of the file's discovery unset
+# GRADTRACE_CONFIG themselves).
+for _name in [n for n in os.environ if n.startswith("GRADTRACE_")
+              and n not in ("GRADTRACE_DEBUG", "GRADTRACE_UPDATE_GOLDEN")]:
+    del os.environ[_name]
+os.environ["GRADTRACE_CONFIG"] = ""
+
 
 def run_demo_plain(name: str, *args: str) -> dict:
     """Run demos/<name>.py in this process without gradtrace; its globals."""

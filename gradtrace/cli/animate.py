@@ -12,7 +12,7 @@ import click
 from ..errors import GradtraceError, RenderError, UsageError
 from ..render.animate import FORMATS, KINDS, AnimateOptions, animation_of_trace, mp4_available
 from ..tracefile.outputs import Outputs, outputs_of
-from .common import info, load_trace, progress_bar, shown_path, trace_argument
+from .common import info, load_trace, problem, progress_bar, shown_path, trace_argument
 
 __all__ = ["animate", "after_run", "RUN_MAX_STEPS"]
 
@@ -78,7 +78,7 @@ def animate(trace_path, kind, step_spec, outputs, fps, frames, dpi, size, still,
         raise RenderError(f"{shown_path(no_mp4[0])}: MP4 needs ffmpeg, which matplotlib cannot find; "
                           "install ffmpeg, or ask for .gif or .html")
     for p in no_mp4:
-        info(f"{shown_path(p)} skipped: MP4 needs ffmpeg, which matplotlib cannot find")
+        problem(f"{shown_path(p)} skipped: MP4 needs ffmpeg, which matplotlib cannot find")
     started = time.perf_counter()
     checks = None
     if kind == "backprop":  # a failed gradient check is shown on the frames it concerns
@@ -171,11 +171,11 @@ def after_run(trace, outputs: Outputs, ctx, made: dict[str, Any] | None = None) 
                                       checks=checks)
             anim.save(path)
         except GradtraceError as e:
-            info(f"{kind} animation skipped: {e}")
+            problem(f"{kind} animation skipped: {e}")
             missing[kind] = f"skipped: {e}"
             continue
         except Exception as e:  # a bug of ours: the other kind is still made
-            info(f"{kind} animation failed (a gradtrace bug, please report it): "
+            problem(f"{kind} animation failed (a gradtrace bug, please report it): "
                  f"{type(e).__name__}: {e}")
             missing[kind] = f"failed (a gradtrace bug, please report it): {type(e).__name__}: {e}"
             continue

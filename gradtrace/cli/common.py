@@ -3,24 +3,117 @@
 from __future__ import annotations
 
 import os
+import shlex
+from pathlib import Path
 
 import click
 
+from ..errors import UsageError
 from ..tracefile.ranks import RankedRun, load
 from ..tracefile.store import Trace
 
-__all__ = ["load_trace", "info", "progress_bar", "shown_path", "trace_argument"]
+__all__ = ["load_trace", "info", "detail", "problem", "level", "progress_bar", "shown_path",
+           "trace_argument", "OUT_FOLDER", "most_recent_trace", "SETTINGS", "VERBOSITY"]
 
-trace_argument = click.argument("trace_path", metavar="TRACE", type=click.Path(dir_okay=True))
+#: Where `gradtrace run` writes its traces by default, and where readers look for one.
+OUT_FOLDER = Path("gradtrace-out")
+
+#: Readers take TRACE, or the most recent trace under gradtrace-out/ when it is left out.
+trace_argument = click.argument("trace_path", metavar="[TRACE]", required=False, default=None,
+                                type=click.Path(dir_okay=True))
+
+#: ``ctx.meta`` keys of the root context: the settings gathered (config.Settings), and the
+#: --quiet / --verbose asked for, as (rank, "quiet"|"verbose") where a higher rank wins:
+#: 1 the file, 2 the environment, 3 the command line before the command, 4 after it.
+SETTINGS = "gradtrace.settings"
+VERBOSITY = "gradtrace.verbosity"
+_LEVEL = "gradtrace.level"
 
 
-def load_trace(path: str) -> Trace | RankedRun:
-    """The trace at ``path``; a distributed run's folder (or one rank's file) as all its ranks."""
+def load_trace(path: str | None) -> Trace | RankedRun:
+    """The trace at ``path``; a distributed run's folder (or one rank's file) as all its
+    ranks. Without a path, the most recent trace under gradtrace-out/, said on stderr."""
+    if path is None:
+        found = most_recent_trace()
+        info(f"no TRACE given: reading the most recent trace, {shown_path(found)}")
+        path = str(found)
     return load(path)
 
 
+def most_recent_trace(folder: Path | None = None) -> Path:
+    """The most recently written ``*.gtrace`` under ``folder`` (gradtrace-out/ here, and
+    the trace that ``[tool.gradtrace.run] output`` names, when it is set and exists)."""
+    folder = OUT_FOLDER if folder is None else folder
+    found: list[tuple[float, str]] = []
+    if folder.is_dir():
+        for root, dirs, files in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if not os.path.islink(os.path.join(root, d)))
+            if Path(root).relative_to(folder).parts.__len__() >= 4:
+                dirs[:] = []
+            for name in files:
+                if name.endswith(".gtrace"):
+                    p = os.path.join(root, name)
+                    try:
+                        found.append((os.stat(p).st_mtime, p))
+                    except OSError:
+                        continue
+    configured = _setting_value("run.output")
+    if configured is not None and Path(configured).is_file():
+        found.append((os.stat(configured).st_mtime, str(configured)))
+    if not found:
+        raise UsageError(f"no TRACE given and no trace under {shown_path(folder)}/ here "
+                         f"({shlex.quote(os.getcwd())}); give the trace's path, or record one "
+                         "with: gradtrace run SCRIPT")
+    return Path(max(found)[1])
+
+
+def _setting_value(dotted: str):
+    ctx = click.get_current_context(silent=True)
+    settings = ctx.find_root().meta.get(SETTINGS) if ctx is not None else None
+    s = settings.get(dotted) if settings is not None else None
+    return None if s is None else s.value
+
+
+def level() -> str:
+    """``quiet``, ``normal`` or ``verbose``: the --quiet / --verbose (or their settings)
+    of the highest rank; on the command line the last one given; both set by the file,
+    or both by the environment, is a usage error."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return "normal"
+    root = ctx.find_root()
+    if _LEVEL in root.meta:
+        return root.meta[_LEVEL]
+    notes = root.meta.get(VERBOSITY, [])
+    result = "normal"
+    if notes:
+        top = max(rank for rank, _ in notes)
+        names = {name for rank, name in notes if rank == top}
+        if top >= 3:  # on the command line the last of them wins
+            names = {[name for rank, name in notes if rank == top][-1]}
+        if len(names) > 1:
+            where = {1: "in the settings file", 2: "in the environment (GRADTRACE_QUIET and "
+                     "GRADTRACE_VERBOSE)"}[top]
+            raise UsageError(f"quiet and verbose both set {where}; choose one")
+        result = names.pop()
+    root.meta[_LEVEL] = result
+    return result
+
+
 def info(message: str) -> None:
-    """A `gradtrace:` line on stderr (stdout belongs to the user's script)."""
+    """A `gradtrace:` line on stderr (stdout belongs to the user's script); not under --quiet."""
+    if level() != "quiet":
+        click.echo(f"gradtrace: {message}", err=True)
+
+
+def detail(message: str) -> None:
+    """A line for --verbose only."""
+    if level() == "verbose":
+        click.echo(f"gradtrace: {message}", err=True)
+
+
+def problem(message: str) -> None:
+    """A line about something gradtrace could not do: shown even under --quiet."""
     click.echo(f"gradtrace: {message}", err=True)
 
 
@@ -28,6 +121,8 @@ def progress_bar(label: str):
     """A ``progress(done, total)`` callback for the render layer, drawn as a click progress bar
     on stderr; a new bar starts when ``done`` starts again (the next animation)."""
     state: dict = {}
+    if level() == "quiet":
+        return lambda done, total: None
 
     def update(done: int, total: int) -> None:
         bar = state.get("bar")
@@ -49,8 +144,11 @@ def progress_bar(label: str):
 
 
 def shown_path(path) -> str:
-    """A path as the user would type it: relative to the current directory when inside it."""
+    """A path as the user would type it, ready to paste into a shell: relative to the
+    current directory when inside it, and quoted (``'gradtrace-out/my run/trace.gtrace'``)
+    when it has a space or another character a shell reads."""
     try:
-        return os.path.relpath(path)
+        text = os.path.relpath(path)
     except ValueError:
-        return str(path)
+        text = str(path)
+    return shlex.quote(text)

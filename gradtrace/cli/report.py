@@ -8,7 +8,7 @@ import click
 
 from ..render.report import build_report
 from ..tracefile.outputs import outputs_of
-from .common import info, load_trace, progress_bar, trace_argument
+from .common import info, load_trace, progress_bar, shown_path, trace_argument
 
 
 @click.command()
@@ -27,4 +27,4 @@ def report(trace_path, output, animations):
     out = Path(output) if output else outputs_of(trace.path).report
     path = build_report(trace, out, animations=animations, progress=progress_bar("report animations"),
                         warn=info)
-    info(f"report: {path}")
+    info(f"report: {shown_path(path)}")

@@ -18,12 +18,21 @@ from ..tracefile.lock import TraceLock
 from ..tracefile.outputs import outputs_of
 from ..tracefile.ranks import RankInfo, rank_files, rank_path
 from ..tracefile.ranks import load as load_run
-from .common import info, shown_path
+from .common import OUT_FOLDER, info, problem, shown_path
+from .settings import not_a_setting
 
 
 def default_output(script: str | None, module: str | None) -> Path:
     stem = Path(script).stem if script else (module or "module").rsplit(".", 1)[-1]
-    return Path("gradtrace-out") / stem / "trace.gtrace"
+    return OUT_FOLDER / stem / "trace.gtrace"
+
+
+class NotASetting(click.Option):
+    """``-m MODULE`` names what to run, like SCRIPT: no setting of the file sets it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        not_a_setting(self, "what to run, like SCRIPT")
 
 
 class _RunCommand(click.Command):
@@ -62,7 +71,8 @@ def _module_ends_options(args: list[str], params) -> list[str]:
 @click.command(cls=_RunCommand, context_settings={"allow_interspersed_args": False})
 @click.option("-m", "module", metavar="MODULE",
               help="Run a library module as a script (like python -m): everything after "
-                   "MODULE goes to it, as everything after SCRIPT goes to the script.")
+                   "MODULE goes to it, as everything after SCRIPT goes to the script.",
+              cls=NotASetting)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="The trace file to write [default: gradtrace-out/<script>/trace.gtrace]; a "
                    "file there that is not a trace is never overwritten.")
@@ -123,7 +133,8 @@ def run(ctx, module, output, values, max_numel, every, step_range, full, budget,
         script = None
     out = Path(output) if output else default_output(script, module)
     if out.exists() and out.is_dir():
-        raise UsageError(f"-o {out} is a directory; give a file path such as {out}/trace.gtrace")
+        raise UsageError(f"-o {shown_path(out)} is a directory; give a file path such as "
+                         f"{shown_path(out / 'trace.gtrace')}")
     ranks = RankInfo.from_env()
     path = out if ranks is None else rank_path(out, ranks.rank)
     config = Config(output=path, values=values, max_value_numel=max_numel, every=every,
@@ -236,12 +247,12 @@ def _run(ctx, config: Config, outputs, script, module, args, write_report, *,
     for fig in figures.SAVED:
         info(f"figure saved: {shown_path(fig)}")
     for line in figures.FAILED:
-        info(f"figure not saved: {line}")
+        problem(f"figure not saved: {line}")
     shown = shown_path(out)
     if result.fault is not None:
         # The script's exit code stays its own: the fault is said, on one line, and the
         # steps the file keeps are still checked and drawn below (each failure one line).
-        info(f"error: {result.fault}")
+        problem(f"error: {result.fault}")
     else:
         info(f"trace saved: {shown}")
     try:
@@ -262,7 +273,7 @@ def _run(ctx, config: Config, outputs, script, module, args, write_report, *,
         try:  # every rank's trace, read together: the checks look across them
             trace = load_run(run_path.parent)
         except GradtraceError as e:
-            info(f"the other ranks' traces could not be read ({e}); rank 0's alone is checked")
+            problem(f"the other ranks' traces could not be read ({e}); rank 0's alone is checked")
     made = _after_run(trace, outputs, ctx)
     info(f"next: gradtrace summary {shown}")
     if write_report:
@@ -275,9 +286,9 @@ def _run(ctx, config: Config, outputs, script, module, args, write_report, *,
                                 missing_animations=made.get("animations_missing"))
             info(f"report: {shown_path(path)}")  # last: the page to open
         except GradtraceError as e:
-            info(f"report skipped: {e}")
+            problem(f"report skipped: {e}")
         except Exception as e:
-            info(f"report failed (a gradtrace bug, please report it): {type(e).__name__}: {e}")
+            problem(f"report failed (a gradtrace bug, please report it): {type(e).__name__}: {e}")
     return result.exit_code
 
 
@@ -313,9 +324,9 @@ def _after_run(trace, outputs, ctx) -> dict[str, Any]:
         try:
             action(trace, outputs, ctx, made)
         except GradtraceError as e:
-            info(f"{name} skipped: {e}")
+            problem(f"{name} skipped: {e}")
         except Exception as e:  # a bug of ours must not change the script's exit code
-            info(f"{name} failed (a gradtrace bug, please report it): {type(e).__name__}: {e}")
+            problem(f"{name} failed (a gradtrace bug, please report it): {type(e).__name__}: {e}")
     return made
 
 
