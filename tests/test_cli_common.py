@@ -58,6 +58,7 @@ def test_most_recent_trace(tmp_path, monkeypatch):
     assert most_recent_trace() == old.relative_to(tmp_path)
 
 
+@pytest.mark.slow  # runs gradtrace or python in a child process
 def test_summary_with_no_argument_after_a_run(tmp_path):
     (tmp_path / "train.py").write_text(SCRIPT)
     r = gradtrace_cmd("run", "--no-animate", "--no-report", "train.py", cwd=tmp_path)
@@ -73,6 +74,7 @@ def test_summary_with_no_argument_after_a_run(tmp_path):
     assert q.returncode == 0 and q.stderr == "" and q.stdout == s.stdout
 
 
+@pytest.mark.slow  # runs gradtrace or python in a child process
 def test_run_under_quiet_leaves_stdout_and_exit_code_alone(tmp_path):
     (tmp_path / "train.py").write_text(SCRIPT + "raise SystemExit(4)\n")
     r = gradtrace_cmd("run", "--quiet", "--no-animate", "--no-report", "train.py", cwd=tmp_path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import torch
 
 import gradtrace
@@ -9,6 +11,7 @@ from gradtrace.cli.summary import summarize
 from conftest import gradtrace_cmd
 
 
+@pytest.mark.slow  # runs gradtrace or python in a child process
 def test_a_run_beyond_the_budget_is_summarised_from_its_scalars(tmp_path):
     torch.manual_seed(0)
     w = torch.randn(3, 1, requires_grad=True)

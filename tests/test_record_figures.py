@@ -3,6 +3,8 @@ the script uses it."""
 
 from __future__ import annotations
 
+import pytest
+
 import textwrap
 
 from conftest import fresh_gradtrace_cmd
@@ -27,6 +29,7 @@ PLOT = textwrap.dedent("""\
     """)
 
 
+@pytest.mark.slow  # runs gradtrace or python in a child process
 def test_a_script_without_plots_does_not_load_matplotlib(tmp_path):
     (tmp_path / "s.py").write_text(NO_PLOT)
     r = fresh_gradtrace_cmd("run", "--no-report", "-o", "out/trace.gtrace", "s.py", cwd=tmp_path)
@@ -35,6 +38,7 @@ def test_a_script_without_plots_does_not_load_matplotlib(tmp_path):
     assert "figure saved" not in r.stderr
 
 
+@pytest.mark.slow  # runs gradtrace or python in a child process
 def test_a_script_with_plots_gets_the_saving_backend(tmp_path):
     (tmp_path / "s.py").write_text(PLOT)
     r = fresh_gradtrace_cmd("run", "--no-report", "-o", "out/trace.gtrace", "s.py", cwd=tmp_path)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Callable
+from typing import Any, Mapping, Callable
 
 from ..analysis.graph import build_graph
 from ..analysis.sampling import subsample
@@ -39,22 +39,41 @@ _COUNTS = ("ops", "backward_nodes", "accumulate_fresh", "accumulate_added", "acc
 
 
 def scalars(trace) -> list[dict[str, Any]]:
-    """Every step's scalars, in step order: ``index``, ``loss``, ``held`` (the step's full
-    data is recorded), ``backward`` and the counts of :data:`_COUNTS`.
+    """Every step's scalars, in step order: ``index``, ``loss``, ``recorded`` (the step's full
+    data is in the trace), ``backward`` and the counts of :data:`_COUNTS`.
 
-    The one place the explorer asks for them: a trace with a per-step scalars table (long
-    runs whose full data was kept for some steps only) is read here."""
+    The one place the explorer asks for them. A step recorded in full gives its row of the
+    step table; a step the recording policy kept as scalars only (long runs) gives its loss
+    and what its per-step scalars say: the accumulations by kind and the parameters updated
+    (the other counts are 0: not recorded)."""
+    rows = {r["index"]: r for r in trace.step_rows()}
     reader = getattr(trace, "scalars", None)
-    rows = reader() if callable(reader) else trace.step_rows()
+    sc = reader() if callable(reader) else None
     out = []
-    for r in rows:
-        loss = r.get("loss")
-        out.append({"index": r["index"], "loss": _num(loss),
-                    "loss_text": None if loss is None else fmt_number(loss),
-                    "backward": bool(r.get("has_backward", r.get("backward", False))),
-                    "recorded": bool(r.get("recorded", True)),
-                    **{k: int(r.get(k) or 0) for k in _COUNTS}})
-    return out
+    if sc is not None and len(sc) > len(rows):
+        counts = sc.counts()
+        for i, index in enumerate(sc.steps.tolist()):
+            r = rows.get(index)
+            if r is not None:
+                out.append(_row(r, True))
+                continue
+            loss = float(sc.loss[i])
+            fresh, zeros, added = (int(counts[k][i]) for k in ("fresh", "zeros", "added"))
+            out.append(_row({"index": index, "loss": None if math.isnan(loss) else loss,
+                             "has_backward": fresh + zeros + added > 0,
+                             "accumulate_fresh": fresh, "accumulate_added": zeros + added,
+                             "accumulate_on_top": added, "updates": int(counts["updated"][i])},
+                            False))
+        return out
+    return [_row(r, True) for r in rows.values()]
+
+
+def _row(r: Mapping[str, Any], recorded: bool) -> dict[str, Any]:
+    loss = r.get("loss")
+    return {"index": r["index"], "loss": _num(loss),
+            "loss_text": None if loss is None else fmt_number(loss),
+            "backward": bool(r.get("has_backward", r.get("backward", False))),
+            "recorded": recorded, **{k: int(r.get(k) or 0) for k in _COUNTS}}
 
 
 def _num(x: Any) -> Any:
