@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import shlex
 import shutil
 import sqlite3
 import subprocess
@@ -168,7 +169,7 @@ def test_traces_sharing_a_folder_have_their_own_outputs(tmp_path):
     (tmp_path / "fit.py").write_text(FIT)
     runs = tmp_path / "runs"
 
-    r = gradtrace_cmd("run", "-o", "runs/trace.gtrace", "fit.py", cwd=tmp_path)
+    r = gradtrace_cmd("run", "--animate", "-o", "runs/trace.gtrace", "fit.py", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     gifs = {kind: (runs / f"{kind}.gif").read_bytes() for kind in ("backprop", "training")}
     assert base64.b64encode(gifs["backprop"]).decode() in (runs / "report.html").read_text()
@@ -179,7 +180,7 @@ def test_traces_sharing_a_folder_have_their_own_outputs(tmp_path):
     assert "gradtrace: graph of step 0: runs/a.graph.svg" in lines
     assert lines[-1] == "gradtrace: report: runs/a.report.html"
     page = (runs / "a.report.html").read_text()
-    assert "<h2>Animations</h2>" not in page  # the other trace's GIFs are not a's
+    assert "data:image/gif" not in page  # the other trace's GIFs are not a's
     assert not any(base64.b64encode(g).decode() in page for g in gifs.values())
 
     r = gradtrace_cmd("run", "--no-animate", "-o", "runs/b.gtrace", "fit.py", cwd=tmp_path)
@@ -192,7 +193,7 @@ def test_traces_sharing_a_folder_have_their_own_outputs(tmp_path):
     r = gradtrace_cmd("run", "--no-animate", "-o", "runs/trace.gtrace", "fit.py", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert not (runs / "backprop.gif").exists() and not (runs / "training.gif").exists()
-    assert "<h2>Animations</h2>" not in (runs / "report.html").read_text()
+    assert "data:image/gif" not in (runs / "report.html").read_text()
     assert (runs / "a.report.html").read_text() == page  # another trace's outputs stay
 
     r = gradtrace_cmd("report", "runs/a.gtrace", "--no-animations", cwd=tmp_path)
@@ -406,7 +407,8 @@ def test_odd_characters_in_paths(tmp_path):
         pytest.xfail("gradtrace.load cannot open a path with # ? or % yet")
     assert len(t.steps) == 5 and t.info.status == "completed"
     assert "gradtrace: error" not in r.stderr
-    assert f"gradtrace: trace saved: {target}" in r.stderr.splitlines()
+    # printed for pasting into a shell: quoted (issue 17)
+    assert f"gradtrace: trace saved: {shlex.quote(target)}" in r.stderr.splitlines()
     assert (folder / "out#2" / "run%41?.report.html").read_text().startswith("<!DOCTYPE html>")
     assert (folder / "out#2" / "run%41?.graph.svg").is_file()
 
