@@ -26,9 +26,9 @@ TWINS = corpus.twins()
 GRADIENT = {"off_2pct", "off_2x", "sign_flip", "transposed", "dropped_term"}
 
 
-def _record(name, twin=None, steps=None):
+def _record(name, twin=None, steps=None, **options):
     with contextlib.redirect_stdout(io.StringIO()):  # the scripts print like real ones
-        return corpus.record(name, twin, steps)
+        return corpus.record(name, twin, steps, **options)
 
 
 def test_the_corpus_is_large_and_every_twin_kind_is_there():
@@ -127,7 +127,7 @@ def test_the_smallest_backward_error_caught():
 def test_a_2000_step_run_never_fails_a_check(name):
     """The tutorials' own length: 2,000 steps, every step checked (numeric and, for the
     linear model, analytic): zero failed checks."""
-    trace = _record(name, steps=2000)
+    trace = _record(name, steps=2000, full=True)  # every step in full, whatever the budget
     report = check_trace(trace, numeric="all")
     numeric = report.of("numeric")
     assert len({c.step for c in numeric}) == 2000

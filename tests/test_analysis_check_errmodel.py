@@ -41,7 +41,7 @@ class Legendre3(torch.autograd.Function):
         return d * (Legendre3.factor if m == "factor" else 1.0)
 
 
-def legendre_fit(dtype=torch.float32, steps=40, mutation="none", factor=1.0, n=2000):
+def legendre_fit(dtype=torch.float32, steps=40, mutation="none", factor=1.0, n=2000, full=True):
     """y = a + b P3(c + d x) fit to sin on [-pi, pi] (the PyTorch custom-Function lesson).
     a and c start at 0 and sin is odd, so their true gradient is exactly 0 at every step."""
     Legendre3.mutation, Legendre3.factor = mutation, factor
@@ -49,7 +49,7 @@ def legendre_fit(dtype=torch.float32, steps=40, mutation="none", factor=1.0, n=2
     y = torch.sin(x)
     a, b, c, d = (torch.tensor(v, dtype=dtype, requires_grad=True) for v in (0.0, -1.0, 0.0, 0.3))
     try:
-        with gradtrace.trace() as t:
+        with gradtrace.trace(full=full) as t:  # every step in full: each one is checked
             for _ in range(steps):
                 y_pred = a + b * Legendre3.apply(c + d * x)
                 loss = (y_pred - y).pow(2).sum()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import click
-import numpy as np
 
 from .common import load_trace, trace_argument
 
@@ -24,8 +23,10 @@ def summarize(trace) -> dict:
     run = {"script": info.script, "status": info.status, "exit_code": info.exit_code,
            "torch_version": info.torch_version, "format_version": info.format_version}
     doc = {"steps": steps, "totals": totals, "run": run}
-    sc = trace.scalars()
-    if len(sc) > len(steps):
+    if trace.scalar_steps() > len(steps):
+        import numpy as np  # only for a run with steps not recorded in full
+
+        sc = trace.scalars()
         # Steps not recorded in full: what every step kept (the table above has the full ones)
         counts = sc.counts()
         finite = sc.loss[~np.isnan(sc.loss)]

@@ -173,6 +173,14 @@ class Trace:
         return self._decoder.decode(idx, rows[0])
 
     # -- conveniences that live in upper layers (dispatched through the facade) -------------
+    def scalar_steps(self) -> int:
+        """How many steps have scalars (every step the run took, in format 4; the recorded
+        steps in older files): a count, cheap, without numpy."""
+        if self._version < 4:
+            return len(self.step_rows())
+        n = self._q("SELECT count(*) FROM scalars")[0][0]
+        return n if type(n) is int else 0
+
     def scalars(self):
         """Every step's loss and per-parameter norms, recorded in full or not, as numpy
         columns (:class:`gradtrace.tracefile.scalars.Scalars`)."""

@@ -4,6 +4,7 @@
 # "die" (rank 1 is killed after its 3rd step). The final parameters go to $DDP_PARAMS.<rank>.
 import os
 import sys
+import time
 
 import torch
 import torch.distributed as dist
@@ -51,6 +52,7 @@ for step in range(12):
         with torch.no_grad():
             net.lin.bias += 1e-3
     if mode == "die" and rank == 1 and step == 3:
+        time.sleep(0.5)  # longer than gradtrace's commit window: the steps so far are kept
         os.kill(os.getpid(), 9)
     if rank == 0:
         print(f"step {step} loss {loss.item():.6f}")
