@@ -69,7 +69,9 @@ Version history (each still read):
   ``.grad`` before backward wrote into it) and ``through_data``. For format 1 and 2 files
   the reader derives both from the idiom (and the value before) in ``_old_event_fields``.
 - 4: the ``scalars`` and ``scalar_param`` tables, meta ``policy`` and ``kept``; the backward
-  row ends with ``left_out`` (nodes beyond ``max_nodes_per_backward``, not recorded).
+  row ends with ``left_out`` (nodes beyond ``max_nodes_per_backward``, not recorded); the
+  ``allreduce`` event kind (DistributedDataParallel) and meta ``distributed`` and
+  ``optimizers``.
   Earlier files read as if every step were recorded in full, with scalars from the step
   table (loss, counts; no norms).
 
