@@ -8,7 +8,8 @@
 The run is the long-run model of issue 13 (as in benchmarks/longrun.py, which measures the
 recording side): a piecewise curve y = a*x^2 + b*x + c where x > 0, d*x + e elsewhere (a
 branch on the data), five scalar parameters, momentum SGD. It is recorded once with the
-default options into ``benchmarks/.cache/`` and reused while this file is unchanged.
+default options into ``benchmarks/.cache/`` and reused while this file and longrun.py are
+unchanged.
 
 Each command then runs as a user runs it, ``python -m gradtrace CMD TRACE`` in a fresh
 process, ``--rounds`` times; printed: wall time (median) and the peak RSS of the process.
@@ -29,28 +30,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(__file__).resolve().parent / ".cache"
 
-SCRIPT = '''
+#: The script recorded: benchmarks/longrun.py's model (one definition for both benchmarks).
+SCRIPT = f'''
 import sys
-import torch
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+from longrun import model
 
-steps = int(sys.argv[1])
-torch.manual_seed(0)
-x = torch.randn(16)
-y = torch.where(x > 0, 0.5 * x ** 2 - x + 1, 2 * x + 1) + 0.01 * torch.randn(16)
-a, b, c, d, e = (torch.zeros((), requires_grad=True) for _ in range(5))
-opt = torch.optim.SGD([a, b, c, d, e], lr=0.01, momentum=0.9)
-for i in range(steps):
-    opt.zero_grad()
-    pos = x > 0
-    if bool(pos.any()):
-        pred = torch.where(pos, a * x ** 2 + b * x + c, d * x + e)
-    else:
-        pred = d * x + e
-    loss = ((pred - y) ** 2).mean()
-    loss.backward()
-    opt.step()
-print("final loss", float(loss))
+loop, _ = model()
+print("final loss", float(loop(int(sys.argv[1]))))
 '''
+MODEL_SOURCE = (Path(__file__).resolve().parent / "longrun.py").read_text()
 
 COMMANDS = {
     "summary": ["summary"],
@@ -68,7 +57,7 @@ def _env() -> dict:
 
 def record(steps: int) -> Path:
     """The trace of the run (recorded now unless a trace of this script and length is cached)."""
-    key = hashlib.sha256(f"{SCRIPT}{steps}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"{SCRIPT}{MODEL_SOURCE}{steps}".encode()).hexdigest()[:12]
     path = CACHE / f"long_run-{steps}-{key}.gtrace"
     if path.exists():
         return path

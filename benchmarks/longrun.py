@@ -26,18 +26,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def child(steps: int, trace_path: str | None, options: dict) -> None:
-    sys.path.insert(0, str(ROOT))
+def model():
+    """The long-run model, built (seeded) and ready: ``(loop, params)``; ``loop(steps)`` trains
+    it and returns the last loss. benchmarks/long_run.py records this same model."""
     import torch
 
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     x = torch.randn(16)
     y = torch.where(x > 0, 0.5 * x ** 2 - x + 1, 2 * x + 1) + 0.01 * torch.randn(16)
     a, b, c, d, e = (torch.zeros((), requires_grad=True) for _ in range(5))
     opt = torch.optim.SGD([a, b, c, d, e], lr=0.01, momentum=0.9)
 
-    def loop():
+    def loop(steps: int):
+        loss = None
         for i in range(steps):
             opt.zero_grad()
             pos = x > 0
@@ -48,6 +49,20 @@ def child(steps: int, trace_path: str | None, options: dict) -> None:
             loss = ((pred - y) ** 2).mean()
             loss.backward()
             opt.step()
+        return loss
+
+    return loop, (a, b, c, d, e)
+
+
+def child(steps: int, trace_path: str | None, options: dict) -> None:
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    torch.set_num_threads(1)
+    train, (a, b, c, d, e) = model()
+
+    def loop():
+        train(steps)
 
     t0 = time.process_time()
     if trace_path is None:
