@@ -28,10 +28,10 @@ import numpy as np
 from ..tracefile.ranks import RankedRun
 from .check import CheckReport, CheckResult, check_trace
 from .diagnostics import Finding
+from .errmodel import gamma, unit_roundoff
 
 __all__ = ["check_ranks", "allreduce_checks", "rank_findings"]
 
-_U = {"float64": 2.0 ** -53, "float32": 2.0 ** -24, "float16": 2.0 ** -11, "bfloat16": 2.0 ** -8}
 
 
 def check_ranks(run: RankedRun, **options: Any) -> CheckReport:
@@ -55,28 +55,15 @@ def check_ranks(run: RankedRun, **options: Any) -> CheckReport:
 
 def _array(value) -> np.ndarray | None:
     """A recorded value as a float64 array (None when only statistics were kept)."""
-    if value is None:
-        return None
-    arr = getattr(value, "array", None)
-    if arr is None:
-        data = getattr(value, "data", None)
-        if data is None:
-            return None
-        arr = data.detach().double().numpy() if hasattr(data, "detach") else np.asarray(data)
-    return np.asarray(arr, dtype=np.float64)
+    arr = None if value is None else value.array
+    return None if arr is None else np.asarray(arr, dtype=np.float64)
 
 
 def _raw(value) -> np.ndarray | None:
-    """The recorded value's bytes, for bit-for-bit comparisons (None if not kept)."""
-    if value is None:
-        return None
-    arr = getattr(value, "array", None)
-    if arr is None:
-        data = getattr(value, "data", None)
-        if data is None:
-            return None
-        arr = data.detach().contiguous().numpy() if hasattr(data, "detach") else data
-    return np.ascontiguousarray(arr).view(np.uint8).reshape(-1)
+    """The recorded value's bytes, for bit-for-bit comparisons (None if not kept).
+    ``Value.array`` widens bfloat16/float8 exactly, so equal bytes mean equal values."""
+    arr = None if value is None else value.array
+    return None if arr is None else np.ascontiguousarray(arr).view(np.uint8).reshape(-1)
 
 
 def _by_name(trace, step, kind: str) -> dict[str, Any]:
@@ -128,11 +115,11 @@ def _allreduce_check(index: int, name: str, events: dict, world: int) -> CheckRe
         return result("fail", f"ranks hold different synchronised gradients (rank {differ[0]} "
                       f"differs from rank {next(iter(have))})", inf, inf, 0.0)
     dtype = str(getattr(next(iter(have.values())).after, "dtype", "float32"))
-    u = _U.get(dtype, 2.0 ** -24)
+    u = unit_roundoff(dtype)
     mean = np.sum(local, axis=0) / world
     magnitude = np.sum(np.abs(local), axis=0) / world
     k = world + 1  # world_size - 1 additions, a division, the rounding of the result
-    bound = (k * u / (1 - k * u)) * magnitude + u * np.abs(mean)
+    bound = gamma(k, u) * magnitude + u * np.abs(mean)
     err = np.abs(synced[0] - mean)
     tol = 2.0 * bound + np.finfo(np.float64).tiny
     scale = np.maximum(np.abs(mean), np.finfo(np.float64).tiny)
