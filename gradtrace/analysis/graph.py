@@ -300,8 +300,10 @@ def _accumulate_attrs(step, node, grads) -> dict:
     detail = f"→ {name}.grad"
     synced = next((e for e in step.events if e.kind == "allreduce" and e.tensor == tid), None)
     if synced is not None:  # DistributedDataParallel: the mean over the ranks lands in .grad
-        detail = f"→ all-reduce → {name}.grad"
-        note = (note + "; " if note else "") + f"{synced.idiom} (DDP), then into {name}.grad"
+        bucket = step.bucket_of(tid)
+        where = f", {bucket.label}" if bucket is not None else ""
+        detail = f"→ all-reduce{where} → {name}.grad"
+        note = (note + "; " if note else "") + f"{synced.idiom}{where} (DDP), then into {name}.grad"
     return dict(kind="accumulate", title="AccumulateGrad", detail=detail,
                 shape=tuple(g.shape) if g is not None else _shape_of(step, tid) if tid is not None else None,
                 grad=g, ref=("node", node.nid), note=note or f"adds the gradient into {name}.grad")

@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 
 from .calls import compiling, in_transform
+from .ddp import Buckets
 from .events import Events
 from .forward import Forward
 from .mode import Mode
@@ -270,6 +271,7 @@ class _Hooks:
         self.events = events
         self.opt_before: dict[int, list] = {}
         self.opt_seen: weakref.WeakSet = weakref.WeakSet()  # optimizers whose groups are noted
+        self.buckets = Buckets(run)  # DDP's gradient buckets (record/ddp.py)
 
     def module_pre(self, module, args):
         if not self.run.mode_on or compiling() or in_transform():
@@ -301,7 +303,21 @@ class _Hooks:
         if compiling():
             return None
         self.naming.leave_module(module)
+        if type(module).__name__ == "DistributedDataParallel":
+            try:
+                with torch._C.DisableTorchFunction():
+                    self._ddp_after_forward(module)
+            except Exception as e:
+                self.run.internal(e)
         return None
+
+    def _ddp_after_forward(self, module) -> None:
+        """A synchronising DDP forward has set up its buckets: their layout is noted."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        if isinstance(module, DistributedDataParallel) and torch.is_grad_enabled() \
+                and getattr(module, "require_backward_grad_sync", True):
+            self.buckets.after_forward(module)
 
     def opt_pre(self, optimizer, args, kwargs):
         if compiling():

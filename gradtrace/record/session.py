@@ -90,6 +90,8 @@ class trace:
             more: dict[str, Any] = {}
             if self._ranks is not None:
                 more["distributed"] = self._ranks.as_meta(rec.run.backend)
+                if rec.run.ddp_layouts:
+                    more["distributed"]["buckets"] = rec.run.ddp_layouts
             try:
                 self._writer.finish(status, exit_code, error, steps_seen=rec.steps_seen,
                                     ops_dropped=rec.ops_dropped_total, modules=rec.module_classes,

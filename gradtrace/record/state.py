@@ -61,6 +61,8 @@ class Run:
         #: backward pass will have all-reduced in the next one (none under ``no_sync()``).
         self.ddp_sync: set[int] = set()
         self.ddp_world = 1
+        #: DDP's bucket layouts from the step each began at (record/ddp.py), for the meta
+        self.ddp_layouts: list[dict[str, Any]] = []
         self.errors: list[str] = []
         # signals: one that arrives while gradtrace is writing waits until it is done
         self.busy = 0

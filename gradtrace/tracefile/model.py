@@ -19,7 +19,7 @@ from . import conveniences
 
 __all__ = [
     "Source", "Stats", "Value", "TensorInfo", "Op", "GradNode", "Backward", "Event",
-    "Step", "RunInfo", "EVENT_KINDS", "ACCUMULATIONS", "FUNCTION_PREFIX",
+    "Step", "Bucket", "RunInfo", "EVENT_KINDS", "ACCUMULATIONS", "FUNCTION_PREFIX",
 ]
 
 #: The kinds of :class:`Event` (besides ops and backward passes, which have their own types).
@@ -461,6 +461,24 @@ class RunInfo:
     kept: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Bucket:
+    """One of DistributedDataParallel's gradient buckets in a step (from the trace's meta
+    ``distributed.buckets``, see docs/distributed.md): its place in the reducer's order, how
+    many buckets there were, its parameters' tids (None: torch did not expose them), its
+    size in bytes, and whether it is of the layout DDP rebuilt after the first step."""
+
+    index: int
+    count: int
+    params: tuple[int, ...] | None
+    nbytes: int | None
+    rebuilt: bool
+
+    @property
+    def label(self) -> str:
+        return f"bucket {self.index} of {self.count}"
+
+
 @dataclass(frozen=True, eq=False)
 class Step:
     """One training step: the forward ops that fed a backward pass, the pass itself, and
@@ -477,6 +495,17 @@ class Step:
     values: dict[int, Value]
     tensors: dict[int, TensorInfo] = field(repr=False)
     ops_dropped: int = 0
+    #: DistributedDataParallel's gradient buckets in this step, where the trace says them
+    buckets: tuple[Bucket, ...] | None = field(default=None, repr=False)
+
+    def bucket_of(self, tid: int) -> Bucket | None:
+        """The DDP bucket that all-reduced parameter ``tid``'s gradient in this step (None:
+        not known). A single bucket holds every parameter."""
+        if not self.buckets:
+            return None
+        if len(self.buckets) == 1:
+            return self.buckets[0]
+        return next((b for b in self.buckets if b.params is not None and tid in b.params), None)
 
     @property
     def graph_ops(self) -> tuple[Op, ...]:

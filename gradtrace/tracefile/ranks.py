@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Mapping
 
 from ..errors import TraceFileError, UsageError
+from .model import Bucket
 
 __all__ = ["RankInfo", "RankedRun", "load", "rank_path", "run_path_of", "rank_files", "rank_finished",
-           "RANK_LIMIT"]
+           "RANK_LIMIT", "buckets_at"]
 
 #: The most ranks a run folder may hold (a bound for readers, far above real runs).
 RANK_LIMIT = 4096
@@ -147,6 +148,25 @@ def rank_finished(path: Path, since: float) -> bool:
             t.close()
     except (OSError, TraceFileError):
         return False  # not there yet, or being written
+
+
+def buckets_at(distributed: Mapping, step: int) -> tuple[Bucket, ...] | None:
+    """DDP's buckets in step ``step`` of a rank whose meta ``distributed`` is given; None
+    where it does not say them (not a DDP run, a rank killed before its meta was written, a
+    step before the first synchronising forward, a layout torch had not told yet).
+    ``Step.buckets`` holds this for each step read."""
+    layouts = (distributed or {}).get("buckets") or []
+    now = None
+    for layout in layouts:
+        if layout["from_step"] <= step:
+            now = layout
+    if now is None or (now["params"] is None and now["bytes"] is None):
+        return None
+    params, sizes = now["params"], now["bytes"]
+    n = len(params) if params is not None else len(sizes)
+    return tuple(Bucket(i, n, tuple(params[i]) if params is not None else None,
+                        sizes[i] if sizes is not None and i < len(sizes) else None, now["rebuilt"])
+                 for i in range(n))
 
 
 class RankedRun:

@@ -16,6 +16,7 @@ from . import conveniences
 from .checked import Limits, Malformed
 from .index import STEP_ROWS_SQL, StepList, step_row
 from .model import RunInfo, Source, Step, TensorInfo
+from .ranks import buckets_at
 from .schema import FORMAT_VERSION
 from .steps import StepDecoder, step_data_columns
 from .tables import read_info, read_sources, read_tensors
@@ -45,6 +46,7 @@ class Trace:
         self._version = version
         self._decoder = StepDecoder(path, version, self.limits, lambda: self.sources,
                                     lambda: self.tensors)
+        self._decoder.buckets = lambda idx: buckets_at(self.info.distributed, idx)
 
     # -- queries, with file errors turned into one line -----------------------------------
     def _q(self, sql: str, args: Iterable = ()) -> list[tuple]:

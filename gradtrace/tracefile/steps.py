@@ -39,6 +39,8 @@ class StepDecoder:
         self.limits = limits
         self._sources = sources
         self._tensors = tensors
+        #: step index -> DDP's buckets in it (the reader sets it from the run's meta)
+        self.buckets: Callable[[int], Any] = lambda idx: None
 
     def decode(self, idx: int, row: tuple) -> tuple[Step, int]:
         """The step from its row (:func:`step_data_columns`), checked, and about how many bytes
@@ -91,7 +93,8 @@ class _Body:
         backward = self.backward()
         events = self.events()
         return Step(index=self.idx, ops=tuple(ops), backward=backward, events=tuple(events),
-                    values=by_tid, tensors=self.decoder._tensors(), ops_dropped=dropped)
+                    values=by_tid, tensors=self.decoder._tensors(), ops_dropped=dropped,
+                    buckets=self.decoder.buckets(self.idx) if any(e.kind == "allreduce" for e in events) else None)
 
     def src(self, sid: Any, what: str) -> Source | None:
         return None if sid is None else self.sources.get(ck.integer(sid, f"{what}'s source id"))

@@ -124,9 +124,46 @@ def _distributed(v: Any, what: str) -> dict:
         raise Malformed(f"{what}: rank {rank} is not below world_size {world}")
     local = d.get("local_rank")
     backend = d.get("backend")
-    return {"rank": rank, "world_size": world,
-            "local_rank": rank if local is None else ck.integer(local, f"{what} local_rank", 0),
-            "backend": None if backend is None else ck.text(backend, f"{what} backend")[:40]}
+    out = {"rank": rank, "world_size": world,
+           "local_rank": rank if local is None else ck.integer(local, f"{what} local_rank", 0),
+           "backend": None if backend is None else ck.text(backend, f"{what} backend")[:40]}
+    if d.get("buckets") is not None:
+        out["buckets"] = _buckets(d["buckets"], f"{what} buckets")
+    return out
+
+
+#: At most this many bucket layouts (DDP has one, then the rebuilt one) and ids in them.
+MAX_LAYOUTS = 16
+MAX_BUCKET_IDS = 1 << 20
+
+
+def _buckets(v: Any, what: str) -> list[dict]:
+    """meta 'distributed' 'buckets': DDP's bucket layouts, from the step each began at
+    (record/ddp.py): ``from_step``, ``params`` (a list of lists of tids, or null), ``bytes``
+    (one size per bucket, or null), ``rebuilt``."""
+    if not isinstance(v, list) or len(v) > MAX_LAYOUTS:
+        raise Malformed(f"{what} is not a list of at most {MAX_LAYOUTS} layouts")
+    out: list[dict] = []
+    ids = 0
+    for i, raw in enumerate(v):
+        w = f"{what} [{i}]"
+        e = _obj(raw, w)
+        params = e.get("params")
+        if params is not None:
+            if not isinstance(params, list) or len(params) > MAX_BUCKET_IDS:
+                raise Malformed(f"{w} params is not a list of buckets")
+            params = [list(ck.int_list(g, f"{w} bucket {j}")) for j, g in enumerate(params)]
+            ids += sum(len(g) for g in params)
+            if ids > MAX_BUCKET_IDS:
+                raise Malformed(f"{what} holds more than {MAX_BUCKET_IDS} ids")
+        sizes = e.get("bytes")
+        if sizes is not None:
+            if not isinstance(sizes, list) or len(sizes) > MAX_BUCKET_IDS:
+                raise Malformed(f"{w} bytes is not a list of sizes")
+            sizes = [ck.integer(x, f"{w} bytes", 0) for x in sizes]
+        out.append({"from_step": ck.integer(e.get("from_step"), f"{w} from_step", 0),
+                    "params": params, "bytes": sizes, "rebuilt": ck.flag(e.get("rebuilt", 0), f"{w} rebuilt")})
+    return out
 
 
 def _obj(v: Any, what: str) -> dict:

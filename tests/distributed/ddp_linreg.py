@@ -1,7 +1,10 @@
 # Linear regression under DistributedDataParallel (gloo, CPU), one shard of the data per rank.
 # argv[1]: "ok" (correct), "perturb" (rank 1 nudges the bias after each update: replicas drift
 # apart), "unused" (an extra head that only rank 0 uses; needs find_unused_parameters=True),
-# "die" (rank 1 is killed after its 3rd step). The final parameters go to $DDP_PARAMS.<rank>.
+# "die" (rank 1 is killed after its 3rd step). The final parameters go to $DDP_PARAMS.<rank>,
+# what DDP logs of its gradient buckets to $DDP_PARAMS.<rank>.ddp.json. The buckets hold 4
+# bytes: once DDP has rebuilt them, the weight and the bias are all-reduced apart.
+import json
 import os
 import sys
 import time
@@ -38,7 +41,7 @@ class Net(nn.Module):
 
 torch.manual_seed(1)
 net = Net()
-model = DDP(net, find_unused_parameters=(mode == "unused"))
+model = DDP(net, find_unused_parameters=(mode == "unused"), bucket_cap_mb=4.5 / 2**20)
 opt = torch.optim.SGD(model.parameters(), lr=0.05)
 batch = 8
 for step in range(12):
@@ -60,4 +63,9 @@ for step in range(12):
 out = os.environ.get("DDP_PARAMS")
 if out:
     torch.save({k: v.detach().clone() for k, v in net.state_dict().items()}, f"{out}.{rank}")
+    logged = model._get_ddp_logging_data()
+    with open(f"{out}.{rank}.ddp.json", "w") as f:
+        json.dump({"names": [n for n, _ in net.named_parameters()],
+                   **{k: logged.get(k) for k in ("bucket_sizes", "has_rebuilt_buckets", "rebuilt_bucket_sizes",
+                                                 "rebuilt_per_bucket_param_indices")}}, f)
 dist.destroy_process_group()
