@@ -20,7 +20,7 @@ mean over the ranks (the ``allreduce`` event of the trace). So:
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,7 @@ from .check import CheckReport, CheckResult, check_trace
 from .diagnostics import Finding
 from .errmodel import gamma, unit_roundoff
 
-__all__ = ["check_ranks", "allreduce_checks", "rank_findings"]
+__all__ = ["check_ranks", "allreduce_checks", "rank_findings", "RankGradient", "rank_gradients"]
 
 
 
@@ -69,6 +69,53 @@ def _raw(value) -> np.ndarray | None:
 def _by_name(trace, step, kind: str) -> dict[str, Any]:
     """The events of ``kind`` in ``step``, by the name of their tensor (the last one wins)."""
     return {trace.name(e.tensor): e for e in step.events if e.kind == kind}
+
+
+@dataclass(frozen=True)
+class RankGradient:
+    """One parameter in one step of a DDP run, across the ranks: each rank's local gradient
+    (where its accumulation ended; ``Value``), each rank's synchronised ``.grad`` (the
+    all-reduce's result), their mean of the local gradients (float64, None when a rank kept
+    statistics only), whether the synchronised gradients hold the same bits on every rank,
+    and the bucket that all-reduced it (per rank: a ``Bucket`` or None)."""
+
+    name: str
+    local: dict[int, Any]
+    synced: dict[int, Any]
+    mean: np.ndarray | None
+    same_bits: bool | None
+    bucket: dict[int, Any]
+
+
+def rank_gradients(run: RankedRun, index: int) -> list[RankGradient]:
+    """Every parameter that some rank all-reduced (or accumulated) in step ``index``."""
+    steps = run.step_of_ranks(index)
+    per: dict[str, dict[str, dict[int, Any]]] = {}
+    for r, s in steps.items():
+        trace = run.traces[r]
+        for kind in ("accumulate", "allreduce"):
+            for name, e in _by_name(trace, s, kind).items():
+                d = per.setdefault(name, {"local": {}, "synced": {}, "bucket": {}})
+                if kind == "accumulate":
+                    d["local"].setdefault(r, e.after)
+                else:
+                    d["local"][r] = e.before
+                    d["synced"][r] = e.after
+                    d["bucket"][r] = s.bucket_of(e.tensor)
+    out = []
+    for name in sorted(per):
+        d = per[name]
+        arrays = [_array(v) for v in d["local"].values()]
+        mean = None
+        if arrays and all(a is not None for a in arrays) and len({a.shape for a in arrays}) == 1 \
+                and len(arrays) == run.world_size:
+            mean = np.sum(np.stack(arrays), axis=0) / len(arrays)
+        raws = [_raw(v) for v in d["synced"].values()]
+        same = None
+        if len(raws) >= 2 and all(x is not None for x in raws):
+            same = all(np.array_equal(raws[0], x) for x in raws[1:])
+        out.append(RankGradient(name, d["local"], d["synced"], mean, same, d["bucket"]))
+    return out
 
 
 def allreduce_checks(run: RankedRun) -> list[CheckResult]:

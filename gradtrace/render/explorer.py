@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 from . import palette
 from .explorer_data import DEFAULT_BUDGET, page_data
+from .explorer_ranks import RANKS_CSS, ranks_data, ranks_html, ranks_js
 
 __all__ = ["explorer_html", "page_of", "CSS"]
 
@@ -275,7 +276,7 @@ torch {_e(run['torch'])} · recorded {_e(run['created'])}</p>{error}
 <p id="bw-empty" class="muted">No backward pass in this step.</p><ol id="bw-list"></ol></section>
 </div>
 </main>
-<div class="lower">
+{ranks_html(data)}<div class="lower">
 <section class="panel" id="source-panel" aria-label="source"><h2>The script, line by line: what each did in step <span id="source-step"></span></h2>
 <div id="source"></div></section>
 <section class="panel" id="findings-panel" aria-label="findings"><h2>Findings and checks</h2>
@@ -292,8 +293,10 @@ torch {_e(run['torch'])} · recorded {_e(run['created'])}</p>{error}
             "img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
             + ("connect-src 'self'" if data["mode"] == "serve" else "connect-src 'none'") + "\">"
             f"<title>{_e(title)}</title><style>{palette.css_variables()}"
-            f":root{{--gt-grad-edge:{palette.GRAD_EDGE}}}{CSS}{_kind_css()}</style></head><body>"
-            + body + _json_script(data) + f"<script>{_js()}</script></body></html>\n")
+            f":root{{--gt-grad-edge:{palette.GRAD_EDGE}}}{CSS}{_kind_css()}"
+            + (RANKS_CSS if data.get("ranks") else "") + "</style></head><body>"
+            + body + _json_script(data) + f"<script>{_js()}</script>"
+            + (f"<script>{ranks_js()}</script>" if data.get("ranks") else "") + "</body></html>\n")
 
 
 def page_of(trace, report=None, *, budget: int = DEFAULT_BUDGET, mode: str = "file",
@@ -302,6 +305,10 @@ def page_of(trace, report=None, *, budget: int = DEFAULT_BUDGET, mode: str = "fi
     :class:`~gradtrace.render.explorer_data.Shapes` to lay graphs out in (a server keeps one
     for the steps it sends later)."""
     data = page_data(trace, report, budget=budget, mode=mode, warn=warn, shapes=shapes)
+    from ..tracefile.ranks import RankedRun
+
+    if isinstance(trace, RankedRun):  # a distributed run: its ranks side by side
+        data["ranks"] = ranks_data(trace, report, data["held"])
     start = None
     for item in data["verdict"]["items"]:
         if item["mood"] == "bad" and item["step"] is not None and str(item["step"]) in data["steps"]:

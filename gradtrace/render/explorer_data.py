@@ -335,6 +335,10 @@ FINDING_TITLES = {
     "lr_unstable": "The learning rate is too large: the loss diverges",
     "ill_conditioned": "The features are on different scales",
     "no_grad_received": "A parameter gets no gradient",
+    "ranks_diverged": "The ranks' replicas drift apart",
+    "no_grad_on_rank": "A parameter gets no gradient on some rank",
+    "ranks_step_count": "The ranks ran different numbers of steps",
+    "rank_missing": "A rank's trace is missing or unfinished",
 }
 
 

@@ -70,6 +70,8 @@ def build_report(trace, out, *, outputs: Outputs | None = None, animations: bool
     why on the page: the reason in ``missing_animations`` (kind -> reason, from the caller
     that tried to make it) or the error that stopped its rendering here."""
     from ..analysis.check import check_trace
+    from ..analysis.distributed import check_ranks
+    from ..tracefile.ranks import RankedRun
     from .animate import animation_of_trace
 
     warn = warn or (lambda message: None)
@@ -77,7 +79,9 @@ def build_report(trace, out, *, outputs: Outputs | None = None, animations: bool
     outputs = outputs or outputs_of(trace.path)
     sections: dict = {}
     try:
-        sections["check_result"] = check_result if check_result is not None else check_trace(trace)
+        if check_result is None:  # a distributed run: every rank's checks and those across ranks
+            check_result = check_ranks(trace) if isinstance(trace, RankedRun) else check_trace(trace)
+        sections["check_result"] = check_result
     except TraceFileError:
         raise  # the file itself is bad: one line for the whole report, not one per section
     except GradtraceError as e:
