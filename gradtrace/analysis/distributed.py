@@ -105,14 +105,15 @@ def rank_gradients(run: RankedRun, index: int) -> list[RankGradient]:
     out = []
     for name in sorted(per):
         d = per[name]
-        arrays = [_array(v) for v in d["local"].values()]
+        got = [_array(v) for v in d["local"].values()]
+        arrays = [a for a in got if a is not None]
         mean = None
-        if arrays and all(a is not None for a in arrays) and len({a.shape for a in arrays}) == 1 \
-                and len(arrays) == run.world_size:
+        if arrays and len(arrays) == len(got) == run.world_size and len({a.shape for a in arrays}) == 1:
             mean = np.sum(np.stack(arrays), axis=0) / len(arrays)
-        raws = [_raw(v) for v in d["synced"].values()]
+        got_raws = [_raw(v) for v in d["synced"].values()]
+        raws = [x for x in got_raws if x is not None]
         same = None
-        if len(raws) >= 2 and all(x is not None for x in raws):
+        if len(raws) >= 2 and len(raws) == len(got_raws):
             same = all(np.array_equal(raws[0], x) for x in raws[1:])
         out.append(RankGradient(name, d["local"], d["synced"], mean, same, d["bucket"]))
     return out

@@ -10,6 +10,7 @@ import click
 from ..render.graph import ENGINES, THEMES, VIEWS, GraphOptions
 from ..errors import UsageError
 from ..tracefile.outputs import Outputs, outputs_of
+from ..tracefile.ranks import RankedRun, run_path_of
 from .common import info, load_trace, shown_path, trace_argument
 
 __all__ = ["graph", "after_run"]
@@ -41,11 +42,14 @@ _EXTENSIONS = (".svg", ".png", ".pdf", ".dot", ".gv")
 @click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
               help="Layout: the dot program, pygraphviz's bundled graphviz, or matplotlib "
                    "(auto: the first that is available).")
+@click.option("--rank", type=click.IntRange(min=0), default=None, metavar="R",
+              help="A distributed run (its folder or a rank's file): draw rank R's step "
+                   "[default: rank 0, the lowest rank recorded].")
 @click.option("-o", "--output", metavar="OUT", default=None,
               help="OUT.svg, .png, .pdf or .dot; '-' prints the DOT text "
                    "[default: graph.svg next to the trace, NAME.graph.svg for NAME.gtrace].")
 def graph(trace_path, step_spec, view, values, theme, legend, budget, expand, direction, fold,
-          engine, output):
+          engine, rank, output):
     """Draw the computation graph of one recorded step (SVG, PNG, PDF or DOT).
 
     Works without the graphviz system package: pygraphviz's wheel brings the graphviz
@@ -57,6 +61,16 @@ def graph(trace_path, step_spec, view, values, theme, legend, budget, expand, di
     options = GraphOptions(view=view, values=values, theme=theme, legend=legend, budget=budget,
                            expand=expand, direction=direction, fold=fold, engine=engine)
     trace = load_trace(trace_path)
+    whose = ""
+    if isinstance(trace, RankedRun):  # a distributed run: one rank's graph, and it says which
+        named = run_path_of(Path(trace_path)) if trace_path else None
+        r = rank if rank is not None else named[1] if named is not None else trace.ranks[0]
+        trace = trace.rank(r)
+        whose = f"rank {r} of {trace.info.distributed.get('world_size', '?')}, "
+        if rank is None:
+            whose = f"rank {r} of {trace.info.distributed.get('world_size', '?')} (--rank R for another), "
+    elif rank is not None:
+        raise UsageError(f"--rank {rank}: {trace_path} is not a distributed run; drop --rank")
     step = trace.select(step_spec)
     from ..render.graph import graph_of_step
 
@@ -64,11 +78,22 @@ def graph(trace_path, step_spec, view, values, theme, legend, budget, expand, di
     if output == "-":
         click.echo(picture.dot, nl=False)
         return
-    out = Path(output) if output else outputs_of(trace.path).graph
+    out = Path(output) if output else _default_output(trace, rank)
     path = picture.save(out)
     model = picture.model
     extra = f", {model.collapsed} collapsed (--expand shows all)" if model.collapsed else ""
-    info(f"graph of step {step.index} ({view} view, {len(model)} nodes{extra}): {shown_path(path)}")
+    info(f"graph of {whose}step {step.index} ({view} view, {len(model)} nodes{extra}): {shown_path(path)}")
+
+
+def _default_output(trace, rank: int | None) -> Path:
+    """graph.svg as for the trace; a distributed run's is named after the run's path
+    (``graph.svg`` beside the rank files), another rank's than rank 0 carries its rank."""
+    found = run_path_of(Path(trace.path))
+    if found is None:
+        return outputs_of(trace.path).graph
+    run, r = found
+    graph = outputs_of(run).graph
+    return graph if rank is None or r == 0 else graph.with_name(f"{graph.stem}.rank{r}{graph.suffix}")
 
 
 def after_run(trace, outputs: Outputs, ctx, made: dict[str, Any] | None = None) -> None:

@@ -107,7 +107,7 @@ def _reducer_params(module) -> list:
     """The parameters in the reducer's order, as DDP lists them for it (its
     ``_build_params_for_reducer`` without the buffer bookkeeping that method also does):
     each sub-module's own parameters that require grad and are not ignored, first use only."""
-    ignore = getattr(module, "parameters_to_ignore", set())
+    ignore: set[str] = set(getattr(module, "parameters_to_ignore", ()) or ())
     out, seen = [], set()
     for mname, m in module.module.named_modules():
         for pname, p in m.named_parameters(recurse=False):

@@ -14,7 +14,6 @@ import html
 from importlib import resources
 from typing import Any
 
-from ..analysis.distributed import rank_gradients
 from ..formatting import number as fmt_number
 from ..formatting import shape_times as fmt_shape
 from ..tracefile.ranks import RankedRun
@@ -77,6 +76,8 @@ def _batch(trace, step) -> list[dict[str, Any]]:
 
 
 def _step_ranks(run: RankedRun, index: int, checks: dict) -> dict[str, Any]:
+    from ..analysis.distributed import rank_gradients  # (numpy and the checks: only for a run of ranks)
+
     steps = run.step_of_ranks(index)
     grads = rank_gradients(run, index)
     params = []

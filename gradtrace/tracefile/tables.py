@@ -124,9 +124,9 @@ def _distributed(v: Any, what: str) -> dict:
         raise Malformed(f"{what}: rank {rank} is not below world_size {world}")
     local = d.get("local_rank")
     backend = d.get("backend")
-    out = {"rank": rank, "world_size": world,
-           "local_rank": rank if local is None else ck.integer(local, f"{what} local_rank", 0),
-           "backend": None if backend is None else ck.text(backend, f"{what} backend")[:40]}
+    out: dict[str, Any] = {"rank": rank, "world_size": world,
+                           "local_rank": rank if local is None else ck.integer(local, f"{what} local_rank", 0),
+                           "backend": None if backend is None else ck.text(backend, f"{what} backend")[:40]}
     if d.get("buckets") is not None:
         out["buckets"] = _buckets(d["buckets"], f"{what} buckets")
     return out
