@@ -64,8 +64,11 @@ out = os.environ.get("DDP_PARAMS")
 if out:
     torch.save({k: v.detach().clone() for k, v in net.state_dict().items()}, f"{out}.{rank}")
     logged = model._get_ddp_logging_data()
+    names = {id(p): n for n, p in net.named_parameters()}
+    # the reducer's buckets themselves (the parameters of each, in order), as a comm hook sees them
+    held = [[names[id(p)] for p in b.parameters()] for b in model.reducer._get_zeros_like_grad_buckets()]
     with open(f"{out}.{rank}.ddp.json", "w") as f:
-        json.dump({"names": [n for n, _ in net.named_parameters()],
+        json.dump({"names": [n for n, _ in net.named_parameters()], "buckets": held,
                    **{k: logged.get(k) for k in ("bucket_sizes", "has_rebuilt_buckets", "rebuilt_bucket_sizes",
                                                  "rebuilt_per_bucket_param_indices")}}, f)
 dist.destroy_process_group()
