@@ -12,7 +12,7 @@ import torch
 import gradtrace
 from gradtrace.analysis.distributed import check_ranks, rank_findings
 from gradtrace.errors import UsageError
-from gradtrace.tracefile.ranks import (RankedRun, RankInfo, rank_files, rank_path,
+from gradtrace.tracefile.ranks import (RankedRun, RankInfo, buckets_at, rank_files, rank_path,
                                        run_path_of)
 from tests import runner
 
@@ -128,3 +128,44 @@ def test_summary_and_check_take_the_run_folder(tmp_path, monkeypatch):
     r = runner.gradtrace("check", str(tmp_path))
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.startswith("gradients ok")
+
+
+def test_the_buckets_of_a_step_from_the_layouts_in_the_meta():
+    layouts = {"buckets": [
+        {"from_step": 0, "params": [[0, 1, 2]], "bytes": [40], "rebuilt": False},
+        {"from_step": 1, "params": [[2], [0, 1]], "bytes": [8, 32], "rebuilt": True}]}
+    assert buckets_at({}, 3) is None and buckets_at({"buckets": []}, 0) is None
+    [b] = buckets_at(layouts, 0)
+    assert (b.label, b.params, b.nbytes, b.rebuilt) == ("bucket 0 of 1", (0, 1, 2), 40, False)
+    later = buckets_at(layouts, 7)
+    assert [(b.label, b.params, b.nbytes) for b in later] == [("bucket 0 of 2", (2,), 8),
+                                                               ("bucket 1 of 2", (0, 1), 32)]
+    # a rebuild whose layout torch had not told yet: not known, rather than the old layout
+    told_late = {"buckets": [layouts["buckets"][0],
+                             {"from_step": 1, "params": None, "bytes": None, "rebuilt": True}]}
+    assert buckets_at(told_late, 0) is not None and buckets_at(told_late, 1) is None
+    # sizes without the parameters (DDP's first buckets when torch's assignment differed)
+    sized = buckets_at({"buckets": [{"from_step": 0, "params": None, "bytes": [4, 8], "rebuilt": False}]}, 0)
+    assert [(b.label, b.params, b.nbytes) for b in sized] == [("bucket 0 of 2", None, 4), ("bucket 1 of 2", None, 8)]
+
+
+@pytest.mark.parametrize("buckets,says", [
+    ("x", "buckets is not a list"),
+    ([{"from_step": -1, "params": None, "bytes": None}], "from_step is -1, out of range"),
+    ([{"from_step": 0, "params": [["a"]], "bytes": None}], "bucket 0 holds text, not ids"),
+    ([{"from_step": 0, "params": None, "bytes": [1.5]}], "bytes is a number"),
+    ([{"from_step": 0}] * 17, "not a list of at most 16 layouts"),
+])
+def test_bucket_layouts_that_gradtrace_does_not_write_are_one_line(tmp_path, monkeypatch, buckets, says):
+    import sqlite3
+
+    from gradtrace.errors import TraceFileError
+
+    path = tmp_path / "trace.rank0.gtrace"
+    _record(path, 0, 1, monkeypatch, steps=1)
+    with sqlite3.connect(path) as c:
+        meta = {"rank": 0, "world_size": 1, "local_rank": 0, "backend": "gloo", "buckets": buckets}
+        c.execute("UPDATE meta SET value = ? WHERE key = 'distributed'", (json.dumps(meta),))
+    with pytest.raises(TraceFileError) as e:
+        gradtrace.load(path).rank(0).info
+    assert says in str(e.value) and "\n" not in str(e.value)
