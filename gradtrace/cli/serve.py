@@ -128,10 +128,10 @@ def serve(trace_path, port, run_check):
     trace = load_trace(trace_path)
     report = None
     if run_check:
-        from ..analysis.check import check_trace
+        from .check import _check  # a distributed run: every rank's checks and those across ranks
 
         try:
-            report = check_trace(trace)
+            report = _check(trace)
         except GradtraceError as e:
             info(f"serve: checks left out ({e})")
     server = ExplorerServer(trace, report, port=port, warn=info)

@@ -17,9 +17,10 @@
   }
   function shown(v) {  // a value as the panel writes it
     if (!v) return "\u2014";
-    var head = v.shape + " ";
-    if (v.text) return head + (v.text.length > 1 ? "[" + v.text.join(", ") + "]" : v.text[0]);
-    return head + v.stats;
+    if (v.text && v.text.length === 1 && (v.shape === "scalar" || v.shape === "1"))
+      return v.shape === "1" ? "[" + v.text[0] + "]" : v.text[0];
+    if (v.text) return v.shape + " [" + v.text.join(", ") + "]";
+    return v.shape + " " + v.stats;
   }
   function cell(tr, v, cls, data) {
     var td = el("td", { "class": "v" + (cls ? " " + cls : "") }, shown(v));
