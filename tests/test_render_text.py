@@ -83,6 +83,28 @@ def _last_code_frame(anim):
     return max(i for i, f in enumerate(frames) if "loss = (" in (f.code or ""))
 
 
+def test_a_placeholder_font_is_never_a_fallback(monkeypatch):
+    """matplotlib ships "Last Resort High-Efficiency", which maps every code point to a box:
+    on a machine with no CJK font it must not count as having the glyphs."""
+    from matplotlib import font_manager as fm
+
+    cjk = [ord(c) for c in "损失权重"]
+    real = list(fm.fontManager.ttflist)
+    drawing = [f for f in real if not text_mod.has_glyphs("损失权重", f.fname)
+               or f.name.startswith(text_mod.PLACEHOLDER_FAMILIES)]
+    assert any(f.name.startswith("Last Resort") for f in drawing), "matplotlib ships it"
+    monkeypatch.setattr(fm.fontManager, "ttflist", drawing)
+    monkeypatch.setattr(fm, "findSystemFonts", lambda *a, **k: [])
+    text_mod._candidates.cache_clear()
+    text_mod._fallback.cache_clear()
+    try:
+        assert not [n for n, _ in text_mod._candidates() if n.startswith("Last Resort")]
+        assert fallback_fonts(cjk) == []
+    finally:
+        text_mod._candidates.cache_clear()
+        text_mod._fallback.cache_clear()
+
+
 def test_code_line_drops_only_the_comment():
     assert code_line("loss = f(x)  # 损失") == "loss = f(x)"
     assert code_line("s = '# not a comment'  # 注释") == "s = '# not a comment'"

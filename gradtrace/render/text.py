@@ -34,6 +34,11 @@ PREFERRED = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans CJK TC", "Noto S
              "Source Han Sans SC", "Source Han Sans", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei",
              "Droid Sans Fallback", "AR PL UMing CN", "AR PL UKai CN", "Noto Sans", "Noto Sans Symbols")
 
+#: Fonts that claim every code point but draw each as a placeholder box (matplotlib ships
+#: "Last Resort High-Efficiency" as its own last fallback): never a fallback here, since the
+#: box is what the fallback is for avoiding.
+PLACEHOLDER_FAMILIES = ("Last Resort",)
+
 #: What stands for a character no installed font can draw.
 REPLACEMENT = "?"
 
@@ -78,7 +83,8 @@ def _candidates() -> tuple[tuple[str, str], ...]:
                 fm.fontManager.addfont(path)
             except (OSError, RuntimeError, ValueError):
                 continue
-    fonts = sorted({(f.name, f.fname) for f in fm.fontManager.ttflist})
+    fonts = sorted({(f.name, f.fname) for f in fm.fontManager.ttflist
+                    if not f.name.startswith(PLACEHOLDER_FAMILIES)})
     rank = {name: i for i, name in enumerate(PREFERRED)}
     return tuple(sorted(fonts, key=lambda f: (rank.get(f[0], len(rank)), f[0], f[1])))
 
