@@ -221,6 +221,21 @@ def test_the_report_holds_each_ranks_values_as_the_traces_say(runs):
             assert p["mean"]["values"] == pytest.approx(p["synced"]["0"]["values"], rel=1e-6, abs=1e-7)
 
 
+def test_the_ranks_panel_holds_what_fits_its_budget_and_the_steps_findings_point_at(runs):
+    from gradtrace.render.explorer_ranks import ranks_data
+
+    tmp, _ = runs
+    run = gradtrace.load(tmp / "perturb")
+    report = check_ranks(run)
+    every = ranks_data(run, report, run.steps.indices)
+    assert sorted(map(int, every["steps"])) == run.steps.indices
+    assert [(f["kind"], f["step"], f["rank"]) for f in every["findings"]] == [("ranks_diverged", 4, 1)]
+    size = len(json.dumps(every["steps"]["4"], separators=(",", ":")))
+    few = ranks_data(run, report, run.steps.indices, budget=3 * size)
+    assert 4 in map(int, few["steps"]) and 1 < len(few["steps"]) <= 3
+    assert few["steps"]["4"] == every["steps"]["4"]
+
+
 def test_graph_of_the_folder_draws_rank_0_and_names_the_bucket(runs):
     tmp, _ = runs
     folder = tmp / "ok"

@@ -11,20 +11,23 @@ of one process has none of it.
 from __future__ import annotations
 
 import html
+import json
 from importlib import resources
 from typing import Any
 
 from ..formatting import number as fmt_number
 from ..formatting import shape_times as fmt_shape
 from ..tracefile.ranks import RankedRun
-from .explorer_data import FINDING_TITLES
+from .explorer_data import DEFAULT_BUDGET, FINDING_TITLES, _pick
 
-__all__ = ["ranks_data", "ranks_html", "ranks_js", "RANKS_CSS", "RANK_VALUES", "RANK_FINDINGS"]
+__all__ = ["ranks_data", "ranks_html", "ranks_js", "RANKS_CSS", "RANK_VALUES", "RANK_FINDINGS", "RANKS_BUDGET"]
 
 #: A tensor is shown element by element in the ranks panel up to this many elements.
 RANK_VALUES = 64
 #: At most this many of a step's inputs are shown as a rank's local batch.
 BATCH_INPUTS = 4
+#: Bytes of the panel's per-step data a page holds (beyond it, an even sample of the steps).
+RANKS_BUDGET = DEFAULT_BUDGET // 2
 #: The findings about the ranks of a run (analysis/distributed.py).
 RANK_FINDINGS = ("ranks_diverged", "no_grad_on_rank", "ranks_step_count", "rank_missing")
 
@@ -96,8 +99,9 @@ def _step_ranks(run: RankedRun, index: int, checks: dict) -> dict[str, Any]:
             "params": params}
 
 
-def ranks_data(run: RankedRun, report, held: list[int]) -> dict[str, Any]:
-    """The panel's data for the steps the page holds (``held``)."""
+def ranks_data(run: RankedRun, report, held: list[int], budget: int = RANKS_BUDGET) -> dict[str, Any]:
+    """The panel's data for the steps the page holds (``held``): all of them when they fit
+    in ``budget`` bytes, else the steps the findings point at and an even sample."""
     checks: dict[tuple, dict] = {}
     findings: list[dict[str, Any]] = []
     if report is not None:
@@ -111,10 +115,19 @@ def ranks_data(run: RankedRun, report, held: list[int]) -> dict[str, Any]:
                 findings.append({"kind": f.kind, "title": FINDING_TITLES.get(f.kind, f.kind),
                                  "step": f.step, "param": f.param, "rank": f.rank,
                                  "message": f.message})
+    cache: dict[int, tuple[dict, int]] = {}
+
+    def build(i: int) -> tuple[dict, int]:
+        if i not in cache:
+            d = _step_ranks(run, i, checks)
+            cache[i] = (d, len(json.dumps(d, separators=(",", ":"), allow_nan=False)))
+        return cache[i]
+
+    must = [f["step"] for f in findings if f["step"] is not None]
+    chosen = _pick(list(held), must, lambda i: build(i)[1], budget)
     return {"world_size": run.world_size, "ranks": run.ranks, "missing": list(run.missing),
             "backend": run.first.info.distributed.get("backend"),
-            "steps": {str(i): _step_ranks(run, i, checks) for i in held},
-            "findings": findings}
+            "steps": {str(i): build(i)[0] for i in chosen}, "findings": findings}
 
 
 def ranks_html(data: dict) -> str:
