@@ -230,6 +230,10 @@ def test_the_ranks_panel_holds_what_fits_its_budget_and_the_steps_findings_point
     every = ranks_data(run, report, run.steps.indices)
     assert sorted(map(int, every["steps"])) == run.steps.indices
     assert [(f["kind"], f["step"], f["rank"]) for f in every["findings"]] == [("ranks_diverged", 4, 1)]
+    r = gradtrace_cmd("report", str(tmp / "perturb"), "--no-animations", timeout=240)
+    assert r.returncode == 0 and r.stderr.strip().endswith("perturb/report.html"), r.stderr
+    page = _page_data((tmp / "perturb" / "report.html").read_text(encoding="utf-8"))
+    assert page["ranks"]["findings"] == every["findings"]  # the folder's report checks across ranks
     size = len(json.dumps(every["steps"]["4"], separators=(",", ":")))
     few = ranks_data(run, report, run.steps.indices, budget=3 * size)
     assert 4 in map(int, few["steps"]) and 1 < len(few["steps"]) <= 3

@@ -8,6 +8,7 @@ import click
 
 from ..render.report import build_report
 from ..tracefile.outputs import outputs_of
+from ..tracefile.ranks import RankedRun
 from .common import info, load_trace, progress_bar, shown_path, trace_argument
 
 
@@ -24,7 +25,9 @@ def report(trace_path, output, animations):
     step's graph with an inspector, backward in autograd's order, the script line by line,
     the findings and checks, and both animations."""
     trace = load_trace(trace_path)
-    out = Path(output) if output else outputs_of(trace.path).report
-    path = build_report(trace, out, animations=animations, progress=progress_bar("report animations"),
-                        warn=info)
+    # a distributed run's outputs are named after the run's path, beside its rank files
+    outputs = outputs_of(trace.run_path if isinstance(trace, RankedRun) else trace.path)
+    out = Path(output) if output else outputs.report
+    path = build_report(trace, out, outputs=outputs, animations=animations,
+                        progress=progress_bar("report animations"), warn=info)
     info(f"report: {shown_path(path)}")
