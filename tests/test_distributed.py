@@ -119,6 +119,18 @@ def test_a_parameter_used_on_rank_0_only_is_named(runs):
     lacking = sorted((f.param, f.rank, f.step) for f in report.findings if f.kind == "no_grad_on_rank")
     assert lacking == [("model.module.extra.bias", 1, 0), ("model.module.extra.weight", 1, 0)]
     assert not report.failed
+    # DDP still wrote rank 1's .grad of the head (the mean of rank 0's gradient and rank 1's
+    # zeros): an allreduce event with no local gradient, checked against that mean.
+    run = gradtrace.load(tmp / "unused")
+    rank1 = run.rank(1)
+    extra = {"model.module.extra.bias", "model.module.extra.weight"}
+    for step in rank1.steps:
+        synced = {rank1.name(e.tensor): e for e in step.events if e.kind == "allreduce"}
+        assert extra <= set(synced), (step.index, sorted(synced))
+        assert all(synced[n].before is None and synced[n].after is not None for n in extra)
+    checked = [c for c in report.checks if c.kind == "allreduce" and c.param in extra]
+    assert len(checked) == 2 * len(rank1.steps)
+    assert all(c.status == "pass" for c in checked), [c for c in checked if c.status != "pass"][:2]
 
 
 def test_a_rank_killed_mid_run_leaves_readable_traces(tmp_path):

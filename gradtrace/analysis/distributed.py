@@ -66,6 +66,16 @@ def _raw(value) -> np.ndarray | None:
     return None if arr is None else np.ascontiguousarray(arr).view(np.uint8).reshape(-1)
 
 
+def _local(event) -> np.ndarray | None:
+    """What an allreduce event's rank sent: its local gradient, or zeros for a parameter that
+    took no part in its backward (recorded with no local value; DDP sends zeros for it under
+    ``find_unused_parameters=True``). None when only statistics were kept."""
+    if event.before is None:
+        synced = _array(event.after)
+        return None if synced is None else np.zeros_like(synced)
+    return _array(event.before)
+
+
 def _by_name(trace, step, kind: str) -> dict[str, Any]:
     """The events of ``kind`` in ``step``, by the name of their tensor (the last one wins)."""
     return {trace.name(e.tensor): e for e in step.events if e.kind == kind}
@@ -91,6 +101,7 @@ def rank_gradients(run: RankedRun, index: int) -> list[RankGradient]:
     """Every parameter that some rank all-reduced (or accumulated) in step ``index``."""
     steps = run.step_of_ranks(index)
     per: dict[str, dict[str, dict[int, Any]]] = {}
+    sent: dict[str, dict[int, np.ndarray | None]] = {}
     for r, s in steps.items():
         trace = run.traces[r]
         for kind in ("accumulate", "allreduce"):
@@ -102,10 +113,11 @@ def rank_gradients(run: RankedRun, index: int) -> list[RankGradient]:
                     d["local"][r] = e.before
                     d["synced"][r] = e.after
                     d["bucket"][r] = s.bucket_of(e.tensor)
+                    sent.setdefault(name, {})[r] = _local(e)
     out = []
     for name in sorted(per):
         d = per[name]
-        got = [_array(v) for v in d["local"].values()]
+        got = [sent[name][r] if r in sent.get(name, {}) else _array(v) for r, v in d["local"].items()]
         arrays = [a for a in got if a is not None]
         mean = None
         if arrays and len(arrays) == len(got) == run.world_size and len({a.shape for a in arrays}) == 1:
@@ -147,7 +159,7 @@ def _allreduce_check(index: int, name: str, events: dict, world: int) -> CheckRe
         lacking = ", ".join(str(r) for r in range(world) if r not in have)
         return result("not_applicable", f"rank {lacking} recorded no all-reduce of it in this "
                       "step (see the findings)")
-    local_or_none = [_array(e.before) for e in have.values()]
+    local_or_none = [_local(e) for e in have.values()]
     synced_or_none = [_array(e.after) for e in have.values()]
     local = [v for v in local_or_none if v is not None]
     synced = [v for v in synced_or_none if v is not None]

@@ -128,6 +128,11 @@ class Backward:
         return out
 
 
+def _grad_state(p) -> tuple | None:
+    g = p.grad
+    return None if g is None else (id(g), g._version)
+
+
 class BackwardPass:
     """One backward call: its nodes, the hook handles it holds while the call runs (removed on
     exit, whatever happens), what each hook saw, and writing it all as rows."""
@@ -145,6 +150,9 @@ class BackwardPass:
         self.ran: dict[int, tuple] = {}  # nid -> (order, grad_inputs, grad_outputs, accumulation)
         self.order = 0
         self.handles: list[Any] = []
+        # DDP's parameters' .grad before the pass: one DDP fills without a local gradient
+        # (find_unused_parameters=True, used on another rank) is told by its change.
+        self.grads_before = {pid: _grad_state(p) for pid, p in owner.run.ddp_sync.items()}
 
     def __enter__(self) -> "BackwardPass":
         run = self.owner.run
@@ -268,4 +276,22 @@ class BackwardPass:
             if synced is not None:
                 owner.events.event("allreduce", variable, f"all-reduce: mean over {run.ddp_world} ranks",
                                    after, synced, self.frame, "DistributedDataParallel")
+        self._unused_synced(snap, {v for _, v, *_ in acc_events})
         run.ddp_sync.clear()  # the next pass synchronises what the next DDP forward says
+
+    def _unused_synced(self, snap, accumulated: set) -> None:
+        """An allreduce event, with no local gradient, for each DDP parameter that took no
+        part in this rank's backward but whose ``.grad`` DDP wrote (the mean of what the other
+        ranks sent, this rank sending zeros: ``find_unused_parameters=True``)."""
+        run = self.owner.run
+        for pid, p in run.ddp_sync.items():
+            tid = run.tid_of(p)
+            if tid in accumulated or p.grad is None or _grad_state(p) == self.grads_before.get(pid):
+                continue
+            g = p.grad
+            after = snap(g)
+            self.owner.step.grad_vid[tid] = (after, id(g), g._version)
+            self.owner.events.event(
+                "allreduce", tid, f"all-reduce: mean over {run.ddp_world} ranks (no local "
+                "gradient on this rank: it sent zeros)", None, after, self.frame,
+                "DistributedDataParallel")

@@ -293,7 +293,7 @@ class _Hooks:
         if not isinstance(module, DistributedDataParallel):
             return
         if torch.is_grad_enabled() and getattr(module, "require_backward_grad_sync", True):
-            self.run.ddp_sync.update(id(p) for p in module.parameters() if p.requires_grad)
+            self.run.ddp_sync.update((id(p), p) for p in module.parameters() if p.requires_grad)
             group = getattr(module, "process_group", None)
             import torch.distributed as dist
 

@@ -57,9 +57,9 @@ class Run:
         self.thread_ident = threading.get_ident()
         self.truncated_passes = 0   # backward passes with more nodes than max_nodes_per_backward
         self.backend: str | None = None  # torch.distributed's, once the script set up a group
-        #: id() of the parameters that a DistributedDataParallel forward since the last
+        #: The parameters (by id()) that a DistributedDataParallel forward since the last
         #: backward pass will have all-reduced in the next one (none under ``no_sync()``).
-        self.ddp_sync: set[int] = set()
+        self.ddp_sync: dict[int, Any] = {}
         self.ddp_world = 1
         #: DDP's bucket layouts from the step each began at (record/ddp.py), for the meta
         self.ddp_layouts: list[dict[str, Any]] = []
