@@ -101,3 +101,30 @@ def test_gradtrace_run_of_a_bias_free_model_with_cjk_and_dollars(tmp_path):
         assert f"gradtrace: {kind} animation: out/{kind}.gif" in r.stderr
     page = (tmp_path / "out" / "report.html").read_text()
     assert "Training over time</h3><img" in page and "not made" not in page
+
+
+@pytest.mark.slow  # `gradtrace report` in-process, with and without its animations drawn
+def test_report_draws_missing_animations_only_with_animate(fitted):
+    from html import escape
+
+    from click.testing import CliRunner
+
+    from gradtrace.cli import cli
+    from gradtrace.render.report import NOT_MADE_YET
+
+    outputs = outputs_of(fitted.path)
+    r = CliRunner().invoke(cli, ["report", str(fitted.path)])
+    assert r.exit_code == 0, r.output
+    assert not outputs.animation("backprop").exists() and not outputs.animation("training").exists()
+    page = outputs.report.read_text()
+    for title in ("Back-propagation, one step", "Training over time"):
+        assert f"<b>{title}</b>: not made — {escape(NOT_MADE_YET)}" in page
+    assert "<img alt=\"Training over time\"" not in page
+    r = CliRunner().invoke(cli, ["report", "--animate", str(fitted.path)])
+    assert r.exit_code == 0, r.output
+    assert outputs.animation("backprop").is_file() and outputs.animation("training").is_file()
+    page = outputs.report.read_text()
+    assert "Back-propagation, one step</h3><img" in page and "Training over time</h3><img" in page
+    assert "<p class='muted missing-animation'>" not in page
+    r = CliRunner().invoke(cli, ["report", str(fitted.path)])  # made once, embedded from then on
+    assert r.exit_code == 0 and "<p class='muted missing-animation'>" not in outputs.report.read_text()

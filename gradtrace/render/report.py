@@ -53,6 +53,9 @@ def write_report(trace, path, **sections) -> Path:
     return path
 
 
+NOT_MADE_YET = "not made yet: `gradtrace animate TRACE` or `gradtrace report --animate TRACE` makes it"
+
+
 def build_report(trace, out, *, outputs: Outputs | None = None, animations: bool = True,
                  render_missing: bool = True, progress: Callable[[int, int], None] | bool | None = None,
                  warn: Callable[[str], None] | None = None, check_result: Any = None,
@@ -65,7 +68,8 @@ def build_report(trace, out, *, outputs: Outputs | None = None, animations: bool
     ``trace.path``): an animation next to it is reused if it is not older than the trace
     file, a figure if it was written during or after the run;
     missing animations are rendered only if ``render_missing`` (``progress`` as in
-    :class:`~gradtrace.render.animate.AnimateOptions`). A section that cannot be made is left
+    :class:`~gradtrace.render.animate.AnimateOptions`); otherwise the page says how to make
+    them. A section that cannot be made is left
     out, with a line to ``warn`` (the CLI prints it on stderr); an animation left out says
     why on the page: the reason in ``missing_animations`` (kind -> reason, from the caller
     that tried to make it) or the error that stopped its rendering here."""
@@ -94,9 +98,8 @@ def build_report(trace, out, *, outputs: Outputs | None = None, animations: bool
         for kind, title in (("backprop", "Back-propagation, one step"), ("training", "Training over time")):
             path = outputs.current_animation(kind)
             if path is None:
-                if not render_missing:
-                    if kind in told:
-                        missing[title] = told[kind]
+                if not render_missing:  # the page says how to make it
+                    missing[title] = told.get(kind, NOT_MADE_YET)
                     continue
                 path = outputs.animation(kind)
                 try:
