@@ -50,6 +50,18 @@ class Source:
         return f"{self.file.replace(chr(92), '/').rsplit('/', 1)[-1]}:{self.line}"
 
 
+def _in_memory_order(t: "torch.Tensor") -> "torch.Tensor":
+    """A strided view (a transposed weight, a permuted activation) as the flat run of memory
+    it covers, when it covers one without gaps: reductions over it are then as fast as over a
+    contiguous tensor (torch's aminmax is ~7x slower on a transposed matrix). The statistics
+    do not depend on the order of the elements. Anything else is returned as it is."""
+    if t.is_contiguous() or t.dim() < 2:
+        return t
+    order = sorted(range(t.dim()), key=lambda d: t.stride(d), reverse=True)
+    p = t.permute(order)
+    return p.view(-1) if p.is_contiguous() else t
+
+
 @dataclass(frozen=True)
 class Stats:
     """Summary statistics of a tensor value. Float fields are NaN for empty tensors."""
@@ -88,6 +100,7 @@ class Stats:
                 t = t.to(torch.uint8)
             if n <= 64 and t.device.type == "cpu":
                 return cls._of_list(t.reshape(-1).tolist())
+            t = _in_memory_order(t)
             lo, hi = torch.aminmax(t)
             mn, mx = float(lo), float(hi)
             if math.isfinite(mn) and math.isfinite(mx):  # NaN or inf would show here
