@@ -113,6 +113,26 @@ def test_value_statistics_from_an_array_agree_with_torch():
     assert empty.numel == 0 and math.isnan(empty.mean)
 
 
+def test_statistics_of_a_strided_view_are_those_of_its_copy():
+    """A transposed weight or a permuted activation is reduced as the flat memory it covers
+    (fast); a view with gaps is reduced as it is. Either way: the statistics of the copy."""
+    from gradtrace.tracefile.model import _in_memory_order
+
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(256, 784, generator=g)
+    x = torch.randn(4, 5, 6, 7, generator=g)
+    for t, dense in ((w.t(), True), (x.permute(2, 0, 3, 1), True), (w[:, ::2], False),
+                     (torch.randn(3, 1, 50, generator=g).transpose(0, 2), True)):
+        flat = _in_memory_order(t)
+        assert flat.is_contiguous() == dense and flat.numel() == t.numel()
+        mine, copy = Stats.of(t), Stats.of(t.contiguous())
+        assert (mine.numel, mine.min, mine.max, mine.nonfinite) == \
+            (copy.numel, copy.min, copy.max, copy.nonfinite)
+        assert math.isclose(mine.norm, copy.norm, rel_tol=1e-5)
+        assert math.isclose(mine.mean, copy.mean, rel_tol=1e-4, abs_tol=1e-6)
+    assert _in_memory_order(w) is w
+
+
 def test_a_value_made_from_a_tensor_or_an_array_has_both_views():
     t = torch.tensor([[1.0, -2.0]])
     v = Value(1, (1, 2), "float32", t)
