@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -322,3 +323,36 @@ def test_readers_on_odd_paths_in_a_real_shell(tmp_path, trace_file):
         assert "Traceback" not in r.stderr
     assert (d / "g#.dot").read_text().startswith("digraph")
     assert (d / "t?.png").stat().st_size > 0 and "run#3" in (d / "r%20.html").read_text()
+
+
+def test_a_step_written_provisionally_then_ended_is_the_same_bytes(tmp_path, monkeypatch):
+    """A step is written when its update is done (a kill -9 keeps it) and again when rows
+    arrive after that (the zeroing of b's gradient here); the second write encodes only the
+    rows added since. The file is the one encoding every row each time writes."""
+    from gradtrace.tracefile import store
+
+    def record(path):
+        torch.manual_seed(0)
+        w, b = torch.randn(3, 1, requires_grad=True), torch.zeros(1, requires_grad=True)
+        X = torch.randn(8, 3)
+        with gradtrace.trace(path, full=True):
+            for _ in range(6):
+                (X @ w + b).pow(2).mean().backward()
+                with torch.no_grad():
+                    for p in (w, b):
+                        p -= 0.1 * p.grad
+                        p.grad.zero_()  # w's zeroing writes the step; b's is added after
+        return sqlite3.connect(path).execute("SELECT * FROM step ORDER BY idx").fetchall()
+
+    calls = []
+    encode = store.TraceWriter._encode
+    monkeypatch.setattr(store.TraceWriter, "_encode",
+                        lambda self, key, rows: calls.append(self._encoded.get(key, (0,))[0])
+                        or encode(self, key, rows))
+    incremental = record(tmp_path / "a.gtrace")
+    assert any(calls), "no step was written twice: the test no longer covers the re-write"
+    monkeypatch.setattr(store.TraceWriter, "_encode", lambda self, key, rows: store._json(rows))
+    whole = record(tmp_path / "b.gtrace")
+    assert len(whole) == 6 and incremental == whole
+    events = [len(json.loads(r[-3])["events"]) for r in whole]  # the body column
+    assert min(events) >= 4  # each step has both updates and both zeroings

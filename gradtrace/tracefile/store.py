@@ -213,6 +213,9 @@ class TraceWriter:
         self._stats: list = []
         self._stats_int: list[int] = []
         self._codes: dict[str, int] = {}
+        # What the step's lists encoded to when it was written provisionally: its final
+        # write encodes only the rows added since (rows are never changed once added).
+        self._encoded: dict[str, tuple[int, str]] = {}
 
     # -- what the recorder writes: rows of gradtrace.tracefile.rows, and values -------------
     def add_source(self, row: SourceRow) -> None:
@@ -294,9 +297,12 @@ class TraceWriter:
             return
         if head.loss is not None and head.loss != head.loss:
             head = head._replace(loss="nan")  # SQLite would store a NaN REAL as NULL
-        body = _json({"ops": self._ops, "backward": self._backward, "nodes": self._nodes,
-                      "events": self._events, "stats": self._stats, "stats_int": self._stats_int,
-                      "dtypes": list(self._codes)})
+        body = (f'{{"ops":{self._encode("ops", self._ops)},"backward":{_json(self._backward)},'
+                f'"nodes":{self._encode("nodes", self._nodes)},'
+                f'"events":{self._encode("events", self._events)},'
+                f'"stats":{self._encode("stats", self._stats)},'
+                f'"stats_int":{self._encode("stats_int", self._stats_int)},'
+                f'"dtypes":{_json(list(self._codes))}}}')
         tensors = None
         if self._tensors or self._renames:
             tensors = _json(self._tensors + [(tid, name) for name, tid in self._renames])
@@ -313,6 +319,18 @@ class TraceWriter:
             self._reset_step()
             self._open_step = None
         self._write(step_row=row)
+
+    def _encode(self, key: str, rows: list) -> str:
+        """``_json(rows)``, encoding only the rows added since the step's last write."""
+        done, text = self._encoded.get(key, (0, "[]"))
+        n = len(rows)
+        if n < done:  # not a step's list (they only grow): encoded whole
+            done, text = 0, "[]"
+        if n != done:
+            tail = _json(rows[done:] if done else rows)
+            text = tail if not done else f"{text[:-1]},{tail[1:]}"
+            self._encoded[key] = (n, text)
+        return text
 
     def _sizes(self) -> tuple:
         """How much the open step holds: equal sizes, nothing added since."""
