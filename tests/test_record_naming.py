@@ -104,6 +104,25 @@ def test_a_parameter_passed_to_a_function_is_named_by_its_module_path_not_the_ar
     w = torch.ones(2, 1, requires_grad=True)
     with gradtrace.trace() as t2:
         helper(w).backward()
-    names = {p.name for p in t.params if p.name is not None}
-    assert names == {"net.fc1.weight", "net.fc1.bias", "net.fc2.weight", "net.fc2.bias"}
+    names = [p.name for p in t.params]  # weight.t() inside the Function is not one of them
+    assert sorted(names) == ["net.fc1.bias", "net.fc1.weight", "net.fc2.bias", "net.fc2.weight"]
     assert {p.name for p in t2.params} == {"w"}
+
+
+def test_a_view_made_inside_a_function_is_an_activation_every_step():
+    """``weight.t()`` in a custom Function's forward is a new tensor each step that requires
+    grad and has no grad_fn: it is the Function's intermediate, not a parameter, so the
+    trace's parameters stay the module's two however long the run."""
+    net = _FunctionLinear()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    X = torch.randn(4, 2)
+    with gradtrace.trace() as t:
+        for _ in range(3):
+            opt.zero_grad()
+            net(X).pow(2).mean().backward()
+            opt.step()
+    tr = t.result
+    assert [p.name for p in tr.params] == ["net.weight", "net.bias"]
+    for s in tr.steps:
+        (view,) = [o for o in s.ops if o.name == "t"]
+        assert view.parent is not None and s.tensors[view.outputs[0]].role == "activation"

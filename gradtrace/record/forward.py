@@ -145,12 +145,15 @@ class Forward:
         run, step = self.run, self.step
         outputs = []
         gf_name = None
+        # Inside a custom Function's forward nothing new is a parameter: ``weight.t()`` there
+        # is a view of one (it requires grad and has no grad_fn), made again every step.
+        inner = bool(run.parents)
         for o in outs:
             tid = run.tids.get(o)
             gf = grad_fn_of(o)
             if tid is None:
                 tid = run.new_tid(o, role="activation" if gf is not None or not o.requires_grad
-                                  else None)
+                                  or inner else None)
             outputs.append(tid)
             self.values.want(o, tid)
             if gf is not None:
