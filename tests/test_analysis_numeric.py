@@ -82,6 +82,39 @@ def test_finite_differences_match_autograd_on_a_nonlinear_model():
     assert all(r.max_rel_err < 1e-4 for r in results)
 
 
+def test_batched_and_one_at_a_time_finite_differences_agree(monkeypatch):
+    """The 6 perturbed losses of every sampled element are replayed together (vmap); where
+    vmap cannot batch an op of the step the replay runs once a point. Both give the same
+    differences, to the rounding of the float64 loss over the step h."""
+    from gradtrace.analysis import numeric
+
+    step = _mlp_steps().steps[0]
+    rp, values = replay_of(step)
+    tid = max(values, key=lambda t: values[t].numel())
+    idx = sample_indices(values[tid].numel(), 100, step.index)
+    calls = []
+    losses = numeric.Replay.losses
+    monkeypatch.setattr(numeric.Replay, "losses",
+                        lambda self, *a: calls.append(len(a[2])) or losses(self, *a))
+    batched = finite_differences(rp, values, tid, idx)
+    assert sum(calls) == 6 * len(idx)            # every point went through the batched replay
+
+    def cannot_batch(self, *a):
+        raise RuntimeError("an op vmap cannot batch")
+
+    monkeypatch.setattr(numeric.Replay, "losses", cannot_batch)
+    one_by_one = finite_differences(rp, values, tid, idx)
+    scale = float(one_by_one.fd.abs().max())
+    for a, b in ((batched.d_h, one_by_one.d_h), (batched.d_4h, one_by_one.d_4h),
+                 (batched.fd, one_by_one.fd)):
+        assert float((a - b).abs().max()) <= 1e-9 * scale
+    assert torch.equal(batched.h, one_by_one.h)
+    monkeypatch.setattr(numeric, "_FD_BATCH_BYTES", 1)  # a point a chunk: the same again
+    monkeypatch.setattr(numeric.Replay, "losses", losses)
+    chunked = finite_differences(rp, values, tid, idx)
+    assert float((chunked.fd - batched.fd).abs().max()) <= 1e-9 * scale
+
+
 def test_a_custom_function_with_a_wrong_backward_fails_and_is_named():
     step = _mlp_steps(cube_factor=2.0).steps[1]
     results = numeric_check(step)

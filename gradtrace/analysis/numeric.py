@@ -16,6 +16,7 @@ table, or an argument its function does not take, makes the step not replayable 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -368,6 +369,27 @@ class Replay:
         """The most elements an op of the replay may make when the trace has no shape for it."""
         return max([1 << 20] + [4 * v.numel for v in self.step.values.values()])
 
+    def losses(self, values: dict[int, torch.Tensor], tid: int, points: torch.Tensor) -> torch.Tensor:
+        """The loss (as :meth:`__call__` sums it) at each of ``points`` (a batch of values of
+        leaf ``tid``, first dimension the batch), in one replay vectorised by ``torch.func.vmap``.
+        Raises whatever an op that vmap cannot batch raises; callers fall back to one replay a
+        point."""
+        from torch.func import vmap
+
+        def one(p: torch.Tensor) -> torch.Tensor:
+            vals = dict(values)
+            vals[tid] = p
+            env = self.forward(vals)
+            total = torch.zeros((), dtype=torch.float64)
+            for r, g in zip(self.roots, self.root_grads):
+                if r not in env:
+                    raise ReplayError(f"the loss ({self.step.name(r)}) was not recomputed")
+                v = env[r]
+                total = total + (v.sum() if g is None else (v * g.reshape(v.shape)).sum())
+            return total
+
+        return vmap(one)(points)
+
     def __call__(self, values: dict[int, torch.Tensor]) -> float:
         env = self.forward(values)
         total = 0.0
@@ -488,35 +510,72 @@ def finite_differences(replay: Replay, values: dict[int, torch.Tensor], tid: int
     h / 16, twice at most, and the estimate that is smallest is kept: a parameter of
     1e-5 multiplying features of 1e4 needs a smaller step than max(1, |theta|) gives."""
     base = values[tid].reshape(-1)
-    ds = torch.empty(3, len(indices), dtype=torch.float64)
-    hs = torch.empty(len(indices), dtype=torch.float64)
-
-    def at(i: int, delta: float) -> float:
-        vals = dict(values)
-        flat = vals[tid].reshape(-1).clone()
-        flat[i] += delta
-        vals[tid] = flat.reshape(values[tid].shape)
-        return replay(vals)
-
-    for j, i in enumerate(indices):
-        h = FD_EPS * max(1.0, abs(float(base[i])))
-        best = None
-        for _ in range(3 if target is not None else 1):
-            d = [(at(i, s * h) - at(i, -s * h)) / (2 * s * h) for s in (1, 2, 4)]
-            r1, r2 = (4 * d[0] - d[1]) / 3, (4 * d[1] - d[2]) / 3
-            err = abs(r1 - r2) / 15 + FDResult.CANCELLATION * loss_error / h
-            if best is None or err < best[0]:
-                best = (err, d, h)
-            if target is None or err <= float(target[j]):
-                break
-            h /= 16
-        assert best is not None  # the loop runs at least once
-        _, d, h = best
-        hs[j] = h
-        for m in range(3):
-            ds[m, j] = d[m]
+    n = len(indices)
+    ds = torch.empty(3, n, dtype=torch.float64)
+    trial = torch.tensor([FD_EPS * max(1.0, abs(float(base[i]))) for i in indices],
+                         dtype=torch.float64)
+    hs = trial.clone()                  # the step of the estimate kept
+    best = [math.inf] * n
+    todo = list(range(n))
+    for attempt in range(3 if target is not None else 1):
+        if not todo:
+            break
+        h = trial[todo]
+        d = _central_differences(replay, values, tid, [indices[j] for j in todo], h)
+        r1, r2 = (4 * d[0] - d[1]) / 3, (4 * d[1] - d[2]) / 3
+        err = ((r1 - r2).abs() / 15 + FDResult.CANCELLATION * loss_error / h).tolist()
+        again = []
+        for k, j in enumerate(todo):
+            if attempt == 0 or err[k] < best[j]:   # the estimate that is smallest is kept
+                best[j] = err[k]
+                ds[:, j] = d[:, k]
+                hs[j] = h[k]
+            if target is not None and not err[k] <= float(target[j]):
+                again.append(j)
+        todo = again
+        trial[todo] = trial[todo] / 16
     fd = (4 * ds[0] - ds[1]) / 3
     return FDResult(tid, indices, fd, ds[0], ds[1], ds[2], hs)
+
+
+#: at most this many bytes of the step's values held for the points of one batched replay
+_FD_BATCH_BYTES = 64 << 20
+
+
+def _central_differences(replay: Replay, values: dict[int, torch.Tensor], tid: int,
+                         flat: list[int], h: torch.Tensor) -> torch.Tensor:
+    """``D(s h)`` for s = 1, 2, 4 at each flat index of leaf ``tid`` (rows s, columns the
+    indices): ``(L(x + s h e_i) - L(x - s h e_i)) / 2 s h``, the 6 losses of every index
+    replayed together through :meth:`Replay.losses` (in chunks that bound the memory), or
+    one replay a point where vmap cannot batch an op of the step."""
+    x = values[tid]
+    k = len(flat)
+    scale = torch.tensor([1.0, -1.0, 2.0, -2.0, 4.0, -4.0], dtype=torch.float64)
+    deltas = (scale[:, None] * h[None, :]).reshape(-1)             # point p = 6 s-rows x k
+    where = torch.tensor(flat * 6, dtype=torch.long)
+    per_point = 8 * max(1, sum(v.numel() for v in values.values()))
+    chunk = max(1, _FD_BATCH_BYTES // per_point)
+    L = torch.empty(6 * k, dtype=torch.float64)
+    batched = True
+    for lo in range(0, 6 * k, chunk):
+        hi = min(6 * k, lo + chunk)
+        pts = x.reshape(1, -1).repeat(hi - lo, 1)
+        rows = torch.arange(hi - lo)
+        pts[rows, where[lo:hi]] += deltas[lo:hi]
+        pts = pts.reshape(hi - lo, *x.shape)
+        if batched:
+            try:
+                L[lo:hi] = replay.losses(values, tid, pts)
+                continue
+            except Exception:  # an op vmap cannot batch (in place on an unbatched tensor...)
+                batched = False
+        for p in range(hi - lo):
+            vals = dict(values)
+            vals[tid] = pts[p]
+            L[lo + p] = replay(vals)
+    L = L.reshape(6, k)
+    s = torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64)[:, None]
+    return (L[0::2] - L[1::2]) / (2 * s * h[None, :])
 
 
 @dataclass(frozen=True)
