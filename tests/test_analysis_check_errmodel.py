@@ -427,3 +427,35 @@ def test_a_wrong_backward_under_bfloat16_autocast_is_still_caught():
     assert results["lin2.weight"].passed and results["lin2.bias"].passed, results["lin2.weight"]
     assert "ScaledSoftsign" in results["lin1.weight"].detail
     assert "bfloat16" in results["lin1.weight"].detail
+
+
+def test_the_forward_bound_of_many_elements_is_one_batched_backward(monkeypatch):
+    """From eight elements on, the forward bound's backward passes (one per element) are one
+    pass with a batch of one-hot cotangents; it gives the sums of the one-at-a-time passes."""
+    from gradtrace.analysis import errmodel
+
+    torch.manual_seed(0)
+    W1 = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    W2 = torch.randn(1, 6, dtype=torch.float64, requires_grad=True)
+    X = torch.randn(10, 4, dtype=torch.float64)
+    with gradtrace.trace() as t:
+        (torch.tanh(X @ W1.T) @ W2.T).pow(2).mean().backward()
+    rp, values = replay_of(t.result.steps[0])
+    model = ErrorModel(rp, values)
+    w1 = t.result.find("W1").tid
+    idx = list(range(24))
+    seen = []
+    batched_of = errmodel.ErrorModel._forward_bound_batched
+    monkeypatch.setattr(errmodel.ErrorModel, "_forward_bound_batched",
+                        lambda self, *a: seen.append(len(a[3])) or batched_of(self, *a))
+    batched = model.forward_bound(w1, idx)
+    few = model.forward_bound(w1, idx[:errmodel._BATCH_FROM - 1])
+    assert seen == [24]                       # the few were taken one at a time
+    monkeypatch.setattr(errmodel.ErrorModel, "_forward_bound_batched", lambda self, *a: None)
+    one_by_one = model.forward_bound(w1, idx)
+    assert bool((one_by_one > 0).all())
+    torch.testing.assert_close(batched, one_by_one, rtol=1e-12, atol=0)
+    torch.testing.assert_close(few, one_by_one[:errmodel._BATCH_FROM - 1], rtol=1e-12, atol=0)
+    monkeypatch.setattr(errmodel, "_BATCH_BYTES", 1)   # an element a chunk: the same sums
+    monkeypatch.setattr(errmodel.ErrorModel, "_forward_bound_batched", batched_of)
+    torch.testing.assert_close(model.forward_bound(w1, idx), one_by_one, rtol=1e-12, atol=0)

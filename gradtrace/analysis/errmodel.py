@@ -126,6 +126,12 @@ class _OpRecord:
     terms: float                 # products the op adds up, over all its outputs
 
 
+#: at most this many bytes held by one batch of :meth:`ErrorModel.forward_bound`'s cotangents
+_BATCH_BYTES = 64 << 20
+#: from this many elements on, forward_bound's backward passes are batched
+_BATCH_FROM = 8
+
+
 @dataclass
 class ErrorModel:
     """The float64 replay of a step with a handle on every op result, and the bounds.
@@ -170,6 +176,7 @@ class ErrorModel:
         self.gradient = {t: (g.detach() if g is not None else torch.zeros_like(v))
                          for (t, v), g in zip(self.leaves.items(), grads[:n])}
         self._B: dict[int, torch.Tensor] | None = None
+        self._E: dict[int, torch.Tensor] | None = None  # forward_errors() in the ops' dtypes
 
     # -- the replay with handles -----------------------------------------------------------------
     def _run(self, o: Op, env: dict[int, torch.Tensor]) -> None:
@@ -363,18 +370,51 @@ class ErrorModel:
 
     def forward_bound(self, tid: int, indices: list[int]) -> torch.Tensor:
         """At the given flat elements of leaf ``tid``: sum_v |d g_i / d v| E_v."""
-        E = self.forward_errors()
+        if self._E is None:
+            self._E = self.forward_errors()
+        E = self._E
         probes = [p for t, p in self.probes.items() if t in E]
         errs = [E[t] for t in self.probes if t in E]
         g = self._grad_graph.get(tid)
         res = torch.zeros(len(indices), dtype=torch.float64)
         if g is None or not probes or not g.requires_grad:
             return res
+        # A few elements are taken one at a time: a batched backward first imports torch's
+        # decompositions and sympy (about half a second), which only many elements repay.
+        if len(indices) >= _BATCH_FROM:
+            batched = self._forward_bound_batched(g, probes, errs, indices)
+            if batched is not None:
+                return batched
         flat = g.reshape(-1)
         for j, i in enumerate(indices):
             ds = torch.autograd.grad(flat[i], probes, retain_graph=True, allow_unused=True)
             res[j] = sum(float((d.abs() * e).sum()) for d, e in zip(ds, errs) if d is not None)
         return res
+
+    def _forward_bound_batched(self, g: torch.Tensor, probes: list[torch.Tensor],
+                               errs: list[torch.Tensor], indices: list[int]) -> torch.Tensor | None:
+        """:meth:`forward_bound`'s sums for every element at once: one backward pass of the
+        gradient's graph with a batch of one-hot cotangents (``is_grads_batched``, vmap over
+        the backward), in chunks of bounded memory; None where a backward function cannot be
+        batched (the caller then takes one element at a time)."""
+        per = 8 * max(1, g.numel() + sum(p.numel() for p in probes))
+        chunk = max(1, _BATCH_BYTES // per)
+        out = torch.zeros(len(indices), dtype=torch.float64)
+        flat = torch.tensor(indices, dtype=torch.long)
+        try:
+            for lo in range(0, len(indices), chunk):
+                hi = min(len(indices), lo + chunk)
+                onehot = torch.zeros(hi - lo, g.numel(), dtype=g.dtype)
+                onehot[torch.arange(hi - lo), flat[lo:hi]] = 1
+                ds = torch.autograd.grad(g, probes, grad_outputs=onehot.reshape(hi - lo, *g.shape),
+                                         retain_graph=True, allow_unused=True,
+                                         is_grads_batched=True)
+                for d, e in zip(ds, errs):
+                    if d is not None:
+                        out[lo:hi] += (d.abs() * e).reshape(hi - lo, -1).sum(1)
+        except RuntimeError:  # a backward vmap cannot batch
+            return None
+        return out
 
     def loss_error(self) -> float:
         """How far the float64 replay's loss can be from the exact one: sum_v |dL/dv| E_v."""
