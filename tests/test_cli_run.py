@@ -32,6 +32,16 @@ for i in range(100000):
 """
 
 
+def _wait_ready(proc):
+    """The child printed "ready" (21 steps recorded); if it ended first, its stderr says why."""
+    line = proc.stdout.readline()
+    if line.strip() != "ready":
+        proc.kill()
+        out, err = proc.communicate(timeout=60)
+        pytest.fail(f"the traced script ended before step 21 (exit {proc.returncode}); "
+                    f"stdout {(line + out)[-500:]!r}; stderr {err[-2000:]!r}")
+
+
 def _script(tmp_path, body, name="script.py"):
     p = tmp_path / name
     p.write_text(textwrap.dedent(body))
@@ -138,7 +148,7 @@ def test_signals_save_what_was_recorded(tmp_path, sig, code):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "gradtrace", "run", "-o", "out.gtrace", str(p)],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    assert proc.stdout.readline().strip() == "ready"
+    _wait_ready(proc)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
@@ -153,7 +163,7 @@ def test_kill_9_leaves_a_loadable_file(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "gradtrace", "run", "-o", "out.gtrace", str(p)],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    assert proc.stdout.readline().strip() == "ready"
+    _wait_ready(proc)
     time.sleep(0.3)
     proc.kill()
     proc.wait(timeout=60)
