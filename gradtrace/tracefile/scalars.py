@@ -3,15 +3,16 @@
 The recorder writes one ``scalars`` row per step whether or not the step is recorded in
 full (:class:`~gradtrace.tracefile.rows.ScalarRow`), so curves and the zeroing /
 accumulation timeline are complete for a run of any length. ``trace.scalars()`` reads
-them all in one query; a file of an older format reads as scalars made from its step table
-(every step recorded in full; the loss and the accumulation counts, no norms).
+them in one pass, :data:`CHUNK` rows at a time, into arrays sized from the row count (no
+list of every row is held); a file of an older format reads as scalars made from its step
+table (every step recorded in full; the loss and the accumulation counts, no norms).
 """
 
 from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
@@ -25,6 +26,8 @@ __all__ = ["Scalars", "read_scalars", "MAX_CELLS"]
 
 #: The most (step, parameter) cells a reader allocates for one column.
 MAX_CELLS = 1 << 26
+#: Rows of the scalars table fetched at a time.
+CHUNK = 4096
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,8 +106,12 @@ def read_scalars(trace: "Trace") -> Scalars:
     norms = np.full((3, n, k), np.nan)
     acc = np.full((n, k), -1, np.int8)
     last = -1
-    for i, raw in enumerate(trace._q(
-            f"SELECT {', '.join(ScalarRow._fields)} FROM scalars ORDER BY idx")):
+    i = -1
+    for raw in _rows(trace, f"SELECT {', '.join(ScalarRow._fields)} FROM scalars ORDER BY idx"):
+        i += 1
+        if i >= n:  # a run still recording: the rows counted are the ones read
+            i -= 1
+            break
         r = ScalarRow(*raw)
         where = f"step {r.idx!r:.20}'s scalars"
         if type(r.idx) is not int or r.idx <= last or r.full not in (0, 1) \
@@ -126,10 +133,24 @@ def read_scalars(trace: "Trace") -> Scalars:
             raise TraceFileError(path, f"{where} hold an accumulation code out of range; the "
                                        "file is damaged: record the run again")
         acc[i, :j] = a
+    if i + 1 < n:  # rows went missing between the count and the read
+        n = i + 1
+        steps, full, loss, norms, acc = steps[:n], full[:n], loss[:n], norms[:, :n], acc[:n]
     tensors = trace.tensors
     names = tuple(tensors[c.tid].label if c.tid in tensors else f"t{c.tid}" for c in cols)
     return Scalars(steps, full, loss, tuple(c.tid for c in cols), names, norms[0], norms[1],
                    norms[2], acc)
+
+
+def _rows(trace: "Trace", sql: str) -> Iterator[tuple]:
+    """The rows of ``sql``, :data:`CHUNK` at a time (the arrays are allocated once, from the
+    count: no list of every row is held)."""
+    chunks = getattr(trace, "_chunks", None)
+    if chunks is None:  # a reader without cursors (a test double): one query
+        yield from trace._q(sql)
+        return
+    for rows in chunks(sql, CHUNK):
+        yield from rows
 
 
 def _from_step_rows(trace: "Trace") -> Scalars:
