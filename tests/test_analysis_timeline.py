@@ -1,0 +1,117 @@
+"""Long runs: the check reads every step's scalars and a bounded number of steps in full (issue 13)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from click.testing import CliRunner
+
+import gradtrace
+from gradtrace.analysis.check import check_trace
+from gradtrace.analysis.timeline import scalar_timeline, steps_to_check
+from gradtrace.cli import cli
+
+
+def _loop(steps, forget_at=(), accumulate_at=()):
+    """Least squares with momentum SGD; ``forget_at``: steps that skip ``zero_grad()``;
+    ``accumulate_at``: steps whose update is left to the next step (gradient accumulation
+    on purpose: two backward passes, then one update)."""
+    torch.manual_seed(0)
+    true_w = torch.tensor([[1.0], [-2.0], [0.5]])
+    w = torch.zeros(3, 1, requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([w, b], lr=0.02, momentum=0.9)
+    for i in range(steps):
+        X = torch.randn(16, 3)  # a fresh batch each step: the parameters never stop moving
+        y = X @ true_w + 0.3 + 0.1 * torch.randn(16, 1)
+        if i not in forget_at and i - 1 not in accumulate_at:
+            opt.zero_grad()
+        loss = ((X @ w + b - y) ** 2).mean()
+        loss.backward()
+        if i not in accumulate_at:
+            opt.step()
+
+
+def _checked(report) -> list[int]:
+    return sorted({c.step for c in report.of("analytic_mse")})
+
+
+def test_steps_to_check_keeps_first_last_pointed_and_the_step_before_then_spacing():
+    full = list(range(0, 100)) + list(range(116, 1000, 16))
+    got = steps_to_check(full, [505, 50, 9999], 10)
+    assert len(got) == 10 and got == sorted(got)
+    assert {0, 996, 50, 49} <= set(got)
+    assert 505 not in got and 504 not in got   # not recorded in full
+    assert steps_to_check(full, [50], None) == full == steps_to_check(full, [], len(full))
+
+
+def test_max_steps_checks_first_last_and_the_steps_the_scalars_point_at(tmp_path):
+    with gradtrace.trace(tmp_path / "t.gtrace", full=True) as t:
+        _loop(200, forget_at={120})
+    report = check_trace(t, max_steps=6)
+    steps = _checked(report)
+    assert len(steps) == 6 and {0, 199, 119, 120} <= set(steps)
+    assert report.steps_checked == 6 and report.steps_full == 200
+    assert ("(checked 6 of 200 steps: 6 of the 200 recorded in full (--max-steps 6): the first, "
+            "the last, those the scalars point at and evenly spaced others; forgot_zero_grad and "
+            "non_finite from every step's scalars)") in report.verdict()
+    forgot = [f for f in report.findings if f.kind == "forgot_zero_grad"]
+    assert sorted((f.step, f.param) for f in forgot) == [(120, "b"), (120, "w")]
+    assert all("test_analysis_timeline.py" in (f.source or "") for f in forgot)  # seen in full
+    # every step read, as before, when there is no budget: the same findings
+    whole = check_trace(t)
+    assert _checked(whole) == list(range(200)) and "checked" not in whole.verdict()
+    assert [str(f) for f in whole.findings] == [str(f) for f in report.findings]
+
+
+def test_forgot_zero_grad_at_a_step_kept_as_scalars_only(tmp_path):
+    # gradient accumulation on purpose at step 2 (seen in full: not a finding); the zero_grad()
+    # forgotten at step 1500 of a long run, whose steps there are scalars only
+    with gradtrace.trace(tmp_path / "t.gtrace", budget="60KB") as t:
+        _loop(2000, forget_at={1500}, accumulate_at={2})
+    sc = t.scalars()
+    assert len(sc) == 2000 and not sc.full[1500] and sc.full[2] and sc.full[3]
+    assert 1500 not in t.steps.indices
+    tl = scalar_timeline(sc)
+    assert {sc.names[j]: s for j, s in tl.forgot.items()} == {"w": [1500], "b": [1500]}
+    report = check_trace(t)
+    found = sorted((f.param, f.step) for f in report.findings if f.kind == "forgot_zero_grad")
+    assert found == [("b", 1500), ("w", 1500)]
+    f = next(f for f in report.findings if f.kind == "forgot_zero_grad")
+    assert "step 1500 was kept as scalars only" in f.message
+    assert "(SGD.step() at test_analysis_timeline.py:" in f.message  # the update, from a step in full
+    assert f"checked {report.steps_checked} of 2000 steps" in report.verdict()
+
+
+def test_the_cli_option_bounds_the_steps_read(tmp_path):
+    path = tmp_path / "t.gtrace"
+    with gradtrace.trace(path, full=True):
+        _loop(60)
+    out = CliRunner().invoke(cli, ["check", str(path), "--max-steps", "5", "--no-numeric"])
+    assert out.exit_code == 0, out.output
+    assert "(checked 5 of 60 steps: 5 of the 60 recorded in full (--max-steps 5)" in out.output
+    out = CliRunner().invoke(cli, ["check", str(path), "--max-steps", "0", "--no-numeric"])
+    assert out.exit_code == 0 and "checked" not in out.output.splitlines()[0]
+    out = CliRunner().invoke(cli, ["check", str(path), "--max-steps", "1"])
+    assert out.exit_code != 0 and "max_steps must be 2 or more" in str(out.exception)
+
+
+def test_the_timeline_finds_non_finite_values_jumps_and_patterns():
+    from gradtrace.tracefile.scalars import Scalars
+
+    n = 40
+    loss = np.linspace(2.0, 1.0, n)
+    loss[20] = 30.0
+    loss[30] = np.inf
+    acc = np.ones((n, 2), np.int8)
+    acc[25] = 2
+    upd = np.full((n, 2), 0.1)
+    g = np.ones((n, 2))
+    sc = Scalars(np.arange(n), np.ones(n, bool), loss, (1, 2), ("w", "b"), g, g.copy(), upd, acc)
+    tl = scalar_timeline(sc)
+    assert tl.non_finite == (30, "the loss was inf")
+    assert [s for s, _, _ in tl.jumps] == [20]
+    assert tl.patterns == [25] and tl.forgot == {0: [25], 1: [25]}
+    assert tl.pointed()[:2] == [30, 25]
+    upd[24] = 0.0   # no change between the backward passes of 24 and 25: accumulation on purpose
+    assert scalar_timeline(sc).forgot == {}
