@@ -115,3 +115,28 @@ def test_the_timeline_finds_non_finite_values_jumps_and_patterns():
     assert tl.pointed()[:2] == [30, 25]
     upd[24] = 0.0   # no change between the backward passes of 24 and 25: accumulation on purpose
     assert scalar_timeline(sc).forgot == {}
+
+
+def test_the_training_series_and_animation_cover_every_step_from_the_scalars(tmp_path):
+    from gradtrace.analysis.training import training_series
+    from gradtrace.render.animate import animation_of_trace
+
+    with gradtrace.trace(tmp_path / "t.gtrace", budget="60KB") as t:
+        _loop(2000, forget_at={1500})
+    sc = t.scalars()
+    s = training_series(t)
+    assert s.steps.tolist() == list(range(2000)) and len(s) == 2000
+    np.testing.assert_array_equal(s.loss, sc.loss)
+    # values come from the steps in full, and only from them
+    assert s.steps[s.read].tolist() == t.steps.indices and s.sampled
+    w = next(p.tid for p in s.params if t.name(p.tid) == "w")
+    np.testing.assert_allclose(s.grad_norm[w], sc.grad_norm[:, sc.column("w")])
+    assert s.events["added"][1500] == 2 and s.events["added"].sum() == 2   # both parameters
+    assert s.events["update"][1700] == 2 and s.events["fresh"][1700] == 2
+    assert s.events["zero"][1700] == 2        # the next step met .grad cleared (set to None)
+    assert s.events["zero"][1499] == 0        # ...not before the forgotten zero_grad()
+    anim = animation_of_trace(t, kind="training", frames=40)
+    frames = [anim.renderer.step_of(i) for i in range(len(anim))]
+    assert 2 < len(frames) <= 40 and frames[0] == 0 and frames[-1] == t.steps.indices[-1]
+    assert frames == sorted(set(frames)) and max(frames) > 1000   # spread over the run
+    assert "curves: all 2000 steps; values: the " in anim.note
