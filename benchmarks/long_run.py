@@ -14,8 +14,8 @@ parameters, momentum SGD. The one benchmark of the long run, both sides:
 - reading (the default): the run is recorded once with the default options into
   ``benchmarks/.cache/`` (reused while the model and the recorded script are unchanged);
   then each command runs as a user runs it, ``python -m gradtrace CMD TRACE`` in a fresh
-  process, ``--rounds`` times. Printed: the trace's size, and per command the wall time
-  (median) and the peak RSS of the process (its own rusage, from ``os.wait4``).
+  process, ``--rounds`` times. Printed: the trace's size, and per command the wall and CPU
+  time (medians) and the peak RSS of the process (its own rusage, from ``os.wait4``).
 - ``--overhead``: each way runs in a fresh interpreter (so peak memory is its own): plain
   python, then ``gradtrace.trace()`` around the same loop, alternating, ``--rounds`` times.
   Printed: CPU time of the loop (medians) and its ratio, the trace's size, and the peak RSS
@@ -112,8 +112,9 @@ def record(steps: int) -> Path:
     return path
 
 
-def timed(argv: list[str]) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS in MB, exit code) of one fresh process."""
+def timed(argv: list[str]) -> tuple[float, float, int, float]:
+    """(wall seconds, peak RSS in MB, exit code, CPU seconds) of one fresh process (its own
+    rusage: the CPU time says less about what else the machine runs than the wall time)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -122,7 +123,7 @@ def timed(argv: list[str]) -> tuple[float, float, int]:
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     if proc.returncode not in (0, 3):  # 3: a failed check is a result, not a failure
         print(f"  {' '.join(argv[3:4])} exited {proc.returncode}: {err.strip()[-300:]}")
-    return wall, usage.ru_maxrss / 1024, proc.returncode
+    return wall, usage.ru_maxrss / 1024, proc.returncode, usage.ru_utime + usage.ru_stime
 
 
 def child(steps: int, trace_path: str | None, options: dict) -> None:
@@ -203,8 +204,9 @@ def main() -> None:
             runs = [timed(argv) for _ in range(args.rounds)]
             wall = statistics.median(r[0] for r in runs)
             rss = max(r[1] for r in runs)
-            print(f"{name:>8}: {wall:6.1f} s wall (median of {args.rounds}), peak RSS {rss:.0f} MB, "
-                  f"exit {runs[-1][2]}", flush=True)
+            cpu = statistics.median(r[3] for r in runs)
+            print(f"{name:>8}: {wall:6.1f} s wall, {cpu:6.1f} s CPU (medians of {args.rounds}), "
+                  f"peak RSS {rss:.0f} MB, exit {runs[-1][2]}", flush=True)
 
 
 if __name__ == "__main__":
