@@ -140,3 +140,28 @@ def test_the_training_series_and_animation_cover_every_step_from_the_scalars(tmp
     assert 2 < len(frames) <= 40 and frames[0] == 0 and frames[-1] == t.steps.indices[-1]
     assert frames == sorted(set(frames)) and max(frames) > 1000   # spread over the run
     assert "curves: all 2000 steps; values: the " in anim.note
+
+
+def test_the_explorer_lays_out_a_graph_once_when_only_an_unnamed_inputs_id_changes(tmp_path):
+    from gradtrace.render.explorer_data import Shapes, step_data
+
+    torch.manual_seed(0)
+    x = torch.randn(16)
+    y = torch.where(x > 0, 0.5 * x ** 2 - x + 1, 2 * x + 1)
+    a, b = (torch.zeros((), requires_grad=True) for _ in range(2))
+    opt = torch.optim.SGD([a, b], lr=0.01, momentum=0.9)
+    with gradtrace.trace(tmp_path / "t.gtrace") as t:
+        for _ in range(4):
+            opt.zero_grad()
+            loss = ((torch.where(x > 0, a * x ** 2, b * x) - y) ** 2).mean()
+            loss.backward()
+            opt.step()
+    shapes = Shapes()
+    pages = [step_data(t.step(i), shapes) for i in (1, 2, 3)]
+    assert len({p["shape"] for p in pages}) == 1          # one picture, laid out once
+    model = shapes.models[pages[0]["shape"]].graph.nodes
+    ids = [n for n, a_ in model.items() if a_["kind"] == "input" and a_["title"].startswith("t")
+           and a_["title"][1:].isdigit()]
+    assert ids, "the run has an input titled by its id"
+    titles = [p["nodes"][str(ids[0])].get("title", model[ids[0]]["title"]) for p in pages]
+    assert len(set(titles)) == 3 and "title" not in pages[0]["nodes"][str(ids[0])]
