@@ -165,3 +165,13 @@ def test_the_explorer_lays_out_a_graph_once_when_only_an_unnamed_inputs_id_chang
     assert ids, "the run has an input titled by its id"
     titles = [p["nodes"][str(ids[0])].get("title", model[ids[0]]["title"]) for p in pages]
     assert len(set(titles)) == 3 and "title" not in pages[0]["nodes"][str(ids[0])]
+
+
+def test_where_and_comparisons_are_sized_after_they_run():
+    # (sizing on the meta device first imports torch._dynamo: over a second of every check
+    # of a run with control flow)
+    from gradtrace.analysis.numeric import _numel_bound
+
+    cond = torch.ones(4, 1, dtype=torch.bool)
+    assert _numel_bound("where", (cond, torch.zeros(4, 3), 0.0), {}) == 12
+    assert _numel_bound("gt", (torch.zeros(5), 0), {}) == 5
