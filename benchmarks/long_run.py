@@ -116,7 +116,9 @@ def timed(argv: list[str]) -> tuple[float, float, int, float]:
     """(wall seconds, peak RSS in MB, exit code, CPU seconds) of one fresh process (its own
     rusage: the CPU time says less about what else the machine runs than the wall time)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # in the checkout timed: `python -m` puts the working directory first on sys.path
+    proc = subprocess.Popen(argv, env=_env(), cwd=CODE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -195,7 +197,7 @@ def main() -> None:
         return
     global CODE
     CODE = args.code.resolve()
-    path = Path(args.trace) if args.trace else record(args.steps)
+    path = Path(args.trace).resolve() if args.trace else record(args.steps)
     print(f"{path.name}: {path.stat().st_size / 1e6:.0f} MB, read by {CODE}", flush=True)
     with tempfile.TemporaryDirectory() as out:
         for name in args.only or COMMANDS:
