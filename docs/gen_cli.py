@@ -93,8 +93,13 @@ message (`No module named MODULE`), as `python -m MODULE` exits.
   line saying what was kept, when it is not everything:
   `gradtrace: kept 1,034 of 30,000 steps in full (the first 832, 202 spaced) within the 32 MB
   budget; every step has its loss and norms; --budget SIZE (budget= in gradtrace.trace)
-  keeps more, --full all`. `gradtrace check` checks the steps in full and says how many of
-  the run's it covered.
+  keeps more, --full all`. `gradtrace check` decides what the scalars can tell (a
+  forgotten `zero_grad()`, the first non-finite value) from every step, and runs the
+  per-step checks on at most `--max-steps` (1000) of the steps in full: the first, the
+  last, those the scalars point at (a non-finite value, a forgotten `zero_grad()`, a loss
+  jump, a new zeroing / accumulation pattern) with the step before each, then evenly
+  spaced ones; its verdict ends `(checked N of M steps: ...)`. `run`, `report`, `serve`
+  and `animate` check the same way.
 - **Durability.** Steps are committed in groups, at most 0.2 s after they end (by a small
   thread of gradtrace's when the script goes quiet): `kill -9` loses at most the last
   0.2 s of steps; Ctrl-C, SIGTERM, an exception and `sys.exit` lose nothing.

@@ -23,11 +23,15 @@ from typing import Any
 
 from .errors import ConfigError, UsageError
 
-__all__ = ["Config", "parse_step_range", "parse_size", "DEFAULT_BUDGET", "Option", "Settings", "Setting", "find_config_file",
+__all__ = ["Config", "parse_step_range", "parse_size", "DEFAULT_BUDGET", "CHECK_MAX_STEPS", "Option", "Settings", "Setting", "find_config_file",
            "ENV_PREFIX", "CONFIG_VARIABLE", "OTHER_VARIABLES", "config_options"]
 
 #: Bytes of the trace the recording policy may spend on steps recorded in full.
 DEFAULT_BUDGET = 32 << 20
+#: Steps recorded in full that `gradtrace check` (and the check that `run`, `report`,
+#: `serve` and `animate` make) reads at most (``CheckOptions.max_steps``; the Python API's
+#: ``trace.check()`` reads every step unless told).
+CHECK_MAX_STEPS = 1000
 
 #: Every setting's variable starts with this.
 ENV_PREFIX = "GRADTRACE_"

@@ -134,7 +134,7 @@ def test_a_small_budget_keeps_first_and_spaced_steps_and_says_so(tmp_path, capfd
     assert f"gradtrace: kept {len(full):,} of 3,000 steps in full (the first {first}, " in err
     assert "--budget SIZE" in err and "--full" in err
     c = t.check()
-    assert f"(checked the {len(full)} steps recorded in full of 3000)" in c.verdict()
+    assert f"(checked {len(full)} of 3000 steps: the {len(full)} recorded in full; " in c.verdict()
 
 
 def test_a_nan_keeps_the_steps_after_it(tmp_path):

@@ -41,6 +41,7 @@ from ..errors import EXIT_CHECK_FAILED, EXIT_OK, UsageError
 from ..tracefile import conveniences
 from ..tracefile.model import Step
 from .diagnostics import FINDING_KINDS, Diagnostics, Finding, OptimumTrack
+from .timeline import Timeline, scalar_timeline, steps_to_check
 from .linear import SOFTMAX_CE, SQUARED_ERROR, LinearFit, fit_of
 from .errmodel import SAFETY, UNIT_ROUNDOFF, ErrorModel, gamma, unit_roundoff
 from .numeric import (
@@ -65,6 +66,11 @@ class CheckOptions:
     - ``numeric_elements``: elements per parameter differentiated in a numeric check
       (chosen by a generator seeded with the step, so runs agree).
     - ``ill_conditioned``: the condition number above which progress is called slow.
+    - ``max_steps``: at most this many steps recorded in full get the per-step checks
+      (None or 0, the default here: all; the CLI's is :data:`~gradtrace.config.CHECK_MAX_STEPS`): the first, the last, those every step's scalars point at (the first
+      non-finite value, a forgotten zero_grad(), a loss jump, a new zeroing / accumulation
+      pattern) with the step before each, then evenly spaced ones. What the scalars decide
+      (forgot_zero_grad, the first non-finite value) is decided from every step either way.
     """
 
     steps: Any = None
@@ -74,6 +80,7 @@ class CheckOptions:
     analytic: bool = True
     diagnostics: bool = True
     ill_conditioned: float = 1e3
+    max_steps: int | None = None
 
     def __post_init__(self):
         steps = self.steps
@@ -89,6 +96,13 @@ class CheckOptions:
         object.__setattr__(self, "numeric", numeric)
         if self.numeric_sample < 1 or self.numeric_elements < 1:
             raise UsageError("numeric_sample and numeric_elements must be 1 or more")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise UsageError(f"max_steps must be 0 (every step) or more, not {self.max_steps}")
+        if self.max_steps == 0:
+            object.__setattr__(self, "max_steps", None)
+        elif self.max_steps is not None and self.max_steps < 2:
+            raise UsageError("max_steps must be 2 or more (the first and the last step), or 0 "
+                             "for every step")
 
     def wants(self, index: int) -> bool:
         if self.steps is None:
@@ -168,6 +182,12 @@ class CheckReport:
     steps_checked: int = 0
     #: Steps the run had (recorded in full or not): the checks read the ones in full.
     steps_run: int = 0
+    #: Steps recorded in full (in the range checked): ``steps_checked`` of them were read.
+    steps_full: int = 0
+    #: The budget that chose them (:attr:`CheckOptions.max_steps`).
+    max_steps: int | None = None
+    #: What every step's scalars said (None: the trace has none), for the report to reuse.
+    timeline: Timeline | None = field(default=None, repr=False)
 
     @property
     def failed(self) -> list[CheckResult]:
@@ -240,10 +260,21 @@ class CheckReport:
                         f"{self._why_not('numeric')})" if numeric else
                         f"gradients ok by the {by} check (the numeric check was not run)")
         line = f"{head}: " + "; ".join(parts + [found]) if parts else f"{head}; {found}"
-        if self.steps_run > self.steps_checked:
-            line += (f" (checked the {self.steps_checked} step{'s' if self.steps_checked != 1 else ''}"
-                     f" recorded in full of {self.steps_run})")
-        return line
+        return line + self._coverage()
+
+    def _coverage(self) -> str:
+        """Which steps the checks read, when not every step of the run."""
+        n, m, f = self.steps_checked, max(self.steps_run, self.steps_full), self.steps_full
+        if m <= n:
+            return ""
+        if n < f:
+            how = (f"{n} of the {f} recorded in full (--max-steps {self.max_steps}): the first, "
+                   "the last, those the scalars point at and evenly spaced others")
+        else:
+            how = f"the {n} recorded in full"
+        scalars = ("; forgot_zero_grad and non_finite from every step's scalars"
+                   if self.timeline is not None and self.timeline.has_accumulation else "")
+        return f" (checked {n} of {m} steps: {how}{scalars})"
 
     def _why_not(self, kind: str | None) -> str:
         """The first reason a check of ``kind`` (None: any) did not apply, and how to make it."""
@@ -308,16 +339,22 @@ def check_trace(trace, options: CheckOptions | None = None, **kw) -> CheckReport
     if options is not None and kw:
         opts = replace(options, **kw)
     steps = trace.steps
-    indices = [i for i, idx in enumerate(steps.indices) if opts.wants(idx)]
-    if opts.steps is not None and not indices and len(steps):
+    wanted = [idx for idx in steps.indices if opts.wants(idx)]
+    if opts.steps is not None and not wanted and len(steps):
         idx = steps.indices
         raise UsageError(f"no recorded step in {opts.steps[0]}:{opts.steps[1] if opts.steps[1] is not None else ''}; "
                          f"recorded steps are {idx[0]}..{idx[-1]}")
+    timeline, columns = _timeline(trace, opts)
+    chosen = set(steps_to_check(wanted, timeline.pointed() if timeline is not None else [],
+                                opts.max_steps))
+    indices = [i for i, idx in enumerate(steps.indices) if idx in chosen]
     has_bw = {row["index"]: row["has_backward"] for row in trace.step_rows()}
     with_bw = [i for i in indices if has_bw.get(steps.indices[i])]
     numeric_at = _numeric_sample(with_bw, opts)
     checks: list[CheckResult] = []
     diag = Diagnostics(trace, opts.ill_conditioned) if opts.diagnostics else None
+    if diag is not None and timeline is not None:
+        diag.use_scalars(timeline, columns, steps.indices)
     with _one_thread():
         for i in indices:
             step = steps[i]
@@ -332,7 +369,25 @@ def check_trace(trace, options: CheckOptions | None = None, **kw) -> CheckReport
         findings, optimum = diag.findings() if diag is not None else ([], None)
     run = getattr(getattr(trace, "info", None), "steps_seen", 0)
     return CheckReport(checks, findings, optimum, steps_checked=len(indices),
-                       steps_run=run if isinstance(run, int) and opts.steps is None else 0)
+                       steps_run=run if isinstance(run, int) and opts.steps is None else 0,
+                       steps_full=len(wanted), max_steps=opts.max_steps, timeline=timeline)
+
+
+def _timeline(trace, opts: CheckOptions) -> tuple[Timeline | None, tuple[int, ...]]:
+    """What every step's scalars in the checked range say, and the tid of each column
+    (None: a trace without scalars)."""
+    reader = getattr(trace, "scalars", None)
+    if not callable(reader):
+        return None, ()
+    sc = reader()
+    if opts.steps is not None:
+        a, b = opts.steps
+        keep = (sc.steps >= a) & (sc.steps < b if b is not None else True)
+        sc = replace(sc, steps=sc.steps[keep], full=sc.full[keep], loss=sc.loss[keep],
+                     grad_norm=sc.grad_norm[keep], value_norm=sc.value_norm[keep],
+                     update_norm=sc.update_norm[keep], accumulation=sc.accumulation[keep])
+    names = tuple(trace.name(t) for t in sc.params)
+    return scalar_timeline(sc, names), tuple(sc.params)
 
 
 def _numeric_sample(with_bw: list[int], opts: CheckOptions) -> set[int]:

@@ -36,6 +36,7 @@ import torch
 from ..tracefile import conveniences
 from ..tracefile.model import Backward, Event, Op, Source, Step
 from .linear import SQUARED_ERROR, LinearFit, NotApplicableError, pool
+from .timeline import Timeline
 
 __all__ = ["Finding", "FINDING_KINDS", "Diagnostics", "OptimumTrack", "effective_lr"]
 
@@ -199,6 +200,12 @@ class Diagnostics:
         # forgot_zero_grad
         self.updated_since_acc: dict[int, Event | None] = {}
         self.forgot: dict[int, list[tuple[int, Event, Event]]] = {}
+        self.first_acc: dict[int, Event] = {}     # where each .grad was first accumulated
+        self.first_update: dict[int, Event] = {}  # and the parameter first updated
+        # what every step's scalars say (see :meth:`use_scalars`)
+        self.timeline: Timeline | None = None
+        self.columns: tuple[int, ...] = ()
+        self.full_steps: set[int] = set()
         # non_finite
         self.non_finite: Finding | None = None
         # data_update
@@ -222,6 +229,15 @@ class Diagnostics:
 
     def name(self, tid: int) -> str:
         return self.trace.name(tid)
+
+    def use_scalars(self, timeline: "Timeline", columns: tuple[int, ...], full_steps) -> None:
+        """Decide forgot_zero_grad (when the accumulation codes were recorded) and the first
+        non-finite value from every step's scalars (``timeline``; ``columns`` the tid of each
+        column), not only from the steps seen: the steps seen then give the details (the
+        line, the update's idiom, the op). ``full_steps``: the steps recorded in full."""
+        self.timeline = timeline
+        self.columns = tuple(columns)
+        self.full_steps = set(full_steps)
 
     # -- one step ------------------------------------------------------------------------------
     def see(self, step: Step, fit: LinearFit | None) -> None:
@@ -274,6 +290,7 @@ class Diagnostics:
             self.changed.add(tid)
         if e.kind == "accumulate":
             self.received.add(tid)
+            self.first_acc.setdefault(tid, e)
             prev = self.updated_since_acc.get(tid)
             if e.accumulation == "added" and prev is not None:
                 self.forgot.setdefault(tid, []).append((step.index, e, prev))
@@ -281,6 +298,7 @@ class Diagnostics:
             self.grad_now[tid] = e.after.array if e.after is not None else None
         elif e.kind == "update":
             self.updated_since_acc[tid] = e
+            self.first_update.setdefault(tid, e)
             if e.through_data and tid in self.first_use:
                 self.data_updates.setdefault((tid, _src(e.source)), []).append((step.index, e))
             g = self.grad_now.get(tid)
@@ -342,19 +360,10 @@ class Diagnostics:
 
     # -- after the last step --------------------------------------------------------------------
     def findings(self) -> tuple[list[Finding], OptimumTrack | None]:
-        out: list[Finding] = []
-        for tid, hits in self.forgot.items():
-            s, e, upd = hits[0]
-            more = f"; it happened at {len(hits)} steps" if len(hits) > 1 else ""
-            out.append(Finding(
-                "forgot_zero_grad", s, self.name(tid), "AccumulateGrad", _src(e.source),
-                f"backward() added {self.name(tid)}'s gradient onto the one from an earlier step "
-                f"although {self.name(tid)} was updated in between ({upd.idiom}"
-                f"{' at ' + upd.source.short if upd.source else ''}): .grad accumulates, so the "
-                f"update used the sum of old gradients; zero it after each update "
-                f"(param.grad.zero_() or optimizer.zero_grad()){more}"))
-        if self.non_finite is not None:
-            out.append(self.non_finite)
+        out: list[Finding] = self._forgot()
+        nf = self._first_non_finite()
+        if nf is not None:
+            out.append(nf)
         optimum = None
         if self.fits:
             extra, optimum = self._quadratic()
@@ -371,6 +380,52 @@ class Diagnostics:
         out.sort(key=lambda f: (f.step if f.step is not None else -1, FINDING_KINDS.index(f.kind),
                                 f.param or ""))
         return out, optimum
+
+    def _forgot(self) -> list[Finding]:
+        """forgot_zero_grad: from every step's accumulation codes when the scalars have them
+        (the events of the steps seen across a gap between them cannot tell gradient
+        accumulation on purpose from a forgotten zero_grad()), else from the events."""
+        tl = self.timeline
+        hits: dict[int, tuple[int, int]] = {}   # tid -> (first step, steps)
+        if tl is not None and tl.has_accumulation:
+            for col, steps in tl.forgot.items():
+                if col < len(self.columns):
+                    hits[self.columns[col]] = (steps[0], tl.forgot_counts[col])
+        else:
+            hits = {tid: (h[0][0], len(h)) for tid, h in self.forgot.items()}
+        out = []
+        for tid, (s, count) in hits.items():
+            seen = {step: (e, upd) for step, e, upd in self.forgot.get(tid, [])}
+            e, upd = seen.get(s, (self.first_acc.get(tid), self.first_update.get(tid)))
+            n = self.name(tid)
+            how = (f" ({upd.idiom}{' at ' + upd.source.short if upd.source else ''})"
+                   if upd is not None else "")
+            more = f"; it happened at {count} steps" if count > 1 else ""
+            if s not in self.full_steps and tl is not None:
+                more += (f"; step {s} was kept as scalars only (its accumulation says so), "
+                         "`gradtrace run --full` records its ops")
+            out.append(Finding(
+                "forgot_zero_grad", s, n, "AccumulateGrad", _src(e.source) if e is not None else None,
+                f"backward() added {n}'s gradient onto the one from an earlier step although {n} "
+                f"was updated in between{how}: .grad accumulates, so the update used the sum of "
+                f"old gradients; zero it after each update (param.grad.zero_() or "
+                f"optimizer.zero_grad()){more}"))
+        return out
+
+    def _first_non_finite(self) -> Finding | None:
+        """The first non-finite value: of the steps seen, or earlier by the scalars."""
+        tl = self.timeline
+        seen = self.non_finite
+        if tl is None or tl.non_finite is None:
+            return seen
+        s, what = tl.non_finite
+        if seen is not None and seen.step is not None and seen.step <= s:
+            return seen
+        note = ("" if s in self.full_steps else
+                f"; step {s} was kept as scalars only: `gradtrace run --full` (or a larger "
+                "--budget) records its ops, to name the one that made it")
+        return Finding("non_finite", s, None, None, None,
+                       f"first non-finite value: {what} (from the step's scalars){note}")
 
     def _root(self, tid: int) -> str | None:
         """The module a parameter belongs to, by its name ("net" of "net.fc.weight")."""

@@ -84,6 +84,10 @@ _BROADCAST_BOUNDED = frozenset({
     "squeeze", "unsqueeze", "t", "transpose", "permute", "__add__", "__sub__", "__mul__",
     "__truediv__", "__pow__", "__radd__", "__rsub__", "__rmul__", "__rtruediv__", "__rpow__",
     "__neg__", "__matmul__", "__rmatmul__",
+    # elementwise choices and comparisons (``torch.where(c)`` alone: index tensors, each of
+    # at most the condition's elements)
+    "where", "gt", "lt", "ge", "le", "eq", "ne", "__gt__", "__lt__", "__ge__", "__le__",
+    "__eq__", "__ne__",
 })
 
 

@@ -112,13 +112,74 @@ def _flat(v) -> np.ndarray | None:
     return v.array.astype(np.float64).reshape(-1)
 
 
+def _every_step(trace):
+    """The scalars of a run with steps kept as scalars only (None: every step is in full, or
+    the trace has no scalars): then the series has a row for each of them."""
+    reader = getattr(trace, "scalars", None)
+    sc = reader() if callable(reader) else None
+    if sc is None or not sc.has_norms or bool(sc.full.all()):
+        return None
+    return sc
+
+
 def training_series(trace, max_read: int = MAX_READ) -> TrainingSeries:
-    """Read the run's per-step series (see :class:`TrainingSeries`)."""
+    """Read the run's per-step series (see :class:`TrainingSeries`): a row for every step
+    that ran ``backward()``, from the scalars for the steps kept as scalars only (their
+    loss, gradient norms and accumulations); values from the steps recorded in full."""
+    sc = _every_step(trace)
+    if sc is not None:
+        return _series_with_scalars(trace, sc, max_read)
     rows = [r for r in trace.step_rows() if r["has_backward"]]
     steps = np.array([r["index"] for r in rows], dtype=np.int64)
     loss = np.array([np.nan if r["loss"] is None else r["loss"] for r in rows], dtype=np.float64)
     n = len(rows)
     read = np.asarray(subsample(n, max_read), dtype=np.int64)
+    return _series(trace, rows, steps, loss, read, max_read)
+
+
+def _series_with_scalars(trace, sc, max_read: int) -> TrainingSeries:
+    """The series of a run whose steps in full are a few of all: rows from the scalars (a
+    step ran backward when a gradient reached a parameter, or its row in full says so),
+    bodies read at up to ``max_read`` of the steps in full, evenly spaced."""
+    full_rows = {r["index"]: r for r in trace.step_rows()}
+    has_bw = (sc.accumulation >= 0).any(axis=1)
+    in_full = np.array([bool(full_rows.get(i, {}).get("has_backward")) for i in sc.steps.tolist()], bool)
+    keep = has_bw | in_full
+    idx = sc.steps[keep]
+    counts = {k: v[keep] for k, v in sc.counts().items()}
+    acc = sc.accumulation[keep]
+    # a gradient cleared (set to None or zeroed) between two backward passes: a zeroing of the
+    # step before (what the steps in full say, as their events count them)
+    cleared = np.zeros(len(idx), np.int32)
+    if len(idx) > 1:
+        cleared[:-1] = ((acc[:-1] >= 0) & (acc[1:] >= 0) & (acc[1:] <= 1)).sum(axis=1)
+    rows = []
+    for i, index in enumerate(idx.tolist()):
+        r = full_rows.get(index)
+        if r is not None:
+            rows.append(r)
+            continue
+        fresh, zeros, added = (int(counts[k][i]) for k in ("fresh", "zeros", "added"))
+        rows.append({"index": index, "loss": None, "has_backward": True, "updates": int(counts["updated"][i]),
+                     "zeroings": int(cleared[i]), "grad_writes": 0, "accumulate_fresh": fresh,
+                     "accumulate_added": zeros + added, "accumulate_on_top": added, "scalars_only": True})
+    loss = sc.loss[keep].astype(np.float64)
+    positions = np.flatnonzero([r.get("scalars_only") is None for r in rows])
+    read = positions[np.asarray(subsample(len(positions), max_read), dtype=np.int64)]
+    series = _series(trace, rows, idx.astype(np.int64), loss, read, 0)
+    # every step's gradient norm, from the scalars (the steps read agree with their statistics)
+    cols = {tid: j for j, tid in enumerate(sc.params)}
+    for tid in series.grad_norm:
+        if tid in cols:
+            series.grad_norm[tid] = sc.grad_norm[keep, cols[tid]].astype(np.float64)
+    return series
+
+
+def _series(trace, rows: list, steps: np.ndarray, loss: np.ndarray, read: np.ndarray,
+            max_read: int) -> TrainingSeries:
+    """The series over ``rows`` (one per step with a backward pass), reading the bodies of
+    the steps at positions ``read`` (all of them when there are at most ``max_read`` rows)."""
+    n = len(rows)
     events = {k: np.zeros(n, dtype=np.int32) for k in (*ACC_KINDS, "update", "zero", "grad_write")}
     params_info = {p.tid: p for p in trace.params}
     seen_params: dict[int, TensorInfo] = {}
@@ -132,6 +193,7 @@ def training_series(trace, max_read: int = MAX_READ) -> TrainingSeries:
     # every step's events are counted (the strip shows them all); bodies are read for the
     # sampled steps, plus every step when the run is short.
     positions = range(n) if n <= max_read else sorted(read_set)
+    sampled = len(positions) < n
     steps_list = trace.steps
     index_pos = {idx: i for i, idx in enumerate(steps_list.indices)}
     for p in positions:
@@ -166,7 +228,7 @@ def training_series(trace, max_read: int = MAX_READ) -> TrainingSeries:
                 last[tid] = fv
             raw_vals.setdefault(tid, {})[p] = fv
             raw_grads.setdefault(tid, {})[p] = row_grads.get(tid)
-    if n > max_read:
+    if sampled:
         # Steps not read: counts from the step table (whose n_on_top column says how many
         # accumulations landed on a gradient that was not zeroed; without it, the nearest
         # read step's answer stands in).

@@ -82,9 +82,9 @@ def animate(trace_path, kind, step_spec, outputs, fps, frames, dpi, size, still,
     started = time.perf_counter()
     checks = None
     if kind == "backprop":  # a failed gradient check is shown on the frames it concerns
-        from ..analysis.check import check_trace
+        from .check import _check
 
-        checks = check_trace(trace)
+        checks = _check(trace)
     anim = animation_of_trace(trace, kind=kind, checks=checks, **_options_dict(options))
     if anim.note:
         info(f"note: {anim.note}")

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from ..config import CHECK_MAX_STEPS
 from .common import info, load_trace, trace_argument
 
 
@@ -18,10 +19,16 @@ from .common import info, load_trace, trace_argument
 @click.option("--numeric/--no-numeric", default=None,
               help="Finite-difference check of every selected step / of none "
                    "[default: a sample of 8 steps, first and last included].")
+@click.option("--max-steps", type=click.IntRange(min=0), default=CHECK_MAX_STEPS, show_default=True,
+              help="Steps recorded in full that get the per-step checks, at most (0: all): the "
+                   "first, the last, those the scalars point at (a non-finite value, a "
+                   "forgotten zero_grad(), a loss jump, a new accumulation pattern) with the "
+                   "step before each, then evenly spaced ones. Findings the scalars decide "
+                   "come from every step.")
 @click.option("--strict", is_flag=True,
               help="Findings fail too: exit with 3 when there is one (a failed check always does).")
 @click.pass_context
-def check(ctx, trace_path, as_json, step_range, numeric, strict):
+def check(ctx, trace_path, as_json, step_range, numeric, max_steps, strict):
     """Check autograd's gradients and diagnose the training run recorded in TRACE.
 
     Analytic check: for linear models under a squared-error or softmax cross-entropy loss,
@@ -45,7 +52,8 @@ def check(ctx, trace_path, as_json, step_range, numeric, strict):
     from ..analysis.check import CheckOptions  # torch, numpy: not for --help
 
     trace = load_trace(trace_path)
-    options = CheckOptions(steps=step_range, numeric={True: "all", False: "none", None: "sample"}[numeric])
+    options = CheckOptions(steps=step_range, numeric={True: "all", False: "none", None: "sample"}[numeric],
+                           max_steps=max_steps)
     report = _check(trace, options)
     if as_json:
         click.echo(report.to_json())
@@ -56,15 +64,18 @@ def check(ctx, trace_path, as_json, step_range, numeric, strict):
 
 
 def _check(trace, options=None):
-    """The check of a trace; of a distributed run, every rank's and the checks across ranks."""
-    from ..analysis.check import check_trace
+    """The check of a trace; of a distributed run, every rank's and the checks across ranks
+    (``options`` by default: the command's defaults, at most
+    :data:`~gradtrace.config.CHECK_MAX_STEPS` steps read)."""
+    from ..analysis.check import CheckOptions, check_trace
     from ..tracefile.ranks import RankedRun
 
+    options = options if options is not None else CheckOptions(max_steps=CHECK_MAX_STEPS)
     if isinstance(trace, RankedRun):
         from ..analysis.distributed import check_ranks
 
-        return check_ranks(trace, options=options) if options is not None else check_ranks(trace)
-    return check_trace(trace, options) if options is not None else check_trace(trace)
+        return check_ranks(trace, options=options)
+    return check_trace(trace, options)
 
 
 def after_run(trace, outputs, ctx, made: dict[str, Any] | None = None) -> None:

@@ -274,7 +274,9 @@
     box.innerHTML = "";
     var x = n.x + 6, y = n.y + 6 + FONT, right = n.x + n.w - 6;
     var head = sv("text", { x: n.x + n.w / 2, y: y, "text-anchor": "middle", "class": "title" });
-    head.appendChild(sv("tspan", { "font-weight": "bold" }, n.title));
+    var title = v && v.title ? v.title : n.title;  // a step's own title of an input named by its id
+    g.setAttribute("aria-label", title + " " + n.shape);
+    head.appendChild(sv("tspan", { "font-weight": "bold" }, title));
     if (n.shape) head.appendChild(sv("tspan", { "class": "muted small", dx: 6 }, n.shape));
     box.appendChild(head);
     n.details.forEach(function (t) {
@@ -408,7 +410,7 @@
     }
     var n = geo.nodes[k], v = d.nodes[k];
     var h = el("p", { "class": "inspected" });
-    h.appendChild(el("b", { id: "inspector-title" }, n.title));
+    h.appendChild(el("b", { id: "inspector-title" }, v && v.title ? v.title : n.title));
     h.appendChild(document.createTextNode(" " + n.shape + " \u00b7 " + v.kind_name + " \u00b7 step " + d.index));
     body.appendChild(h);
     var dl = el("dl");

@@ -228,6 +228,7 @@ def step_data(step, shapes: Shapes) -> dict[str, Any]:
             out["note"] = "no graph for this step (no recorded op built one)"
         return out
     out["shape"] = shapes.id_of(model)
+    laid_out = shapes.models[out["shape"]].graph.nodes   # the titles the shape's picture has
     nodes = out["nodes"]
     by_op: dict[int, int] = {}
     by_node: dict[int, int] = {}
@@ -256,6 +257,8 @@ def step_data(step, shapes: Shapes) -> dict[str, Any]:
             "kind_name": LEGEND.get(a["kind"], a["kind"]), "note": a["note"],
             "options": a.get("options") or "",
         }
+        if n in laid_out and laid_out[n]["title"] != a["title"]:  # an input titled by its id
+            nodes[str(n)]["title"] = a["title"]
     if step.backward is not None:
         bw = step.backward
         for pos, g in enumerate(bw.execution_order):

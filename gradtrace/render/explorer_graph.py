@@ -10,6 +10,7 @@ on the layers of :func:`gradtrace.analysis.graph.layers` with straight edges.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -25,12 +26,22 @@ __all__ = ["Geometry", "geometry", "shape_key"]
 _POINTS_PER_INCH = 72.0
 
 
+#: A tensor without a name is titled by its id (``t67``), a new one each step: in a shape's
+#: key such a title stands for any of its length, and each step says its own (``title``).
+_ID_TITLE = re.compile(r"t\d+")
+
+
+def _title_key(kind: str, title: str) -> object:
+    return ("t#", len(title)) if kind == "input" and _ID_TITLE.fullmatch(title or "") else title
+
+
 def shape_key(model: GraphModel) -> tuple:
     """What makes two steps' graphs the same picture: the nodes (kind, title, detail, shape,
-    module, count) in id order and the edges; the values are not part of it."""
+    module, count) in id order and the edges; the values are not part of it, nor which id
+    titles an input without a name (:data:`_ID_TITLE`: each step's page data says it)."""
     g = model.graph
-    nodes = tuple((a["kind"], a["title"], a["detail"], a["shape"], a["module"], a["count"])
-                  for _, a in sorted(g.nodes(data=True)))
+    nodes = tuple((a["kind"], _title_key(a["kind"], a["title"]), a["detail"], a["shape"],
+                   a["module"], a["count"]) for _, a in sorted(g.nodes(data=True)))
     edges = tuple(sorted((u, v, a["kind"], a["slot"], a["shape"]) for u, v, a in g.edges(data=True)))
     return (model.view, nodes, edges)
 

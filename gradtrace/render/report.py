@@ -9,6 +9,7 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ..config import CHECK_MAX_STEPS
 from ..errors import GradtraceError, RenderError, TraceFileError
 from ..tracefile.outputs import Outputs, outputs_of
 from .explorer import page_of
@@ -63,7 +64,7 @@ def build_report(trace, out, *, outputs: Outputs | None = None, animations: bool
     """Gather the sections (checks, both animations, the script's figures) and write the
     explorer page. What the caller has made already is used instead of being made again:
     ``check_result``, the :class:`~gradtrace.analysis.check.CheckReport` of
-    ``check_trace(trace)`` with its default options.
+    ``check_trace(trace, max_steps=CHECK_MAX_STEPS)`` (what `gradtrace check` makes).
     Only this trace's files are embedded (``outputs``, by default those named after
     ``trace.path``): an animation next to it is reused if it is not older than the trace
     file, a figure if it was written during or after the run;
@@ -84,7 +85,8 @@ def build_report(trace, out, *, outputs: Outputs | None = None, animations: bool
     sections: dict = {}
     try:
         if check_result is None:  # a distributed run: every rank's checks and those across ranks
-            check_result = check_ranks(trace) if isinstance(trace, RankedRun) else check_trace(trace)
+            check_result = (check_ranks(trace, max_steps=CHECK_MAX_STEPS) if isinstance(trace, RankedRun)
+                            else check_trace(trace, max_steps=CHECK_MAX_STEPS))
         sections["check_result"] = check_result
     except TraceFileError:
         raise  # the file itself is bad: one line for the whole report, not one per section

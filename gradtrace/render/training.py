@@ -90,6 +90,20 @@ def path_of(series, surface, theta: np.ndarray | None) -> Path:
     return out
 
 
+def frames_of(series, budget: int) -> list[int]:
+    """The rows read (positions into ``series.read``) that the frames show: at most
+    ``budget``, evenly spaced over the run's steps (:func:`subsample`), each the nearest
+    step read, first and last kept; with every step read, an even subsample of them."""
+    read = np.asarray(series.read)
+    if not series.sampled or len(read) == 0:
+        return subsample(len(read), budget)
+    want = np.asarray(subsample(len(series), budget), dtype=np.int64)
+    hi = np.searchsorted(read, want).clip(0, len(read) - 1)
+    lo = (hi - 1).clip(0)
+    nearest = np.where(np.abs(read[lo] - want) <= np.abs(read[hi] - want), lo, hi)
+    return sorted(set(nearest.tolist()))
+
+
 @dataclass
 class Run:
     """What every panel reads: the series and surface of the run, the rows the frames show
@@ -182,7 +196,7 @@ class TrainingRenderer:
                                      "training to animate")
         surface = loss_surface(trace, s)
         rows = len(s.read)
-        frames = subsample(rows, options.frames)      # positions into the rows read
+        frames = frames_of(s, options.frames)         # positions into the rows read
         theta = s.theta() if s.tracked else None
         with quiet():
             self.run = Run(s, surface, frames, theta, path_of(s, surface, theta))
@@ -191,8 +205,10 @@ class TrainingRenderer:
                       f"{_script_name(trace)} · training, {len(s)} recorded steps of {span}")
         notes = []
         if s.sampled:
-            notes.append(f"the run's {len(s)} steps were read at {rows} evenly spaced steps")
-        if len(frames) < rows:
+            every = (len(s) - 1) / max(1, len(frames) - 1)
+            notes.append(f"curves: all {len(s)} steps; values: the {rows} in full; "
+                         f"{len(frames)} frames, about one every {every:.3g} steps")
+        elif len(frames) < rows:
             every = (rows - 1) / max(1, len(frames) - 1)
             kind = "steps" if span == len(s) else "recorded steps"
             notes.append(f"{rows} {kind} shown in {len(frames)} frames (about one frame every "

@@ -9,7 +9,7 @@ decodes one step. The Trace asks each once and keeps the answer.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from ..errors import NotRecordedError, TraceFileError, UsageError
 from . import conveniences
@@ -52,6 +52,21 @@ class Trace:
     def _q(self, sql: str, args: Iterable = ()) -> list[tuple]:
         try:
             return self._conn.execute(sql, tuple(args)).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise TraceFileError(self.path, f"truncated or corrupt ({e}); record the run again") from None
+        except (MemoryError, OverflowError) as e:
+            raise TraceFileError(self.path, f"holds a value too large to read ({type(e).__name__})") from None
+
+    def _chunks(self, sql: str, size: int = 4096) -> Iterator[list[tuple]]:
+        """The rows of ``sql`` in lists of at most ``size`` (one cursor, read as it goes: a
+        table of any length in bounded memory), with file errors turned into one line."""
+        try:
+            cur = self._conn.execute(sql)
+            while True:
+                rows = cur.fetchmany(size)
+                if not rows:
+                    return
+                yield rows
         except sqlite3.DatabaseError as e:
             raise TraceFileError(self.path, f"truncated or corrupt ({e}); record the run again") from None
         except (MemoryError, OverflowError) as e:

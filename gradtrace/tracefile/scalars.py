@@ -3,15 +3,16 @@
 The recorder writes one ``scalars`` row per step whether or not the step is recorded in
 full (:class:`~gradtrace.tracefile.rows.ScalarRow`), so curves and the zeroing /
 accumulation timeline are complete for a run of any length. ``trace.scalars()`` reads
-them all in one query; a file of an older format reads as scalars made from its step table
-(every step recorded in full; the loss and the accumulation counts, no norms).
+them in one pass, :data:`CHUNK` rows at a time, into arrays sized from the row count (no
+list of every row is held); a file of an older format reads as scalars made from its step
+table (every step recorded in full; the loss and the accumulation counts, no norms).
 """
 
 from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
@@ -25,6 +26,8 @@ __all__ = ["Scalars", "read_scalars", "MAX_CELLS"]
 
 #: The most (step, parameter) cells a reader allocates for one column.
 MAX_CELLS = 1 << 26
+#: Rows of the scalars table fetched at a time.
+CHUNK = 4096
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,33 +106,67 @@ def read_scalars(trace: "Trace") -> Scalars:
     norms = np.full((3, n, k), np.nan)
     acc = np.full((n, k), -1, np.int8)
     last = -1
-    for i, raw in enumerate(trace._q(
-            f"SELECT {', '.join(ScalarRow._fields)} FROM scalars ORDER BY idx")):
-        r = ScalarRow(*raw)
-        where = f"step {r.idx!r:.20}'s scalars"
-        if type(r.idx) is not int or r.idx <= last or r.full not in (0, 1) \
-                or not isinstance(r.vals, bytes) or not isinstance(r.acc, bytes):
-            raise TraceFileError(path, f"{where} are not what gradtrace writes; the file is "
-                                       "damaged: record the run again")
-        j, rest = divmod(len(r.vals) // 8 - 1, 3)
-        if len(r.vals) % 8 or len(r.vals) < 8 or rest or len(r.acc) != j:
-            raise TraceFileError(path, f"{where} have {len(r.vals)} bytes of norms and "
-                                       f"{len(r.acc)} of accumulations, which do not match; "
+    i = -1
+    # rows of one width (columns known at their step) are decoded together, a block at a time
+    block: list[tuple[bytes, bytes]] = []
+    block_at, block_j = 0, -1
+
+    def decode() -> None:
+        m = len(block)
+        if not m:
+            return
+        v = np.frombuffer(b"".join(x for x, _ in block), "<f8").reshape(m, 1 + 3 * block_j)
+        loss[block_at:block_at + m] = v[:, 0]
+        norms[:, block_at:block_at + m, :block_j] = v[:, 1:].reshape(m, block_j, 3).transpose(2, 0, 1)
+        if block_j:
+            a = np.frombuffer(b"".join(y for _, y in block), np.int8).reshape(m, block_j)
+            if a.min() < -1 or a.max() > 2:
+                bad = int(steps[block_at + int(np.flatnonzero(((a < -1) | (a > 2)).any(axis=1))[0])])
+                raise TraceFileError(path, f"step {bad}'s scalars hold an accumulation code out "
+                                           "of range; the file is damaged: record the run again")
+            acc[block_at:block_at + m, :block_j] = a
+        block.clear()
+
+    for raw in _rows(trace, f"SELECT {', '.join(ScalarRow._fields)} FROM scalars ORDER BY idx"):
+        i += 1
+        if i >= n:  # a run still recording: the rows counted are the ones read
+            i -= 1
+            break
+        idx, is_full, vals, codes = raw
+        if type(idx) is not int or idx <= last or is_full not in (0, 1) \
+                or not isinstance(vals, bytes) or not isinstance(codes, bytes):
+            raise TraceFileError(path, f"step {idx!r:.20}'s scalars are not what gradtrace "
+                                       "writes; the file is damaged: record the run again")
+        j, rest = divmod(len(vals) // 8 - 1, 3)
+        if len(vals) % 8 or len(vals) < 8 or rest or len(codes) != j:
+            raise TraceFileError(path, f"step {idx}'s scalars have {len(vals)} bytes of norms "
+                                       f"and {len(codes)} of accumulations, which do not match; "
                                        "the file is damaged: record the run again")
-        last = steps[i] = r.idx
-        full[i] = bool(r.full)
-        v = np.frombuffer(r.vals, "<f8")
-        loss[i] = v[0]
-        norms[:, i, :j] = v[1:].reshape(j, 3).T
-        a = np.frombuffer(r.acc, np.int8)
-        if j and (a.min() < -1 or a.max() > 2):
-            raise TraceFileError(path, f"{where} hold an accumulation code out of range; the "
-                                       "file is damaged: record the run again")
-        acc[i, :j] = a
+        last = steps[i] = idx
+        full[i] = bool(is_full)
+        if j != block_j or len(block) >= CHUNK:
+            decode()
+            block_at, block_j = i, j
+        block.append((vals, codes))
+    decode()
+    if i + 1 < n:  # rows went missing between the count and the read
+        n = i + 1
+        steps, full, loss, norms, acc = steps[:n], full[:n], loss[:n], norms[:, :n], acc[:n]
     tensors = trace.tensors
     names = tuple(tensors[c.tid].label if c.tid in tensors else f"t{c.tid}" for c in cols)
     return Scalars(steps, full, loss, tuple(c.tid for c in cols), names, norms[0], norms[1],
                    norms[2], acc)
+
+
+def _rows(trace: "Trace", sql: str) -> Iterator[tuple]:
+    """The rows of ``sql``, :data:`CHUNK` at a time (the arrays are allocated once, from the
+    count: no list of every row is held)."""
+    chunks = getattr(trace, "_chunks", None)
+    if chunks is None:  # a reader without cursors (a test double): one query
+        yield from trace._q(sql)
+        return
+    for rows in chunks(sql, CHUNK):
+        yield from rows
 
 
 def _from_step_rows(trace: "Trace") -> Scalars:
