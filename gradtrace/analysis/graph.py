@@ -53,7 +53,8 @@ class GraphModel:
     ``("node", nid)``, ``("loss", tid)`` or ``("group", key)``), ``note`` (one line of
     extra explanation or ""), ``count`` (ops folded into the node, or parameters or
     AccumulateGrad nodes of folded repetitions folded into a leaf; 1 for plain nodes),
-    ``options`` (an op's keyword options, ``reduction='mean'``, or "").
+    ``options`` (an op's keyword options, ``reduction='mean'``, or ""); a collapsed node
+    also has ``members``, the ``ref`` of every node folded into it.
 
     Edge attributes: ``kind`` (``data`` or ``grad``), ``shape`` (or None) and ``slot`` (the
     input position at the consumer, or the output position of a grad_fn).
@@ -506,6 +507,13 @@ def _merge(g, members: list[int], attrs: dict) -> None:
             outs.setdefault((v, a["kind"]), dict(a))
         elif v in group and u not in group:
             ins.setdefault((u, a["kind"]), dict(a))
+    # what the new node stands for: the refs of every node merged into it, nested groups
+    # included, so that a picture of the collapsed graph can find where a tensor went
+    refs: set = set()
+    for m in members:
+        refs.add(g.nodes[m]["ref"])
+        refs.update(g.nodes[m].get("members", ()))
+    attrs = {**attrs, "members": tuple(sorted(refs, key=repr))}
     for m in members:
         g.remove_node(m)
     g.add_node(keep, **attrs)
