@@ -3,6 +3,7 @@ frames, text that fits its boxes at a legible size, plain text only."""
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 
 import pytest
@@ -16,6 +17,7 @@ from gradtrace.analysis.graph import build_graph, layers
 from gradtrace.cli.animate import _inches
 from gradtrace.render.animate import AnimateOptions, animation_of_trace
 from gradtrace.render.backprop import MIN_FONT_PX, backprop_plan
+from gradtrace.render.backprop_scene import PICTURE
 from gradtrace.render.explorer_graph import OPTIONS, geometry
 
 from conftest import gradtrace_cmd
@@ -69,8 +71,10 @@ def test_the_scene_is_placed_where_the_explorer_and_gradtrace_graph_place_it(wid
     tensor's box is the node of its op (or leaf), centred where graphviz put that node."""
     step = wide.steps[1]
     scene = backprop_plan(wide, step).scene
-    model = build_graph(step, OPTIONS.view, budget=OPTIONS.budget)
-    geo = geometry(model, OPTIONS)
+    # the explorer's options (the graph of `gradtrace graph`), in graph.svg's slide theme
+    assert PICTURE == dataclasses.replace(OPTIONS, theme="lecture")
+    model = build_graph(step, PICTURE.view, budget=PICTURE.budget)
+    geo = geometry(model, PICTURE)
     assert geo.engine == "graphviz" and scene.picture.engine == "graphviz"
     assert scene.picture.to_json() == geo.to_json()
     assert [b["title"] for _, b in sorted(scene.picture.nodes.items())] == model.titles()
@@ -99,7 +103,7 @@ def test_the_picture_without_graphviz_is_the_explorers_fallback(wide, monkeypatc
     monkeypatch.setattr(explorer_graph, "available_engine", lambda requested="auto": "matplotlib")
     step = wide.steps[1]
     scene = backprop_plan(wide, step).scene
-    model = build_graph(step, OPTIONS.view, budget=OPTIONS.budget)
+    model = build_graph(step, PICTURE.view, budget=PICTURE.budget)
     assert scene.picture.engine == "layers"
     column = {n: c for c, layer in enumerate(layers(model)) for n in layer}
     xs = {n: b["x"] for n, b in scene.picture.nodes.items()}
@@ -196,15 +200,15 @@ def test_every_text_fits_its_box_at_a_legible_size(wide):
 
 def test_long_heads_fall_back_to_the_graphs_name_of_the_op(wide):
     """A box is headed as gradtrace graph names its node, then the tensor the captions name
-    (``relu → t11``) where the box graphviz made has room, else the graph's name alone
-    (``linear``), never the op spelled out (``t10 = X @ model.0.weightᵀ + model.0.bias``). A
+    (``linear → t10``) where the box graphviz made has room, else the graph's name alone
+    (``mse_loss``), never the op spelled out (``t10 = X @ model.0.weightᵀ + model.0.bias``). A
     parameter in a module's box drops the module's name first (``weight``), and a grad_fn
     its arrow, then ends in an ellipsis."""
     *_, (renderer, fig) = _frames(wide, dpi=40)            # the last frame: every op has run
     shown = [t.get_text() for t in _texts(fig)]
     titles = {b["title"] for b in renderer.plan.scene.picture.nodes.values()}
-    assert "relu → t11" in shown
-    assert {"linear", "mse_loss", "loss"} <= set(shown) & titles
+    assert "linear → t10" in shown and "relu → t11" in shown and "linear" in titles
+    assert {"mse_loss → t13", "mse_loss"} & set(shown) and "loss" in set(shown) & titles
     assert not any(t.startswith("t10 =") for t in shown)
     for name in ("model.0.weight", "model.0.bias", "model.2.weight", "model.2.bias"):
         assert {name, name.split(".", 1)[1], name.rsplit(".", 1)[1]} & set(shown), name

@@ -24,8 +24,7 @@ from .backprop_checks import failed_steps, mark_failures
 from .backprop_frames import Frame, ParamCell, _acc_mark, _acc_note, _code
 from .backprop_panels import _C, _REF_WIDTH, MIN_FONT_PX, _CardsPanel, _GraphPanel
 from .backprop_plan import Plan, _script_name, backprop_plan, pick_step
-from .backprop_scene import Scene, SceneNode, _expr, _scene
-from .explorer_graph import OPTIONS
+from .backprop_scene import PICTURE, Scene, SceneNode, _expr, _scene
 from .graph_options import THEME
 from .fit import _Fit
 
@@ -131,7 +130,7 @@ class BackpropRenderer(_GraphPanel, _CardsPanel):
         typical = heights[len(heights) // 2] * s
         # and no larger than graphviz's own font scaled with the picture: then the titles
         # fit the boxes graphviz made for them
-        drawn = THEME[OPTIONS.theme].font * s * 1.05
+        drawn = THEME[PICTURE.theme].font * s * 1.05
         self.fs = max(self.min_fs, min(22 * self.px, drawn, (typical - self.pad) / (4 * 1.28)))
 
     def draw(self, i: int) -> None:
@@ -162,9 +161,9 @@ class BackpropRenderer(_GraphPanel, _CardsPanel):
         self.ax_head.add_artist(self.head_band)
         self._text(self.ax_head, 0.01, 0.72, title, title_fs, self.head_band, weight="bold",
                    va="center", ha="left", color=_C["text"])
-        legend = ("the graph as gradtrace graph draws it: a box is a tensor (the op → its name), "
-                  "its value (μ: mean), ⟵ grad_fn, grad = ∂loss/∂tensor;  dark arrows: values, "
-                  "forward;  orange: gradients, backward, and into .grad (AccumulateGrad)")
+        legend = ("a box is a node of gradtrace graph: the op → its tensor, value (μ: mean), ⟵ grad_fn, "
+                  "grad = ∂loss/∂tensor;  dark arrows: values, forward;  orange: gradients, back, "
+                  "and into .grad")
         room = self.W * self._GRAPH[2] - 12 * self.px
         lines = self.fit.wrap(legend, room, self.legend_fs)
         if len(lines) > self.legend_lines:

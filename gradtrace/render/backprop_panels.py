@@ -198,11 +198,34 @@ class _GraphPanel(_Drawing):
         ax = self.ax_graph
         scene = self.plan.scene
         backward = frame.phase not in ("intro", "forward")
+        # text outside the boxes (module names, edge labels) goes only where it covers no
+        # box and no other such text: the picture's font is larger than graphviz planned for
+        self._taken = [(b["x"], b["y"], b["x"] + b["w"], b["y"] + b["h"])
+                       for b in scene.picture.nodes.values()]
+        self._labels: list = []
         self._draw_clusters(ax)
         for i, e in enumerate(scene.picture.edges):
             self._draw_edge(ax, frame, i, e, backward)
+        # the gradients' labels first (the lit ones before the others), then the shapes'
+        for _, x, y, text, size, kw in sorted(self._labels, key=lambda t: t[0]):
+            if self._free(x, y, text, size, kw.get("weight", "normal"), kw.get("ha", "center"),
+                          kw.get("va", "center")):
+                self._text(ax, x, y, text, size, **kw)
         for n, b in scene.picture.nodes.items():
             self._draw_node(ax, frame, n, b, backward)
+
+    def _free(self, x: float, y: float, text: str, size: float, weight: str, ha: str, va: str) -> bool:
+        """Whether ``text`` drawn at (x, y) covers no box and no text placed before it; if
+        so, its place is taken."""
+        w = (self.fit.width(text, size, weight) + 0.3 * size) / self.ux
+        h = 1.25 * size / self.uy
+        x0 = x - w / 2 if ha == "center" else x
+        y0 = y - h / 2 if va == "center" else y
+        r = (x0, y0, x0 + w, y0 + h)
+        if any(r[0] < q[2] and q[0] < r[2] and r[1] < q[3] and q[1] < r[3] for q in self._taken):
+            return False
+        self._taken.append(r)
+        return True
 
     def _draw_clusters(self, ax) -> None:
         from matplotlib.patches import FancyBboxPatch
@@ -214,8 +237,10 @@ class _GraphPanel(_Drawing):
             if c["label"]:
                 size = self.min_fs
                 text = self.fit.shorten(c["label"], c["w"] * self.ux - 2 * self.pad, size, "bold")
-                self._text(ax, c["x"] + self.pad / self.ux, c["y"] + self.pad / self.uy, text, size,
-                           color=_C["muted"], weight="bold", ha="left", va="top", zorder=0.5)
+                x, y = c["x"] + self.pad / self.ux, c["y"] + 0.5 * self.pad / self.uy
+                if text and self._free(x, y, text, size, "bold", "left", "top"):
+                    self._text(ax, x, y, text, size, color=_C["muted"], weight="bold", ha="left",
+                               va="top", zorder=0.5)
 
     def _draw_edge(self, ax, frame: Frame, i: int, e: dict, backward: bool) -> None:
         from matplotlib.patches import PathPatch, Polygon
@@ -247,8 +272,8 @@ class _GraphPanel(_Drawing):
         edge_fs = max(self.min_fs, self.fs * 0.8)
         if g is None:
             if e.get("label"):   # the tensor's shape, as graph.svg labels it
-                self._text(ax, label_at[0], label_at[1], e["label"], edge_fs, color=_C["muted"], ha="center", va="center",
-                           zorder=5)
+                self._labels.append((2, label_at[0], label_at[1], e["label"], edge_fs,
+                                     dict(color=_C["muted"], ha="center", va="center", zorder=5)))
             return
         # the gradient sent back along this edge: over the value's path, its head at the start
         hot = lit and backward
@@ -257,9 +282,10 @@ class _GraphPanel(_Drawing):
         self._add(ax, Polygon, back, closed=True, fc=_C["grad"], ec=_C["grad"], lw=0.5, zorder=2,
                   alpha=1.0 if hot else 0.7)
         weight = "bold" if hot else "normal"
-        self._text(ax, label_at[0], label_at[1], _short(g), edge_fs, color=_C["grad"], ha="center", va="center", zorder=6,
-                   weight=weight, bbox=dict(boxstyle="round,pad=0.15", fc=palette.BACKGROUND,
-                                            ec=_C["grad"] if hot else "none", lw=0.8, alpha=0.92))
+        self._labels.append((0 if hot else 1, label_at[0], label_at[1], _short(g), edge_fs,
+                             dict(color=_C["grad"], ha="center", va="center", zorder=6, weight=weight,
+                                  bbox=dict(boxstyle="round,pad=0.15", fc=palette.BACKGROUND,
+                                            ec=_C["grad"] if hot else "none", lw=0.8, alpha=0.92))))
 
     def _draw_node(self, ax, frame: Frame, n: int, b: dict, backward: bool) -> None:
         from matplotlib.patches import FancyBboxPatch
@@ -399,14 +425,15 @@ class _CardsPanel(_Drawing):
                        color=_C["muted"])
             return
         sw = self.W * self._SIDE[2]               # the panel's width in points
-        if self._SIDE[2] < 0.5:   # a column beside the graph: cards under each other
-            per_row, rows = 1, min(len(cells), 5)
+        if self._SIDE[3] > 0.5:   # a column beside the graph: cards under each other
+            per_row = 1 if self._SIDE[2] < 0.45 or len(cells) < 4 else 2
+            rows = min(-(-len(cells) // per_row), 5)
         else:
             per_row = min(len(cells), 5)
             rows = 1 if len(cells) <= per_row else 2
         shown = cells if len(cells) <= per_row * rows else cells[:per_row * rows - 1]
         more = len(cells) - len(shown)
-        w = min(0.36 if per_row > 1 else 0.99, 0.99 / per_row)             # axes fraction
+        w = min(0.36 if self._SIDE[3] <= 0.5 else 0.99, 0.99 / per_row)             # axes fraction
         h = 0.94 / rows
         card_w, card_h = w * sw - 0.008 * sw, h * self.H * self._SIDE[3]
         lines = 4

@@ -4,12 +4,17 @@ that step's graph (:func:`_scene`). Pure: no drawing."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..formatting import slide_number as fmt_num
-from .explorer_graph import Geometry
+from .explorer_graph import OPTIONS, Geometry
 
-__all__ = ["SceneNode", "Scene"]
+#: How the picture is laid out: the explorer's options (the graph `gradtrace graph` draws,
+#: no legend, no title) in graph.svg's theme, whose boxes are sized for slide-sized text.
+PICTURE = dataclasses.replace(OPTIONS, theme="lecture")
+
+__all__ = ["SceneNode", "Scene", "PICTURE"]
 
 Key = tuple  # ("t", tid) for a tensor, ("o", op index) for an op
 
@@ -73,10 +78,10 @@ def _picture(step, nodes: dict[int, SceneNode], edges, warn=None):
     """The picture of ``step``: its graph model laid out as the explorer lays it out, and
     which of the scene's tensors and edges each picture node and edge shows."""
     from ..analysis.graph import build_graph
-    from .explorer_graph import OPTIONS, geometry
+    from .explorer_graph import geometry
 
-    model = build_graph(step, OPTIONS.view, budget=OPTIONS.budget)
-    geo = geometry(model, OPTIONS, warn=warn)
+    model = build_graph(step, PICTURE.view, budget=PICTURE.budget)
+    geo = geometry(model, PICTURE, warn=warn)
     g = model.graph
     ops = {o.index: o for o in step.ops}
     bw = step.backward
