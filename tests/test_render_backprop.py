@@ -256,3 +256,31 @@ def test_the_explainers_names_import_from_backprop():
             assert getattr(backprop, name) is getattr(module, name), name
             assert name in backprop.__all__
     assert issubclass(backprop.BackpropRenderer, (backprop_panels._GraphPanel, backprop_panels._CardsPanel))
+
+
+def test_a_collapsed_graph_keeps_every_tensor_in_a_box(tmp_path):
+    """Above the node budget the picture is the collapsed graph of graph.svg: a tensor
+    inside a folded module call is shown by the module's node (which records what it holds),
+    so every frame still has a box to light."""
+    torch.manual_seed(0)
+    net = nn.Sequential(*[m for _ in range(6) for m in (nn.Linear(4, 4), nn.Tanh())], nn.Linear(4, 1))
+    X, y = torch.randn(8, 4), torch.randn(8, 1)
+    with gradtrace.trace() as t:
+        for _ in range(2):
+            net.zero_grad()
+            nn.functional.mse_loss(net(X), y).backward()
+    step = t.result.steps[1]
+    plan = backprop_plan(t.result, step)
+    scene = plan.scene
+    model = build_graph(step, PICTURE.view, budget=PICTURE.budget)
+    assert model.collapsed and len(scene.picture.nodes) == len(model)
+    assert set(scene.box_of) == set(scene.nodes)
+    grouped = {n for n, a in model.graph.nodes(data=True) if a.get("members")}
+    assert grouped and any(scene.shows[n] for n in grouped)
+    for n in grouped:
+        refs = model.graph.nodes[n]["members"]
+        assert all(scene.box_of[t] == n for t in scene.shows[n] if ("tensor", t) not in refs)
+    lit = {scene.box_of[t] for f in plan.frames for t in f.current}
+    assert lit & grouped                       # the backward pass lights the folded calls too
+    anim = animation_of_trace(t.result, kind="backprop", dpi=30)
+    assert anim.save_frame(len(anim) // 2, tmp_path / "f.png").exists()

@@ -454,8 +454,8 @@ def _renumber(g):
 # -- ranking --------------------------------------------------------------------------------------
 def layers(model: GraphModel, nodes=None) -> list[list[int]]:
     """The graph's layers (ranks), in order, each a list of node ids in id order: the one
-    ranking of a graph that the DOT text, the matplotlib drawing and the backprop scene
-    all use. ``nodes``: rank only the sub-graph of these nodes.
+    ranking of a graph that the DOT text, the matplotlib drawing and, without graphviz,
+    the explorer's layout (the backprop explainer's picture too) all use. ``nodes``: rank only the sub-graph of these nodes.
 
     Ranks follow the edges that set them: data edges, and in the ``both`` view not the
     gradient edges (drawn against the data's flow, with ``constraint=false``); in the
