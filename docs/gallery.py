@@ -46,10 +46,10 @@ PICTURES = ("graph", "backward", "backprop", "training")
 #: tenth of the size of graphviz's PNG (144 dpi, thousands of pixels wide).
 GRAPH = {"graph": {"view": "both"}, "backward": {"view": "backward"}}
 
-#: Animation options (``Trace.animate(kind, **...)``). Backprop frames are text: 11x6.5 inches
-#: at 72 dpi (792x468) is what a GitHub page shows without scaling. Training: 30 frames at 5 per
+#: Animation options (``Trace.animate(kind, **...)``). Backprop frames are text: 72 dpi
+#: (792x468) is what a GitHub page shows without scaling. Training: 30 frames at 5 per
 #: second (a 6-second loop) at 60 dpi (720x405) instead of 180 at 12 per second at 72 dpi.
-ANIMATE = {"backprop": {"dpi": 72, "size": (11, 6.5)},
+ANIMATE = {"backprop": {"dpi": 72},
            "training": {"frames": 30, "fps": 5, "dpi": 60}}
 
 
