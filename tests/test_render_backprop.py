@@ -1,8 +1,9 @@
-"""The backprop explainer's scene and frames: one graph model and one ranking, slide-sized
+"""The backprop explainer's scene and frames: one graph model and one layout, slide-sized
 frames, text that fits its boxes at a legible size, plain text only."""
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 
 import pytest
@@ -16,6 +17,8 @@ from gradtrace.analysis.graph import build_graph, layers
 from gradtrace.cli.animate import _inches
 from gradtrace.render.animate import AnimateOptions, animation_of_trace
 from gradtrace.render.backprop import MIN_FONT_PX, backprop_plan
+from gradtrace.render.backprop_scene import PICTURE
+from gradtrace.render.explorer_graph import OPTIONS, geometry
 
 from conftest import gradtrace_cmd
 
@@ -47,7 +50,7 @@ def _texts(fig) -> list[Text]:
 
 
 # -- one graph model, one ranking ------------------------------------------------------------------
-def test_the_scene_is_the_graph_models_forward_view_placed_by_its_layers(wide):
+def test_the_scene_is_the_graph_models_forward_view(wide):
     step = wide.steps[1]
     scene = backprop_plan(wide, step).scene
     model = build_graph(step, "forward", expand=True)
@@ -60,11 +63,54 @@ def test_the_scene_is_the_graph_models_forward_view_placed_by_its_layers(wide):
     node_of = {a["ref"][1]: n for n, a in g.nodes(data=True) if a["ref"][0] == "tensor"}
     node_of.update({ops[a["ref"][1]].outputs[0]: n for n, a in g.nodes(data=True) if a["ref"][0] == "op"})
     assert all(g.has_edge(node_of[a], node_of[b]) for a, b in scene.edges)
-    # columns are the model's layers (the loss node of the model aliases its op's box)
-    ranked = [n for n in g.nodes if g.nodes[n]["kind"] != "loss"]
-    column = {n: c for c, layer in enumerate(layers(model, ranked)) for n in layer}
-    for tid, (x, _) in scene.pos.items():
-        assert x == column[node_of[tid]]
+
+
+def test_the_scene_is_placed_where_the_explorer_and_gradtrace_graph_place_it(wide):
+    """One graph model, one layout: the picture is the explorer's geometry of the step's
+    graph (the both view `gradtrace graph` draws): the same nodes, titles and places; each
+    tensor's box is the node of its op (or leaf), centred where graphviz put that node."""
+    step = wide.steps[1]
+    scene = backprop_plan(wide, step).scene
+    # the explorer's options (the graph of `gradtrace graph`), in graph.svg's slide theme
+    assert PICTURE == dataclasses.replace(OPTIONS, theme="lecture")
+    model = build_graph(step, PICTURE.view, budget=PICTURE.budget)
+    geo = geometry(model, PICTURE)
+    assert geo.engine == "graphviz" and scene.picture.engine == "graphviz"
+    assert scene.picture.to_json() == geo.to_json()
+    assert [b["title"] for _, b in sorted(scene.picture.nodes.items())] == model.titles()
+    ops = {o.index: o for o in step.ops}
+    assert set(scene.box_of) == set(scene.nodes)
+    for tid, n in scene.box_of.items():
+        kind, x = model.graph.nodes[n]["ref"]
+        assert (ops[x].outputs[0] if kind == "op" else x) == tid
+        b = geo.nodes[n]
+        assert scene.pos[tid] == (b["x"] + b["w"] / 2, b["y"] + b["h"] / 2)
+    # every scene edge travels along one of the picture's data edges, between its boxes
+    carried = {x: e for e, xs in zip(geo.edges, scene.carries) for x in xs if e["kind"] == "data"}
+    assert set(carried) == set(scene.edges)
+    for (a, b), e in carried.items():
+        assert (e["from"], e["to"]) == (scene.box_of[a], scene.box_of[b])
+    # each parameter's AccumulateGrad is in the picture, with its dashed edges into .grad
+    acc = {n for n, b in geo.nodes.items() if b["kind"] == "accumulate"}
+    assert {scene.shows[n][0] for n in acc} == set(scene.params)
+    assert {e["to"] for e in geo.edges if e["kind"] == "grad"} >= acc
+
+
+def test_the_picture_without_graphviz_is_the_explorers_fallback(wide, monkeypatch, tmp_path):
+    """No graphviz: the same fallback as the explorer (the graph's layers, straight edges)."""
+    from gradtrace.render import explorer_graph
+
+    monkeypatch.setattr(explorer_graph, "available_engine", lambda requested="auto": "matplotlib")
+    step = wide.steps[1]
+    scene = backprop_plan(wide, step).scene
+    model = build_graph(step, PICTURE.view, budget=PICTURE.budget)
+    assert scene.picture.engine == "layers"
+    column = {n: c for c, layer in enumerate(layers(model)) for n in layer}
+    xs = {n: b["x"] for n, b in scene.picture.nodes.items()}
+    assert all((xs[u] < xs[v]) == (column[u] < column[v]) for u in xs for v in xs)
+    assert all(e["path"].count("L") == 1 for e in scene.picture.edges)   # straight edges
+    anim = animation_of_trace(wide, kind="backprop", dpi=20)
+    assert anim.save_frame(len(anim) // 2, tmp_path / "f.png").exists()
 
 
 def test_an_op_fed_its_own_output_draws(tmp_path):
@@ -80,7 +126,8 @@ def test_an_op_fed_its_own_output_draws(tmp_path):
     assert all(a != b for a, b in plan.scene.edges)
     loss = plan.scene.loss
     assert plan.scene.nodes[loss].expr.startswith("sum(")     # the box keeps the op that made it
-    assert plan.scene.pos[loss][0] == max(x for x, _ in plan.scene.pos.values())
+    box = plan.scene.picture.nodes[plan.scene.box_of[loss]]
+    assert (box["kind"], box["title"]) == ("op", "sum")     # the loss's box is its op's node
     anim = animation_of_trace(t.result, kind="backprop", dpi=20)
     assert anim.save_frame(-1, tmp_path / "f.png").exists()
 
@@ -153,13 +200,22 @@ def test_every_text_fits_its_box_at_a_legible_size(wide):
 
 def test_long_heads_fall_back_to_the_graphs_name_of_the_op(wide):
     """A box is headed as gradtrace graph names its node, then the tensor the captions name
-    (``linear → t10``), not the op spelled out (``t10 = X @ model.0.weightᵀ + model.0.bias``,
-    which did not fit and ended in an ellipsis)."""
+    (``linear → t10``) where the box graphviz made has room, else the graph's name alone
+    (``mse_loss``), never the op spelled out (``t10 = X @ model.0.weightᵀ + model.0.bias``). A
+    parameter in a module's box drops the module's name first (``weight``), and a grad_fn
+    its arrow, then ends in an ellipsis."""
     *_, (renderer, fig) = _frames(wide, dpi=40)            # the last frame: every op has run
     shown = [t.get_text() for t in _texts(fig)]
-    assert "linear → t10" in shown and "relu → t11" in shown and "mse_loss → t13" in shown
-    assert "model.0.weight" in shown and "model.2.bias" in shown
-    assert "⟵ AddmmBackward0" in shown
+    titles = {b["title"] for b in renderer.plan.scene.picture.nodes.values()}
+    assert "linear → t10" in shown and "relu → t11" in shown and "linear" in titles
+    assert {"mse_loss → t13", "mse_loss"} & set(shown) and "loss" in set(shown) & titles
+    assert not any(t.startswith("t10 =") for t in shown)
+    for name in ("model.0.weight", "model.0.bias", "model.2.weight", "model.2.bias"):
+        assert {name, name.split(".", 1)[1], name.rsplit(".", 1)[1]} & set(shown), name
+    assert {"model", "model.0", "model.2"} <= set(shown)   # the modules' boxes, as in graph.svg
+    # the grad_fn, shortened where the box graphviz made for "linear" is narrower
+    assert any(len(t) > 4 and ("⟵ AddmmBackward0".startswith(t.rstrip("…"))
+                               or "AddmmBackward0".startswith(t.rstrip("…"))) for t in shown)
 
 
 @pytest.mark.slow  # draws every frame of the explainer
@@ -191,7 +247,7 @@ def test_the_explainers_names_import_from_backprop():
                                   backprop_scene, fit)
 
     moved = {backprop_plan: ("Plan", "backprop_plan", "pick_step", "_script_name"),
-             backprop_scene: ("Scene", "SceneNode", "_scene", "_positions"),
+             backprop_scene: ("Scene", "SceneNode", "_scene"),
              backprop_frames: ("Frame", "ParamCell", "_acc_mark"),
              backprop_panels: ("MIN_FONT_PX",),
              fit: ("_Fit",)}
@@ -200,3 +256,31 @@ def test_the_explainers_names_import_from_backprop():
             assert getattr(backprop, name) is getattr(module, name), name
             assert name in backprop.__all__
     assert issubclass(backprop.BackpropRenderer, (backprop_panels._GraphPanel, backprop_panels._CardsPanel))
+
+
+def test_a_collapsed_graph_keeps_every_tensor_in_a_box(tmp_path):
+    """Above the node budget the picture is the collapsed graph of graph.svg: a tensor
+    inside a folded module call is shown by the module's node (which records what it holds),
+    so every frame still has a box to light."""
+    torch.manual_seed(0)
+    net = nn.Sequential(*[m for _ in range(6) for m in (nn.Linear(4, 4), nn.Tanh())], nn.Linear(4, 1))
+    X, y = torch.randn(8, 4), torch.randn(8, 1)
+    with gradtrace.trace() as t:
+        for _ in range(2):
+            net.zero_grad()
+            nn.functional.mse_loss(net(X), y).backward()
+    step = t.result.steps[1]
+    plan = backprop_plan(t.result, step)
+    scene = plan.scene
+    model = build_graph(step, PICTURE.view, budget=PICTURE.budget)
+    assert model.collapsed and len(scene.picture.nodes) == len(model)
+    assert set(scene.box_of) == set(scene.nodes)
+    grouped = {n for n, a in model.graph.nodes(data=True) if a.get("members")}
+    assert grouped and any(scene.shows[n] for n in grouped)
+    for n in grouped:
+        refs = model.graph.nodes[n]["members"]
+        assert all(scene.box_of[t] == n for t in scene.shows[n] if ("tensor", t) not in refs)
+    lit = {scene.box_of[t] for f in plan.frames for t in f.current}
+    assert lit & grouped                       # the backward pass lights the folded calls too
+    anim = animation_of_trace(t.result, kind="backprop", dpi=30)
+    assert anim.save_frame(len(anim) // 2, tmp_path / "f.png").exists()

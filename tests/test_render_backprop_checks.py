@@ -93,3 +93,9 @@ def test_the_animation_draws_the_mark(wrong):
     img = anim.frame(marked[0], dpi=20)
     plain = animation_of_trace(trace, kind="backprop", step=anim.renderer.plan.step).frame(marked[0], dpi=20)
     assert img.tobytes() != plain.tobytes()
+    # the mark is drawn in the box graph.svg's layout gives the tensor whose check failed
+    r = anim.renderer
+    boxes = [r.plan.scene.picture.nodes[r.plan.scene.box_of[t]] for t in r.plan.frames[marked[0]].failed]
+    marks = [t.get_position() for _, t in r.fitted if t.get_text() == "✗ check failed"]
+    assert marks and all(any(b["x"] <= x <= b["x"] + b["w"] and b["y"] <= y <= b["y"] + b["h"]
+                             for b in boxes) for x, y in marks)

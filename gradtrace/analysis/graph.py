@@ -53,7 +53,8 @@ class GraphModel:
     ``("node", nid)``, ``("loss", tid)`` or ``("group", key)``), ``note`` (one line of
     extra explanation or ""), ``count`` (ops folded into the node, or parameters or
     AccumulateGrad nodes of folded repetitions folded into a leaf; 1 for plain nodes),
-    ``options`` (an op's keyword options, ``reduction='mean'``, or "").
+    ``options`` (an op's keyword options, ``reduction='mean'``, or ""); a collapsed node
+    also has ``members``, the ``ref`` of every node folded into it.
 
     Edge attributes: ``kind`` (``data`` or ``grad``), ``shape`` (or None) and ``slot`` (the
     input position at the consumer, or the output position of a grad_fn).
@@ -453,8 +454,8 @@ def _renumber(g):
 # -- ranking --------------------------------------------------------------------------------------
 def layers(model: GraphModel, nodes=None) -> list[list[int]]:
     """The graph's layers (ranks), in order, each a list of node ids in id order: the one
-    ranking of a graph that the DOT text, the matplotlib drawing and the backprop scene
-    all use. ``nodes``: rank only the sub-graph of these nodes.
+    ranking of a graph that the DOT text, the matplotlib drawing and, without graphviz,
+    the explorer's layout (the backprop explainer's picture too) all use. ``nodes``: rank only the sub-graph of these nodes.
 
     Ranks follow the edges that set them: data edges, and in the ``both`` view not the
     gradient edges (drawn against the data's flow, with ``constraint=false``); in the
@@ -506,6 +507,13 @@ def _merge(g, members: list[int], attrs: dict) -> None:
             outs.setdefault((v, a["kind"]), dict(a))
         elif v in group and u not in group:
             ins.setdefault((u, a["kind"]), dict(a))
+    # what the new node stands for: the refs of every node merged into it, nested groups
+    # included, so that a picture of the collapsed graph can find where a tensor went
+    refs: set = set()
+    for m in members:
+        refs.add(g.nodes[m]["ref"])
+        refs.update(g.nodes[m].get("members", ()))
+    attrs = {**attrs, "members": tuple(sorted(refs, key=repr))}
     for m in members:
         g.remove_node(m)
     g.add_node(keep, **attrs)

@@ -6,7 +6,7 @@ Two halves, kept apart so the walk can be tested without drawing:
   ``backprop_frames.py`` and ``backprop_backward.py``) walks the step (forward ops, the
   backward pass in autograd's execution order, ``.grad`` accumulation, updates, zeroings, in
   the order the script did them) and returns a :class:`Plan`: a fixed :class:`Scene`
-  (nodes, edges, positions) and one :class:`Frame` per moment, each a complete description
+  (tensors, edges, and the picture of the step's graph as `gradtrace graph` lays it out) and one :class:`Frame` per moment, each a complete description
   of what is lit, which values and gradients are shown, and a caption in plain words.
 - :class:`BackpropRenderer` (here, with its panels in ``backprop_panels.py`` and the text
   fitting in ``fit.py``) draws a frame of a plan on a matplotlib figure.
@@ -24,13 +24,14 @@ from .backprop_checks import failed_steps, mark_failures
 from .backprop_frames import Frame, ParamCell, _acc_mark, _acc_note, _code
 from .backprop_panels import _C, _REF_WIDTH, MIN_FONT_PX, _CardsPanel, _GraphPanel
 from .backprop_plan import Plan, _script_name, backprop_plan, pick_step
-from .backprop_scene import Scene, SceneNode, _expr, _positions, _scene
+from .backprop_scene import PICTURE, Scene, SceneNode, _expr, _scene
+from .graph_options import THEME
 from .fit import _Fit
 
 __all__ = ["Scene", "Frame", "Plan", "ParamCell", "backprop_plan", "BackpropRenderer",
            "fmt_num", "fmt_value", "pick_step"]
 # names that moved to the modules beside this one, still importable from here
-__all__ += ["MIN_FONT_PX", "SceneNode", "_Fit", "_scene", "_positions", "_expr", "_script_name",
+__all__ += ["MIN_FONT_PX", "SceneNode", "_Fit", "_scene", "_expr", "_script_name",
             "_code", "_acc_mark", "_acc_note", "_accumulate_words"]
 
 _PHASE_LABEL = {"forward": "forward", "zero": "zero .grad", "backward": "backward",
@@ -70,6 +71,10 @@ class BackpropRenderer(_GraphPanel, _CardsPanel):
     def setup(self, fig) -> None:
         self.fig = fig
         fig.set_facecolor(palette.BACKGROUND)
+        self.W, self.H = (float(v) * 72 for v in fig.get_size_inches())   # points
+        self.px = self.W / _REF_WIDTH            # points per reference pixel
+        self.min_fs = MIN_FONT_PX * self.px
+        self._arrange()
         self.ax_head = fig.add_axes(self._HEAD)
         self.ax_graph = fig.add_axes(self._GRAPH)
         self.ax_side = fig.add_axes(self._SIDE)
@@ -78,9 +83,6 @@ class BackpropRenderer(_GraphPanel, _CardsPanel):
             ax.set_axis_off()
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1)
-        self.W, self.H = (float(v) * 72 for v in fig.get_size_inches())   # points
-        self.px = self.W / _REF_WIDTH            # points per reference pixel
-        self.min_fs = MIN_FONT_PX * self.px
         self.fit = _Fit(fig)
         self._start_frame()
         self._geometry()
@@ -88,29 +90,48 @@ class BackpropRenderer(_GraphPanel, _CardsPanel):
         self.ax_graph.set_ylim(*self.ylim)
         self._draw_static()
 
+    def _arrange(self) -> None:
+        """The graph over the cards, or (a picture taller than the band over the cards
+        leaves room for) the graph on the left and the cards in a column beside it:
+        whichever draws the picture larger."""
+        geo = self.plan.scene.picture
+        gw, gh = max(geo.width, 1.0) + 12, max(geo.height, 1.0) + 12
+        band = 2 * 1.9 * self.min_fs
+        wide = min(0.99 * self.W / gw, (self.H * 0.515 - band / 2) / gh)
+        tall_h = self.H * 0.715 - band
+        frac = min(0.70, max(0.45, gw * tall_h / gh / self.W + 0.01))
+        beside = min(frac * self.W / gw, tall_h / gh)
+        if beside > 1.15 * wide:
+            self._GRAPH = [0.005, 0.19, frac, 0.715]
+            self._SIDE = [frac + 0.01, 0.19, 0.985 - frac, 0.715]
+
     def _geometry(self) -> None:
-        pos = self.plan.scene.pos
-        xs = [p[0] for p in pos.values()]
-        ys = [p[1] for p in pos.values()]
-        self.tw, self.th = 0.72, 0.78           # box size in column / row units
+        """The graph axes in the picture's own points (y down, as graphviz and the explorer
+        have them), one scale both ways, the picture centred above the legend line."""
+        geo = self.plan.scene.picture
         self.legend_fs = self.min_fs
-        legend_band = 1.9 * self.legend_fs       # points, at the bottom of the graph
+        self.legend_lines = 1 if self._GRAPH[2] > 0.8 else 2
+        legend_band = (0.6 + 1.3 * self.legend_lines) * self.legend_fs   # points, under the graph
         w_pt = self.W * self._GRAPH[2]
-        h_pt = self.H * self._GRAPH[3]
-        self.xlim = (min(xs) - 0.40, max(xs) + 0.40)
-        rows = max(ys) - min(ys) + 1.0 + 0.2
-        rows = max(rows, 3.0)                    # few rows: keep boxes from growing tall
-        uy = (h_pt - legend_band) / rows        # points per row
-        mid = (min(ys) + max(ys)) / 2
-        self.ylim = (mid - rows / 2 - legend_band / uy, mid + rows / 2)
-        self.ux = w_pt / (self.xlim[1] - self.xlim[0])   # points per unit
-        self.uy = uy
-        self.box_w = self.tw * self.ux           # points
-        self.box_h = self.th * self.uy
-        self.pad = 8 * self.px
-        # the font: four lines in a box, between the minimum and 22 reference pixels
-        self.fs = max(self.min_fs, min(22 * self.px, (self.box_h - self.pad) / (4 * 1.28)))
-        self.lines_fit = max(1, min(4, int((self.box_h - self.pad) / (self.fs * 1.28))))
+        h_pt = self.H * self._GRAPH[3] - legend_band
+        margin = 6.0                             # picture points around it
+        gw, gh = max(geo.width, 1.0) + 2 * margin, max(geo.height, 1.0) + 2 * margin
+        s = min(w_pt / gw, h_pt / gh)            # figure points per picture point
+        self.ux = self.uy = s
+        half = w_pt / s / 2
+        self.xlim = (geo.width / 2 - half, geo.width / 2 + half)
+        top = -margin - (h_pt / s - gh) / 2
+        self.ylim = (top + (h_pt + legend_band) / s, top)   # inverted: y grows downwards
+        self.pad = 6 * self.px
+        # one font for every box: four lines in a typical box, between the minimum and 22
+        # reference pixels; a smaller box shows fewer lines (_keep)
+        heights = sorted(b["h"] for b in geo.nodes.values() if b["kind"] != "accumulate") \
+            or [b["h"] for b in geo.nodes.values()] or [60.0]
+        typical = heights[len(heights) // 2] * s
+        # and no larger than graphviz's own font scaled with the picture: then the titles
+        # fit the boxes graphviz made for them
+        drawn = THEME[PICTURE.theme].font * s * 1.05
+        self.fs = max(self.min_fs, min(22 * self.px, drawn, (typical - self.pad) / (4 * 1.28)))
 
     def draw(self, i: int) -> None:
         frame = self.plan.frames[i]
@@ -140,12 +161,17 @@ class BackpropRenderer(_GraphPanel, _CardsPanel):
         self.ax_head.add_artist(self.head_band)
         self._text(self.ax_head, 0.01, 0.72, title, title_fs, self.head_band, weight="bold",
                    va="center", ha="left", color=_C["text"])
-        legend = ("box = a tensor: the op (as in gradtrace graph) → its name · [shape] value (μ: mean) · "
-                  "⟵ grad_fn · grad = ∂loss/∂tensor     dark arrows: values, forward     "
-                  "orange arrows: gradients, backward")
-        legend = self.fit.shorten(legend, self.W * self._GRAPH[2] - 12 * self.px, self.legend_fs)
-        self._text(self.ax_graph, self.xlim[0] + 4 * self.px / self.ux, self.ylim[0] + 0.25 * self.legend_fs / self.uy,
-                   legend, self.legend_fs, color=_C["muted"], ha="left", va="bottom")
+        legend = ("a box is a node of gradtrace graph: the op → its tensor, value (μ: mean), ⟵ grad_fn, "
+                  "grad = ∂loss/∂tensor;  dark arrows: values, forward;  orange: gradients, back, "
+                  "and into .grad")
+        room = self.W * self._GRAPH[2] - 12 * self.px
+        lines = self.fit.wrap(legend, room, self.legend_fs)
+        if len(lines) > self.legend_lines:
+            lines = lines[:self.legend_lines - 1] + [self.fit.shorten(
+                " ".join(lines[self.legend_lines - 1:]), room, self.legend_fs)]
+        self._text(self.ax_graph, self.xlim[0] + 4 * self.px / self.ux, self.ylim[0] - 0.25 * self.legend_fs / self.uy,
+                   "\n".join(lines), self.legend_fs, color=_C["muted"], ha="left", va="bottom",
+                   linespacing=1.3)
         self._static = {*self.ax_head.texts, *self.ax_graph.texts, self.head_band}
         self._made, self._last = {}, {}   # the static artists are never removed
 

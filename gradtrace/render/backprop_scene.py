@@ -1,13 +1,20 @@
-"""The back-propagation explainer's fixed picture: one box per tensor, the edges between
-them and their places, read off a step's graph model (:func:`_scene`). Pure: no drawing."""
+"""The back-propagation explainer's fixed picture: one box per tensor and the edges between
+them, read off a step's graph model, placed where `gradtrace graph` and the explorer place
+that step's graph (:func:`_scene`). Pure: no drawing."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..formatting import slide_number as fmt_num
+from .explorer_graph import OPTIONS, Geometry
 
-__all__ = ["SceneNode", "Scene"]
+#: How the picture is laid out: the explorer's options (the graph `gradtrace graph` draws,
+#: no legend, no title) in graph.svg's theme, whose boxes are sized for slide-sized text.
+PICTURE = dataclasses.replace(OPTIONS, theme="lecture")
+
+__all__ = ["SceneNode", "Scene", "PICTURE"]
 
 Key = tuple  # ("t", tid) for a tensor, ("o", op index) for an op
 
@@ -42,59 +49,93 @@ class SceneNode:
 
 @dataclass(frozen=True)
 class Scene:
-    """The fixed picture, read off the step's graph model (:func:`_scene`): tensor boxes,
-    edges (input tid, output tid) and positions from the model's layers."""
+    """The fixed picture. What the frames talk about, read off the step's forward graph
+    (:func:`_scene`): tensor boxes (``nodes``, by tid), ``edges`` (input tid, output tid),
+    the ``loss`` and the ``params``. Where it is drawn: ``picture``, the
+    :class:`~gradtrace.render.explorer_graph.Geometry` of the step's graph model as
+    `gradtrace graph` and the explorer lay it out (both views in one: AccumulateGrad nodes
+    and the dashed gradient edges into ``.grad`` included; points, y down), ``shows`` (a
+    picture node -> the tids it stands for, the one whose value it shows first), ``box_of``
+    (a tid -> the picture node of its box), ``carries`` (for each of ``picture.edges``, the
+    scene edges whose value and gradient travel along it) and ``pos`` (a tid -> the centre
+    of its box, in the picture's points)."""
 
     nodes: dict[int, SceneNode]
     edges: tuple[tuple[int, int], ...]
-    pos: dict[int, tuple[float, float]]
     loss: int
     params: tuple[int, ...]
+    picture: Geometry
+    shows: dict[int, tuple[int, ...]]
+    box_of: dict[int, int]
+    carries: tuple[tuple[tuple[int, int], ...], ...]
+    pos: dict[int, tuple[float, float]]
 
     def edges_into(self, tid: int) -> list[tuple[int, int]]:
         return [e for e in self.edges if e[1] == tid]
 
 
-def _positions(nodes: dict[int, SceneNode], edges, col: dict[int, int]) -> dict[int, tuple[float, float]]:
-    """Fixed positions: ``col`` (from the graph's one ranking, leaves on the left, the loss
-    on the right) across, and rows by spreading each box's inputs around it, from the loss
-    backwards."""
-    pred: dict[int, list[int]] = {k: [] for k in nodes}
-    for a, b in edges:
-        pred[b].append(a)
-    order = list(nodes)  # the graph model's node order: topological
-    rank = {k: i for i, k in enumerate(order)}
-    n_cols = max(col.values()) + 1
-    want: dict[int, list[float]] = {}
-    y: dict[int, float] = {}
-    for c in range(n_cols - 1, -1, -1):
-        here = [k for k in order if col[k] == c]
-        if not here:
-            continue
-        for k in here:
-            w = want.get(k)
-            y[k] = sum(w) / len(w) if w else 0.0
-        here.sort(key=lambda k: (y[k], rank[k]))
-        target = sum(y[k] for k in here) / len(here)
-        for j in range(1, len(here)):
-            y[here[j]] = max(y[here[j]], y[here[j - 1]] + 1.0)
-        shift = target - sum(y[k] for k in here) / len(here)
-        for k in here:
-            y[k] += shift
-            ins = list(dict.fromkeys(pred[k]))
-            for j, p in enumerate(ins):
-                want.setdefault(p, []).append(y[k] + (j - (len(ins) - 1) / 2) * 1.0)
-    # first input on top: matplotlib's y grows upwards
-    return {k: (float(col[k]), -y[k]) for k in nodes}
+def _picture(step, nodes: dict[int, SceneNode], edges, warn=None):
+    """The picture of ``step``: its graph model laid out as the explorer lays it out, and
+    which of the scene's tensors and edges each picture node and edge shows."""
+    from ..analysis.graph import build_graph
+    from .explorer_graph import geometry
+
+    model = build_graph(step, PICTURE.view, budget=PICTURE.budget)
+    geo = geometry(model, PICTURE, warn=warn)
+    g = model.graph
+    ops = {o.index: o for o in step.ops}
+    bw = step.backward
+    order = {t: i for i, t in enumerate(nodes)}
+
+    def tid_of(ref) -> int | None:
+        kind, x = ref
+        if kind in ("tensor", "loss"):
+            return x
+        if kind == "op" and x in ops and ops[x].outputs:
+            return ops[x].outputs[0]
+        if kind == "node" and bw is not None and 0 <= x < len(bw.nodes):
+            return bw.nodes[x].variable
+        return None
+
+    shows: dict[int, tuple[int, ...]] = {}
+    box_of: dict[int, int] = {}
+    for n in sorted(geo.nodes):
+        a = g.nodes[n]
+        refs = [a["ref"], *a.get("members", ())]
+        tids: list[int] = [t for t in dict.fromkeys(tid_of(r) for r in refs) if t is not None and t in nodes]
+        # a collapsed node shows its last tensor (the one that leaves it) first
+        tids.sort(key=lambda t: -order[t] if len(refs) > 1 else 0)
+        shows[n] = tuple(tids)
+        for t in tids:
+            # a tensor's box: its op's node (the loss's too), else its leaf, else a group
+            if a["kind"] in ("loss", "accumulate") or (t in box_of and len(refs) > 1):
+                continue
+            box_of.setdefault(t, n)
+    for n, shown in shows.items():
+        for t in shown:
+            box_of.setdefault(t, n)
+    carries = []
+    for e in geo.edges:
+        u, v = shows.get(e["from"], ()), shows.get(e["to"], ())
+        if e["kind"] == "grad":   # into an AccumulateGrad, or from it to its parameter
+            carries.append(tuple(x for x in edges if x[0] in v and x[1] in u)
+                           if g.nodes[e["to"]]["kind"] == "accumulate" else ())
+        else:
+            carries.append(tuple(x for x in edges if x[0] in u and x[1] in v))
+    pos = {}
+    for t, n in box_of.items():
+        b = geo.nodes[n]
+        pos[t] = (b["x"] + b["w"] / 2, b["y"] + b["h"] / 2)
+    return geo, shows, box_of, tuple(carries), pos
 
 
-def _scene(step) -> Scene:
+def _scene(step, warn=None) -> Scene:
     """The scene of a step, read off its graph model (the forward view, uncollapsed): one
     box per tensor (an op's box is its output), the ops the loss depends on and their
-    leaves, placed by the model's layers."""
+    leaves, placed as the picture of the step's graph model places them (:func:`_picture`)."""
     import networkx as nx
 
-    from ..analysis.graph import build_graph, layers
+    from ..analysis.graph import build_graph
 
     bw = step.backward
     loss = bw.roots[0]
@@ -158,21 +199,13 @@ def _scene(step) -> Scene:
         for u, _, a in sorted(h.in_edges(n, data=True), key=lambda e: e[2]["slot"]):
             if u in tid_of and tid_of[u] != tid_of[n] and (tid_of[u], tid_of[n]) not in edges:
                 edges.append((tid_of[u], tid_of[n]))
-    # a box's column: the last of its model nodes' layers (an op on its own output, or in
-    # place, puts its box after the op before it); empty columns closed up
-    last: dict[int, int] = {}
-    for c, layer in enumerate(layers(model, [n for n in needed if n in tid_of])):
-        for n in layer:
-            last[tid_of[n]] = max(last.get(tid_of[n], c), c)
-    last.setdefault(loss, max(last.values(), default=-1) + 1)
-    used = {c: i for i, c in enumerate(sorted(set(last.values())))}
-    col = {t: used[c] for t, c in last.items()}
     params = [t for t, n in nodes.items() if n.role == "param"]
     for e in step.events:
         info = step.tensors.get(e.tensor)
         if e.tensor not in params and info is not None and info.requires_grad:
             params.append(e.tensor)
-    return Scene(nodes, tuple(edges), _positions(nodes, edges, col), loss, tuple(params))
+    picture, shows, box_of, carries, pos = _picture(step, nodes, edges, warn)
+    return Scene(nodes, tuple(edges), loss, tuple(params), picture, shows, box_of, carries, pos)
 
 
 def _expr(op, step) -> str:

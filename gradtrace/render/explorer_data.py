@@ -20,9 +20,9 @@ from ..errors import GradtraceError, TraceFileError
 from ..formatting import number as fmt_number
 from ..formatting import shape as fmt_shape
 from ..version import __version__
-from .explorer_graph import Geometry, geometry, shape_key
+from .explorer_graph import OPTIONS, Geometry, geometry, shape_key
 from .graph_labels import node_label
-from .graph_options import LEGEND, GraphOptions
+from .graph_options import LEGEND
 
 __all__ = ["scalars", "page_data", "step_data", "Shapes", "DEFAULT_BUDGET", "FULL_VALUES",
            "plain_verdict", "script_lines", "FINDING_TITLES"]
@@ -31,8 +31,6 @@ __all__ = ["scalars", "page_data", "step_data", "Shapes", "DEFAULT_BUDGET", "FUL
 DEFAULT_BUDGET = 8 << 20
 #: A tensor is kept in full for the inspector up to this many elements (else statistics).
 FULL_VALUES = 4096
-#: The options of the explorer's graph: the light theme (the page scales it to the window).
-OPTIONS = GraphOptions(view="both", theme="light", legend=False, title=False)
 
 _COUNTS = ("ops", "backward_nodes", "accumulate_fresh", "accumulate_added", "accumulate_on_top",
            "zeroings", "updates", "grad_writes")

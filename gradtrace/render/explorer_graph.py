@@ -21,9 +21,12 @@ from .graph import available_engine
 from .graph_dot import to_dot
 from .graph_options import GraphOptions
 
-__all__ = ["Geometry", "geometry", "shape_key"]
+__all__ = ["Geometry", "geometry", "shape_key", "OPTIONS"]
 
 _POINTS_PER_INCH = 72.0
+#: The options of the explorer's graph and of the backprop explainer's picture: the graph
+#: `gradtrace graph` draws (both views in one), in the light theme, without legend or title.
+OPTIONS = GraphOptions(view="both", theme="light", legend=False, title=False)
 
 
 #: A tensor without a name is titled by its id (``t67``), a new one each step: in a shape's
