@@ -21,6 +21,10 @@
   S.forEach(function (r, i) { posOf[r.index] = i; });
   Object.keys(D.steps).forEach(function (k) { cache[k] = D.steps[k]; });
   var held = D.held;
+  var values = D.values || [];  // each distinct value once; a held step's nodes refer to them
+  function value(v) {          // by number; a step fetched from `gradtrace serve` has them inline
+    return typeof v === "number" ? values[v] : v;
+  }
 
   function num(x) {            // numbers as JSON carries them ("nan", "inf" as strings)
     if (x === null || x === undefined) return "";
@@ -425,8 +429,8 @@
     }
     body.appendChild(dl);
     var vals = el("div", { "class": "values" });
-    vals.appendChild(valueBlock("data", v.data, "data"));
-    if (n.kind !== "input") vals.appendChild(valueBlock("grad", v.grad, "grad"));
+    vals.appendChild(valueBlock("data", value(v.data), "data"));
+    if (n.kind !== "input") vals.appendChild(valueBlock("grad", value(v.grad), "grad"));
     body.appendChild(vals);
     if (scroll && window.innerWidth < 900) $("inspector").scrollIntoView({ block: "nearest" });
   }
