@@ -17,7 +17,7 @@ from typing import Any
 from ..formatting import number, shape as fmt_shape
 
 __all__ = ["trace_html", "step_html", "report_html", "finding_html", "Explorer", "explore",
-           "fitted_svg"]
+           "fitted_svg", "notebook_png"]
 
 _STYLE = ("font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;font-size:13px;"
           "line-height:1.4;max-width:100%")
