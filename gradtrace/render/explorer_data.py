@@ -494,7 +494,9 @@ def _pick(candidates: list[int], must: list[int], sizes: Callable[[int], int], b
         size, new = cost(rest[j], seen)
         seen |= new
         spent += size
-    room = max(0, budget - used) // max(1, spent // len(probe))
+    # 5% short of the estimate: a first sample that fits (within 15% of the budget) is kept,
+    # so most pages read and lay out only the steps they hold
+    room = int(0.95 * max(0, budget - used) / max(1, spent / len(probe)))
     # the first sample's length comes from the probes; a sample that does not fit is made
     # smaller, one that leaves room larger (the steps measured say what a step costs), so the
     # held steps span the run and fill the budget; the largest sample that fitted is kept
