@@ -4,10 +4,12 @@ node and line, and it fits 1366x768 and 1920x1080 with nothing clipped."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
 
+import numpy as np
 import pytest
 
 from conftest import DEMOS
@@ -17,6 +19,14 @@ from gradtrace.render.explorer_data import page_data, step_data, Shapes
 
 ALL_DEMOS = sorted(p.stem for p in DEMOS.glob("*.py"))
 VIEWPORTS = [(1366, 768), (1920, 1080)]
+
+
+def _bytes(doc) -> int:
+    return len(json.dumps(doc, separators=(",", ":")))
+
+
+def _refs(step) -> list[int]:
+    return [n[k] for n in step["nodes"].values() for k in ("data", "grad") if n[k] is not None]
 
 
 def _floats(texts):
@@ -47,17 +57,55 @@ def test_step_data_holds_the_traces_values(demo_trace):
     assert lines["71"] == ["sum", "backward (8 grad_fn nodes)", "b, w: .grad added onto zeros"]
 
 
+def test_a_value_repeated_across_steps_is_in_the_page_once(demo_trace):
+    t = demo_trace("exploding_lr")  # full batch: the same X and y in every step
+    data = page_data(t)
+    table = data["values"]
+    assert len({json.dumps(v, sort_keys=True) for v in table}) == len(table)  # each value once
+    referred = set()
+    batch_refs = set()
+    for k in data["held"]:
+        step, d = t.step(k), data["steps"][str(k)]
+        model = build_graph(step, "both" if step.backward is not None else "forward")
+        for n, a in model.graph.nodes(data=True):
+            for name in ("data", "grad"):
+                v, ref = a[name], d["nodes"][str(n)][name]
+                if v is None:
+                    assert ref is None
+                    continue
+                assert isinstance(ref, int)
+                referred.add(ref)
+                shown = table[ref]  # what the page's script resolves the number to
+                assert shown["shape"] == list(v.shape) and shown["dtype"] == v.dtype
+                # float32 elements as the base64 of their bytes: the very same numbers
+                got = np.frombuffer(base64.b64decode(shown["f4"]), "<f4")
+                assert got.tobytes() == np.ascontiguousarray(v.data, "<f4").tobytes()
+            if a["title"] == "inputs" and a["kind"] == "input":
+                batch_refs.add(d["nodes"][str(n)]["data"])
+    assert len(data["held"]) == 35 and len(batch_refs) == 1      # 35 steps, one copy of the batch
+    assert referred == set(range(len(table)))                    # nothing held that no step shows
+    text = json.dumps(data, separators=(",", ":"))
+    x = t.step(0).value(next(o for o in t.step(0).ops if o.name == "linear").inputs[0])
+    first = base64.b64encode(np.ascontiguousarray(x.data, "<f4").tobytes())[:40].decode()
+    assert text.count(first) == 1                               # the batch's numbers: once
+    assert page_of(t) == page_of(t)                              # the same page every time
+
+
 def test_the_budget_holds_the_findings_steps_first_then_a_sample(demo_trace):
     t = demo_trace("exploding_lr")
     report = t.check()
     full = page_data(t, report)
     assert full["held"] == t.steps.indices and "every recorded step" in full["held_note"]
-    size = {int(k): len(json.dumps(s, separators=(",", ":"))) for k, s in full["steps"].items()}
+    # what a step costs on its own: its data and every value it refers to
+    size = {int(k): _bytes(s) + sum(_bytes(full["values"][r]) + 1 for r in set(_refs(s)))
+            for k, s in full["steps"].items()}
     budget = 6 * max(size.values())
     small = page_data(t, report, budget=budget)
     held = small["held"]
     assert 6 <= len(held) < len(t.steps) and held == sorted(held)
-    assert sum(size[i] for i in held) <= budget
+    # the budget counts a value shared by held steps once: the page's step data and table fit
+    assert sum(_bytes(small["steps"][str(i)]) for i in held) + _bytes(small["values"]) <= budget
+    assert sum(size[i] for i in held) > _bytes(small["steps"]) + _bytes(small["values"])
     assert {0, 14, t.steps.indices[-1]} <= set(held)          # first, the non_finite step, last
     assert [r["index"] for r in small["scalars"]] == t.steps.indices  # scalars: all of them
     assert f"{len(held)} of {len(t.steps)}" in small["held_note"] and "gradtrace serve" in small["held_note"]
@@ -218,6 +266,16 @@ def test_clicking_a_finding_selects_its_step_node_and_line(browser, pages):
         items.nth(i).locator("button.open").click()
         assert page.inner_text("#graph-step") == str(nonfinite.step) == "14"
         assert page.inner_text("#inspector-title") == nonfinite.op == "mse_loss"
+        # step 31: inf and nan among the numbers of linear's output, each element as recorded
+        page.locator("#slider").fill(str(t.steps.indices.index(31)))
+        [linear] = build_graph(t.step(31), "both").find("linear")
+        page.click(f"#node-{linear}")
+        want = t.step(31).value(next(o for o in t.step(31).ops if o.name == "linear").outputs[0])
+        got = page.locator("#inspector-body .data-values td").all_inner_texts()
+        expect = want.data.reshape(-1).tolist()
+        assert "nan" in got and "inf" in got and len(got) == len(expect)
+        assert all(g == str(x).lower() if not np.isfinite(x) else float(g) == x for g, x in zip(got, expect))
+        items.nth(i).locator("button.open").click()
         assert page.locator("#graph-svg .node.selected").count() == 1
         line = page.locator("#source tr.selected-line")
         assert line.count() == 1

@@ -39,6 +39,34 @@ def test_html_reprs_say_what_happened_without_scripts(demo_trace):
         assert "<script" not in html and "<svg" not in html  # shown in untrusted notebooks too
 
 
+def test_html_reprs_stay_small_and_the_graph_png_stays_readable(demo_trace):
+    import io
+    import re
+
+    from PIL import Image
+
+    t = demo_trace("linreg")
+    html = t.steps[7]._repr_html_()
+    assert len(html) < 100_000  # it was ~570 KB with the 144-dpi PNG
+    [b64] = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    img = Image.open(io.BytesIO(base64.b64decode(b64)))
+    # one pixel per point of the layout: as wide as the graph's layout, a palette of colours
+    layout = Image.open(io.BytesIO(t.steps[7].graph().render("png")))
+    assert abs(img.width - layout.width / 2) <= 1 and img.width >= 1000
+    assert img.mode == "P" and len(img.getcolors()) <= 64
+    # the saturated colours of the drawing survive the palette: the gradient orange of the
+    # dashed edges and the numbers (palette.GRAD_EDGE and palette.GRAD, nearly exactly)
+    from gradtrace.render import palette
+
+    colours = [c for _, c in img.convert("RGB").getcolors()]
+    for want in (palette.GRAD_EDGE, palette.GRAD):
+        rgb = tuple(int(want[i:i + 2], 16) for i in (1, 3, 5))
+        assert min(sum(abs(a - b) for a, b in zip(c, rgb)) for c in colours) <= 24, want
+    report = t.check()
+    assert len(t._repr_html_()) < 20_000 and len(report._repr_html_()) < 20_000
+    assert all(len(f._repr_html_()) < 2_000 for f in demo_trace("exploding_lr").check().findings)
+
+
 def test_a_graph_bundle_has_a_fitted_svg_and_a_png(demo_trace):
     bundle = demo_trace("linreg").steps[0].graph()._repr_mimebundle_()
     assert bundle["image/png"].startswith(PNG)

@@ -21,6 +21,22 @@
   S.forEach(function (r, i) { posOf[r.index] = i; });
   Object.keys(D.steps).forEach(function (k) { cache[k] = D.steps[k]; });
   var held = D.held;
+  var values = D.values || [];  // each distinct value once; a held step's nodes refer to them
+  function value(v) {          // by number; a step fetched from `gradtrace serve` has them inline
+    v = typeof v === "number" ? values[v] : v;
+    if (v && !v.values && (v.f4 || v.f8)) v.values = unpack(v.f4 || v.f8, v.f4 ? 4 : 8);
+    return v;
+  }
+  function unpack(b64, width) { // little-endian float32 / float64 bytes -> the numbers JSON would carry
+    var bin = atob(b64), bytes = new Uint8Array(bin.length), out = [];
+    for (var i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    var view = new DataView(bytes.buffer);
+    for (var j = 0; j < bytes.length; j += width) {
+      var x = width === 4 ? view.getFloat32(j, true) : view.getFloat64(j, true);
+      out.push(isNaN(x) ? "nan" : x === Infinity ? "inf" : x === -Infinity ? "-inf" : x);
+    }
+    return out;
+  }
 
   function num(x) {            // numbers as JSON carries them ("nan", "inf" as strings)
     if (x === null || x === undefined) return "";
@@ -427,8 +443,8 @@
     }
     body.appendChild(dl);
     var vals = el("div", { "class": "values" });
-    vals.appendChild(valueBlock("data", v.data, "data"));
-    if (n.kind !== "input") vals.appendChild(valueBlock("grad", v.grad, "grad"));
+    vals.appendChild(valueBlock("data", value(v.data), "data"));
+    if (n.kind !== "input") vals.appendChild(valueBlock("grad", value(v.grad), "grad"));
     body.appendChild(vals);
     if (scroll && window.innerWidth < 900) $("inspector").scrollIntoView({ block: "nearest" });
   }

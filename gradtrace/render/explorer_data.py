@@ -3,12 +3,15 @@
 The page holds every step's scalars (loss and the zero / accumulate / update counts) and,
 up to a size budget, the full data of some steps: the steps that findings and failed checks
 point at, then an even sample of the rest (:func:`gradtrace.analysis.sampling.subsample`),
-the first and last kept. `gradtrace serve` sends any other step on demand, built by the same
-:func:`step_data`.
+the first and last kept. Each distinct value (an input batch, a parameter that did not
+change, a gradient passed on unchanged) is in the page once, in a table the steps refer to
+by number (:class:`Values`), and the budget counts it once. `gradtrace serve` sends any other
+step on demand, built by the same :func:`step_data`, its values inline.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -24,7 +27,7 @@ from .explorer_graph import OPTIONS, Geometry, geometry, shape_key
 from .graph_labels import node_label
 from .graph_options import LEGEND
 
-__all__ = ["scalars", "page_data", "step_data", "Shapes", "DEFAULT_BUDGET", "FULL_VALUES",
+__all__ = ["scalars", "page_data", "step_data", "Shapes", "Values", "DEFAULT_BUDGET", "FULL_VALUES",
            "plain_verdict", "script_lines", "FINDING_TITLES"]
 
 #: Bytes of per-step data (graph values, inspector values, source notes) a page holds.
@@ -107,6 +110,78 @@ def value_json(v) -> dict[str, Any] | None:
     return out
 
 
+def _compact(doc: Any) -> str:
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False)
+
+
+def _packed(v, item: dict[str, Any] | None) -> dict[str, Any]:
+    """A value of the page's table: floating-point elements as the base64 of their
+    little-endian bytes (``f4``: float32, ``f8``: float64) instead of a list of numbers, a
+    third of the bytes for float32; the page reads them back into the same doubles (so the
+    same text). float16, bfloat16 and float8 values are float32 values exactly."""
+    assert item is not None
+    data = v.array
+    if "values" not in item or data is None or data.dtype.kind != "f":
+        return item
+    import base64
+
+    import numpy as np
+
+    wide = data.dtype.itemsize > 4
+    raw = np.ascontiguousarray(data.reshape(-1), dtype="<f8" if wide else "<f4")
+    out = {k: x for k, x in item.items() if k != "values"}
+    out["f8" if wide else "f4"] = base64.b64encode(raw.tobytes()).decode("ascii")
+    return out
+
+
+class Values:
+    """The page's table of distinct values: a step's node refers to its data and gradient by
+    their number in :attr:`items` (each a :func:`value_json`, its floats packed: :func:`_packed`).
+
+    Two values are the same value when they have the same dtype, shape and bytes (a blake2b
+    digest of the bytes is the key), or, kept as statistics only, the same statistics: such
+    values show the same numbers, so the page needs one copy."""
+
+    def __init__(self) -> None:
+        self.ids: dict[tuple, int] = {}
+        self.items: list[dict[str, Any]] = []
+        self.sizes: list[int] = []  # bytes of each item in the page's JSON (and its comma)
+
+    @staticmethod
+    def key(v) -> tuple:
+        data = v.array
+        if data is None:
+            return ("stats", v.dtype, tuple(v.shape), _compact(_stats(v.stats)))
+        import numpy as np
+
+        raw = np.ascontiguousarray(data)
+        return (v.dtype, tuple(v.shape), raw.dtype.str,
+                hashlib.blake2b(raw.tobytes(), digest_size=16).digest())
+
+    def ref(self, v) -> int | None:
+        """The number of value ``v`` in the table (added when it is new); None for no value."""
+        if v is None:
+            return None
+        key = self.key(v)
+        vid = self.ids.get(key)
+        if vid is None:
+            vid = self.ids[key] = len(self.items)
+            item = _packed(v, value_json(v))
+            self.items.append(item)
+            self.sizes.append(len(_compact(item)) + 1)
+        return vid
+
+
+def _refs(d: Mapping[str, Any]) -> list[int]:
+    """The value numbers step data ``d`` refers to, in the order of its nodes."""
+    out = []
+    for node in d["nodes"].values():
+        for name in ("data", "grad"):
+            if isinstance(node[name], int):
+                out.append(node[name])
+    return out
+
+
 def _cell_json(cell) -> dict[str, Any]:
     return {"caption": cell.caption, "rows": [list(r) for r in cell.rows], "matrix": cell.matrix,
             "kind": cell.kind, "alert": cell.alert}
@@ -175,9 +250,13 @@ def _width(cells) -> int:
     return total
 
 
-def step_data(step, shapes: Shapes) -> dict[str, Any]:
+def step_data(step, shapes: Shapes, values: Values | None = None) -> dict[str, Any]:
     """Everything the page shows of one step: the graph's shape id and each node's label cells
-    and full values, the backward pass in execution order, and what each source line did."""
+    and full values, the backward pass in execution order, and what each source line did.
+
+    With ``values`` a node's ``data`` and ``grad`` are numbers in that table (the page's
+    steps); without, the values themselves (a step `gradtrace serve` sends)."""
+    value: Callable[[Any], Any] = value_json if values is None else values.ref
     out: dict[str, Any] = {"index": step.index, "loss": _num(step.loss), "shape": None,
                            "nodes": {}, "order": [], "lines": {}, "note": ""}
     lines: dict[str, list[str]] = {}
@@ -249,7 +328,7 @@ def step_data(step, shapes: Shapes) -> dict[str, Any]:
         src = a["source"]
         nodes[str(n)] = {
             "cells": [_cell_json(c) for c in shown.cells],
-            "data": value_json(a["data"]), "grad": value_json(a["grad"]),
+            "data": value(a["data"]), "grad": value(a["grad"]),
             "grad_fn": grad_fn, "source": _source_key(src),
             "code": src.code.strip() if src is not None and src.code else "",
             "kind_name": LEGEND.get(a["kind"], a["kind"]), "note": a["note"],
@@ -382,31 +461,94 @@ def _matching_file(path: str, recorded: dict[int, str], max_bytes: int) -> list[
     return text
 
 
-def _pick(candidates: list[int], must: list[int], sizes: Callable[[int], int], budget: int) -> list[int]:
+def _pick(candidates: list[int], must: list[int], sizes: Callable[[int], int], budget: int,
+          refs: Callable[[int], list[int]] | None = None,
+          ref_size: Callable[[int], int] | None = None) -> list[int]:
     """The steps to hold: those in ``must`` first, then an even sample of ``candidates`` that
-    fits the byte ``budget`` (estimated from the steps measured so far)."""
+    fits the byte ``budget`` (its length estimated from the steps measured so far).
+
+    ``sizes(i)``: the bytes of step ``i``'s own data. With ``refs`` (the shared values step
+    ``i`` refers to) and ``ref_size`` (a shared value's bytes), a shared value is counted
+    once, by the first step held that refers to it."""
     chosen: list[int] = []
+    counted: set[int] = set()
     used = 0
+
+    def cost(i: int, seen: set[int]) -> tuple[int, set[int]]:
+        new = set() if refs is None else set(refs(i)) - seen
+        return sizes(i) + sum(ref_size(r) for r in new) if ref_size else sizes(i), new
+
     for i in must:
         if i in candidates and i not in chosen:
-            size = sizes(i)
+            size, new = cost(i, counted)
             if used + size <= budget or not chosen:
                 chosen.append(i)
+                counted |= new
                 used += size
     rest = [i for i in candidates if i not in chosen]
     if not rest:
         return sorted(chosen)
-    probe = subsample(len(rest), 3)
-    mean = max(1, sum(sizes(rest[j]) for j in probe) // len(probe))
-    room = max(0, budget - used) // mean
-    for j in subsample(len(rest), int(room)) if room else []:
-        i = rest[j]
-        size = sizes(i)
-        if used + size > budget:
-            break
-        chosen.append(i)
-        used += size
-    return sorted(chosen)
+    # spaced steps measured in turn (a value one of them shares with an earlier one counted
+    # once, as the page will) say what a step of the sample costs
+    probe, seen, spent = subsample(len(rest), 8), set(counted), 0
+    for j in probe:
+        size, new = cost(rest[j], seen)
+        seen |= new
+        spent += size
+    # 5% short of the estimate: a first sample that fits (within 15% of the budget) is kept,
+    # so most pages read and lay out only the steps they hold
+    room = int(0.95 * max(0, budget - used) / max(1, spent / len(probe)))
+    # the first sample's length comes from the probes; a sample that does not fit is made
+    # smaller, one that leaves room larger (the steps measured say what a step costs), so the
+    # held steps span the run and fill the budget; the largest sample that fitted is kept
+    best: list[int] | None = None
+    picked: list[int] = []
+    for _ in range(3):
+        picked, seen, total = [], set(counted), used
+        sample = subsample(len(rest), int(room)) if room else []
+        for j in sample:
+            size, new = cost(rest[j], seen)
+            if total + size > budget:
+                break
+            picked.append(rest[j])
+            seen |= new
+            total += size
+        fits = len(picked) == len(sample)
+        if fits and (best is None or len(picked) > len(best)):
+            best = picked
+        want = int(0.97 * (budget - used) / max(1.0, (total - used) / max(1, len(picked))))
+        if fits:
+            if room >= len(rest) or want <= room or (total - used) >= 0.85 * (budget - used):
+                break
+            room = min(len(rest), want)
+        else:
+            room = min(room - 1, want)
+            if room <= 0 or (best is not None and room <= len(best)):
+                break
+    return sorted(chosen + (best if best is not None else picked))
+
+
+def _numbered(held: list[dict], values: Values) -> tuple[dict[str, dict], list[dict]]:
+    """The held steps (in step order) and the table of the values they refer to, numbered
+    again in the order the steps first refer to them: the values measured for steps not held
+    are left out, and the same trace always gives the same numbers."""
+    new: dict[int, int] = {}
+    table: list[dict] = []
+    steps: dict[str, dict] = {}
+    for d in held:
+        nodes = {}
+        for k, node in d["nodes"].items():
+            node = dict(node)
+            for name in ("data", "grad"):
+                old = node[name]
+                if isinstance(old, int):
+                    if old not in new:
+                        new[old] = len(table)
+                        table.append(values.items[old])
+                    node[name] = new[old]
+            nodes[k] = node
+        steps[str(d["index"])] = dict(d, nodes=nodes)
+    return steps, table
 
 
 def page_data(trace, report=None, *, budget: int = DEFAULT_BUDGET, mode: str = "file",
@@ -425,16 +567,18 @@ def page_data(trace, report=None, *, budget: int = DEFAULT_BUDGET, mode: str = "
             must.append(item["step"])
     if recorded:
         must = [recorded[0]] + must + [recorded[-1]]
-    cache: dict[int, tuple[dict, int]] = {}
+    cache: dict[int, tuple[dict, int, list[int]]] = {}
+    values = Values()
 
-    def build(i: int) -> tuple[dict, int]:
+    def build(i: int) -> tuple[dict, int, list[int]]:
         if i not in cache:
-            d = step_data(trace.step(i), shapes)
-            cache[i] = (d, len(json.dumps(d, separators=(",", ":"))))
+            d = step_data(trace.step(i), shapes, values)
+            cache[i] = (d, len(_compact(d)), _refs(d))
         return cache[i]
 
-    held = _pick(recorded, must, lambda i: build(i)[1], budget)
-    steps = {str(i): build(i)[0] for i in held}
+    held = _pick(recorded, must, lambda i: build(i)[1], budget, refs=lambda i: build(i)[2],
+                 ref_size=lambda r: values.sizes[r])
+    steps, table = _numbered([build(i)[0] for i in held], values)
     n_rec = len(recorded)
     if mode == "serve":
         why = (f"Served by `gradtrace serve`: every one of the {n_rec} recorded steps is fetched "
@@ -452,6 +596,7 @@ def page_data(trace, report=None, *, budget: int = DEFAULT_BUDGET, mode: str = "
                 "error": info.error, "steps_seen": info.steps_seen, "torch": info.torch_version,
                 "created": info.created, "trace": os.path.basename(trace.path)},
         "verdict": verdict, "scalars": rows, "held": held, "held_note": why, "steps": steps,
+        "values": table,
         "shapes": {str(k): shapes.geometry(k).to_json() for k in shapes.laid_out},
         "source": script_lines(trace),
         "legend": {k: LEGEND[k] for k in LEGEND},

@@ -77,8 +77,8 @@ def available_engine(requested: str = "auto") -> str:
     return "matplotlib"
 
 
-def _dot_program(dot: str, fmt: str) -> bytes:
-    args = ["dot", f"-T{fmt}"] + ([f"-Gdpi={_PNG_DPI}"] if fmt == "png" else [])
+def _dot_program(dot: str, fmt: str, dpi: int = _PNG_DPI) -> bytes:
+    args = ["dot", f"-T{fmt}"] + ([f"-Gdpi={dpi}"] if fmt == "png" else [])
     try:
         r = subprocess.run(args, input=dot.encode("utf-8"), capture_output=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as e:
@@ -91,13 +91,13 @@ def _dot_program(dot: str, fmt: str) -> bytes:
 _QUIETED = False
 
 
-def _pygraphviz(dot: str, fmt: str) -> bytes:
+def _pygraphviz(dot: str, fmt: str, dpi: int = _PNG_DPI) -> bytes:
     import warnings
 
     import pygraphviz
 
     global _QUIETED
-    args = f"-Gdpi={_PNG_DPI}" if fmt == "png" else ""
+    args = f"-Gdpi={dpi}" if fmt == "png" else ""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -134,17 +134,19 @@ class _quiet_fd2:
             os.close(self.saved)
 
 
-def render_bytes(model: GraphModel, options: GraphOptions, fmt: str, engine: str) -> bytes:
-    """The picture in ``fmt`` (svg, png, pdf or dot) drawn by ``engine``."""
+def render_bytes(model: GraphModel, options: GraphOptions, fmt: str, engine: str,
+                 dpi: int = _PNG_DPI) -> bytes:
+    """The picture in ``fmt`` (svg, png, pdf or dot) drawn by ``engine``; a PNG at ``dpi``
+    pixels per inch (72: one pixel per point of the layout)."""
     if fmt == "dot":
         return to_dot(model, options).encode("utf-8")
     if engine == "dot":
-        return _dot_program(to_dot(model, options), fmt)
+        return _dot_program(to_dot(model, options), fmt, dpi)
     if engine == "pygraphviz":
-        return _pygraphviz(to_dot(model, options), fmt)
+        return _pygraphviz(to_dot(model, options), fmt, dpi)
     if options.engine == "auto":
         _hint_once()
-    return draw_layered(model, options, fmt)
+    return draw_layered(model, options, fmt, dpi)
 
 
 _HINTED = False

@@ -38,7 +38,7 @@ def _plain_lines(label: Label, theme: Theme) -> list[tuple[str, str, float, str]
     return lines
 
 
-def draw_layered(model: GraphModel, options: GraphOptions, fmt: str) -> bytes:
+def draw_layered(model: GraphModel, options: GraphOptions, fmt: str, dpi: int = _PNG_DPI) -> bytes:
     """The graph drawn with matplotlib: the layers the DOT text asks graphviz for,
     nodes ordered in each layer by the mean position of their inputs (fewer crossings)."""
     import matplotlib
@@ -64,7 +64,7 @@ def draw_layered(model: GraphModel, options: GraphOptions, fmt: str) -> bytes:
     meta = {"svg": {"Date": None}, "pdf": {"CreationDate": None}, "png": {}}[fmt]
     # SVG text stays text (selectable, searchable, small) rather than glyph outlines
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "gradtrace"}):
-        fig.savefig(buf, format=fmt, dpi=_PNG_DPI if fmt == "png" else 72,
+        fig.savefig(buf, format=fmt, dpi=dpi if fmt == "png" else 72,
                     facecolor=theme.background, metadata=meta)
     return buf.getvalue()
 

@@ -17,7 +17,7 @@ from typing import Any
 from ..formatting import number, shape as fmt_shape
 
 __all__ = ["trace_html", "step_html", "report_html", "finding_html", "Explorer", "explore",
-           "fitted_svg"]
+           "fitted_svg", "notebook_png"]
 
 _STYLE = ("font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;font-size:13px;"
           "line-height:1.4;max-width:100%")
@@ -54,6 +54,32 @@ def fitted_svg(svg: str) -> str:
     if at < 0:
         return svg
     return svg[:at] + '<svg style="max-width:100%;height:auto"' + svg[at + 4:]
+
+
+#: A notebook's graph PNG: one pixel per point of the layout (a cell shows it at its width
+#: anyway), in a palette of this many colours: a step's HTML in tens of KB, not half a MB.
+NOTEBOOK_DPI = 72
+NOTEBOOK_COLOURS = 64
+
+
+def notebook_png(picture) -> bytes:
+    """``picture`` (a :class:`~gradtrace.render.graph.GraphPicture`) as a small PNG for a
+    notebook's HTML: drawn at :data:`NOTEBOOK_DPI`, then reduced to a palette of
+    :data:`NOTEBOOK_COLOURS` colours without dithering (flat fills, lines and text; octree
+    keeps the few saturated colours of the legend apart)."""
+    import io
+
+    from PIL import Image
+
+    from .graph import render_bytes
+
+    png = render_bytes(picture.model, picture.options, "png", picture.engine, dpi=NOTEBOOK_DPI)
+    img = Image.open(io.BytesIO(png)).convert("RGB")
+    small = img.quantize(colors=NOTEBOOK_COLOURS, method=Image.Quantize.FASTOCTREE,
+                         dither=Image.Dither.NONE)
+    buf = io.BytesIO()
+    small.save(buf, format="PNG", optimize=True)
+    return min(buf.getvalue(), png, key=len)
 
 
 def _png_img(png: bytes, alt: str) -> str:
@@ -128,7 +154,7 @@ def step_html(step, graph: bool = True) -> str:
         try:
             from .graph import graph_of_step
 
-            picture = "<br>" + _png_img(graph_of_step(step, view="both").render("png"),
+            picture = "<br>" + _png_img(notebook_png(graph_of_step(step, view="both")),
                                         f"graph of step {step.index}")
         except Exception as e:  # noqa: BLE001 - a repr never raises; the reason is shown instead
             picture = f"<p style='color:{p.MUTED}'>(graph not drawn: {_e(e)})</p>"
