@@ -83,6 +83,36 @@ def test_forgot_zero_grad_at_a_step_kept_as_scalars_only(tmp_path):
     assert f"checked {report.steps_checked} of 2000 steps" in report.verdict()
 
 
+def test_zeroing_through_grad_data_is_seen_in_the_scalars(tmp_path):
+    """``w.grad.data.zero_()`` (early tutorials' idiom) zeroes the values without moving
+    ``w.grad``'s version counter: the scalars still see a gradient met as zeros, so no
+    forgotten zero_grad is found; leaving the zeroing out is found at step 1."""
+    def run(zero):
+        torch.manual_seed(0)
+        x = torch.rand(20)
+        w, b = torch.rand(1, requires_grad=True), torch.rand(1, requires_grad=True)
+        for _ in range(6):
+            loss = (x * w + b - (3 * x + 0.8)).pow(2).mean()
+            if zero and w.grad is not None:
+                w.grad.data.zero_()
+                b.grad.data.zero_()
+            loss.backward()
+            w.data -= 0.01 * w.grad.data
+            b.data -= 0.01 * b.grad.data
+
+    with gradtrace.trace(tmp_path / "zeroed.gtrace") as t:
+        run(zero=True)
+    sc = t.scalars()
+    assert sc.accumulation[0].tolist() == [0, 0]                    # fresh at step 0
+    assert (sc.accumulation[1:] == 1).all(), sc.accumulation         # onto zeros after
+    assert not [f for f in check_trace(t).findings if f.kind == "forgot_zero_grad"]
+    with gradtrace.trace(tmp_path / "forgot.gtrace") as t2:
+        run(zero=False)
+    assert (t2.scalars().accumulation[1:] == 2).all()                # on top
+    found = {(f.param, f.step) for f in check_trace(t2).findings if f.kind == "forgot_zero_grad"}
+    assert found == {("w", 1), ("b", 1)}
+
+
 def test_the_cli_option_bounds_the_steps_read(tmp_path):
     path = tmp_path / "t.gtrace"
     with gradtrace.trace(path, full=True):

@@ -388,8 +388,10 @@ RUN_OUTCOMES = {
     ("linreg_concise", ()): (rf"gradients ok: analytic_mse 600 passed {_ERR}; .*; 0 findings", []),
     ("crop_yield", ()): (rf"gradients ok: analytic_mse 500 passed {_ERR}; .*; "
                          r"1 finding \(ill_conditioned\)", ["features (mean±std per column"]),
-    ("gd_backprop", ()): (rf"gradients ok: analytic_mse 6000 passed {_ERR}; .*; "
-                          r"2 findings \(data_update\)", ["gradtrace: figure saved: "]),
+    # 3,001 steps in full, 1,000 of them checked (--max-steps): 999 with a backward pass each
+    ("gd_backprop", ()): (rf"gradients ok: analytic_mse 1998 passed {_ERR}; .*; "
+                          r"2 findings \(data_update\) \(checked 1000 of 3001 steps: .*\)",
+                          ["gradtrace: figure saved: "]),
     ("softmax_regression", ()): (rf"gradients ok: analytic_softmax 90 passed {_ERR}; .*; 0 findings",
                                  []),
     ("softmax_regression", ("--by-hand",)): (

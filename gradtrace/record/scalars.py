@@ -41,6 +41,29 @@ def _view(t) -> np.ndarray | None:
     return None
 
 
+def _nonzero_probe(g) -> int | None:
+    """A flat index where CPU gradient ``g`` is nonzero now, among its first, middle and last
+    elements (None if none of them is, or numpy cannot view it)."""
+    v = _view(g)
+    if v is None or v.size == 0:
+        return None
+    for k in (0, v.size // 2, v.size - 1):
+        if v.flat[k] != 0:
+            return k
+    return None
+
+
+def _still_nonzero(seen: tuple[int, int, int] | None, g) -> bool:
+    """Whether ``g`` is the gradient tensor seen after the last backward pass, unchanged by
+    autograd's count and still nonzero where it was: then it is not all zeros. The element
+    is read again because ``g.data.zero_()`` (old tutorials' idiom) zeroes the values without
+    moving ``g``'s version counter: ``.data`` has a counter of its own."""
+    if seen is None or seen[0] != id(g) or seen[1] != g._version:
+        return False
+    v = _view(g)
+    return v is not None and v.size > seen[2] and v.flat[seen[2]] != 0
+
+
 #: Up to this many elements a value is read as a Python list (cheaper than numpy calls).
 _LISTED = 64
 
@@ -93,7 +116,8 @@ class ScalarTaker:
         self.prev: list[Any] = []        # values at the last backward call (gradtrace's copies)
         self.views: list[tuple] = []     # per parameter: (data_ptr, its numpy view or None)
         self.scratches: dict[int, np.ndarray] = {}  # per column: room for the update's difference
-        self.seen_grads: dict[int, tuple[int, int]] = {}  # id(param) -> (id(grad), version): nonzero
+        #: id(param) -> (id(grad), version, flat index of an element then nonzero)
+        self.seen_grads: dict[int, tuple[int, int, int]] = {}
         self.pending: tuple | None = None  # (step, full, loss, grads, values, acc) awaiting its update
         self.current: tuple | None = None
         self.last_flush = time.monotonic()
@@ -143,8 +167,8 @@ class ScalarTaker:
                 g = p.grad
                 if g is None:
                     acc.append(0)
-                elif self.seen_grads.get(id(p)) == (id(g), g._version):
-                    acc.append(2)  # the gradient the last backward left, untouched: not zeros
+                elif _still_nonzero(self.seen_grads.get(id(p)), g):
+                    acc.append(2)  # the gradient the last backward left, not zeroed: not zeros
                 else:
                     gv = _numbers(g)
                     zero = (not any(gv)) if isinstance(gv, list) else (
@@ -211,7 +235,9 @@ class ScalarTaker:
                 g_norms = [_NAN if g is None else next(it) for g in grads]
         for p, g, n in zip(self.params, grads, g_norms):
             if g is not None and n > 0:  # known not to be zeros while it stays as it is
-                seen[id(p)] = (id(g), g._version)
+                probe = _nonzero_probe(g)
+                if probe is not None:
+                    seen[id(p)] = (id(g), g._version, probe)
         # acc: how the .grad was met; -1 where no gradient arrived (still None after)
         acc = [a if g is not None else -1 for a, g in zip(acc, grads)]
         if any(n in (math.inf, -math.inf) or (n != n and a >= 0) for n, a in zip(g_norms, acc)):
