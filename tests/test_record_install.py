@@ -64,3 +64,87 @@ def test_a_failed_installation_removes_what_it_had_installed(monkeypatch):
         with gradtrace.trace():
             pass
     assert _installed() == before
+
+
+def _adam_run(steps, fail_at=None, closure=False, differentiable=False):
+    """A small Adam loop; ``fail_at``: a step whose ``opt.step()`` raises (from a hook of
+    the optimizer's own, after gradtrace's pre hook), which the loop catches and goes on."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    opt = torch.optim.Adam(net.parameters(), lr=0.01, differentiable=differentiable)
+    X, y = torch.randn(16, 3), torch.randn(16, 1)
+    seen = []
+
+    def raise_once(o, args, kwargs):
+        seen.append(torch._C._len_torch_function_stack())
+        if len(seen) - 1 == fail_at:
+            raise RuntimeError("the optimizer's own hook failed")
+
+    opt.register_step_pre_hook(raise_once)
+    for _ in range(steps):
+        opt.zero_grad()
+        if closure:
+            def again():
+                opt.zero_grad()
+                loss = (net(X) - y).pow(2).mean()
+                loss.backward()
+                return loss
+            opt.step(again)
+            continue
+        (net(X) - y).pow(2).mean().backward()
+        try:
+            opt.step()
+        except RuntimeError:
+            pass
+    return net, seen
+
+
+def _adam_updates(step):
+    return sum(e.via == "Adam.step()" for e in step.updates)
+
+
+def test_a_torch_optimizer_steps_with_the_mode_off_and_the_run_is_unchanged(monkeypatch):
+    """torch's own optimizer's step() records nothing through the mode (its update is read
+    by the optimizer hooks), so the mode is off the stack while it runs: the same ops,
+    events and values as with the mode on, the same final parameters, the mode back for
+    the next step."""
+    plain, _ = _adam_run(4)
+    with gradtrace.trace() as t:
+        net, depth = _adam_run(4)
+    assert depth == [0, 0, 0, 0]  # the optimizer's own hook ran with no mode on the stack
+    for a, b in zip(plain.parameters(), net.parameters()):
+        assert torch.equal(a, b)
+    monkeypatch.setattr(install, "_records_nothing", lambda *args: False)
+    with gradtrace.trace() as on:
+        _, depth = _adam_run(4)
+    assert depth == [1, 1, 1, 1]
+    assert len(t.steps) == len(on.steps) == 4
+
+    def facts(step):
+        return ([(o.name, o.inputs, o.outputs) for o in step.graph_ops],
+                [(e.kind, e.tensor, e.via, None if e.after is None else e.after.array.tobytes())
+                 for e in step.events])
+
+    for s, s_on in zip(t.steps, on.steps):
+        assert facts(s) == facts(s_on), s.index
+        assert len(s.graph_ops) == 6 and _adam_updates(s) == 4, (s.index, s.updates)
+
+
+def test_a_step_that_raises_gives_the_mode_back_at_the_next_forward():
+    with gradtrace.trace() as t:
+        _, depth = _adam_run(4, fail_at=1)
+    assert depth == [0, 0, 0, 0] and torch._C._len_torch_function_stack() == 0
+    counts = [_adam_updates(s) for s in t.steps]
+    assert counts == [4, 0, 4, 4], counts  # the failed step updated nothing; the next ones are seen
+    assert all(len(s.graph_ops) == 6 for s in t.steps)
+
+
+@pytest.mark.parametrize("how", ["closure", "differentiable"])
+def test_a_step_that_may_record_keeps_the_mode(how):
+    """A closure runs a forward and backward pass inside step(); a differentiable
+    optimizer's update is part of the graph: the mode stays on for those."""
+    with gradtrace.trace() as t:
+        _, depth = _adam_run(2, closure=how == "closure", differentiable=how == "differentiable")
+    assert depth and all(d == 1 for d in depth), depth
+    if how == "closure":
+        assert sum(len(s.graph_ops) for s in t.steps) >= 2 * 6  # the closure's forward is recorded

@@ -143,3 +143,30 @@ def test_a_value_made_from_a_tensor_or_an_array_has_both_views():
     s = Value(3, (4,), "float32", None, Stats(4, 1.0, 0.0, -1.0, 1.0, 0))
     assert not s.kept and s.array is None and s.data is None and s.item() is None
     assert "stats" in repr(s) and "kept" in repr(v)
+
+
+def test_statistics_of_large_float_tensors_match_float64_and_never_overflow():
+    """The float path (min/max in torch, the norm as numpy's dot product): what float64
+    gives, for contiguous tensors, views and values whose squares exceed float32, with no
+    warning from numpy."""
+    import warnings
+
+    g = torch.Generator().manual_seed(11)
+    big = torch.full((3000,), 1e20)
+    cases = (torch.randn(256, 784, generator=g), torch.randn(256, 784, generator=g).t(),
+             torch.randn(300, 500, generator=g)[:, ::2], torch.rand(70_000, generator=g) + 1e3,
+             torch.randn(4000, generator=g, dtype=torch.float64), big)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for t in cases:
+            s = Stats.of(t)
+            ref = t.double()
+            assert (s.numel, s.nonfinite) == (t.numel(), 0)
+            assert (s.min, s.max) == (float(ref.min()), float(ref.max()))
+            assert math.isclose(s.norm, float(ref.norm()), rel_tol=1e-6), (t.shape, s.norm)
+            assert math.isclose(s.mean, float(ref.mean()), rel_tol=1e-5, abs_tol=1e-6)
+    assert math.isclose(Stats.of(big).norm, 1e20 * math.sqrt(3000), rel_tol=1e-6)
+    nan = torch.randn(5000, generator=g)
+    nan[7] = float("nan")
+    s = Stats.of(nan)
+    assert s.nonfinite == 1 and math.isfinite(s.norm)

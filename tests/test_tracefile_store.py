@@ -356,3 +356,40 @@ def test_a_step_written_provisionally_then_ended_is_the_same_bytes(tmp_path, mon
     assert len(whole) == 6 and incremental == whole
     events = [len(json.loads(r[-3])["events"]) for r in whole]  # the body column
     assert min(events) >= 4  # each step has both updates and both zeroings
+
+
+@pytest.mark.parametrize("window", [60.0, 0.0])
+def test_a_provisional_row_is_written_only_when_a_commit_comes_before_the_final_one(
+        tmp_path, monkeypatch, window):
+    """optimizer.step() writes its step provisionally (kill -9 keeps it) and the next
+    zero_grad() adds rows to it. The provisional row is held until a commit: with no commit
+    in between (a long window) each step's row is written once; with a commit at every write
+    (window 0) the provisional row goes in first and is replaced. Same file either way."""
+    from gradtrace.tracefile import store
+
+    statements = []
+    init = store.TraceWriter.__init__
+
+    def traced_init(self, path, meta, window=store.COMMIT_WINDOW):
+        init(self, path, meta, window=window_now)
+        self.conn.set_trace_callback(statements.append)
+
+    window_now = window
+    monkeypatch.setattr(store.TraceWriter, "__init__", traced_init)
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    X = torch.randn(8, 3)
+    path = tmp_path / "t.gtrace"
+    with gradtrace.trace(path, full=True):
+        for _ in range(5):
+            opt.zero_grad()
+            net(X).pow(2).mean().backward()
+            opt.step()
+    inserts = sum(s.startswith("INSERT OR REPLACE INTO step") for s in statements)
+    assert inserts == (5 if window else 9), inserts  # window 0: steps 0-3 twice, step 4 once
+    t = gradtrace.load(path)
+    assert t.steps.indices == [0, 1, 2, 3, 4]
+    for s in t.steps[:4]:
+        assert [e.kind for e in s.events][-2:] == ["zero", "zero"]  # the next zero_grad's
+    t.close()

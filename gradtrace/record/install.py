@@ -41,7 +41,7 @@ def install(run: Run, step: StepState, naming: Naming, values: Values, forward: 
 
     stack = contextlib.ExitStack()
     try:
-        hooks = _Hooks(run, step, naming, values, events)
+        hooks = _Hooks(run, step, naming, values, events, mode)
         stack.callback(_module.register_module_forward_pre_hook(hooks.module_pre).remove)
         stack.callback(_module.register_module_forward_hook(hooks.module_post, always_call=True).remove)
         stack.callback(_optimizer.register_optimizer_step_pre_hook(hooks.opt_pre).remove)
@@ -59,6 +59,25 @@ def install(run: Run, step: StepState, naming: Naming, values: Values, forward: 
         stack.close()
         raise
     return stack
+
+
+def _records_nothing(optimizer, args, kwargs) -> bool:
+    """A ``step()`` in which the mode would record nothing: one of torch's own optimizers,
+    with no closure (LBFGS's closure runs a forward and backward pass inside it) and not
+    ``differentiable`` (its update is then part of the graph)."""
+    cls = type(optimizer)
+    if not cls.__module__.startswith("torch.optim."):
+        return False
+    if (len(args) > 1 and args[1] is not None) or kwargs.get("closure") is not None:
+        return False
+    return not any(g.get("differentiable") for g in optimizer.param_groups)
+
+
+def _after_a_failed_step(run: Run, mode: Mode) -> None:
+    """An optimizer's ``step()`` raised (its post hook never ran) and the script went on:
+    the mode goes back on the stack and in-place calls count again."""
+    if mode.step_back():
+        run.in_optimizer_step = 0
 
 
 def _patch(stack: contextlib.ExitStack, obj, attr, new) -> None:
@@ -114,6 +133,8 @@ def _patch_backward(stack, run: Run, mode: Mode, new_step: Callable[[], None]) -
                 return _orig(*args, **kwargs)
             if compiling() or in_transform():
                 return _orig(*args, **kwargs)
+            if mode.aside is not None:
+                _after_a_failed_step(run, mode)
             run.step_begun = True
             taken = _scalars_before(run, args, kwargs, _api)
             out = _orig(*args, **kwargs)
@@ -263,8 +284,10 @@ def _only_our_hooks() -> bool:
 class _Hooks:
     """The global module hooks (module names) and optimizer hooks (``optimizer.step()``)."""
 
-    def __init__(self, run: Run, step: StepState, naming: Naming, values: Values, events: Events):
+    def __init__(self, run: Run, step: StepState, naming: Naming, values: Values, events: Events,
+                 mode: Mode):
         self.run = run
+        self.mode = mode
         self.step = step
         self.naming = naming
         self.values = values
@@ -274,6 +297,8 @@ class _Hooks:
         self.buckets = Buckets(run)  # DDP's gradient buckets (record/ddp.py)
 
     def module_pre(self, module, args):
+        if self.mode.aside is not None:
+            _after_a_failed_step(self.run, self.mode)
         if not self.run.mode_on or compiling() or in_transform():
             return None
         try:
@@ -344,6 +369,8 @@ class _Hooks:
                             # the forward's snapshot when p has not changed since (no second copy)
                             before.append((tid, p, p._version, values.before(p, ("param", tid, ""))))
                 self.opt_before[id(optimizer)] = before
+                if _records_nothing(optimizer, args, kwargs):
+                    self.mode.step_aside(optimizer)
         except Exception as e:
             run.internal(e)
         return None
@@ -352,6 +379,8 @@ class _Hooks:
         if compiling():
             return None
         run = self.run
+        if self.mode.aside is optimizer:
+            self.mode.step_back()
         run.in_optimizer_step = max(0, run.in_optimizer_step - 1)
         before = self.opt_before.pop(id(optimizer), None)
         if not before:

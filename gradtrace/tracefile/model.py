@@ -62,6 +62,10 @@ def _in_memory_order(t: "torch.Tensor") -> "torch.Tensor":
     return p.view(-1) if p.is_contiguous() else t
 
 
+#: sqrt of the largest float32 / float64 (by item size): squares of smaller numbers are finite.
+_NO_OVERFLOW = {4: math.sqrt(3.4028234663852886e38), 8: math.sqrt(1.7976931348623157e308)}
+
+
 @dataclass(frozen=True)
 class Stats:
     """Summary statistics of a tensor value. Float fields are NaN for empty tensors."""
@@ -77,15 +81,20 @@ class Stats:
     def of(cls, t: torch.Tensor) -> "Stats":
         """Summary statistics, in three passes over the data when all values are finite."""
         n = t.numel()
-        if 0 < n <= 64 and t.is_cpu and not t.is_complex():
-            # A few numbers: through numpy's view into plain Python, no torch op at all (as
-            # cheap as copying them; torch reductions cost ten times more here).
+        if n > 0 and t.is_cpu and not t.is_complex():
             try:
                 a = (t.detach() if t.requires_grad else t).numpy()
             except (RuntimeError, TypeError):  # bfloat16, a neg-bit view, a subclass...
                 a = None
             if a is not None:
-                return cls._of_list(a.ravel().tolist())
+                if n <= 64:
+                    # A few numbers: through numpy's view into plain Python, no torch op at
+                    # all (as cheap as copying them; torch reductions cost ten times more).
+                    return cls._of_list(a.ravel().tolist())
+                if a.dtype.kind == "f" and a.dtype.itemsize >= 4:
+                    out = cls._of_floats(t, a, n)
+                    if out is not None:
+                        return out
         import torch
 
         with torch.no_grad():
@@ -117,6 +126,29 @@ class Stats:
                 return cls(n, nan, nan, nan, nan, nonfinite)
             return cls(n, float(torch.linalg.vector_norm(f)), float(f.mean()), float(f.min()),
                        float(f.max()), nonfinite)
+
+    @classmethod
+    def _of_floats(cls, t: torch.Tensor, a: np.ndarray, n: int) -> "Stats | None":
+        """A float32 / float64 CPU tensor of all finite values: min and max in one torch
+        pass, the norm as BLAS's dot product of numpy's view (2.5x faster than torch's
+        vector_norm here, and as accurate: both accumulate in the tensor's dtype), the sum in
+        torch. None when a value is not finite: the general path then counts them."""
+        import numpy as np
+        import torch
+
+        flat = _in_memory_order(t.detach())
+        lo, hi = torch.aminmax(flat)
+        mn, mx = lo.item(), hi.item()
+        big = max(-mn, mx)
+        if not big < math.inf:  # NaN or an infinity
+            return None
+        v = flat.numpy() if flat.dim() == 1 else a.reshape(-1)  # (a copy only for a view with gaps)
+        if big >= _NO_OVERFLOW[a.dtype.itemsize] / math.sqrt(n):
+            v = v.astype(np.float64)  # the sum of squares could overflow the dtype: in float64
+        out = object.__new__(cls)  # the fields set directly, as in _of_list
+        out.__dict__.update(numel=n, norm=math.sqrt(float(np.dot(v, v))),
+                            mean=flat.sum().item() / n, min=float(mn), max=float(mx), nonfinite=0)
+        return out
 
     @classmethod
     def _of_list(cls, xs: list) -> "Stats":

@@ -44,6 +44,9 @@ __all__ = ["FORMAT_VERSION", "OLDEST_READABLE", "TraceWriter", "Trace", "load", 
            "APPLICATION_ID", "Limits", "dtype_name"]
 
 _SCHEMA = SCHEMA
+# OR REPLACE: a step written provisionally is written again when it ends
+_STEP_INSERT = "INSERT OR REPLACE INTO step VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+
 #: Seconds a finished step may wait before its transaction commits (group commit): a
 #: ``kill -9`` loses at most the steps of the last this many seconds. One commit per step
 #: cost 50-100 us of a small step; one per window costs next to nothing.
@@ -157,6 +160,10 @@ class TraceWriter:
         self._tensors: list[TensorRow] = []
         self._renames: list[tuple[str, int]] = []
         self._open_step: tuple | None = None  # (head, sizes) of a step written provisionally
+        #: The row of a step written provisionally, held back until the transaction commits:
+        #: the step's final row usually replaces it before that (most of a step's bytes are
+        #: then written once, not twice); a commit writes it first, so kill -9 keeps it.
+        self._deferred: tuple | None = None
         self._write(meta=base)
         self._reset_step()
         self.closed = False
@@ -294,6 +301,8 @@ class TraceWriter:
             self._tensors, self._renames = [], []
             self._reset_step()
             self._open_step = None
+            if self._deferred is not None:  # nothing added since: the provisional row is final
+                self._write(step_row=self._deferred)
             return
         if head.loss is not None and head.loss != head.loss:
             head = head._replace(loss="nan")  # SQLite would store a NaN REAL as NULL
@@ -318,7 +327,7 @@ class TraceWriter:
             self._tensors, self._renames = [], []
             self._reset_step()
             self._open_step = None
-        self._write(step_row=row)
+        self._write(step_row=row, defer=provisional and self.path is not None)
 
     def _encode(self, key: str, rows: list) -> str:
         """``_json(rows)``, encoding only the rows added since the step's last write."""
@@ -337,12 +346,14 @@ class TraceWriter:
         return (len(self._ops), len(self._nodes), len(self._events), len(self._vints),
                 len(self._tensors), len(self._renames), self._backward is not None)
 
-    def _write(self, step_row: tuple | None = None, meta: dict | None = None) -> bool:
+    def _write(self, step_row: tuple | None = None, meta: dict | None = None,
+               defer: bool = False) -> bool:
         """Add to the open transaction (begun if none is) and commit it when the window has
         passed or the run ends (``meta``); False if it was not written (now or at an earlier
-        failure)."""
+        failure). ``defer``: ``step_row`` is a provisional row, held until the commit."""
         if self.error is not None or os.getpid() != self.pid:
             self._sources, self._scalars, self._scalar_params = [], [], []
+            self._deferred = None
             return False  # a write failed before, or this is a forked child (DataLoader workers)
         with self._mutex:
             sources, self._sources = self._sources, []
@@ -359,11 +370,18 @@ class TraceWriter:
                     c.executemany("INSERT OR REPLACE INTO scalar_param VALUES (?,?)", params)
                 if scalars:
                     c.executemany("INSERT OR REPLACE INTO scalars VALUES (?,?,?,?)", scalars)
-                if step_row is not None:
+                if step_row is not None and defer:
+                    held, self._deferred = self._deferred, step_row
+                    if held is not None and held[0] != step_row[0]:  # another step's: written
+                        self._pending.append(held[0])
+                        c.execute(_STEP_INSERT, held)
+                    step_row = None
+                elif step_row is not None:
+                    if self._deferred is not None and self._deferred[0] == step_row[0]:
+                        self._deferred = None  # its final row replaces it, unwritten
                     self._pending.append(step_row[0])
                     # OR REPLACE: a step written provisionally is written again when it ends
-                    c.execute("INSERT OR REPLACE INTO step VALUES "
-                              "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", step_row)
+                    c.execute(_STEP_INSERT, step_row)
                 if meta:
                     if self._tensors:  # seen outside a recorded step
                         c.executemany("INSERT INTO tensor VALUES (?,?,?,?,?,?)",
@@ -396,6 +414,10 @@ class TraceWriter:
 
     def _commit(self) -> None:
         """Commit the open transaction (the mutex held); the steps in it are kept from now on."""
+        if self._deferred is not None:
+            row, self._deferred = self._deferred, None
+            self._pending.append(row[0])
+            self.conn.execute(_STEP_INSERT, row)
         self.conn.execute("COMMIT")
         self._in_tx = False
         for idx in self._pending:
@@ -414,6 +436,7 @@ class TraceWriter:
             with contextlib.suppress(sqlite3.Error):
                 c.execute("ROLLBACK")
         self._in_tx = False
+        self._deferred = None
         self.error = str(e)
         if self._pending:
             self.failed_step = self._pending[0]
