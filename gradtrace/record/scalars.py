@@ -41,14 +41,21 @@ def _view(t) -> np.ndarray | None:
     return None
 
 
-def _nonzero_probe(g) -> int | None:
-    """A flat index where CPU gradient ``g`` is nonzero now, among its first, middle and last
-    elements (None if none of them is, or numpy cannot view it)."""
-    v = _view(g)
-    if v is None or v.size == 0:
+def _nonzero_probe(v: list | np.ndarray | None) -> int | None:
+    """A flat index where a CPU gradient is nonzero now, among its first, middle and last
+    elements; ``v``: its values as :func:`_numbers` gives them (None if numpy cannot view
+    it, or none of the three is nonzero)."""
+    if v is None:
         return None
-    for k in (0, v.size // 2, v.size - 1):
-        if v.flat[k] != 0:
+    if isinstance(v, list):
+        n = len(v)
+        for k in (0, n // 2, n - 1):
+            if n and v[k] != 0:
+                return k
+        return None
+    n = v.size
+    for k in (0, n // 2, n - 1):
+        if n and v.flat[k] != 0:
             return k
     return None
 
@@ -225,6 +232,7 @@ class ScalarTaker:
         seen.clear()
         if api == "autograd.grad":
             g_norms = [_NAN] * len(grads)
+            views: list = [None] * len(grads)
         else:
             views = [None if g is None else _numbers(g) for g in grads]
             if all(v is not None or g is None for v, g in zip(views, grads)):
@@ -233,9 +241,9 @@ class ScalarTaker:
                 have = [g for g in grads if g is not None]
                 it = iter(_norms(have))
                 g_norms = [_NAN if g is None else next(it) for g in grads]
-        for p, g, n in zip(self.params, grads, g_norms):
+        for p, g, n, v in zip(self.params, grads, g_norms, views):
             if g is not None and n > 0:  # known not to be zeros while it stays as it is
-                probe = _nonzero_probe(g)
+                probe = _nonzero_probe(v)  # (the same values: nothing ran since they were read)
                 if probe is not None:
                     seen[id(p)] = (id(g), g._version, probe)
         # acc: how the .grad was met; -1 where no gradient arrived (still None after)
