@@ -161,7 +161,7 @@ class ScalarTaker:
         """Before a backward call of the run's step ``run.step``."""
         loss = _NAN
         if len(roots) == 1 and isinstance(roots[0], torch.Tensor) and roots[0].numel() == 1:
-            loss = float(roots[0].detach().reshape(()).item())
+            loss = float(roots[0].item())  # one element, any shape
         params = self.params
         n_prev = len(self.prev)
         views = self._param_numbers()
