@@ -10,9 +10,9 @@ The import direction and cycles are checked by tests/test_layers.py, not here.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import statistics
-import sys
 from pathlib import Path
 
 
@@ -54,4 +54,11 @@ def main(root: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "gradtrace")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("package", nargs="?", type=Path,
+                        default=Path(__file__).resolve().parents[1] / "gradtrace",
+                        help="the package folder (default: this checkout's gradtrace/)")
+    package = parser.parse_args().package
+    if not package.is_dir() or not any(package.rglob("*.py")):
+        parser.error(f"{package}: not a folder of Python files")
+    main(package)
