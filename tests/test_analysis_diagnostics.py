@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 import gradtrace
-from conftest import record_demo
 from gradtrace.analysis.diagnostics import effective_lr
 
 HERE = Path(__file__).name  # the source lines recorded here name this file
@@ -162,10 +161,8 @@ def test_no_grad_updates_and_initialisation_through_data_are_quiet(demo_trace):
     assert _findings(demo_trace("linreg_concise"), "data_update") == []
 
 
-def test_gd_backprop_updates_through_data():
-    # the steps checked recorded in full, the rest of the 3,000 as scalars (1.7 s, not 6.6 s)
-    trace = record_demo("gd_backprop", None, step_range=(0, 51))[0].result
-    report = trace.check(numeric="none", steps=(0, 50))
+def test_gd_backprop_updates_through_data(demo_trace):
+    report = demo_trace("gd_backprop").check(numeric="none", steps=(0, 50))
     found = [f for f in report.findings if f.kind == "data_update"]
     assert sorted(f.param for f in found) == ["b", "w"]
     assert {f.source for f in found} == {"gd_backprop.py:34", "gd_backprop.py:35"}
