@@ -200,6 +200,7 @@ def test_numel_bound_of_the_ops_sized_after_they_run():
     assert _numel_bound("add", [t(2), "text"], {}) is None            # an argument it cannot read
 
 
+@pytest.mark.slow  # a new interpreter: what it imports is the point (3.7 s)
 def test_the_check_imports_neither_dynamo_nor_sympy(tmp_path):
     """The numeric check of a small fit runs without torch._dynamo or sympy (over a second of
     imports on the user's path at the end of gradtrace run)."""

@@ -121,6 +121,7 @@ def test_the_served_page_fetches_steps_in_the_browser(browser, server):
         page.close()
 
 
+@pytest.mark.slow  # a real process, stopped by a signal (3 s)
 def test_serve_prints_the_url_and_ctrl_c_stops_it(recorded_demos):
     p = subprocess.Popen([sys.executable, "-m", "gradtrace", "serve", "--no-check",
                           str(recorded_demos.path("linreg"))], stderr=subprocess.PIPE, text=True,

@@ -92,6 +92,7 @@ def _loop(steps, nan_at=None, forget_from=None, seed=0):
     return w.detach().clone(), b.detach().clone()
 
 
+@pytest.mark.slow  # 3,000 steps recorded in full: that they all fit the default budget is the point (9 s)
 def test_a_3000_step_run_with_default_options(tmp_path):
     plain = _loop(3000)
     path = tmp_path / "long.gtrace"

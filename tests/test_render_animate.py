@@ -537,7 +537,9 @@ def _all_frames(anim, full: bool, monkeypatch) -> list[np.ndarray]:
     return frames
 
 
-@pytest.mark.parametrize("demo", ["linreg", "custom_function"])
+@pytest.mark.parametrize("demo", ["linreg",
+                                  # every frame drawn twice (7 s); the fast tier has linreg's
+                                  pytest.param("custom_function", marks=pytest.mark.slow)])
 def test_redrawing_what_changed_gives_the_picture_of_drawing_everything(demo_trace, demo, monkeypatch):
     """Each frame drawn over the last where something changed equals the frame drawn whole (to
     a unit of one colour channel, on a handful of pixels an edge clips differently)."""
@@ -629,7 +631,7 @@ def _colour_tables(data: bytes) -> tuple[int, set]:
 
 
 def test_gif_frames_take_their_colours_from_one_palette(zeroing, tmp_path):
-    anim = animation_of_trace(zeroing, kind="backprop", dpi=DPI)
+    anim = animation_of_trace(zeroing, kind="backprop", dpi=DPI, frames=8)  # 9 frames, not 18
     path = anim.save(tmp_path / "b.gif")
     frames, colours = _colour_tables(path.read_bytes())
     assert frames == len(anim)

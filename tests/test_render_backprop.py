@@ -38,10 +38,12 @@ def wide():
     return t.result
 
 
-def _frames(trace, **options):
-    """(renderer, figure) after each frame is drawn."""
+def _frames(trace, frames=None, **options):
+    """(renderer, figure) after each frame is drawn (all, or the indices in ``frames``;
+    a negative index counts from the end)."""
     anim = animation_of_trace(trace, kind="backprop", **options)
-    for _ in anim.images():
+    picked = None if frames is None else [i % len(anim) for i in frames]
+    for _ in anim.images(frames=picked):
         yield anim.renderer, anim.renderer.fig
 
 
@@ -204,7 +206,8 @@ def test_long_heads_fall_back_to_the_graphs_name_of_the_op(wide):
     (``mse_loss``), never the op spelled out (``t10 = X @ model.0.weightᵀ + model.0.bias``). A
     parameter in a module's box drops the module's name first (``weight``), and a grad_fn
     its arrow, then ends in an ellipsis."""
-    *_, (renderer, fig) = _frames(wide, dpi=40)            # the last frame: every op has run
+    # the last frame, where every op has run (drawn alone: the same texts as after all 20)
+    [(renderer, fig)] = _frames(wide, frames=[-1], dpi=40)
     shown = [t.get_text() for t in _texts(fig)]
     titles = {b["title"] for b in renderer.plan.scene.picture.nodes.values()}
     assert "linear → t10" in shown and "relu → t11" in shown and "linear" in titles

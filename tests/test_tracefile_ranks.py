@@ -11,10 +11,10 @@ import torch
 
 import gradtrace
 from gradtrace.analysis.distributed import check_ranks, rank_findings
+from gradtrace.cli import main
 from gradtrace.errors import UsageError
 from gradtrace.tracefile.ranks import (RankedRun, RankInfo, buckets_at, rank_files, rank_path,
                                        run_path_of)
-from tests import runner
 
 
 def test_rank_info_from_the_environment_torchrun_sets():
@@ -112,22 +112,31 @@ def test_findings_across_ranks_diverged_step_counts_and_a_missing_rank(tmp_path,
     assert "(rank 1, step 0" in str(div)
 
 
-def test_summary_and_check_take_the_run_folder(tmp_path, monkeypatch):
+def _gradtrace(capsys, *argv: str) -> tuple[int, str, str]:
+    """`gradtrace ARGV` in this process: (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as e:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+def test_summary_and_check_take_the_run_folder(tmp_path, monkeypatch, capsys):
     run = tmp_path / "trace.gtrace"
     for r in (0, 1):
         _record(rank_path(run, r), r, 2, monkeypatch)
     monkeypatch.delenv("RANK")
     monkeypatch.delenv("WORLD_SIZE")
-    r = runner.gradtrace("summary", str(tmp_path), "--json")
-    assert r.returncode == 0, r.stderr
-    doc = json.loads(r.stdout)
+    capsys.readouterr()
+    code, out, err = _gradtrace(capsys, "summary", str(tmp_path), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
     assert doc["world_size"] == 2 and set(doc["ranks"]) == {"0", "1"}
     assert doc["ranks"]["1"]["totals"]["steps"] == 3
-    r = runner.gradtrace("summary", str(tmp_path))
-    assert "a run of 2 ranks" in r.stdout and "rank 1: " in r.stdout
-    r = runner.gradtrace("check", str(tmp_path))
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.startswith("gradients ok")
+    code, out, err = _gradtrace(capsys, "summary", str(tmp_path))
+    assert "a run of 2 ranks" in out and "rank 1: " in out
+    code, out, err = _gradtrace(capsys, "check", str(tmp_path))
+    assert code == 0, out + err
+    assert out.startswith("gradients ok")
 
 
 def test_the_buckets_of_a_step_from_the_layouts_in_the_meta():
