@@ -144,7 +144,7 @@ def cpu_per_step(fn, steps):
     return (time.process_time() - t0) / steps
 
 
-def bench(name, steps, rounds, tl_steps):
+def bench(name, steps, rounds, tl_steps, only=None):
     parts = MODELS[name]()
     model, opt, loss_fn, X, y = parts
     tl_each = torchlens_trace()
@@ -176,6 +176,8 @@ def bench(name, steps, rounds, tl_steps):
                 "make_dot": (dot, steps), "watch": (watch, steps)}
         if tl_each is not None:
             ways["torchlens"] = ((lambda: train(*parts, tl_steps, each=tl_each)), tl_steps)
+        if only:
+            ways = {k: v for k, v in ways.items() if k in only}
         for fn, n in [(plain, steps), *ways.values()]:  # warm up
             fn()
         base: list[float] = []
@@ -188,8 +190,8 @@ def bench(name, steps, rounds, tl_steps):
                 got[k].append(cpu_per_step(fn, n))
     b = statistics.median(base)
     cols = "  ".join(f"{k} {statistics.median(v) / b:5.2f}x" for k, v in got.items())
-    print(f"{name:12s} untraced {b * 1e3:7.2f} ms/step  {cols}  trace/step: default "
-          f"{sizes['default'] / 1024:6.1f} KiB, full {sizes['full'] / 1024:6.1f} KiB", flush=True)
+    per_step = ", ".join(f"{k} {v / 1024:6.1f} KiB" for k, v in sizes.items())
+    print(f"{name:12s} untraced {b * 1e3:7.2f} ms/step  {cols}  trace/step: {per_step}", flush=True)
 
 
 def main():
@@ -198,12 +200,18 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=300, help="steps per timed unit")
     ap.add_argument("--torchlens-steps", type=int, default=5)
+    ap.add_argument("--ways", default="", help="only these columns, comma-separated "
+                    "(default, full, make_dot, watch, torchlens); default: all")
     args = ap.parse_args()
+    only = {w for w in args.ways.split(",") if w}
+    unknown = only - {"default", "full", "make_dot", "watch", "torchlens"}
+    if unknown:
+        ap.error(f"unknown --ways: {', '.join(sorted(unknown))}")
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, 1 thread, CPU time, median of {args.rounds} interleaved "
           f"rounds of {args.steps} steps", flush=True)
     for m in args.models:
-        bench(m, args.steps, args.rounds, args.torchlens_steps)
+        bench(m, args.steps, args.rounds, args.torchlens_steps, only)
 
 
 if __name__ == "__main__":
