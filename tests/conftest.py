@@ -153,6 +153,17 @@ def fresh_gradtrace_cmd(*args: str, cwd=None, timeout=300, env=None, **kw) -> su
                           capture_output=True, text=True, timeout=timeout, **kw)
 
 
+def gradtrace_main(capsys, *args: str) -> tuple[int, str, str]:
+    """`gradtrace ARGS` through its real entry point (``gradtrace.cli.main``) in this
+    process, for the fast tier: (exit code, stdout, stderr); ``capsys`` is the test's."""
+    from gradtrace.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
 def imported_modules(stderr: str) -> set[str]:
     """The modules a run with ``PYTHONPROFILEIMPORTTIME=1`` (``-X importtime``) imported."""
     return {line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines()

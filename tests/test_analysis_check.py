@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 import gradtrace
-from conftest import gradtrace_cmd
+from conftest import gradtrace_cmd, gradtrace_main
 from gradtrace.analysis.check import CheckOptions, CheckReport, CheckResult, check_trace
 from gradtrace.analysis.diagnostics import Finding
-from gradtrace.cli import cli, main
+from gradtrace.cli import cli
 
 CHECK_KEYS = ["kind", "step", "param", "status", "max_abs_err", "max_rel_err", "tolerance", "bound",
               "detail"]
@@ -196,24 +196,16 @@ def test_cli_check_json_and_exit_codes(tmp_path):
     assert "numeric w: 0/2 passed, 2 failed" in r.output
 
 
-def _main(capsys, *args):
-    """gradtrace's real entry point, in this process: (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as e:
-        main(list(args))
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
-
-
 def test_cli_strict_and_usage_errors(tmp_path, capsys):
     path = tmp_path / "doubled.gtrace"
     _doubled_w_trace(path)
-    code, out, _ = _main(capsys, "check", str(path), "--strict", "--no-numeric")
+    code, out, _ = gradtrace_main(capsys, "check", str(path), "--strict", "--no-numeric")
     assert code == 3 and "FAIL analytic_mse step 0 w" in out
-    code, out, err = _main(capsys, "check", str(path), "--steps", "7:3")
+    code, out, err = gradtrace_main(capsys, "check", str(path), "--steps", "7:3")
     assert code == 2 and out == ""
     assert err.splitlines() == ["gradtrace: error: step range '7:3' is empty or negative; "
                                 "use A:B with 0 <= A < B"]
-    code, out, err = _main(capsys, "check", str(tmp_path / "missing.gtrace"))
+    code, out, err = gradtrace_main(capsys, "check", str(tmp_path / "missing.gtrace"))
     assert code == 2 and len(err.splitlines()) == 1 and "missing.gtrace" in err
 
 

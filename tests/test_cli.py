@@ -12,7 +12,7 @@ import torch
 
 import gradtrace
 from gradtrace import errors
-from gradtrace.cli import main
+from conftest import gradtrace_main
 
 HEAVY = ("torch", "matplotlib")
 
@@ -96,17 +96,10 @@ def test_each_error_class_has_its_exit_code():
     assert issubclass(errors.NothingToDrawError, errors.RenderError)
 
 
-def _main(capsys, *args):
-    with pytest.raises(SystemExit) as e:
-        main(list(args))
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
-
-
 def test_usage_errors_exit_2(small_trace, capsys):
-    code, _, err = _main(capsys, "summary", "--no-such-option", str(small_trace))
+    code, _, err = gradtrace_main(capsys, "summary", "--no-such-option", str(small_trace))
     assert code == 2 and "No such option" in err
-    code, _, err = _main(capsys, "graph", str(small_trace), "--step", "99")
+    code, _, err = gradtrace_main(capsys, "graph", str(small_trace), "--step", "99")
     assert code == 2 and err == "gradtrace: error: step 99 was not recorded; recorded steps are 0..2\n"
 
 
@@ -115,7 +108,7 @@ def test_a_full_disk_is_one_line_and_exit_1(small_trace, capsys, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device", "out.txt")
 
     monkeypatch.setattr("gradtrace.cli.summary.summarize", full)
-    code, _, err = _main(capsys, "summary", str(small_trace))
+    code, _, err = gradtrace_main(capsys, "summary", str(small_trace))
     assert code == 1
     assert err == ("gradtrace: error: out.txt: No space left on device; free some space or "
                    "choose another path\n")
@@ -127,7 +120,7 @@ def test_an_internal_error_exits_1(small_trace, capsys, monkeypatch):
 
     monkeypatch.setattr("gradtrace.cli.summary.summarize", bug)
     monkeypatch.delenv("GRADTRACE_DEBUG", raising=False)
-    code, _, err = _main(capsys, "summary", str(small_trace))
+    code, _, err = gradtrace_main(capsys, "summary", str(small_trace))
     assert code == 1 and err.count("\n") == 1 and "internal error (ZeroDivisionError: oops" in err
 
 

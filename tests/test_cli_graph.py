@@ -10,10 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import gradtrace
-from gradtrace.cli import main
 from gradtrace.render.graph import graph_of_step
 
-from conftest import DEMOS, fresh_gradtrace_cmd, gradtrace_cmd, imported_modules, record_demo
+from conftest import (DEMOS, fresh_gradtrace_cmd, gradtrace_cmd, gradtrace_main, imported_modules,
+                      record_demo)
 
 MAGIC = {"svg": b"<?xml", "png": b"\x89PNG\r\n\x1a\n", "pdf": b"%PDF-", "dot": b"digraph gradtrace {"}
 
@@ -83,35 +83,28 @@ def test_bad_step_is_one_line_and_exit_2(recorded, commands):
     assert not (d / "never.svg").exists()
 
 
-def _main(capsys, *args) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
-
-
 def test_options_in_process(recorded_here, capsys, monkeypatch):
     d, _ = recorded_here
     monkeypatch.chdir(d)
-    code, out, err = _main(capsys, "graph", "out/trace.gtrace", "--step", "last", "--view", "backward",
+    code, out, err = gradtrace_main(capsys, "graph", "out/trace.gtrace", "--step", "last", "--view", "backward",
                            "-o", "last.svg")
     assert code == 0 and err == "gradtrace: graph of step 2 (backward view, 12 nodes): last.svg\n"
     assert ">DivBackward0<" in (d / "last.svg").read_text()
-    code, out, err = _main(capsys, "graph", "out/trace.gtrace", "-o", "-", "--view", "forward")
+    code, out, err = gradtrace_main(capsys, "graph", "out/trace.gtrace", "-o", "-", "--view", "forward")
     assert code == 0 and err == ""
     assert out == graph_of_step(gradtrace.load("out/trace.gtrace").steps[0], view="forward").dot
-    code, out, err = _main(capsys, "graph", "out/trace.gtrace", "-o", "-", "--view", "backward",
+    code, out, err = gradtrace_main(capsys, "graph", "out/trace.gtrace", "-o", "-", "--view", "backward",
                            "--no-fold")
     step = gradtrace.load("out/trace.gtrace").steps[0]
     assert code == 0 and out == graph_of_step(step, view="backward", fold=False).dot
     assert out != graph_of_step(step, view="backward").dot and "style=invis" not in out
-    code, out, err = _main(capsys, "graph", "out/trace.gtrace", "--no-values", "--theme", "dark",
+    code, out, err = gradtrace_main(capsys, "graph", "out/trace.gtrace", "--no-values", "--theme", "dark",
                            "--no-legend", "-o", "plain.gv")
     dot = (d / "plain.gv").read_text()
     assert code == 0 and 'bgcolor="#1e1e1e"' in dot and "<I>data</I>" not in dot and "legend" not in dot
-    code, out, err = _main(capsys, "graph", "out/trace.gtrace", "--engine", "matplotlib", "-o", "m.png")
+    code, out, err = gradtrace_main(capsys, "graph", "out/trace.gtrace", "--engine", "matplotlib", "-o", "m.png")
     assert code == 0 and (d / "m.png").read_bytes().startswith(MAGIC["png"])
-    code, out, err = _main(capsys, "graph", "out/trace.gtrace")   # default: graph.svg by the trace
+    code, out, err = gradtrace_main(capsys, "graph", "out/trace.gtrace")   # default: graph.svg by the trace
     assert code == 0 and err.endswith(": out/graph.svg\n")
 
 
@@ -124,12 +117,12 @@ def test_user_errors_are_one_line(recorded_here, capsys, monkeypatch, args, mess
     d, _ = recorded_here
     monkeypatch.chdir(d)
     monkeypatch.setattr("shutil.which", lambda name: None)
-    code, out, err = _main(capsys, "graph", "out/trace.gtrace", *args)
+    code, out, err = gradtrace_main(capsys, "graph", "out/trace.gtrace", *args)
     assert code == exit_code and err.startswith(f"gradtrace: error: {message}") and err.count("\n") == 1
 
 
 def test_missing_trace(tmp_path, capsys):
-    code, out, err = _main(capsys, "graph", str(tmp_path / "nope.gtrace"))
+    code, out, err = gradtrace_main(capsys, "graph", str(tmp_path / "nope.gtrace"))
     assert code == 2 and err.startswith("gradtrace: error: ") and err.count("\n") == 1
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import gradtrace_main
+
 import gradtrace
 from gradtrace.analysis.distributed import check_ranks, rank_findings
-from gradtrace.cli import main
 from gradtrace.errors import UsageError
 from gradtrace.tracefile.ranks import (RankedRun, RankInfo, buckets_at, rank_files, rank_path,
                                        run_path_of)
@@ -112,14 +113,6 @@ def test_findings_across_ranks_diverged_step_counts_and_a_missing_rank(tmp_path,
     assert "(rank 1, step 0" in str(div)
 
 
-def _gradtrace(capsys, *argv: str) -> tuple[int, str, str]:
-    """`gradtrace ARGV` in this process: (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as e:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
-
-
 def test_summary_and_check_take_the_run_folder(tmp_path, monkeypatch, capsys):
     run = tmp_path / "trace.gtrace"
     for r in (0, 1):
@@ -127,14 +120,14 @@ def test_summary_and_check_take_the_run_folder(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("RANK")
     monkeypatch.delenv("WORLD_SIZE")
     capsys.readouterr()
-    code, out, err = _gradtrace(capsys, "summary", str(tmp_path), "--json")
+    code, out, err = gradtrace_main(capsys, "summary", str(tmp_path), "--json")
     assert code == 0, err
     doc = json.loads(out)
     assert doc["world_size"] == 2 and set(doc["ranks"]) == {"0", "1"}
     assert doc["ranks"]["1"]["totals"]["steps"] == 3
-    code, out, err = _gradtrace(capsys, "summary", str(tmp_path))
+    code, out, err = gradtrace_main(capsys, "summary", str(tmp_path))
     assert "a run of 2 ranks" in out and "rank 1: " in out
-    code, out, err = _gradtrace(capsys, "check", str(tmp_path))
+    code, out, err = gradtrace_main(capsys, "check", str(tmp_path))
     assert code == 0, out + err
     assert out.startswith("gradients ok")
 

@@ -370,11 +370,10 @@ def test_a_provisional_row_is_written_only_when_a_commit_comes_before_the_final_
     statements = []
     init = store.TraceWriter.__init__
 
-    def traced_init(self, path, meta, window=store.COMMIT_WINDOW):
-        init(self, path, meta, window=window_now)
+    def traced_init(self, path, meta, **_):
+        init(self, path, meta, window=window)
         self.conn.set_trace_callback(statements.append)
 
-    window_now = window
     monkeypatch.setattr(store.TraceWriter, "__init__", traced_init)
     torch.manual_seed(0)
     net = torch.nn.Linear(3, 1)

@@ -380,7 +380,6 @@ class TraceWriter:
                     if self._deferred is not None and self._deferred[0] == step_row[0]:
                         self._deferred = None  # its final row replaces it, unwritten
                     self._pending.append(step_row[0])
-                    # OR REPLACE: a step written provisionally is written again when it ends
                     c.execute(_STEP_INSERT, step_row)
                 if meta:
                     if self._tensors:  # seen outside a recorded step
