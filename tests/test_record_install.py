@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -148,3 +149,31 @@ def test_a_step_that_may_record_keeps_the_mode(how):
     assert depth and all(d == 1 for d in depth), depth
     if how == "closure":
         assert sum(len(s.graph_ops) for s in t.steps) >= 2 * 6  # the closure's forward is recorded
+
+
+def test_a_closure_that_begins_a_new_step_inside_step_keeps_each_value_in_its_step():
+    """LBFGS's closure runs a forward pass inside step(), which begins a new step: the
+    update's "before" (the parameter as step() began) is written into the step that holds
+    the update, not referred to in the step before (which made the trace unreadable)."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 1)
+    opt = torch.optim.LBFGS(net.parameters(), max_iter=3)
+    X, y = torch.randn(16, 3), torch.randn(16, 1)
+    starts = []
+
+    def closure():
+        opt.zero_grad()
+        loss = (net(X) - y).pow(2).mean()
+        loss.backward()
+        return loss
+
+    with gradtrace.trace() as t:
+        for _ in range(2):
+            starts.append([p.detach().clone() for p in net.parameters()])
+            opt.step(closure)
+    updates = [e for s in t.steps for e in s.updates if e.via == "LBFGS.step()"]
+    assert len(updates) == 4  # weight and bias, two steps
+    for k, e in enumerate(updates):
+        start = starts[k // 2][k % 2]
+        assert np.array_equal(e.before.array, start.numpy()), (k, e.before)
+    assert t.check() is not None  # every step reads back

@@ -264,7 +264,7 @@ class Events:
         f, via = self.naming.user_frame(frame)
         idiom = f"{type(optimizer).__name__}.step()"
         updated = False
-        for tid, p, version, b in before:
+        for tid, p, version, b, _ in before:
             if p._version != version:
                 self.event("update", tid, idiom, b, self.values.snap_now(p), f, via or idiom)
                 updated = True

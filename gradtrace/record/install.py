@@ -66,11 +66,14 @@ def _records_nothing(optimizer, args, kwargs) -> bool:
     with no closure (LBFGS's closure runs a forward and backward pass inside it) and not
     ``differentiable`` (its update is then part of the graph)."""
     cls = type(optimizer)
-    if not cls.__module__.startswith("torch.optim."):
-        return False
-    if (len(args) > 1 and args[1] is not None) or kwargs.get("closure") is not None:
+    if not cls.__module__.startswith("torch.optim.") or _has_closure(args, kwargs):
         return False
     return not any(g.get("differentiable") for g in optimizer.param_groups)
+
+
+def _has_closure(args, kwargs) -> bool:
+    """``optimizer.step(closure)``: the closure's forward pass inside it begins a new step."""
+    return (len(args) > 1 and args[1] is not None) or kwargs.get("closure") is not None
 
 
 def _after_a_failed_step(run: Run, mode: Mode) -> None:
@@ -292,7 +295,7 @@ class _Hooks:
         self.naming = naming
         self.values = values
         self.events = events
-        self.opt_before: dict[int, list] = {}
+        self.opt_before: dict[int, tuple] = {}  # id -> (step, [(tid, p, version, vid, copy)])
         self.opt_seen: weakref.WeakSet = weakref.WeakSet()  # optimizers whose groups are noted
         self.buckets = Buckets(run)  # DDP's gradient buckets (record/ddp.py)
 
@@ -362,13 +365,18 @@ class _Hooks:
                     self.events.optimizer_groups(optimizer, sys._getframe(1))
                 before = []
                 values = self.values
+                # A closure's forward begins a new step inside step(), and a step holds only
+                # its own values: a copy of each parameter as it is now, for that step.
+                copy = _has_closure(args, kwargs)
                 for group in optimizer.param_groups:
                     for p in group["params"]:
-                        if p.grad is not None:
+                        # (with a closure, a first step() has no gradients yet: they come in it)
+                        if p.grad is not None or (copy and p.requires_grad):
                             tid = run.tid_of(p)
                             # the forward's snapshot when p has not changed since (no second copy)
-                            before.append((tid, p, p._version, values.before(p, ("param", tid, ""))))
-                self.opt_before[id(optimizer)] = before
+                            before.append((tid, p, p._version, values.before(p, ("param", tid, "")),
+                                           p.detach().clone() if copy else None))
+                self.opt_before[id(optimizer)] = (run.step, before)
                 if _records_nothing(optimizer, args, kwargs):
                     self.mode.step_aside(optimizer)
         except Exception as e:
@@ -382,11 +390,15 @@ class _Hooks:
         if self.mode.aside is optimizer:
             self.mode.step_back()
         run.in_optimizer_step = max(0, run.in_optimizer_step - 1)
-        before = self.opt_before.pop(id(optimizer), None)
+        step_at, before = self.opt_before.pop(id(optimizer), (None, None))
         if not before:
             return None
         try:
             with torch._C.DisableTorchFunction():
+                if step_at != run.step:  # the values taken before belong to an earlier step
+                    snap = self.values.snap_now
+                    before = [(tid, p, v, None if c is None else snap(c), None)
+                              for tid, p, v, _, c in before]
                 self.events.optimizer_step(optimizer, before, sys._getframe(1))
         except Exception as e:
             run.internal(e)
