@@ -339,65 +339,6 @@ def test_custom_function_is_one_node():
     assert m.titles().count("mul") == 1     # x * w; the Function's inner x * x is not drawn
 
 
-# -- fitting a slide --------------------------------------------------------------------------
-def _png_size(png: bytes) -> tuple[int, int]:
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
-
-
-def _drawn_edges(dot: str) -> list[tuple[int, int]]:
-    """The visible edges of DOT text, each the way its arrow points (``dir=back`` turns an
-    edge round)."""
-    out = []
-    for u, v, attrs in re.findall(r"^  n(\d+) -> n(\d+)(?: \[(.*)\])?;$", dot, re.M):
-        if "style=invis" not in attrs:
-            out.append((int(v), int(u)) if "dir=back" in attrs else (int(u), int(v)))
-    return sorted(out)
-
-
-def _slide_scale(w: int, h: int) -> float:
-    """How much a picture of w x h pixels shrinks to fit a 1920 x 1080 slide."""
-    return min(1920 / w, 1080 / h)
-
-
-@pytest.mark.parametrize("demo", ["linreg", "crop_yield"])
-def test_a_long_backward_chain_folds_to_fit_a_slide(demo):
-    step = first_steps(demo).steps[0]
-    picture = graph_of_step(step, view="backward", engine="pygraphviz")
-    g = picture.model.graph
-    lay = rg.layout(picture.model, picture.options)
-    assert lay.rankdir == "LR" and len(lay.bands) >= 2
-    place = lay.place()
-    assert sorted(n for n in place if n != rg.LEGEND_NODE) == sorted(g.nodes)
-    # every edge is drawn once, its arrow where the gradient flows; an edge from one band
-    # to the next stays on its rank: the short turn of a snake, not a line across the slide
-    assert _drawn_edges(picture.dot) == sorted(g.edges())
-    turns = [(u, v) for u, v in g.edges() if place[u][0] != place[v][0]]
-    assert turns and all(place[v][0] == place[u][0] + 1 and place[v][1] == place[u][1]
-                         for u, v in turns)
-    # the pictures: one row was 5-6 times wider than tall (issue 4); folded, it is near
-    # 16:9 and its text at least 1.5 times larger on a 1920-pixel slide
-    w, h = _png_size(picture.render("png"))
-    row = graph_of_step(step, view="backward", engine="pygraphviz", fold=False)
-    w0, h0 = _png_size(row.render("png"))
-    assert w0 / h0 > 4 and w / h < 2.5
-    assert _slide_scale(w, h) > 1.5 * _slide_scale(w0, h0)
-    assert "style=invis" not in row.dot and "dir=back" not in row.dot
-
-
-def test_folding_can_be_turned_off_and_skips_module_boxes(d2l):
-    assert rg.layout(build_graph(d2l, view="backward"), GraphOptions(view="backward")).folded
-    for options in (dict(fold=False), dict(direction="TB")):
-        m = build_graph(d2l, view="backward")  # fold and direction are drawing options
-        lay = rg.layout(m, GraphOptions(view="backward", **options))
-        assert not lay.folded and lay.rankdir == options.get("direction", lay.rankdir)
-    # graphviz does not keep bands in order around a cluster box, so nn.Module models
-    # stay unfolded (the concise model's backward chain runs through its net.0 box)
-    concise = graph_of_step(first_steps("linreg_concise").steps[0], view="backward")
-    assert not rg.layout(concise.model, concise.options).folded
-    assert "subgraph cluster_net_2e_0" in concise.dot and "style=invis" not in concise.dot
-
-
 # -- large graphs -----------------------------------------------------------------------------
 class _Block(nn.Module):
     def __init__(self):
