@@ -9,6 +9,7 @@ on the layers of :func:`gradtrace.analysis.graph.layers` with straight edges.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import subprocess
@@ -191,7 +192,7 @@ def _from_json(model: GraphModel, doc: dict) -> Geometry:
             a = pt(bx0, by1)
             label = str(obj.get("label", "")).replace("<B>", "").replace("</B>", "").strip("<>")
             geo.clusters.append({"x": a[0], "y": a[1], "w": round(bx1 - bx0, 2),
-                                 "h": round(by1 - by0, 2), "label": label})
+                                 "h": round(by1 - by0, 2), "label": html.unescape(label)})
         elif name.startswith("n") and name[1:].isdigit() and "pos" in obj:
             n = int(name[1:])
             x, y = _floats(obj["pos"])
