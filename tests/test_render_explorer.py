@@ -33,6 +33,19 @@ def test_the_page_data_cannot_close_its_script(demo_trace):
     assert json.loads(body)["source"]["files"][0]["name"] == "linreg.py"
 
 
+def test_untrusted_strings_in_the_data_cannot_end_the_script_or_start_markup():
+    """A trace's strings are data: whatever they say, the JSON element reads back the same."""
+    from gradtrace.render.explorer import _json_script
+
+    evil = "</script><script>alert(1)</script><!-- & \u2028\u2029 ]]>"
+    element = _json_script({"scalars": [{"index": 0}], "name": evil})
+    head, tail = '<script type="application/json" id="gt-data">', "</script>"
+    assert element.startswith(head) and element.endswith(tail)
+    body = element[len(head):-len(tail)]
+    assert not set(body) & set("<>&\u2028\u2029")
+    assert json.loads(body) == {"scalars": {"index": [0]}, "name": evil}
+
+
 # -- a real browser ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def pages(recorded_demos, tmp_path_factory):
