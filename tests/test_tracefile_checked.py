@@ -1,4 +1,4 @@
-"""Reading what a file claims, checked (gradtrace/tracefile/checked.py): fields, op arguments, the value index."""
+"""Reading a file's claims, checked (gradtrace/tracefile/checked.py): fields, arguments, values."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The conveniences registry (gradtrace/tracefile/conveniences.py): trace.check(), step.graph() ... dispatched to upper layers."""
+"""The conveniences registry (gradtrace/tracefile/conveniences.py): trace.check(), step.graph() ..."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The dtypes a trace file may name (gradtrace/tracefile/dtypes.py): gradtrace's own table, never a lookup of the file's string."""
+"""The dtypes a trace may name (gradtrace/tracefile/dtypes.py): gradtrace's own table, no lookup."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The trace data model (gradtrace/tracefile/model.py): Stats, Value, and the plain records a Step is made of."""
+"""The trace data model (gradtrace/tracefile/model.py): Stats, Value and the records of a Step."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Trace facade (gradtrace/tracefile/reader.py): its tables, steps by number, selection, one-line errors."""
+"""The Trace facade (gradtrace/tracefile/reader.py): tables, steps by number, one-line errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Decoding one stored step (gradtrace/tracefile/steps.py): its rows checked, references and loops refused, old formats' fields derived."""
+"""Decoding one stored step (gradtrace/tracefile/steps.py): rows checked, old formats derived."""
 
 from __future__ import annotations
 

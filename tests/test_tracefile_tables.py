@@ -1,4 +1,4 @@
-"""The run's tables besides the steps (gradtrace/tracefile/tables.py): meta, source and tensor, read and checked."""
+"""The run's tables besides the steps (gradtrace/tracefile/tables.py): meta, source, tensor."""
 
 from __future__ import annotations
 
