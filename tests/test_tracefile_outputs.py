@@ -22,7 +22,7 @@ import gradtrace
 from conftest import gradtrace_cmd
 from gradtrace.errors import RenderError, TraceFileError
 from gradtrace.tracefile.outputs import outputs_of
-from gradtrace.tracefile.store import APPLICATION_ID, is_trace
+from gradtrace.tracefile.store import is_trace
 
 FIT = textwrap.dedent("""\
     import torch
@@ -37,13 +37,6 @@ FIT = textwrap.dedent("""\
             w.grad.zero_()
     print("loss", round(loss.item(), 4))
     """)
-
-
-def _one_step():
-    import torch
-
-    w = torch.ones(2, requires_grad=True)
-    (w * 3).sum().backward()
 
 
 def _gradtrace_lines(stderr: str) -> list[str]:
@@ -130,24 +123,6 @@ def test_a_file_that_is_not_a_trace_is_never_overwritten(tmp_path):
                             "choose another path with -o\n")
         assert keep.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db", "train.py"]
-
-
-def test_a_trace_of_an_earlier_gradtrace_killed_mid_run_is_still_recognised(tmp_path):
-    # Its header was still in the write-ahead log: the file itself says nothing yet.
-    path = tmp_path / "old.gtrace"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA wal_autocheckpoint=0")
-    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
-    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-    copy = tmp_path / "copy"
-    copy.mkdir()
-    for suffix in ("", "-wal"):  # as a killed process leaves them (no checkpoint on close)
-        shutil.copy(f"{path}{suffix}", copy / f"old.gtrace{suffix}")
-    conn.close()
-    assert int.from_bytes((copy / "old.gtrace").read_bytes()[68:72], "big") != APPLICATION_ID
-    assert is_trace(copy / "old.gtrace", replacing=True)
-    assert not is_trace(tmp_path / "missing.gtrace", replacing=True)
 
 
 # -- outputs named after their trace --------------------------------------------------------------
@@ -413,17 +388,3 @@ def test_odd_characters_in_paths(tmp_path):
     assert (folder / "out#2" / "run%41?.graph.svg").is_file()
 
 
-def test_one_writer_per_trace_in_a_program_too(tmp_path):
-    path = tmp_path / "x.gtrace"
-    with gradtrace.trace(path) as outer:
-        _one_step()
-        with pytest.raises(TraceFileError) as e:
-            with gradtrace.trace(path):
-                pass
-        assert str(e.value) == (f"{path}: is being written by another gradtrace.trace() of this "
-                                "program; end that one first or choose another path")
-    assert len(outer.result.steps) == 1  # untouched by the refused one
-    assert not Path(f"{path}.lock").exists()
-    with gradtrace.trace(path) as again:  # free again once the first has ended
-        pass
-    assert again.result.info.status == "completed"
