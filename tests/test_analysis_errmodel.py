@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import gradtrace
 from gradtrace.analysis.check import check_trace, numeric_check
 from gradtrace.analysis.errmodel import UNIT_ROUNDOFF, ErrorModel, gamma
-from gradtrace.analysis.numeric import finite_differences, replay_of
+from gradtrace.analysis.numeric import replay_of
 
 
 class Legendre3(torch.autograd.Function):
@@ -231,17 +231,6 @@ def test_gamma_and_the_magnitudes_of_a_reduction():
     assert gamma(1001 + 2, u) * terms <= float(bound) <= 5 * gamma(1001 + 3, u) * terms
 
 
-def test_finite_differences_estimate_their_truncation_error():
-    w = torch.tensor([0.7], dtype=torch.float64, requires_grad=True)
-    with gradtrace.trace() as t:
-        torch.sin(5 * w).sum().backward()
-    rp, values = replay_of(t.result.steps[0])
-    fd = finite_differences(rp, values, next(iter(values)), [0])
-    exact = 5 * math.cos(3.5)
-    assert abs(float(fd.d_h[0]) - exact) > abs(float(fd.fd[0]) - exact)   # extrapolation helps
-    assert abs(float(fd.fd[0]) - exact) <= 1e-8
-
-
 # -- mutated twins -------------------------------------------------------------------------------
 
 TWINS = [
@@ -298,94 +287,6 @@ def test_the_legendre_lesson_passes_over_a_long_run_and_its_twin_fails():
         assert 0 in failed_steps and {c.param for c in twin.failed} <= {"c", "d"}
         if dtype == torch.float64:
             assert failed_steps == set(range(300))
-
-
-# -- "not applicable" says why and what would make it apply; the verdict says what ran --------
-
-def _tanh_fit(path=None, **options):
-    g = torch.Generator().manual_seed(5)
-    X = torch.randn(40, 3, generator=g)
-    Y = torch.randn(40, 1, generator=g)
-    w1 = torch.randn(3, 4, generator=g).requires_grad_()
-    w2 = torch.randn(4, 1, generator=g).requires_grad_()
-    with gradtrace.trace(path, **options) as t:
-        for _ in range(2):
-            F.mse_loss(torch.tanh(X @ w1) @ w2, Y).backward()
-            with torch.no_grad():
-                for p in (w1, w2):
-                    p -= 0.1 * p.grad
-                    p.grad = None
-    return t.result
-
-
-def test_not_applicable_names_the_option_that_makes_it_apply_and_then_it_passes():
-    # X (40 x 3 = 120 elements) kept as statistics only: nothing to replay from
-    small = check_trace(_tanh_fit(max_value_numel=100), numeric="all", diagnostics=False)
-    [na, *_] = small.of("numeric")
-    assert na.status == "not_applicable"
-    assert "statistics only" in na.detail and "--max-numel 120" in na.detail, na.detail
-    assert small.verdict().startswith("no check applies ("), small.verdict()
-    assert "--max-numel 120" in small.verdict() and small.exit_code() == 0
-    # ... and with that option the numeric check runs and passes
-    full = check_trace(_tanh_fit(max_value_numel=120), numeric="all", diagnostics=False)
-    assert {c.status for c in full.of("numeric")} == {"pass"}
-    # a step that is not a linear model says what the analytic check covers
-    [an, *_] = full.of("analytic_mse")
-    assert an.status == "not_applicable" and "numeric check covers" in an.detail
-
-
-def test_the_verdict_says_which_checks_ran():
-    trace = symmetric_linear(steps=2)
-    both = check_trace(trace, numeric="all", diagnostics=False).verdict()
-    assert both.startswith("gradients ok: analytic_mse 4 passed"), both
-    assert "numeric 4 passed" in both
-    only = check_trace(trace, numeric="none", diagnostics=False).verdict()
-    assert only.startswith("gradients ok by the analytic_mse check (the numeric check was not run)")
-
-
-def test_the_verdict_when_the_numeric_check_does_not_apply():
-    x = torch.linspace(-1, 1, 30).reshape(-1, 1)
-    w = torch.zeros(1, 1, requires_grad=True)
-    with gradtrace.trace() as t:
-        # the target goes through dropout: the data's dropout is data, but here it is
-        # the model's output: the replay would draw different numbers
-        loss = ((F.dropout(x @ w, 0.5) - x) ** 2).mean()
-        loss.backward()
-    report = check_trace(t.result, numeric="all", diagnostics=False)
-    [na] = report.of("numeric")
-    assert na.status == "not_applicable" and "model.eval()" in na.detail, na.detail
-    assert not report.failed and report.exit_code() == 0
-
-
-def test_gradtrace_check_exit_codes(tmp_path):
-    """0 when every check passed, 3 when one failed; --strict leaves a clean run at 0."""
-    from click.testing import CliRunner
-
-    from gradtrace.cli import cli
-
-    good = tmp_path / "good.gtrace"
-    with gradtrace.trace(good):
-        Legendre3.mutation = "none"
-        x = torch.linspace(-1, 1, 200)
-        d = torch.tensor(0.3, requires_grad=True)
-        (Legendre3.apply(d * x) - x).pow(2).sum().backward()
-    bad = tmp_path / "bad.gtrace"
-    try:
-        Legendre3.mutation, Legendre3.factor = "factor", 2.0
-        with gradtrace.trace(bad):
-            d = torch.tensor(0.3, requires_grad=True)
-            (Legendre3.apply(d * x) - x).pow(2).sum().backward()
-    finally:
-        Legendre3.mutation, Legendre3.factor = "none", 1.0
-    runner = CliRunner()
-    r = runner.invoke(cli, ["check", str(good)])
-    assert r.exit_code == 0 and r.output.startswith("gradients ok"), r.output
-    assert "bound" in r.output
-    r = runner.invoke(cli, ["check", str(good), "--strict"])
-    assert r.exit_code == 0, r.output
-    r = runner.invoke(cli, ["check", str(bad)])
-    assert r.exit_code == 3 and r.output.startswith("gradients WRONG at step 0 (d)"), r.output
-    assert "bound" in r.output and "Legendre3" in r.output
 
 
 def test_a_small_backward_error_is_still_blamed_on_its_function():
