@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 import gradtrace
 from gradtrace.analysis.check import check_trace, numeric_check
-from gradtrace.analysis.errmodel import UNIT_ROUNDOFF, ErrorModel, gamma
+from gradtrace.analysis.errmodel import UNIT_ROUNDOFF, ErrorModel, gamma, unit_roundoff
 from gradtrace.analysis.numeric import replay_of
 
 
@@ -229,6 +229,84 @@ def test_gamma_and_the_magnitudes_of_a_reduction():
     terms = float((2 * (x.double()).abs()).sum())     # |d/da (a + x_i)^2| summed
     assert abs(model.gradient[tid].item()) < 1e-6 * terms    # it cancels to (nearly) 0
     assert gamma(1001 + 2, u) * terms <= float(bound) <= 5 * gamma(1001 + 3, u) * terms
+
+
+# -- the model's pieces, derived by hand -----------------------------------------------------------
+
+def test_the_unit_roundoff_of_each_dtype_is_half_its_machine_epsilon():
+    for name, u in UNIT_ROUNDOFF.items():
+        assert u == torch.finfo(getattr(torch, name)).eps / 2, name
+        assert unit_roundoff(name) == u
+    # a dtype the model does not know (an integer result) is taken as float32
+    assert unit_roundoff("int64") == unit_roundoff("no such dtype") == UNIT_ROUNDOFF["float32"]
+
+
+def test_gamma_is_k_u_over_one_minus_k_u_and_stays_finite_from_k_u_one_half_on():
+    assert gamma(0, 0.25) == 0.0
+    assert gamma(1, 0.25) == pytest.approx((1 / 4) / (3 / 4), rel=1e-15)
+    # at k u = 1/2 the formula would be 1; from there on it is 2 k u, so it never blows up
+    assert gamma(1 - 1e-9, 0.5) == pytest.approx(1.0, rel=1e-8)
+    assert gamma(2, 0.25) == 1.0 and gamma(4, 0.25) == 2.0 and gamma(1e6, 0.25) == 5e5
+
+
+X4 = torch.tensor([0.5, -1.25, 3.0, 0.1], dtype=torch.float64)
+W4 = [1.0, 2.0, -0.5, 4.0]
+
+
+def _model_of(loss_fn):
+    """The ErrorModel of one recorded backward of ``loss_fn(w)``, w a float64 leaf like W4."""
+    w = torch.tensor(W4, dtype=torch.float64, requires_grad=True)
+    with gradtrace.trace() as t:
+        loss_fn(w).backward()
+    rp, values = replay_of(t.result.steps[0])
+    return ErrorModel(rp, values)
+
+
+def test_the_backward_bound_of_a_dot_product_is_gamma_3_of_its_inputs_magnitudes():
+    """L = x @ w: dL/dw = x, one product per element (k = 4 terms / 4 elements + 2)."""
+    model = _model_of(lambda w: X4 @ w)
+    assert model.dtypes == ["float64"]
+    [(tid, bound)] = model.backward_bounds().items()
+    torch.testing.assert_close(model.gradient[tid], X4, rtol=0, atol=0)
+    torch.testing.assert_close(bound, gamma(3, UNIT_ROUNDOFF["float64"]) * X4.abs(), rtol=1e-15, atol=0)
+    # the gradient of a linear loss does not depend on the forward's values: no forward bound
+    assert model.forward_bound(tid, [0, 1, 2, 3]).tolist() == [0.0] * 4
+
+
+def test_the_loss_error_of_a_dot_product_is_gamma_of_its_terms_plus_one_rounding():
+    model = _model_of(lambda w: X4 @ w)
+    u = UNIT_ROUNDOFF["float64"]
+    terms = [abs(a * b) for a, b in zip(X4.tolist(), W4)]
+    loss = sum(a * b for a, b in zip(X4.tolist(), W4))
+    # E = gamma(k + 1, u) * sum |x_j w_j|, k = 4 terms / 1 output + 2
+    assert model.loss_error() == pytest.approx(gamma(4 + 3, u) * sum(terms) + u * abs(loss), rel=1e-12)
+
+
+def test_the_forward_bound_of_a_squared_dot_product_follows_the_rounded_product():
+    """L = (x @ w)^2: dL/dw_i = 2 v x_i, and v = x @ w is rounded by gamma(4 + 2) sum |x_j w_j|."""
+    model = _model_of(lambda w: (X4 @ w) ** 2)
+    [tid] = list(model.gradient)
+    u = UNIT_ROUNDOFF["float64"]
+    E_v = gamma(4 + 2, u) * sum(abs(a * b) for a, b in zip(X4.tolist(), W4))
+    got = model.forward_bound(tid, [0, 1, 2, 3])
+    torch.testing.assert_close(got, 2 * X4.abs() * E_v, rtol=1e-12, atol=0)
+    assert model.forward_bound(tid, [2]).tolist() == pytest.approx([got[2].item()], rel=1e-15)
+
+
+def test_an_op_that_ran_in_bfloat16_adds_the_rounding_of_its_result():
+    """A bfloat16 dot product accumulates in float32 and rounds its result once to bfloat16:
+    gamma_3(u_float32) + u_bfloat16, then the float() after it adds its own gamma_3(u_float32)."""
+    x = X4.to(torch.bfloat16)
+    w = torch.tensor(W4, dtype=torch.bfloat16, requires_grad=True)
+    with gradtrace.trace() as t:
+        (x @ w).float().backward()
+    model = ErrorModel(*replay_of(t.result.steps[0]))
+    assert model.dtypes == ["bfloat16", "float32"]
+    [bound] = model.backward_bounds().values()
+    g3 = gamma(3, UNIT_ROUNDOFF["float32"])
+    mags = x.double().abs()  # 0.1 in bfloat16 is not 0.1
+    expected = (g3 + UNIT_ROUNDOFF["bfloat16"]) * mags + g3 * mags
+    torch.testing.assert_close(bound, expected, rtol=1e-12, atol=0)
 
 
 # -- mutated twins -------------------------------------------------------------------------------
