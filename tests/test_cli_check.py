@@ -14,7 +14,7 @@ import gradtrace
 from conftest import gradtrace_cmd, gradtrace_main
 from gradtrace.analysis.check import CheckOptions, check_trace
 from gradtrace.cli import cli
-from gradtrace.cli import check as cli_check
+import gradtrace.cli.check as cli_check
 from gradtrace.config import CHECK_MAX_STEPS
 from test_analysis_check import _doubled_w_trace
 from test_analysis_errmodel import Legendre3

@@ -7,8 +7,10 @@ import re
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 import gradtrace
+import gradtrace.cli.report as cli_report
 from conftest import gradtrace_main
 from gradtrace.render.report import NOT_MADE_YET
 
@@ -54,11 +56,10 @@ def test_the_page_is_named_after_the_trace_and_the_path_is_said(traces, capsys, 
     assert (traces / "default" / "report.html").is_file()
 
 
-def test_output_puts_the_page_where_it_is_asked(traces, tmp_path, capsys, monkeypatch):
+def test_output_puts_the_page_where_it_is_asked(traces, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, _, err = gradtrace_main(capsys, "report", str(traces / "a.gtrace"), "-o", "mine.html",
-                                  "--no-animations")
-    assert code == 0 and err.splitlines()[-1] == "gradtrace: report: mine.html"
+    r = CliRunner().invoke(cli_report.report, [str(traces / "a.gtrace"), "-o", "mine.html", "--no-animations"])
+    assert r.exit_code == 0 and r.stderr.splitlines()[-1] == "gradtrace: report: mine.html", r.output
     assert (tmp_path / "mine.html").read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
 
 
