@@ -1,4 +1,4 @@
-"""analysis.check: the seeds pass, wrong gradients fail, what does not apply says why, the verdict, the JSON document."""
+"""analysis.check: seeds pass, wrong gradients fail, what does not apply says why, the verdict, the JSON."""
 
 from __future__ import annotations
 

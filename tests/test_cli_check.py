@@ -1,9 +1,8 @@
-"""cli.check: `gradtrace check TRACE`: the text and JSON reports, the options, the exit codes, the verdict after a run."""
+"""cli.check: `gradtrace check`: its text and JSON, options, exit codes, the verdict after a run."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import textwrap
 
 import pytest

@@ -1,4 +1,4 @@
-"""cli.report: `gradtrace report TRACE`: where the page goes, what it says of the animations, a run folder, bad input."""
+"""cli.report: `gradtrace report`: where the page goes, the animations it says, a run folder, bad input."""
 
 from __future__ import annotations
 
