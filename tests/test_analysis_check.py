@@ -1,20 +1,17 @@
-"""analysis.check and `gradtrace check`: the seeds pass, wrong gradients fail, the JSON document, exit codes."""
+"""analysis.check: seeds pass, wrong gradients fail, what does not apply says why, the verdict, the JSON."""
 
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pytest
 import torch
 import torch.nn.functional as F
-from click.testing import CliRunner
 
 import gradtrace
-from conftest import gradtrace_cmd, gradtrace_main
 from gradtrace.analysis.check import CheckOptions, CheckReport, CheckResult, check_trace
 from gradtrace.analysis.diagnostics import Finding
-from gradtrace.cli import cli
+from test_analysis_errmodel import symmetric_linear
 
 CHECK_KEYS = ["kind", "step", "param", "status", "max_abs_err", "max_rel_err", "tolerance", "bound",
               "detail"]
@@ -143,6 +140,63 @@ def test_a_non_linear_model_is_not_applicable_and_checked_numerically():
     assert report.ok and report.verdict().startswith("gradients ok")
 
 
+# -- "not applicable" says why and what would make it apply; the verdict says what ran --------
+
+def _tanh_fit(path=None, **options):
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(40, 3, generator=g)
+    Y = torch.randn(40, 1, generator=g)
+    w1 = torch.randn(3, 4, generator=g).requires_grad_()
+    w2 = torch.randn(4, 1, generator=g).requires_grad_()
+    with gradtrace.trace(path, **options) as t:
+        for _ in range(2):
+            F.mse_loss(torch.tanh(X @ w1) @ w2, Y).backward()
+            with torch.no_grad():
+                for p in (w1, w2):
+                    p -= 0.1 * p.grad
+                    p.grad = None
+    return t.result
+
+
+def test_not_applicable_names_the_option_that_makes_it_apply_and_then_it_passes():
+    # X (40 x 3 = 120 elements) kept as statistics only: nothing to replay from
+    small = check_trace(_tanh_fit(max_value_numel=100), numeric="all", diagnostics=False)
+    [na, *_] = small.of("numeric")
+    assert na.status == "not_applicable"
+    assert "statistics only" in na.detail and "--max-numel 120" in na.detail, na.detail
+    assert small.verdict().startswith("no check applies ("), small.verdict()
+    assert "--max-numel 120" in small.verdict() and small.exit_code() == 0
+    # ... and with that option the numeric check runs and passes
+    full = check_trace(_tanh_fit(max_value_numel=120), numeric="all", diagnostics=False)
+    assert {c.status for c in full.of("numeric")} == {"pass"}
+    # a step that is not a linear model says what the analytic check covers
+    [an, *_] = full.of("analytic_mse")
+    assert an.status == "not_applicable" and "numeric check covers" in an.detail
+
+
+def test_the_verdict_says_which_checks_ran():
+    trace = symmetric_linear(steps=2)
+    both = check_trace(trace, numeric="all", diagnostics=False).verdict()
+    assert both.startswith("gradients ok: analytic_mse 4 passed"), both
+    assert "numeric 4 passed" in both
+    only = check_trace(trace, numeric="none", diagnostics=False).verdict()
+    assert only.startswith("gradients ok by the analytic_mse check (the numeric check was not run)")
+
+
+def test_the_verdict_when_the_numeric_check_does_not_apply():
+    x = torch.linspace(-1, 1, 30).reshape(-1, 1)
+    w = torch.zeros(1, 1, requires_grad=True)
+    with gradtrace.trace() as t:
+        # the target goes through dropout: the data's dropout is data, but here it is
+        # the model's output: the replay would draw different numbers
+        loss = ((F.dropout(x @ w, 0.5) - x) ** 2).mean()
+        loss.backward()
+    report = check_trace(t.result, numeric="all", diagnostics=False)
+    [na] = report.of("numeric")
+    assert na.status == "not_applicable" and "model.eval()" in na.detail, na.detail
+    assert not report.failed and report.exit_code() == 0
+
+
 # -- options --------------------------------------------------------------------------------------
 
 def test_steps_and_numeric_options(demo_trace):
@@ -178,71 +232,3 @@ def test_json_document_keys(demo_trace):
     assert doc["optimum"]["distance"][0][0] == 0
     # deterministic: the same document twice
     assert demo_trace("crop_yield").check(steps="0:3").to_json() == report.to_json()
-
-
-# -- the command line ------------------------------------------------------------------------------
-
-def test_cli_check_json_and_exit_codes(tmp_path):
-    path = tmp_path / "doubled.gtrace"
-    _doubled_w_trace(path)
-    runner = CliRunner()
-    r = runner.invoke(cli, ["check", str(path), "--json", "--no-numeric"])
-    assert r.exit_code == 3, r.output   # a failed check exits with 3, --strict or not
-    doc = json.loads(r.output)
-    assert [(c["step"], c["param"], c["status"]) for c in doc["checks"]] == [
-        (0, "w", "fail"), (0, "b", "pass"), (1, "w", "fail"), (1, "b", "pass")]
-    r = runner.invoke(cli, ["check", str(path), "--numeric"])
-    assert r.exit_code == 3 and r.output.startswith("gradients WRONG at step 0 (w)")
-    assert "numeric w: 0/2 passed, 2 failed" in r.output
-
-
-def test_cli_strict_and_usage_errors(tmp_path, capsys):
-    path = tmp_path / "doubled.gtrace"
-    _doubled_w_trace(path)
-    code, out, _ = gradtrace_main(capsys, "check", str(path), "--strict", "--no-numeric")
-    assert code == 3 and "FAIL analytic_mse step 0 w" in out
-    code, out, err = gradtrace_main(capsys, "check", str(path), "--steps", "7:3")
-    assert code == 2 and out == ""
-    assert err.splitlines() == ["gradtrace: error: step range '7:3' is empty or negative; "
-                                "use A:B with 0 <= A < B"]
-    code, out, err = gradtrace_main(capsys, "check", str(tmp_path / "missing.gtrace"))
-    assert code == 2 and len(err.splitlines()) == 1 and "missing.gtrace" in err
-
-
-def test_cli_strict_exits_3_on_a_finding_and_0_without(tmp_path):
-    w = torch.zeros(1, requires_grad=True)
-    x = torch.rand(5)
-    path = tmp_path / "data.gtrace"
-    with gradtrace.trace(path):
-        for _ in range(2):
-            ((x * w - x) ** 2).mean().backward()
-            w.data -= 0.1 * w.grad.data
-            w.grad.data.zero_()
-    runner = CliRunner()
-    r = runner.invoke(cli, ["check", str(path), "--strict"])
-    assert r.exit_code == 3 and "data_update (step 0" in r.output
-    r = runner.invoke(cli, ["check", str(path)])
-    assert r.exit_code == 0 and "gradients ok" in r.output
-
-
-@pytest.mark.slow  # `gradtrace run` in a forked child
-def test_run_prints_the_verdict_and_the_findings(tmp_path):
-    script = tmp_path / "nozero.py"
-    script.write_text(textwrap.dedent("""
-        import torch
-        torch.manual_seed(0)
-        X, y = torch.randn(10, 2), torch.randn(10, 1)
-        w = torch.zeros(2, 1, requires_grad=True)
-        for i in range(3):
-            ((X @ w - y) ** 2).sum().backward()
-            with torch.no_grad():
-                w -= 0.01 * w.grad
-        print("done")
-    """))
-    r = gradtrace_cmd("run", "-o", str(tmp_path / "t.gtrace"), str(script), cwd=tmp_path)
-    assert r.returncode == 0 and r.stdout == "done\n"
-    lines = r.stderr.splitlines()
-    [verdict] = [ln for ln in lines if ln.startswith("gradtrace: check: ")]
-    assert verdict.startswith("gradtrace: check: gradients ok: analytic_mse 3 passed (max rel err ")
-    assert "numeric 3 passed" in verdict and verdict.endswith("; 1 finding (forgot_zero_grad)")
-    assert any(ln.startswith("gradtrace:   forgot_zero_grad (step 1, nozero.py:7)") for ln in lines)

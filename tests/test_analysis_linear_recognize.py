@@ -11,7 +11,7 @@ from dataclasses import replace
 import torch
 
 import gradtrace
-from gradtrace.analysis.linear import SOFTMAX_CE, SQUARED_ERROR, LinearFit, NotApplicable, pool, recognize
+from gradtrace.analysis.linear import SOFTMAX_CE, SQUARED_ERROR, LinearFit, NotApplicable, recognize
 from gradtrace.analysis.numeric import autograd_gradients
 
 torch.manual_seed(0)
@@ -83,12 +83,3 @@ def test_a_permute_without_dims_is_not_applicable():
     assert na.family == SQUARED_ERROR
     assert "permute without its dims" in na.reason
 
-
-def test_pool_keeps_the_predictions_only_when_every_step_has_them():
-    w = torch.randn(D, 1, requires_grad=True)
-    fits = [recognize(_step(lambda: ((X @ w - Y1) ** 2).sum())) for _ in range(2)]
-    assert all(isinstance(f, LinearFit) and f.pred is not None for f in fits)
-    both = pool(fits)
-    assert both.pred is not None and both.pred.shape == (2 * N, 1)
-    torch.testing.assert_close(both.pred, torch.cat([fits[0].pred, fits[1].pred]))
-    assert pool([fits[0], replace(fits[1], pred=None)]).pred is None

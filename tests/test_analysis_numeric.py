@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,17 @@ def test_batched_and_one_at_a_time_finite_differences_agree(monkeypatch):
     monkeypatch.setattr(numeric.Replay, "losses", losses)
     chunked = finite_differences(rp, values, tid, idx)
     assert float((chunked.fd - batched.fd).abs().max()) <= 1e-9 * scale
+
+
+def test_finite_differences_estimate_their_truncation_error():
+    w = torch.tensor([0.7], dtype=torch.float64, requires_grad=True)
+    with gradtrace.trace() as t:
+        torch.sin(5 * w).sum().backward()
+    rp, values = replay_of(t.result.steps[0])
+    fd = finite_differences(rp, values, next(iter(values)), [0])
+    exact = 5 * math.cos(3.5)
+    assert abs(float(fd.d_h[0]) - exact) > abs(float(fd.fd[0]) - exact)   # extrapolation helps
+    assert abs(float(fd.fd[0]) - exact) <= 1e-8
 
 
 def test_a_custom_function_with_a_wrong_backward_fails_and_is_named():

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 import gradtrace
 from gradtrace.analysis.check import check_trace, numeric_check
-from gradtrace.analysis.errmodel import UNIT_ROUNDOFF, ErrorModel, gamma
-from gradtrace.analysis.numeric import finite_differences, replay_of
+from gradtrace.analysis.errmodel import UNIT_ROUNDOFF, ErrorModel, gamma, unit_roundoff
+from gradtrace.analysis.numeric import replay_of
 
 
 class Legendre3(torch.autograd.Function):
@@ -231,15 +231,82 @@ def test_gamma_and_the_magnitudes_of_a_reduction():
     assert gamma(1001 + 2, u) * terms <= float(bound) <= 5 * gamma(1001 + 3, u) * terms
 
 
-def test_finite_differences_estimate_their_truncation_error():
-    w = torch.tensor([0.7], dtype=torch.float64, requires_grad=True)
+# -- the model's pieces, derived by hand -----------------------------------------------------------
+
+def test_the_unit_roundoff_of_each_dtype_is_half_its_machine_epsilon():
+    for name, u in UNIT_ROUNDOFF.items():
+        assert u == torch.finfo(getattr(torch, name)).eps / 2, name
+        assert unit_roundoff(name) == u
+    # a dtype the model does not know (an integer result) is taken as float32
+    assert unit_roundoff("int64") == unit_roundoff("no such dtype") == UNIT_ROUNDOFF["float32"]
+
+
+def test_gamma_is_k_u_over_one_minus_k_u_and_stays_finite_from_k_u_one_half_on():
+    assert gamma(0, 0.25) == 0.0
+    assert gamma(1, 0.25) == pytest.approx((1 / 4) / (3 / 4), rel=1e-15)
+    # at k u = 1/2 the formula would be 1; from there on it is 2 k u, so it never blows up
+    assert gamma(1 - 1e-9, 0.5) == pytest.approx(1.0, rel=1e-8)
+    assert gamma(2, 0.25) == 1.0 and gamma(4, 0.25) == 2.0 and gamma(1e6, 0.25) == 5e5
+
+
+X4 = torch.tensor([0.5, -1.25, 3.0, 0.1], dtype=torch.float64)
+W4 = [1.0, 2.0, -0.5, 4.0]
+
+
+def _model_of(loss_fn):
+    """The ErrorModel of one recorded backward of ``loss_fn(w)``, w a float64 leaf like W4."""
+    w = torch.tensor(W4, dtype=torch.float64, requires_grad=True)
     with gradtrace.trace() as t:
-        torch.sin(5 * w).sum().backward()
+        loss_fn(w).backward()
     rp, values = replay_of(t.result.steps[0])
-    fd = finite_differences(rp, values, next(iter(values)), [0])
-    exact = 5 * math.cos(3.5)
-    assert abs(float(fd.d_h[0]) - exact) > abs(float(fd.fd[0]) - exact)   # extrapolation helps
-    assert abs(float(fd.fd[0]) - exact) <= 1e-8
+    return ErrorModel(rp, values)
+
+
+def test_the_backward_bound_of_a_dot_product_is_gamma_3_of_its_inputs_magnitudes():
+    """L = x @ w: dL/dw = x, one product per element (k = 4 terms / 4 elements + 2)."""
+    model = _model_of(lambda w: X4 @ w)
+    assert model.dtypes == ["float64"]
+    [(tid, bound)] = model.backward_bounds().items()
+    torch.testing.assert_close(model.gradient[tid], X4, rtol=0, atol=0)
+    torch.testing.assert_close(bound, gamma(3, UNIT_ROUNDOFF["float64"]) * X4.abs(), rtol=1e-15, atol=0)
+    # the gradient of a linear loss does not depend on the forward's values: no forward bound
+    assert model.forward_bound(tid, [0, 1, 2, 3]).tolist() == [0.0] * 4
+
+
+def test_the_loss_error_of_a_dot_product_is_gamma_of_its_terms_plus_one_rounding():
+    model = _model_of(lambda w: X4 @ w)
+    u = UNIT_ROUNDOFF["float64"]
+    terms = [abs(a * b) for a, b in zip(X4.tolist(), W4)]
+    loss = sum(a * b for a, b in zip(X4.tolist(), W4))
+    # E = gamma(k + 1, u) * sum |x_j w_j|, k = 4 terms / 1 output + 2
+    assert model.loss_error() == pytest.approx(gamma(4 + 3, u) * sum(terms) + u * abs(loss), rel=1e-12)
+
+
+def test_the_forward_bound_of_a_squared_dot_product_follows_the_rounded_product():
+    """L = (x @ w)^2: dL/dw_i = 2 v x_i, and v = x @ w is rounded by gamma(4 + 2) sum |x_j w_j|."""
+    model = _model_of(lambda w: (X4 @ w) ** 2)
+    [tid] = list(model.gradient)
+    u = UNIT_ROUNDOFF["float64"]
+    E_v = gamma(4 + 2, u) * sum(abs(a * b) for a, b in zip(X4.tolist(), W4))
+    got = model.forward_bound(tid, [0, 1, 2, 3])
+    torch.testing.assert_close(got, 2 * X4.abs() * E_v, rtol=1e-12, atol=0)
+    assert model.forward_bound(tid, [2]).tolist() == pytest.approx([got[2].item()], rel=1e-15)
+
+
+def test_an_op_that_ran_in_bfloat16_adds_the_rounding_of_its_result():
+    """A bfloat16 dot product accumulates in float32 and rounds its result once to bfloat16:
+    gamma_3(u_float32) + u_bfloat16, then the float() after it adds its own gamma_3(u_float32)."""
+    x = X4.to(torch.bfloat16)
+    w = torch.tensor(W4, dtype=torch.bfloat16, requires_grad=True)
+    with gradtrace.trace() as t:
+        (x @ w).float().backward()
+    model = ErrorModel(*replay_of(t.result.steps[0]))
+    assert model.dtypes == ["bfloat16", "float32"]
+    [bound] = model.backward_bounds().values()
+    g3 = gamma(3, UNIT_ROUNDOFF["float32"])
+    mags = x.double().abs()  # 0.1 in bfloat16 is not 0.1
+    expected = (g3 + UNIT_ROUNDOFF["bfloat16"]) * mags + g3 * mags
+    torch.testing.assert_close(bound, expected, rtol=1e-12, atol=0)
 
 
 # -- mutated twins -------------------------------------------------------------------------------
@@ -298,94 +365,6 @@ def test_the_legendre_lesson_passes_over_a_long_run_and_its_twin_fails():
         assert 0 in failed_steps and {c.param for c in twin.failed} <= {"c", "d"}
         if dtype == torch.float64:
             assert failed_steps == set(range(300))
-
-
-# -- "not applicable" says why and what would make it apply; the verdict says what ran --------
-
-def _tanh_fit(path=None, **options):
-    g = torch.Generator().manual_seed(5)
-    X = torch.randn(40, 3, generator=g)
-    Y = torch.randn(40, 1, generator=g)
-    w1 = torch.randn(3, 4, generator=g).requires_grad_()
-    w2 = torch.randn(4, 1, generator=g).requires_grad_()
-    with gradtrace.trace(path, **options) as t:
-        for _ in range(2):
-            F.mse_loss(torch.tanh(X @ w1) @ w2, Y).backward()
-            with torch.no_grad():
-                for p in (w1, w2):
-                    p -= 0.1 * p.grad
-                    p.grad = None
-    return t.result
-
-
-def test_not_applicable_names_the_option_that_makes_it_apply_and_then_it_passes():
-    # X (40 x 3 = 120 elements) kept as statistics only: nothing to replay from
-    small = check_trace(_tanh_fit(max_value_numel=100), numeric="all", diagnostics=False)
-    [na, *_] = small.of("numeric")
-    assert na.status == "not_applicable"
-    assert "statistics only" in na.detail and "--max-numel 120" in na.detail, na.detail
-    assert small.verdict().startswith("no check applies ("), small.verdict()
-    assert "--max-numel 120" in small.verdict() and small.exit_code() == 0
-    # ... and with that option the numeric check runs and passes
-    full = check_trace(_tanh_fit(max_value_numel=120), numeric="all", diagnostics=False)
-    assert {c.status for c in full.of("numeric")} == {"pass"}
-    # a step that is not a linear model says what the analytic check covers
-    [an, *_] = full.of("analytic_mse")
-    assert an.status == "not_applicable" and "numeric check covers" in an.detail
-
-
-def test_the_verdict_says_which_checks_ran():
-    trace = symmetric_linear(steps=2)
-    both = check_trace(trace, numeric="all", diagnostics=False).verdict()
-    assert both.startswith("gradients ok: analytic_mse 4 passed"), both
-    assert "numeric 4 passed" in both
-    only = check_trace(trace, numeric="none", diagnostics=False).verdict()
-    assert only.startswith("gradients ok by the analytic_mse check (the numeric check was not run)")
-
-
-def test_the_verdict_when_the_numeric_check_does_not_apply():
-    x = torch.linspace(-1, 1, 30).reshape(-1, 1)
-    w = torch.zeros(1, 1, requires_grad=True)
-    with gradtrace.trace() as t:
-        # the target goes through dropout: the data's dropout is data, but here it is
-        # the model's output: the replay would draw different numbers
-        loss = ((F.dropout(x @ w, 0.5) - x) ** 2).mean()
-        loss.backward()
-    report = check_trace(t.result, numeric="all", diagnostics=False)
-    [na] = report.of("numeric")
-    assert na.status == "not_applicable" and "model.eval()" in na.detail, na.detail
-    assert not report.failed and report.exit_code() == 0
-
-
-def test_gradtrace_check_exit_codes(tmp_path):
-    """0 when every check passed, 3 when one failed; --strict leaves a clean run at 0."""
-    from click.testing import CliRunner
-
-    from gradtrace.cli import cli
-
-    good = tmp_path / "good.gtrace"
-    with gradtrace.trace(good):
-        Legendre3.mutation = "none"
-        x = torch.linspace(-1, 1, 200)
-        d = torch.tensor(0.3, requires_grad=True)
-        (Legendre3.apply(d * x) - x).pow(2).sum().backward()
-    bad = tmp_path / "bad.gtrace"
-    try:
-        Legendre3.mutation, Legendre3.factor = "factor", 2.0
-        with gradtrace.trace(bad):
-            d = torch.tensor(0.3, requires_grad=True)
-            (Legendre3.apply(d * x) - x).pow(2).sum().backward()
-    finally:
-        Legendre3.mutation, Legendre3.factor = "none", 1.0
-    runner = CliRunner()
-    r = runner.invoke(cli, ["check", str(good)])
-    assert r.exit_code == 0 and r.output.startswith("gradients ok"), r.output
-    assert "bound" in r.output
-    r = runner.invoke(cli, ["check", str(good), "--strict"])
-    assert r.exit_code == 0, r.output
-    r = runner.invoke(cli, ["check", str(bad)])
-    assert r.exit_code == 3 and r.output.startswith("gradients WRONG at step 0 (d)"), r.output
-    assert "bound" in r.output and "Legendre3" in r.output
 
 
 def test_a_small_backward_error_is_still_blamed_on_its_function():
