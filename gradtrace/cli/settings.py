@@ -71,12 +71,13 @@ def options_of(group: click.Command) -> list[Option]:
     """Every setting of every command, in command order (the top level's first)."""
     found: dict[str, Option] = {}
     for path, command in iter_commands(group):
+        ctx = click.Context(command)  # one per command: a context per option was most of the cost
         for param in command.params:
             if not isinstance(param, click.Option) or not is_setting(param):
                 continue
             section = () if getattr(param, _GLOBAL, False) else path
             opt = Option(section, key_of(param), param.name or key_of(param), _reader(param),
-                         help=(param.help or "").strip(), default=_default(command, param))
+                         help=(param.help or "").strip(), default=_default(ctx, param))
             found.setdefault(opt.dotted, opt)
     # A recording option of Config that `run` has no flag for (max-ops-per-step) is set in
     # run's table too: gradtrace.Config reads it there when `run` builds one.
@@ -86,8 +87,8 @@ def options_of(group: click.Command) -> list[Option]:
     return list(found.values())
 
 
-def _default(command: click.Command, param: click.Option) -> Any:
-    value = param.get_default(click.Context(command), call=True)
+def _default(ctx: click.Context, param: click.Option) -> Any:
+    value = param.get_default(ctx, call=True)
     if value is getattr(click.core, "UNSET", None) or value == ():
         return None
     return value
