@@ -184,3 +184,16 @@ def test_a_query_the_file_cannot_answer_is_one_line(tmp_path):
     assert str(e.value) == f"{path}: truncated or corrupt (no such column: nope); record the run again"
     assert t.info.status == "completed"  # the connection is still good
     assert isinstance(t, Trace)
+
+
+def test_a_closed_trace_says_so_and_not_that_the_file_is_damaged(tmp_path):
+    path = tmp_path / "run.gtrace"
+    _write(path)
+    t = gradtrace.load(path)
+    t.close()
+    for read in (lambda: t.info, lambda: t.steps, lambda: t.step(0)):
+        with pytest.raises(UsageError) as e:
+            read()
+        assert not isinstance(e.value, TraceFileError)
+        assert str(e.value) == f"{path}: this Trace was closed; gradtrace.load() it again to read it"
+    assert gradtrace.load(path).info.status == "completed"  # the file itself is fine

@@ -35,6 +35,7 @@ class Trace:
     def __init__(self, conn: sqlite3.Connection, path: str, version: int = FORMAT_VERSION, *,
                  limits: Limits | None = None):
         self._conn = conn
+        self._closed = False
         self.path = path
         self.limits = limits or Limits()
         self._info: RunInfo | None = None
@@ -53,6 +54,7 @@ class Trace:
         try:
             return self._conn.execute(sql, tuple(args)).fetchall()
         except sqlite3.DatabaseError as e:
+            self._if_closed()
             raise TraceFileError(self.path, f"truncated or corrupt ({e}); record the run again") from None
         except (MemoryError, OverflowError) as e:
             raise TraceFileError(self.path, f"holds a value too large to read ({type(e).__name__})") from None
@@ -68,9 +70,16 @@ class Trace:
                     return
                 yield rows
         except sqlite3.DatabaseError as e:
+            self._if_closed()
             raise TraceFileError(self.path, f"truncated or corrupt ({e}); record the run again") from None
         except (MemoryError, OverflowError) as e:
             raise TraceFileError(self.path, f"holds a value too large to read ({type(e).__name__})") from None
+
+    def _if_closed(self) -> None:
+        """A query on a closed trace is the caller's mistake, not a damaged file."""
+        if self._closed:
+            raise UsageError(f"{self.path}: this Trace was closed; gradtrace.load() it again "
+                             "to read it")
 
     def _bad(self, e: Malformed) -> TraceFileError:
         return TraceFileError(self.path, f"{e}; the file is damaged or was not written by "
@@ -225,6 +234,7 @@ class Trace:
         return conveniences.html(self)
 
     def close(self) -> None:
+        self._closed = True
         self._conn.close()
 
     def __repr__(self) -> str:
