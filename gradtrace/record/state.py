@@ -126,7 +126,8 @@ class Run:
         n = self.transform_ops
         if n:
             lines.append(f"{n} op{'s' if n != 1 else ''} ran inside torch.func transforms and "
-                         "were not recorded (gradtrace records autograd, not functorch)")
+                         f"{'were' if n != 1 else 'was'} not recorded (gradtrace records "
+                         "autograd, not functorch)")
         if self.compiled:
             lines.append("torch.compile'd code ran: compiled regions are not recorded op by op "
                          "(what runs outside them is, and the backward pass)")
