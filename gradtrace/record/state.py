@@ -162,7 +162,10 @@ class StepState:
         self.pending = IdMap()  # output of a recent non-graph op -> its call, for prep ops
         self.reset()
 
-    def reset(self) -> None:
+    def reset(self, keep_pending: bool = False) -> None:
+        """A new step; ``keep_pending``: the non-graph ops made since the last backward pass
+        stay candidates for prep ops (they ran before the step's first graph op, so they
+        belong to it)."""
         self.ops = 0
         self.graph_ops = 0
         self.dropped = 0
@@ -181,7 +184,8 @@ class StepState:
         self.leaf_names = IdMap()    # leaf -> the variable name that holds it ("" for none)
         self.name_tried: set[int] = set()  # tids looked up for a name in this step
         self.grad_vid: dict[int, tuple[int, int, int]] = {}  # tid -> (vid, id(grad), version)
-        self.pending.clear()
+        if not keep_pending:
+            self.pending.clear()
 
     def count(self, key: str) -> None:
         self.run.totals[key] += 1
