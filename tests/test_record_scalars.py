@@ -62,17 +62,25 @@ def test_each_parameter_is_one_column_in_the_order_first_seen():
     assert taker.params == [b, a]
 
 
-# The first torch optimizer made in a process costs ~2 s (torch imports its compile
-# machinery); the suite pays it once, in whichever test makes one first.
+class _Optimizer:
+    """What watch_optimizer reads of a torch optimizer: its param_groups (a real one costs
+    ~2 s to make first in a process: torch imports its compile machinery)."""
+
+    def __init__(self, params):
+        self.param_groups = [{"params": list(params), "lr": 0.1}]
+
+    def add_param_group(self, group):
+        self.param_groups.append(group)
+
+
 def test_an_optimizers_parameters_are_watched_once_and_again_when_groups_grow():
     taker, run, w = _taker()
     p, q = torch.ones(2, requires_grad=True), torch.ones(1, requires_grad=True)
-    frozen = torch.ones(1, requires_grad=True)
-    opt = torch.optim.SGD([p, frozen], lr=0.1)
-    frozen.requires_grad_(False)  # frozen after the optimizer was made: no column
+    frozen = torch.ones(1)
+    opt = _Optimizer([p, frozen])
     taker.watch_optimizer(opt)
     taker.watch_optimizer(opt)
-    assert taker.params == [p]
+    assert taker.params == [p]          # what needs no grad gets no column
     opt.add_param_group({"params": [q]})
     taker.watch_optimizer(opt)
     assert taker.params == [p, q]
