@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gradtrace.config import Config, Option, Settings, find_config_file, read_bool, read_int
-from gradtrace.errors import ConfigError, UsageError
+from gradtrace.errors import ConfigError
 
 OPTIONS = [Option(("run",), "every", "every", read_int, default=1),
            Option(("run",), "animate", "animate", read_bool, default=True),
@@ -140,10 +140,6 @@ def test_the_nearest_pyproject_with_a_gradtrace_table(tmp_path, monkeypatch):
     assert find_config_file(inner, {"GRADTRACE_CONFIG": ""}) is None
     with pytest.raises(ConfigError, match="^GRADTRACE_CONFIG: .*no such file"):
         find_config_file(inner, {"GRADTRACE_CONFIG": str(tmp_path / "missing.toml")})
-
-
-def test_config_error_is_a_usage_error():
-    assert issubclass(ConfigError, UsageError) and ConfigError("f", "k", "bad").exit_code == 2
 
 
 def test_a_number_field_takes_what_its_own_check_takes(project, monkeypatch):

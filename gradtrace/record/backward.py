@@ -124,6 +124,8 @@ class Backward:
             bw.write(out)
         run.after_backward = True
         self.step.has_backward = True
+        # The step's forward is over: what is made from here on is the next step's.
+        self.step.pending.clear()
         run.totals["backward"] += 1
         return out
 

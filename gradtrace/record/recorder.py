@@ -205,7 +205,7 @@ class Recorder:
         run.step += 1
         run.after_backward = False
         run.recording = run.policy.decide(run.step)
-        self.step_state.reset()
+        self.step_state.reset(keep_pending=run.recording)
         if not run.recording and run.policy.samples:
             self.mode.go_idle()
 

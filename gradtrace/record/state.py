@@ -126,7 +126,8 @@ class Run:
         n = self.transform_ops
         if n:
             lines.append(f"{n} op{'s' if n != 1 else ''} ran inside torch.func transforms and "
-                         "were not recorded (gradtrace records autograd, not functorch)")
+                         f"{'were' if n != 1 else 'was'} not recorded (gradtrace records "
+                         "autograd, not functorch)")
         if self.compiled:
             lines.append("torch.compile'd code ran: compiled regions are not recorded op by op "
                          "(what runs outside them is, and the backward pass)")
@@ -161,7 +162,10 @@ class StepState:
         self.pending = IdMap()  # output of a recent non-graph op -> its call, for prep ops
         self.reset()
 
-    def reset(self) -> None:
+    def reset(self, keep_pending: bool = False) -> None:
+        """A new step; ``keep_pending``: the non-graph ops made since the last backward pass
+        stay candidates for prep ops (they ran before the step's first graph op, so they
+        belong to it)."""
         self.ops = 0
         self.graph_ops = 0
         self.dropped = 0
@@ -180,7 +184,8 @@ class StepState:
         self.leaf_names = IdMap()    # leaf -> the variable name that holds it ("" for none)
         self.name_tried: set[int] = set()  # tids looked up for a name in this step
         self.grad_vid: dict[int, tuple[int, int, int]] = {}  # tid -> (vid, id(grad), version)
-        self.pending.clear()
+        if not keep_pending:
+            self.pending.clear()
 
     def count(self, key: str) -> None:
         self.run.totals[key] += 1
