@@ -126,3 +126,18 @@ def test_a_view_made_inside_a_function_is_an_activation_every_step():
     for s in tr.steps:
         (view,) = [o for o in s.ops if o.name == "t"]
         assert view.parent is not None and s.tensors[view.outputs[0]].role == "activation"
+
+
+def test_a_chain_of_prep_ops_calling_one_function_twice_keeps_its_inputs_name():
+    """``X.reshape(-1).flip(0).reshape(4, 3)``: the two reshapes are two places to look for a
+    name; the unnamed input of the second must not make the first forget ``X``, in any step."""
+    X = torch.arange(12.0).reshape(3, 4)
+    w = torch.ones(3, 2, requires_grad=True)
+    with gradtrace.trace() as t:
+        for _ in range(3):
+            (X.reshape(-1).flip(0).reshape(4, 3) @ w).sum().backward()
+    for s in t.result.steps:
+        ops = [(o.name, [s.name(i) for i in o.inputs]) for o in s.ops]
+        assert [name for name, _ in ops] == ["reshape", "flip", "reshape", "matmul", "sum"], ops
+        assert ops[0][1] == ["X"] and ops[3][1][1] == "w", ops
+        assert ops[1][1] != ["X"] and ops[2][1] != ["X"], ops   # the middle links are unnamed

@@ -172,16 +172,18 @@ class Forward:
         return not t.requires_grad and self.step.pending.get(t) is not None \
             and self.run.param_names.get(t) is None
 
-    def _pull_prep(self, t, prep, f):
-        """Record the non-graph op that made unnamed tensor ``t`` (e.g. ``y.reshape(...)``)."""
+    def _pull_prep(self, t, prep, f, depth: int = 0):
+        """Record the non-graph op that made unnamed tensor ``t`` (e.g. ``y.reshape(...)``);
+        ``depth``: how far down a chain of prep ops (``X.reshape(-1).flip(0).reshape(4, 3)``)."""
         func, args, kwargs, sid, module = prep
         self.step.pending.d.pop(id(t), None)
         outs = (t,)
-        # Inputs of the prep op may themselves be unnamed prep outputs: pull those first.
+        # Inputs of the prep op may themselves be unnamed prep outputs: pull those first. The
+        # depth is part of the name site: the two reshapes of one chain are two sites.
         for k, a in enumerate(tensors_in(args, kwargs)):
             if self.run.tids.get(a) is None and grad_fn_of(a) is None and self._is_prep(a) \
-                    and self.naming.leaf_name(f, a, (f.f_code, f.f_lasti, func, k)) is None:
-                self._pull_prep(a, self.step.pending.get(a), f)
+                    and self.naming.leaf_name(f, a, (f.f_code, f.f_lasti, func, k, depth)) is None:
+                self._pull_prep(a, self.step.pending.get(a), f, depth + 1)
         self.record(func, args, kwargs, outs, False, None, sid=sid, name_frame=f, module=module)
         return self.run.tids.get(t)
 
