@@ -470,24 +470,6 @@ def test_redrawing_what_changed_gives_the_picture_of_drawing_everything(demo_tra
     assert any((changed[i] != changed[i + 1]).any() for i in range(len(changed) - 1))
 
 
-def test_backprop_keeps_the_artists_that_did_not_change(demo_trace):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    anim = animation_of_trace(demo_trace("linreg"), kind="backprop", frames=12)
-    r = anim.renderer
-    fig = Figure(figsize=(12, 6.75), dpi=40)
-    FigureCanvasAgg(fig)
-    r.setup(fig)
-    r.draw(2)
-    before = {id(a) for a in r.animated()}
-    r.draw(3)
-    after = {id(a) for a in r.animated()}
-    kept = before & after
-    assert kept and len(kept) > len(after) / 2   # most of the picture stays: X, w, b, y ...
-    assert after - before                        # and what changed is new
-
-
 def test_shared_palette_maps_every_frame_onto_one(tmp_path):
     from PIL import Image
 

@@ -19,9 +19,14 @@ from gradtrace.render.explorer_graph import OPTIONS, geometry
 from gradtrace.tracefile.model import Op
 
 
+_WIDE: list = []   # recorded once per session: three test files use it
+
+
 @pytest.fixture(scope="module")
 def wide():
     """The hard case for text: four parameters, 256-wide layers, long names."""
+    if _WIDE:
+        return _WIDE[0]
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 1))
     X, y = torch.randn(64, 256), torch.randn(64, 1)
@@ -31,6 +36,7 @@ def wide():
             opt.zero_grad()
             nn.functional.mse_loss(model(X), y).backward()
             opt.step()
+    _WIDE.append(t.result)
     return t.result
 
 
