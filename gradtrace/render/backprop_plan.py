@@ -8,15 +8,14 @@ drawing, so the walk is tested without matplotlib."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import NothingToDrawError, UsageError
 from ..formatting import value as fmt_value
 from .backprop_backward import _accumulate_summary, _backward_frames
-from .backprop_frames import (Frame, ParamCell, _code, _done_frame, _event_frame, _group_events,
-                              _next_loss, _no_zero_frame)
+from .backprop_frames import (Frame, ParamCell, _code, _done_frame, _event_frame, _next_loss,
+                              _no_zero_frame)
 from .backprop_scene import Scene, _expr, _scene
 
 __all__ = ["Plan", "backprop_plan", "pick_step"]
@@ -78,13 +77,12 @@ def backprop_plan(trace, step, budget: int = 80) -> Plan:
     fwd_ops = [o for o in step.ops if o.parent is None and o.outputs
                and o.outputs[0] in scene.nodes and scene.nodes[o.outputs[0]].op == o.index]
     run_nodes = bw.execution_order
-    groups = _group_events([e for e in step.events if e.kind != "accumulate"])
-    fixed = 4 + len(groups) + 1
-    flexible = len(fwd_ops) + len(run_nodes)
-    per = 1
+    fwd_set = {o.index for o in fwd_ops}
+    timeline = [x for x in step.timeline()
+                if x.kind not in ("accumulate", "op") or (x.kind == "op" and x.index in fwd_set)]
+    per = _per_frame(timeline, len(run_nodes), not step.zeroings, budget)
     note = None
-    if fixed + flexible > budget:
-        per = math.ceil(flexible / max(2, budget - fixed))
+    if per > 1:
         note = (f"{len(fwd_ops)} forward ops and {len(run_nodes)} backward nodes are shown up to "
                 f"{per} per frame to keep within the {budget}-frame budget")
 
@@ -112,9 +110,6 @@ def backprop_plan(trace, step, budget: int = 80) -> Plan:
     frames.append(st.snapshot("intro", intro))
 
     acc_by_tid = {e.tensor: e for e in step.accumulations}
-    fwd_set = {o.index for o in fwd_ops}
-    timeline = [x for x in step.timeline()
-                if x.kind not in ("accumulate", "op") or (x.kind == "op" and x.index in fwd_set)]
     done_fwd = 0
     i = 0
     while i < len(timeline):
@@ -155,6 +150,36 @@ def backprop_plan(trace, step, budget: int = 80) -> Plan:
     frames.append(_done_frame(st, step))
     title = f"{_script_name(trace)} · step {step.index}: back-propagation, one step"
     return Plan(scene, frames, step.index, phases, title, note)
+
+
+def _per_frame(timeline, nodes: int, no_zero: bool, budget: int) -> int:
+    """The fewest forward ops (of a run of them) or backward nodes to a frame that keep the
+    walk of ``timeline`` within ``budget`` frames; the most there is to share a frame when
+    no number does. Counted as the walk makes frames: the intro, a frame per ``per`` ops of
+    each run of them, backward()'s start, a frame per ``per`` nodes and the accumulation
+    summary, a frame per run of events of one kind, the no-zero frame and the end."""
+    runs: list[int] = []
+    fixed = 2 + (1 if no_zero else 0)
+    passes = 0
+    i = 0
+    while i < len(timeline):
+        j = i + 1
+        while j < len(timeline) and timeline[j].kind == timeline[i].kind != "backward":
+            j += 1
+        kind = timeline[i].kind
+        if kind == "op":
+            runs.append(j - i)
+        elif kind == "backward":
+            passes += 1
+            fixed += 2
+        else:
+            fixed += 1
+        i = j
+    most = max([nodes, *runs, 1])
+    for per in range(1, most + 1):
+        if fixed + sum(-(-r // per) for r in runs) + passes * -(-nodes // per) <= budget:
+            return per
+    return most
 
 
 def _script_name(trace) -> str:
