@@ -1,4 +1,4 @@
-"""`gradtrace animate` and the animations `gradtrace run` writes, in real subprocesses."""
+"""cli/animate.py: `gradtrace animate` and the animations `gradtrace run` writes, in real subprocesses."""
 
 from __future__ import annotations
 

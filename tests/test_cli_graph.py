@@ -1,4 +1,4 @@
-"""`gradtrace graph` and the graph.svg that `gradtrace run` writes: real subprocesses, plus
+"""cli/graph.py: `gradtrace graph` and the graph.svg that `gradtrace run` writes: real subprocesses, plus
 the cheaper option checks through the same main() in this process."""
 
 from __future__ import annotations

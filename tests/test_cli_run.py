@@ -1,4 +1,5 @@
-"""`gradtrace run` and `gradtrace summary` in real subprocesses: python's behaviour, exit codes, signals."""
+"""cli/run.py: `gradtrace run` and `gradtrace summary` in real subprocesses: python's
+behaviour, exit codes, signals."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The recorder: the events of one step, every zeroing and update idiom, leaving nothing behind."""
+"""record/recorder.py, the recorder: the events of one step, every zeroing and update idiom, leaving nothing behind."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What Jupyter shows: readable HTML and short plain reprs for Trace, Step, CheckReport and
+"""render/notebook.py, what Jupyter shows: readable HTML and short plain reprs for Trace, Step, CheckReport and
 Finding; graphs as an SVG that fits the cell plus a PNG; t.explore() inline. The last test
 executes a real notebook with nbclient and an IPython kernel and reads its MIME bundles."""
 

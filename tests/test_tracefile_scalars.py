@@ -1,4 +1,4 @@
-"""trace.scalars(): every step's loss and norms as numpy columns, checked on the way in."""
+"""tracefile/scalars.py, trace.scalars(): every step's loss and norms as numpy columns, checked on the way in."""
 
 from __future__ import annotations
 
