@@ -18,6 +18,7 @@ import contextlib
 import io
 import os
 import runpy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,34 @@ class RecordedDemos:
 def recorded_demos(tmp_path_factory) -> RecordedDemos:
     """The session's one set of recorded demos (see RecordedDemos)."""
     return RecordedDemos(tmp_path_factory.mktemp("recorded-demos"))
+
+
+@pytest.fixture(scope="session")
+def _twenty_steps(tmp_path_factory) -> Path:
+    import torch
+
+    import gradtrace
+
+    torch.manual_seed(0)
+    w = torch.randn(3, 1, requires_grad=True)
+    X = torch.randn(8, 3)
+    path = tmp_path_factory.mktemp("twenty-steps") / "run.gtrace"
+    with gradtrace.trace(path):
+        for _ in range(20):
+            (X @ w).pow(2).mean().backward()
+            with torch.no_grad():
+                w -= 0.1 * w.grad
+                w.grad.zero_()
+    return path
+
+
+@pytest.fixture
+def twenty_step_file(tmp_path, _twenty_steps) -> Path:
+    """A 20-step run (a 3-weight least-squares loop) recorded once per session; each test
+    gets its own copy, to read or to damage (the tracefile tests)."""
+    path = tmp_path / "run.gtrace"
+    shutil.copyfile(_twenty_steps, path)
+    return path
 
 
 @pytest.fixture(scope="session")

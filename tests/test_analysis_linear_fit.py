@@ -12,25 +12,7 @@ import gradtrace
 from gradtrace.analysis.linear import LinearFit, NotApplicable, NotApplicableError, pool, recognize
 from gradtrace.analysis.linear.fit import (SOFTMAX_CE, SQUARED_ERROR, Term, _apply_views, _Param,
                                            _undo_views, bias_of, params_of, weight_of)
-
-torch.manual_seed(0)
-N, D, K = 8, 3, 2
-X = torch.randn(N, D)
-Y2 = torch.randn(N, K)
-Y1 = torch.randn(N, 1)
-LABELS = torch.tensor([0, 1, 1, 0, 1, 0, 0, 1])
-
-
-def _params(*shapes):
-    g = torch.Generator().manual_seed(1)
-    return [torch.randn(*s, generator=g).requires_grad_() for s in shapes]
-
-
-def _step(loss_fn):
-    """Record one backward of loss_fn() and return its step."""
-    with gradtrace.trace() as t:
-        loss_fn().backward()
-    return t.steps[0]
+from linear_data import N, D, K, X, Y2, Y1, LABELS, params as _params, one_step as _step
 
 
 W, B = _params((K, D), (K,))

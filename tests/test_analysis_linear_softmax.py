@@ -12,35 +12,9 @@ import gradtrace
 from gradtrace.analysis.linear import SOFTMAX_CE, recognize
 from gradtrace.analysis.linear.reader import _NA, _Reader
 from gradtrace.analysis.linear.softmax import CrossEntropyMatcher
-from gradtrace.analysis.numeric import autograd_gradients
+from linear_data import N, D, K, X, LABELS, params as _params, one_step as _step, agrees as _agrees
 
 HERE = Path(__file__).name  # the source lines recorded here name this file
-
-torch.manual_seed(0)
-N, D, K = 8, 3, 2
-X = torch.randn(N, D)
-LABELS = torch.tensor([0, 1, 1, 0, 1, 0, 0, 1])
-
-
-def _params(*shapes):
-    g = torch.Generator().manual_seed(1)
-    return [torch.randn(*s, generator=g).requires_grad_() for s in shapes]
-
-
-def _step(loss_fn):
-    """Record one backward of loss_fn() and return its step."""
-    with gradtrace.trace() as t:
-        loss_fn().backward()
-    return t.steps[0]
-
-
-def _agrees(step, fit):
-    """The closed form equals what autograd accumulated, to float32 rounding."""
-    got = autograd_gradients(step)
-    ref = fit.gradient()
-    assert set(got) == set(ref)
-    for tid in ref:
-        torch.testing.assert_close(got[tid].reshape(ref[tid].shape), ref[tid], rtol=1e-5, atol=1e-5)
 
 
 W, B = _params((K, D), (K,))

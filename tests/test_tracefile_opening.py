@@ -8,7 +8,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-import torch
 
 import gradtrace
 from gradtrace.errors import TraceFileError, TraceWriteError
@@ -16,29 +15,6 @@ from gradtrace.tracefile.checked import Limits
 from gradtrace.tracefile.opening import check_header, is_trace, load
 from gradtrace.tracefile.reader import Trace
 from gradtrace.tracefile.schema import APPLICATION_ID, FORMAT_VERSION, OLDEST_READABLE
-
-
-@pytest.fixture(scope="module")
-def _recorded(tmp_path_factory):
-    """A 20-step run recorded once for the module; each test gets its own copy."""
-    torch.manual_seed(0)
-    w = torch.randn(3, 1, requires_grad=True)
-    X = torch.randn(8, 3)
-    path = tmp_path_factory.mktemp("opening") / "run.gtrace"
-    with gradtrace.trace(path):
-        for _ in range(20):
-            (X @ w).pow(2).mean().backward()
-            with torch.no_grad():
-                w -= 0.1 * w.grad
-                w.grad.zero_()
-    return path
-
-
-@pytest.fixture
-def trace_file(tmp_path, _recorded):
-    path = tmp_path / "run.gtrace"
-    shutil.copyfile(_recorded, path)
-    return path
 
 
 def _one_line_error(path, *fragments):
@@ -53,11 +29,11 @@ def _one_line_error(path, *fragments):
     return msg
 
 
-def test_loads_with_header_and_version(trace_file):
-    t = gradtrace.load(trace_file)
+def test_loads_with_header_and_version(twenty_step_file):
+    t = gradtrace.load(twenty_step_file)
     assert t.info.format_version == FORMAT_VERSION
     assert t.info.status == "completed"
-    conn = sqlite3.connect(trace_file)
+    conn = sqlite3.connect(twenty_step_file)
     assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
     assert conn.execute("PRAGMA user_version").fetchone()[0] == FORMAT_VERSION
 
@@ -87,34 +63,34 @@ def test_foreign_sqlite_database(tmp_path):
     _one_line_error(p, "not a gradtrace trace file")
 
 
-def test_newer_format(trace_file):
-    c = sqlite3.connect(trace_file)
+def test_newer_format(twenty_step_file):
+    c = sqlite3.connect(twenty_step_file)
     c.execute(f"PRAGMA user_version={FORMAT_VERSION + 1}")
     c.commit()
     c.close()
-    _one_line_error(trace_file, f"format {FORMAT_VERSION + 1}", "newer gradtrace", "upgrade")
+    _one_line_error(twenty_step_file, f"format {FORMAT_VERSION + 1}", "newer gradtrace", "upgrade")
 
 
-def test_older_incompatible_format(trace_file):
-    c = sqlite3.connect(trace_file)
+def test_older_incompatible_format(twenty_step_file):
+    c = sqlite3.connect(twenty_step_file)
     c.execute("PRAGMA user_version=0")
     c.commit()
     c.close()
-    _one_line_error(trace_file, "format 0 is older")
+    _one_line_error(twenty_step_file, "format 0 is older")
 
 
-def test_truncated_file(trace_file):
-    data = trace_file.read_bytes()
-    trace_file.write_bytes(data[: len(data) // 2])
-    _one_line_error(trace_file, "record the run again")
+def test_truncated_file(twenty_step_file):
+    data = twenty_step_file.read_bytes()
+    twenty_step_file.write_bytes(data[: len(data) // 2])
+    _one_line_error(twenty_step_file, "record the run again")
 
 
-def test_corrupted_pages(trace_file):
-    data = bytearray(trace_file.read_bytes())
+def test_corrupted_pages(twenty_step_file):
+    data = bytearray(twenty_step_file.read_bytes())
     for i in range(4096, len(data) - 1, 997):
         data[i] ^= 0x5A
-    trace_file.write_bytes(bytes(data))
-    _one_line_error(trace_file, "corrupt")
+    twenty_step_file.write_bytes(bytes(data))
+    _one_line_error(twenty_step_file, "corrupt")
 
 
 def test_a_directory(tmp_path):
@@ -129,22 +105,22 @@ def test_a_fifo_is_refused_without_blocking(tmp_path):
     _one_line_error(p, "not a regular file")
 
 
-def test_a_generated_column_is_refused(trace_file):
-    c = sqlite3.connect(trace_file)
+def test_a_generated_column_is_refused(twenty_step_file):
+    c = sqlite3.connect(twenty_step_file)
     c.execute("ALTER TABLE tensor ADD COLUMN big BLOB GENERATED ALWAYS AS (zeroblob(100)) VIRTUAL")
     c.commit()
     c.close()
-    _one_line_error(trace_file, "does not have the columns")
+    _one_line_error(twenty_step_file, "does not have the columns")
 
 
 @pytest.mark.parametrize("folder", ["proj#1", "a?b", "x%20y", "with space", "données-训练"])
-def test_paths_are_paths(tmp_path, trace_file, folder):
+def test_paths_are_paths(tmp_path, twenty_step_file, folder):
     import shutil
 
     d = tmp_path / folder
     d.mkdir()
     p = d / f"run#{folder}?.gtrace"
-    shutil.copyfile(trace_file, p)
+    shutil.copyfile(twenty_step_file, p)
     t = gradtrace.load(p)
     assert len(t.steps) == 20 and t.path == str(p)
     assert not (tmp_path / "proj").exists() and sorted(x.name for x in d.iterdir()) == [p.name]
@@ -169,10 +145,10 @@ def test_a_trace_of_an_earlier_gradtrace_killed_mid_run_is_still_recognised(tmp_
 
 
 # -- is_trace: what a run may overwrite --------------------------------------------------------
-def test_is_trace_tells_a_trace_from_anything_else(trace_file, tmp_path):
+def test_is_trace_tells_a_trace_from_anything_else(twenty_step_file, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("not a trace")
-    assert is_trace(trace_file) and is_trace(trace_file, replacing=True)
+    assert is_trace(twenty_step_file) and is_trace(twenty_step_file, replacing=True)
     assert not is_trace(notes)
     assert not is_trace(tmp_path / "missing.gtrace")
     assert not is_trace(tmp_path)  # a folder is no trace, and asking is not an error
@@ -208,36 +184,36 @@ def _edit(path, *statements):
     c.close()
 
 
-def test_check_header_gives_the_format_version(trace_file):
-    c = sqlite3.connect(trace_file)
-    assert check_header(c, str(trace_file)) == FORMAT_VERSION
+def test_check_header_gives_the_format_version(twenty_step_file):
+    c = sqlite3.connect(twenty_step_file)
+    assert check_header(c, str(twenty_step_file)) == FORMAT_VERSION
     c.close()
 
 
-def test_a_format_before_the_scalars_tables_needs_none_of_them(trace_file):
+def test_a_format_before_the_scalars_tables_needs_none_of_them(twenty_step_file):
     """The scalars tables came with format 4: a format 3 file without them passes the header."""
-    _edit(trace_file, "DROP TABLE scalars", "DROP TABLE scalar_param", "PRAGMA user_version=3")
-    c = sqlite3.connect(trace_file)
-    assert check_header(c, str(trace_file)) == 3
+    _edit(twenty_step_file, "DROP TABLE scalars", "DROP TABLE scalar_param", "PRAGMA user_version=3")
+    c = sqlite3.connect(twenty_step_file)
+    assert check_header(c, str(twenty_step_file)) == 3
     c.close()
 
 
-def test_a_format_4_file_without_its_scalars_tables_is_truncated(trace_file):
-    _edit(trace_file, "DROP TABLE scalars", "DROP TABLE scalar_param")
-    msg = _one_line_error(trace_file, "truncated or corrupt")
+def test_a_format_4_file_without_its_scalars_tables_is_truncated(twenty_step_file):
+    _edit(twenty_step_file, "DROP TABLE scalars", "DROP TABLE scalar_param")
+    msg = _one_line_error(twenty_step_file, "truncated or corrupt")
     assert "tables scalar_param, scalars are missing" in msg
 
 
-def test_a_view_in_place_of_a_table_counts_as_missing(trace_file):
+def test_a_view_in_place_of_a_table_counts_as_missing(twenty_step_file):
     """A view computes when read: nothing named like a table but made of a query is read."""
-    _edit(trace_file, "ALTER TABLE source RENAME TO source_old",
+    _edit(twenty_step_file, "ALTER TABLE source RENAME TO source_old",
           "CREATE VIEW source AS SELECT * FROM source_old")
-    _one_line_error(trace_file, "tables source are missing", "record the run again")
+    _one_line_error(twenty_step_file, "tables source are missing", "record the run again")
 
 
-def test_an_extra_column_is_refused_naming_the_table_and_format(trace_file):
-    _edit(trace_file, "ALTER TABLE meta ADD COLUMN extra TEXT")
-    _one_line_error(trace_file, f"the meta table does not have the columns gradtrace writes "
+def test_an_extra_column_is_refused_naming_the_table_and_format(twenty_step_file):
+    _edit(twenty_step_file, "ALTER TABLE meta ADD COLUMN extra TEXT")
+    _one_line_error(twenty_step_file, f"the meta table does not have the columns gradtrace writes "
                                 f"(format {FORMAT_VERSION})")
 
 
@@ -253,41 +229,41 @@ def test_the_sqlite_magic_with_nothing_behind_it_is_corrupt(tmp_path):
     _one_line_error(p, "truncated or corrupt", "record the run again")
 
 
-def test_the_versions_in_the_refusals_are_the_readable_range(trace_file):
-    _edit(trace_file, f"PRAGMA user_version={FORMAT_VERSION + 3}")
-    msg = _one_line_error(trace_file)
+def test_the_versions_in_the_refusals_are_the_readable_range(twenty_step_file):
+    _edit(twenty_step_file, f"PRAGMA user_version={FORMAT_VERSION + 3}")
+    msg = _one_line_error(twenty_step_file)
     assert f"this one reads formats {OLDEST_READABLE} to {FORMAT_VERSION}" in msg
 
 
 # -- load: what it reads and what it never does --------------------------------------------------
-def test_load_reads_without_changing_a_byte_of_the_file(trace_file):
-    before = trace_file.read_bytes()
-    t = load(trace_file)
-    assert isinstance(t, Trace) and t.path == str(trace_file)
+def test_load_reads_without_changing_a_byte_of_the_file(twenty_step_file):
+    before = twenty_step_file.read_bytes()
+    t = load(twenty_step_file)
+    assert isinstance(t, Trace) and t.path == str(twenty_step_file)
     assert len(t.steps) == 20 and t.steps[19].index == 19
     t.close()
-    assert trace_file.read_bytes() == before
-    assert sorted(p.name for p in trace_file.parent.iterdir()) == [trace_file.name]
+    assert twenty_step_file.read_bytes() == before
+    assert sorted(p.name for p in twenty_step_file.parent.iterdir()) == [twenty_step_file.name]
 
 
-def test_a_read_only_trace_loads(trace_file):
-    trace_file.chmod(0o444)
-    t = load(trace_file)
+def test_a_read_only_trace_loads(twenty_step_file):
+    twenty_step_file.chmod(0o444)
+    t = load(twenty_step_file)
     assert t.info.status == "completed" and len(t.steps) == 20
     t.close()
 
 
-def test_the_limits_given_to_load_bound_what_is_read(trace_file):
+def test_the_limits_given_to_load_bound_what_is_read(twenty_step_file):
     import math
 
-    biggest = max(math.prod(i.shape) for i in load(trace_file).tensors.values())
-    assert len(load(trace_file, limits=Limits(max_numel=biggest)).tensors) > 0
-    t = load(trace_file, limits=Limits(max_numel=biggest - 1))
+    biggest = max(math.prod(i.shape) for i in load(twenty_step_file).tensors.values())
+    assert len(load(twenty_step_file, limits=Limits(max_numel=biggest)).tensors) > 0
+    t = load(twenty_step_file, limits=Limits(max_numel=biggest - 1))
     assert t.limits == Limits(max_numel=biggest - 1)
     with pytest.raises(TraceFileError) as e:
         t.tensors
     msg = str(e.value)
-    assert msg.startswith(f"{trace_file}: ") and "\n" not in msg
+    assert msg.startswith(f"{twenty_step_file}: ") and "\n" not in msg
     assert f"claims {biggest} elements, more than the limit of {biggest - 1}" in msg
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import sqlite3
 
 import numpy as np
@@ -20,29 +19,6 @@ from gradtrace.tracefile.schema import FORMAT_VERSION
 from gradtrace.tracefile.steps import StepDecoder, _old_event_fields, step_data_columns
 
 
-@pytest.fixture(scope="module")
-def _recorded(tmp_path_factory):
-    """A 20-step run recorded once for the module; each test gets its own copy."""
-    torch.manual_seed(0)
-    w = torch.randn(3, 1, requires_grad=True)
-    X = torch.randn(8, 3)
-    path = tmp_path_factory.mktemp("steps") / "run.gtrace"
-    with gradtrace.trace(path):
-        for _ in range(20):
-            (X @ w).pow(2).mean().backward()
-            with torch.no_grad():
-                w -= 0.1 * w.grad
-                w.grad.zero_()
-    return path
-
-
-@pytest.fixture
-def trace_file(tmp_path, _recorded):
-    path = tmp_path / "run.gtrace"
-    shutil.copyfile(_recorded, path)
-    return path
-
-
 def _one_line_error_step(path, idx):
     t = gradtrace.load(path)
     with pytest.raises(TraceFileError) as info:
@@ -52,28 +28,28 @@ def _one_line_error_step(path, idx):
     return msg
 
 
-def test_corrupted_step_body(trace_file):
-    c = sqlite3.connect(trace_file)
+def test_corrupted_step_body(twenty_step_file):
+    c = sqlite3.connect(twenty_step_file)
     c.execute("UPDATE step SET body='{\"ops\": [[1, 2' WHERE idx=3")
     c.commit()
     c.close()
-    t = gradtrace.load(trace_file)
+    t = gradtrace.load(twenty_step_file)
     t.steps[0]
     with pytest.raises(TraceFileError, match="step 3 is corrupt"):
         t.steps[3]
 
 
-def test_a_graph_that_loops_is_refused(trace_file):
+def test_a_graph_that_loops_is_refused(twenty_step_file):
     import json
 
-    c = sqlite3.connect(trace_file)
+    c = sqlite3.connect(twenty_step_file)
     (text,) = c.execute("SELECT body FROM step WHERE idx=0").fetchone()
     body = json.loads(text)
     body["nodes"][-1][4] = [0]  # the last node points back at the root
     c.execute("UPDATE step SET body=? WHERE idx=0", (json.dumps(body),))
     c.commit()
     c.close()
-    assert "must not loop" in _one_line_error_step(trace_file, 0)
+    assert "must not loop" in _one_line_error_step(twenty_step_file, 0)
 
 
 def _as_format_2(path):
@@ -170,7 +146,6 @@ def test_format_3_checks_the_new_fields(tmp_path):
         c.commit()
         c.close()
     assert gradtrace.load(path).steps[0].accumulations[0].accumulation == "fresh"
-
 
 
 # -- one step decoded from a synthetic row -----------------------------------------------------

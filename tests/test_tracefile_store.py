@@ -13,21 +13,6 @@ import gradtrace
 from gradtrace.errors import TraceFileError
 
 
-@pytest.fixture
-def trace_file(tmp_path):
-    torch.manual_seed(0)
-    w = torch.randn(3, 1, requires_grad=True)
-    X = torch.randn(8, 3)
-    path = tmp_path / "run.gtrace"
-    with gradtrace.trace(path):
-        for _ in range(20):
-            (X @ w).pow(2).mean().backward()
-            with torch.no_grad():
-                w -= 0.1 * w.grad
-                w.grad.zero_()
-    return path
-
-
 def test_unwritable_output(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -81,16 +66,16 @@ def test_a_write_that_fails_does_not_stop_the_run_and_is_reported(tmp_path):
     assert [e.kind for e in kept.steps[2].events] == ["accumulate", "update", "zero"]
 
 
-def test_recorded_graphs_number_nodes_topologically(trace_file):
+def test_recorded_graphs_number_nodes_topologically(twenty_step_file):
     """The invariant the loop check relies on: every edge goes to a later node."""
-    t = gradtrace.load(trace_file)
+    t = gradtrace.load(twenty_step_file)
     for s in t.steps:
         for n in s.backward.nodes:
             assert all(x is None or x > n.nid for x in n.next)
 
 
 @pytest.mark.slow  # `gradtrace` commands in a real shell
-def test_readers_on_odd_paths_in_a_real_shell(tmp_path, trace_file):
+def test_readers_on_odd_paths_in_a_real_shell(tmp_path, twenty_step_file):
     from conftest import gradtrace_cmd
 
     d = tmp_path / "proj#1 ?%20 é"
@@ -98,7 +83,7 @@ def test_readers_on_odd_paths_in_a_real_shell(tmp_path, trace_file):
     p = d / "run#3.gtrace"
     import shutil
 
-    shutil.copyfile(trace_file, p)
+    shutil.copyfile(twenty_step_file, p)
     for args in (["summary", str(p)], ["check", str(p)], ["graph", str(p), "-o", str(d / "g#.dot")],
                  ["animate", str(p), "--kind", "training", "--dpi", "20", "-o", str(d / "t?.png")],
                  ["report", str(p), "--no-animations", "-o", str(d / "r%20.html")]):
