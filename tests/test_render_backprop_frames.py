@@ -14,7 +14,7 @@ from gradtrace.formatting import slide_number as fmt_num
 from gradtrace.formatting import value as fmt_value
 from gradtrace.render.backprop import backprop_plan
 from gradtrace.render.backprop_frames import (Frame, ParamCell, _acc_note, _code, _done_frame,
-                                              _group_events, _next_loss, _paren)
+                                              _next_loss, _paren)
 from gradtrace.tracefile.model import Source, Value
 
 from test_render_animate import _train, never_zeroing, zeroing  # noqa: F401 (fixtures)
@@ -215,23 +215,6 @@ def test_a_new_frame_holds_nothing():
 
 
 # -- the small helpers -----------------------------------------------------------------------------------
-def _events(*kinds: str) -> list:
-    return [SimpleNamespace(kind=k, n=i) for i, k in enumerate(kinds)]
-
-
-def test_events_are_grouped_by_runs_of_one_kind_in_order():
-    groups = _group_events(_events("update", "update", "zero", "update", "zero", "zero"))
-    assert [[e.kind for e in g] for g in groups] == [["update", "update"], ["zero"], ["update"],
-                                                      ["zero", "zero"]]
-    assert [e.n for g in groups for e in g] == list(range(6))       # nothing dropped or moved
-
-
-def test_no_events_make_no_groups_and_one_event_one_group():
-    assert _group_events([]) == []
-    (e,) = _events("zero")
-    assert _group_events([e]) == [[e]]
-
-
 def test_code_names_the_file_and_line_and_the_code():
     src = Source("/home/me/project/fit.py", 12, "    loss = f(x)   ", "main")
     assert _code(src) == "fit.py:12   loss = f(x)"

@@ -81,16 +81,6 @@ def _paren(v) -> str:
     return f"({s})" if s.startswith(("−", "mean")) else s
 
 
-def _group_events(events) -> list[list]:
-    groups: list[list] = []
-    for e in events:
-        if groups and groups[-1][-1].kind == e.kind:
-            groups[-1].append(e)
-        else:
-            groups.append([e])
-    return groups
-
-
 def _next_loss(trace, step) -> float | None:
     """The loss of the step recorded right after ``step`` (what the update led to)."""
     rows = trace.step_rows()
