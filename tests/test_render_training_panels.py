@@ -16,6 +16,7 @@ from gradtrace.render import palette
 from gradtrace.render import training_panels as tp
 from gradtrace.render.animate import AnimateOptions
 from gradtrace.render.training import Look, TrainingRenderer
+from test_render_animate import _train
 
 STEPS = 6
 
@@ -28,27 +29,13 @@ def _record(script) -> tuple:
 
 
 def _line_script(zero: bool = True):
-    def run():
-        torch.manual_seed(0)
-        x = torch.rand(20)
-        y = 3 * x - 0.8
-        w = torch.zeros(1, requires_grad=True)
-        b = torch.zeros(1, requires_grad=True)
-        for _ in range(STEPS):
-            loss = (x * w + b - y).pow(2).mean()
-            if zero and w.grad is not None:
-                w.grad.zero_()
-                b.grad.zero_()
-            loss.backward()
-            with torch.no_grad():
-                w -= 0.2 * w.grad
-                b -= 0.2 * b.grad
-    return run
+    """y = 3x + 0.8 fitted by gradient descent on w, b (test_render_animate's loop)."""
+    return lambda: _train(STEPS, zero, lr=0.2)
 
 
 @pytest.fixture(scope="module")
 def line():
-    """y = 3x − 0.8 fitted by w, b (one input feature: an exact surface and the fitted line)."""
+    """y = 3x + 0.8 fitted by w, b (one input feature: an exact surface and the fitted line)."""
     return _record(_line_script())
 
 
