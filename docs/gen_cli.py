@@ -83,7 +83,9 @@ message (`No module named MODULE`), as `python -m MODULE` exits.
   (`trace.scalars()`, the `scalars` table of [the trace format](trace-format.md)).
 - **Steps in full, within `--budget`** (default 32 MB): every op, node, event and value
   for the first steps, while they fit in half the budget (the seed lessons, up to 3,000
-  small steps, stay whole); then steps spaced ever wider (16, 32, 64 ... apart, a quarter
+  small steps, stay whole), or in a sixteenth of it once a parameter is too large for its
+  values to be kept (over `--max-numel` elements: an MLP's 784x256 weight; such a step holds
+  mostly statistics and costs about as much again as the step itself); then steps spaced ever wider (16, 32, 64 ... apart, a quarter
   of the budget); and from a step where something happens (a non-finite loss or gradient,
   a loss jump, a zeroing or accumulation pattern not seen before) on, every step while the
   rest lasts. A step is chosen as it begins, so the step where something happened, and the

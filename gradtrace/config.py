@@ -388,9 +388,10 @@ class Config:
     - ``full``: record every step in full, whatever the budget (``--full``).
     - ``budget``: bytes of the trace for the steps recorded in full (``--budget``). Every
       step keeps its scalars (loss, per-parameter norms, how each ``.grad`` was met);
-      the recording policy records in full the first steps (half the budget), then steps
-      spaced ever wider (a quarter), and the steps after something happens (a non-finite
-      value, a loss jump, a new zeroing / accumulation pattern) from there on (the rest).
+      the recording policy records in full the first steps (half the budget; a sixteenth
+      once a parameter is over ``max_value_numel``), then steps spaced ever wider (a
+      quarter), and the steps after something happens (a non-finite value, a loss jump, a
+      new zeroing / accumulation pattern) from there on (the rest).
       See docs/cli.md, "What a run keeps".
     - ``max_nodes_per_backward``: the grad_fn nodes of one backward pass that are recorded;
       the rest run unrecorded and are counted. It bounds how many nodes gradtrace holds

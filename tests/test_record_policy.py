@@ -46,6 +46,54 @@ def test_first_steps_then_spacing_that_doubles_within_the_budget():
     assert w.step_bytes <= 100_000 * (Policy.FIRST + Policy.SPACED)
 
 
+def test_a_parameter_too_large_to_keep_gives_the_first_steps_a_sixteenth():
+    # a lesson's parameters are kept value by value: its first steps take half the budget
+    w = _Writer()
+    p = Policy(Config(budget=160_000), w)
+    p.parameter(10_000)  # max_numel itself: its values are kept
+    assert _simulate(p, w, 1_000, 1_000)[:81] == list(range(80)) + [95]
+    # one parameter over max_numel (an MLP's 784x256 weight): a sixteenth, 10 steps
+    w = _Writer()
+    p = Policy(Config(budget=160_000), w)
+    p.parameter(200_704)
+    full = _simulate(p, w, 1_000, 1_000)
+    assert full[:11] == list(range(10)) + [25] and p.summary()["first"] == 10
+    assert p.note(1_000).startswith(f"kept {len(full)} of 1,000 steps in full (the first 10, ")
+    # a parameter seen once the first steps outgrew that share ends them there
+    w = _Writer()
+    p = Policy(Config(budget=160_000, max_value_numel=100), w)
+    assert _simulate(p, w, 20, 1_000) == list(range(20))
+    p.parameter(101)
+    assert not p.decide(20) and p.summary()["first"] == 20
+    # with a larger max_numel the same parameter's values are kept: the lesson's share
+    w = _Writer()
+    p = Policy(Config(budget=160_000, max_value_numel=300_000), w)
+    p.parameter(200_704)
+    assert p.share["first"] == 80_000
+
+
+def test_a_traced_model_with_a_large_weight_keeps_fewer_first_steps(tmp_path):
+    torch.manual_seed(0)
+    X, y = torch.randn(32, 101), torch.randn(32, 1)
+
+    def run(max_numel):
+        net = torch.nn.Sequential(torch.nn.Linear(101, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+        opt = torch.optim.SGD(net.parameters(), lr=0.01)
+        with gradtrace.trace(tmp_path / f"{max_numel}.gtrace", budget="1MB",
+                             max_value_numel=max_numel) as t:
+            for _ in range(60):
+                opt.zero_grad()
+                torch.nn.functional.mse_loss(net(X), y).backward()
+                opt.step()
+        return t.info.kept
+
+    # the first weight has 808 elements: kept value by value, or over max_numel
+    lesson, large = run(1_000), run(500)
+    assert (1 << 20) / 16 < lesson["bytes"]["first"] <= (1 << 20) / 2
+    assert 0 < large["bytes"]["first"] <= (1 << 20) / 16
+    assert 0 < large["first"] < lesson["first"] and large["spaced"] > 0
+
+
 def test_something_happening_keeps_the_steps_after_it_in_full():
     w = _Writer()
     p = Policy(Config(budget=100_000), w)

@@ -2,7 +2,10 @@
 
 Every step keeps its scalars (``record/scalars.py``). In full, by default:
 
-- the first steps, while they fit in half the budget (a lesson's whole run, usually);
+- the first steps, while they fit in half the budget (a lesson's whole run, usually), or
+  in a sixteenth of it once the model has a parameter too large for its values to be kept
+  (over ``max_numel`` elements): such a model's steps hold mostly statistics, each costs
+  about as much again as the step itself, and a few in a row show what many would;
 - then steps spaced ever wider, in levels: each level keeps a sixteenth as many steps as
   the first ones, twice as far apart as the level before (16, 32, 64 ... steps), within a
   quarter of the budget, so any length of run gets spaced views of it and the file stays
@@ -29,6 +32,7 @@ class Policy:
     """Decides, as each step begins, whether it is recorded in full; counts what it kept."""
 
     FIRST, SPACED, EVENTS = 0.5, 0.25, 0.15  # shares of the budget (the rest: scalars, slack)
+    FIRST_LARGE = 1 / 16  # the first steps' share once a parameter is over max_numel
     SPACING = 16   # the first level's spacing, in steps
     LEVEL = 16     # a level keeps (first steps) / LEVEL steps
     MAX_LISTED = 100  # events listed in the trace's meta
@@ -53,6 +57,12 @@ class Policy:
         self.n_events = 0
         self.decided = -1
         self.refused = 0  # steps sampling allowed that the budget did not take
+
+    def parameter(self, numel: int) -> None:
+        """A parameter of ``numel`` elements joined the run (record/scalars.py watches it)."""
+        if numel > self.config.max_value_numel:
+            large = self.config.budget * self.FIRST_LARGE
+            self.share["first"] = min(self.share["first"], large)
 
     @property
     def samples(self) -> bool:
