@@ -129,25 +129,25 @@ class Stats:
 
     @classmethod
     def _of_floats(cls, t: torch.Tensor, a: np.ndarray, n: int) -> "Stats | None":
-        """A float32 / float64 CPU tensor of all finite values: min and max in one torch
-        pass, the norm as BLAS's dot product of numpy's view (2.5x faster than torch's
-        vector_norm here, and as accurate: both accumulate in the tensor's dtype), the sum in
-        torch. None when a value is not finite: the general path then counts them."""
+        """A float32 / float64 CPU tensor of all finite values: min and max by numpy (its
+        SIMD reductions take half the time of torch's aminmax on one thread), the norm as
+        BLAS's dot product of numpy's view (2.5x faster than torch's vector_norm here, and as
+        accurate: both accumulate in the tensor's dtype), the sum in torch (5x faster than
+        numpy's pairwise sum). None when a value is not finite: the general path then counts
+        them."""
         import numpy as np
-        import torch
 
         flat = _in_memory_order(t.detach())
-        lo, hi = torch.aminmax(flat)
-        mn, mx = lo.item(), hi.item()
+        v = flat.numpy() if flat.dim() == 1 else a.reshape(-1)  # (a copy only for a view with gaps)
+        mn, mx = float(v.min()), float(v.max())  # NaN shows in both
         big = max(-mn, mx)
         if not big < math.inf:  # NaN or an infinity
             return None
-        v = flat.numpy() if flat.dim() == 1 else a.reshape(-1)  # (a copy only for a view with gaps)
         if big >= _NO_OVERFLOW[a.dtype.itemsize] / math.sqrt(n):
             v = v.astype(np.float64)  # the sum of squares could overflow the dtype: in float64
         out = object.__new__(cls)  # the fields set directly, as in _of_list
         out.__dict__.update(numel=n, norm=math.sqrt(float(np.dot(v, v))),
-                            mean=flat.sum().item() / n, min=float(mn), max=float(mx), nonfinite=0)
+                            mean=flat.sum().item() / n, min=mn, max=mx, nonfinite=0)
         return out
 
     @classmethod
