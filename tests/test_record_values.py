@@ -144,6 +144,54 @@ def test_stats_mode_keeps_statistics_even_of_one_number():
 
 
 # -- snap_zeros --------------------------------------------------------------------------------
+def test_in_a_shared_block_one_memory_run_is_summarised_once(monkeypatch):
+    v, w = _values(max_value_numel=10)
+    calls = []
+    of = Stats.of.__func__
+    monkeypatch.setattr(Stats, "of", classmethod(lambda cls, t: calls.append(t.shape) or of(cls, t)))
+    a = torch.randn(8, 6)
+    with v.shared():
+        # a transposed view, a reshape, the tensor itself: one run of memory, one summary
+        vids = [v.snap_now(x) for x in (a, a.t(), a.reshape(48), a)]
+        v.snap_now(a[:, ::2])   # a view with gaps: summarised on its own
+        v.snap_now(a[:4])       # another run (the first half)
+        v.snap_now(a.view(torch.int32))  # the same bytes read as another dtype
+    assert calls == [(8, 6), (8, 3), (4, 6), (8, 6)]
+    stats = [c for c in w.calls if c[0] == "add_stats"]
+    # each value keeps its own vid and shape; the four of the run share its statistics
+    assert [c[1] for c in stats[:4]] == vids == sorted(set(vids))
+    assert [c[3] for c in stats[:4]] == [(8, 6), (6, 8), (48,), (8, 6)]
+    assert len({id(c[5]) for c in stats[:4]}) == 1 and stats[0][5] == Stats.of(a)
+    assert stats[4][5] == Stats.of(a[:, ::2].contiguous()) and stats[5][5] == Stats.of(a[:4])
+    # outside the block (where user code may write to the memory between two values) each
+    # value is summarised again
+    calls.clear()
+    v.snap_now(a)
+    a.mul_(2)
+    v.snap_now(a)
+    assert calls == [(8, 6), (8, 6)] and w.calls[-1][5] == Stats.of(a) != w.calls[-2][5]
+
+
+def test_a_recorded_backward_summarises_a_transposed_value_once(monkeypatch):
+    calls = []
+    of = Stats.of.__func__
+    monkeypatch.setattr(Stats, "of", classmethod(lambda cls, t: calls.append(tuple(t.shape)) or of(cls, t)))
+    torch.manual_seed(0)
+    w = torch.randn(30, 40, requires_grad=True)
+    X = torch.randn(20, 40)
+    with gradtrace.trace(max_value_numel=100) as t:
+        (X @ w.t()).sum().backward()
+    # w.t() in the forward is w's memory, TBackward's gradient MmBackward's: each once; w
+    # and its .grad (a contiguous copy, the layout autograd gives a .grad) are two runs
+    assert calls.count((40, 30)) == 1 and calls.count((30, 40)) == 2
+    s = t.steps[0]
+    tv = s.value(s.ops[0].outputs[0])
+    assert tv.shape == (40, 30) and tv.stats == s.value(s.ops[0].inputs[0]).stats
+    acc = s.accumulations[0]
+    assert acc.incoming.shape == acc.after.shape == (30, 40) and acc.incoming.stats == acc.after.stats
+    assert acc.after.stats.norm == pytest.approx(float(w.grad.double().norm()), rel=1e-5)
+
+
 def test_zeros_keep_only_shape_and_dtype_and_take_a_vid():
     values, w = _values()
     z = torch.zeros(2, 5, dtype=torch.float16)

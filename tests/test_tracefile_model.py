@@ -14,7 +14,7 @@ from gradtrace.tracefile.arrays import tensor_array
 from gradtrace.tracefile.dtypes import dtype_name
 from gradtrace.tracefile.model import (
     Backward, Bucket, Event, GradNode, Op, OptimizerInfo, ParamGroup, Source, Stats, Step,
-    TensorInfo, Value,
+    TensorInfo, Value, memory_run,
 )
 
 
@@ -53,6 +53,20 @@ def test_statistics_of_a_strided_view_are_those_of_its_copy():
         assert math.isclose(mine.norm, copy.norm, rel_tol=1e-5)
         assert math.isclose(mine.mean, copy.mean, rel_tol=1e-4, abs_tol=1e-6)
     assert _in_memory_order(w) is w
+
+
+def test_a_memory_run_is_where_the_values_lie_without_gaps():
+    a = torch.randn(4, 5, 6)
+    run = memory_run(a)
+    assert run == (a.data_ptr(), 120, torch.float32, a.device, False, False)
+    # any order over the same memory: the same run (so the same statistics)
+    for same in (a.permute(2, 0, 1), a.transpose(0, 2), a.reshape(20, 6), a.view(-1)):
+        assert memory_run(same) == run and Stats.of(same) == Stats.of(a)
+    # gaps, a part, another dtype, a lazily negated view: another run, or none
+    assert memory_run(a[:, ::2]) is None and memory_run(a.view(-1)[::2]) is None
+    assert memory_run(a[:2]) != run and memory_run(a.view(torch.int32)) != run
+    assert memory_run(torch._neg_view(a)) != run
+    assert memory_run(torch.ones(3).expand(4, 3)) is None  # one row seen four times
 
 
 def test_a_value_made_from_a_tensor_or_an_array_has_both_views():

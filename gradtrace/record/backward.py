@@ -120,7 +120,7 @@ class Backward:
         with bw:  # the hooks are on for this one call
             bw.seq = run.take_seq()
             out = func(*args, **kwargs)
-        with torch._C.DisableTorchFunction():
+        with torch._C.DisableTorchFunction(), self.values.shared():
             bw.write(out)
         run.after_backward = True
         self.step.has_backward = True

@@ -19,7 +19,7 @@ from . import conveniences
 
 __all__ = [
     "Source", "Stats", "Value", "TensorInfo", "Op", "GradNode", "Backward", "Event",
-    "Step", "Bucket", "RunInfo", "EVENT_KINDS", "ACCUMULATIONS", "FUNCTION_PREFIX",
+    "Step", "Bucket", "RunInfo", "EVENT_KINDS", "ACCUMULATIONS", "FUNCTION_PREFIX", "memory_run",
 ]
 
 #: The kinds of :class:`Event` (besides ops and backward passes, which have their own types).
@@ -60,6 +60,17 @@ def _in_memory_order(t: "torch.Tensor") -> "torch.Tensor":
     order = sorted(range(t.dim()), key=lambda d: t.stride(d), reverse=True)
     p = t.permute(order)
     return p.view(-1) if p.is_contiguous() else t
+
+
+def memory_run(t: "torch.Tensor") -> tuple | None:
+    """The run of memory a tensor's values fill without gaps, in whatever order (a
+    contiguous tensor, a transposed or permuted view of one): its start, element count,
+    dtype, device and lazy sign / conjugate bits; None for a view with gaps. Two tensors
+    with the same run, looked at while nothing writes to it, hold the same values in some
+    order: :meth:`Stats.of` gives both the same statistics."""
+    if not (t.is_contiguous() or (t.dim() >= 2 and _in_memory_order(t).dim() == 1)):
+        return None
+    return (t.data_ptr(), t.numel(), t.dtype, t.device, t.is_neg(), t.is_conj())
 
 
 #: sqrt of the largest float32 / float64 (by item size): squares of smaller numbers are finite.
