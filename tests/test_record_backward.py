@@ -7,6 +7,7 @@ import torch
 
 import gradtrace
 from gradtrace.tracefile.model import ACCUMULATIONS
+from planted import run_with
 
 #: The accumulation kinds a demo's steps show, per parameter: (first step, the later ones).
 EXPECTED = {"linreg": ("fresh", "zeros"), "forgot_zero_grad": ("fresh", "added"),
@@ -73,3 +74,25 @@ def test_a_pass_beyond_max_nodes_per_backward_is_truncated_and_said(capsys):
         (a * 2).backward()
     assert not whole.steps[0].backward.truncated and whole.steps[0].backward.left_out == 0
 
+
+# -- a bug of gradtrace's never reaches the script; the script's own errors do -----------------
+@pytest.mark.parametrize("where", ["write", "__enter__", "_prepare", "watch"])
+def test_a_bug_around_a_backward_pass_runs_it_once_and_goes_on(monkeypatch, capfd, tmp_path, where):
+    from gradtrace.record.backward import Backward, BackwardPass
+    from gradtrace.record.scalars import ScalarTaker
+    owner = {"write": BackwardPass, "__enter__": BackwardPass, "_prepare": Backward,
+             "watch": ScalarTaker}[where]
+    t = run_with(monkeypatch, capfd, owner, where, tmp_path)
+    assert len(t.scalars()) == 4 and len(t.steps) == 4  # the steps end at each backward pass
+    assert all(s.ops for s in t.steps)  # the forward ops are recorded all the same
+
+
+def test_a_backward_passs_own_error_reaches_the_script_once():
+    w = torch.ones(3, requires_grad=True)
+    with gradtrace.trace() as t:
+        loss = (w * w).sum()
+        loss.backward()
+        with pytest.raises(RuntimeError, match="second time"):
+            loss.backward()
+    assert w.grad.tolist() == [2.0, 2.0, 2.0]
+    assert t.steps[0].backward is not None

@@ -9,6 +9,7 @@ import torch
 
 import gradtrace
 from gradtrace.errors import TraceFileError
+from planted import run_with
 
 
 def _train(path=None):
@@ -58,3 +59,27 @@ def test_a_malformed_optimizers_entry_is_one_line_naming_the_file(tmp_path):
         gradtrace.load(path).info
     msg = str(e.value)
     assert str(path) in msg and "params" in msg and "\n" not in msg
+
+
+# -- a bug of gradtrace's never reaches the script; the script's own errors do -----------------
+@pytest.mark.parametrize("name", ["_plan_inplace", "_finish_inplace", "_plan_set_grad",
+                                  "_finish_set_grad", "_plan_set_data", "_finish_set_data", "_alias"])
+def test_a_bug_around_a_change_runs_the_call_once_and_goes_on(monkeypatch, capfd, tmp_path, name):
+    from gradtrace.record.events import Events
+    t = run_with(monkeypatch, capfd, Events, name, tmp_path)
+    kinds = {e.kind for s in t.steps for e in s.events}
+    assert "accumulate" in kinds  # the backward passes are recorded all the same
+
+
+def test_a_changes_own_error_reaches_the_script_once():
+    w = torch.ones(3, requires_grad=True)
+    with gradtrace.trace() as t:
+        (w * 2).sum().backward()
+        with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+            w -= 0.1 * w.grad  # outside no_grad
+        with pytest.raises(RuntimeError, match="same size"):
+            w.grad = torch.zeros(4)
+        with torch.no_grad():
+            w -= 0.5 * w.grad
+    assert w.tolist() == [0.0, 0.0, 0.0]  # one update of the three, once
+    assert [e.kind for e in t.steps[0].events] == ["accumulate", "update"]

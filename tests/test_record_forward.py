@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 import gradtrace
+from planted import run_with
 
 
 def _params():
@@ -209,3 +211,20 @@ def test_a_function_of_tensors_that_need_no_grad_is_an_op_but_no_graph_op():
         ("mul", True, "MulBackward0", None), ("sum", True, "SumBackward0", None)]
     assert [o.name for o in s.graph_ops] == ["mul", "sum"]
     assert s.ops[1].outputs == s.ops[0].outputs and torch.equal(s.value(s.ops[0].outputs[0]).data, a * a)
+
+
+# -- a bug of gradtrace's never reaches the script; the script's own errors do -----------------
+def test_a_bug_after_an_op_leaves_it_unrecorded_and_the_run_as_it_is(monkeypatch, capfd, tmp_path):
+    from gradtrace.record.forward import Forward
+    t = run_with(monkeypatch, capfd, Forward, "record", tmp_path)
+    assert not t.steps[0].ops and len(t.scalars()) == 4  # no op, every step's scalars
+
+
+def test_an_ops_own_error_reaches_the_script_once():
+    X = torch.randn(4, 3)
+    w = torch.randn(5, 1, requires_grad=True)
+    with gradtrace.trace():
+        with pytest.raises(RuntimeError, match="cannot be multiplied"):
+            X @ w
+        y = X @ w[:3]  # and recording goes on
+    assert y.shape == (4, 1)

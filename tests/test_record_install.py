@@ -10,6 +10,7 @@ import torch
 
 import gradtrace
 from gradtrace.record import install
+from planted import INTERNAL, loop
 
 
 def _installed():
@@ -177,3 +178,25 @@ def test_a_closure_that_begins_a_new_step_inside_step_keeps_each_value_in_its_st
         start = starts[k // 2][k % 2]
         assert np.array_equal(e.before.array, start.numpy()), (k, e.before)
     assert t.check() is not None  # every step reads back
+
+
+def test_a_bug_as_a_light_step_ends_never_reaches_the_script(monkeypatch, capfd, tmp_path):
+    # budget 0: every step is light, and the patched backward decides the next one
+    from gradtrace.record.policy import Policy
+    plain = loop()
+    calls = {"n": 0}
+    decide = Policy.decide
+
+    def flaky(self, step):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("planted")
+        return decide(self, step)
+
+    monkeypatch.setattr(Policy, "decide", flaky)
+    with gradtrace.trace(tmp_path / "t.gtrace", budget=0) as t:
+        traced = loop()
+    assert all(torch.equal(a, b) for a, b in zip(plain, traced))
+    assert capfd.readouterr().err.count(INTERNAL) == 1
+    assert len(t.scalars()) == 4
+

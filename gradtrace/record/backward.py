@@ -91,15 +91,54 @@ class Backward:
         self.begin_next_step = begin_next_step
 
     def on_backward(self, func, args, kwargs):
+        """A backward call, recorded: its nodes' hooks on while it runs, its rows written
+        after. The user's call runs exactly once whatever gradtrace's own code does: a bug
+        of gradtrace's before it leaves the pass unrecorded, one after it leaves rows out,
+        and either is said once (``Run.internal``); what the call raises reaches the user."""
+        run = self.run
+        try:
+            bw = self._prepare(func, args, kwargs, sys._getframe(1))
+            if bw is not None:
+                bw.__enter__()  # the hooks are on for this one call (off again if it fails)
+        except Exception as e:
+            run.internal(e)
+            out = func(*args, **kwargs)
+            self._ended()  # unrecorded, but a backward pass all the same: the step ends here
+            return out
+        if bw is None:
+            return func(*args, **kwargs)
+        try:
+            bw.seq = run.take_seq()
+            out = func(*args, **kwargs)
+        finally:
+            bw.__exit__()
+        try:
+            with torch._C.DisableTorchFunction(), self.values.shared():
+                bw.write(out)
+        except Exception as e:
+            run.internal(e)
+        self._ended()
+        return out
+
+    def _ended(self) -> None:
+        run = self.run
+        run.after_backward = True
+        self.step.has_backward = True
+        # The step's forward is over: what is made from here on is the next step's.
+        self.step.pending.clear()
+        run.totals["backward"] += 1
+
+    def _prepare(self, func, args, kwargs, frame) -> "BackwardPass | None":
+        """The pass about to run, or None when it runs unrecorded."""
         run = self.run
         if run.after_backward:
             # Two backward passes in a row (gradient accumulation, or autograd.grad): each is a step.
             self.begin_next_step()
             if run.dormant:
-                return func(*args, **kwargs)
+                return None
         if not run.recording:
             # Only in sampled recording: the patched torch.autograd entry points count the step.
-            return func(*args, **kwargs)
+            return None
         name = getattr(func, "__name__", "backward")
         if func is _Tensor.backward:
             api, roots = "Tensor.backward", [args[0]]
@@ -111,23 +150,12 @@ class Backward:
         if api == "autograd.grad":
             inp = args[1] if len(args) > 1 else kwargs.get("inputs")
             grad_inputs = list(inp) if isinstance(inp, (list, tuple)) else [inp]
-        f, _ = self.naming.user_frame(sys._getframe(1))
+        f, _ = self.naming.user_frame(frame)
         sid = self.naming.sid(f)
         root_tids = [run.tid_of(r) for r in roots if isinstance(r, _Tensor)]
         for r, tid in zip(roots, root_tids):
             self.values.want(r, tid)
-        bw = BackwardPass(self, api, roots, root_tids, grad_inputs, sid, f)
-        with bw:  # the hooks are on for this one call
-            bw.seq = run.take_seq()
-            out = func(*args, **kwargs)
-        with torch._C.DisableTorchFunction(), self.values.shared():
-            bw.write(out)
-        run.after_backward = True
-        self.step.has_backward = True
-        # The step's forward is over: what is made from here on is the next step's.
-        self.step.pending.clear()
-        run.totals["backward"] += 1
-        return out
+        return BackwardPass(self, api, roots, root_tids, grad_inputs, sid, f)
 
 
 def _grad_state(p) -> tuple | None:

@@ -22,6 +22,9 @@ from .values import Values
 __all__ = ["Events"]
 
 _Tensor = torch.Tensor
+#: What a plan of :meth:`Events.on_change` can say instead: run the call unrecorded, or
+#: record it as a forward op (an in-place op on a tensor that is no leaf).
+_PLAIN, _AS_OP = object(), object()
 
 
 def _idiom(via, default):
@@ -78,7 +81,13 @@ class Events:
     def on_get(self, kind, func, args, kwargs):
         """``p.data`` / ``p.grad``: the result is noted as an alias of the leaf or its gradient."""
         out = func(*args, **kwargs)
-        src = args[0]
+        try:
+            self._alias(kind, args[0], out)
+        except Exception as e:  # a bug of gradtrace's: the user's call has run, it goes on
+            self.run.internal(e)
+        return out
+
+    def _alias(self, kind, src, out) -> None:
         if out is not None and not is_lazy(src):  # a lazy parameter is registered once it has a shape
             alias = self.run.alias
             role = alias.get(src)
@@ -91,20 +100,39 @@ class Events:
                 alias.set(out, (role[0], role[1], role[2] + ".data"))
             elif src.requires_grad and grad_fn_of(src) is None:
                 alias.set(out, ("param", self.run.tid_of(src), "data"))
-        return out
 
     def on_change(self, kind, func, args, kwargs):
-        """An in-place call, ``.grad = …`` or ``.data = …``."""
+        """An in-place call, ``.grad = …`` or ``.data = …``: what it changes is read before
+        the call (a plan), the call runs, and its events are written after. The user's call
+        runs exactly once, whatever gradtrace's own code does: a bug of gradtrace's before
+        it leaves the call unrecorded, one after it leaves its events out, and either is
+        said once (``Run.internal``); what the call itself raises reaches the user as it is."""
         run = self.run
         if not run.recording or run.in_optimizer_step or run.awaiting_forward:
             return func(*args, **kwargs)
         if kind == INPLACE:
-            return self._on_inplace(func, args, kwargs)
-        if kind == SET_GRAD:
-            return self._on_set_grad(func, args, kwargs)
-        if kind == SET_DATA:
-            return self._on_set_data(func, args, kwargs)
-        return func(*args, **kwargs)
+            plan, finish = self._plan_inplace, self._finish_inplace
+        elif kind == SET_GRAD:
+            plan, finish = self._plan_set_grad, self._finish_set_grad
+        elif kind == SET_DATA:
+            plan, finish = self._plan_set_data, self._finish_set_data
+        else:
+            return func(*args, **kwargs)
+        try:
+            planned = plan(func, args, kwargs, sys._getframe())
+        except Exception as e:
+            run.internal(e)
+            planned = _PLAIN
+        if planned is _PLAIN:
+            return func(*args, **kwargs)
+        if planned is _AS_OP:  # an in-place op on a tensor that is no leaf: a forward op
+            return self.forward.on_op(func, args, kwargs, inplace=True)
+        out = func(*args, **kwargs)
+        try:
+            finish(func, args, planned)
+        except Exception as e:
+            run.internal(e)
+        return out
 
     def _role(self, t):
         """What an in-place call on ``t`` changes: ``(the tensor whose value changes, (role,
@@ -146,7 +174,7 @@ class Events:
             return isinstance(dest, _Tensor) and dest.data_ptr() == value.data_ptr() \
                 and dest.shape == value.shape and dest.stride() == value.stride()
 
-    def _on_inplace(self, func, args, kwargs):
+    def _plan_inplace(self, func, args, kwargs, frame):
         if args:
             target = args[0]
         else:  # Python-level initialisers (nn.init.*_) pass the tensor by keyword
@@ -154,20 +182,23 @@ class Events:
         if isinstance(target, _Tensor):
             changed, role = self._role(target)
             if role is None:
-                return self.forward.on_op(func, args, kwargs, inplace=True)
+                return _AS_OP
             if getattr(func, "__name__", "") == "__setitem__" and self._writes_back(target, args):
-                return func(*args, **kwargs)
+                return _PLAIN
             roles = ((changed, role),)
         else:  # torch._foreach_*_ take lists of tensors
             targets = target if isinstance(target, (list, tuple)) else ()
             roles = [(c, r) for t in targets for c, r in (self._role(t),) if r is not None]
             if not roles:
-                return self.forward.on_op(func, args, kwargs, inplace=True)
-        f, via = self.naming.user_frame(sys._getframe(1))
+                return _AS_OP
+        f, via = self.naming.user_frame(frame)
         no_grad = not torch.is_grad_enabled()
         values = self.values
-        before = [values.before(t, r) for t, r in roles]
-        out = func(*args, **kwargs)
+        return roles, [values.before(t, r) for t, r in roles], f, via, no_grad
+
+    def _finish_inplace(self, func, args, planned) -> None:
+        roles, before, f, via, no_grad = planned
+        values = self.values
         name = getattr(func, "__name__", "")
         for (t, (role, tid, path)), b in zip(roles, before):
             key = (name, role, path, no_grad, via)
@@ -183,18 +214,21 @@ class Events:
                 after = values.snap_zeros(t) if zero else values.snap_now(t)
                 self.event("zero" if zero else "grad_write", tid, idiom, b, after, f, via,
                            through_data=through_data)
-        return out
 
-    def _on_set_grad(self, func, args, kwargs):
+    def _plan_set_grad(self, func, args, kwargs, frame):
         t, new = args[0], args[1]
         old = t.grad
         if old is None and new is None:
-            return func(*args, **kwargs)
-        f, via = self.naming.user_frame(sys._getframe(1))
+            return _PLAIN
+        f, via = self.naming.user_frame(frame)
         tid = self.run.tid_of(t)
         # Usually the gradient the last backward left, already copied then.
         before = self.values.before(old, ("grad", tid, "grad")) if old is not None else None
-        out = func(*args, **kwargs)
+        return tid, before, f, via
+
+    def _finish_set_grad(self, func, args, planned) -> None:
+        tid, before, f, via = planned
+        new = args[1]
         if new is None:
             idiom = "p.grad = None"
             if via and via.endswith("zero_grad"):
@@ -202,23 +236,23 @@ class Events:
             self.event("zero", tid, idiom, before, None, f, via)
         else:
             self.event("grad_write", tid, "p.grad = …", before, self.values.snap_now(new), f, via)
-        return out
 
-    def _on_set_data(self, func, args, kwargs):
+    def _plan_set_data(self, func, args, kwargs, frame):
         t, new = args[0], args[1]
         _, role = self._role(t)
         if role is None or role[0] != "param":
-            return func(*args, **kwargs)
+            return _PLAIN
         same = self.run.alias.get(new) if isinstance(new, _Tensor) else None
         if same is not None and same[0] == "param" and same[1] == role[1]:
             # `p.data -= x` is an in-place call on the alias (recorded) then `p.data = alias`.
-            return func(*args, **kwargs)
-        f, via = self.naming.user_frame(sys._getframe(1))
-        before = self.values.snap_now(t)
-        out = func(*args, **kwargs)
-        self.event("update", role[1], "p.data = …", before, self.values.snap_now(t), f, via,
+            return _PLAIN
+        f, via = self.naming.user_frame(frame)
+        return role[1], self.values.snap_now(t), f, via
+
+    def _finish_set_data(self, func, args, planned) -> None:
+        tid, before, f, via = planned
+        self.event("update", tid, "p.data = …", before, self.values.snap_now(args[0]), f, via,
                    through_data=True)
-        return out
 
     def optimizer_groups(self, optimizer, frame) -> None:
         """An optimizer's first ``step()`` in a recorded step: its param groups (which tensors,

@@ -40,14 +40,25 @@ class Forward:
         self.max_nodes = run.config.max_nodes_per_backward
 
     def on_op(self, func, args, kwargs, inplace=False):
-        """A torch call. ``inplace``: one that changes its first argument (not a leaf's)."""
-        run = self.run
+        """A torch call. ``inplace``: one that changes its first argument (not a leaf's).
+
+        The call runs first; what gradtrace does after it never reaches the user: a bug of
+        gradtrace's there leaves the op unrecorded and is said once (``Run.internal``)."""
         out = func(*args, **kwargs)
+        try:
+            self._seen(func, args, kwargs, out, inplace, sys._getframe(1))
+        except Exception as e:
+            self.run.internal(e)
+        return out
+
+    def _seen(self, func, args, kwargs, out, inplace, frame) -> None:
+        """What ``on_op`` notes of a call that has run; ``frame``: its caller's."""
+        run = self.run
         if isinstance(out, _Tensor):
             if not inplace and args and out is args[0]:
                 # `loss.to("cpu")`, `.contiguous()` of a contiguous tensor: the input itself
                 # comes back; nothing was computed, so it is no op of the graph.
-                return out
+                return
             outs = (out,)
             try:  # not out.grad_fn: that would give the node a Python object (see walk)
                 graph = out.requires_grad and not out.is_leaf
@@ -63,27 +74,26 @@ class Forward:
             if graph and not inplace:
                 ins = tensors_in(args, kwargs)
                 if any(o is i for o in outs for i in ins):
-                    return out
+                    return
         if not graph:
             pending = self.step.pending
             if run.parents:
                 if run.recording:
-                    self.record(func, args, kwargs, outs, False, sys._getframe(1))
+                    self.record(func, args, kwargs, outs, False, frame)
             elif len(outs) == 1 and run.recording and torch.is_grad_enabled() \
                     and len(pending) < 4096:
                 # Kept until the step ends, in case this tensor feeds a graph op unnamed.
-                f, _ = self.naming.user_frame(sys._getframe(1))
+                f, _ = self.naming.user_frame(frame)
                 pending.set(outs[0], (func, args, kwargs, self.naming.sid(f), self.naming.module))
-            return out
+            return
         if run.after_backward:
             self.begin_next_step()
             if run.dormant:
-                return out
+                return
         if not run.recording:
-            return out
+            return
         run.awaiting_forward = False
-        self.record(func, args, kwargs, outs, True, sys._getframe(1))
-        return out
+        self.record(func, args, kwargs, outs, True, frame)
 
     def record(self, func, args, kwargs, outs, is_graph, frame, sid=None, name=None,
                target=None, name_frame=None, module=_CURRENT):

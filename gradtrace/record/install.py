@@ -151,13 +151,16 @@ def _patch_backward(stack, run: Run, mode: Mode, new_step: Callable[[], None]) -
                 run.step += 1
                 run.step_begun = False  # counted once something of it runs (steps_seen)
                 run.after_backward = False
-                if run.policy.decide(run.step):
-                    run.recording = True
-                    new_step()
-                    # What follows until the first forward op (the update and zeroing
-                    # of the unrecorded step before) belongs to that step: not recorded.
-                    run.awaiting_forward = True
-                    mode.activate()
+                try:
+                    if run.policy.decide(run.step):
+                        run.recording = True
+                        new_step()
+                        # What follows until the first forward op (the update and zeroing
+                        # of the unrecorded step before) belongs to that step: not recorded.
+                        run.awaiting_forward = True
+                        mode.activate()
+                except Exception as e:  # gradtrace's bug: the user's backward has run
+                    run.internal(e)
 
         wrapper.__wrapped__ = orig  # type: ignore[attr-defined]
         # calls.classify looks through it to the original
