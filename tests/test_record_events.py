@@ -83,3 +83,34 @@ def test_a_changes_own_error_reaches_the_script_once():
             w -= 0.5 * w.grad
     assert w.tolist() == [0.0, 0.0, 0.0]  # one update of the three, once
     assert [e.kind for e in t.steps[0].events] == ["accumulate", "update"]
+
+
+# -- the first write of a new parameter -----------------------------------------------------------
+def _init_inside(path):
+    torch.manual_seed(0)
+    with gradtrace.trace(path) as t:
+        junk = torch.full((2 * 3 + 2,), float("nan"))  # memory the next allocations may reuse
+        del junk
+        net = torch.nn.Linear(3, 2)  # torch.empty, then kaiming_uniform_ and uniform_
+        net.weight.data.normal_(0, 0.01)  # d2l's re-initialisation through .data
+        with torch.no_grad():
+            net.bias.uniform_(-1, 1)  # a parameter written before: its value before is kept
+        net(torch.ones(4, 3)).sum().backward()
+    return t
+
+
+def test_the_first_write_of_a_new_parameter_has_no_value_before(tmp_path):
+    t = _init_inside(tmp_path / "a.gtrace")
+    ups = [e for e in t.steps[0].events if e.kind == "update"]
+    assert [(t.name(e.tensor), e.idiom) for e in ups] == [
+        ("net.weight", "p.kaiming_uniform_()"), ("net.bias", "p.uniform_()"),
+        ("net.weight", "p.data.normal_()"), ("net.bias", "p.uniform_() (no_grad)")]
+    first_w, first_b, again_w, again_b = ups
+    assert first_w.before is None and first_b.before is None  # not what the memory held
+    assert again_w.before.array.tolist() == first_w.after.array.tolist()  # kaiming's values
+    assert again_b.before.array.tolist() == first_b.after.array.tolist()
+    # what is recorded no longer depends on the bytes a new tensor's memory held
+    other = _init_inside(tmp_path / "b.gtrace")
+    steps = [sqlite3.connect(p).execute("SELECT body, vidx, vals FROM step").fetchall()
+             for p in (tmp_path / "a.gtrace", tmp_path / "b.gtrace")]
+    assert steps[0] == steps[1] and len(other.steps) == 1

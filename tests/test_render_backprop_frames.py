@@ -32,6 +32,18 @@ def test_backprop_update_shows_before_and_after(zeroing):
     assert "a change of −0.1 × .grad" in upd.caption
 
 
+def test_an_initialisation_has_no_value_before_and_says_new():
+    torch.manual_seed(0)
+    with gradtrace.trace() as t:
+        net = torch.nn.Linear(2, 1)  # kaiming_uniform_ and uniform_ on torch.empty memory
+        net(torch.ones(3, 2)).sum().backward()
+    run = t.result
+    init = next(f for f in backprop_plan(run, run.steps[0]).frames if f.phase == "update")
+    w = run.find("net.weight").tid
+    assert init.cells[w].before is None
+    assert f"net.weight new → {fmt_value(run.steps[0].updates[0].after)}" in init.caption
+
+
 def test_an_update_that_sends_the_loss_up_is_not_called_downhill(zeroing):
     """exploding_lr's lesson: an update against the gradient can still overshoot."""
     step = zeroing.steps[1]

@@ -194,7 +194,21 @@ class Events:
         f, via = self.naming.user_frame(frame)
         no_grad = not torch.is_grad_enabled()
         values = self.values
-        return roles, [values.before(t, r) for t, r in roles], f, via, no_grad
+        before = [None if self._unwritten(t) else values.before(t, r) for t, r in roles]
+        return roles, before, f, via, no_grad
+
+    def _unwritten(self, t) -> bool:
+        """Whether ``t`` is memory that ``torch.empty`` & co. made this step and nothing has
+        written yet (``nn.Linear`` makes its weight so, then calls ``kaiming_uniform_`` on
+        it): its first write has no value before, not the bytes the memory happened to hold
+        (often NaN or 1e38, and different on every run). Once written, it has values."""
+        unwritten = self.step.unwritten
+        if not unwritten or t.data_ptr() not in unwritten:
+            return False
+        unwritten.discard(t.data_ptr())
+        # the version counter (a Parameter shares its tensor's) says nothing wrote it in
+        # between: in place, or through out= (another tensor may have its address since)
+        return t._version == 0
 
     def _finish_inplace(self, func, args, planned) -> None:
         roles, before, f, via, no_grad = planned
@@ -247,7 +261,7 @@ class Events:
             # `p.data -= x` is an in-place call on the alias (recorded) then `p.data = alias`.
             return _PLAIN
         f, via = self.naming.user_frame(frame)
-        return role[1], self.values.snap_now(t), f, via
+        return role[1], None if self._unwritten(t) else self.values.snap_now(t), f, via
 
     def _finish_set_data(self, func, args, planned) -> None:
         tid, before, f, via = planned

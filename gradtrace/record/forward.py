@@ -21,6 +21,9 @@ from .values import Values
 __all__ = ["Forward"]
 
 _Tensor = torch.Tensor
+#: Calls whose output holds whatever its memory held before: no values of its own until
+#: something writes them (Events._unwritten).
+_UNINITIALISED = frozenset({torch.empty, torch.empty_like, torch.empty_strided, _Tensor.new_empty})
 _CURRENT = object()  # "the module running now", for ops recorded as they happen
 
 
@@ -54,6 +57,9 @@ class Forward:
     def _seen(self, func, args, kwargs, out, inplace, frame) -> None:
         """What ``on_op`` notes of a call that has run; ``frame``: its caller's."""
         run = self.run
+        if func in _UNINITIALISED and isinstance(out, _Tensor) and out.numel() \
+                and len(self.step.unwritten) < 4096:
+            self.step.unwritten.add(out.data_ptr())  # nn.Linear's weight, before its init
         if isinstance(out, _Tensor):
             if not inplace and args and out is args[0]:
                 # `loss.to("cpu")`, `.contiguous()` of a contiguous tensor: the input itself

@@ -184,6 +184,9 @@ class StepState:
         self.leaf_names = IdMap()    # leaf -> the variable name that holds it ("" for none)
         self.name_tried: set[int] = set()  # tids looked up for a name in this step
         self.grad_vid: dict[int, tuple[int, int, int]] = {}  # tid -> (vid, id(grad), version)
+        #: where torch.empty & co. put memory this step that nothing has written yet (its
+        #: address; see Events._unwritten)
+        self.unwritten: set[int] = set()
         if not keep_pending:
             self.pending.clear()
 

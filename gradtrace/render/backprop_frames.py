@@ -98,7 +98,9 @@ def _event_frame(st: Frame, step, group, next_loss: float | None = None) -> Fram
         cell = st.cells.get(e.tensor)
         name = step.name(e.tensor)
         if kind == "update":
-            parts.append(f"{name} {fmt_value(e.before)} → {fmt_value(e.after)}" + _lr_words(e, cell))
+            # (no value before: the first write of a new parameter, its initialisation)
+            before = "new" if e.before is None else fmt_value(e.before)
+            parts.append(f"{name} {before} → {fmt_value(e.after)}" + _lr_words(e, cell))
             if cell is not None:
                 cell.value = e.after
         else:
