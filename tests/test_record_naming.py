@@ -141,3 +141,26 @@ def test_a_chain_of_prep_ops_calling_one_function_twice_keeps_its_inputs_name():
         assert [name for name, _ in ops] == ["reshape", "flip", "reshape", "matmul", "sum"], ops
         assert ops[0][1] == ["X"] and ops[3][1][1] == "w", ops
         assert ops[1][1] != ["X"] and ops[2][1] != ["X"], ops   # the middle links are unnamed
+
+
+def test_a_modules_buffers_are_named_by_their_module_path():
+    # Two blocks whose code says self.bn.running_mean: the path tells them apart
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+            self.bn = nn.BatchNorm1d(3)
+
+        def forward(self, x):
+            return torch.nn.functional.relu(self.bn(self.lin(x)))
+
+    torch.manual_seed(0)
+    net = nn.Sequential(Block(), Block())
+    X = torch.randn(5, 3)
+    with gradtrace.trace() as t:
+        net(X).sum().backward()
+    names = {t.name(i) for op in t.steps[0].ops for i in op.inputs}
+    for k in (0, 1):
+        assert {f"net.{k}.bn.running_mean", f"net.{k}.bn.running_var", f"net.{k}.bn.weight",
+                f"net.{k}.lin.weight"} <= names
+    assert not any("self." in n for n in names)

@@ -317,7 +317,10 @@ class Naming:
             if m not in self.module_names:
                 self.module_names[m] = path = f"{root}.{sub}" if sub else root
                 self.module_classes[path] = type(m).__name__
-        for pname, p in module.named_parameters():
+        # Buffers too (BatchNorm's running_mean): leaves of the graph like the parameters;
+        # a path inside the module's own code (self.bn1.running_mean) would name the
+        # running_mean of every block the same.
+        for pname, p in (*module.named_parameters(), *module.named_buffers()):
             full = f"{root}.{pname}"
             run.param_names.set(p, full)
             tid = run.tids.get(p)

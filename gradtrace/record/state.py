@@ -27,7 +27,7 @@ class Run:
         # ids: sequential, never id()
         self.tids = IdMap()         # tensor -> tid
         self.named: set[int] = set()  # tids that have a name
-        self.param_names = IdMap()  # parameter -> its module path (net.0.weight)
+        self.param_names = IdMap()  # parameter or buffer -> its module path (net.0.weight)
         self.alias = IdMap()        # alias tensor -> (role, tid, path): role 'param' | 'grad'
         self.next_tid = 0
         self.next_vid = 0
@@ -85,8 +85,8 @@ class Run:
                 role = "param"
             else:
                 role = "input"
-        if name is None and role == "param":
-            name = self.param_names.get(t)
+        if name is None and role in ("param", "input"):
+            name = self.param_names.get(t)  # a module's parameter or buffer: its path
         if name is not None:
             self.named.add(tid)
         self.w.add_tensor(TensorRow(tid, name, role, tuple(t.shape), dtype_name_of(t.dtype),
