@@ -164,3 +164,26 @@ def test_a_modules_buffers_are_named_by_their_module_path():
         assert {f"net.{k}.bn.running_mean", f"net.{k}.bn.running_var", f"net.{k}.bn.weight",
                 f"net.{k}.lin.weight"} <= names
     assert not any("self." in n for n in names)
+
+
+def test_a_batch_is_named_by_the_loops_variable_after_a_first_call_with_a_temporary():
+    # A lazy module is often materialised with a temporary first (net(X[:2])): the name
+    # found then is forward's argument; the next steps' batches are the loop's `xb`
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.LazyLinear(2)
+
+        def forward(self, x):
+            return self.lin(x).sum()
+
+    torch.manual_seed(0)
+    net = Net()
+    X = torch.randn(8, 4)
+    with gradtrace.trace() as t:
+        net(X[:2]).backward()
+        for i in range(0, 8, 4):
+            xb = X[i:i + 4]
+            net(xb).backward()
+    firsts = [t.name(s.ops[0].inputs[0]) for s in t.steps]
+    assert firsts == ["x", "xb", "xb"]

@@ -214,9 +214,13 @@ class Naming:
                 # depth -1: the name was one of the innermost frame's globals
                 scope = None if g is None else g.f_globals if depth < 0 else g.f_locals
                 if scope is not None and (scope.get(name) if "." not in name
-                                          else _resolve(scope, name)) is t:
+                                          else _resolve(scope, name)) is t \
+                        and not (depth >= 0 and _is_argument(g.f_code, name)):
                     leaf_names.set(t, name)
                     return name
+                # (an argument, as forward's ``x``: the caller may hold the tensor under the
+                # script's own name, as the loop's ``xb``, where a first call passed it a
+                # temporary, ``X[:2]``: the frames are looked through again)
         name, depth = self._scan_frames(f, t)
         if site is not None:
             self.name_sites[site] = (depth, name, 0)
