@@ -42,6 +42,9 @@ def test_an_initialisation_has_no_value_before_and_says_new():
     w = run.find("net.weight").tid
     assert init.cells[w].before is None
     assert f"net.weight new → {fmt_value(run.steps[0].updates[0].after)}" in init.caption
+    # an initialisation, not a step against a gradient (there is none yet)
+    assert init.caption.startswith("Before any gradient, the script sets the parameters' values")
+    assert "downhill" not in init.caption and not init.alert
 
 
 def test_an_update_that_sends_the_loss_up_is_not_called_downhill(zeroing):
