@@ -114,6 +114,30 @@ def test_non_finite_in_the_backward_pass_names_the_backward_node():
     assert nf.step == 0 and nf.op == "sqrt" and "SqrtBackward0" in nf.message and "backward pass" in nf.message
 
 
+def _masked_attention(mask):
+    torch.manual_seed(0)
+    q = torch.randn(2, 3, 4, requires_grad=True)
+    v = torch.randn(2, 3, 4)
+    with gradtrace.trace() as t:
+        scores = (q @ q.transpose(1, 2)).masked_fill(mask, float("-inf"))  # padding: -inf
+        (scores.softmax(-1) @ v).pow(2).sum().backward()
+    return t.result
+
+
+def test_a_mask_of_minus_inf_that_the_softmax_takes_back_is_not_a_finding():
+    mask = torch.tensor([False, False, True]).expand(2, 3, 3)  # the last key is padding
+    run = _masked_attention(mask)
+    assert _findings(run, "non_finite") == []
+    assert run.check().ok
+
+
+def test_a_row_masked_whole_is_found_at_the_mask():
+    mask = torch.tensor([[False, False, False], [False, False, False], [True, True, True]])
+    run = _masked_attention(mask.expand(2, 3, 3))  # softmax of all -inf: NaN
+    [nf] = _findings(run, "non_finite")
+    assert nf.op == "masked_fill" and "in the forward pass" in nf.message
+
+
 def test_unscaled_features_are_ill_conditioned(demo_trace):
     [f] = _findings(demo_trace("crop_yield"), "ill_conditioned")
     assert f.param == "w" and f.op == "matmul" and f.source == "crop_yield.py:34"

@@ -293,6 +293,61 @@ def test_the_forward_bound_of_a_squared_dot_product_follows_the_rounded_product(
     assert model.forward_bound(tid, [2]).tolist() == pytest.approx([got[2].item()], rel=1e-15)
 
 
+def test_a_softmaxs_backward_is_bounded_by_its_terms_not_its_jacobian():
+    """softmax's backward computes p (g - sum(g p)): its terms are p (|g| + sum(|g| p)), where
+    |J|^T |g| (J = diag(p) - p p^T) is near 0 for a confident p. The op's own rounding is
+    relative to those terms; errors already in g move through |J|^T as before."""
+    c = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    for name, fn in (("softmax", torch.softmax), ("log_softmax", torch.log_softmax)):
+        w = torch.tensor([6.0, 0.0, -1.0], dtype=torch.float64, requires_grad=True)
+        with gradtrace.trace() as t:
+            (fn(w, 0) * c).sum().backward()
+        model = ErrorModel(*replay_of(t.result.steps[0]))
+        [rec] = [r for r in model.records if r.op.name == name]
+        g = [c.abs()]
+        p = torch.softmax(w.detach(), 0)
+        # J[i, j] = d out_i / d w_j
+        eye = torch.eye(3, dtype=torch.float64)
+        jac = torch.diag(p) - torch.outer(p, p) if name == "softmax" else eye - p[None, :].expand(3, 3)
+        [(tid, through)] = model.abs_vjp(rec, g).items()
+        [(_, own)] = model.abs_vjp(rec, g, terms=True).items()
+        torch.testing.assert_close(through, jac.abs().T @ c.abs(), rtol=1e-12, atol=1e-15)
+        want = p * (c.abs() + (c.abs() * p).sum()) if name == "softmax" else c.abs() + p * c.abs().sum()
+        torch.testing.assert_close(own, want, rtol=1e-12, atol=0)
+        assert bool((own >= through - 1e-15).all())
+        if name == "softmax":  # the confident element: |J| hides almost all of its terms
+            assert float(own[0]) > 50 * float(through[0])
+
+
+def test_a_confident_softmax_in_float32_passes_the_numeric_check():
+    """Attention scores q q^T are largest on the diagonal: a softmax near one-hot, whose
+    backward's float32 rounding is many times |J|^T |g| (this failed: error 2x its bound)."""
+    torch.manual_seed(0)
+    q = torch.randn(2, 3, 4, requires_grad=True)
+    v = torch.randn(2, 3, 4)
+    with gradtrace.trace() as t:
+        ((q @ q.transpose(1, 2)).softmax(-1) @ v).pow(2).sum().backward()
+    [c] = numeric_check(t.result.steps[0])
+    assert c.status == "pass", c.detail
+
+
+def test_a_masks_minus_inf_carries_no_rounding_error():
+    """masked_fill(-inf) then softmax (attention with padding): the -inf is exact and the
+    softmax makes it an exact 0; the forward errors stay finite and the check passes."""
+    torch.manual_seed(0)
+    q = torch.randn(2, 3, 4, requires_grad=True)
+    v = torch.randn(2, 3, 4)
+    mask = torch.tensor([False, False, True]).expand(2, 3, 3)
+    with gradtrace.trace() as t:
+        s = (q @ q.transpose(1, 2)).masked_fill(mask, float("-inf"))
+        (s.softmax(-1) @ v).pow(2).sum().backward()
+    rp, values = replay_of(t.result.steps[0])
+    model = ErrorModel(rp, values)
+    assert all(bool(torch.isfinite(e).all()) for e in model.forward_errors().values())
+    [c] = numeric_check(t.result.steps[0])
+    assert c.status == "pass" and math.isfinite(c.bound) and c.bound > 0
+
+
 def test_an_op_that_ran_in_bfloat16_adds_the_rounding_of_its_result():
     """A bfloat16 dot product accumulates in float32 and rounds its result once to bfloat16:
     gamma_3(u_float32) + u_bfloat16, then the float() after it adds its own gamma_3(u_float32)."""

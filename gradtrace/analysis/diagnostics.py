@@ -6,7 +6,8 @@ Each finding names the step, the parameter, the op and the source line where it 
   the parameter was updated in between (the missing ``zero_grad()``). Several backward
   passes before one update (gradient accumulation on purpose) are not flagged.
 - ``non_finite``: the first value that was inf or nan, in the forward pass, the backward
-  pass or an update, and the op that produced it.
+  pass or an update, and the op that produced it; not said of a step whose loss, gradients
+  and updates are all finite (an attention mask of -inf that a softmax takes back).
 - ``lr_unstable``: plain gradient descent on a squared-error linear model is stable only
   for lr < 2/lambda_max of the loss Hessian; said when the recorded lr is past it.
 - ``ill_conditioned``: the Hessian's condition number is large (unscaled features):
@@ -142,6 +143,23 @@ def _all_finite(step: Step) -> bool:
     return not arrays or bool(np.isfinite(np.concatenate(arrays).astype(np.float64, copy=False)).all())
 
 
+def _contained(step: Step) -> bool:
+    """Whether the step's non-finite values stayed inside its forward pass: its loss, every
+    gradient of its backward pass and every event's value are finite. An attention mask
+    filled with -inf, then a softmax, is that: nothing to report. Where the loss or a
+    gradient is not finite, the first non-finite value of the step is where to look, even if
+    it is such a mask (a row masked whole gives a softmax of NaN)."""
+    if step.loss is not None and not math.isfinite(step.loss):
+        return False
+    vals = []
+    if step.backward is not None:
+        for n in step.backward.nodes:
+            vals.extend(n.grad_inputs)
+    for e in step.events:
+        vals.extend((e.incoming, e.after))
+    return all(_finite(v) for v in vals)
+
+
 def _bad(v) -> str:
     d = v.array
     if d is not None and d.dtype.kind == "f":
@@ -264,7 +282,7 @@ class Diagnostics:
                         self.first_use[n.variable] = (step.index, None)
             else:
                 self._event(step, item)
-        if self.non_finite is None and not _all_finite(step):
+        if self.non_finite is None and not _all_finite(step) and not _contained(step):
             self._scan_non_finite(step)
         if fit is not None and fit.loss_kind == SQUARED_ERROR:
             key = (fit.terms, fit.d, fit.k)

@@ -71,6 +71,8 @@ _LINEAR = _CONTRACTIONS | _CONVOLUTIONS | {
     "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
     "pad", "masked_select", "index_add", "scatter_add", "positive", "ravel", "squeeze_",
     "unsqueeze_", "detach_copy"}
+# Normalisations whose backward subtracts a weighted sum: see ErrorModel._softmax_terms.
+_SOFTMAXES = {"softmax", "_softmax", "log_softmax", "_log_softmax"}
 # A local Jacobian taken whole when it is at most this many entries (the rest: |vjp|).
 _JACOBIAN_LIMIT = 1 << 20
 
@@ -245,8 +247,12 @@ class ErrorModel:
         return [r for t, r in zip(outs, res) if t in rec.outputs]
 
     # -- |J|^T c ----------------------------------------------------------------------------------
-    def abs_vjp(self, rec: _OpRecord, cot: list[torch.Tensor]) -> dict[int, torch.Tensor]:
-        """|J|^T c for nonnegative cotangents ``cot`` (one per float output), per float input.
+    def abs_vjp(self, rec: _OpRecord, cot: list[torch.Tensor],
+                terms: bool = False) -> dict[int, torch.Tensor]:
+        """|J|^T c for nonnegative cotangents ``cot`` (one per float output), per float input;
+        ``terms``: the magnitudes of the terms the op's backward adds up instead, where they
+        exceed |J|^T c (softmax: see :meth:`_softmax_terms`). Errors already in ``c`` move
+        through |J|^T; the op's own rounding is relative to its terms.
 
         Inputs that depend on no parameter (data, a batch norm's running statistics, which
         the op updates in place and so may not require grad) pass no gradient back: they
@@ -255,14 +261,18 @@ class ErrorModel:
                  if i not in self.replay.dependent}
         if fixed:
             return {**fixed, **self._abs_vjp([i for i in rec.inputs if i not in fixed], rec, cot,
-                                             list(fixed))}
-        return self._abs_vjp(rec.inputs, rec, cot, [])
+                                             list(fixed), terms)}
+        return self._abs_vjp(rec.inputs, rec, cot, [], terms)
 
     def _abs_vjp(self, inputs: list[int], rec: _OpRecord, cot: list[torch.Tensor],
-                 fixed: list[int]) -> dict[int, torch.Tensor]:
+                 fixed: list[int], terms: bool = False) -> dict[int, torch.Tensor]:
         if not inputs:
             return {}
         xs = {i: self.env[i].detach() for i in inputs}
+        if terms:
+            magnitudes = self._softmax_terms(rec, xs, cot)
+            if magnitudes is not None:
+                return magnitudes
         with torch.enable_grad():
             if rec.kind == "elementwise" and rec.outputs:
                 shape = self.env[rec.outputs[0]].shape
@@ -306,6 +316,31 @@ class ErrorModel:
             return {i: (g.abs() if g is not None else torch.zeros_like(xs[i]))
                     for i, g in zip(sub, gs)}
 
+    def _softmax_terms(self, rec: _OpRecord, xs: dict[int, torch.Tensor],
+                       cot: list[torch.Tensor]) -> dict[int, torch.Tensor] | None:
+        """The magnitudes of the terms softmax's and log_softmax's backward add up, for
+        cotangents ``cot``; None for any other op. Their Jacobians come from a cancellation
+        (``diag(p) - p p^T``), so |J|^T c understates them where p is near 1 (a confident
+        softmax: attention, a trained classifier): the backward computes ``p (g - sum(g p))``
+        and ``g - p sum(g)``, whose terms are ``p (|g| + sum(|g| p))`` and ``|g| + p sum(|g|)``."""
+        name = rec.op.name if isinstance(rec.op.name, str) else ""
+        if name not in _SOFTMAXES or len(xs) != 1 or len(rec.outputs) != 1 or len(cot) != 1:
+            return None
+        args, kwargs = rec.op.args, rec.op.kwargs
+        dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+        if not isinstance(dim, int):
+            return None
+        (i, x), = xs.items()
+        out = self.env[rec.outputs[0]].detach()
+        c = cot[0].reshape(out.shape)
+        if name in ("log_softmax", "_log_softmax"):
+            p = out.exp()
+            t = c + p * c.sum(dim, keepdim=True)
+        else:
+            p = out
+            t = p * (c + (c * p).sum(dim, keepdim=True))
+        return {i: t.reshape(x.shape) if t.shape == x.shape else t.sum_to_size(x.shape)}
+
     # -- the bounds -----------------------------------------------------------------------------
     def _k_bwd(self, rec: _OpRecord, tid: int) -> float:
         return math.ceil(rec.terms / max(self.env[tid].numel(), 1)) + 2
@@ -333,7 +368,7 @@ class ErrorModel:
             if all(float(g.max()) == 0 for g in g_abs if g.numel()) and all(
                     float(b.max()) == 0 for b in b_out if b.numel()):
                 continue
-            terms = self.abs_vjp(rec, g_abs)
+            terms = self.abs_vjp(rec, g_abs, terms=True)
             carried = self.abs_vjp(rec, b_out) if any(
                 float(b.max()) > 0 for b in b_out if b.numel()) else {}
             for i, t in terms.items():
@@ -365,7 +400,9 @@ class ErrorModel:
             k = self._k_fwd(rec)
             g = self._gamma(rec, k) if u_of is None else gamma(k + 1, u_of)
             for t, m in zip(rec.outputs, mags):
-                out[t] = g * m
+                # An infinity the op set on purpose (a mask's -inf, that a softmax turns into
+                # an exact 0) carries no rounding error, and nothing of the loss depends on it.
+                out[t] = torch.where(torch.isfinite(m), g * m, torch.zeros_like(m))
         return out
 
     def forward_bound(self, tid: int, indices: list[int]) -> torch.Tensor:
