@@ -151,7 +151,7 @@ def _contained(step: Step) -> bool:
     it is such a mask (a row masked whole gives a softmax of NaN)."""
     if step.loss is not None and not math.isfinite(step.loss):
         return False
-    vals = []
+    vals: list[Any] = []
     if step.backward is not None:
         for n in step.backward.nodes:
             vals.extend(n.grad_inputs)
