@@ -115,3 +115,15 @@ def test_what_was_not_recorded_is_said(both_ways, name, territory):
         assert backward_passes > 0 or said, traced.stderr[-2000:]
     else:  # transformed and compiled code is not recorded op by op: say so, in one line
         assert len(said) == 1, traced.stderr[-2000:]
+
+
+def test_a_compiled_modules_parameters_are_named_by_the_scripts_module(both_ways):
+    """torch.compile(model) wraps model in an OptimizedModule: the parameters are the
+    script's model.0.weight, not the wrapper's cmodel._orig_mod.0.weight."""
+    import gradtrace
+
+    _, _, folder = both_ways("compiled")
+    t = gradtrace.load(folder / "trace.gtrace")
+    names = {t.name(e.tensor) for s in t.steps for e in s.events if e.kind == "accumulate"}
+    t.close()
+    assert names == {"model.0.weight", "model.0.bias", "model.2.weight", "model.2.bias"}

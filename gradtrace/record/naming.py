@@ -102,6 +102,14 @@ def _resolve(scope: dict, dotted: str):
     return v
 
 
+def _compiled_inner(module):
+    """The module ``torch.compile`` wrapped, for its wrapper (an OptimizedModule); else None."""
+    inner = getattr(module, "_orig_mod", None)
+    if inner is not None and type(module).__name__ == "OptimizedModule":
+        return inner
+    return None
+
+
 def _is_argument(co, name: str) -> bool:
     """``name`` is an argument of the function of code ``co``: a module's parameter passed to
     it (``LinearFunction.apply(x, self.weight)`` binds ``weight``) is better named by its
@@ -302,6 +310,16 @@ class Naming:
         """Name ``module`` (its variable, else its parent's path and class) and everything in it."""
         run = self.run
         f, _ = self.user_frame(frame)
+        inner = _compiled_inner(module)
+        if inner is not None:
+            # torch.compile(net): the script's `net` names the parameters (net.0.weight),
+            # not the wrapper's path to them (cnet._orig_mod.0.weight); without a variable
+            # of its own the module takes the wrapper's name
+            if inner not in self.module_names:
+                self._name_module_as(inner, self.find_name(f, inner) or self.find_name(f, module)
+                                     or type(inner).__name__)
+            self.module_names[module] = self.module_names[inner]
+            return self.module_names[module]
         root = self.find_name(f, module)
         if (root is None or root == "self") and f is not None:
             # Inside a method (`self.net(X)`), the script's own name for the object.
@@ -317,6 +335,11 @@ class Naming:
         if root is None:
             root = self.module_stack[-1] + "." + type(module).__name__ if self.module_stack \
                 else type(module).__name__
+        return self._name_module_as(module, root)
+
+    def _name_module_as(self, module, root: str) -> str:
+        """Name ``module`` ``root``, its sub-modules, parameters and buffers by their paths."""
+        run = self.run
         for sub, m in module.named_modules():
             if m not in self.module_names:
                 self.module_names[m] = path = f"{root}.{sub}" if sub else root
