@@ -60,6 +60,20 @@ def test_run_without_animate_says_how_to_make_them(tmp_path):
     assert not list(tmp_path.rglob("*.gif"))
 
 
+@pytest.mark.slow  # `gradtrace run` in a forked child
+def test_a_run_without_a_backward_pass_suggests_no_animation(tmp_path):
+    """Nothing to animate (the script trains in another thread, or never calls backward):
+    with --animate one line says why; without it no command that would make nothing."""
+    (tmp_path / "fwd.py").write_text("import torch\nprint(float((torch.ones(3) * 2).sum()))\n")
+    r = gradtrace_cmd("run", "--no-report", "fwd.py", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout == "6.0\n", r.stderr
+    assert "animat" not in r.stderr
+    r = gradtrace_cmd("run", "--no-report", "--animate", "fwd.py", cwd=tmp_path)
+    said = [line for line in r.stderr.splitlines() if "animat" in line]
+    assert said == ["gradtrace: animations skipped: no recorded step has a backward pass, so "
+                    "there is no gradient to animate"], r.stderr
+
+
 @pytest.mark.slow  # `gradtrace run` / `animate` in forked children, GIFs drawn
 def test_run_no_animate(tmp_path):
     (tmp_path / "fit.py").write_text(SCRIPT)

@@ -135,6 +135,15 @@ def after_run(trace, outputs: Outputs, ctx, made: dict[str, Any] | None = None) 
     (kind -> reason) for the report."""
     params = ctx.params if ctx is not None else {}
     missing: dict[str, str] = {} if made is None else made.setdefault("animations_missing", {})
+    rows = trace.step_rows()
+    if not any(r["has_backward"] for r in rows):
+        # (with --animate or not: a command that would make nothing is not suggested)
+        why = "no recorded step has a backward pass, so there is no gradient to animate"
+        if params.get("animate", True):
+            info(f"animations skipped: {why}")
+        for kind in ("backprop", "training"):
+            missing[kind] = f"skipped: {why}"
+        return
     if not params.get("animate", True):
         # off the user's path: said once (unless --no-animate asked for none), with the
         # command that makes them from the trace
@@ -146,13 +155,6 @@ def after_run(trace, outputs: Outputs, ctx, made: dict[str, Any] | None = None) 
         for kind in ("backprop", "training"):
             missing[kind] = (f"gradtrace run makes it only with --animate; make it from the "
                              f"trace with: gradtrace animate {shown} --kind {kind}")
-        return
-    rows = trace.step_rows()
-    if not any(r["has_backward"] for r in rows):
-        why = "no recorded step has a backward pass, so there is no gradient to animate"
-        info(f"animations skipped: {why}")
-        for kind in ("backprop", "training"):
-            missing[kind] = f"skipped: {why}"
         return
     if len(rows) > RUN_MAX_STEPS:
         shown = shown_path(Path(trace.path))
