@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 import gradtrace
 from gradtrace.analysis.check import numeric_check
+from gradtrace.analysis.errmodel import ErrorModel
 from gradtrace.analysis.numeric import (
     Replay, autograd_gradients, blame_functions, finite_differences, replay_of, sample_indices,
 )
@@ -240,3 +241,22 @@ def test_the_check_imports_neither_dynamo_nor_sympy(tmp_path):
                        cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "[]", r.stdout
+
+
+def test_a_gradient_with_respect_to_an_intermediate_varies_it_not_its_inputs():
+    """torch.autograd.grad(loss, h) with h = X @ w (a gradient penalty's first step): the
+    replay varies h itself; the op that made h is not run again from w (the gradient was
+    0 and the check said WRONG)."""
+    torch.manual_seed(0)
+    X, w, c = torch.randn(6, 3), torch.randn(3, 4, requires_grad=True), torch.randn(6, 4)
+    with gradtrace.trace() as t:
+        h = X @ w
+        (g,) = torch.autograd.grad((h.tanh() * c).sum(), h)
+    step = t.result.steps[0]
+    rp, values = replay_of(step)
+    [tid] = values
+    assert step.tensors[tid].role == "activation"  # h, not the parameter w
+    replayed = ErrorModel(rp, values).gradient[tid]  # the float64 replay's own gradient
+    torch.testing.assert_close(replayed.float(), g, rtol=1e-5, atol=1e-6)
+    [check] = numeric_check(step)
+    assert check.status == "pass", check.detail

@@ -155,6 +155,7 @@ class Replay:
         # (data preparation, in-place initialisation) keep their recorded outputs.
         self.runs = [o for o in step.ops if o.is_graph or o.parent is not None]
         self.made: set[int] = set()
+        self.given: frozenset[int] = frozenset(self.leaves)
         self.dependent: set[int] = set(self.leaves)
         for o in self.runs:
             self.made.update(o.outputs)
@@ -305,6 +306,11 @@ class Replay:
                 raise ReplayError(f"{o.name}'s forward returned a tensor that none of its recorded ops "
                                   "made; it cannot be replayed")
             return
+        if o.outputs and all(t in self.given for t in o.outputs):
+            # the op made a tensor the gradient is taken with respect to (an input of
+            # torch.autograd.grad, h = emb(tok)): its value is what the replay varies, not
+            # what the op would make again from its own inputs
+            return
         for i in o.inputs:
             if i not in env and i in self.dependent and i not in self.made:
                 raise ReplayError(f"{self.step.name(i)} (an input of {o.name}"
@@ -314,6 +320,8 @@ class Replay:
         if len(outs) < len(o.outputs):
             raise ReplayError(f"{o.target} gave {len(outs)} tensors on replay, {len(o.outputs)} recorded")
         for tid, t in zip(o.outputs, outs):
+            if tid in self.given:
+                continue  # (one output of several: as above)
             if t.is_floating_point() and t.dtype != torch.float64:
                 t = t.double()
             env[tid] = t
