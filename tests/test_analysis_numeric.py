@@ -260,3 +260,24 @@ def test_a_gradient_with_respect_to_an_intermediate_varies_it_not_its_inputs():
     torch.testing.assert_close(replayed.float(), g, rtol=1e-5, atol=1e-6)
     [check] = numeric_check(step)
     assert check.status == "pass", check.detail
+
+
+def test_a_kink_near_the_point_does_not_make_a_correct_relu_wrong():
+    """relu(x w + c) with the first row's input 1e-8 > 0: autograd's derivative is x summed,
+    3. Central differences of steps down to 6e-6 / 256 all reach across relu's kink (they
+    measured 2.5 and the check said WRONG); a step with a kink starts from a hundredth of
+    6e-6, and its retries get below 1e-8."""
+    x = torch.tensor([[1.0], [2.0]])
+    c = torch.tensor([[0.0], [3.0]])
+    w = torch.tensor([[1e-8]], requires_grad=True)
+    with gradtrace.trace() as t:
+        F.relu(x @ w + c).sum().backward()
+    step = t.result.steps[0]
+    rp, values = replay_of(step)
+    assert rp.fd_eps == pytest.approx(6e-8)
+    checks = numeric_check(step)
+    assert checks and all(c.status == "pass" for c in checks), [c.detail for c in checks]
+    # as the check asks: good to a tenth of float32's bound, retried with h / 16 till then
+    fd = finite_differences(rp, values, t.find("w").tid, [0], target=torch.tensor([1e-7]))
+    assert float(fd.fd[0]) == pytest.approx(3.0, rel=1e-6)  # x summed: 1 + 2, both on the live side
+    assert float(fd.h[0]) < 1e-8 / 4

@@ -587,7 +587,7 @@ def numeric_check(step: Step, elements: int = 32) -> list[CheckResult]:
                  "finite differences": float(fd_err[at])}
         biggest = max(parts, key=parts.__getitem__)
         detail = (f"central differences of the float64 replay of {n_ops} op{'s' if n_ops != 1 else ''} "
-                  f"at {what} (steps h, 2h, 4h, h = 6e-6 * max(1, |theta|) or down to 1/256 of it, extrapolated); bound {float(bound[at]):.2g} at element "
+                  f"at {what} (steps h, 2h, 4h, h = {rp.fd_eps:.0e} * max(1, |theta|) or down to 1/256 of it, extrapolated); bound {float(bound[at]):.2g} at element "
                   f"{idx[at]} ({_dtypes(model.dtypes, dtype)} rounding of autograd's backward {parts['backward']:.2g} + "
                   f"forward {parts['forward']:.2g}, finite-difference error "
                   f"{parts['finite differences']:.2g}; times {SAFETY:g}; mostly {biggest}); "

@@ -34,6 +34,21 @@ __all__ = ["Replay", "ReplayError", "finite_differences", "blame_functions", "Bl
 
 #: h = FD_EPS * max(1, |theta_i|): the step that balances truncation and rounding in float64.
 FD_EPS = 6e-6
+#: Ops with a kink (relu's at 0, a max's at a tie): a difference whose steps reach across one
+#: measures neither side's derivative (with h = 6e-6, one in a few hundred elements of a
+#: ReLU CNN's weight did, and the check said WRONG on correct code). Where the step has one,
+#: h is KINK_SHRINK times smaller: the float64 loss's rounding, divided by h, stays 10^7
+#: below float32's (the bounds compared), and a kink is that much less likely to lie within h.
+KINKS = frozenset({
+    "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "hardtanh", "hardtanh_", "clamp",
+    "clamp_", "clip", "clamp_min", "clamp_max", "threshold", "threshold_", "abs", "abs_",
+    "max_pool1d", "max_pool2d", "max_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d",
+    "max", "min", "amax", "amin", "maximum", "minimum", "fmax", "fmin", "hardswish",
+    "hardsigmoid", "hardshrink", "softshrink", "prelu", "rrelu", "celu", "elu", "selu",
+    "floor", "ceil", "round", "trunc", "sign", "sgn", "where", "masked_fill", "sort",
+    "topk", "cummax", "cummin", "median", "kthvalue",
+})
+KINK_SHRINK = 100
 
 # Ops whose result depends on a random draw: a replay would draw differently.
 _RANDOM = {"dropout", "dropout1d", "dropout2d", "dropout3d", "feature_dropout", "alpha_dropout",
@@ -154,6 +169,9 @@ class Replay:
         # What a replay runs: the graph ops and the ops inside custom Functions. Other ops
         # (data preparation, in-place initialisation) keep their recorded outputs.
         self.runs = [o for o in step.ops if o.is_graph or o.parent is not None]
+        #: the finite differences' relative step (see KINKS)
+        self.fd_eps = FD_EPS / KINK_SHRINK if any(
+            (o.name if isinstance(o.name, str) else "") in KINKS for o in self.runs) else FD_EPS
         self.made: set[int] = set()
         self.given: frozenset[int] = frozenset(self.leaves)
         self.dependent: set[int] = set(self.leaves)
@@ -515,7 +533,8 @@ def finite_differences(replay: Replay, values: dict[int, torch.Tensor], tid: int
                        indices: list[int], loss_error: float = 0.0,
                        target: torch.Tensor | None = None) -> FDResult:
     """dL/dtheta_i for the given flat indices of parameter ``tid`` by central differences
-    with steps h, 2h and 4h (h = FD_EPS * max(1, |theta_i|)), extrapolated (see FDResult).
+    with steps h, 2h and 4h (h = replay.fd_eps * max(1, |theta_i|): FD_EPS, or a hundredth of
+    it where the step has a kink), extrapolated (see FDResult).
 
     With a ``target`` (per element: the error that would not matter), a step whose
     estimated error (truncation + ``1.5 * loss_error / h``) is above it is retried with
@@ -524,7 +543,7 @@ def finite_differences(replay: Replay, values: dict[int, torch.Tensor], tid: int
     base = values[tid].reshape(-1)
     n = len(indices)
     ds = torch.empty(3, n, dtype=torch.float64)
-    trial = torch.tensor([FD_EPS * max(1.0, abs(float(base[i]))) for i in indices],
+    trial = torch.tensor([replay.fd_eps * max(1.0, abs(float(base[i]))) for i in indices],
                          dtype=torch.float64)
     hs = trial.clone()                  # the step of the estimate kept
     best = [math.inf] * n
