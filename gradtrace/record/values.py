@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 
 from ..tracefile.model import Stats, memory_run
@@ -26,11 +29,16 @@ class Values:
         #: statistics by memory run while one backward pass is written (see :meth:`shared`)
         self.memo: dict[tuple, Stats] | None = None
 
-    def shared(self) -> "_Shared":
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
         """A block in which no user code runs (a backward pass written out): a value whose
         memory run was summarised already in it reuses those statistics (a transposed
         gradient, a flattened input: 3 of an MLP step's 20 large values)."""
-        return _Shared(self)
+        self.memo = {}
+        try:
+            yield
+        finally:
+            self.memo = None
 
     def snap_now(self, t, tid=None) -> int:
         """Take tensor ``t``'s value now (bytes, or statistics if it is large); its vid."""
@@ -55,7 +63,7 @@ class Values:
             key = memory_run(t) if memo is not None else None
             known = memo.get(key) if memo is not None and key is not None else None
             stats = known if known is not None else Stats.of(t)
-            if known is None and memo is not None and key is not None:
+            if memo is not None and key is not None and known is None:
                 memo[key] = stats
             run.w.add_stats(vid, tid, t.shape, dname, stats)
         return vid
@@ -95,14 +103,3 @@ class Values:
             if seen is not None and seen[1] == id(t) and seen[2] == t._version:
                 return seen[0]
         return self.snap_now(t)
-
-
-class _Shared:
-    def __init__(self, values: Values):
-        self.values = values
-
-    def __enter__(self) -> None:
-        self.values.memo = {}
-
-    def __exit__(self, *exc) -> None:
-        self.values.memo = None
