@@ -111,9 +111,11 @@ def _event_frame(st: Frame, step, group, next_loss: float | None = None) -> Fram
     idioms = ", ".join(dict.fromkeys(e.idiom for e in group))
     # Updates before the step's first gradient (or of a parameter's first values) set the
     # parameters up: nn.Linear's kaiming_uniform_, d2l's weight.data.normal_(0, 0.01).
-    first_grad = min((a.seq for a in step.accumulations), default=None)
-    init = kind == "update" and all(
-        e.before is None or (first_grad is not None and e.seq < first_grad) for e in group)
+    init = False
+    if kind == "update":
+        first_grad = min((a.seq for a in step.accumulations), default=None)
+        init = all(e.before is None or (first_grad is not None and e.seq < first_grad)
+                   for e in group)
     stale = not init and kind == "update" and any(
         _acc_mark(a) == "added" for a in step.accumulations if a.tensor in {e.tensor for e in group})
     uphill = not init and kind == "update" and next_loss is not None and step.loss is not None \
