@@ -1,5 +1,5 @@
 """The trace writer (gradtrace/tracefile/store.py): a failed write keeps the run going, steps written
-once their work is done, provisional rows; loading is tested in test_tracefile_opening.py."""
+once their work is done, marked steps; loading is tested in test_tracefile_opening.py."""
 
 from __future__ import annotations
 
@@ -94,53 +94,86 @@ def test_readers_on_odd_paths_in_a_real_shell(tmp_path, twenty_step_file):
     assert (d / "t?.png").stat().st_size > 0 and "run#3" in (d / "r%20.html").read_text()
 
 
-def test_a_step_written_provisionally_then_ended_is_the_same_bytes(tmp_path, monkeypatch):
-    """A step is written when its update is done (a kill -9 keeps it) and again when rows
-    arrive after that (the zeroing of b's gradient here); the second write encodes only the
-    rows added since. The file is the one encoding every row each time writes."""
+def _record_zeroing_twice(path):
+    """Six steps whose updates and zeroings come one parameter after the other: w's zeroing
+    marks the step done (record/recorder.py), b's update and zeroing come after the mark."""
+    torch.manual_seed(0)
+    w, b = torch.randn(3, 1, requires_grad=True), torch.zeros(1, requires_grad=True)
+    X = torch.randn(8, 3)
+    with gradtrace.trace(path, full=True):
+        for _ in range(6):
+            (X @ w + b).pow(2).mean().backward()
+            with torch.no_grad():
+                for p in (w, b):
+                    p -= 0.1 * p.grad
+                    p.grad.zero_()
+    return sqlite3.connect(path).execute("SELECT * FROM step ORDER BY idx").fetchall()
+
+
+def test_a_step_written_while_marked_then_ended_is_the_same_file(tmp_path, monkeypatch):
+    """A commit that comes while a step is marked writes it as it stood then (kill -9 keeps
+    it); its final row replaces that one. The file is the one a run writing each step once
+    leaves."""
     from gradtrace.tracefile import store
 
-    def record(path):
-        torch.manual_seed(0)
-        w, b = torch.randn(3, 1, requires_grad=True), torch.zeros(1, requires_grad=True)
-        X = torch.randn(8, 3)
-        with gradtrace.trace(path, full=True):
-            for _ in range(6):
-                (X @ w + b).pow(2).mean().backward()
-                with torch.no_grad():
-                    for p in (w, b):
-                        p -= 0.1 * p.grad
-                        p.grad.zero_()  # w's zeroing writes the step; b's is added after
-        return sqlite3.connect(path).execute("SELECT * FROM step ORDER BY idx").fetchall()
-
-    calls = []
-    encode = store.TraceWriter._encode
-    monkeypatch.setattr(store.TraceWriter, "_encode",
-                        lambda self, key, rows: calls.append(self._encoded.get(key, (0,))[0])
-                        or encode(self, key, rows))
-    incremental = record(tmp_path / "a.gtrace")
-    assert any(calls), "no step was written twice: the test no longer covers the re-write"
-    monkeypatch.setattr(store.TraceWriter, "_encode", lambda self, key, rows: store._json(rows))
-    whole = record(tmp_path / "b.gtrace")
-    assert len(whole) == 6 and incremental == whole
-    events = [len(json.loads(r[-3])["events"]) for r in whole]  # the body column
+    once = _record_zeroing_twice(tmp_path / "a.gtrace")
+    marked_rows = []
+    mark, marked_row = store.TraceWriter.mark_step, store.TraceWriter._marked_row
+    monkeypatch.setattr(store.TraceWriter, "_marked_row",
+                        lambda self: marked_rows.append(1) or marked_row(self))
+    # a commit at every mark: what the committer does when the run stops there for a while
+    monkeypatch.setattr(store.TraceWriter, "mark_step",
+                        lambda self, head: (mark(self, head), self.sync()))
+    twice = _record_zeroing_twice(tmp_path / "b.gtrace")
+    assert len(marked_rows) == 6, "no step was written while marked: the test covers nothing"
+    assert len(once) == 6 and twice == once
+    events = [len(json.loads(r[-3])["events"]) for r in once]  # the body column
     assert min(events) >= 4  # each step has both updates and both zeroings
 
 
-@pytest.mark.parametrize("window", [60.0, 0.0])
-def test_a_provisional_row_is_written_only_when_a_commit_comes_before_the_final_one(
-        tmp_path, monkeypatch, window):
-    """optimizer.step() writes its step provisionally (kill -9 keeps it) and the next
-    zero_grad() adds rows to it. The provisional row is held until a commit: with no commit
-    in between (a long window) each step's row is written once; with a commit at every write
-    (window 0) the provisional row goes in first and is replaced. Same file either way."""
+def test_a_marked_step_is_written_as_it_stood_when_marked():
+    """Rows added after the mark are not in what a commit writes of a marked step (they may
+    be added by the recording thread while the committer thread writes it); the final row
+    has them all."""
+    from gradtrace.tracefile.rows import EventRow, StepHead
+    from gradtrace.tracefile.store import TraceWriter
+
+    w = TraceWriter(None, {})
+
+    def event(seq):
+        w.add_event(EventRow(seq, "zero", 0, "p.grad.zero_()", None, None, None, None, None, 0,
+                             None, None, 0))
+
+    def body():
+        (text,) = w.conn.execute("SELECT body FROM step WHERE idx=0").fetchone()
+        return [e[0] for e in json.loads(text)["events"]]
+
+    event(1)
+    w.add_bytes(0, None, (2,), "float32", bytes(8))
+    w.mark_step(StepHead(0, 1, 1, 1, 2.0, 0, 0, 0, 0, 0, 1, 0, 0, 0))
+    event(2)
+    w.add_bytes(1, None, (1,), "float32", bytes(4))
+    w.sync()
+    assert body() == [1]
+    (vidx, vals), = w.conn.execute("SELECT vidx, vals FROM step WHERE idx=0").fetchall()
+    assert len(vals) == 8 and len(vidx) == 8 * 8  # one value: 7 ints and its one size
+    w.commit_step(StepHead(0, 1, 2, 1, 2.0, 0, 0, 0, 0, 0, 2, 0, 0, 0))
+    w.sync()
+    assert body() == [1, 2]
+    assert w.conn.execute("SELECT COUNT(*) FROM step").fetchone() == (1,)
+
+
+def test_each_steps_row_is_written_once_when_no_commit_comes_in_between(tmp_path, monkeypatch):
+    """optimizer.step() marks its step (kill -9 keeps it once a commit comes) and the next
+    zero_grad() adds rows to it; with a long window no commit comes in between, and each
+    step's row is written once."""
     from gradtrace.tracefile import store
 
     statements = []
     init = store.TraceWriter.__init__
 
     def traced_init(self, path, meta, **_):
-        init(self, path, meta, window=window)
+        init(self, path, meta, window=60.0)
         self.conn.set_trace_callback(statements.append)
 
     monkeypatch.setattr(store.TraceWriter, "__init__", traced_init)
@@ -154,8 +187,7 @@ def test_a_provisional_row_is_written_only_when_a_commit_comes_before_the_final_
             opt.zero_grad()
             net(X).pow(2).mean().backward()
             opt.step()
-    inserts = sum(s.startswith("INSERT OR REPLACE INTO step") for s in statements)
-    assert inserts == (5 if window else 9), inserts  # window 0: steps 0-3 twice, step 4 once
+    assert sum(s.startswith("INSERT OR REPLACE INTO step") for s in statements) == 5
     t = gradtrace.load(path)
     assert t.steps.indices == [0, 1, 2, 3, 4]
     for s in t.steps[:4]:

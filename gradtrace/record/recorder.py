@@ -184,9 +184,9 @@ class Recorder:
 
     def _commit_early(self) -> None:
         """The step's backward pass and updates are done (``optimizer.step()`` returned, or a
-        ``.grad`` is zeroed after updates): write it now, so that a kill -9 keeps it; what
-        comes later until the next step begins still belongs to it (see
-        :meth:`TraceWriter.commit_step`). Once per step."""
+        ``.grad`` is zeroed after updates): marked, so that a commit coming before it ends
+        writes it as it stands (a kill -9 keeps it); what comes later until the next step
+        begins still belongs to it (see :meth:`TraceWriter.mark_step`). Once per step."""
         run, step = self.run, self.step_state
         if not run.recording or step.committed_early or step.is_empty() or not step.has_backward:
             return
@@ -194,7 +194,7 @@ class Recorder:
         run.busy += 1
         try:
             self.values.flush()
-            run.w.commit_step(self._head(), provisional=True)
+            run.w.mark_step(self._head())
         finally:
             run.busy -= 1
 

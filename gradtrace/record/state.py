@@ -176,7 +176,7 @@ class StepState:
         self.node_refs: list[Any] = []        # keeps those grad_fn objects (and ids) valid
         self.loss: float | None = None
         self.has_backward = False
-        self.committed_early = False  # written provisionally (see Recorder._commit_early)
+        self.committed_early = False  # marked for writing (see Recorder._commit_early)
         self.nodes = 0
         self.counts = {"accumulate_fresh": 0, "accumulate_added": 0, "accumulate_on_top": 0,
                        "zero": 0, "update": 0, "grad_write": 0}

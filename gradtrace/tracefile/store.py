@@ -44,7 +44,7 @@ __all__ = ["FORMAT_VERSION", "OLDEST_READABLE", "TraceWriter", "Trace", "load", 
            "APPLICATION_ID", "Limits", "dtype_name"]
 
 _SCHEMA = SCHEMA
-# OR REPLACE: a step written provisionally is written again when it ends
+# OR REPLACE: a step written while marked (TraceWriter.mark_step) is written again when it ends
 _STEP_INSERT = "INSERT OR REPLACE INTO step VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 
 #: Seconds a finished step may wait before its transaction commits (group commit): a
@@ -115,7 +115,6 @@ class TraceWriter:
         #: Bytes of the step rows written (a step written again counts once): the budget's measure.
         self.step_bytes = 0
         self.scalar_bytes = 0
-        self._row_bytes: dict[int, int] = {}  # step -> bytes of its row, while it may be written again
         self._scalars: list[ScalarRow] = []
         self._scalar_params: list[ScalarParamRow] = []
         # Group commit: one transaction stays open for up to `window` seconds; a thread
@@ -159,11 +158,12 @@ class TraceWriter:
         self._sources: list[SourceRow] = []
         self._tensors: list[TensorRow] = []
         self._renames: list[tuple[str, int]] = []
-        self._open_step: tuple | None = None  # (head, sizes) of a step written provisionally
-        #: The row of a step written provisionally, held back until the transaction commits:
-        #: the step's final row usually replaces it before that (most of a step's bytes are
-        #: then written once, not twice); a commit writes it first, so kill -9 keeps it.
-        self._deferred: tuple | None = None
+        #: A step whose work is done but which has not ended (:meth:`mark_step`): what it
+        #: holds then, to be written as it stands if a commit comes before it ends.
+        self._mark: tuple | None = None
+        self._mark_since = 0.0
+        self._held: tuple | None = None  # a marked step's row, made at the end of the run
+        self._marked_tensors: tuple | None = None  # the tensors and names in a marked step's row
         self._write(meta=base)
         self._reset_step()
         self.closed = False
@@ -220,9 +220,6 @@ class TraceWriter:
         self._stats: list = []
         self._stats_int: list[int] = []
         self._codes: dict[str, int] = {}
-        # What the step's lists encoded to when it was written provisionally: its final
-        # write encodes only the rows added since (rows are never changed once added).
-        self._encoded: dict[str, tuple[int, str]] = {}
 
     # -- what the recorder writes: rows of gradtrace.tracefile.rows, and values -------------
     def add_source(self, row: SourceRow) -> None:
@@ -288,72 +285,71 @@ class TraceWriter:
         if self._scalars or self._scalar_params:
             self._write()
 
-    def commit_step(self, head: StepHead, provisional: bool = False) -> None:
-        """Write the step whose rows were added since the last commit, in one transaction.
+    def mark_step(self, head: StepHead) -> None:
+        """The step being recorded has done its work (its update, its zeroing) but has not
+        ended: if a commit comes before :meth:`commit_step` ends it, the step is written then
+        as it stands now, so that a kill -9 keeps it (the run may stop here for long: an
+        evaluation, a sleep, the end of the script).
 
-        ``provisional``: the step is written now (a kill -9 keeps it) and stays open: rows
-        added after it belong to it too, and the next ``commit_step`` writes the whole step
-        again in its place (nothing, if nothing was added since)."""
-        if self.closed:
-            return
-        sizes = self._sizes()
-        if not provisional and self._open_step is not None and self._open_step == (head, sizes):
-            self._tensors, self._renames = [], []
-            self._reset_step()
-            self._open_step = None
-            if self._deferred is not None:  # nothing added since: the provisional row is final
-                self._write(step_row=self._deferred)
+        Nothing is encoded now: most steps end long before a commit comes, and then their
+        final row is the only one written. The mark holds each of the step's lists and how
+        long it is now; rows are only ever appended, so those prefixes are the step as it
+        stands, whatever is added later and whichever thread (the committer's) writes it."""
+        if self.closed or os.getpid() != self.pid:
             return
         if head.loss is not None and head.loss != head.loss:
             head = head._replace(loss="nan")  # SQLite would store a NaN REAL as NULL
-        body = (f'{{"ops":{self._encode("ops", self._ops)},"backward":{_json(self._backward)},'
-                f'"nodes":{self._encode("nodes", self._nodes)},'
-                f'"events":{self._encode("events", self._events)},'
-                f'"stats":{self._encode("stats", self._stats)},'
-                f'"stats_int":{self._encode("stats_int", self._stats_int)},'
-                f'"dtypes":{_json(list(self._codes))}}}')
-        tensors = None
-        if self._tensors or self._renames:
-            tensors = _json(self._tensors + [(tid, name) for name, tid in self._renames])
-        vidx, vals = ck.to_int64s(self._vints), b"".join(self._chunks)
-        row = tuple(head) + (tensors, body, vidx, vals)
-        size = 64 + len(body) + len(vidx) + len(vals) + (len(tensors) if tensors else 0)
-        self.step_bytes += size - self._row_bytes.pop(head.idx, 0)
-        if provisional:
-            self._row_bytes[head.idx] = size
-        if provisional:
-            self._open_step = (head, sizes)
-        else:
-            self._tensors, self._renames = [], []
-            self._reset_step()
-            self._open_step = None
-        self._write(step_row=row, defer=provisional and self.path is not None)
+        lists = (self._ops, self._nodes, self._events, self._stats, self._stats_int,
+                 self._vints, self._chunks, self._tensors, self._renames)
+        mark = (head, self._backward, list(self._codes), [(x, len(x)) for x in lists])
+        with self._mutex:
+            self._mark, self._mark_since = mark, time.monotonic()
+            self._marked_tensors = mark[3][-2:]
+        if self._committer is None and self.path is not None and self.error is None:
+            self._start_committer()
 
-    def _encode(self, key: str, rows: list) -> str:
-        """``_json(rows)``, encoding only the rows added since the step's last write."""
-        done, text = self._encoded.get(key, (0, "[]"))
-        n = len(rows)
-        if n < done:  # not a step's list (they only grow): encoded whole
-            done, text = 0, "[]"
-        if n != done:
-            tail = _json(rows[done:] if done else rows)
-            text = tail if not done else f"{text[:-1]},{tail[1:]}"
-            self._encoded[key] = (n, text)
-        return text
+    def commit_step(self, head: StepHead) -> None:
+        """Write the step whose rows were added since the last commit (one row, replacing
+        what a commit wrote of it while it was marked)."""
+        if self.closed:
+            return
+        if head.loss is not None and head.loss != head.loss:
+            head = head._replace(loss="nan")  # SQLite would store a NaN REAL as NULL
+        row, size = self._step_row(head, self._backward, list(self._codes), self._ops,
+                                   self._nodes, self._events, self._stats, self._stats_int,
+                                   self._vints, self._chunks, self._tensors, self._renames)
+        self.step_bytes += size
+        self._tensors, self._renames = [], []
+        self._marked_tensors = None
+        self._reset_step()
+        self._write(step_row=row)
 
-    def _sizes(self) -> tuple:
-        """How much the open step holds: equal sizes, nothing added since."""
-        return (len(self._ops), len(self._nodes), len(self._events), len(self._vints),
-                len(self._tensors), len(self._renames), self._backward is not None)
+    @staticmethod
+    def _step_row(head, backward, codes, ops, nodes, events, stats, stats_int, vints, chunks,
+                  tensors, renames) -> tuple[tuple, int]:
+        """A step's row of the ``step`` table, and its size in bytes."""
+        body = (f'{{"ops":{_json(ops)},"backward":{_json(backward)},"nodes":{_json(nodes)},'
+                f'"events":{_json(events)},"stats":{_json(stats)},'
+                f'"stats_int":{_json(stats_int)},"dtypes":{_json(codes)}}}')
+        text = _json(tensors + [(tid, name) for name, tid in renames]) if tensors or renames \
+            else None
+        vidx, vals = ck.to_int64s(vints), b"".join(chunks)
+        size = 64 + len(body) + len(vidx) + len(vals) + (len(text) if text else 0)
+        return tuple(head) + (text, body, vidx, vals), size
 
-    def _write(self, step_row: tuple | None = None, meta: dict | None = None,
-               defer: bool = False) -> bool:
+    def _marked_row(self) -> tuple:
+        """The row of the marked step as it stood when marked (the mutex held)."""
+        head, backward, codes, lists = self._mark
+        parts = [x[:n] for x, n in lists]
+        return self._step_row(head, backward, codes, *parts)[0]
+
+    def _write(self, step_row: tuple | None = None, meta: dict | None = None) -> bool:
         """Add to the open transaction (begun if none is) and commit it when the window has
         passed or the run ends (``meta``); False if it was not written (now or at an earlier
-        failure). ``defer``: ``step_row`` is a provisional row, held until the commit."""
+        failure). ``step_row``: a step's final row (a mark of that step is done with)."""
         if self.error is not None or os.getpid() != self.pid:
             self._sources, self._scalars, self._scalar_params = [], [], []
-            self._deferred = None
+            self._mark = self._held = None
             return False  # a write failed before, or this is a forked child (DataLoader workers)
         with self._mutex:
             sources, self._sources = self._sources, []
@@ -370,15 +366,9 @@ class TraceWriter:
                     c.executemany("INSERT OR REPLACE INTO scalar_param VALUES (?,?)", params)
                 if scalars:
                     c.executemany("INSERT OR REPLACE INTO scalars VALUES (?,?,?,?)", scalars)
-                if step_row is not None and defer:
-                    held, self._deferred = self._deferred, step_row
-                    if held is not None and held[0] != step_row[0]:  # another step's: written
-                        self._pending.append(held[0])
-                        c.execute(_STEP_INSERT, held)
-                    step_row = None
-                elif step_row is not None:
-                    if self._deferred is not None and self._deferred[0] == step_row[0]:
-                        self._deferred = None  # its final row replaces it, unwritten
+                if step_row is not None:
+                    if self._mark is not None and self._mark[0].idx == step_row[0]:
+                        self._mark = None  # it ended: its final row is all there is to write
                     self._pending.append(step_row[0])
                     c.execute(_STEP_INSERT, step_row)
                 if meta:
@@ -392,31 +382,39 @@ class TraceWriter:
                 if meta or time.monotonic() - self._tx_since >= self.window:
                     self._commit()
                 elif self._committer is None and self.path is not None:
-                    self._committer = threading.Thread(target=self._commit_when_quiet,
-                                                       name="gradtrace-commit", daemon=True)
-                    self._committer.start()
+                    self._start_committer()
             except sqlite3.Error as e:
                 self._failed(e)
                 return False
         return True
 
     def sync(self) -> None:
-        """Commit the open transaction now (the committer does it once the window passes)."""
+        """Commit the open transaction and a marked step now (the committer does it once
+        the window passes)."""
         if os.getpid() != self.pid:
             return
         with self._mutex:
-            if self._in_tx and self.error is None:
+            if (self._in_tx or self._mark is not None) and self.error is None:
                 try:
                     self._commit()
                 except sqlite3.Error as e:
                     self._failed(e)
 
     def _commit(self) -> None:
-        """Commit the open transaction (the mutex held); the steps in it are kept from now on."""
-        if self._deferred is not None:
-            row, self._deferred = self._deferred, None
+        """Commit the open transaction (the mutex held), with the row of a step marked and not
+        ended (begun here if that is all there is); the steps in it are kept from now on."""
+        row = self._held
+        if row is None and self._mark is not None:
+            row = self._marked_row()
+        self._mark = self._held = None
+        if row is not None:
+            if not self._in_tx:
+                self.conn.execute("BEGIN")
+                self._in_tx = True
             self._pending.append(row[0])
             self.conn.execute(_STEP_INSERT, row)
+        if not self._in_tx:
+            return
         self.conn.execute("COMMIT")
         self._in_tx = False
         for idx in self._pending:
@@ -435,19 +433,32 @@ class TraceWriter:
             with contextlib.suppress(sqlite3.Error):
                 c.execute("ROLLBACK")
         self._in_tx = False
-        self._deferred = None
+        self._mark = self._held = None
         self.error = str(e)
         if self._pending:
-            self.failed_step = self._pending[0]
+            # the first step not kept: a kept step written again (its final row, after a commit
+            # kept it as marked) stays kept as it was, and writing stopped after it
+            last = self.kept[1] if self.kept else -1
+            new = [idx for idx in self._pending if idx > last]
+            self.failed_step = new[0] if new else last + 1
         self._pending = []
 
+    def _start_committer(self) -> None:
+        self._committer = threading.Thread(target=self._commit_when_quiet,
+                                           name="gradtrace-commit", daemon=True)
+        self._committer.start()
+
     def _commit_when_quiet(self) -> None:
-        """The committer thread: a transaction left open for a window is committed, so the
+        """The committer thread: a transaction left open for a window is committed, and a
+        step marked half a window ago that has not ended is written as it stood then, so the
         steps of a run that has gone quiet are kept too (kill -9 then loses nothing)."""
-        while not self._quit.wait(self.window / 2):
+        while not self._quit.wait(max(self.window / 2, 0.005)):
             with self._mutex:
-                if self._in_tx and self.error is None and \
-                        time.monotonic() - self._tx_since >= self.window:
+                if self.error is not None:
+                    continue
+                now = time.monotonic()
+                if (self._in_tx and now - self._tx_since >= self.window) or \
+                        (self._mark is not None and now - self._mark_since >= self.window / 2):
                     try:
                         self._commit()
                     except sqlite3.Error as e:
@@ -468,12 +479,20 @@ class TraceWriter:
         if self.closed:
             return
         self.closed = True
-        if self._open_step is not None:
-            # A step written provisionally and never ended: the file keeps it as written;
-            # its tensors are in its row, not "seen outside a recorded step".
-            sizes = self._open_step[1]
-            del self._tensors[:sizes[4]], self._renames[:sizes[5]]
-            self._open_step = None
+        with self._mutex:
+            # A step marked and never ended (an interrupt): the file keeps it as it stood then
+            # (written already, or now); its tensors are in its row, not "seen outside a
+            # recorded step".
+            if self._mark is not None:
+                self._held = self._marked_row()
+                self._mark = None
+            if self._marked_tensors is not None:
+                (tensors, n_tensors), (renames, n_renames) = self._marked_tensors
+                self._marked_tensors = None
+                if tensors is self._tensors:
+                    del self._tensors[:n_tensors]
+                if renames is self._renames:
+                    del self._renames[:n_renames]
         meta.update(status=status, exit_code=exit_code, error=error)
         if os.getpid() == self.pid:
             self._stop_committer()
