@@ -197,6 +197,40 @@ def test_the_verdict_when_the_numeric_check_does_not_apply():
     assert not report.failed and report.exit_code() == 0
 
 
+def test_the_verdict_when_no_step_was_recorded_in_full():
+    """budget=0: every step has its scalars and none its ops: said so, with how to keep some."""
+    w = torch.zeros(3, requires_grad=True)
+    with gradtrace.trace(budget=0) as t:
+        for _ in range(3):
+            (w - 1).pow(2).sum().backward()
+            with torch.no_grad():
+                w -= 0.1 * w.grad
+                w.grad.zero_()
+    v = check_trace(t.result).verdict()
+    assert v.startswith("nothing to check: none of the 3 steps was recorded in full (--full, or "
+                        "a larger --budget, records them); 0 findings"), v
+    assert "checked 0 of" not in v
+
+
+def test_the_verdict_when_training_ran_in_another_thread():
+    import threading
+
+    w = [torch.zeros(3, requires_grad=True)]
+
+    def train():
+        for _ in range(2):
+            (w[0] - 1).pow(2).sum().backward()
+
+    with gradtrace.trace() as t:
+        th = threading.Thread(target=train)
+        th.start()
+        th.join()
+    assert t.result.info.unrecorded == {"thread_backward": 2, "transform_ops": 0}
+    v = check_trace(t.result).verdict()
+    assert v == ("nothing to check: the run's 2 backward passes ran in threads other than the "
+                 "one that started the trace (gradtrace records that thread only); 0 findings"), v
+
+
 # -- options --------------------------------------------------------------------------------------
 
 def test_steps_and_numeric_options(demo_trace):

@@ -48,6 +48,12 @@ def test_the_meta_is_read_key_by_key():
         ("2026-01-02", {"budget": 10}, {"first": 3}, "2.13")
 
 
+def test_what_ran_unrecorded_is_read_as_counts():
+    info = read_info(_meta(unrecorded={"thread_backward": 3, "transform_ops": 0}))
+    assert info.unrecorded == {"thread_backward": 3, "transform_ops": 0}
+    assert read_info(_meta()).unrecorded == {}  # a trace written before it was kept
+
+
 def test_a_json_null_in_the_meta_is_the_default():
     info = read_info(_meta(status=None, steps_seen=None, argv=None))
     assert (info.status, info.steps_seen, info.argv) == ("running", 0, ())
@@ -66,6 +72,10 @@ def test_an_argv_of_one_string_is_one_argument():
     ({"steps_seen": -1}, "meta 'steps_seen' is -1, out of range"),
     ({"exit_code": "0"}, "meta 'exit_code' is text, not a whole number"),
     ({"version": 4.0}, "meta 'version' is a number, not a whole number"),
+    ({"unrecorded": [1]}, "meta 'unrecorded' is not an object of counts"),
+    ({"unrecorded": {"thread_backward": -1}}, "meta 'unrecorded' 'thread_backward' is -1, out of range"),
+    ({"unrecorded": {"thread_backward": "3"}},
+     "meta 'unrecorded' 'thread_backward' is text, not a whole number"),
 ])
 def test_meta_that_gradtrace_does_not_write_is_refused_by_key(meta, says):
     with pytest.raises(Malformed) as e:

@@ -186,6 +186,8 @@ class CheckReport:
     steps_full: int = 0
     #: The budget that chose them (:attr:`CheckOptions.max_steps`).
     max_steps: int | None = None
+    #: Backward passes that ran in threads other than the one that started the trace.
+    thread_backward: int = 0
     #: What every step's scalars said (None: the trace has none), for the report to reuse.
     timeline: Timeline | None = field(default=None, repr=False)
 
@@ -242,7 +244,17 @@ class CheckReport:
         n_f = len(self.findings)
         kinds = sorted({f.kind for f in self.findings}, key=FINDING_KINDS.index)
         found = f"{n_f} finding{'s' if n_f != 1 else ''}" + (f" ({', '.join(kinds)})" if kinds else "")
-        if not parts:
+        k = self.thread_backward
+        if not parts and self.steps_full == 0 and k:
+            head = (f"nothing to check: the run's {k} backward pass{'es' if k != 1 else ''} "
+                    f"ran in {'threads' if k != 1 else 'a thread'} other than the one that "
+                    "started the trace (gradtrace records that thread only)")
+        elif not parts and self.steps_full == 0 and self.steps_run > 0:
+            n = self.steps_run
+            head = (f"nothing to check: {'none of the' if n != 1 else 'the'} {n} step"
+                    f"{'s' if n != 1 else ''} {'was' if n != 1 else 'was not'} recorded in full "
+                    "(--full, or a larger --budget, records them)")
+        elif not parts:
             head = "nothing to check (no backward pass in the checked steps)"
         elif self.failed:
             first = self.failed[0]
@@ -267,14 +279,17 @@ class CheckReport:
         n, m, f = self.steps_checked, max(self.steps_run, self.steps_full), self.steps_full
         if m <= n:
             return ""
+        scalars = ("forgot_zero_grad and non_finite from every step's scalars"
+                   if self.timeline is not None and self.timeline.has_accumulation
+                   and self.timeline.steps else "")
+        if f == 0:  # the verdict says no step was recorded in full
+            return f" ({scalars})" if scalars else ""
         if n < f:
             how = (f"{n} of the {f} recorded in full (--max-steps {self.max_steps}): the first, "
                    "the last, those the scalars point at and evenly spaced others")
         else:
             how = f"the {n} recorded in full"
-        scalars = ("; forgot_zero_grad and non_finite from every step's scalars"
-                   if self.timeline is not None and self.timeline.has_accumulation else "")
-        return f" (checked {n} of {m} steps: {how}{scalars})"
+        return f" (checked {n} of {m} steps: {how}{'; ' + scalars if scalars else ''})"
 
     def _why_not(self, kind: str | None) -> str:
         """The first reason a check of ``kind`` (None: any) did not apply, and how to make it."""
@@ -367,10 +382,13 @@ def check_trace(trace, options: CheckOptions | None = None, **kw) -> CheckReport
             if diag is not None:
                 diag.see(step, fit)
         findings, optimum = diag.findings() if diag is not None else ([], None)
-    run = getattr(getattr(trace, "info", None), "steps_seen", 0)
+    info = getattr(trace, "info", None)
+    run = getattr(info, "steps_seen", 0)
+    threads = getattr(info, "unrecorded", {}).get("thread_backward", 0)
     return CheckReport(checks, findings, optimum, steps_checked=len(indices),
                        steps_run=run if isinstance(run, int) and opts.steps is None else 0,
-                       steps_full=len(wanted), max_steps=opts.max_steps, timeline=timeline)
+                       steps_full=len(wanted), max_steps=opts.max_steps, timeline=timeline,
+                       thread_backward=threads if isinstance(threads, int) else 0)
 
 
 def _timeline(trace, opts: CheckOptions) -> tuple[Timeline | None, tuple[int, ...]]:

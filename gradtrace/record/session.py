@@ -96,7 +96,7 @@ class trace:
                 self._writer.finish(status, exit_code, error, steps_seen=rec.steps_seen,
                                     ops_dropped=rec.ops_dropped_total, modules=rec.module_classes,
                                     optimizers=rec.optimizers, kept=rec.run.policy.summary(),
-                                    **more)
+                                    unrecorded=rec.run.unrecorded(), **more)
             except TraceFileError as e:
                 self.fault = e
         try:

@@ -120,6 +120,11 @@ class Run:
             print(f"gradtrace: internal error while recording ({msg}); the run goes on, "
                   "this part of the trace may be missing", file=sys.stderr)
 
+    def unrecorded(self) -> dict[str, int]:
+        """What ran and was not recorded, for the trace's meta (``unrecorded``): backward
+        passes in other threads, ops inside torch.func transforms."""
+        return {"thread_backward": self.thread_backward, "transform_ops": self.transform_ops}
+
     def notes(self) -> list[str]:
         """One line for each kind of thing that ran but was not recorded."""
         lines = []

@@ -515,6 +515,10 @@ class RunInfo:
     #: in full (``first``, ``spaced``, ``events``; see docs/trace-format.md). Empty before.
     policy: dict[str, Any] = field(default_factory=dict)
     kept: dict[str, Any] = field(default_factory=dict)
+    #: What ran and was not recorded: ``thread_backward`` (backward passes in threads other
+    #: than the one that started the trace), ``transform_ops`` (ops inside torch.func
+    #: transforms). Empty in traces written before it was kept.
+    unrecorded: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

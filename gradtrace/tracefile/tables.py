@@ -59,6 +59,7 @@ def read_info(q: Query) -> RunInfo:
         modules=modules,
         policy=get("policy", _obj, {}),
         kept=get("kept", _obj, {}),
+        unrecorded=get("unrecorded", _counts, {}),
         distributed=get("distributed", _distributed, {}),
         optimizers=get("optimizers", ck.optimizers, ()),
     )
@@ -164,6 +165,14 @@ def _buckets(v: Any, what: str) -> list[dict]:
         out.append({"from_step": ck.integer(e.get("from_step"), f"{w} from_step", 0),
                     "params": params, "bytes": sizes, "rebuilt": ck.flag(e.get("rebuilt", 0), f"{w} rebuilt")})
     return out
+
+
+def _counts(v: Any, what: str) -> dict[str, int]:
+    """An object of counts (``unrecorded``): names that are text, counts that are integers."""
+    if not isinstance(v, dict) or len(v) > 64:
+        raise Malformed(f"{what} is not an object of counts")
+    return {ck.text(k, f"{what}'s key")[:64]: ck.integer(n, f"{what} {str(k)[:40]!r}", 0)
+            for k, n in v.items()}
 
 
 def _obj(v: Any, what: str) -> dict:
