@@ -197,6 +197,21 @@ def test_the_verdict_when_the_numeric_check_does_not_apply():
     assert not report.failed and report.exit_code() == 0
 
 
+def test_a_large_relative_error_within_its_bound_says_how_far_within():
+    """A converged run's gradients are near zero: their relative error is large and still
+    within what rounding allows. The verdict says the share of the bound, not only 0.18."""
+    def report(*results):
+        return CheckReport([CheckResult("numeric", i, "w", st, 1e-9, rel, tol)
+                            for i, (st, rel, tol) in enumerate(results)], [])
+
+    v = report(("pass", 0.18, 4.0), ("pass", 0.02, 1.0)).verdict()
+    assert "numeric 2 passed (max rel err 0.18, largest error 0.045 of its bound)" in v, v
+    v = report(("pass", 6.5e-8, 1e-4)).verdict()
+    assert "numeric 1 passed (max rel err 6.5e-08);" in v, v  # small: nothing to explain
+    v = report(("pass", 0.18, 4.0), ("fail", 0.5, 0.1)).verdict()
+    assert "numeric 1 passed, 1 FAILED (max rel err 0.5);" in v, v
+
+
 def test_the_verdict_when_no_step_was_recorded_in_full():
     """budget=0: every step has its scalars and none its ops: said so, with how to keep some."""
     w = torch.zeros(3, requires_grad=True)

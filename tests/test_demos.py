@@ -379,7 +379,8 @@ def test_check_numeric_names_the_custom_function(checked):
 
 # -- every demo under the real `gradtrace run` command (issue 6) -----------------------------
 
-_ERR = r"\(max rel err (?P<err>[0-9.]+(?:e[+-]\d+)?)\)"
+_ERR = (r"\(max rel err (?P<err>[0-9.]+(?:e[+-]\d+)?)"
+        r"(?:, largest error [0-9.]+(?:e[+-]\d+)? of its bound)?\)")
 
 #: (demo, script args) -> (the `gradtrace: check:` verdict, a regular expression; what else
 #: gradtrace's stderr says). The analytic counts are parameters x steps with a backward pass.
