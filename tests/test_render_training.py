@@ -98,3 +98,32 @@ def test_a_single_parameter_without_a_linear_model():
     xs, ys = anim.renderer.traj_line.get_data()
     np.testing.assert_allclose([xs[-1], ys[-1]], t.result.steps[-1].value(t.result.find("p").tid)
                                .data.double().numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("lo, hi", [(0.02, 0.5), (2e-5, 3.0), (0.2, 0.6), (1e-12, 1e3)])
+def test_a_log_axis_labels_only_ticks_that_fit_its_height(lo, hi):
+    """A gradient-norm panel is a few lines high: matplotlib's own labels of a range under
+    two decades (2×10⁻¹, 3×10⁻¹, ... on every minor tick) were drawn on top of each other."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gradtrace.render.training import Look
+
+    fig = plt.figure(figsize=(8.64, 4.86), dpi=100)
+    look = Look(fig)
+    ax = fig.add_axes((0.45, 0.3, 0.27, 0.15))  # the training frame's gradient panel
+    look.style(ax, "gradient norm")
+    ax.set_yscale("log")
+    ax.plot([0, 1], [lo, hi])
+    look.ylim(ax, [lo, hi], True)
+    fig.canvas.draw()
+    shown = [t for t in ax.yaxis.get_major_ticks() if t.label1.get_visible()
+             and t.label1.get_text() and lo / 1.5 <= t.get_loc() <= hi * 1.5]
+    assert shown, "no labelled tick at all"
+    ys = sorted(t.label1.get_window_extent().y0 for t in shown)
+    label_px = (look.fs - 1) * fig.dpi / 72
+    assert all(b - a >= 1.5 * label_px for a, b in zip(ys, ys[1:])), (ys, label_px)
+    assert not any(t.label1.get_text() for t in ax.yaxis.get_minor_ticks())
+    plt.close(fig)

@@ -168,8 +168,7 @@ class Look:
         """The width of ``ax`` in points."""
         return ax.get_position().width * self.fig.get_size_inches()[0] * 72
 
-    @staticmethod
-    def ylim(ax, values, log: bool) -> None:
+    def ylim(self, ax, values, log: bool) -> None:
         v = np.asarray(values, dtype=float)
         v = v[np.isfinite(v)]
         if log:
@@ -179,9 +178,29 @@ class Look:
         lo, hi = float(v.min()), float(v.max())
         if log:
             ax.set_ylim(lo / 1.5, hi * 1.5)
+            self._log_ticks(ax, lo / 1.5, hi * 1.5)
         else:
             pad = (hi - lo) * 0.08 or abs(hi) * 0.1 or 1.0
             ax.set_ylim(lo - pad, hi + pad)
+
+    #: Labelled ticks per decade on a log axis, densest first, with the smallest gap between
+    #: two of them in decades (1 to 2, 2 to 5, 5 to 10: log10(2) = 0.3 ...)
+    _LOG_SUBS = (((1.0, 2.0, 5.0), 0.30), ((1.0, 3.0), 0.48), ((1.0,), 1.0))
+
+    def _log_ticks(self, ax, lo: float, hi: float) -> None:
+        """Labels on a log axis that fit its height, none on the minor ticks: matplotlib
+        labels those on a range under two decades, and in a panel a few lines high they
+        stack on top of each other."""
+        from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
+
+        height = ax.get_position().height * self.fig.get_size_inches()[1] * 72  # points
+        per_decade = height / max(np.log10(hi) - np.log10(lo), 1e-9)
+        label = self.fs - 1  # the tick labels' size (style)
+        subs = next((subs for subs, gap in self._LOG_SUBS if gap * per_decade >= 2.0 * label),
+                    (1.0,))
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
+        ax.yaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
+        ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 class TrainingRenderer:

@@ -152,10 +152,12 @@ class Curves:
             if glog:
                 ax_grad.set_yscale("log")
             look.ylim(ax_grad, a, glog)
-            ax_grad.legend(fontsize=fs - 1.5 if len(allg) <= 4 else fs - 2.5, loc="upper right",
-                           framealpha=0.8, ncol=min(3, len(allg)), handlelength=1.2, borderpad=0.2,
-                           columnspacing=0.8, labelspacing=0.2)
         ax_grad.set_xlim(x_lo, x_hi)
+        if allg:
+            ax_grad.legend(fontsize=fs - 1.5 if len(allg) <= 4 else fs - 2.5,
+                           loc="best", framealpha=0.8,  # (judged on the faint whole-run curves)
+                           ncol=min(3, len(allg)), handlelength=1.2, borderpad=0.2,
+                           columnspacing=0.8, labelspacing=0.2)
         ax_grad.tick_params(labelbottom=False)
         self.cursors = [a.axvline(x_lo, color=palette.SUBTLE, lw=0.6, alpha=0.5)
                         for a in (ax_loss, ax_dist, ax_grad)]
