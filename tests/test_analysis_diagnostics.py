@@ -106,6 +106,43 @@ def test_lr_below_the_bound_is_quiet():
     assert not [f for f in found if f.kind in ("lr_unstable", "non_finite", "ill_conditioned")]
 
 
+def test_an_optimizer_that_is_not_gradient_descent_gives_no_learning_rate():
+    """LBFGS converges here (loss 6.0 -> 1e-8) with lr=0.5; its step moved the one-number
+    bias by 3.2 times its gradient, which read as plain gradient descent with lr = 3.2, past
+    2/lambda_max: lr_unstable said "training diverges" on a run that converged."""
+    torch.manual_seed(0)
+    Xl = torch.randn(50, 3)
+    y = Xl @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.3
+    lin = torch.nn.Linear(3, 1)
+    opt = torch.optim.LBFGS(lin.parameters(), lr=0.5, max_iter=5, history_size=5)
+
+    def closure():
+        opt.zero_grad()
+        loss = F.mse_loss(lin(Xl), y)
+        loss.backward()
+        return loss
+
+    with gradtrace.trace() as t:
+        for _ in range(4):
+            last = opt.step(closure)
+    assert float(last) < 1e-6
+    assert not _findings(t.result, "lr_unstable")
+
+
+def test_updates_of_one_step_must_agree_to_read_a_learning_rate():
+    from types import SimpleNamespace
+
+    from gradtrace.analysis.diagnostics import _agreeing
+
+    line = SimpleNamespace(idiom="p -= … (no_grad)", source=3)
+    other = SimpleNamespace(idiom="p -= … (no_grad)", source=4)
+    lrs = [(0, 0.1, True, line), (0, 0.1, True, line),      # the same line, the same rate
+           (1, 3.2, True, line), (1, 0.5, False, line),     # one not plain: neither is
+           (2, 0.1, True, line), (2, 0.2, True, line),      # two rates from one line
+           (3, 0.1, True, line), (3, 0.3, True, other)]     # two lines, each its own
+    assert [x[2] for x in _agreeing(lrs)] == [True, True, False, False, False, False, True, True]
+
+
 def test_non_finite_in_the_backward_pass_names_the_backward_node():
     w = torch.zeros(1, requires_grad=True)
     with gradtrace.trace() as t:

@@ -9,7 +9,8 @@ Each finding names the step, the parameter, the op and the source line where it 
   pass or an update, and the op that produced it; not said of a step whose loss, gradients
   and updates are all finite (an attention mask of -inf that a softmax takes back).
 - ``lr_unstable``: plain gradient descent on a squared-error linear model is stable only
-  for lr < 2/lambda_max of the loss Hessian; said when the recorded lr is past it.
+  for lr < 2/lambda_max of the loss Hessian; said when the recorded lr is past it (an lr
+  read off hand-written or SGD updates that agree across the parameters one line moved).
 - ``ill_conditioned``: the Hessian's condition number is large (unscaled features):
   progress along the flattest direction is slow while the steepest one limits lr.
 - ``no_grad_received``: a parameter never received a gradient: its use does not reach the
@@ -194,6 +195,29 @@ def effective_lr(before: Any, after: Any, grad: Any) -> tuple[float, bool] | Non
     return lr, plain
 
 
+def _gradient_descent(idiom: str | None) -> bool:
+    """Whether an update's idiom may be plain gradient descent: one written by hand (``p -=
+    lr * p.grad``) or ``SGD.step()``. Another optimizer's step (LBFGS, Adam...) can move a
+    parameter of one number by a multiple of its gradient too, which is no learning rate."""
+    return not (idiom or "").endswith(".step()") or idiom == "SGD.step()"
+
+
+def _agreeing(lrs: list[tuple]) -> list[tuple]:
+    """The learning rates read off updates, each made not plain unless every parameter the
+    same step's update line (or optimizer) moved says plain gradient descent with the same
+    rate: a parameter of one number always looks plain, whatever moved it."""
+    groups: dict[tuple, list[tuple]] = {}
+    for x in lrs:
+        e = x[3]
+        groups.setdefault((x[0], e.idiom, e.source), []).append(x)
+    out = []
+    for xs in groups.values():
+        lo, hi = min(x[1] for x in xs), max(x[1] for x in xs)
+        agree = all(x[2] for x in xs) and hi - lo <= 1e-2 * abs(hi)
+        out.extend(x if agree else (x[0], x[1], False, x[3]) for x in xs)
+    return out
+
+
 def gradient_multiple(before: np.ndarray, after: np.ndarray, grad: np.ndarray) -> float | None:
     """The one number ``r`` with ``after - before = r * grad`` element by element (to 2%: float32
     parameters round a small change to a few digits), or None when there is none (a zero in
@@ -323,7 +347,8 @@ class Diagnostics:
             n = self.n_updates[tid] = self.n_updates.get(tid, 0) + 1
             # Every update of the first 100, then every 10th: enough to see a schedule.
             if (g is not None and (n <= 100 or n % 10 == 0) and e.before is not None and e.after is not None
-                    and e.before.array is not None and e.after.array is not None):
+                    and e.before.array is not None and e.after.array is not None
+                    and _gradient_descent(e.idiom)):
                 r = effective_lr(e.before.array, e.after.array, g)
                 if r is not None:
                     self.lrs.append((step.index, r[0], r[1], e))
@@ -591,7 +616,7 @@ class Diagnostics:
         first = fits[0]
         wname = self.name(first.weight.tid)
         model_op = first.model_op
-        lrs = [(s, lr, plain, e) for s, lr, plain, e in self.lrs if plain and lr > 0]
+        lrs = [(s, lr, plain, e) for s, lr, plain, e in _agreeing(self.lrs) if plain and lr > 0]
         lr = None
         if lrs:
             lr = sorted(x[1] for x in lrs)[len(lrs) // 2]
