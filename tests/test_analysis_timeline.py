@@ -210,3 +210,22 @@ def test_where_and_comparisons_are_sized_after_they_run():
     cond = torch.ones(4, 1, dtype=torch.bool)
     assert _numel_bound("where", (cond, torch.zeros(4, 3), 0.0), {}) == 12
     assert _numel_bound("gt", (torch.zeros(5), 0), {}) == 5
+
+
+def test_a_backward_pass_with_no_single_loss_is_not_a_nan_loss():
+    """Two losses through torch.autograd.backward([l1, l2]) next to a plain l.backward(): the
+    first has no one number to call the loss. It was read as a NaN loss in a run with finite
+    ones, and check said "non_finite (step 0): the loss was nan"."""
+    torch.manual_seed(0)
+    enc, dec = torch.nn.Linear(4, 4), torch.nn.Linear(4, 1)
+    x, y = torch.randn(8, 4), torch.randn(8, 1)
+    with gradtrace.trace(budget=0) as t:  # the scalars alone
+        for _ in range(3):
+            h = torch.relu(enc(x))
+            l1, l2 = torch.nn.functional.mse_loss(dec(h), y), h.pow(2).mean()
+            torch.autograd.backward([l1, l2])
+            dec(h.detach()).pow(2).mean().backward()
+    sc = t.result.scalars()
+    assert sc.no_loss.tolist() == [True, False] * 3 and np.isnan(sc.loss[0])
+    assert scalar_timeline(sc).non_finite is None
+    assert not [f for f in check_trace(t.result).findings if f.kind == "non_finite"]

@@ -12,7 +12,7 @@ from fake_writer import FakeWriter
 from gradtrace.config import Config
 from gradtrace.record.scalars import ScalarTaker
 from gradtrace.record.state import Run
-from gradtrace.tracefile.rows import ScalarParamRow
+from gradtrace.tracefile.rows import NO_LOSS_BITS, ScalarParamRow
 
 FRESH, ZEROS, ADDED, NONE = 0, 1, 2, -1   # ACC_CODES of tracefile/rows.py
 
@@ -184,6 +184,21 @@ def test_the_loss_is_nan_unless_the_one_root_holds_one_number():
     taker.finish()
     losses = [r[2] for r in _rows(w)]
     assert math.isnan(losses[0]) and losses[1] == 6.0 and math.isnan(losses[2])
+    # marked as "no single-number loss" (NO_LOSS), not as a loss that was NaN: no event
+    bits = np.array(losses, "<f8").view(np.uint64).tolist()
+    assert bits[0] == bits[2] == NO_LOSS_BITS
+    assert run.policy.events == []
+
+
+def test_a_loss_that_is_nan_is_not_marked_as_no_loss():
+    taker, run, w = _taker()
+    p = torch.ones(2, requires_grad=True)
+    taker.watch(p, 0)
+    _backward(taker, run, 0, (p * float("nan")).sum())
+    taker.finish()
+    (loss,) = [r[2] for r in _rows(w)]
+    assert math.isnan(loss) and np.array([loss], "<f8").view(np.uint64)[0] != NO_LOSS_BITS
+    assert [why for _, why in run.policy.events][0] == "a non-finite loss"
 
 
 def test_a_parameter_seen_later_gets_its_column_from_then_on():

@@ -91,9 +91,10 @@ def scalar_timeline(sc, names: tuple[str, ...] | None = None) -> Timeline:
 def _first_non_finite(sc, names) -> tuple[int, str] | None:
     loss = sc.loss
     finite_loss = np.isfinite(loss)
-    # a NaN loss is also what a backward pass from a tensor of several numbers records: it
-    # counts only in a run that has finite losses
-    bad_loss = np.isinf(loss) | (np.isnan(loss) & bool(finite_loss.any()))
+    # A step with no single-number loss (several roots, or a root of several numbers) is
+    # marked so (NO_LOSS); in a file older than that mark it is a NaN like any other, which
+    # then counts only in a run that has finite losses.
+    bad_loss = np.isinf(loss) | (np.isnan(loss) & ~sc.no_loss & bool(finite_loss.any()))
     met = sc.accumulation >= 0
     bad_grad = ~np.isfinite(sc.grad_norm) & met
     bad_value = np.isinf(sc.value_norm)

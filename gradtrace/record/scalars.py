@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..tracefile.rows import ScalarParamRow, ScalarRow
+from ..tracefile.rows import NO_LOSS, ScalarParamRow, ScalarRow
 from .policy import Policy
 from .state import Run
 
@@ -159,7 +159,7 @@ class ScalarTaker:
     # -- around each backward call ------------------------------------------------------------
     def before(self, roots, api: str) -> None:
         """Before a backward call of the run's step ``run.step``."""
-        loss = _NAN
+        loss = NO_LOSS  # (several roots, or a root of several numbers: no one number to call it)
         if len(roots) == 1 and isinstance(roots[0], torch.Tensor) and roots[0].numel() == 1:
             loss = float(roots[0].item())  # one element, any shape
         params = self.params
@@ -220,7 +220,8 @@ class ScalarTaker:
             self.pending = None
         self.current = (self.run.step, int(self.run.recording), loss, values,
                         acc if api != "autograd.grad" else [-1] * len(acc))
-        self._look(loss)
+        if loss is not NO_LOSS:
+            self._look(loss)
 
     def after(self, api: str) -> None:
         """After the backward call: the gradient norms; the row waits for its update."""

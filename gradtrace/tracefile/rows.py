@@ -16,6 +16,8 @@ the reader to derive (in one place, :mod:`gradtrace.tracefile.steps`).
 
 from __future__ import annotations
 
+import struct
+
 from typing import Any, NamedTuple
 
 from .checked import row as _row
@@ -138,10 +140,18 @@ class EventRow(NamedTuple):
     through_data: int = 0  # 1: the change went through a .data alias (p.data.sub_(), p.data = …)
 
 
+#: The loss of a step whose backward pass had no single-number loss (several tensors, or a
+#: tensor of several numbers with its incoming gradient): a quiet NaN with its own payload,
+#: so that a reader tells it from a loss that was NaN (any other NaN). Its bits, and the float.
+NO_LOSS_BITS = 0x7FF8_0000_004E_4F4C  # the payload spells "NOL"
+NO_LOSS: float = struct.unpack("<d", struct.pack("<Q", NO_LOSS_BITS))[0]
+
+
 class ScalarRow(NamedTuple):
     """A row of the ``scalars`` table (format 4): what every step keeps, recorded in full or not.
 
-    ``vals`` is little-endian float64s: the loss, then per parameter column (the
+    ``vals`` is little-endian float64s: the loss (:data:`NO_LOSS` when there was no single
+    number to call the loss), then per parameter column (the
     ``scalar_param`` table's order) its gradient norm after the backward pass, its value
     norm at the backward pass and the norm of its change until the next step's backward
     pass (the update); NaN where there is none. A row holds the columns known at its step

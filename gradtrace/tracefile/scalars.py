@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from ..errors import TraceFileError
-from .rows import ACC_CODES, ScalarParamRow, ScalarRow
+from .rows import ACC_CODES, NO_LOSS_BITS, ScalarParamRow, ScalarRow
 
 if TYPE_CHECKING:
     from .store import Trace
@@ -55,6 +55,12 @@ class Scalars:
 
     def __len__(self) -> int:
         return len(self.steps)
+
+    @property
+    def no_loss(self) -> np.ndarray:
+        """Per row: the step had no single-number loss (its ``loss`` is the NaN
+        :data:`~gradtrace.tracefile.rows.NO_LOSS`, not a loss that was NaN)."""
+        return np.ascontiguousarray(self.loss, dtype="<f8").view(np.uint64) == NO_LOSS_BITS
 
     def column(self, name: str) -> int:
         """The column of the parameter named ``name`` (``w``, ``net.0.weight``)."""
