@@ -229,3 +229,40 @@ def test_a_backward_pass_with_no_single_loss_is_not_a_nan_loss():
     assert sc.no_loss.tolist() == [True, False] * 3 and np.isnan(sc.loss[0])
     assert scalar_timeline(sc).non_finite is None
     assert not [f for f in check_trace(t.result).findings if f.kind == "non_finite"]
+
+
+def _gan(zero_g: bool = True):
+    """pytorch/examples' DCGAN loop, shrunk: D's two passes, D's step, then G's pass through D."""
+    torch.manual_seed(0)
+    G, D = torch.nn.Linear(2, 2), torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.Sigmoid())
+    crit = torch.nn.BCELoss()
+    oG, oD = torch.optim.SGD(G.parameters(), 0.1), torch.optim.SGD(D.parameters(), 0.1)
+    real = torch.randn(4, 2)
+    with gradtrace.trace(full=True) as t:
+        for _ in range(4):
+            D.zero_grad()
+            crit(D(real), torch.ones(4, 1)).backward()
+            fake = G(torch.randn(4, 2))
+            crit(D(fake.detach()), torch.zeros(4, 1)).backward()
+            oD.step()
+            if zero_g:
+                G.zero_grad()
+            crit(D(fake), torch.ones(4, 1)).backward()  # adds onto D's gradient: D clears it
+            oG.step()
+    return t.result
+
+
+def test_a_gan_generator_pass_through_the_discriminator_is_no_forgotten_zero_grad():
+    sc = _gan().scalars()
+    # D's passes: fresh, then added on purpose (two losses), then G's pass adds onto it too;
+    # G's column: no gradient from D's passes (-1), fresh from its own
+    assert sc.accumulation[:3, sc.column("D.0.bias")].tolist() == [0, 2, 2]
+    assert sc.accumulation[:3, sc.column("G.bias")].tolist() == [-1, -1, 0]
+    assert scalar_timeline(sc).forgot == {}
+    assert not check_trace(_gan()).findings
+
+
+def test_a_generator_never_zeroed_is_still_a_forgotten_zero_grad():
+    tl = scalar_timeline(_gan(zero_g=False).scalars())
+    sc = _gan(zero_g=False).scalars()
+    assert set(tl.forgot) == {sc.column("G.weight"), sc.column("G.bias")}

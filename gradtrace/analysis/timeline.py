@@ -5,9 +5,11 @@ of the run: loss, per-parameter norms, how each ``.grad`` was met) in a few vect
 passes and returns a :class:`Timeline`:
 
 - ``forgot``: per parameter column, the steps whose backward pass added the gradient onto
-  the one an earlier backward pass left although the parameter changed in between (the
-  forgotten ``zero_grad()``). Several backward passes with no change between them
-  (gradient accumulation on purpose) are not counted.
+  the one an earlier backward pass left although the parameter changed in between, and
+  whose sum an update then used (the forgotten ``zero_grad()``). Several backward passes
+  with no change between them (gradient accumulation on purpose) are not counted, nor is
+  a sum cleared before the parameter's next change (a GAN's generator pass through the
+  discriminator).
 - ``non_finite``: the first step whose loss or a gradient or value norm was inf or nan.
 - ``jumps``: steps where the loss rose suddenly (ten times its running mean change and
   half again its previous value).
@@ -78,7 +80,14 @@ def scalar_timeline(sc, names: tuple[str, ...] | None = None) -> Timeline:
             if len(rows) < 2:
                 continue
             moved = changed[rows[1:], j] - changed[rows[:-1], j] > 0
-            hit = rows[1:][moved & (acc[rows[1:], j] == 2)]
+            # ... and the sum was used: the parameter moves again before its .grad is next
+            # zeroed (a GAN's generator pass adds onto the discriminator's gradient, which
+            # the discriminator's zero_grad() then clears before its own next step)
+            # (the run's end is such a boundary: the last sum counts if an update used it)
+            nxt = np.append(rows[2:], len(acc))
+            zeroed = np.append(acc[rows[2:], j] < 2, True)
+            used = ~zeroed | (changed[nxt, j] - changed[rows[1:], j] > 0)
+            hit = rows[1:][moved & used & (acc[rows[1:], j] == 2)]
             if len(hit):
                 out.forgot[j] = steps[hit[:MAX_POINTED]].tolist()
                 out.forgot_counts[j] = len(hit)

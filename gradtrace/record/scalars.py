@@ -218,8 +218,10 @@ class ScalarTaker:
         if self.pending is not None:
             self._write(self.pending, updates)
             self.pending = None
+        # each .grad as it stands: one the pass leaves as it was got no gradient from it
+        held = [None if g is None else (id(g), g._version) for g in (p.grad for p in params)]
         self.current = (self.run.step, int(self.run.recording), loss, values,
-                        acc if api != "autograd.grad" else [-1] * len(acc))
+                        acc if api != "autograd.grad" else [-1] * len(acc), held)
         if loss is not NO_LOSS:
             self._look(loss)
 
@@ -227,7 +229,7 @@ class ScalarTaker:
         """After the backward call: the gradient norms; the row waits for its update."""
         if self.current is None:
             return
-        step, full, loss, values, acc = self.current
+        step, full, loss, values, acc, held = self.current
         self.current = None
         grads = [p.grad for p in self.params]
         seen = self.seen_grads
@@ -248,8 +250,10 @@ class ScalarTaker:
                 probe = _nonzero_probe(v)  # (the same values: nothing ran since they were read)
                 if probe is not None:
                     seen[id(p)] = (id(g), g._version, probe)
-        # acc: how the .grad was met; -1 where no gradient arrived (still None after)
-        acc = [a if g is not None else -1 for a, g in zip(acc, grads)]
+        # acc: how the .grad was met; -1 where no gradient arrived (still None after, or the
+        # .grad it had, unchanged: a parameter this pass did not reach, another model's)
+        acc = [-1 if g is None or (h is not None and h == (id(g), g._version)) else a
+               for a, g, h in zip(acc, grads, held)]
         if any(n in (math.inf, -math.inf) or (n != n and a >= 0) for n, a in zip(g_norms, acc)):
             self._event(step, "a non-finite gradient")
         self.pending = (step, full, loss, g_norms, values, acc)
