@@ -281,3 +281,22 @@ def test_json_document_keys(demo_trace):
     assert doc["optimum"]["distance"][0][0] == 0
     # deterministic: the same document twice
     assert demo_trace("crop_yield").check(steps="0:3").to_json() == report.to_json()
+
+
+def test_the_check_says_no_warning_and_minds_no_warning_filter():
+    """Replaying F.softmax(x) without dim= warned again, at every replay; and a script's own
+    simplefilter("error") (a test suite's) turned that into 'check failed (a gradtrace bug)'."""
+    import warnings
+
+    torch.manual_seed(0)
+    w = torch.randn(3, 4, requires_grad=True)
+    x = torch.randn(5, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with gradtrace.trace() as t:
+            F.softmax(x @ w).pow(2).sum().backward()  # the implicit dim: a UserWarning
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("error")
+        report = check_trace(t.result, numeric="all")
+        assert warnings.filters[0][0] == "error"  # the caller's filters, as they were
+    assert seen == [] and report.of("numeric") and all(c.passed for c in report.of("numeric"))

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
@@ -356,7 +357,17 @@ def _one_thread() -> Iterator[None]:
 
 
 def check_trace(trace, options: CheckOptions | None = None, **kw) -> CheckReport:
-    """Check the gradients of a recorded run and diagnose its training (see the module doc)."""
+    """Check the gradients of a recorded run and diagnose its training (see the module doc).
+
+    Warnings are off while it runs: replaying the script's ops would say again what the
+    script's run said (an implicit softmax dimension...), and a script's own filters (a
+    test suite's ``simplefilter("error")``) still hold after it in ``gradtrace run``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _check_trace(trace, options, **kw)
+
+
+def _check_trace(trace, options: CheckOptions | None = None, **kw) -> CheckReport:
     opts = options if options is not None else CheckOptions(**kw)
     if options is not None and kw:
         opts = replace(options, **kw)
