@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -261,3 +262,38 @@ def test_before_reuses_a_gradients_value_only_for_the_same_tensor_and_version():
     g.mul_(3)
     assert values.before(g, ("grad", 5, "w.grad")) == 1       # changed since: a new value
     assert [c[4] for c in w.of("add_bytes")] == [other.numpy().tobytes(), g.numpy().tobytes()]
+
+
+def test_a_sparse_gradient_is_kept_dense_when_small_and_summarised_unmade_when_large():
+    """nn.Embedding(sparse=True)'s gradient is sparse: taking its value raised 'reshape is
+    not implemented for sparse tensors', and the step lost its whole backward pass."""
+    i = torch.tensor([[0, 2, 2], [1, 0, 0]])
+    s = torch.sparse_coo_tensor(i, torch.tensor([3.0, -4.0, 1.0]), (3, 2))  # (2, 0) twice: -3
+    values, w = _values(max_value_numel=10)
+    values.snap_now(s)
+    [(_, _, shape, dtype, payload)] = w.of("add_bytes")
+    assert shape == (3, 2) and np.frombuffer(payload, "<f4").tolist() == s.to_dense().reshape(-1).tolist()
+    values, w = _values(max_value_numel=4)
+    values.snap_now(s)
+    [(_, _, shape, _, stats)] = w.of("add_stats")
+    dense = Stats.of(s.to_dense())
+    assert shape == (3, 2) and stats.numel == 6 and stats.nonfinite == 0
+    assert (stats.norm, stats.mean, stats.min, stats.max) == pytest.approx(
+        (dense.norm, dense.mean, dense.min, dense.max))
+
+
+def test_a_sparse_embedding_run_keeps_its_backward_pass(capsys):
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(10, 3, sparse=True)
+    opt = torch.optim.SparseAdam(emb.parameters(), lr=0.1)
+    x = torch.tensor([[1, 2], [3, 1]])
+    with gradtrace.trace() as t:
+        for _ in range(2):
+            opt.zero_grad()
+            emb(x).pow(2).mean().backward()
+            opt.step()
+    assert "internal error" not in capsys.readouterr().err
+    s = t.steps[0]
+    assert s.backward is not None and [e.kind for e in s.events].count("accumulate") == 1
+    g = [e for e in s.events if e.kind == "accumulate"][0].after
+    assert g.shape == (10, 3) and g.array[[1, 2, 3]].any() and not g.array[0].any()

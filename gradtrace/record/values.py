@@ -16,6 +16,7 @@ __all__ = ["Values"]
 
 # Real dtypes numpy holds: their values are copied through a numpy view, no torch op needed.
 _PLAIN_DTYPES = _NUMPY_DTYPES - {torch.complex64, torch.complex128}
+_STRIDED = torch.strided
 
 
 class Values:
@@ -47,6 +48,12 @@ class Values:
         run.next_vid = vid + 1
         dt = t.dtype
         dname = dtype_name_of(dt)
+        if t.layout is not _STRIDED:  # a sparse gradient (nn.Embedding(sparse=True))
+            if self.keep_values and t.numel() <= self.max_numel:
+                t = t.detach().to_dense()  # small: kept as its dense value
+            else:
+                run.w.add_stats(vid, tid, t.shape, dname, Stats.of(t))
+                return vid
         if self.keep_values and t.numel() <= self.max_numel:
             payload = None
             if dt in _PLAIN_DTYPES and t.is_cpu:

@@ -91,6 +91,8 @@ class Stats:
     @classmethod
     def of(cls, t: torch.Tensor) -> "Stats":
         """Summary statistics, in three passes over the data when all values are finite."""
+        if t.is_sparse or t.is_sparse_csr:
+            return cls._of_sparse(t)
         n = t.numel()
         if n > 0 and t.is_cpu and not t.is_complex():
             try:
@@ -160,6 +162,25 @@ class Stats:
         out.__dict__.update(numel=n, norm=math.sqrt(float(np.dot(v, v))),
                             mean=flat.sum().item() / n, min=mn, max=mx, nonfinite=0)
         return out
+
+    @classmethod
+    def _of_sparse(cls, t: torch.Tensor) -> "Stats":
+        """A sparse tensor (``nn.Embedding(sparse=True)``'s gradient): the statistics of its
+        stored values and of the zeros it does not store, without making it dense."""
+        t = t.detach()
+        if t.is_sparse:
+            t = t.coalesce()  # duplicate indices summed, as the dense tensor holds them
+        stored = t.values()
+        s = cls.of(stored)
+        n, k = t.numel(), stored.numel()
+        zeros = n - k
+        if zeros <= 0:
+            return cls(n, s.norm, s.mean, s.min, s.max, s.nonfinite)
+        finite = k - s.nonfinite
+        if finite == 0:  # nothing stored, or nothing finite: the zeros alone
+            return cls(n, 0.0, 0.0, 0.0, 0.0, s.nonfinite)
+        return cls(n, s.norm, s.mean * finite / (finite + zeros), min(s.min, 0.0), max(s.max, 0.0),
+                   s.nonfinite)
 
     @classmethod
     def _of_list(cls, xs: list) -> "Stats":
