@@ -240,7 +240,8 @@ def test_the_verdict_when_training_ran_in_another_thread():
         th = threading.Thread(target=train)
         th.start()
         th.join()
-    assert t.result.info.unrecorded == {"thread_backward": 2, "transform_ops": 0}
+    assert t.result.info.unrecorded == {"thread_backward": 2, "transform_ops": 0,
+                                        "batched_backward": 0}
     v = check_trace(t.result).verdict()
     assert v == ("nothing to check: the run's 2 backward passes ran in threads other than the "
                  "one that started the trace (gradtrace records that thread only); 0 findings"), v

@@ -96,3 +96,22 @@ def test_a_backward_passs_own_error_reaches_the_script_once():
             loss.backward()
     assert w.grad.tolist() == [2.0, 2.0, 2.0]
     assert t.steps[0].backward is not None
+
+
+def test_a_batched_backward_pass_runs_unrecorded_and_is_said(capsys):
+    """hessian(..., vectorize=True) runs a backward pass under vmap: its tensors are batched
+    and have no values to take (it was 'internal error: Batching rule not implemented for
+    aten::detach')."""
+    from torch.autograd.functional import hessian
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    x = torch.randn(2, 3)
+    with gradtrace.trace() as t:
+        H = hessian(lambda inp: (model(inp) ** 2).sum(), x, vectorize=True)
+    plain = hessian(lambda inp: (model(inp) ** 2).sum(), x, vectorize=True)
+    assert torch.equal(H, plain)
+    err = capsys.readouterr().err
+    assert "internal error" not in err
+    assert "backward pass ran batched under vmap" in err or "passes ran batched under vmap" in err
+    assert t.result.info.unrecorded["batched_backward"] >= 1

@@ -140,6 +140,11 @@ class Backward:
             # Only in sampled recording: the patched torch.autograd entry points count the step.
             return None
         name = getattr(func, "__name__", "backward")
+        if name == "grad" and (kwargs.get("is_grads_batched") or (len(args) > 7 and args[7])):
+            # torch.autograd.functional's vectorize=True: the pass runs under vmap, on batched
+            # tensors that have no values of their own to take (functorch's, not autograd's)
+            run.batched_backward += 1
+            return None
         if func is _Tensor.backward:
             api, roots = "Tensor.backward", [args[0]]
         else:

@@ -54,6 +54,7 @@ class Run:
         self.transform_ops = 0      # torch calls inside torch.func transforms
         self.compiled = 0           # torch.compile calls, and calls seen while Dynamo traced
         self.thread_backward = 0    # backward passes in threads other than the recording one
+        self.batched_backward = 0   # autograd.grad(is_grads_batched=True): run under vmap
         self.thread_ident = threading.get_ident()
         self.truncated_passes = 0   # backward passes with more nodes than max_nodes_per_backward
         self.backend: str | None = None  # torch.distributed's, once the script set up a group
@@ -123,7 +124,8 @@ class Run:
     def unrecorded(self) -> dict[str, int]:
         """What ran and was not recorded, for the trace's meta (``unrecorded``): backward
         passes in other threads, ops inside torch.func transforms."""
-        return {"thread_backward": self.thread_backward, "transform_ops": self.transform_ops}
+        return {"thread_backward": self.thread_backward, "transform_ops": self.transform_ops,
+                "batched_backward": self.batched_backward}
 
     def notes(self) -> list[str]:
         """One line for each kind of thing that ran but was not recorded."""
@@ -136,6 +138,11 @@ class Run:
         if self.compiled:
             lines.append("torch.compile'd code ran: compiled regions are not recorded op by op "
                          "(what runs outside them is, and the backward pass)")
+        n = self.batched_backward
+        if n:
+            lines.append(f"{n} backward pass{'es' if n != 1 else ''} ran batched under vmap "
+                         "(torch.autograd.functional's vectorize=True, is_grads_batched) and "
+                         f"{'were' if n != 1 else 'was'} not recorded")
         n = self.thread_backward
         if n:
             lines.append(f"{n} backward pass{'es' if n != 1 else ''} ran in other threads and "
