@@ -301,3 +301,16 @@ def test_the_check_says_no_warning_and_minds_no_warning_filter():
         report = check_trace(t.result, numeric="all")
         assert warnings.filters[0][0] == "error"  # the caller's filters, as they were
     assert seen == [] and report.of("numeric") and all(c.passed for c in report.of("numeric"))
+
+
+def test_a_range_of_steps_that_misses_the_run_says_so():
+    w = torch.zeros(2, requires_grad=True)
+    with gradtrace.trace(step_range=(100, 200)) as t:
+        for _ in range(3):
+            (w - 1).pow(2).sum().backward()
+            with torch.no_grad():
+                w -= 0.1 * w.grad
+                w.grad.zero_()
+    v = check_trace(t.result).verdict()
+    assert v.startswith("nothing to check: none of the 3 steps was recorded in full (--steps left "
+                        "them out)"), v

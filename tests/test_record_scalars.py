@@ -317,3 +317,22 @@ def test_finish_with_no_step_writes_no_row_and_still_flushes():
     taker.watch(torch.ones(1, requires_grad=True), 0)
     taker.finish()
     assert w.of("add_scalars") == [] and w.flushes == 1 and taker.params == []
+
+
+def test_the_first_step_has_its_parameters_when_it_is_not_recorded_in_full():
+    """--steps 10:13: step 0 ran with the mode off, so no recorded backward pass had named
+    its parameters yet; its scalars had no gradient norm and 'no gradient' (summary: 49
+    fresh accumulations of 50)."""
+    import gradtrace
+
+    w = torch.zeros(2, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=1e-3)
+    x = torch.tensor([1.0, -2.0])
+    with gradtrace.trace(step_range=(10, 13)) as t:
+        for _ in range(12):
+            opt.zero_grad()
+            (((w * x).sum() - 1.0) ** 2).backward()
+            opt.step()
+    sc = t.result.scalars()
+    assert sc.accumulation[:, 0].tolist() == [FRESH] * 12
+    assert sc.grad_norm[0, 0] == pytest.approx(math.sqrt(20.0))

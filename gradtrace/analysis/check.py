@@ -189,6 +189,8 @@ class CheckReport:
     max_steps: int | None = None
     #: Backward passes that ran in threads other than the one that started the trace.
     thread_backward: int = 0
+    #: The run recorded only some steps (``--steps`` / ``--every``): what left the rest out.
+    sampled_by: str | None = None
     #: What every step's scalars said (None: the trace has none), for the report to reuse.
     timeline: Timeline | None = field(default=None, repr=False)
 
@@ -259,9 +261,11 @@ class CheckReport:
                     "started the trace (gradtrace records that thread only)")
         elif not parts and self.steps_full == 0 and self.steps_run > 0:
             n = self.steps_run
+            how = (f"{self.sampled_by} left {'them' if n != 1 else 'it'} out" if self.sampled_by
+                   else "--full, or a larger --budget, records them")
             head = (f"nothing to check: {'none of the' if n != 1 else 'the'} {n} step"
                     f"{'s' if n != 1 else ''} {'was' if n != 1 else 'was not'} recorded in full "
-                    "(--full, or a larger --budget, records them)")
+                    f"({how})")
         elif not parts:
             head = "nothing to check (no backward pass in the checked steps)"
         elif self.failed:
@@ -403,10 +407,14 @@ def _check_trace(trace, options: CheckOptions | None = None, **kw) -> CheckRepor
     info = getattr(trace, "info", None)
     run = getattr(info, "steps_seen", 0)
     threads = getattr(info, "unrecorded", {}).get("thread_backward", 0)
+    config = getattr(info, "config", None) or {}
+    sampled_by = ("--steps" if config.get("step_range") else
+                  "--every" if isinstance(config.get("every"), int) and config["every"] > 1 else None)
     return CheckReport(checks, findings, optimum, steps_checked=len(indices),
                        steps_run=run if isinstance(run, int) and opts.steps is None else 0,
                        steps_full=len(wanted), max_steps=opts.max_steps, timeline=timeline,
-                       thread_backward=threads if isinstance(threads, int) else 0)
+                       thread_backward=threads if isinstance(threads, int) else 0,
+                       sampled_by=sampled_by)
 
 
 def _timeline(trace, opts: CheckOptions) -> tuple[Timeline | None, tuple[int, ...]]:

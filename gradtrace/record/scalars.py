@@ -144,6 +144,21 @@ class ScalarTaker:
         self.policy.parameter(t.numel())
         self.run.w.add_scalar_param(ScalarParamRow(col, tid))
 
+    def _discover(self, roots) -> None:
+        """No parameter is known yet (the first backward call, in a step not recorded in
+        full: ``--steps 10:20``): the leaves the roots' graph ends in, so that this step's
+        scalars have them too. Once only matters: a parameter, once watched, stays."""
+        from .backward import walk
+
+        fns = [r.grad_fn for r in roots if isinstance(r, torch.Tensor) and r.grad_fn is not None]
+        if not fns:
+            return
+        nodes, names, _, _ = walk(fns, self.run.config.max_nodes_per_backward)
+        leaves = [(self.run.tid_of(n.variable), n.variable) for n, name in zip(nodes, names)
+                  if name == "AccumulateGrad"]
+        for tid, leaf in sorted(leaves, key=lambda x: x[0]):
+            self.watch(leaf, tid)
+
     def watch_optimizer(self, optimizer) -> None:
         groups = optimizer.param_groups
         n = sum(len(g["params"]) for g in groups)
@@ -162,6 +177,11 @@ class ScalarTaker:
         loss = NO_LOSS  # (several roots, or a root of several numbers: no one number to call it)
         if len(roots) == 1 and isinstance(roots[0], torch.Tensor) and roots[0].numel() == 1:
             loss = float(roots[0].item())  # one element, any shape
+        if not self.params:
+            try:
+                self._discover(roots)
+            except Exception as e:  # gradtrace's bug: the step's scalars still go in
+                self.run.internal(e)
         params = self.params
         n_prev = len(self.prev)
         views = self._param_numbers()
