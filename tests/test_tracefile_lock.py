@@ -139,3 +139,21 @@ def test_an_unwritable_place_is_a_write_error_before_anything_is_made(tmp_path):
     assert str(e.value).startswith(f"{blocker / 'sub' / 'a.gtrace'}: cannot write the trace file (")
     assert str(e.value).endswith("); choose another path with -o")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"] and blocker.read_text() == "x"
+
+
+def test_reading_a_trace_a_run_is_still_writing_says_so(tmp_path):
+    """A reader met SQLite's 'database is locked' and said 'truncated or corrupt; record the
+    run again' of a run that was only not finished."""
+    import torch
+
+    p = tmp_path / "live.gtrace"
+    w = torch.zeros(2, requires_grad=True)
+    with gradtrace.trace(p):
+        (w * 2).sum().backward()
+        (w * 3).sum().backward()  # the first step is written: the file is the writer's now
+        with pytest.raises(TraceFileError) as e:
+            gradtrace.load(p).steps[0]
+        msg = str(e.value)
+        assert f"is being written by a gradtrace run that has not ended (pid {os.getpid()}); " \
+               "read it once that run ends" in msg and "corrupt" not in msg, msg
+    assert len(gradtrace.load(p).steps) == 2

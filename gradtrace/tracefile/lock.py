@@ -22,7 +22,7 @@ try:
 except ImportError:  # pragma: no cover - not on Linux or macOS
     fcntl = None
 
-__all__ = ["TraceLock", "lock_path"]
+__all__ = ["TraceLock", "lock_path", "database_error"]
 
 _MARK = b"gradtrace "  # the lock file's content starts with this
 
@@ -171,3 +171,32 @@ def _read(fd: int) -> bytes:
         return os.pread(fd, 200, 0)
     except OSError:
         return b""
+
+
+def database_error(path, e: Exception) -> TraceFileError:
+    """The one line for an SQLite error met reading ``path``: a run that is still writing it
+    (SQLite says "database is locked"), or a damaged file."""
+    if "locked" in str(e):
+        return TraceFileError(path, f"is being written by a gradtrace run that has not ended"
+                                    f"{_writer(path)}; read it once that run ends")
+    return TraceFileError(path, f"truncated or corrupt ({e}); record the run again")
+
+
+def _writer(trace_path) -> str:
+    """`` (pid N)`` of the run holding ``trace_path``'s lock, or nothing."""
+    try:
+        fd = os.open(lock_path(trace_path), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return ""
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return ""  # nobody holds it: a lock file left behind
+            except BlockingIOError:
+                pass
+        owner = _read(fd)
+    finally:
+        os.close(fd)
+    pid = owner.split()[-1] if owner.startswith(_MARK) and owner.split() else b""
+    return f" (pid {pid.decode(errors='replace')})" if pid.isdigit() else ""

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from ..errors import TraceFileError, TraceWriteError
 from .checked import Limits
+from .lock import database_error
 from .reader import Trace
 from .rows import ScalarParamRow, ScalarRow, SourceRow, TensorRow, step_columns
 from .schema import APPLICATION_ID, FORMAT_VERSION, OLDEST_READABLE, TABLES, TABLES_ADDED
@@ -81,7 +82,7 @@ def check_header(conn: sqlite3.Connection, path: str) -> int:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.DatabaseError as e:
-        raise TraceFileError(path, f"truncated or corrupt ({e}); record the run again") from None
+        raise database_error(path, e) from None
     if app != APPLICATION_ID or "meta" not in tables:
         raise TraceFileError(path, "not a gradtrace trace file (an SQLite database of something "
                                    "else); pass a .gtrace file written by `gradtrace run`")
@@ -145,7 +146,8 @@ def load(path, *, limits: Limits | None = None) -> "Trace":
     if not writable and not wal.exists():
         uri += "&immutable=1"
     try:
-        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        # (a run still writing holds the file: a short wait, then it says so)
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=0.5)
         # Nothing in the file's schema (views, triggers, generated columns) may call
         # functions with side effects while gradtrace reads it.
         conn.execute("PRAGMA trusted_schema=OFF")
@@ -155,5 +157,5 @@ def load(path, *, limits: Limits | None = None) -> "Trace":
             detail = " ".join(str(row[0]).split())[:160] if row else "no answer"
             raise TraceFileError(p, f"truncated or corrupt ({detail}); record the run again")
     except sqlite3.DatabaseError as e:
-        raise TraceFileError(p, f"truncated or corrupt ({e}); record the run again") from None
+        raise database_error(p, e) from None
     return Trace(conn, str(p), version, limits=limits)

@@ -15,6 +15,7 @@ from ..errors import NotRecordedError, TraceFileError, UsageError
 from . import conveniences
 from .checked import Limits, Malformed
 from .index import STEP_ROWS_SQL, StepList, step_row
+from .lock import database_error
 from .model import RunInfo, Source, Step, TensorInfo
 from .ranks import buckets_at
 from .schema import FORMAT_VERSION
@@ -55,7 +56,7 @@ class Trace:
             return self._conn.execute(sql, tuple(args)).fetchall()
         except sqlite3.DatabaseError as e:
             self._if_closed()
-            raise TraceFileError(self.path, f"truncated or corrupt ({e}); record the run again") from None
+            raise database_error(self.path, e) from None
         except (MemoryError, OverflowError) as e:
             raise TraceFileError(self.path, f"holds a value too large to read ({type(e).__name__})") from None
 
@@ -71,7 +72,7 @@ class Trace:
                 yield rows
         except sqlite3.DatabaseError as e:
             self._if_closed()
-            raise TraceFileError(self.path, f"truncated or corrupt ({e}); record the run again") from None
+            raise database_error(self.path, e) from None
         except (MemoryError, OverflowError) as e:
             raise TraceFileError(self.path, f"holds a value too large to read ({type(e).__name__})") from None
 
