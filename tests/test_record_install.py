@@ -200,3 +200,29 @@ def test_a_bug_as_a_light_step_ends_never_reaches_the_script(monkeypatch, capfd,
     assert capfd.readouterr().err.count(INTERNAL) == 1
     assert len(t.scalars()) == 4
 
+
+
+def test_a_backward_pass_inside_a_backward_pass_is_part_of_it():
+    """checkpoint(use_reentrant=True) backpropagates through its block with a
+    torch.autograd.backward of its own, inside the outer pass: it was taken for a step, its
+    scalars shifted the step's columns, and check found a forgotten zero_grad on the head."""
+    from torch.utils.checkpoint import checkpoint
+
+    from gradtrace.analysis.check import check_trace
+
+    torch.manual_seed(0)
+    pre, block, head = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4), torch.nn.Linear(4, 1)
+    params = [*pre.parameters(), *block.parameters(), *head.parameters()]
+    opt = torch.optim.SGD(params, lr=0.1)
+    x, y = torch.randn(10, 4), torch.randn(10, 1)
+    with gradtrace.trace() as t:
+        for _ in range(3):
+            opt.zero_grad()
+            h = checkpoint(block, pre(x), use_reentrant=True)
+            torch.nn.functional.mse_loss(head(h), y).backward()
+            opt.step()
+    sc = t.result.scalars()
+    assert len(sc) == 3 and len(t.result.steps) == 3
+    for name in ("pre.weight", "head.bias"):
+        assert sc.accumulation[:, sc.column(name)].tolist() == [0, 0, 0]
+    assert not check_trace(t.result).findings

@@ -136,11 +136,20 @@ def _patch_backward(stack, run: Run, mode: Mode, new_step: Callable[[], None]) -
                 return _orig(*args, **kwargs)
             if compiling() or in_transform():
                 return _orig(*args, **kwargs)
+            if run.in_backward:
+                # A pass run inside another one (a reentrant checkpoint recomputes its block
+                # and backpropagates through it in its own backward): part of that pass,
+                # not a step of its own
+                return _orig(*args, **kwargs)
             if mode.aside is not None:
                 _after_a_failed_step(run, mode)
             run.step_begun = True
             taken = _scalars_before(run, args, kwargs, _api)
-            out = _orig(*args, **kwargs)
+            run.in_backward = True
+            try:
+                out = _orig(*args, **kwargs)
+            finally:
+                run.in_backward = False
             if taken:
                 _scalars_after(run, _api)
             if not samples or (run.mode_on and not run.dormant):

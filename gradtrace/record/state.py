@@ -55,6 +55,7 @@ class Run:
         self.compiled = 0           # torch.compile calls, and calls seen while Dynamo traced
         self.thread_backward = 0    # backward passes in threads other than the recording one
         self.batched_backward = 0   # autograd.grad(is_grads_batched=True): run under vmap
+        self.in_backward = False    # a backward call of the recording thread is running
         self.thread_ident = threading.get_ident()
         self.truncated_passes = 0   # backward passes with more nodes than max_nodes_per_backward
         self.backend: str | None = None  # torch.distributed's, once the script set up a group
