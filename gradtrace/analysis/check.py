@@ -579,6 +579,17 @@ def _update_note(step: Step, fit: LinearFit, tid: int) -> str | None:
 def numeric_check(step: Step, elements: int = 32) -> list[CheckResult]:
     """autograd's gradients against central finite differences of the float64 replay,
     each element within the bound of the error model (:mod:`.errmodel`)."""
+    carried = _carried_graph(step)
+    if carried is not None:
+        o, tid = carried
+        at = f" at {o.source.short}" if o.source is not None else ""
+        return [CheckResult("numeric", step.index, None, "not_applicable",
+                            detail=f"not applicable: {step.name(tid)} (an input of {o.name}{at}) "
+                                   "brings a graph from outside the step's recorded ops (a "
+                                   "gradient taken with create_graph=True, as in MAML; a tensor "
+                                   "made in an earlier step): autograd differentiates through "
+                                   "it, the replay can only take it as a constant; no option "
+                                   "changes that")]
     r = replay_of(step)
     if not r:
         return [CheckResult("numeric", step.index, None, "not_applicable",
@@ -693,6 +704,23 @@ def _times(r: float) -> str:
     if r != 1 and abs(r - 1) < 1e-3:
         return f"{r:.{min(3 - math.floor(math.log10(abs(r - 1))), 15)}g}"
     return f"{r:.4g}"
+
+
+def _carried_graph(step: Step):
+    """The first graph op of the step with an input that requires grad, is no leaf and was
+    made by none of the step's ops: ``(op, tid)``, or None. Its own graph (the ops of an
+    earlier step, an autograd.grad(create_graph=True)) is differentiated by autograd and
+    cannot be replayed."""
+    made = {t for o in step.ops for t in o.outputs}
+    for o in step.ops:
+        if not o.is_graph:
+            continue
+        for i in o.inputs:
+            info = step.tensors.get(i)
+            if i not in made and info is not None and info.role == "activation" \
+                    and info.requires_grad:
+                return o, i
+    return None
 
 
 def _dtype_of(step: Step, tid: int) -> str:
