@@ -205,3 +205,21 @@ def test_warnings_from_torch_ops_point_at_the_users_line(tmp_path):
     assert _theirs(traced.stderr) == plain.stderr
     shown = [line for line in plain.stderr.splitlines() if "UserWarning: To copy" in line]
     assert [line.split(": ")[0] for line in shown] == [f"{p}:5", f"{p}:6"]
+
+
+@pytest.mark.parametrize("code", ["not main()", "True", "False", "2**40", "-1"])
+def test_exit_code_of_sys_exit_is_the_one_python_exits_with(tmp_path, code):
+    p = _script(tmp_path, f"""
+        import sys, torch
+        def main():
+            (torch.ones(2, requires_grad=True) * 2).sum().backward()
+            return False
+        sys.exit({code})
+    """)
+    plain = _python(str(p), cwd=tmp_path)
+    traced = gradtrace_cmd("run", "--no-animate", "-o", "t.gtrace", str(p), cwd=tmp_path)
+    assert traced.returncode == plain.returncode, traced.stderr
+    assert f"(exit code {plain.returncode})" in traced.stderr
+    assert gradtrace.load(tmp_path / "t.gtrace").info.exit_code == plain.returncode
+    # the readers take the trace: the check and the report ran on it
+    assert "check skipped" not in traced.stderr and "report: " in traced.stderr, traced.stderr

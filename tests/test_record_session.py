@@ -26,3 +26,22 @@ def test_warning_inside_a_recorded_op_is_located_at_the_callers_line():
     assert "To copy construct from a tensor" in str(got[0].message)
     # the wrapper and the filter are gone once the recording ends
     assert warnings._showwarnmsg is show and warnings.filters == filters
+
+
+def test_exit_code_is_the_one_the_process_exits_with(tmp_path):
+    import sys
+
+    import pytest
+
+    # what python exits with (POSIX): a boolean is 0 or 1, a number as the C int the system
+    # keeps the low byte of, a message 1, None 0
+    for code, status in [(True, 1), (False, 0), (2**40, 0), (-1, 255), (2**63, 255), (256, 0),
+                         (3, 3), ("bad input", 1), (None, 0)]:
+        path = tmp_path / "run.gtrace"
+        with pytest.raises(SystemExit):
+            with gradtrace.trace(path):
+                (torch.ones(2, requires_grad=True) * 2).sum().backward()
+                sys.exit(code)
+        info = gradtrace.load(path).info  # a boolean here made every reader refuse the file
+        assert (info.status, info.exit_code) == ("exited", status), code
+        assert type(info.exit_code) is int

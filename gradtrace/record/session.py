@@ -6,6 +6,7 @@ import contextlib
 import os
 import runpy
 import signal
+import struct
 import sys
 import types
 from pathlib import Path
@@ -227,12 +228,19 @@ def _outcome(exc_type, exc) -> tuple[str, int | None, str | None]:
 
 
 def _exit_code(exc: BaseException | None) -> int:
+    """The exit status python ends with on ``SystemExit(code)``: None -> 0, a message -> 1,
+    a number (``True`` is 1) as the C ``int`` python makes of it, as the system keeps it."""
     code = getattr(exc, "code", None)
     if code is None:
         return 0
-    if isinstance(code, int):
-        return code
-    return 1
+    if not isinstance(code, int):
+        return 1
+    # python converts the number to a C long (-1 when it does not fit), keeps the C int of
+    # that, and the system keeps the low byte (POSIX): sys.exit(2**40) exits 0, -1 exits 255.
+    bits = 8 * struct.calcsize("l")
+    n = int(code) if -(1 << (bits - 1)) <= code < 1 << (bits - 1) else -1
+    n = (n + (1 << 31)) % (1 << 32) - (1 << 31)
+    return n & 0xFF if os.name == "posix" else n
 
 
 class _Terminated(BaseException):
@@ -315,8 +323,8 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
                outputs: Outputs | None = None) -> RunResult:
     """Run a script (or ``-m module``) as ``python`` would, recording it.
 
-    Returns the exit code python would have given: ``sys.exit(n)`` -> n, an exception -> 1
-    (with the user's traceback, without gradtrace's frames), Ctrl-C -> 130 and SIGTERM ->
+    Returns the exit code python would have given: ``sys.exit(n)`` -> n as the process
+    exits with it (``True`` -> 1, 256 -> 0, -1 -> 255), an exception -> 1 (with the user's traceback, without gradtrace's frames), Ctrl-C -> 130 and SIGTERM ->
     143 with ``RunResult.signal`` set (python dies by those: the caller should too);
     a trace file that could not be written to the end (a full disk) does not change it
     (``RunResult.fault`` says what the file keeps). With ``outputs`` (those of the trace),
