@@ -210,3 +210,37 @@ def test_summary_json(tmp_path):
     assert doc["totals"]["updates"] == 5
     table = gradtrace_cmd("summary", "t.gtrace", cwd=tmp_path).stdout
     assert "step" in table.splitlines()[1] and "total" in table.splitlines()[-1]
+
+
+CHDIR = """
+import os, torch
+import matplotlib.pyplot as plt
+os.makedirs("elsewhere", exist_ok=True)
+os.chdir("elsewhere")
+w = torch.ones(2, requires_grad=True)
+for i in range(3):
+    (w ** 2).sum().backward()
+    with torch.no_grad():
+        w -= 0.1 * w.grad
+    w.grad = None
+plt.plot([1, 2, 3])
+plt.show()
+print("ok", w.tolist())
+"""
+
+
+def test_a_script_that_changes_directory_keeps_its_outputs_where_asked(tmp_path):
+    p = _script(tmp_path, CHDIR)
+    r = gradtrace_cmd("run", "--no-animate", "-o", "rel/t.gtrace", str(p), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "ok [0.5119999647140503, 0.5119999647140503]\n"
+    assert "no such file" not in r.stderr and "skipped" not in r.stderr, r.stderr
+    said = r.stderr.splitlines()
+    # shown from where the run started, as typed
+    assert "gradtrace: trace saved: rel/t.gtrace" in said
+    assert "gradtrace: figure saved: rel/t.figure-1.png" in said
+    assert said[-1] == "gradtrace: report: rel/t.report.html"
+    made = sorted(f.name for f in (tmp_path / "rel").iterdir())
+    assert made == ["t.figure-1.png", "t.graph.svg", "t.gtrace", "t.report.html"]  # no .lock
+    assert len(gradtrace.load(tmp_path / "rel" / "t.gtrace").steps) == 3
+    assert list((tmp_path / "elsewhere").iterdir()) == []  # nothing of ours where it went

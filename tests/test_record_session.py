@@ -45,3 +45,15 @@ def test_exit_code_is_the_one_the_process_exits_with(tmp_path):
         info = gradtrace.load(path).info  # a boolean here made every reader refuse the file
         assert (info.status, info.exit_code) == ("exited", status), code
         assert type(info.exit_code) is int
+
+
+def test_a_block_that_changes_directory_reads_its_trace_back(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    with gradtrace.trace("run.gtrace") as t:
+        (torch.ones(2, requires_grad=True) * 2).sum().backward()
+        os.chdir("elsewhere")
+    assert len(t.steps) == 1  # read back from tmp_path/run.gtrace, not elsewhere/run.gtrace
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "run.gtrace"]  # no .lock

@@ -13,7 +13,7 @@ from ..tracefile.ranks import RankedRun, load
 from ..tracefile.store import Trace
 
 __all__ = ["load_trace", "info", "detail", "problem", "level", "progress_bar", "shown_path",
-           "trace_argument", "OUT_FOLDER", "most_recent_trace", "SETTINGS", "VERBOSITY"]
+           "trace_argument", "OUT_FOLDER", "most_recent_trace", "SETTINGS", "VERBOSITY", "START_DIR"]
 
 #: Where `gradtrace run` writes its traces by default, and where readers look for one.
 OUT_FOLDER = Path("gradtrace-out")
@@ -26,6 +26,9 @@ trace_argument = click.argument("trace_path", metavar="[TRACE]", required=False,
 #: --quiet / --verbose asked for, as (rank, "quiet"|"verbose") where a higher rank wins:
 #: 1 the file, 2 the environment, 3 the command line before the command, 4 after it.
 SETTINGS = "gradtrace.settings"
+#: ``ctx.meta`` key of the root context: the directory `gradtrace run` started in, set before
+#: the script runs (it may ``os.chdir``); paths are shown from there, and made absolute.
+START_DIR = "gradtrace.start_dir"
 VERBOSITY = "gradtrace.verbosity"
 _LEVEL = "gradtrace.level"
 
@@ -145,10 +148,13 @@ def progress_bar(label: str):
 
 def shown_path(path) -> str:
     """A path as the user would type it, ready to paste into a shell: relative to the
-    current directory when inside it, and quoted (``'gradtrace-out/my run/trace.gtrace'``)
+    directory the command started in (:data:`START_DIR`; a script under `gradtrace run` may
+    change directory) when inside it, and quoted (``'gradtrace-out/my run/trace.gtrace'``)
     when it has a space or another character a shell reads."""
+    ctx = click.get_current_context(silent=True)
+    start = ctx.find_root().meta.get(START_DIR) if ctx is not None else None
     try:
-        text = os.path.relpath(path)
+        text = os.path.relpath(path, start)
     except ValueError:
         text = str(path)
     return shlex.quote(text)

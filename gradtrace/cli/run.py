@@ -18,7 +18,7 @@ from ..tracefile.lock import TraceLock
 from ..tracefile.outputs import outputs_of
 from ..tracefile.ranks import RankInfo, rank_files, rank_path
 from ..tracefile.ranks import load as load_run
-from .common import OUT_FOLDER, info, problem, shown_path
+from .common import OUT_FOLDER, START_DIR, info, problem, shown_path
 from .settings import not_a_setting
 
 
@@ -139,6 +139,10 @@ def run(ctx, module, output, values, max_numel, every, step_range, full, budget,
     path = out if ranks is None else rank_path(out, ranks.rank)
     config = Config(output=path, values=values, max_value_numel=max_numel, every=every,
                     step_range=parse_step_range(step_range), full=full, budget=parse_size(budget))
+    # The script may change directory (os.chdir): everything made after it is named by its
+    # absolute path, taken now, and shown from here.
+    ctx.find_root().meta[START_DIR] = os.getcwd()
+    out, path = Path(os.path.abspath(out)), Path(os.path.abspath(path))
     # The run's outputs are named after the run's path; under torchrun rank 0 makes them
     # (and a rank's figures carry its rank, so that ranks never share a file).
     outputs = outputs_of(out)
@@ -146,7 +150,7 @@ def run(ctx, module, output, values, max_numel, every, step_range, full, budget,
         outputs = outputs_of(path)
     # One run per trace, from before anything is replaced until its report is written: a
     # second run on the same path stops here with one line, before its script starts.
-    with TraceLock(path):
+    with TraceLock(config.output):  # as given: a second run is told the path it gave
         if ranks is not None and ranks.rank == 0:
             _remove_stale_ranks(out, ranks.world_size)
         code = _run(ctx, config, outputs, script, module, args, write_report,
@@ -218,7 +222,7 @@ def _run(ctx, config: Config, outputs, script, module, args, write_report, *,
     """The run and what is made from it; the script's exit code."""
     from ..record.session import run_script  # torch: only a run needs it, not --help
 
-    out = config.output if config.output is not None else outputs.trace
+    out = Path(os.path.abspath(config.output)) if config.output is not None else outputs.trace
     try:
         result = run_script(config, script, module, list(args), outputs=outputs)
     except SyntaxError as e:  # the script's own error, shown as python shows it
