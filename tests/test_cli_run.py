@@ -244,3 +244,36 @@ def test_a_script_that_changes_directory_keeps_its_outputs_where_asked(tmp_path)
     assert made == ["t.figure-1.png", "t.graph.svg", "t.gtrace", "t.report.html"]  # no .lock
     assert len(gradtrace.load(tmp_path / "rel" / "t.gtrace").steps) == 3
     assert list((tmp_path / "elsewhere").iterdir()) == []  # nothing of ours where it went
+
+
+STDERR = """
+import sys, torch
+w = torch.ones(2, requires_grad=True)
+(w * 3).sum().backward()
+print("grad", w.grad.tolist())
+if sys.argv[1] == "redirect":
+    sys.stderr = sys.stdout
+elif sys.argv[1] == "log":
+    sys.stderr = open("log.txt", "w")
+    print("to the log", file=sys.stderr)
+elif sys.argv[1] == "close":
+    sys.stderr.close()
+"""
+
+
+@pytest.mark.parametrize("how", ["redirect", "log", "close"])
+def test_gradtraces_lines_go_to_the_stderr_it_started_with(tmp_path, how):
+    p = _script(tmp_path, STDERR)
+    plain = python_cmd(p, how, cwd=tmp_path)
+    log = (tmp_path / "log.txt").read_text() if how == "log" else None
+    r = gradtrace_cmd("run", "--no-animate", "-o", "t.gtrace", str(p), how, cwd=tmp_path)
+    assert r.returncode == plain.returncode == 0, r.stderr  # a closed stderr is no failure
+    assert r.stdout == plain.stdout == "grad [3.0, 3.0]\n"  # none of our lines in it
+    assert r.stderr == plain.stderr + "".join(
+        line + "\n" for line in r.stderr.splitlines() if line.startswith("gradtrace: "))
+    said = r.stderr.splitlines()
+    assert said[0].startswith("gradtrace: 1 steps, 2 ops")
+    assert "gradtrace: trace saved: t.gtrace" in said
+    assert said[-1] == "gradtrace: report: t.report.html"
+    if how == "log":
+        assert (tmp_path / "log.txt").read_text() == log == "to the log\n"

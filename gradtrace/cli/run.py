@@ -183,8 +183,9 @@ def die_by(signum: int) -> None:
     raised to the interpreter with an excepthook that prints nothing for it (the script's
     traceback is already shown). Other signals (SIGTERM): python dies at once, exit
     handlers unrun; so does this, once stdout and stderr are flushed."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # the script may have closed them
+            stream.flush()
     if signum == signal.SIGINT:
         hook = sys.excepthook
 
@@ -231,7 +232,8 @@ def _run(ctx, config: Config, outputs, script, module, args, write_report, *,
     ctx.meta[_KILLED_BY] = result.signal
     session = result.session
     totals = session.totals
-    sys.stdout.flush()
+    with contextlib.suppress(Exception):  # the script's stdout first; it may have closed it
+        sys.stdout.flush()
     acc = totals.get("accumulate_fresh", 0) + totals.get("accumulate_added", 0)
     on_top = totals.get("accumulate_on_top", 0)
     added = f"{totals.get('accumulate_added', 0)} added"

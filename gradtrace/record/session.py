@@ -315,7 +315,8 @@ def _print_user_traceback(exc: BaseException, script: str | None) -> None:
     """Show the script's uncaught exception as python would: only the user's frames,
     through ``sys.excepthook`` (which the script may have replaced)."""
     _drop_our_frames(exc, script)
-    sys.stderr.flush()
+    with contextlib.suppress(Exception):  # the script's own stderr: it may have closed it
+        sys.stderr.flush()
     sys.excepthook(type(exc), exc, exc.__traceback__)
 
 
@@ -425,7 +426,8 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
     except SystemExit as e:
         exit_code, status = _exit_code(e), "exited"
         if e.code is not None and not isinstance(e.code, int):
-            print(e.code, file=sys.stderr)
+            with contextlib.suppress(Exception):  # python writes it to the script's stderr
+                print(e.code, file=sys.stderr)
     except KeyboardInterrupt as e:  # python shows its traceback, then dies by SIGINT
         exit_code, status, killed_by = 128 + signal.SIGINT, "interrupted", signal.SIGINT
         _print_user_traceback(e, run_name)
