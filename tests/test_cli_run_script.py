@@ -223,3 +223,43 @@ def test_exit_code_of_sys_exit_is_the_one_python_exits_with(tmp_path, code):
     assert gradtrace.load(tmp_path / "t.gtrace").info.exit_code == plain.returncode
     # the readers take the trace: the check and the report ran on it
     assert "check skipped" not in traced.stderr and "report: " in traced.stderr, traced.stderr
+
+
+FORKS = """
+import os, signal, sys, time, torch
+w = torch.ones(2, requires_grad=True)
+(w * 2).sum().backward()
+pid = os.fork()
+if pid == 0:  # the script's child: the script's signal handlers, and an exit of its own
+    print("child's handlers are the script's:", signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+          signal.getsignal(signal.SIGINT) is signal.default_int_handler, flush=True)
+    (w * 5).sum().backward()
+    sys.exit(3)
+print("child exit", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+pid = os.fork()
+if pid == 0:  # as Pool.terminate() ends a worker
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(10)
+    os._exit(9)
+print("terminated child", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+(w * 3).sum().backward()
+print("parent", w.grad.tolist())
+"""
+
+
+def test_a_forked_child_is_the_scripts_not_gradtraces(tmp_path):
+    p = _script(tmp_path, FORKS)
+    plain = _python(str(p), cwd=tmp_path)
+    traced = gradtrace_cmd("run", *QUIET, "-o", "t.gtrace", str(p), cwd=tmp_path)
+    assert traced.returncode == plain.returncode == 0, traced.stderr
+    assert traced.stdout == plain.stdout == ("child's handlers are the script's: True True\n"
+                                             "child exit 3\nterminated child -15\n"
+                                             "parent [5.0, 5.0]\n")
+    assert _theirs(traced.stderr) == plain.stderr == ""
+    # the parent's end of the run, once: no second summary, no 'database is locked'
+    said = traced.stderr.splitlines()
+    assert len([line for line in said if " steps, " in line]) == 1, traced.stderr
+    assert said[-1] == "gradtrace: next: gradtrace summary t.gtrace"
+    t = gradtrace.load(tmp_path / "t.gtrace")
+    assert (t.info.status, len(t.steps)) == ("completed", 2)  # the parent's two steps
+    assert not (tmp_path / "t.gtrace.lock").exists()

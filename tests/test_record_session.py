@@ -57,3 +57,26 @@ def test_a_block_that_changes_directory_reads_its_trace_back(tmp_path, monkeypat
         os.chdir("elsewhere")
     assert len(t.steps) == 1  # read back from tmp_path/run.gtrace, not elsewhere/run.gtrace
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "run.gtrace"]  # no .lock
+
+
+def test_a_child_forked_inside_the_block_leaves_the_recording_to_its_parent(tmp_path):
+    import os
+
+    read, write = os.pipe()
+    with gradtrace.trace(tmp_path / "run.gtrace") as t:
+        w = torch.ones(2, requires_grad=True)
+        (w * 2).sum().backward()
+        pid = os.fork()
+        if pid == 0:  # the child leaves the block too: it must not end the parent's trace
+            try:
+                t.__exit__(None, None, None)
+                os.write(write, b"ended quietly")
+            except BaseException as e:  # before: "database is locked", raised in the child
+                os.write(write, repr(e).encode()[:500])
+            os._exit(0)
+        os.waitpid(pid, 0)
+        (w * 3).sum().backward()
+    os.close(write)
+    assert os.read(read, 1000) == b"ended quietly"
+    os.close(read)
+    assert (t.info.status, len(t.steps)) == ("completed", 2)

@@ -230,6 +230,8 @@ def _run(ctx, config: Config, outputs, script, module, args, write_report, *,
         traceback.print_exception(type(e), e, None)
         return 1
     ctx.meta[_KILLED_BY] = result.signal
+    if result.forked:  # a child the script forked, ending as the script's child: not a word
+        return result.exit_code
     session = result.session
     totals = session.totals
     with contextlib.suppress(Exception):  # the script's stdout first; it may have closed it

@@ -48,6 +48,7 @@ class trace:
         self._warnings: _WarningsAtUserLine | None = None
         self._finished = False
         self._ranks: RankInfo | None = None
+        self._pid = os.getpid()
         self.meta: dict[str, Any] = {}
         #: Set when the trace file could not be written to the end (a full disk): what it keeps.
         self.fault: TraceFileError | None = None
@@ -63,6 +64,7 @@ class trace:
             meta["distributed"] = ranks.as_meta()
         meta.update(self.meta)
         self._ranks = ranks
+        self._pid = os.getpid()
         self._writer = TraceWriter(self.config.output, meta)
         self._recorder = Recorder(self.config, self._writer)
         self._recorder.start()
@@ -80,6 +82,8 @@ class trace:
         raise here: :attr:`fault` says what it keeps (``__exit__`` raises it)."""
         if self._recorder is None or self._writer is None or self._finished:
             return
+        if os.getpid() != self._pid:
+            return  # a child forked inside the block (os.fork): the recording is its parent's
         self._finished = True
         try:
             if self._warnings is not None:
@@ -248,10 +252,14 @@ class _Terminated(BaseException):
 
 
 class RunResult:
-    def __init__(self, exit_code: int, status: str, session: trace, signal: int | None = None):
+    def __init__(self, exit_code: int, status: str, session: trace, signal: int | None = None,
+                 forked: bool = False):
         self.exit_code = exit_code
         self.status = status
         self.session = session
+        #: True in a child the script forked (``os.fork()``) that ended here (``sys.exit`` in
+        #: the child): the trace is its parent's, so nothing of it is finished, said or made.
+        self.forked = forked
         #: The signal that stopped the script (SIGINT, SIGTERM), or None. python would have
         #: died by it: `gradtrace run` does too, once the trace is saved (``exit_code`` is
         #: then the shell's 128 + signal).
@@ -320,6 +328,24 @@ def _print_user_traceback(exc: BaseException, script: str | None) -> None:
     sys.excepthook(type(exc), exc, exc.__traceback__)
 
 
+#: What a child forked from a running script must put back, one callable per run_script in
+#: progress (see :func:`_after_fork_in_child`).
+_IN_CHILD: list = []
+
+
+def _after_fork_in_child() -> None:
+    """A process the script forks (multiprocessing's fork workers, ``os.fork()``) is the
+    script's, not gradtrace's: it gets back the signal handlers the script had (or else
+    SIGTERM from ``Pool.terminate()`` raises gradtrace's own exception in each worker)."""
+    for restore in _IN_CHILD:
+        with contextlib.suppress(Exception):
+            restore()
+
+
+if hasattr(os, "register_at_fork"):  # once per process: a hook cannot be taken out again
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def run_script(config: Config, script: str | None, module: str | None, args: list[str],
                outputs: Outputs | None = None) -> RunResult:
     """Run a script (or ``-m module``) as ``python`` would, recording it.
@@ -384,11 +410,22 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
         return handler
 
     old_int = signal.getsignal(signal.SIGINT) if _main_thread() else None
+    ours: dict[int, tuple[Any, Any]] = {}  # signal -> (our handler, the one it replaced)
+
+    def restore_in_child() -> None:
+        for signum, (mine, old) in ours.items():
+            if signal.getsignal(signum) is mine:  # not one the script set since
+                signal.signal(signum, old)
+
+    pid = os.getpid()
+    _IN_CHILD.append(restore_in_child)
     try:
         if _main_thread():
-            signal.signal(signal.SIGTERM, on_signal(_Terminated))
+            ours[signal.SIGTERM] = (on_signal(_Terminated), old_term)
             if old_int is signal.default_int_handler:
-                signal.signal(signal.SIGINT, on_signal(KeyboardInterrupt))
+                ours[signal.SIGINT] = (on_signal(KeyboardInterrupt), old_int)
+            for signum, (mine, _) in ours.items():
+                signal.signal(signum, mine)
         if outputs is not None and "matplotlib.pyplot" not in sys.modules:
             # matplotlib loads the backend only if the script imports pyplot
             figures.start(outputs)
@@ -437,6 +474,9 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
         exit_code, status = 1, "raised"
         _print_user_traceback(e, run_name)
     finally:
+        with contextlib.suppress(ValueError):
+            _IN_CHILD.remove(restore_in_child)
+        forked = os.getpid() != pid
         sys.argv = old_argv
         if old_path0 is not None and sys.path:
             sys.path[0] = old_path0
@@ -446,15 +486,18 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
             os.environ.pop("MPLBACKEND", None)
         else:
             os.environ["MPLBACKEND"] = old_env
-        if _main_thread() and old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
-        if _main_thread() and old_int is not None:
-            signal.signal(signal.SIGINT, old_int)
-        session.finish("interrupted" if status == "interrupted" else status)
-        if mpl is not None:
-            with contextlib.suppress(Exception):
-                mpl.save_open_figures()
-    return RunResult(exit_code, status, session, killed_by)
+        # A child the script forked has the script's handlers already (_after_fork_in_child),
+        # and the trace, like the figures, is its parent's to finish.
+        if not forked:
+            if _main_thread() and old_term is not None:
+                signal.signal(signal.SIGTERM, old_term)
+            if _main_thread() and old_int is not None:
+                signal.signal(signal.SIGINT, old_int)
+            session.finish("interrupted" if status == "interrupted" else status)
+            if mpl is not None:
+                with contextlib.suppress(Exception):
+                    mpl.save_open_figures()
+    return RunResult(exit_code, status, session, killed_by, forked=forked)
 
 
 class _NoModule(Exception):
