@@ -263,3 +263,35 @@ def test_a_forked_child_is_the_scripts_not_gradtraces(tmp_path):
     t = gradtrace.load(tmp_path / "t.gtrace")
     assert (t.info.status, len(t.steps)) == ("completed", 2)  # the parent's two steps
     assert not (tmp_path / "t.gtrace.lock").exists()
+
+
+NAMESPACE = '''
+"""The script's own docstring."""
+import sys, torch
+(torch.ones(2, requires_grad=True) * 2).sum().backward()
+__builtins__.print("builtins is a", type(__builtins__).__name__)  # AttributeError on a dict
+for name, value in sorted(globals().items()):
+    if name.startswith("__") and name != "__builtins__":
+        print(name, type(value).__name__, value if name != "__loader__" else "")
+print("loader", __loader__.name, __loader__.get_filename(), __loader__.get_source("__main__")[:34])
+print("code", sys._getframe().f_code.co_filename, "path0", sys.path[0])
+'''
+
+
+def test_the_scripts_main_namespace_is_pythons(tmp_path):
+    _script(tmp_path, NAMESPACE, "real/script.py")
+    (tmp_path / "link.py").symlink_to(tmp_path / "real" / "script.py")  # named as typed, as python
+    plain = _python("link.py", cwd=tmp_path)
+    traced = gradtrace_cmd("run", *QUIET, "-o", "t.gtrace", "link.py", cwd=tmp_path)
+    assert traced.returncode == plain.returncode == 0, traced.stderr
+    assert traced.stdout == plain.stdout, traced.stderr
+    link = tmp_path / "link.py"
+    assert plain.stdout.splitlines() == [
+        "builtins is a module",
+        "__annotations__ dict {}", "__cached__ NoneType None",
+        "__doc__ str The script's own docstring.", f"__file__ str {link}",
+        "__loader__ SourceFileLoader ", "__name__ str __main__", "__package__ NoneType None",
+        "__spec__ NoneType None",
+        f"loader __main__ {link} ", '"""The script\'s own docstring."""',  # the source's start
+        f"code {link} path0 {tmp_path / 'real'}"]
+    assert _theirs(traced.stderr) == plain.stderr == ""

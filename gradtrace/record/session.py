@@ -367,12 +367,14 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
         try:
             with open(path, "rb") as f:
                 source = f.read()
-            code = compile(source, str(path.resolve()), "exec", dont_inherit=True)
+            # python names the script by its absolute path, a symlink's own (sys.path[0] is
+            # the folder of the file it points to)
+            code = compile(source, os.path.abspath(path), "exec", dont_inherit=True)
         except SyntaxError:
             raise  # shown to the user as python would show it
         except OSError as e:
             raise UsageError(f"cannot read {script}: {e.strerror}") from None
-        run_name = str(path.resolve())
+        run_name = os.path.abspath(path)
     else:
         assert module is not None
         sys.path.insert(0, os.getcwd())
@@ -437,14 +439,9 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
             sys.argv = [script, *args]
             if sys.path:
                 sys.path[0] = str(Path(script).resolve().parent)
-            main = types.ModuleType("__main__")
-            main.__file__ = run_name
-            main.__dict__["__builtins__"] = __builtins__  # not in ModuleType's stubs
-            main.__loader__ = None
-            main.__spec__ = None
-            sys.modules["__main__"] = main
+            sys.modules["__main__"] = _main_module(run_name)
             try:
-                exec(code, main.__dict__)
+                exec(code, sys.modules["__main__"].__dict__)
             except BaseException as e:
                 session.finish(*_outcome(type(e), e))
                 raise
@@ -498,6 +495,20 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
                 with contextlib.suppress(Exception):
                     mpl.save_open_figures()
     return RunResult(exit_code, status, session, killed_by, forked=forked)
+
+
+def _main_module(filename: str) -> types.ModuleType:
+    """A fresh ``__main__`` for the script at ``filename``, as ``python SCRIPT`` makes it:
+    ``__builtins__`` the builtins module (not its dict), a ``SourceFileLoader`` (its
+    ``get_filename()``, ``get_source()``), ``__cached__`` None and ``__annotations__`` {}."""
+    import builtins
+    import importlib.machinery
+
+    main = types.ModuleType("__main__")
+    main.__dict__.update(__builtins__=builtins, __annotations__={}, __file__=filename,
+                         __cached__=None, __package__=None, __spec__=None,
+                         __loader__=importlib.machinery.SourceFileLoader("__main__", filename))
+    return main
 
 
 class _NoModule(Exception):
