@@ -288,11 +288,13 @@ def _main(mode: str, args: list[str]) -> int:
     sys.path[0] = os.path.dirname(os.path.realpath(path))
     with open(path, "rb") as f:
         code = compile(f.read(), path, "exec", dont_inherit=True)
-    main = types.ModuleType("__main__")
-    main.__file__ = path
-    main.__dict__["__builtins__"] = __builtins__
-    main.__loader__ = None
-    main.__spec__ = None
+    import builtins
+    import importlib.machinery
+
+    main = types.ModuleType("__main__")  # as python makes it for `python SCRIPT`
+    main.__dict__.update(__builtins__=builtins, __annotations__={}, __file__=path,
+                         __cached__=None, __package__=None, __spec__=None,
+                         __loader__=importlib.machinery.SourceFileLoader("__main__", path))
     sys.modules["__main__"] = main
     exec(code, main.__dict__)
     return 0

@@ -210,3 +210,70 @@ def test_summary_json(tmp_path):
     assert doc["totals"]["updates"] == 5
     table = gradtrace_cmd("summary", "t.gtrace", cwd=tmp_path).stdout
     assert "step" in table.splitlines()[1] and "total" in table.splitlines()[-1]
+
+
+CHDIR = """
+import os, torch
+import matplotlib.pyplot as plt
+os.makedirs("elsewhere", exist_ok=True)
+os.chdir("elsewhere")
+w = torch.ones(2, requires_grad=True)
+for i in range(3):
+    (w ** 2).sum().backward()
+    with torch.no_grad():
+        w -= 0.1 * w.grad
+    w.grad = None
+plt.plot([1, 2, 3])
+plt.show()
+print("ok", w.tolist())
+"""
+
+
+def test_a_script_that_changes_directory_keeps_its_outputs_where_asked(tmp_path):
+    p = _script(tmp_path, CHDIR)
+    r = gradtrace_cmd("run", "--no-animate", "-o", "rel/t.gtrace", str(p), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "ok [0.5119999647140503, 0.5119999647140503]\n"
+    assert "no such file" not in r.stderr and "skipped" not in r.stderr, r.stderr
+    said = r.stderr.splitlines()
+    # shown from where the run started, as typed
+    assert "gradtrace: trace saved: rel/t.gtrace" in said
+    assert "gradtrace: figure saved: rel/t.figure-1.png" in said
+    assert said[-1] == "gradtrace: report: rel/t.report.html"
+    made = sorted(f.name for f in (tmp_path / "rel").iterdir())
+    assert made == ["t.figure-1.png", "t.graph.svg", "t.gtrace", "t.report.html"]  # no .lock
+    assert len(gradtrace.load(tmp_path / "rel" / "t.gtrace").steps) == 3
+    assert list((tmp_path / "elsewhere").iterdir()) == []  # nothing of ours where it went
+
+
+STDERR = """
+import sys, torch
+w = torch.ones(2, requires_grad=True)
+(w * 3).sum().backward()
+print("grad", w.grad.tolist())
+if sys.argv[1] == "redirect":
+    sys.stderr = sys.stdout
+elif sys.argv[1] == "log":
+    sys.stderr = open("log.txt", "w")
+    print("to the log", file=sys.stderr)
+elif sys.argv[1] == "close":
+    sys.stderr.close()
+"""
+
+
+@pytest.mark.parametrize("how", ["redirect", "log", "close"])
+def test_gradtraces_lines_go_to_the_stderr_it_started_with(tmp_path, how):
+    p = _script(tmp_path, STDERR)
+    plain = python_cmd(p, how, cwd=tmp_path)
+    log = (tmp_path / "log.txt").read_text() if how == "log" else None
+    r = gradtrace_cmd("run", "--no-animate", "-o", "t.gtrace", str(p), how, cwd=tmp_path)
+    assert r.returncode == plain.returncode == 0, r.stderr  # a closed stderr is no failure
+    assert r.stdout == plain.stdout == "grad [3.0, 3.0]\n"  # none of our lines in it
+    assert r.stderr == plain.stderr + "".join(
+        line + "\n" for line in r.stderr.splitlines() if line.startswith("gradtrace: "))
+    said = r.stderr.splitlines()
+    assert said[0].startswith("gradtrace: 1 steps, 2 ops")
+    assert "gradtrace: trace saved: t.gtrace" in said
+    assert said[-1] == "gradtrace: report: t.report.html"
+    if how == "log":
+        assert (tmp_path / "log.txt").read_text() == log == "to the log\n"

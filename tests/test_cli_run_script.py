@@ -205,3 +205,93 @@ def test_warnings_from_torch_ops_point_at_the_users_line(tmp_path):
     assert _theirs(traced.stderr) == plain.stderr
     shown = [line for line in plain.stderr.splitlines() if "UserWarning: To copy" in line]
     assert [line.split(": ")[0] for line in shown] == [f"{p}:5", f"{p}:6"]
+
+
+@pytest.mark.parametrize("code", ["not main()", "True", "False", "2**40", "-1"])
+def test_exit_code_of_sys_exit_is_the_one_python_exits_with(tmp_path, code):
+    p = _script(tmp_path, f"""
+        import sys, torch
+        def main():
+            (torch.ones(2, requires_grad=True) * 2).sum().backward()
+            return False
+        sys.exit({code})
+    """)
+    plain = _python(str(p), cwd=tmp_path)
+    traced = gradtrace_cmd("run", "--no-animate", "-o", "t.gtrace", str(p), cwd=tmp_path)
+    assert traced.returncode == plain.returncode, traced.stderr
+    assert f"(exit code {plain.returncode})" in traced.stderr
+    assert gradtrace.load(tmp_path / "t.gtrace").info.exit_code == plain.returncode
+    # the readers take the trace: the check and the report ran on it
+    assert "check skipped" not in traced.stderr and "report: " in traced.stderr, traced.stderr
+
+
+FORKS = """
+import os, signal, sys, time, torch
+w = torch.ones(2, requires_grad=True)
+(w * 2).sum().backward()
+pid = os.fork()
+if pid == 0:  # the script's child: the script's signal handlers, and an exit of its own
+    print("child's handlers are the script's:", signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+          signal.getsignal(signal.SIGINT) is signal.default_int_handler, flush=True)
+    (w * 5).sum().backward()
+    sys.exit(3)
+print("child exit", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+pid = os.fork()
+if pid == 0:  # as Pool.terminate() ends a worker
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(10)
+    os._exit(9)
+print("terminated child", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+(w * 3).sum().backward()
+print("parent", w.grad.tolist())
+"""
+
+
+def test_a_forked_child_is_the_scripts_not_gradtraces(tmp_path):
+    p = _script(tmp_path, FORKS)
+    plain = _python(str(p), cwd=tmp_path)
+    traced = gradtrace_cmd("run", *QUIET, "-o", "t.gtrace", str(p), cwd=tmp_path)
+    assert traced.returncode == plain.returncode == 0, traced.stderr
+    assert traced.stdout == plain.stdout == ("child's handlers are the script's: True True\n"
+                                             "child exit 3\nterminated child -15\n"
+                                             "parent [5.0, 5.0]\n")
+    assert _theirs(traced.stderr) == plain.stderr == ""
+    # the parent's end of the run, once: no second summary, no 'database is locked'
+    said = traced.stderr.splitlines()
+    assert len([line for line in said if " steps, " in line]) == 1, traced.stderr
+    assert said[-1] == "gradtrace: next: gradtrace summary t.gtrace"
+    t = gradtrace.load(tmp_path / "t.gtrace")
+    assert (t.info.status, len(t.steps)) == ("completed", 2)  # the parent's two steps
+    assert not (tmp_path / "t.gtrace.lock").exists()
+
+
+NAMESPACE = '''
+"""The script's own docstring."""
+import sys, torch
+(torch.ones(2, requires_grad=True) * 2).sum().backward()
+__builtins__.print("builtins is a", type(__builtins__).__name__)  # AttributeError on a dict
+for name, value in sorted(globals().items()):
+    if name.startswith("__") and name != "__builtins__":
+        print(name, type(value).__name__, value if name != "__loader__" else "")
+print("loader", __loader__.name, __loader__.get_filename(), __loader__.get_source("__main__")[:34])
+print("code", sys._getframe().f_code.co_filename, "path0", sys.path[0])
+'''
+
+
+def test_the_scripts_main_namespace_is_pythons(tmp_path):
+    _script(tmp_path, NAMESPACE, "real/script.py")
+    (tmp_path / "link.py").symlink_to(tmp_path / "real" / "script.py")  # named as typed, as python
+    plain = _python("link.py", cwd=tmp_path)
+    traced = gradtrace_cmd("run", *QUIET, "-o", "t.gtrace", "link.py", cwd=tmp_path)
+    assert traced.returncode == plain.returncode == 0, traced.stderr
+    assert traced.stdout == plain.stdout, traced.stderr
+    link = tmp_path / "link.py"
+    assert plain.stdout.splitlines() == [
+        "builtins is a module",
+        "__annotations__ dict {}", "__cached__ NoneType None",
+        "__doc__ str The script's own docstring.", f"__file__ str {link}",
+        "__loader__ SourceFileLoader ", "__name__ str __main__", "__package__ NoneType None",
+        "__spec__ NoneType None",
+        f"loader __main__ {link} ", '"""The script\'s own docstring."""',  # the source's start
+        f"code {link} path0 {tmp_path / 'real'}"]
+    assert _theirs(traced.stderr) == plain.stderr == ""

@@ -12,7 +12,7 @@ import click
 from ..config import ConfigError, Settings
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, GradtraceError
 from ..version import __version__
-from .common import SETTINGS, VERBOSITY, detail, level, shown_path
+from .common import SETTINGS, STDERR, VERBOSITY, detail, level, say, shown_path
 from .settings import gather, global_option, options_of
 
 __all__ = ["main", "cli"]
@@ -49,6 +49,7 @@ def cli(ctx, quiet, verbose):
         ctx.meta[SETTINGS_ERROR] = e  # `gradtrace debug` shows it and exits with 2
         settings = Settings(None, {}, [], options_of(cli))
     ctx.meta[SETTINGS] = settings
+    ctx.meta.setdefault(STDERR, sys.stderr)  # gradtrace's lines go there, whatever a script does
     ctx.default_map = settings.default_map()
     notes = ctx.meta.setdefault(VERBOSITY, [])
     for name in ("quiet", "verbose"):
@@ -152,23 +153,26 @@ def main(argv=None) -> None:
     never shows a user our internals. `gradtrace run` exits with the script's own code."""
     from .run import ScriptKilled, die_by
 
+    # gradtrace's own lines go to the stderr it started with: a script under `gradtrace run`
+    # may have replaced sys.stderr (sys.stderr = sys.stdout) or closed it by now.
+    stderr = sys.stderr
     try:
         rv = cli.main(args=argv, prog_name="gradtrace", standalone_mode=False)
     except ScriptKilled as e:  # `gradtrace run`: the script died by a signal, and so do we
         die_by(e.signum)
     except GradtraceError as e:
-        click.echo(f"gradtrace: error: {e}", err=True)
+        say(f"gradtrace: error: {e}", stderr)
         sys.exit(e.exit_code)
     except RecursionError:
-        click.echo("gradtrace: error: the input nests too deeply to process (RecursionError); "
-                   "if it is a trace file, it is damaged: record the run again", err=True)
+        say("gradtrace: error: the input nests too deeply to process (RecursionError); "
+            "if it is a trace file, it is damaged: record the run again", stderr)
         sys.exit(EXIT_USAGE)
     except MemoryError:
-        click.echo("gradtrace: error: out of memory; free some memory, or record fewer values "
-                   "(--values stats, --every N)", err=True)
+        say("gradtrace: error: out of memory; free some memory, or record fewer values "
+            "(--values stats, --every N)", stderr)
         sys.exit(EXIT_FAILURE)
     except click.exceptions.Abort:
-        click.echo("gradtrace: aborted", err=True)
+        say("gradtrace: aborted", stderr)
         sys.exit(130)
     except click.ClickException as e:
         e.show()
@@ -180,13 +184,13 @@ def main(argv=None) -> None:
             raise
         if isinstance(e, OSError) and e.errno in _CANNOT_WRITE:
             where = f"{e.filename}: " if e.filename else ""
-            click.echo(f"gradtrace: error: {where}{e.strerror or e}; free some space or choose "
-                       "another path", err=True)
+            say(f"gradtrace: error: {where}{e.strerror or e}; free some space or choose "
+                "another path", stderr)
             sys.exit(EXIT_FAILURE)
         where = _innermost(e)
-        click.echo(f"gradtrace: error: internal error ({type(e).__name__}: "
-                   f"{' '.join(str(e).split())[:200]}{where}); this is a gradtrace bug, please "
-                   "report it (GRADTRACE_DEBUG=1 shows the traceback)", err=True)
+        say(f"gradtrace: error: internal error ({type(e).__name__}: "
+            f"{' '.join(str(e).split())[:200]}{where}); this is a gradtrace bug, please "
+            "report it (GRADTRACE_DEBUG=1 shows the traceback)", stderr)
         sys.exit(EXIT_FAILURE)
     sys.exit(rv if isinstance(rv, int) else EXIT_OK)
 

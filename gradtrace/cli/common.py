@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import sys
 from pathlib import Path
 
 import click
@@ -12,8 +14,9 @@ from ..errors import UsageError
 from ..tracefile.ranks import RankedRun, load
 from ..tracefile.store import Trace
 
-__all__ = ["load_trace", "info", "detail", "problem", "level", "progress_bar", "shown_path",
-           "trace_argument", "OUT_FOLDER", "most_recent_trace", "SETTINGS", "VERBOSITY"]
+__all__ = ["load_trace", "info", "detail", "problem", "say", "own_stderr", "level", "progress_bar",
+           "shown_path", "trace_argument", "OUT_FOLDER", "most_recent_trace", "SETTINGS", "VERBOSITY",
+           "START_DIR", "STDERR"]
 
 #: Where `gradtrace run` writes its traces by default, and where readers look for one.
 OUT_FOLDER = Path("gradtrace-out")
@@ -26,6 +29,12 @@ trace_argument = click.argument("trace_path", metavar="[TRACE]", required=False,
 #: --quiet / --verbose asked for, as (rank, "quiet"|"verbose") where a higher rank wins:
 #: 1 the file, 2 the environment, 3 the command line before the command, 4 after it.
 SETTINGS = "gradtrace.settings"
+#: ``ctx.meta`` key of the root context: the stream gradtrace's own lines go to, the
+#: ``sys.stderr`` the command started with (a script may replace it, or close it).
+STDERR = "gradtrace.stderr"
+#: ``ctx.meta`` key of the root context: the directory `gradtrace run` started in, set before
+#: the script runs (it may ``os.chdir``); paths are shown from there, and made absolute.
+START_DIR = "gradtrace.start_dir"
 VERBOSITY = "gradtrace.verbosity"
 _LEVEL = "gradtrace.level"
 
@@ -100,28 +109,51 @@ def level() -> str:
     return result
 
 
+def own_stderr():
+    """Where gradtrace's own lines go: the ``sys.stderr`` the command started with
+    (:data:`STDERR`), whatever a script under `gradtrace run` did to ``sys.stderr`` since."""
+    ctx = click.get_current_context(silent=True)
+    stream = ctx.find_root().meta.get(STDERR) if ctx is not None else None
+    return stream if stream is not None else sys.stderr
+
+
+def say(line: str, stream=None) -> None:
+    """Write one line of gradtrace's on ``stream`` (:func:`own_stderr`). A stream the script
+    closed (or one that fails) is passed by: the line goes to file descriptor 2, and no
+    error of writing it ever reaches the user or the exit code."""
+    stream = own_stderr() if stream is None else stream
+    try:
+        click.echo(line, file=stream)
+        return
+    except Exception:  # closed (ValueError), a broken pipe, a stream with no write
+        pass
+    with contextlib.suppress(OSError):
+        os.write(2, f"{line}\n".encode("utf-8", "backslashreplace"))
+
+
 def info(message: str) -> None:
     """A `gradtrace:` line on stderr (stdout belongs to the user's script); not under --quiet."""
     if level() != "quiet":
-        click.echo(f"gradtrace: {message}", err=True)
+        say(f"gradtrace: {message}")
 
 
 def detail(message: str) -> None:
     """A line for --verbose only."""
     if level() == "verbose":
-        click.echo(f"gradtrace: {message}", err=True)
+        say(f"gradtrace: {message}")
 
 
 def problem(message: str) -> None:
     """A line about something gradtrace could not do: shown even under --quiet."""
-    click.echo(f"gradtrace: {message}", err=True)
+    say(f"gradtrace: {message}")
 
 
 def progress_bar(label: str):
     """A ``progress(done, total)`` callback for the render layer, drawn as a click progress bar
-    on stderr; a new bar starts when ``done`` starts again (the next animation)."""
+    on stderr; a new bar starts when ``done`` starts again (the next animation). None on a
+    stderr the script closed."""
     state: dict = {}
-    if level() == "quiet":
+    if level() == "quiet" or getattr(own_stderr(), "closed", True):
         return lambda done, total: None
 
     def update(done: int, total: int) -> None:
@@ -130,7 +162,7 @@ def progress_bar(label: str):
             if bar is not None:
                 bar.__exit__(None, None, None)
             bar = state["bar"] = click.progressbar(
-                length=total, label=f"gradtrace: rendering {label}", file=click.get_text_stream("stderr"),
+                length=total, label=f"gradtrace: rendering {label}", file=own_stderr(),
                 show_pos=True, show_eta=True)
             bar.__enter__()
             state["done"] = 0
@@ -145,10 +177,13 @@ def progress_bar(label: str):
 
 def shown_path(path) -> str:
     """A path as the user would type it, ready to paste into a shell: relative to the
-    current directory when inside it, and quoted (``'gradtrace-out/my run/trace.gtrace'``)
+    directory the command started in (:data:`START_DIR`; a script under `gradtrace run` may
+    change directory) when inside it, and quoted (``'gradtrace-out/my run/trace.gtrace'``)
     when it has a space or another character a shell reads."""
+    ctx = click.get_current_context(silent=True)
+    start = ctx.find_root().meta.get(START_DIR) if ctx is not None else None
     try:
-        text = os.path.relpath(path)
+        text = os.path.relpath(path, start)
     except ValueError:
         text = str(path)
     return shlex.quote(text)

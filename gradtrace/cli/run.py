@@ -18,7 +18,7 @@ from ..tracefile.lock import TraceLock
 from ..tracefile.outputs import outputs_of
 from ..tracefile.ranks import RankInfo, rank_files, rank_path
 from ..tracefile.ranks import load as load_run
-from .common import OUT_FOLDER, info, problem, shown_path
+from .common import OUT_FOLDER, START_DIR, info, problem, shown_path
 from .settings import not_a_setting
 
 
@@ -139,6 +139,10 @@ def run(ctx, module, output, values, max_numel, every, step_range, full, budget,
     path = out if ranks is None else rank_path(out, ranks.rank)
     config = Config(output=path, values=values, max_value_numel=max_numel, every=every,
                     step_range=parse_step_range(step_range), full=full, budget=parse_size(budget))
+    # The script may change directory (os.chdir): everything made after it is named by its
+    # absolute path, taken now, and shown from here.
+    ctx.find_root().meta[START_DIR] = os.getcwd()
+    out, path = Path(os.path.abspath(out)), Path(os.path.abspath(path))
     # The run's outputs are named after the run's path; under torchrun rank 0 makes them
     # (and a rank's figures carry its rank, so that ranks never share a file).
     outputs = outputs_of(out)
@@ -146,7 +150,7 @@ def run(ctx, module, output, values, max_numel, every, step_range, full, budget,
         outputs = outputs_of(path)
     # One run per trace, from before anything is replaced until its report is written: a
     # second run on the same path stops here with one line, before its script starts.
-    with TraceLock(path):
+    with TraceLock(config.output):  # as given: a second run is told the path it gave
         if ranks is not None and ranks.rank == 0:
             _remove_stale_ranks(out, ranks.world_size)
         code = _run(ctx, config, outputs, script, module, args, write_report,
@@ -179,8 +183,9 @@ def die_by(signum: int) -> None:
     raised to the interpreter with an excepthook that prints nothing for it (the script's
     traceback is already shown). Other signals (SIGTERM): python dies at once, exit
     handlers unrun; so does this, once stdout and stderr are flushed."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # the script may have closed them
+            stream.flush()
     if signum == signal.SIGINT:
         hook = sys.excepthook
 
@@ -218,16 +223,19 @@ def _run(ctx, config: Config, outputs, script, module, args, write_report, *,
     """The run and what is made from it; the script's exit code."""
     from ..record.session import run_script  # torch: only a run needs it, not --help
 
-    out = config.output if config.output is not None else outputs.trace
+    out = Path(os.path.abspath(config.output)) if config.output is not None else outputs.trace
     try:
         result = run_script(config, script, module, list(args), outputs=outputs)
     except SyntaxError as e:  # the script's own error, shown as python shows it
         traceback.print_exception(type(e), e, None)
         return 1
     ctx.meta[_KILLED_BY] = result.signal
+    if result.forked:  # a child the script forked, ending as the script's child: not a word
+        return result.exit_code
     session = result.session
     totals = session.totals
-    sys.stdout.flush()
+    with contextlib.suppress(Exception):  # the script's stdout first; it may have closed it
+        sys.stdout.flush()
     acc = totals.get("accumulate_fresh", 0) + totals.get("accumulate_added", 0)
     on_top = totals.get("accumulate_on_top", 0)
     added = f"{totals.get('accumulate_added', 0)} added"

@@ -162,7 +162,7 @@ class Recorder:
                 self.step_state.clear()
                 self.naming.clear()
                 for line in self.run.notes():
-                    print(f"gradtrace: {line}", file=sys.stderr)
+                    self.run.say(f"gradtrace: {line}")
 
     # -- steps -----------------------------------------------------------------------------------
     def _head(self) -> StepHead:

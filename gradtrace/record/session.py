@@ -6,6 +6,7 @@ import contextlib
 import os
 import runpy
 import signal
+import struct
 import sys
 import types
 from pathlib import Path
@@ -47,6 +48,7 @@ class trace:
         self._warnings: _WarningsAtUserLine | None = None
         self._finished = False
         self._ranks: RankInfo | None = None
+        self._pid = os.getpid()
         self.meta: dict[str, Any] = {}
         #: Set when the trace file could not be written to the end (a full disk): what it keeps.
         self.fault: TraceFileError | None = None
@@ -62,6 +64,7 @@ class trace:
             meta["distributed"] = ranks.as_meta()
         meta.update(self.meta)
         self._ranks = ranks
+        self._pid = os.getpid()
         self._writer = TraceWriter(self.config.output, meta)
         self._recorder = Recorder(self.config, self._writer)
         self._recorder.start()
@@ -79,6 +82,8 @@ class trace:
         raise here: :attr:`fault` says what it keeps (``__exit__`` raises it)."""
         if self._recorder is None or self._writer is None or self._finished:
             return
+        if os.getpid() != self._pid:
+            return  # a child forked inside the block (os.fork): the recording is its parent's
         self._finished = True
         try:
             if self._warnings is not None:
@@ -227,12 +232,19 @@ def _outcome(exc_type, exc) -> tuple[str, int | None, str | None]:
 
 
 def _exit_code(exc: BaseException | None) -> int:
+    """The exit status python ends with on ``SystemExit(code)``: None -> 0, a message -> 1,
+    a number (``True`` is 1) as the C ``int`` python makes of it, as the system keeps it."""
     code = getattr(exc, "code", None)
     if code is None:
         return 0
-    if isinstance(code, int):
-        return code
-    return 1
+    if not isinstance(code, int):
+        return 1
+    # python converts the number to a C long (-1 when it does not fit), keeps the C int of
+    # that, and the system keeps the low byte (POSIX): sys.exit(2**40) exits 0, -1 exits 255.
+    bits = 8 * struct.calcsize("l")
+    n = int(code) if -(1 << (bits - 1)) <= code < 1 << (bits - 1) else -1
+    n = (n + (1 << 31)) % (1 << 32) - (1 << 31)
+    return n & 0xFF if os.name == "posix" else n
 
 
 class _Terminated(BaseException):
@@ -240,10 +252,14 @@ class _Terminated(BaseException):
 
 
 class RunResult:
-    def __init__(self, exit_code: int, status: str, session: trace, signal: int | None = None):
+    def __init__(self, exit_code: int, status: str, session: trace, signal: int | None = None,
+                 forked: bool = False):
         self.exit_code = exit_code
         self.status = status
         self.session = session
+        #: True in a child the script forked (``os.fork()``) that ended here (``sys.exit`` in
+        #: the child): the trace is its parent's, so nothing of it is finished, said or made.
+        self.forked = forked
         #: The signal that stopped the script (SIGINT, SIGTERM), or None. python would have
         #: died by it: `gradtrace run` does too, once the trace is saved (``exit_code`` is
         #: then the shell's 128 + signal).
@@ -307,16 +323,35 @@ def _print_user_traceback(exc: BaseException, script: str | None) -> None:
     """Show the script's uncaught exception as python would: only the user's frames,
     through ``sys.excepthook`` (which the script may have replaced)."""
     _drop_our_frames(exc, script)
-    sys.stderr.flush()
+    with contextlib.suppress(Exception):  # the script's own stderr: it may have closed it
+        sys.stderr.flush()
     sys.excepthook(type(exc), exc, exc.__traceback__)
+
+
+#: What a child forked from a running script must put back, one callable per run_script in
+#: progress (see :func:`_after_fork_in_child`).
+_IN_CHILD: list = []
+
+
+def _after_fork_in_child() -> None:
+    """A process the script forks (multiprocessing's fork workers, ``os.fork()``) is the
+    script's, not gradtrace's: it gets back the signal handlers the script had (or else
+    SIGTERM from ``Pool.terminate()`` raises gradtrace's own exception in each worker)."""
+    for restore in _IN_CHILD:
+        with contextlib.suppress(Exception):
+            restore()
+
+
+if hasattr(os, "register_at_fork"):  # once per process: a hook cannot be taken out again
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def run_script(config: Config, script: str | None, module: str | None, args: list[str],
                outputs: Outputs | None = None) -> RunResult:
     """Run a script (or ``-m module``) as ``python`` would, recording it.
 
-    Returns the exit code python would have given: ``sys.exit(n)`` -> n, an exception -> 1
-    (with the user's traceback, without gradtrace's frames), Ctrl-C -> 130 and SIGTERM ->
+    Returns the exit code python would have given: ``sys.exit(n)`` -> n as the process
+    exits with it (``True`` -> 1, 256 -> 0, -1 -> 255), an exception -> 1 (with the user's traceback, without gradtrace's frames), Ctrl-C -> 130 and SIGTERM ->
     143 with ``RunResult.signal`` set (python dies by those: the caller should too);
     a trace file that could not be written to the end (a full disk) does not change it
     (``RunResult.fault`` says what the file keeps). With ``outputs`` (those of the trace),
@@ -332,12 +367,14 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
         try:
             with open(path, "rb") as f:
                 source = f.read()
-            code = compile(source, str(path.resolve()), "exec", dont_inherit=True)
+            # python names the script by its absolute path, a symlink's own (sys.path[0] is
+            # the folder of the file it points to)
+            code = compile(source, os.path.abspath(path), "exec", dont_inherit=True)
         except SyntaxError:
             raise  # shown to the user as python would show it
         except OSError as e:
             raise UsageError(f"cannot read {script}: {e.strerror}") from None
-        run_name = str(path.resolve())
+        run_name = os.path.abspath(path)
     else:
         assert module is not None
         sys.path.insert(0, os.getcwd())
@@ -375,11 +412,22 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
         return handler
 
     old_int = signal.getsignal(signal.SIGINT) if _main_thread() else None
+    ours: dict[int, tuple[Any, Any]] = {}  # signal -> (our handler, the one it replaced)
+
+    def restore_in_child() -> None:
+        for signum, (mine, old) in ours.items():
+            if signal.getsignal(signum) is mine:  # not one the script set since
+                signal.signal(signum, old)
+
+    pid = os.getpid()
+    _IN_CHILD.append(restore_in_child)
     try:
         if _main_thread():
-            signal.signal(signal.SIGTERM, on_signal(_Terminated))
+            ours[signal.SIGTERM] = (on_signal(_Terminated), old_term)
             if old_int is signal.default_int_handler:
-                signal.signal(signal.SIGINT, on_signal(KeyboardInterrupt))
+                ours[signal.SIGINT] = (on_signal(KeyboardInterrupt), old_int)
+            for signum, (mine, _) in ours.items():
+                signal.signal(signum, mine)
         if outputs is not None and "matplotlib.pyplot" not in sys.modules:
             # matplotlib loads the backend only if the script imports pyplot
             figures.start(outputs)
@@ -391,14 +439,9 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
             sys.argv = [script, *args]
             if sys.path:
                 sys.path[0] = str(Path(script).resolve().parent)
-            main = types.ModuleType("__main__")
-            main.__file__ = run_name
-            main.__dict__["__builtins__"] = __builtins__  # not in ModuleType's stubs
-            main.__loader__ = None
-            main.__spec__ = None
-            sys.modules["__main__"] = main
+            sys.modules["__main__"] = _main_module(run_name)
             try:
-                exec(code, main.__dict__)
+                exec(code, sys.modules["__main__"].__dict__)
             except BaseException as e:
                 session.finish(*_outcome(type(e), e))
                 raise
@@ -417,7 +460,8 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
     except SystemExit as e:
         exit_code, status = _exit_code(e), "exited"
         if e.code is not None and not isinstance(e.code, int):
-            print(e.code, file=sys.stderr)
+            with contextlib.suppress(Exception):  # python writes it to the script's stderr
+                print(e.code, file=sys.stderr)
     except KeyboardInterrupt as e:  # python shows its traceback, then dies by SIGINT
         exit_code, status, killed_by = 128 + signal.SIGINT, "interrupted", signal.SIGINT
         _print_user_traceback(e, run_name)
@@ -427,6 +471,9 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
         exit_code, status = 1, "raised"
         _print_user_traceback(e, run_name)
     finally:
+        with contextlib.suppress(ValueError):
+            _IN_CHILD.remove(restore_in_child)
+        forked = os.getpid() != pid
         sys.argv = old_argv
         if old_path0 is not None and sys.path:
             sys.path[0] = old_path0
@@ -436,15 +483,32 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
             os.environ.pop("MPLBACKEND", None)
         else:
             os.environ["MPLBACKEND"] = old_env
-        if _main_thread() and old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
-        if _main_thread() and old_int is not None:
-            signal.signal(signal.SIGINT, old_int)
-        session.finish("interrupted" if status == "interrupted" else status)
-        if mpl is not None:
-            with contextlib.suppress(Exception):
-                mpl.save_open_figures()
-    return RunResult(exit_code, status, session, killed_by)
+        # A child the script forked has the script's handlers already (_after_fork_in_child),
+        # and the trace, like the figures, is its parent's to finish.
+        if not forked:
+            if _main_thread() and old_term is not None:
+                signal.signal(signal.SIGTERM, old_term)
+            if _main_thread() and old_int is not None:
+                signal.signal(signal.SIGINT, old_int)
+            session.finish("interrupted" if status == "interrupted" else status)
+            if mpl is not None:
+                with contextlib.suppress(Exception):
+                    mpl.save_open_figures()
+    return RunResult(exit_code, status, session, killed_by, forked=forked)
+
+
+def _main_module(filename: str) -> types.ModuleType:
+    """A fresh ``__main__`` for the script at ``filename``, as ``python SCRIPT`` makes it:
+    ``__builtins__`` the builtins module (not its dict), a ``SourceFileLoader`` (its
+    ``get_filename()``, ``get_source()``), ``__cached__`` None and ``__annotations__`` {}."""
+    import builtins
+    import importlib.machinery
+
+    main = types.ModuleType("__main__")
+    main.__dict__.update(__builtins__=builtins, __annotations__={}, __file__=filename,
+                         __cached__=None, __package__=None, __spec__=None,
+                         __loader__=importlib.machinery.SourceFileLoader("__main__", filename))
+    return main
 
 
 class _NoModule(Exception):

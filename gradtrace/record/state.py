@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import threading
 from typing import Any
@@ -23,6 +25,9 @@ class Run:
         self.config = config
         self.w = writer
         self.policy = Policy(config, writer)
+        #: Where the recorder's own lines go: sys.stderr as the run started (the script may
+        #: replace it, sys.stderr = sys.stdout, or close it).
+        self.stderr = sys.stderr
         self.scalars: Any = None  # the ScalarTaker (record/scalars.py), set by the recorder
         # ids: sequential, never id()
         self.tids = IdMap()         # tensor -> tid
@@ -119,8 +124,19 @@ class Run:
         msg = f"{type(e).__name__}: {e}"
         if msg not in self.errors:
             self.errors.append(msg)
-            print(f"gradtrace: internal error while recording ({msg}); the run goes on, "
-                  "this part of the trace may be missing", file=sys.stderr)
+            self.say(f"gradtrace: internal error while recording ({msg}); the run goes on, "
+                     "this part of the trace may be missing")
+
+    def say(self, line: str) -> None:
+        """One line of the recorder's on :attr:`stderr`; on file descriptor 2 if the script
+        closed it. Writing it never raises."""
+        try:
+            print(line, file=self.stderr, flush=True)
+            return
+        except Exception:  # closed (ValueError), a broken pipe
+            pass
+        with contextlib.suppress(OSError):
+            os.write(2, f"{line}\n".encode("utf-8", "backslashreplace"))
 
     def unrecorded(self) -> dict[str, int]:
         """What ran and was not recorded, for the trace's meta (``unrecorded``): backward

@@ -18,6 +18,7 @@ from here too:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -118,8 +119,9 @@ class _quiet_fd2:
 
     def __enter__(self):
         self.saved = None
-        try:
+        with contextlib.suppress(Exception):  # a script under `gradtrace run` may have closed it
             sys.stderr.flush()
+        try:
             self.saved = os.dup(2)
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 2)

@@ -85,7 +85,7 @@ class TraceLock:
         except BaseException:
             _remove_empty(made)
             raise
-        held = _HELD[self._key] = _Held(fd, self.path)
+        held = _HELD[self._key] = _Held(fd, Path(self._key))  # absolute: the run may chdir
         held.writing = self.writer
         held.made = made
         self._mine = True

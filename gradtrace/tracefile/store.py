@@ -110,6 +110,8 @@ class TraceWriter:
 
     def __init__(self, path: Path | None, meta: dict[str, Any], window: float = COMMIT_WINDOW):
         self.path = path
+        # The file itself, wherever the run goes (os.chdir) before it reads it back.
+        self._file = Path(os.path.abspath(path)) if path is not None else None
         self.pid = os.getpid()
         self.window = window
         #: Bytes of the step rows written (a step written again counts once): the budget's measure.
@@ -543,8 +545,8 @@ class TraceWriter:
 
     def reader(self) -> "Trace":
         """A reader on the same data (the in-memory database stays with the writer)."""
-        if self.path is not None:
-            return load(self.path)
+        if self._file is not None:
+            return load(self._file)
         return Trace(self.conn, "<memory>")
 
 
