@@ -581,10 +581,10 @@ def numeric_check(step: Step, elements: int = 32) -> list[CheckResult]:
     each element within the bound of the error model (:mod:`.errmodel`)."""
     carried = _carried_graph(step)
     if carried is not None:
-        o, tid = carried
-        at = f" at {o.source.short}" if o.source is not None else ""
+        o, carrier = carried
+        line = f" at {o.source.short}" if o.source is not None else ""
         return [CheckResult("numeric", step.index, None, "not_applicable",
-                            detail=f"not applicable: {step.name(tid)} (an input of {o.name}{at}) "
+                            detail=f"not applicable: {step.name(carrier)} (an input of {o.name}{line}) "
                                    "brings a graph from outside the step's recorded ops (a "
                                    "gradient taken with create_graph=True, as in MAML; a tensor "
                                    "made in an earlier step): autograd differentiates through "

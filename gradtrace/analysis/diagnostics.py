@@ -210,7 +210,7 @@ def _agreeing(lrs: list[tuple]) -> list[tuple]:
     for x in lrs:
         e = x[3]
         groups.setdefault((x[0], e.idiom, e.source), []).append(x)
-    out = []
+    out: list[tuple] = []
     for xs in groups.values():
         lo, hi = min(x[1] for x in xs), max(x[1] for x in xs)
         agree = all(x[2] for x in xs) and hi - lo <= 1e-2 * abs(hi)

@@ -165,7 +165,7 @@ class TraceWriter:
         self._mark: tuple | None = None
         self._mark_since = 0.0
         self._held: tuple | None = None  # a marked step's row, made at the end of the run
-        self._marked_tensors: tuple | None = None  # the tensors and names in a marked step's row
+        self._marked_tensors: list | None = None  # the tensors and names in a marked step's row
         self._write(meta=base)
         self._reset_step()
         self.closed = False
@@ -341,6 +341,7 @@ class TraceWriter:
 
     def _marked_row(self) -> tuple:
         """The row of the marked step as it stood when marked (the mutex held)."""
+        assert self._mark is not None  # (callers look first)
         head, backward, codes, lists = self._mark
         parts = [x[:n] for x, n in lists]
         return self._step_row(head, backward, codes, *parts)[0]
