@@ -225,6 +225,27 @@ def test_exit_code_of_sys_exit_is_the_one_python_exits_with(tmp_path, code):
     assert "check skipped" not in traced.stderr and "report: " in traced.stderr, traced.stderr
 
 
+def test_os_exit_keeps_the_trace_and_its_exit_code(tmp_path):
+    """os._exit ends the process without unwinding: the trace stayed "running", the steps
+    of the last 0.2 s were lost (all 50 of a short run) and the lock file stayed."""
+    p = _script(tmp_path, """
+        import os, torch
+        w = torch.ones(2, requires_grad=True)
+        opt = torch.optim.SGD([w], lr=0.1)
+        for i in range(50):
+            opt.zero_grad(); (w ** 2).sum().backward(); opt.step()
+        print("done", flush=True)
+        os._exit(5)
+    """)
+    plain = _python(str(p), cwd=tmp_path)
+    traced = gradtrace_cmd("run", "--no-animate", "-o", "t.gtrace", str(p), cwd=tmp_path)
+    assert traced.returncode == plain.returncode == 5 and traced.stdout == plain.stdout == "done\n"
+    assert "the script called os._exit(5): the trace is saved" in traced.stderr, traced.stderr
+    t = gradtrace.load(tmp_path / "t.gtrace")
+    assert (t.info.status, t.info.exit_code, len(t.steps)) == ("exited", 5, 50)
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["script.py", "t.gtrace"]
+
+
 FORKS = """
 import os, signal, sys, time, torch
 w = torch.ones(2, requires_grad=True)

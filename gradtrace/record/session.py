@@ -17,6 +17,7 @@ from ..config import Config
 from ..errors import NoSuchModuleError, TraceFileError, UsageError
 from ..tracefile.outputs import Outputs
 from ..tracefile.ranks import RankInfo
+from ..tracefile.lock import TraceLock
 from ..tracefile.store import Trace, TraceWriter, is_trace
 from .recorder import Recorder
 from . import figures
@@ -421,6 +422,22 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
 
     pid = os.getpid()
     _IN_CHILD.append(restore_in_child)
+    real_exit = os._exit
+
+    def os_exit(code):
+        """``os._exit(n)`` ends the process at once, without unwinding: the trace is finished
+        first (its last steps committed, how the run ended said), nothing else is made."""
+        if os.getpid() == pid:
+            with contextlib.suppress(BaseException):
+                n = code & 0xFF if isinstance(code, int) and not isinstance(code, bool) else 1
+                say = recorder.run.say  # (before finish: it lets go of the recorder's state)
+                session.finish("exited", n)
+                TraceLock.release_all()
+                say(f"gradtrace: the script called os._exit({code!r}): the trace is saved; "
+                    "nothing else was made (no check, graph or report)")
+        real_exit(code)
+
+    os._exit = os_exit
     try:
         if _main_thread():
             ours[signal.SIGTERM] = (on_signal(_Terminated), old_term)
@@ -471,6 +488,8 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
         exit_code, status = 1, "raised"
         _print_user_traceback(e, run_name)
     finally:
+        if os._exit is os_exit:
+            os._exit = real_exit
         with contextlib.suppress(ValueError):
             _IN_CHILD.remove(restore_in_child)
         forked = os.getpid() != pid
