@@ -82,6 +82,10 @@ def test_run_under_quiet_leaves_stdout_and_exit_code_alone(tmp_path):
     assert (tmp_path / "gradtrace-out" / "train" / "trace.gtrace").is_file()
     r = gradtrace_cmd("run", "-q", "missing.py", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.startswith("gradtrace: error: ") and r.stderr.count("\n") == 1
+    # the notes at the end of recording (what the budget kept) are info too
+    r = gradtrace_cmd("run", "-q", "--budget", "0", "--no-animate", "--no-report", "-o", "b.gtrace",
+                      "train.py", cwd=tmp_path)
+    assert (r.returncode, r.stderr) == (4, ""), r.stderr
 
 
 @pytest.mark.slow  # a real shell runs the pasted line

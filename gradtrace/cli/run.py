@@ -18,7 +18,7 @@ from ..tracefile.lock import TraceLock
 from ..tracefile.outputs import outputs_of
 from ..tracefile.ranks import RankInfo, rank_files, rank_path
 from ..tracefile.ranks import load as load_run
-from .common import OUT_FOLDER, START_DIR, info, problem, shown_path
+from .common import OUT_FOLDER, START_DIR, info, level, problem, shown_path
 from .settings import not_a_setting
 
 
@@ -225,7 +225,8 @@ def _run(ctx, config: Config, outputs, script, module, args, write_report, *,
 
     out = Path(os.path.abspath(config.output)) if config.output is not None else outputs.trace
     try:
-        result = run_script(config, script, module, list(args), outputs=outputs)
+        result = run_script(config, script, module, list(args), outputs=outputs,
+                            quiet=level() == "quiet")
     except SyntaxError as e:  # the script's own error, shown as python shows it
         traceback.print_exception(type(e), e, None)
         return 1

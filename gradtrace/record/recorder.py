@@ -161,7 +161,7 @@ class Recorder:
                 self.run.clear()
                 self.step_state.clear()
                 self.naming.clear()
-                for line in self.run.notes():
+                for line in [] if self.run.quiet else self.run.notes():
                     self.run.say(f"gradtrace: {line}")
 
     # -- steps -----------------------------------------------------------------------------------

@@ -348,7 +348,7 @@ if hasattr(os, "register_at_fork"):  # once per process: a hook cannot be taken 
 
 
 def run_script(config: Config, script: str | None, module: str | None, args: list[str],
-               outputs: Outputs | None = None) -> RunResult:
+               outputs: Outputs | None = None, quiet: bool = False) -> RunResult:
     """Run a script (or ``-m module``) as ``python`` would, recording it.
 
     Returns the exit code python would have given: ``sys.exit(n)`` -> n as the process
@@ -400,6 +400,7 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
     replacing = config.output is not None and outputs is not None and is_trace(config.output)
     session.__enter__()  # a trace file that cannot be written stops here, before the script runs
     recorder = session.recorder
+    recorder.run.quiet = quiet  # --quiet: no notes at the end (what was kept, what ran unrecorded)
     if replacing:
         assert outputs is not None  # replacing implies it
         outputs.remove()  # the earlier run's: none of them may pass for this run's

@@ -55,7 +55,8 @@ class Run:
                        "accumulate_added": 0, "accumulate_on_top": 0, "zero": 0, "update": 0,
                        "grad_write": 0}
         self.ops_dropped_total = 0
-        # what was not recorded, said in one line each at the end (see notes())
+        # what was not recorded, said in one line each at the end (see notes()), unless quiet
+        self.quiet = False
         self.transform_ops = 0      # torch calls inside torch.func transforms
         self.compiled = 0           # torch.compile calls, and calls seen while Dynamo traced
         self.thread_backward = 0    # backward passes in threads other than the recording one
