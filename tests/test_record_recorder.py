@@ -541,3 +541,27 @@ def test_kill_9_after_step_k_keeps_k_steps(tmp_path, optimizer):
     if optimizer:
         assert [e.kind for e in t.steps[4].events] == ["accumulate", "update", "zero"]
     t.close()
+
+
+def test_another_threads_optimizer_and_modules_leave_the_trace_alone():
+    """The global optimizer and module hooks fire in every thread: a training thread's
+    SGD.step() was counted as updates of the recording thread's run."""
+    import threading
+
+    torch.manual_seed(0)
+    net = nn.Linear(2, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    X = torch.randn(4, 2)
+
+    def train():
+        for _ in range(3):
+            opt.zero_grad()
+            net(X).pow(2).mean().backward()
+            opt.step()
+
+    with gradtrace.trace() as t:
+        th = threading.Thread(target=train)
+        th.start()
+        th.join()
+    assert t.result.info.unrecorded["thread_backward"] == 3
+    assert not [e for s in t.steps for e in s.events if e.kind == "update"]

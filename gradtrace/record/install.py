@@ -312,6 +312,8 @@ class _Hooks:
         self.buckets = Buckets(run)  # DDP's gradient buckets (record/ddp.py)
 
     def module_pre(self, module, args):
+        if threading.get_ident() != self.run.thread_ident:
+            return None  # another thread's: gradtrace records the thread that started it
         if self.mode.aside is not None:
             _after_a_failed_step(self.run, self.mode)
         if not self.run.mode_on or compiling() or in_transform():
@@ -340,6 +342,8 @@ class _Hooks:
             self.run.ddp_world = dist.get_world_size(group) if group is not None else dist.get_world_size()
 
     def module_post(self, module, args, output):
+        if threading.get_ident() != self.run.thread_ident:
+            return None  # another thread's: gradtrace records the thread that started it
         if compiling():
             return None
         self.naming.leave_module(module)
@@ -360,6 +364,8 @@ class _Hooks:
             self.buckets.after_forward(module)
 
     def opt_pre(self, optimizer, args, kwargs):
+        if threading.get_ident() != self.run.thread_ident:
+            return None  # another thread's: gradtrace records the thread that started it
         if compiling():
             return None
         run = self.run
@@ -396,6 +402,8 @@ class _Hooks:
         return None
 
     def opt_post(self, optimizer, args, kwargs):
+        if threading.get_ident() != self.run.thread_ident:
+            return None  # another thread's: gradtrace records the thread that started it
         if compiling():
             return None
         run = self.run
