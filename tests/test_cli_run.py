@@ -277,3 +277,25 @@ def test_gradtraces_lines_go_to_the_stderr_it_started_with(tmp_path, how):
     assert said[-1] == "gradtrace: report: t.report.html"
     if how == "log":
         assert (tmp_path / "log.txt").read_text() == log == "to the log\n"
+
+
+@pytest.mark.slow  # `gradtrace run` in a child process
+def test_the_run_line_counts_every_step_and_says_which_were_recorded_in_full(tmp_path):
+    """Its counts are the recorded steps': '8459 steps, ... 8459 backward passes' was said of a
+    20,000-step run; an interrupted run said one step fewer than its trace keeps."""
+    (tmp_path / "s.py").write_text(
+        "import torch, sys\n"
+        "w = torch.ones(2, requires_grad=True); opt = torch.optim.SGD([w], lr=0.1)\n"
+        "for i in range(int(sys.argv[1])):\n"
+        "    l = (w ** 2).sum(); opt.zero_grad(); l.backward(); opt.step()\n"
+        "if sys.argv[2:]: raise KeyboardInterrupt\n")
+    r = gradtrace_cmd("run", "--budget", "8KB", "--no-animate", "--no-report", "-o", "a.gtrace",
+                      "s.py", "300", cwd=tmp_path)
+    kept = len(gradtrace.load(tmp_path / "a.gtrace").steps)
+    assert 0 < kept < 300
+    assert f"gradtrace: 300 steps; in the {kept} recorded in full, " in r.stderr, r.stderr
+    r = gradtrace_cmd("run", "--no-animate", "--no-report", "-o", "b.gtrace", "s.py", "4", "stop",
+                      cwd=tmp_path)
+    assert r.returncode == -2  # died by SIGINT, as python does
+    assert len(gradtrace.load(tmp_path / "b.gtrace").steps) == 4
+    assert "gradtrace: 4 steps, 8 ops, 4 backward passes" in r.stderr, r.stderr

@@ -242,7 +242,10 @@ def _run(ctx, config: Config, outputs, script, module, args, write_report, *,
     added = f"{totals.get('accumulate_added', 0)} added"
     if on_top:
         added += f", {on_top} of them on top of a gradient that was not zeroed"
-    info(f"{totals.get('steps', 0)} steps, {totals.get('ops', 0)} ops, {totals.get('backward', 0)} "
+    kept, seen = session.steps_kept, session.steps_seen
+    # the counts are of the steps recorded in full: said so when that is not every step
+    steps = f"{kept} steps" if kept >= seen else f"{seen} steps; in the {kept} recorded in full"
+    info(f"{steps}, {totals.get('ops', 0)} ops, {totals.get('backward', 0)} "
          f"backward passes, {acc} accumulations ({totals.get('accumulate_fresh', 0)} fresh, "
          f"{added}), {totals.get('zero', 0)} zeroings, {totals.get('update', 0)} updates")
     if result.signal is not None:

@@ -119,6 +119,17 @@ class trace:
         return dict(self._recorder.totals) if self._recorder else {}
 
     @property
+    def steps_seen(self) -> int:
+        """How many steps the run began, recorded in full or not."""
+        return self._recorder.steps_seen if self._recorder else 0
+
+    @property
+    def steps_kept(self) -> int:
+        """How many steps the trace file keeps in full (an interrupted step written as it
+        stood when its work was done counts too)."""
+        return self._writer.n_kept if self._writer is not None else 0
+
+    @property
     def result(self) -> Trace:
         if self._trace is None:
             if self.fault is not None:
