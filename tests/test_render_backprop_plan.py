@@ -78,6 +78,9 @@ class _Trace:
         self.steps = [SimpleNamespace(index=k, backward=object() if k in with_backward else None)
                       for k in range(n)]
 
+    def step_rows(self):
+        return [{"index": s.index, "has_backward": int(s.backward is not None)} for s in self.steps]
+
     def select(self, spec):
         k = int(spec)
         if not 0 <= k < len(self.steps):
@@ -102,9 +105,19 @@ def test_pick_step_takes_the_only_step_with_a_backward_pass():
 
 
 def test_pick_step_looks_at_the_first_four_steps_only():
-    """A step with backward() after four without is not found: the user is told to pick one."""
-    with pytest.raises(UsageError, match=r"its first steps have no backward pass; pick one with --step N$"):
+    """A step with backward() after four without is not taken: the user is told which is."""
+    with pytest.raises(UsageError, match=r"its first steps have no backward pass; step 4 is the "
+                                         r"first that has one \(--step 4\)$"):
         pick_step(_Trace(8, with_backward={4, 5}), None)
+
+
+def test_pick_step_of_a_run_without_any_backward_pass_says_there_is_none():
+    """It said 'pick one with --step N', and there was no such N."""
+    from gradtrace.errors import NothingToDrawError
+
+    with pytest.raises(NothingToDrawError, match=r"no recorded step has a backward pass, so there "
+                                                 r"is no back-propagation to animate$"):
+        pick_step(_Trace(3), None)
 
 
 def test_pick_step_prefers_the_first_failed_step_with_a_backward_pass():

@@ -61,7 +61,13 @@ def pick_step(trace, spec, failed: list[int] | tuple[int, ...] = ()):
     if spec is None:
         with_bw = [i for i in range(min(len(steps), 4)) if steps[i].backward is not None]
         if not with_bw:
-            raise UsageError(f"{trace.path}: its first steps have no backward pass; pick one with --step N")
+            rows = [r for r in trace.step_rows() if r["has_backward"]]
+            if not rows:
+                raise NothingToDrawError(f"{trace.path}: no recorded step has a backward pass, so "
+                                         "there is no back-propagation to animate")
+            raise UsageError(f"{trace.path}: its first steps have no backward pass; step "
+                             f"{rows[0]['index']} is the first that has one (--step "
+                             f"{rows[0]['index']})")
         return steps[with_bw[1] if len(with_bw) > 1 else with_bw[0]]
     return trace.select(spec)
 
