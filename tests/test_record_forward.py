@@ -109,6 +109,23 @@ def test_an_in_place_op_on_an_activation_and_a_many_output_op_are_graph_ops():
         "(a * b).sum().backward()")
 
 
+@pytest.mark.parametrize("act, name", [(nn.ReLU(inplace=True), "relu"),
+                                       (nn.LeakyReLU(inplace=True), "leaky_relu"),
+                                       (nn.Hardswish(inplace=True), "hardswish")])
+def test_an_activation_module_in_place_is_an_op_in_place(act, name):
+    """F.relu(h, inplace=True) returns h itself, changed: an op in place, not `h.to()`."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), act, nn.Linear(8, 1))
+    with gradtrace.trace() as t:
+        net(torch.randn(3, 4)).sum().backward()
+    s = t.steps[0]
+    assert _names(s) == [("randn", False), ("linear", True), (name, True), ("linear", True),
+                         ("sum", True)]
+    first, relu, second = s.ops[1:4]
+    assert relu.inputs == relu.outputs == first.outputs and relu.kwargs["inplace"] is True
+    assert second.inputs[0] == relu.outputs[0] and relu.module == "net.1"
+
+
 def test_ops_beyond_max_ops_per_step_are_counted_not_recorded():
     w = torch.ones(2, requires_grad=True)
     n, limit = 6, 4

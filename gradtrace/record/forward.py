@@ -46,9 +46,20 @@ class Forward:
         """A torch call. ``inplace``: one that changes its first argument (not a leaf's).
 
         The call runs first; what gradtrace does after it never reaches the user: a bug of
-        gradtrace's there leaves the op unrecorded and is said once (``Run.internal``)."""
+        gradtrace's there leaves the op unrecorded and is said once (``Run.internal``).
+
+        A call that returns its first argument changed (``F.relu(h, inplace=True)``, what
+        ``nn.ReLU(inplace=True)`` runs) is in place too: its version counter moved."""
+        version = None
+        if not inplace and args and isinstance(args[0], _Tensor):
+            try:
+                version = args[0]._version
+            except Exception:  # an inference tensor keeps no version counter
+                pass
         out = func(*args, **kwargs)
         try:
+            if version is not None and out is args[0] and out._version != version:
+                inplace = True
             self._seen(func, args, kwargs, out, inplace, sys._getframe(1))
         except Exception as e:
             self.run.internal(e)
