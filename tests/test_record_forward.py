@@ -126,6 +126,28 @@ def test_an_activation_module_in_place_is_an_op_in_place(act, name):
     assert second.inputs[0] == relu.outputs[0] and relu.module == "net.1"
 
 
+def test_an_index_assignment_on_an_activation_is_an_op_in_place():
+    """`h[mask] = 0` is Tensor.__setitem__, which returns None: its result is h, changed."""
+    w, X = _params()
+    idx = torch.tensor([0, 2])
+    with gradtrace.trace() as t:
+        h = X @ w
+        h[h < -1] = 0
+        h[:, 0] = 0
+        h[idx] = torch.ones(1)
+        h.sum().backward()
+    s = t.steps[0]
+    assert _names(s) == [("matmul", True), ("lt", False), ("setitem", True), ("setitem", True),
+                         ("ones", False), ("setitem", True), ("sum", True)]
+    matmul, lt, masked, column, ones, indexed, total = s.ops
+    h = matmul.outputs[0]
+    assert all(o.target == "Tensor.__setitem__" and o.outputs == (h,) and o.inputs[0] == h
+               for o in (masked, column, indexed))
+    assert masked.inputs == (h, lt.outputs[0]) and masked.args[1:] == ({"tensor": lt.outputs[0]}, 0)
+    assert len(indexed.inputs) == 3 and indexed.inputs[2] == ones.outputs[0]   # h, idx, value
+    assert total.inputs == (h,)
+
+
 def test_ops_beyond_max_ops_per_step_are_counted_not_recorded():
     w = torch.ones(2, requires_grad=True)
     n, limit = 6, 4

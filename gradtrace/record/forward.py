@@ -68,6 +68,8 @@ class Forward:
     def _seen(self, func, args, kwargs, out, inplace, frame) -> None:
         """What ``on_op`` notes of a call that has run; ``frame``: its caller's."""
         run = self.run
+        if inplace and out is None and args and isinstance(args[0], _Tensor):
+            out = args[0]  # `h[mask] = 0` (Tensor.__setitem__) returns None: its result is h
         if func in _UNINITIALISED and isinstance(out, _Tensor) and out.numel() \
                 and len(self.step.unwritten) < 4096:
             self.step.unwritten.add(out.data_ptr())  # nn.Linear's weight, before its init
