@@ -339,3 +339,23 @@ def test_a_wrong_custom_function_after_an_op_in_place_still_fails():
     assert [c.status for c in numeric_check(step)] == ["fail", "pass"]
     rp, values = replay_of(step)
     assert [b.name for b in blame_functions(rp, values, 1e-3)] == ["Cube"]
+
+
+@pytest.mark.parametrize("what", ["h.mul_(2)", "h[:, 0] = 3", "F.relu(h, inplace=True)"])
+def test_an_activation_changed_in_place_under_no_grad_makes_the_step_not_applicable(what):
+    """autograd does not see a change made under no_grad, so its gradient (of (h ** 2).sum():
+    2 h X with h changed) is no derivative of what the step computed, and the replay's
+    finite differences (of the change too) disagree with it: not applicable, never WRONG."""
+    change = {"h.mul_(2)": lambda h: h.mul_(2), "h[:, 0] = 3": lambda h: h.__setitem__((slice(None), 0), 3),
+              "F.relu(h, inplace=True)": lambda h: F.relu(h, inplace=True)}[what]
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(3, 4, generator=g).requires_grad_()
+    with gradtrace.trace() as t:
+        h = X @ w
+        with torch.no_grad():
+            change(h)
+        (h ** 2).sum().backward()
+    checks = numeric_check(t.result.steps[0])
+    assert [c.status for c in checks] == ["not_applicable"]
+    assert "changed in place where autograd does not see it" in checks[0].detail
+    assert f"{HERE}:" in checks[0].detail and "torch.no_grad()" in checks[0].detail

@@ -148,6 +148,23 @@ def test_an_index_assignment_on_an_activation_is_an_op_in_place():
     assert total.inputs == (h,)
 
 
+def test_an_op_in_place_under_no_grad_on_an_activation_is_recorded_as_no_graph_op():
+    """autograd does not see `h.mul_(2)` under no_grad: recorded, but not as a graph op."""
+    w, X = _params()
+    with gradtrace.trace() as t:
+        h = X @ w
+        with torch.no_grad():
+            h.mul_(2)
+            h[0] = 1.0
+        (h ** 2).sum().backward()
+        with torch.no_grad():
+            h.relu_()                  # after the backward pass: nothing of the step
+    s = t.steps[0]
+    assert _names(s) == [("matmul", True), ("mul_", False), ("setitem", False), ("pow", True),
+                         ("sum", True)]
+    assert s.ops[1].outputs == s.ops[2].outputs == s.ops[0].outputs
+
+
 def test_ops_beyond_max_ops_per_step_are_counted_not_recorded():
     w = torch.ones(2, requires_grad=True)
     n, limit = 6, 4

@@ -289,6 +289,12 @@ class Replay:
         for o in self.runs:
             self.made.update(o.outputs)
             self.dependent.update(o.outputs)
+        for o in self.top:
+            if not o.is_graph and any(t in o.inputs and t in self.dependent for t in o.outputs):
+                where = f" at {o.source.short}" if o.source else ""
+                raise ReplayError(f"{self.name(o.outputs[0])} was changed in place where autograd does "
+                                  f"not see it ({o.name}{where}, under torch.no_grad()): its gradients "
+                                  "are not the derivative of what the step computed")
         for o in self.runs:
             self._refuse_random(o, o.name if isinstance(o.name, str) else "")
         self.funcs: dict[int, Callable] = {}

@@ -94,6 +94,12 @@ class Forward:
                 ins = tensors_in(args, kwargs)
                 if any(o is i for o in outs for i in ins):
                     return
+        if graph and inplace and not torch.is_grad_enabled():
+            # `with torch.no_grad(): h.mul_(2)` changes h where autograd does not see it: no
+            # graph op, but recorded (a replay then knows h's value is not its ops' alone)
+            if run.recording and not run.after_backward:
+                self.record(func, args, kwargs, outs, False, frame)
+            return
         if not graph:
             pending = self.step.pending
             if run.parents:
