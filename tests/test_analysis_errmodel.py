@@ -487,3 +487,24 @@ def test_the_forward_bound_of_many_elements_is_one_batched_backward(monkeypatch)
     monkeypatch.setattr(errmodel, "_BATCH_BYTES", 1)   # an element a chunk: the same sums
     monkeypatch.setattr(errmodel.ErrorModel, "_forward_bound_batched", batched_of)
     torch.testing.assert_close(model.forward_bound(w1, idx), one_by_one, rtol=1e-12, atol=0)
+
+
+def test_an_op_in_place_has_a_handle_on_each_value_its_tensor_held():
+    """h = x @ w; h.mul_(3): one tid, two values. Each has its own probe, and the bound of
+    the matmul's result carries the 3 the op in place multiplies its cotangent by (with one
+    handle for both, the matmul's rounding was left out and its cotangent taken a third)."""
+    x = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
+    w = torch.tensor([[0.5], [0.25]], requires_grad=True)
+    with gradtrace.trace() as t:
+        h = x @ w
+        h.mul_(3)
+        h.sum().backward()
+    step = t.result.steps[0]
+    rp, values = replay_of(step)
+    model = ErrorModel(rp, values)
+    matmul, mul_, _ = model.records
+    assert matmul.outputs != mul_.outputs and mul_.inputs == matmul.outputs
+    assert {matmul.outputs[0], mul_.outputs[0]} <= set(model.probes)
+    torch.testing.assert_close(model.cotangent[matmul.outputs[0]], torch.full((2, 1), 3.0, dtype=torch.float64))
+    torch.testing.assert_close(model.gradient[t.find("w").tid], torch.tensor([[12.0], [3.0]], dtype=torch.float64))
+    assert [c.status for c in numeric_check(step)] == ["pass"]

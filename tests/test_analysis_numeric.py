@@ -281,3 +281,81 @@ def test_a_kink_near_the_point_does_not_make_a_correct_relu_wrong():
     fd = finite_differences(rp, values, t.find("w").tid, [0], target=torch.tensor([1e-7]))
     assert float(fd.fd[0]) == pytest.approx(3.0, rel=1e-6)  # x summed: 1 + 2, both on the live side
     assert float(fd.h[0]) < 1e-8 / 4
+
+
+# -- ops in place -------------------------------------------------------------------------------
+_IN_PLACE = {
+    "h.relu_()": lambda h: h.relu_(),
+    "torch.relu_(h)": lambda h: torch.relu_(h),
+    "h.masked_fill_(h > 1, 0.5)": lambda h: h.masked_fill_(h > 1, 0.5),
+    "h.clamp_(min=-0.5, max=0.7)": lambda h: h.clamp_(min=-0.5, max=0.7),
+    "h.exp_()": lambda h: h.exp_(),
+    "h += 1; h *= 0.5": lambda h: h.__iadd__(1).__imul__(0.5),
+    "F.relu(h, inplace=True)": lambda h: F.relu(h, inplace=True),
+    "F.leaky_relu(h, 0.1, True)": lambda h: F.leaky_relu(h, 0.1, True),
+    "h[h < -0.5] = 0": lambda h: h.__setitem__(h < -0.5, 0),
+    "h[:, 0] = 0": lambda h: h.__setitem__((slice(None), 0), 0),
+    "h.narrow(1, 1, 2).mul_(2.0)": lambda h: h.narrow(1, 1, 2).mul_(2.0),
+}
+
+
+def _in_place_step(change, cube_factor=None):
+    g = torch.Generator().manual_seed(3)
+    w1 = torch.randn(3, 4, generator=g).requires_grad_()
+    w2 = torch.randn(4, 1, generator=g).requires_grad_()
+    with gradtrace.trace() as t:
+        h = X @ w1
+        change(h)
+        if cube_factor is not None:
+            Cube.factor = cube_factor
+            h = Cube.apply(h, 0.5)
+        F.mse_loss(h @ w2, Y).backward()
+    Cube.factor = 1.0
+    return t.result.steps[0]
+
+
+@pytest.mark.parametrize("what", list(_IN_PLACE))
+def test_an_op_in_place_replays_on_a_copy_and_its_gradients_pass(what):
+    """h.relu_() gives its output h's tid: the replay names the two values apart, runs the
+    op on a copy where it must (a leaf the error model differentiates may not be changed in
+    place) and the check passes correct code."""
+    step = _in_place_step(_IN_PLACE[what])
+    checks = numeric_check(step)
+    assert [c.status for c in checks] == ["pass", "pass"], [c.detail for c in checks]
+    rp, values = replay_of(step)
+    before = {t: v.clone() for t, v in values.items()}
+    env = rp.forward(values)
+    assert all(torch.equal(values[t], before[t]) for t in values)  # the leaves stay as they were
+    assert all(torch.equal(c, step.value(t).data.double()) for t, c in rp.constants.items())
+    torch.testing.assert_close(env[rp.roots[0]].float(), step.value(step.backward.roots[0]).data)
+    # the value the op in place made has a tid of the replay's own (the ops after it read it)
+    renamed = [o for o in rp.runs if o.outputs and o.outputs[0] < 0]
+    assert renamed and all(rp.origin[o.outputs[0]] in o.inputs
+                           or rp.origin.get(o.inputs[0]) == rp.origin[o.outputs[0]] for o in renamed)
+
+
+def test_a_wrong_custom_function_after_an_op_in_place_still_fails():
+    step = _in_place_step(_IN_PLACE["h.relu_()"], cube_factor=2.0)
+    assert [c.status for c in numeric_check(step)] == ["fail", "pass"]
+    rp, values = replay_of(step)
+    assert [b.name for b in blame_functions(rp, values, 1e-3)] == ["Cube"]
+
+
+@pytest.mark.parametrize("what", ["h.mul_(2)", "h[:, 0] = 3", "F.relu(h, inplace=True)"])
+def test_an_activation_changed_in_place_under_no_grad_makes_the_step_not_applicable(what):
+    """autograd does not see a change made under no_grad, so its gradient (of (h ** 2).sum():
+    2 h X with h changed) is no derivative of what the step computed, and the replay's
+    finite differences (of the change too) disagree with it: not applicable, never WRONG."""
+    change = {"h.mul_(2)": lambda h: h.mul_(2), "h[:, 0] = 3": lambda h: h.__setitem__((slice(None), 0), 3),
+              "F.relu(h, inplace=True)": lambda h: F.relu(h, inplace=True)}[what]
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(3, 4, generator=g).requires_grad_()
+    with gradtrace.trace() as t:
+        h = X @ w
+        with torch.no_grad():
+            change(h)
+        (h ** 2).sum().backward()
+    checks = numeric_check(t.result.steps[0])
+    assert [c.status for c in checks] == ["not_applicable"]
+    assert "changed in place where autograd does not see it" in checks[0].detail
+    assert f"{HERE}:" in checks[0].detail and "torch.no_grad()" in checks[0].detail

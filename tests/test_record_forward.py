@@ -109,6 +109,62 @@ def test_an_in_place_op_on_an_activation_and_a_many_output_op_are_graph_ops():
         "(a * b).sum().backward()")
 
 
+@pytest.mark.parametrize("act, name", [(nn.ReLU(inplace=True), "relu"),
+                                       (nn.LeakyReLU(inplace=True), "leaky_relu"),
+                                       (nn.Hardswish(inplace=True), "hardswish")])
+def test_an_activation_module_in_place_is_an_op_in_place(act, name):
+    """F.relu(h, inplace=True) returns h itself, changed: an op in place, not `h.to()`."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), act, nn.Linear(8, 1))
+    with gradtrace.trace() as t:
+        net(torch.randn(3, 4)).sum().backward()
+    s = t.steps[0]
+    assert _names(s) == [("randn", False), ("linear", True), (name, True), ("linear", True),
+                         ("sum", True)]
+    first, relu, second = s.ops[1:4]
+    assert relu.inputs == relu.outputs == first.outputs and relu.kwargs["inplace"] is True
+    assert second.inputs[0] == relu.outputs[0] and relu.module == "net.1"
+
+
+def test_an_index_assignment_on_an_activation_is_an_op_in_place():
+    """`h[mask] = 0` is Tensor.__setitem__, which returns None: its result is h, changed."""
+    w, X = _params()
+    idx = torch.tensor([0, 2])
+    with gradtrace.trace() as t:
+        h = X @ w
+        h[h < -1] = 0
+        h[:, 0] = 0
+        h[idx] = torch.ones(1)
+        h.sum().backward()
+    s = t.steps[0]
+    assert _names(s) == [("matmul", True), ("lt", False), ("setitem", True), ("setitem", True),
+                         ("ones", False), ("setitem", True), ("sum", True)]
+    matmul, lt, masked, column, ones, indexed, total = s.ops
+    h = matmul.outputs[0]
+    assert all(o.target == "Tensor.__setitem__" and o.outputs == (h,) and o.inputs[0] == h
+               for o in (masked, column, indexed))
+    assert masked.inputs == (h, lt.outputs[0]) and masked.args[1:] == ({"tensor": lt.outputs[0]}, 0)
+    assert len(indexed.inputs) == 3 and indexed.inputs[2] == ones.outputs[0]   # h, idx, value
+    assert total.inputs == (h,)
+
+
+def test_an_op_in_place_under_no_grad_on_an_activation_is_recorded_as_no_graph_op():
+    """autograd does not see `h.mul_(2)` under no_grad: recorded, but not as a graph op."""
+    w, X = _params()
+    with gradtrace.trace() as t:
+        h = X @ w
+        with torch.no_grad():
+            h.mul_(2)
+            h[0] = 1.0
+        (h ** 2).sum().backward()
+        with torch.no_grad():
+            h.relu_()                  # after the backward pass: nothing of the step
+    s = t.steps[0]
+    assert _names(s) == [("matmul", True), ("mul_", False), ("setitem", False), ("pow", True),
+                         ("sum", True)]
+    assert s.ops[1].outputs == s.ops[2].outputs == s.ops[0].outputs
+
+
 def test_ops_beyond_max_ops_per_step_are_counted_not_recorded():
     w = torch.ones(2, requires_grad=True)
     n, limit = 6, 4

@@ -292,6 +292,21 @@ def test_in_place_ops_and_autograd_grad():
     assert node(m, "AccumulateGrad")["note"].startswith("did not run")
 
 
+def test_an_op_in_place_on_a_view_feeds_the_readers_of_what_it_views():
+    """h.narrow(1, 1, 1).mul_(2) writes h: the clone that reads h after it reads mul_'s
+    result (the edge comes from mul_, not from the matmul that made h)."""
+    w = torch.randn(2, 2, requires_grad=True)
+    X = torch.randn(4, 2)
+    with gradtrace.trace() as t:
+        h = X @ w
+        h.narrow(1, 1, 1).mul_(2.0)
+        h.clone().sum().backward()
+    m = build_graph(t.result.steps[0], view="both")
+    assert ("matmul", "narrow") in m.edge_titles() and ("narrow", "mul_") in m.edge_titles()
+    assert ("mul_", "clone") in m.edge_titles() and ("matmul", "clone") not in m.edge_titles()
+    assert ("clone", "sum") in m.edge_titles()
+
+
 def test_custom_function_is_one_node():
     if not (DEMOS / "custom_function.py").exists():
         pytest.skip("demos/custom_function.py is not there yet")

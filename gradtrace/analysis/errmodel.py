@@ -89,6 +89,8 @@ def gamma(k: float, u: float) -> float:
 
 def _kind(o: Op) -> str:
     name = o.name if isinstance(o.name, str) else ""
+    if name.endswith("_") and not name.endswith("__") and name not in _LINEAR | _ELEMENTWISE:
+        name = name[:-1]  # relu_ is relu, run on a copy (Replay.call)
     if name in _LINEAR:
         return "linear"
     if name in _ELEMENTWISE:
@@ -165,7 +167,7 @@ class ErrorModel:
             loss = torch.zeros((), dtype=torch.float64)
             for r, g in zip(rp.roots, rp.root_grads):
                 if r not in env:
-                    raise ReplayError(f"the loss ({step.name(r)}) was not recomputed")
+                    raise ReplayError(f"the loss ({rp.name(r)}) was not recomputed")
                 v = env[r]
                 loss = loss + (v.sum() if g is None else (v * g.reshape(v.shape)).sum())
             self.loss = loss
@@ -231,6 +233,7 @@ class ErrorModel:
 
     def _dtype(self, tid: int) -> str:
         step = self.replay.step
+        tid = self.replay.origin.get(tid, tid)  # a value an op in place made: its tensor's
         v = step.value(tid)
         if v is not None:
             return v.dtype

@@ -216,11 +216,20 @@ def _leaf_grads(step) -> dict[int, tuple]:
     return out
 
 
+#: Ops whose output shares its first input's memory: an op in place on it writes that input.
+_VIEWS = frozenset({
+    "narrow", "getitem", "select", "view", "view_as", "t", "T", "mT", "transpose", "permute",
+    "diagonal", "squeeze", "unsqueeze", "expand", "expand_as", "unflatten", "movedim",
+    "moveaxis", "swapaxes", "swapdims", "split", "chunk", "unbind", "real", "imag",
+    "split_with_sizes", "tensor_split", "unfold", "as_strided"})
+
+
 def _forward(step, b: _Builder, with_grad: bool) -> dict[int, int]:
     """Leaves, ops and loss nodes; returns op index -> node id."""
     ops = [o for o in step.ops if o.parent is None]
     modules = sorted({o.module for o in ops if o.module})
     producer: dict[int, tuple[int, int]] = {}  # tid -> (op index, output position)
+    view_of: dict[int, int] = {}                # tid of a view -> the tensor it views
     grad_of: dict[int, Any] = {}                # tid -> gradient w.r.t. that tensor
     grad_fn_node: dict[int, Any] = {}           # op index -> GradNode
     bw = step.backward
@@ -271,6 +280,12 @@ def _forward(step, b: _Builder, with_grad: bool) -> dict[int, int]:
             b.edge(u, n, "data", _shape_of(step, tid), slot)
         for pos, tid in enumerate(op.outputs):
             producer[tid] = (op.index, pos)  # later readers see the latest version (in place)
+        if op.name in _VIEWS and op.inputs and op.is_graph:
+            for tid in op.outputs:
+                view_of[tid] = view_of.get(op.inputs[0], op.inputs[0])
+        elif in_place and out in view_of and view_of[out] in producer:
+            # h.narrow(1, 3, 3).mul_(2) writes h: h's later readers read what mul_ wrote
+            producer[view_of[out]] = (op.index, 0)
             if gn is not None and pos < len(gn.grad_outputs):
                 grad_of[tid] = gn.grad_outputs[pos]
     if bw is not None:

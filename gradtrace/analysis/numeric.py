@@ -16,9 +16,11 @@ table, or an argument its function does not take, makes the step not replayable 
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Callable
 
@@ -27,7 +29,7 @@ import torch
 from ..tracefile.dtypes import dtype_from_name
 from ..tracefile.model import FUNCTION_PREFIX, Op, Step
 from .linear import NotApplicable, unrecorded_view
-from .replayable import accepts, replayable, string_kind
+from .replayable import REPLAYABLE, accepts, replayable, string_kind
 
 __all__ = ["Replay", "ReplayError", "finite_differences", "blame_functions", "Blame",
            "autograd_gradients", "FD_EPS"]
@@ -71,6 +73,12 @@ def _resolve(o: Op) -> Callable:
     """The function to call for a recorded op: from gradtrace's own table, never from
     the file's string (a trace may come from anyone; see analysis.replayable)."""
     fn = replayable(o.target, o.name)
+    if fn is None and isinstance(o.target, str) and o.target.startswith("torch.") \
+            and o.target.endswith("_") and not o.target.endswith("__"):
+        # torch.relu_(h) is h.relu_(); without that method, the out-of-place torch.relu
+        # (the replay runs an op in place on a copy where it must: see Replay.call)
+        name = o.target.removeprefix("torch.")
+        fn = REPLAYABLE.get(f"Tensor.{name}") or REPLAYABLE.get(f"torch.{name[:-1]}")
     if fn is None:
         what = o.target if isinstance(o.target, str) else f"{o.target!r} (not a name)"
         raise ReplayError(f"{what} is not an op gradtrace replays")
@@ -134,6 +142,96 @@ def _numel_bound(name: str, args, kwargs) -> int | None:
     return bound
 
 
+#: The operators that change their first argument in place.
+_INPLACE_OPERATORS = frozenset({
+    "__iadd__", "__isub__", "__imul__", "__itruediv__", "__idiv__", "__ifloordiv__",
+    "__imod__", "__ipow__", "__imatmul__", "__iand__", "__ior__", "__ixor__", "__ilshift__",
+    "__irshift__", "__setitem__"})
+_INPLACE_SLOT: dict[Callable, int | None] = {}
+
+
+def _inplace_slot(fn: Callable) -> int | None:
+    """The position of ``fn``'s ``inplace`` parameter (F.relu's 1), or None."""
+    if fn not in _INPLACE_SLOT:
+        slot = None
+        try:
+            names = list(inspect.signature(fn).parameters)
+            slot = names.index("inplace") if "inplace" in names else None
+        except (TypeError, ValueError):  # a builtin without a signature: keywords only
+            pass
+        _INPLACE_SLOT[fn] = slot
+    return _INPLACE_SLOT[fn]
+
+
+def changes_first(fn: Callable, args: list, kwargs: dict) -> bool:
+    """Whether calling ``fn`` on these arguments changes its first one in place: a method
+    ending in ``_`` (``relu_``), an in-place operator (``+=``, ``h[mask] = 0``), a call
+    with ``inplace=True`` (as a keyword or by position)."""
+    if not args or not isinstance(args[0], torch.Tensor):
+        return False
+    name = getattr(fn, "__name__", "")
+    if name in _INPLACE_OPERATORS or (name.endswith("_") and not name.endswith("__")):
+        return True
+    if kwargs.get("inplace") is True:
+        return True
+    slot = _inplace_slot(fn) if len(args) > 1 else None
+    return slot is not None and slot < len(args) and args[slot] is True
+
+
+def _versions(ops: list[Op], inner: dict[int, list[Op]]) -> tuple[dict[int, Op], dict[int, int],
+                                                                 dict[int, int]]:
+    """An op in place gives its output its input's tid (``h.relu_()``: h in, h out), so one
+    tid names two values. The replay names each value apart: an op's output that is one of
+    its inputs gets a new tid (negative: none of the file's), which the ops after it read.
+    Returns the renamed ops by index, new tid -> the file's tid, and the file's tid -> the
+    tid of its last value."""
+    renamed: dict[int, Op] = {}
+    origin: dict[int, int] = {}
+    latest: dict[int, int] = {}
+    # below every tid of the file, negative ones of a crafted file too
+    below = min([0] + [t for o in ops for t in (*o.inputs, *o.outputs) if isinstance(t, int)])
+
+    def remap(a):
+        if isinstance(a, dict):
+            if len(a) == 1 and "tensor" in a and isinstance(a["tensor"], int) \
+                    and not isinstance(a["tensor"], bool):
+                return {"tensor": latest.get(a["tensor"], a["tensor"])}
+            return {k: remap(v) for k, v in a.items()}
+        if isinstance(a, list):
+            return [remap(v) for v in a]
+        if isinstance(a, tuple):
+            return tuple(remap(v) for v in a)
+        return a
+
+    def visit(o: Op) -> None:
+        inputs = o.inputs
+        new = dict(inputs=tuple(latest.get(i, i) for i in inputs), args=remap(o.args),
+                   kwargs=remap(o.kwargs))
+        outputs = []
+        if not o.is_graph and o.parent is None:  # not replayed: its output is a constant
+            for t in o.outputs:
+                latest.pop(t, None)
+            outputs = list(o.outputs)
+        elif o.is_function:  # its outputs are what its inner ops made, as they named them
+            for io in inner.get(o.index, []):
+                visit(io)
+            outputs = [latest.get(t, t) for t in o.outputs]
+        else:
+            for t in o.outputs:
+                if t in inputs or t in latest:
+                    fresh = below - 1 - len(origin)
+                    origin[fresh] = t
+                    latest[t] = fresh
+                    t = fresh
+                outputs.append(t)
+        renamed[o.index] = replace(o, outputs=tuple(outputs), **new)
+
+    for o in ops:
+        if o.parent is None:
+            visit(o)
+    return renamed, origin, latest
+
+
 def _outputs(out) -> tuple[torch.Tensor, ...]:
     if isinstance(out, torch.Tensor):
         return (out,)
@@ -163,14 +261,25 @@ class Replay:
             raise ReplayError(f"{step.ops_dropped} ops of this step were not recorded (max_ops_per_step); "
                               f"record with gradtrace.trace(max_ops_per_step="
                               f"{len(step.ops) + step.ops_dropped}) to check it")
-        self.top = [o for o in step.ops if o.parent is None]
-        self.inner: dict[int, list[Op]] = {}
+        inner: dict[int, list[Op]] = {}
         for o in step.ops:
+            if o.parent is not None:
+                inner.setdefault(o.parent, []).append(o)
+        #: the ops with each value named apart (see _versions): new tid -> the file's tid
+        self.origin: dict[int, int] = {}
+        ops = step.ops
+        latest: dict[int, int] = {}
+        if any(t in o.inputs for o in ops for t in o.outputs):
+            renamed, self.origin, latest = _versions(ops, inner)
+            ops = [renamed.get(o.index, o) for o in ops]
+        self.top = [o for o in ops if o.parent is None]
+        self.inner = {}
+        for o in ops:
             if o.parent is not None:
                 self.inner.setdefault(o.parent, []).append(o)
         # What a replay runs: the graph ops and the ops inside custom Functions. Other ops
         # (data preparation, in-place initialisation) keep their recorded outputs.
-        self.runs = [o for o in step.ops if o.is_graph or o.parent is not None]
+        self.runs = [o for o in ops if o.is_graph or o.parent is not None]
         #: the finite differences' relative step (see KINKS)
         self.fd_eps = FD_EPS / KINK_SHRINK if any(
             (o.name if isinstance(o.name, str) else "") in KINKS for o in self.runs) else FD_EPS
@@ -180,6 +289,12 @@ class Replay:
         for o in self.runs:
             self.made.update(o.outputs)
             self.dependent.update(o.outputs)
+        for o in self.top:
+            if not o.is_graph and any(t in o.inputs and t in self.dependent for t in o.outputs):
+                where = f" at {o.source.short}" if o.source else ""
+                raise ReplayError(f"{self.name(o.outputs[0])} was changed in place where autograd does "
+                                  f"not see it ({o.name}{where}, under torch.no_grad()): its gradients "
+                                  "are not the derivative of what the step computed")
         for o in self.runs:
             self._refuse_random(o, o.name if isinstance(o.name, str) else "")
         self.funcs: dict[int, Callable] = {}
@@ -189,8 +304,8 @@ class Replay:
             fn = self.funcs[o.index] = _resolve(o)
             # The name is the file's; the function's own name is what will run.
             self._refuse_random(o, getattr(fn, "__name__", ""))
-        self.roots = bw.roots
         self.root_grads = self._root_grads()
+        self.roots = tuple(latest.get(r, r) for r in bw.roots)  # the loss as backward saw it
         self.views: dict[int, tuple[int, tuple[int, ...]]] = {}
         self.constants: dict[int, torch.Tensor] = {}
         self.sized: set[int] = set()  # ops whose output shapes were checked
@@ -229,6 +344,10 @@ class Replay:
             out.append(g.data.double())
         return out
 
+    def name(self, tid: int) -> str:
+        """The tensor's name in the step (a value an op in place made: its tensor's)."""
+        return self.step.name(self.origin.get(tid, tid))
+
     def _op(self, index: int) -> Op:
         for o in self.step.ops:
             if o.index == index:
@@ -244,7 +363,7 @@ class Replay:
         if v is None or v.data is None:
             what = ("was not recorded" if v is None else f"was kept as statistics only ({v.numel} "
                     f"elements); record with `gradtrace run --max-numel {v.numel}` to check it")
-            raise ReplayError(f"the value of {self.step.name(tid)} (used by {consumer.name}) {what}")
+            raise ReplayError(f"the value of {self.name(tid)} (used by {consumer.name}) {what}")
         t = v.data
         if t.is_floating_point():
             t = t.double()
@@ -275,7 +394,7 @@ class Replay:
                 if v in env:
                     return env[v]
                 if v in self.dependent and v not in self.made:
-                    raise ReplayError(f"{self.step.name(v)} (an input of {op.name}) was made by a call "
+                    raise ReplayError(f"{self.name(v)} (an input of {op.name}) was made by a call "
                                       "gradtrace did not record")
                 return self.constant(v, op)
             if key == "slice" and isinstance(v, list) and len(v) == 3:
@@ -308,10 +427,13 @@ class Replay:
             env[tid] = env[src].permute(*dims)
         with torch.no_grad():
             for o in self.top:
-                self._run(o, env)
+                self._run(o, env, in_place=True)
         return env
 
-    def _run(self, o: Op, env: dict[int, torch.Tensor]) -> None:
+    def _run(self, o: Op, env: dict[int, torch.Tensor], in_place: bool = False) -> None:
+        """Op ``o`` run on ``env``, its outputs put there. ``in_place``: an op in place may
+        change a tensor the replay made in ``env`` (the forward's own: ``h.narrow(...)
+        .mul_(2)`` then writes ``h`` too, as it did in the run); otherwise it changes a copy."""
         if not o.is_graph and o.parent is None:
             return  # data preparation or initialisation: its recorded output is a constant
         if o.is_function:
@@ -320,7 +442,7 @@ class Replay:
                 if i not in env:
                     env[i] = self._arg({"tensor": i}, env, o)
             for io in inner:
-                self._run(io, env)
+                self._run(io, env, in_place)
             missing = [t for t in o.outputs if t not in env]
             if missing:
                 raise ReplayError(f"{o.name}'s forward returned a tensor that none of its recorded ops "
@@ -333,10 +455,10 @@ class Replay:
             return
         for i in o.inputs:
             if i not in env and i in self.dependent and i not in self.made:
-                raise ReplayError(f"{self.step.name(i)} (an input of {o.name}"
+                raise ReplayError(f"{self.name(i)} (an input of {o.name}"
                                   f"{' at ' + o.source.short if o.source else ''}) was made by a "
                                   "call gradtrace did not record")
-        outs = _outputs(self.call(o, env))
+        outs = _outputs(self.call(o, env, in_place))
         if len(outs) < len(o.outputs):
             raise ReplayError(f"{o.target} gave {len(outs)} tensors on replay, {len(o.outputs)} recorded")
         for tid, t in zip(o.outputs, outs):
@@ -346,11 +468,17 @@ class Replay:
                 t = t.double()
             env[tid] = t
 
-    def call(self, o: Op, env: dict[int, torch.Tensor]):
+    def call(self, o: Op, env: dict[int, torch.Tensor], in_place: bool = False):
         """Op ``o`` (not a custom Function) called on its arguments, tensors taken from
         ``env`` (float64); what its function returned. The error model
         (:mod:`.errmodel`) calls it with other tensors in ``env`` (magnitudes, expanded
-        copies) to get the op's local derivatives."""
+        copies) to get the op's local derivatives.
+
+        An op in place (``h.relu_()``, ``h[mask] = 0``, ``F.relu(h, inplace=True)``) runs
+        on a copy of the tensor it changes, and returns that copy: neither a value of the
+        file, a leaf the error model differentiates nor its other tensors are changed, and
+        autograd sees an op on a tensor of its own. Only with ``in_place`` (the replay's
+        forward) does it change a tensor the replay made itself, as the run did."""
         args = [self._arg(a, env, o, i) for i, a in enumerate(o.args)]
         if o.name == "getitem" and len(args) == 2 and isinstance(args[1], list):
             args[1] = tuple(args[1])  # the recorder keeps tuples as lists; x[a, b] is a tuple
@@ -365,8 +493,16 @@ class Replay:
                 after = True
             else:
                 self._size_first(o, args, kwargs)
+        changed = None
+        if changes_first(fn, args, kwargs):
+            target = o.args[0].get("tensor") if isinstance(o.args[0], dict) else None
+            if not in_place or args[0].requires_grad or target not in self.made:
+                args[0] = args[0].clone()
+            changed = args[0]
         try:
             out = fn(*args, **kwargs)
+            if changed is not None and out is None:
+                out = changed  # Tensor.__setitem__ returns None: its result is what it assigned into
         except Exception as e:  # a recorded call that does not run again: say which
             raise ReplayError(f"replaying {o.target} failed ({type(e).__name__}: {e})") from None
         if after:
@@ -387,7 +523,8 @@ class Replay:
     def _check_sizes(self, o: Op, out) -> None:
         """``out`` (on the meta device, or small) has the shapes the trace recorded."""
         for tid, t in zip(o.outputs, _outputs(out)):
-            known = self.step.value(tid) or self.step.tensors.get(tid)
+            # a value an op in place made has no shape of its own in the file (t.unsqueeze_())
+            known = None if tid in self.origin else self.step.value(tid) or self.step.tensors.get(tid)
             if known is not None and tuple(t.shape) != tuple(known.shape):
                 raise ReplayError(f"{o.target} would make a {list(t.shape)} tensor where the trace "
                                   f"recorded {list(known.shape)}")
@@ -415,19 +552,24 @@ class Replay:
             total = torch.zeros((), dtype=torch.float64)
             for r, g in zip(self.roots, self.root_grads):
                 if r not in env:
-                    raise ReplayError(f"the loss ({self.step.name(r)}) was not recomputed")
+                    raise ReplayError(f"the loss ({self.name(r)}) was not recomputed")
                 v = env[r]
                 total = total + (v.sum() if g is None else (v * g.reshape(v.shape)).sum())
             return total
 
-        return vmap(one)(points)
+        # vmap runs an op it has no batching rule for (clamp_) one point at a time, and warns
+        # so: a note to torch's developers, not the user's (a warning turned into an error
+        # falls back to one replay a point, as any other failure here does)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="There is a performance drop")
+            return vmap(one)(points)
 
     def __call__(self, values: dict[int, torch.Tensor]) -> float:
         env = self.forward(values)
         total = 0.0
         for r, g in zip(self.roots, self.root_grads):
             if r not in env:
-                raise ReplayError(f"the loss ({self.step.name(r)}) was not recomputed")
+                raise ReplayError(f"the loss ({self.name(r)}) was not recomputed")
             v = env[r]
             total += float(v.sum()) if g is None else float((v * g.reshape(v.shape)).sum())
         return total

@@ -46,9 +46,20 @@ class Forward:
         """A torch call. ``inplace``: one that changes its first argument (not a leaf's).
 
         The call runs first; what gradtrace does after it never reaches the user: a bug of
-        gradtrace's there leaves the op unrecorded and is said once (``Run.internal``)."""
+        gradtrace's there leaves the op unrecorded and is said once (``Run.internal``).
+
+        A call that returns its first argument changed (``F.relu(h, inplace=True)``, what
+        ``nn.ReLU(inplace=True)`` runs) is in place too: its version counter moved."""
+        version = None
+        if not inplace and args and isinstance(args[0], _Tensor):
+            try:
+                version = args[0]._version
+            except Exception:  # an inference tensor keeps no version counter
+                pass
         out = func(*args, **kwargs)
         try:
+            if version is not None and out is args[0] and out._version != version:
+                inplace = True
             self._seen(func, args, kwargs, out, inplace, sys._getframe(1))
         except Exception as e:
             self.run.internal(e)
@@ -57,6 +68,8 @@ class Forward:
     def _seen(self, func, args, kwargs, out, inplace, frame) -> None:
         """What ``on_op`` notes of a call that has run; ``frame``: its caller's."""
         run = self.run
+        if inplace and out is None and args and isinstance(args[0], _Tensor):
+            out = args[0]  # `h[mask] = 0` (Tensor.__setitem__) returns None: its result is h
         if func in _UNINITIALISED and isinstance(out, _Tensor) and out.numel() \
                 and len(self.step.unwritten) < 4096:
             self.step.unwritten.add(out.data_ptr())  # nn.Linear's weight, before its init
@@ -81,6 +94,12 @@ class Forward:
                 ins = tensors_in(args, kwargs)
                 if any(o is i for o in outs for i in ins):
                     return
+        if graph and inplace and not torch.is_grad_enabled():
+            # `with torch.no_grad(): h.mul_(2)` changes h where autograd does not see it: no
+            # graph op, but recorded (a replay then knows h's value is not its ops' alone)
+            if run.recording and not run.after_backward:
+                self.record(func, args, kwargs, outs, False, frame)
+            return
         if not graph:
             pending = self.step.pending
             if run.parents:
