@@ -411,6 +411,7 @@ def run_script(config: Config, script: str | None, module: str | None, args: lis
     replacing = config.output is not None and outputs is not None and is_trace(config.output)
     session.__enter__()  # a trace file that cannot be written stops here, before the script runs
     recorder = session.recorder
+    assert recorder is not None  # __enter__ made it
     recorder.run.quiet = quiet  # --quiet: no notes at the end (what was kept, what ran unrecorded)
     if replacing:
         assert outputs is not None  # replacing implies it
