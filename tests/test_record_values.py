@@ -297,3 +297,7 @@ def test_a_sparse_embedding_run_keeps_its_backward_pass(capsys):
     assert s.backward is not None and [e.kind for e in s.events].count("accumulate") == 1
     g = [e for e in s.events if e.kind == "accumulate"][0].after
     assert g.shape == (10, 3) and g.array[[1, 2, 3]].any() and not g.array[0].any()
+    # and checked: the replay asks the embedding for a dense gradient (the same values)
+    from gradtrace.analysis.check import check_trace
+
+    assert {c.status for c in check_trace(t.result, numeric="all").of("numeric")} == {"pass"}

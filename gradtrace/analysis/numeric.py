@@ -25,6 +25,7 @@ from functools import cached_property
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from ..tracefile.dtypes import dtype_from_name
 from ..tracefile.model import FUNCTION_PREFIX, Op, Step
@@ -486,6 +487,12 @@ class Replay:
         if "dtype" in kwargs and isinstance(kwargs["dtype"], torch.dtype) and kwargs["dtype"].is_floating_point:
             kwargs["dtype"] = torch.float64
         fn = self.funcs[o.index]
+        if fn is F.embedding:
+            # nn.Embedding(sparse=True): the same values, a dense gradient (the error model
+            # reshapes gradients, which a sparse one cannot do)
+            if len(args) > 6:
+                args[6] = False
+            kwargs.pop("sparse", None)
         after = False  # sized after it runs: its output is known to be small
         if o.index not in self.sized:
             bound = _numel_bound(getattr(fn, "__name__", ""), args, kwargs)
