@@ -336,3 +336,29 @@ def test_the_first_step_has_its_parameters_when_it_is_not_recorded_in_full():
     sc = t.result.scalars()
     assert sc.accumulation[:, 0].tolist() == [FRESH] * 12
     assert sc.grad_norm[0, 0] == pytest.approx(math.sqrt(20.0))
+
+
+def test_under_a_grad_scaler_the_loss_is_the_one_it_scaled():
+    """scaler.scale(loss).backward(): the loss column showed the loss times the scale (50.15
+    for 0.196), in the summary, the curves and the policy's loss-jump watch."""
+    import gradtrace
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
+    x, y = torch.randn(6, 3), torch.randn(6, 1)
+    losses = []
+    with gradtrace.trace() as t:
+        for _ in range(3):
+            opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(net(x), y)
+            losses.append(loss.item())
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+    assert t.result.scalars().loss.tolist() == losses
+    # the steps' rows too (summary's column); the backward root stays the scaled tensor
+    assert [r["loss"] for r in t.result.step_rows()] == pytest.approx(losses)
+    assert t.steps[0].loss == pytest.approx(losses[0] * 2.0 ** 8)
+    assert t._recorder.run.scaled is None  # let go of at the end

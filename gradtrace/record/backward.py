@@ -257,7 +257,7 @@ class BackwardPass:
         if len(roots) == 1 and isinstance(roots[0], _Tensor) and roots[0].numel() == 1:
             known = step.fwd_vid.get(root_tids[0])
             root_vid = known[0] if known is not None else values.snap_now(roots[0])
-            step.loss = float(roots[0].item())  # one element, any shape
+            step.loss = run.loss_of(roots[0])  # one element, any shape (unscaled by a GradScaler)
         snapped: dict[int, int] = {}  # a node's input gradient is the next one's output gradient
 
         def snap(g):

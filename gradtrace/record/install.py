@@ -52,6 +52,7 @@ def install(run: Run, step: StepState, naming: Naming, values: Values, forward: 
         _patch_backward(stack, run, mode, new_step)
         _patch_compile(stack, run, mode)
         _patch_distributed(stack, run)
+        _patch_grad_scaler(stack, run)
         stack.callback(mode.remove)  # the last in is the first out: the mode comes off first
         if run.recording:
             mode.put_on_stack()
@@ -286,6 +287,26 @@ def _patch_distributed(stack, run: Run) -> None:
         return out
 
     _patch(stack, dist, "init_process_group", init_process_group)
+
+
+def _patch_grad_scaler(stack, run: Run) -> None:
+    """``scaler.scale(loss).backward()`` (torch.amp's GradScaler): the loss a step keeps is
+    the one the scaler was given, not that times 65,536. The scaled tensor and the loss are
+    noted (the last one only) for the backward pass that starts from it."""
+    try:
+        from torch.amp.grad_scaler import GradScaler
+    except ImportError:  # pragma: no cover - an older torch
+        return
+    orig = GradScaler.__dict__["scale"]
+
+    def scale(self, outputs):
+        out = orig(self, outputs)
+        if isinstance(outputs, torch.Tensor) and isinstance(out, torch.Tensor) and out is not outputs:
+            run.scaled = (out, outputs)
+        return out
+
+    _patch(stack, GradScaler, "scale", scale)
+    stack.callback(lambda: setattr(run, "scaled", None))
 
 
 def _only_our_hooks() -> bool:

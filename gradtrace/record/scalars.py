@@ -176,7 +176,7 @@ class ScalarTaker:
         """Before a backward call of the run's step ``run.step``."""
         loss = NO_LOSS  # (several roots, or a root of several numbers: no one number to call it)
         if len(roots) == 1 and isinstance(roots[0], torch.Tensor) and roots[0].numel() == 1:
-            loss = float(roots[0].item())  # one element, any shape
+            loss = self.run.loss_of(roots[0])  # one element, any shape
         if not self.params:
             try:
                 self._discover(roots)

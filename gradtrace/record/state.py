@@ -62,6 +62,8 @@ class Run:
         self.thread_backward = 0    # backward passes in threads other than the recording one
         self.batched_backward = 0   # autograd.grad(is_grads_batched=True): run under vmap
         self.in_backward = False    # a backward call of the recording thread is running
+        #: (scaled, loss) of the last GradScaler.scale(loss) (install._patch_grad_scaler)
+        self.scaled: tuple[Any, Any] | None = None
         self.thread_ident = threading.get_ident()
         self.truncated_passes = 0   # backward passes with more nodes than max_nodes_per_backward
         self.backend: str | None = None  # torch.distributed's, once the script set up a group
@@ -75,6 +77,14 @@ class Run:
         # signals: one that arrives while gradtrace is writing waits until it is done
         self.busy = 0
         self.pending_signal: Any = None  # an exception class to raise once not busy
+
+    def loss_of(self, root) -> float:
+        """The loss of a backward pass from the one-number tensor ``root``: its value, or
+        under a GradScaler the value of the loss it scaled."""
+        scaled = self.scaled
+        if scaled is not None and scaled[0] is root:
+            return float(scaled[1].detach().reshape(-1)[0].item())
+        return float(root.item())
 
     def tid_of(self, t) -> int:
         tid = self.tids.get(t)
