@@ -104,7 +104,11 @@ message (`No module named MODULE`), as `python -m MODULE` exits.
   and `animate` check the same way.
 - **Durability.** Steps are committed in groups, at most 0.2 s after they end (by a small
   thread of gradtrace's when the script goes quiet): `kill -9` loses at most the last
-  0.2 s of steps; Ctrl-C, SIGTERM, an exception and `sys.exit` lose nothing.
+  0.2 s of steps; Ctrl-C, SIGTERM, an exception, `sys.exit` and `os._exit` lose nothing
+  (`os._exit(n)` ends the process at once: the trace is finished first, then nothing else
+  is made). A step whose work is done (after `optimizer.step()`, or a `.grad` zeroed after
+  the updates) is kept from then on even if the script stops there for long (an
+  evaluation, a sleep).
 """
 
 

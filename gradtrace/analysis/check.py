@@ -585,9 +585,10 @@ def numeric_check(step: Step, elements: int = 32) -> list[CheckResult]:
         line = f" at {o.source.short}" if o.source is not None else ""
         return [CheckResult("numeric", step.index, None, "not_applicable",
                             detail=f"not applicable: {step.name(carrier)} (an input of {o.name}{line}) "
-                                   "brings a graph from outside the step's recorded ops (a "
-                                   "gradient taken with create_graph=True, as in MAML; a tensor "
-                                   "made in an earlier step): autograd differentiates through "
+                                   "brings a graph from outside the step's recorded ops (the "
+                                   "output of a torch.compile'd region; a gradient taken with "
+                                   "create_graph=True, as in MAML; a tensor made in an earlier "
+                                   "step): autograd differentiates through "
                                    "it, the replay can only take it as a constant; no option "
                                    "changes that")]
     r = replay_of(step)

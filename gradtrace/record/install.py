@@ -333,6 +333,8 @@ class _Hooks:
         self.buckets = Buckets(run)  # DDP's gradient buckets (record/ddp.py)
 
     def module_pre(self, module, args):
+        if compiling():
+            return None  # (first: Dynamo traces this hook, and cannot trace get_ident)
         if threading.get_ident() != self.run.thread_ident:
             return None  # another thread's: gradtrace records the thread that started it
         if self.mode.aside is not None:
@@ -363,10 +365,10 @@ class _Hooks:
             self.run.ddp_world = dist.get_world_size(group) if group is not None else dist.get_world_size()
 
     def module_post(self, module, args, output):
-        if threading.get_ident() != self.run.thread_ident:
-            return None  # another thread's: gradtrace records the thread that started it
         if compiling():
             return None
+        if threading.get_ident() != self.run.thread_ident:
+            return None  # another thread's: gradtrace records the thread that started it
         self.naming.leave_module(module)
         if type(module).__name__ == "DistributedDataParallel":
             try:
@@ -385,10 +387,10 @@ class _Hooks:
             self.buckets.after_forward(module)
 
     def opt_pre(self, optimizer, args, kwargs):
-        if threading.get_ident() != self.run.thread_ident:
-            return None  # another thread's: gradtrace records the thread that started it
         if compiling():
             return None
+        if threading.get_ident() != self.run.thread_ident:
+            return None  # another thread's: gradtrace records the thread that started it
         run = self.run
         run.in_optimizer_step += 1
         try:
@@ -423,10 +425,10 @@ class _Hooks:
         return None
 
     def opt_post(self, optimizer, args, kwargs):
-        if threading.get_ident() != self.run.thread_ident:
-            return None  # another thread's: gradtrace records the thread that started it
         if compiling():
             return None
+        if threading.get_ident() != self.run.thread_ident:
+            return None  # another thread's: gradtrace records the thread that started it
         run = self.run
         if self.mode.aside is optimizer:
             self.mode.step_back()

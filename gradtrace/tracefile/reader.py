@@ -239,4 +239,18 @@ class Trace:
         self._conn.close()
 
     def __repr__(self) -> str:
-        return f"<gradtrace.Trace {self.path} steps={len(self.steps)}>"
+        return f"<gradtrace.Trace {_shown(self.path)} steps={len(self.steps)}>"
+
+
+def _shown(path: str) -> str:
+    """A file's path as the user would type it here: relative to the working directory
+    when it is inside it (a run reads its trace back by its absolute path)."""
+    import os
+
+    if path.startswith("<") or not os.path.isabs(path):
+        return path
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+    return path if rel.startswith("..") else rel
