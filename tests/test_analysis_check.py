@@ -212,16 +212,21 @@ def test_a_large_relative_error_within_its_bound_says_how_far_within():
     assert "numeric 1 passed, 1 FAILED (max rel err 0.5);" in v, v
 
 
-def test_the_verdict_when_no_step_was_recorded_in_full():
-    """budget=0: every step has its scalars and none its ops: said so, with how to keep some."""
+def _three_steps(**options):
+    """Three d2l-style steps recorded with ``options``: the run's trace."""
     w = torch.zeros(3, requires_grad=True)
-    with gradtrace.trace(budget=0) as t:
+    with gradtrace.trace(**options) as t:
         for _ in range(3):
             (w - 1).pow(2).sum().backward()
             with torch.no_grad():
                 w -= 0.1 * w.grad
                 w.grad.zero_()
-    v = check_trace(t.result).verdict()
+    return t.result
+
+
+def test_the_verdict_when_no_step_was_recorded_in_full():
+    """budget=0: every step has its scalars and none its ops: said so, with how to keep some."""
+    v = check_trace(_three_steps(budget=0)).verdict()
     assert v.startswith("nothing to check: none of the 3 steps was recorded in full (--full, or "
                         "a larger --budget, records them); 0 findings"), v
     assert "checked 0 of" not in v
@@ -304,14 +309,7 @@ def test_the_check_says_no_warning_and_minds_no_warning_filter():
 
 
 def test_a_range_of_steps_that_misses_the_run_says_so():
-    w = torch.zeros(2, requires_grad=True)
-    with gradtrace.trace(step_range=(100, 200)) as t:
-        for _ in range(3):
-            (w - 1).pow(2).sum().backward()
-            with torch.no_grad():
-                w -= 0.1 * w.grad
-                w.grad.zero_()
-    v = check_trace(t.result).verdict()
+    v = check_trace(_three_steps(step_range=(100, 200))).verdict()
     assert v.startswith("nothing to check: none of the 3 steps was recorded in full (--steps left "
                         "them out)"), v
 
