@@ -333,3 +333,23 @@ def test_a_step_through_a_gradient_taken_with_create_graph_is_not_applicable():
     assert outer and all(c.status == "not_applicable" and "create_graph=True" in c.detail
                          for c in outer)
     assert {c.status for c in report.of("numeric") if c.step in (0, 2)} == {"pass"}
+
+
+def test_a_relu_under_bfloat16_autocast_is_replayed_on_the_runs_branch():
+    """autocast rounds each linear's float32 inputs to bfloat16 inside the op: some of the
+    ReLU's inputs near 0 have the other sign in the float64 replay, and correct code was
+    called WRONG at 6x its bound. The replay keeps the run's branch (its recorded input)."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    X, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+    with gradtrace.trace() as t:
+        for _ in range(2):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = m(X)
+            F.cross_entropy(out.float(), y).backward()
+            with torch.no_grad():
+                for p in m.parameters():
+                    p -= 0.05 * p.grad
+                    p.grad = None
+    numeric = check_trace(t.result, numeric="all").of("numeric")
+    assert len(numeric) == 8 and {c.status for c in numeric} == {"pass"}, [c.detail for c in numeric]

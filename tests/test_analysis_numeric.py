@@ -265,8 +265,8 @@ def test_a_gradient_with_respect_to_an_intermediate_varies_it_not_its_inputs():
 def test_a_kink_near_the_point_does_not_make_a_correct_relu_wrong():
     """relu(x w + c) with the first row's input 1e-8 > 0: autograd's derivative is x summed,
     3. Central differences of steps down to 6e-6 / 256 all reach across relu's kink (they
-    measured 2.5 and the check said WRONG); a step with a kink starts from a hundredth of
-    6e-6, and its retries get below 1e-8."""
+    measured 2.5 and the check said WRONG). A ReLU is replayed on the branch the run took
+    (its recorded input's sign), so any step measures the derivative there."""
     x = torch.tensor([[1.0], [2.0]])
     c = torch.tensor([[0.0], [3.0]])
     w = torch.tensor([[1e-8]], requires_grad=True)
@@ -280,7 +280,10 @@ def test_a_kink_near_the_point_does_not_make_a_correct_relu_wrong():
     # as the check asks: good to a tenth of float32's bound, retried with h / 16 till then
     fd = finite_differences(rp, values, t.find("w").tid, [0], target=torch.tensor([1e-7]))
     assert float(fd.fd[0]) == pytest.approx(3.0, rel=1e-6)  # x summed: 1 + 2, both on the live side
-    assert float(fd.h[0]) < 1e-8 / 4
+    # a point 10x past the kink is still measured on the run's branch: row 0 is not cut to 0
+    past = dict(values)
+    past[t.find("w").tid] = torch.tensor([[-1e-7]], dtype=torch.float64)
+    assert rp(past) == pytest.approx(3.0 - 3e-7, abs=1e-12)
 
 
 # -- ops in place -------------------------------------------------------------------------------

@@ -54,6 +54,11 @@ KINKS = frozenset({
     "topk", "cummax", "cummin", "median", "kthvalue",
 })
 KINK_SHRINK = 100
+#: ReLUs replayed on the branch the run took: the recorded input's sign, not the replay's own.
+#: Where the run rounded the input (bfloat16 autocast: ~2e-3 of each term) an element near 0
+#: can fall on the other side in float64, and its gradient with it; autograd's gradient is
+#: the derivative on the run's branch, so the replay keeps to it.
+_RELUS = frozenset({torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_, F.relu})
 
 # Ops whose result depends on a random draw: a replay would draw differently.
 _RANDOM = {"dropout", "dropout1d", "dropout2d", "dropout3d", "feature_dropout", "alpha_dropout",
@@ -500,6 +505,14 @@ class Replay:
                 after = True
             else:
                 self._size_first(o, args, kwargs)
+        mask = self._branch(o, args) if fn in _RELUS else None
+        if mask is not None:
+            x = args[0]
+            target = o.args[0].get("tensor") if isinstance(o.args[0], dict) else None
+            if in_place and changes_first(fn, args, kwargs) and not x.requires_grad \
+                    and target in self.made:
+                return x.mul_(mask)  # the replay's forward, on its own tensor: as the run did
+            return x * mask
         changed = None
         if changes_first(fn, args, kwargs):
             target = o.args[0].get("tensor") if isinstance(o.args[0], dict) else None
@@ -515,6 +528,17 @@ class Replay:
         if after:
             self._check_sizes(o, out)
         return out
+
+    def _branch(self, o: Op, args: list) -> torch.Tensor | None:
+        """Where a ReLU's recorded input was positive (float64 0 / 1), when its value was kept
+        whole and has the shape the replay gives it; else None (the ReLU runs as it is)."""
+        if not o.inputs or not args or not isinstance(args[0], torch.Tensor):
+            return None
+        v = self.step.value(o.inputs[0])
+        data = v.data if v is not None else None
+        if data is None or tuple(data.shape) != tuple(args[0].shape) or not data.is_floating_point():
+            return None
+        return (data > 0).to(args[0].dtype)
 
     def _size_first(self, o: Op, args: list, kwargs: dict) -> None:
         """Before an op first runs, run it on the meta device (shapes, no data): its outputs
