@@ -207,6 +207,27 @@ def test_warnings_from_torch_ops_point_at_the_users_line(tmp_path):
     assert [line.split(": ")[0] for line in shown] == [f"{p}:5", f"{p}:6"]
 
 
+def test_warnings_from_torchs_python_code_point_at_the_users_line(tmp_path):
+    """F.softmax without dim= warns with stacklevel=3, a full backward hook from inside the
+    backward pass: python locates both at the script's line. Under the mode the frames it
+    inserts were counted, and the warnings pointed into torch (functional.py, _tensor.py)."""
+    p = _script(tmp_path, """
+        import torch, torch.nn.functional as F
+        lin = torch.nn.Linear(4, 3)
+        lin.register_full_backward_hook(lambda m, gi, go: None)
+        x = torch.randn(5, 4)
+        for i in range(2):
+            p = F.softmax(lin(x))
+            p.pow(2).sum().backward()
+    """)
+    plain = _python(str(p), cwd=tmp_path)
+    traced = gradtrace_cmd("run", *QUIET, "-o", "t.gtrace", str(p), cwd=tmp_path)
+    assert traced.returncode == plain.returncode == 0, traced.stderr
+    assert _theirs(traced.stderr) == plain.stderr
+    assert [line.split(": ")[0] for line in plain.stderr.splitlines() if "UserWarning" in line] \
+        == [f"{p}:7", f"{p}:8"]
+
+
 @pytest.mark.parametrize("code", ["not main()", "True", "False", "2**40", "-1"])
 def test_exit_code_of_sys_exit_is_the_one_python_exits_with(tmp_path, code):
     p = _script(tmp_path, f"""

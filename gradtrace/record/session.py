@@ -176,6 +176,7 @@ class _WarningsAtUserLine:
     def __init__(self) -> None:
         self._entry: Any = None
         self._show: Any = None
+        self._again = False
 
     def install(self) -> None:
         import warnings
@@ -204,17 +205,55 @@ class _WarningsAtUserLine:
     def _showwarnmsg(self, msg) -> None:
         import warnings
 
-        frame = sys._getframe(1) if msg.filename.startswith(_OURS) else None
-        while frame is not None and frame.f_code.co_filename.startswith(_OURS):
-            frame = frame.f_back
+        frame = None if self._again else _where_python_puts(sys._getframe(1), msg.filename,
+                                                            msg.lineno)
         if frame is None:
             self._show(msg)
             return
         g = frame.f_globals
-        warnings.warn_explicit(msg.message, msg.category, frame.f_code.co_filename, frame.f_lineno,
-                               module=g.get("__name__", "<string>"),
-                               registry=g.setdefault("__warningregistry__", {}), module_globals=g,
-                               source=msg.source)
+        self._again = True  # (the warning sent again comes back here: shown as it is then)
+        try:
+            warnings.warn_explicit(msg.message, msg.category, frame.f_code.co_filename,
+                                   frame.f_lineno, module=g.get("__name__", "<string>"),
+                                   registry=g.setdefault("__warningregistry__", {}),
+                                   module_globals=g, source=msg.source)
+        finally:
+            self._again = False
+
+
+def _where_python_puts(top, filename: str, lineno: int):
+    """The frame python would have located a warning in without gradtrace's frames, when the
+    frames between where it was raised (``top``) and where it was located hold some of
+    them; else None (the location stands). A warning raised N frames deep (``stacklevel``,
+    or 1 for torch's C++ TORCH_WARN) is located N frames up from ``top``, the frames that
+    recording inserted not counted."""
+    n, f = 1, top
+    while f is not None and (f.f_code.co_filename != filename or f.f_lineno != lineno):
+        f, n = f.f_back, n + 1
+    if f is None:
+        return None
+    frames = []
+    g = top
+    while g is not None:
+        frames.append(g)
+        g = g.f_back
+    skip = set()
+    for k, g in enumerate(frames):
+        if g.f_code.co_filename.startswith(_OURS):
+            skip.add(k)
+        elif g.f_code.co_name == "handle_torch_function":
+            skip.add(k)
+            skip.add(k + 1)  # the function that handed itself over: it runs again inside
+    if not any(k in skip for k in range(n)):
+        return None  # nothing of gradtrace's on the way: as python would have it
+    counted = 0
+    for k, g in enumerate(frames):
+        if k in skip:
+            continue
+        counted += 1
+        if counted == n:
+            return g
+    return None
 
 
 def _config_json(config: Config) -> dict[str, Any]:
