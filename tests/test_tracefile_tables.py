@@ -48,6 +48,12 @@ def test_the_meta_is_read_key_by_key():
         ("2026-01-02", {"budget": 10}, {"first": 3}, "2.13")
 
 
+def test_an_exit_code_written_as_a_boolean_is_the_code_the_process_exited_with():
+    """Before 2026-12-04 gradtrace stored sys.exit(True) as true: every reader refused the file."""
+    assert read_info(_meta(exit_code=True)).exit_code == 1
+    assert read_info(_meta(exit_code=False)).exit_code == 0
+
+
 def test_what_ran_unrecorded_is_read_as_counts():
     info = read_info(_meta(unrecorded={"thread_backward": 3, "transform_ops": 0}))
     assert info.unrecorded == {"thread_backward": 3, "transform_ops": 0}

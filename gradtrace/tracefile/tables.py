@@ -51,7 +51,7 @@ def read_info(q: Query) -> RunInfo:
         script=get("script", ck.text),
         argv=tuple(argv),
         status=status,
-        exit_code=get("exit_code", ck.integer),
+        exit_code=get("exit_code", _exit_code),
         error=get("error", ck.text),
         config=config,
         steps_seen=get("steps_seen", lambda v, w: ck.integer(v, w, 0), 0),
@@ -165,6 +165,12 @@ def _buckets(v: Any, what: str) -> list[dict]:
         out.append({"from_step": ck.integer(e.get("from_step"), f"{w} from_step", 0),
                     "params": params, "bytes": sizes, "rebuilt": ck.flag(e.get("rebuilt", 0), f"{w} rebuilt")})
     return out
+
+
+def _exit_code(v: Any, what: str) -> int:
+    """A whole number; or a boolean, as gradtrace wrote ``sys.exit(True)`` / ``sys.exit(False)``
+    before 2026-12-04 (the process exited 1 / 0)."""
+    return int(v) if type(v) is bool else ck.integer(v, what)
 
 
 def _counts(v: Any, what: str) -> dict[str, int]:
